@@ -1,0 +1,37 @@
+"""Choosing the torch device from the user's --device value."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from .errors import InputError
+
+DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
+
+
+def mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    name = name.strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if re.fullmatch(r"cuda(:\d+)?", name):
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {name}: CUDA is not available on this machine (use --device cpu or auto)")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise InputError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+        return torch.device(name)
+    if name == "mps":
+        if not mps_available():
+            raise InputError("--device mps: MPS is not available on this machine")
+        return torch.device("mps")
+    raise InputError(f"--device {name!r}: expected {DEVICE_HELP}")

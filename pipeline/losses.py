@@ -1,0 +1,71 @@
+"""The loss terms of Gatys et al. (2016) and Ruder et al. (2016), one small module each.
+
+Every loss returns one value per image of the batch, so that batched images stay independent.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """G_ij = sum_k F_ik F_jk for each image: (B, N, H, W) -> (B, N, N), accumulated in fp32."""
+    flat = features.flatten(2).float()
+    return torch.bmm(flat, flat.transpose(1, 2))
+
+
+class ContentLoss(nn.Module):
+    """L_content = 1/2 sum_ij (F_ij - P_ij)^2 against the content image's features P."""
+
+    def __init__(self, target: torch.Tensor):
+        super().__init__()
+        self.register_buffer("target", target.detach().float())
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (features.float() - self.target).pow(2).flatten(1).sum(1)
+
+
+class StyleLoss(nn.Module):
+    """E_l = 1/(4 N^2 M^2) sum_ij (G_ij - A_ij)^2.
+
+    The target is stored per position (A / M_style) and compared with G / M: identical to the paper
+    when style and output have the same size, and still meaningful when they do not.
+    """
+
+    def __init__(self, target_gram_per_position: torch.Tensor):
+        super().__init__()
+        self.register_buffer("target", target_gram_per_position.detach().float())
+
+    @staticmethod
+    def target_from(features: torch.Tensor) -> torch.Tensor:
+        return gram_matrix(features) / (features.shape[2] * features.shape[3])
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        n, m = features.shape[1], features.shape[2] * features.shape[3]
+        gram = gram_matrix(features) / m
+        return (gram - self.target).pow(2).sum((1, 2)) / (4 * n**2)
+
+
+class TVLoss(nn.Module):
+    """Total variation: squared differences of neighbouring pixels of the 0..1 image."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        dy = (image[:, :, 1:, :] - image[:, :, :-1, :]).pow(2).flatten(1).sum(1)
+        dx = (image[:, :, :, 1:] - image[:, :, :, :-1]).pow(2).flatten(1).sum(1)
+        return dx + dy
+
+
+class TemporalLoss(nn.Module):
+    """L_temporal = 1/D sum_k c_k (x_k - w_k)^2 (Ruder et al.), w the warped previous output."""
+
+    def __init__(self, warped: torch.Tensor, reliability: torch.Tensor):
+        super().__init__()
+        self.register_buffer("warped", warped.detach().float())
+        # The mask is per pixel; broadcast it over the colour channels.
+        self.register_buffer("reliability", reliability.detach().float().expand_as(self.warped).contiguous())
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        # Measured on the 0..255 scale the paper's images use, so its weights carry over.
+        diff = (image.float() - self.warped) * 255.0
+        return (self.reliability * diff.pow(2)).flatten(1).sum(1) / diff[0].numel()

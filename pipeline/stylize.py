@@ -1,0 +1,254 @@
+"""The optimization of Gatys, Ecker and Bethge (2016): pure torch, no file I/O, no printing.
+
+`Stylizer` holds the feature network and the style targets (computed once per output size);
+`Stylizer.stylize` optimizes an image and reports progress through a callback. Start images and
+extra loss terms (the temporal term for video) come from the caller.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+from .losses import ContentLoss, StyleLoss, TVLoss
+from .vgg import VGG19, load_vgg19
+
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+CONTENT_LAYER = "relu4_2"
+# alpha is given for an output of this many pixels (see content_scale below).
+REFERENCE_PIXELS = 512 * 512
+
+
+@dataclass(frozen=True, kw_only=True)
+class StyleSettings:
+    """Every setting of the method with its default; the CLI reads its defaults from here."""
+
+    size: int = 512  # long side of the output, in pixels
+    iterations: int = 300
+    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
+    learning_rate: float = 0.02  # Adam only, in 0..1 pixel units
+    content_weight: float = 1.0  # alpha
+    style_weight: float = 1e4  # beta
+    tv_weight: float = 0.0
+    init: Literal["noise", "content", "image"] = "content"  # paper: noise
+    style_scale: float = 1.0  # style image long side relative to the output's
+    style_blend: tuple[float, ...] = ()  # one weight per style image; empty: equal
+    pooling: Literal["max", "avg"] = "max"
+    weights: str = "original"  # 'original', 'torchvision' or a path
+    content_layer: str = CONTENT_LAYER
+    style_layers: tuple[str, ...] = STYLE_LAYERS
+    style_layer_weights: tuple[float, ...] = (0.2,) * len(STYLE_LAYERS)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.size < 16 or self.size > 16384:
+            raise InputError(f"--size {self.size}: must be between 16 and 16384 pixels")
+        if self.iterations < 1:
+            raise InputError(f"--iterations {self.iterations}: must be at least 1")
+        if self.optimizer not in ("lbfgs", "adam"):
+            raise InputError(f"--optimizer {self.optimizer!r}: must be 'lbfgs' or 'adam'")
+        if self.init not in ("noise", "content", "image"):
+            raise InputError(f"--init {self.init!r}: must be 'noise', 'content' or an image path")
+        if self.pooling not in ("max", "avg"):
+            raise InputError(f"--pooling {self.pooling!r}: must be 'max' or 'avg'")
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise InputError(f"--{name.replace('_', '-')} {value}: must be a finite number >= 0")
+        if not math.isfinite(self.learning_rate) or self.learning_rate <= 0:
+            raise InputError(f"--learning-rate {self.learning_rate}: must be > 0")
+        if not math.isfinite(self.style_scale) or not 0.05 <= self.style_scale <= 8:
+            raise InputError(f"--style-scale {self.style_scale}: must be between 0.05 and 8")
+        if any(not math.isfinite(w) or w < 0 for w in self.style_blend) or (
+            self.style_blend and sum(self.style_blend) <= 0
+        ):
+            raise InputError(f"--style-blend {self.style_blend}: weights must be >= 0 and not all 0")
+        if len(self.style_layer_weights) != len(self.style_layers):
+            raise InputError("one style layer weight is needed per style layer")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self, *, keys: Sequence[str] | None = None) -> str:
+        """A stable hash of the settings (or of the named subset), for checkpoints."""
+        values = self.to_dict()
+        if keys is not None:
+            values = {k: values[k] for k in keys}
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Progress:
+    """One optimization step, as reported to the callback."""
+
+    iteration: int  # 1-based, within this call
+    iterations: int
+    loss: float
+    terms: dict[str, float]  # weighted loss terms: content, style, tv, plus any extra ones
+    elapsed: float  # seconds since the start of this call
+
+
+@dataclass
+class StyleResult:
+    image: torch.Tensor  # (B, 3, H, W), RGB 0..1, on the stylizer's device
+    history: list[dict] = field(default_factory=list)  # one record per iteration
+    iterations: int = 0
+
+    @property
+    def final_terms(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+
+ProgressCallback = Callable[[Progress], None]
+# An extra loss term: image -> per-image loss, already weighted (e.g. the temporal loss).
+ExtraLoss = Callable[[torch.Tensor], torch.Tensor]
+
+
+def resize_long_side(image: torch.Tensor, long_side: int) -> torch.Tensor:
+    """Resize (B, 3, H, W) so that its longer side is `long_side`, keeping the aspect ratio."""
+    h, w = image.shape[-2:]
+    scale = long_side / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    if size == (h, w):
+        return image
+    return F.interpolate(image, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+
+
+def blend_weights(settings: StyleSettings, n_styles: int) -> list[float]:
+    weights = list(settings.style_blend) or [1.0] * n_styles
+    if len(weights) != n_styles:
+        raise InputError(f"--style-blend has {len(weights)} weights for {n_styles} style images")
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+class Stylizer:
+    """The feature network and style targets for one job; stylizes any number of images."""
+
+    def __init__(
+        self,
+        styles: Sequence[torch.Tensor],
+        settings: StyleSettings,
+        *,
+        device: torch.device | str = "cpu",
+        vgg: VGG19 | None = None,
+    ):
+        if not styles:
+            raise InputError("at least one style image is needed")
+        self.settings = settings
+        self.device = torch.device(device)
+        self.blend = blend_weights(settings, len(styles))
+        layers = (settings.content_layer, *settings.style_layers)
+        self.vgg = (vgg or load_vgg19(settings.weights, layers=layers, pooling=settings.pooling)).to(self.device)
+        self.styles = [s.to(self.device, torch.float32) for s in styles]
+        self._style_targets: dict[tuple[int, int], list[torch.Tensor]] = {}
+        self.tv_loss = TVLoss()
+
+    def style_targets(self, height: int, width: int) -> list[torch.Tensor]:
+        """Blended per-position Gram matrices for an output of this size, computed once."""
+        key = (height, width)
+        if key not in self._style_targets:
+            long_side = max(16, round(self.settings.style_scale * max(height, width)))
+            targets = [0.0] * len(self.settings.style_layers)
+            with torch.no_grad():
+                for style, weight in zip(self.styles, self.blend):
+                    features = self.vgg(resize_long_side(style, long_side))
+                    for i, layer in enumerate(self.settings.style_layers):
+                        targets[i] = targets[i] + weight * StyleLoss.target_from(features[layer])
+            self._style_targets[key] = targets
+        return self._style_targets[key]
+
+    def initial_image(self, content: torch.Tensor, init: torch.Tensor | None) -> torch.Tensor:
+        if init is not None:
+            if init.shape[-2:] != content.shape[-2:]:
+                init = F.interpolate(init, size=content.shape[-2:], mode="bicubic", antialias=True)
+            return init.to(self.device, torch.float32).clamp(0, 1).expand_as(content).clone()
+        if self.settings.init == "noise":
+            generator = torch.Generator().manual_seed(self.settings.seed)
+            return torch.rand(content.shape, generator=generator).to(self.device)
+        if self.settings.init == "image":
+            raise InputError("--init image needs an init image")
+        return content.clone()
+
+    def stylize(
+        self,
+        content: torch.Tensor,
+        *,
+        init: torch.Tensor | None = None,
+        iterations: int | None = None,
+        extra_losses: dict[str, ExtraLoss] | None = None,
+        callback: ProgressCallback | None = None,
+    ) -> StyleResult:
+        """Optimize an image (B, 3, H, W), RGB 0..1, to carry the style and keep the content."""
+        s = self.settings
+        iterations = s.iterations if iterations is None else iterations
+        content = content.to(self.device, torch.float32).contiguous()
+        b, _, h, w = content.shape
+        torch.manual_seed(s.seed)
+        with torch.no_grad():
+            content_loss = ContentLoss(self.vgg(content)[s.content_layer])
+        style_losses = [StyleLoss(t) for t in self.style_targets(h, w)]
+        # Departure: alpha is scaled by REFERENCE_PIXELS / (H W), so that the content/style
+        # balance (and the look) does not change with the output size; the paper's sum grows with M.
+        content_scale = s.content_weight * REFERENCE_PIXELS / (h * w)
+        extra_losses = extra_losses or {}
+
+        def loss_terms(image: torch.Tensor) -> dict[str, torch.Tensor]:
+            features = self.vgg(image)
+            terms = {
+                "content": content_scale * content_loss(features[s.content_layer]),
+                "style": s.style_weight
+                * sum(lw * loss(features[layer]) for lw, loss, layer in zip(s.style_layer_weights, style_losses, s.style_layers)),
+            }
+            if s.tv_weight:
+                terms["tv"] = s.tv_weight * self.tv_loss(image)
+            for name, extra in extra_losses.items():
+                terms[name] = extra(image)
+            return terms
+
+        image = self.initial_image(content, init).contiguous().requires_grad_(True)
+        if s.optimizer == "lbfgs":
+            # One L-BFGS iteration per step() call so that progress is reported per iteration;
+            # its curvature history persists in the optimizer state across calls.
+            optimizer = torch.optim.LBFGS(
+                [image], lr=1, max_iter=1, history_size=100, tolerance_grad=0, tolerance_change=0
+            )
+        else:
+            optimizer = torch.optim.Adam([image], lr=s.learning_rate)
+        last: dict[str, torch.Tensor] = {}
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            terms = loss_terms(image)
+            total = sum(t.sum() for t in terms.values())
+            total.backward()
+            last.clear()
+            last.update({k: v.detach() for k, v in terms.items()}, total=total.detach())
+            return total
+
+        result = StyleResult(image=image)
+        start = time.perf_counter()
+        for i in range(1, iterations + 1):
+            optimizer.step(closure)
+            if s.optimizer == "adam":
+                with torch.no_grad():
+                    image.clamp_(0, 1)
+            record = {k: float(v.sum()) for k, v in last.items()}
+            total = record.pop("total")
+            if not math.isfinite(total):
+                raise FloatingPointError(f"the loss became {total} at iteration {i}")
+            result.history.append({"iteration": i, "loss": total, **record})
+            result.iterations = i
+            if callback is not None:
+                callback(Progress(i, iterations, total, record, time.perf_counter() - start))
+        result.image = image.detach().clamp(0, 1)
+        return result
