@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
+from .lbfgs import BatchedLBFGS
 from .losses import ContentLoss, StyleLoss, TVLoss
 from .vgg import VGG19, load_vgg19
 
@@ -100,12 +101,18 @@ class Progress:
 @dataclass
 class StyleResult:
     image: torch.Tensor  # (B, 3, H, W), RGB 0..1, on the stylizer's device
-    history: list[dict] = field(default_factory=list)  # one record per iteration
+    history: list[dict] = field(default_factory=list)  # per iteration, summed over the batch
     iterations: int = 0
+    per_image: list[dict] = field(default_factory=list)  # weighted loss terms of the result
 
     @property
     def final_terms(self) -> dict:
-        return self.history[-1] if self.history else {}
+        """The result's loss terms summed over the batch."""
+        totals: dict[str, float] = {}
+        for record in self.per_image:
+            for key, value in record.items():
+                totals[key] = totals.get(key, 0.0) + value
+        return totals
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -217,11 +224,8 @@ class Stylizer:
 
         image = self.initial_image(content, init).contiguous().requires_grad_(True)
         if s.optimizer == "lbfgs":
-            # One L-BFGS iteration per step() call so that progress is reported per iteration;
-            # its curvature history persists in the optimizer state across calls.
-            optimizer = torch.optim.LBFGS(
-                [image], lr=1, max_iter=1, history_size=100, tolerance_grad=0, tolerance_change=0
-            )
+            # One curvature history per image, so that batchmates do not influence each other.
+            optimizer = BatchedLBFGS(image, lr=1, history_size=100)
         else:
             optimizer = torch.optim.Adam([image], lr=s.learning_rate)
         last: dict[str, torch.Tensor] = {}
@@ -251,4 +255,11 @@ class Stylizer:
             if callback is not None:
                 callback(Progress(i, iterations, total, record, time.perf_counter() - start))
         result.image = image.detach().clamp(0, 1)
+        # The history holds each iteration's starting loss; score the returned image itself.
+        with torch.no_grad():
+            final = loss_terms(result.image)
+        total = sum(final.values())
+        result.per_image = [
+            {"loss": float(total[i]), **{k: float(v[i]) for k, v in final.items()}} for i in range(b)
+        ]
         return result
