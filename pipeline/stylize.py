@@ -18,6 +18,7 @@ from typing import Callable, Literal, Sequence
 import torch
 import torch.nn.functional as F
 
+from .color import gray, luminance, match_color_histogram, match_luminance, with_chroma
 from .errors import InputError
 from .lbfgs import BatchedLBFGS
 from .losses import ContentLoss, StyleLoss, TVLoss
@@ -44,6 +45,9 @@ class StyleSettings:
     style_scale: float = 1.0  # style image long side relative to the output's
     style_blend: tuple[float, ...] = ()  # one weight per style image; empty: equal
     pooling: Literal["max", "avg"] = "max"
+    preserve_color: Literal["none", "luminance", "histogram"] = "none"
+    scales: int = 0  # coarse-to-fine scales, each twice the size of the last; 0: automatic
+    multiscale_threshold: int = 512  # automatic: one scale up to this long side, then add scales
     weights: str = "original"  # 'original', 'torchvision' or a path
     content_layer: str = CONTENT_LAYER
     style_layers: tuple[str, ...] = STYLE_LAYERS
@@ -59,6 +63,12 @@ class StyleSettings:
             raise InputError(f"--optimizer {self.optimizer!r}: must be 'lbfgs' or 'adam'")
         if self.init not in ("noise", "content", "image"):
             raise InputError(f"--init {self.init!r}: must be 'noise', 'content' or an image path")
+        if self.preserve_color not in ("none", "luminance", "histogram"):
+            raise InputError(f"--preserve-color {self.preserve_color!r}: must be 'none', 'luminance' or 'histogram'")
+        if not 0 <= self.scales <= 8:
+            raise InputError(f"--scales {self.scales}: must be between 0 (automatic) and 8")
+        if self.multiscale_threshold < 32:
+            raise InputError(f"--multiscale-threshold {self.multiscale_threshold}: must be at least 32")
         if self.pooling not in ("max", "avg"):
             raise InputError(f"--pooling {self.pooling!r}: must be 'max' or 'avg'")
         for name in ("content_weight", "style_weight", "tv_weight"):
@@ -76,6 +86,12 @@ class StyleSettings:
         if len(self.style_layer_weights) != len(self.style_layers):
             raise InputError("one style layer weight is needed per style layer")
 
+    @classmethod
+    def from_preset(cls, preset: str, **overrides) -> "StyleSettings":
+        if preset not in PRESETS:
+            raise InputError(f"--preset {preset!r}: must be one of {', '.join(PRESETS)}")
+        return cls(**(PRESETS[preset] | overrides))
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -87,6 +103,14 @@ class StyleSettings:
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# Presets set iterations and the multi-scale schedule together; explicit options override them.
+PRESETS: dict[str, dict] = {
+    "fast": {"iterations": 100, "multiscale_threshold": 256},
+    "balanced": {"iterations": StyleSettings.iterations, "multiscale_threshold": StyleSettings.multiscale_threshold},
+    "quality": {"iterations": 1000, "multiscale_threshold": 512, "pooling": "avg"},
+}
+
+
 @dataclass
 class Progress:
     """One optimization step, as reported to the callback."""
@@ -96,6 +120,8 @@ class Progress:
     loss: float
     terms: dict[str, float]  # weighted loss terms: content, style, tv, plus any extra ones
     elapsed: float  # seconds since the start of this call
+    scale: int = 1  # which coarse-to-fine scale (1-based) is being optimized
+    scales: int = 1
 
 
 @dataclass
@@ -138,6 +164,31 @@ def blend_weights(settings: StyleSettings, n_styles: int) -> list[float]:
     return [w / total for w in weights]
 
 
+MIN_SCALE_SIDE = 32  # VGG-19's relu5_1 needs a few positions at the coarsest scale
+
+
+def scale_sizes(height: int, width: int, settings: StyleSettings) -> list[tuple[int, int]]:
+    """Coarse-to-fine sizes ending at (height, width), each twice the one before."""
+    long_side, short_side = max(height, width), min(height, width)
+    count = settings.scales or 1 + max(0, math.ceil(math.log2(long_side / settings.multiscale_threshold)))
+    count = max(1, min(count, 1 + int(math.log2(max(1, short_side / MIN_SCALE_SIDE)))))
+    return [(round(height / 2**k), round(width / 2**k)) for k in reversed(range(count))]
+
+
+def split_iterations(iterations: int, scales: int) -> list[int]:
+    """Equal shares, the remainder to the coarsest (cheapest) scale."""
+    scales = min(scales, iterations)
+    shares = [iterations // scales] * scales
+    shares[0] += iterations - sum(shares)
+    return shares
+
+
+def resize_to(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return F.interpolate(image, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+
+
 class Stylizer:
     """The feature network and style targets for one job; stylizes any number of images."""
 
@@ -160,31 +211,49 @@ class Stylizer:
         self._style_targets: dict[tuple[int, int], list[torch.Tensor]] = {}
         self.tv_loss = TVLoss()
 
-    def style_targets(self, height: int, width: int) -> list[torch.Tensor]:
-        """Blended per-position Gram matrices for an output of this size, computed once."""
+    def _style_image(self, style: torch.Tensor, long_side: int, content: torch.Tensor | None) -> torch.Tensor:
+        style = resize_long_side(style, long_side)
+        if content is None:
+            return style
+        if self.settings.preserve_color == "histogram":
+            return match_color_histogram(style, content)
+        return gray(match_luminance(luminance(style), luminance(content)))
+
+    def style_targets(self, height: int, width: int, content: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Blended per-position Gram matrices for an output of this size, one row per image.
+
+        They are computed once per size, except under colour preservation, where the style image
+        is first matched to each content image (one extra forward pass per image)."""
         key = (height, width)
-        if key not in self._style_targets:
-            long_side = max(16, round(self.settings.style_scale * max(height, width)))
-            targets = [0.0] * len(self.settings.style_layers)
-            with torch.no_grad():
+        per_content = self.settings.preserve_color != "none" and content is not None
+        if not per_content and key in self._style_targets:
+            return self._style_targets[key]
+        long_side = max(16, round(self.settings.style_scale * max(height, width)))
+        references = [content[i : i + 1] for i in range(content.shape[0])] if per_content else [None]
+        targets = []
+        with torch.no_grad():
+            for reference in references:
+                per_layer = [0.0] * len(self.settings.style_layers)
                 for style, weight in zip(self.styles, self.blend):
-                    features = self.vgg(resize_long_side(style, long_side))
+                    features = self.vgg(self._style_image(style, long_side, reference))
                     for i, layer in enumerate(self.settings.style_layers):
-                        targets[i] = targets[i] + weight * StyleLoss.target_from(features[layer])
-            self._style_targets[key] = targets
-        return self._style_targets[key]
+                        per_layer[i] = per_layer[i] + weight * StyleLoss.target_from(features[layer])
+                targets.append(per_layer)
+        stacked = [torch.cat(layer_targets) for layer_targets in zip(*targets)]
+        if not per_content:
+            self._style_targets[key] = stacked
+        return stacked
 
     def initial_image(self, content: torch.Tensor, init: torch.Tensor | None) -> torch.Tensor:
         if init is not None:
-            if init.shape[-2:] != content.shape[-2:]:
-                init = F.interpolate(init, size=content.shape[-2:], mode="bicubic", antialias=True)
-            return init.to(self.device, torch.float32).clamp(0, 1).expand_as(content).clone()
+            init = resize_to(init.to(self.device, torch.float32), tuple(content.shape[-2:]))
+            return init.clamp(0, 1).expand_as(content).contiguous()
         if self.settings.init == "noise":
             generator = torch.Generator().manual_seed(self.settings.seed)
             return torch.rand(content.shape, generator=generator).to(self.device)
         if self.settings.init == "image":
             raise InputError("--init image needs an init image")
-        return content.clone()
+        return content.clone(memory_format=torch.contiguous_format)
 
     def stylize(
         self,
@@ -195,71 +264,113 @@ class Stylizer:
         extra_losses: dict[str, ExtraLoss] | None = None,
         callback: ProgressCallback | None = None,
     ) -> StyleResult:
-        """Optimize an image (B, 3, H, W), RGB 0..1, to carry the style and keep the content."""
+        """Optimize an image (B, 3, H, W), RGB 0..1, to carry the style and keep the content.
+
+        Large outputs are optimized coarse to fine (see scale_sizes); a given `init` (a warm
+        start) is already a good start, so it is refined at full size only. `extra_losses` apply
+        at full size."""
         s = self.settings
         iterations = s.iterations if iterations is None else iterations
         content = content.to(self.device, torch.float32).contiguous()
-        b, _, h, w = content.shape
+        full_size = tuple(content.shape[-2:])
+        sizes = [full_size] if init is not None else scale_sizes(*full_size, s)
+        shares = split_iterations(iterations, len(sizes))
+        sizes = sizes[len(sizes) - len(shares) :]
         torch.manual_seed(s.seed)
+        result = StyleResult(image=content)
+        image = init
+        start = time.perf_counter()
+        for index, (size, share) in enumerate(zip(sizes, shares)):
+            scaled = resize_to(content, size)
+            image = self.initial_image(scaled, image)
+
+            def report(event: Progress, index=index) -> None:
+                event.iteration += result.iterations
+                event.iterations, event.elapsed = iterations, time.perf_counter() - start
+                event.scale, event.scales = index + 1, len(sizes)
+                if callback is not None:
+                    callback(event)
+
+            image = self._optimize(scaled, image, share, extra_losses if size == full_size else None, report, result)
+        result.image = image
+        return result
+
+    def _optimize(
+        self,
+        content: torch.Tensor,
+        start: torch.Tensor,
+        iterations: int,
+        extra_losses: dict[str, ExtraLoss] | None,
+        callback: ProgressCallback,
+        result: StyleResult,
+    ) -> torch.Tensor:
+        s = self.settings
+        b, _, h, w = content.shape
+        luminance_only = s.preserve_color == "luminance"
         with torch.no_grad():
-            content_loss = ContentLoss(self.vgg(content)[s.content_layer])
-        style_losses = [StyleLoss(t) for t in self.style_targets(h, w)]
+            content_loss = ContentLoss(self.vgg(gray(luminance(content)) if luminance_only else content)[s.content_layer])
+        style_losses = [StyleLoss(t) for t in self.style_targets(h, w, content)]
         # Departure: alpha is scaled by REFERENCE_PIXELS / (H W), so that the content/style
         # balance (and the look) does not change with the output size; the paper's sum grows with M.
         content_scale = s.content_weight * REFERENCE_PIXELS / (h * w)
         extra_losses = extra_losses or {}
 
-        def loss_terms(image: torch.Tensor) -> dict[str, torch.Tensor]:
-            features = self.vgg(image)
+        def render(variable: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """(what VGG sees, the RGB output): under luminance-only transfer the variable is Y,
+            and the colour comes from the content (Gatys et al. 2016, colour preservation)."""
+            if luminance_only:
+                return gray(variable), with_chroma(variable, content)
+            return variable, variable
+
+        def loss_terms(variable: torch.Tensor) -> dict[str, torch.Tensor]:
+            vgg_input, rgb = render(variable)
+            features = self.vgg(vgg_input)
             terms = {
                 "content": content_scale * content_loss(features[s.content_layer]),
                 "style": s.style_weight
                 * sum(lw * loss(features[layer]) for lw, loss, layer in zip(s.style_layer_weights, style_losses, s.style_layers)),
             }
             if s.tv_weight:
-                terms["tv"] = s.tv_weight * self.tv_loss(image)
+                terms["tv"] = s.tv_weight * self.tv_loss(rgb)
             for name, extra in extra_losses.items():
-                terms[name] = extra(image)
+                terms[name] = extra(rgb)
             return terms
 
-        image = self.initial_image(content, init).contiguous().requires_grad_(True)
+        variable = (luminance(start) if luminance_only else start).contiguous().requires_grad_(True)
         if s.optimizer == "lbfgs":
             # One curvature history per image, so that batchmates do not influence each other.
-            optimizer = BatchedLBFGS(image, lr=1, history_size=100)
+            optimizer = BatchedLBFGS(variable, lr=1, history_size=100)
         else:
-            optimizer = torch.optim.Adam([image], lr=s.learning_rate)
+            optimizer = torch.optim.Adam([variable], lr=s.learning_rate)
         last: dict[str, torch.Tensor] = {}
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad(set_to_none=True)
-            terms = loss_terms(image)
+            terms = loss_terms(variable)
             total = sum(t.sum() for t in terms.values())
             total.backward()
             last.clear()
             last.update({k: v.detach() for k, v in terms.items()}, total=total.detach())
             return total
 
-        result = StyleResult(image=image)
-        start = time.perf_counter()
         for i in range(1, iterations + 1):
             optimizer.step(closure)
             if s.optimizer == "adam":
                 with torch.no_grad():
-                    image.clamp_(0, 1)
+                    variable.clamp_(0, 1)
             record = {k: float(v.sum()) for k, v in last.items()}
             total = record.pop("total")
             if not math.isfinite(total):
                 raise FloatingPointError(f"the loss became {total} at iteration {i}")
-            result.history.append({"iteration": i, "loss": total, **record})
-            result.iterations = i
-            if callback is not None:
-                callback(Progress(i, iterations, total, record, time.perf_counter() - start))
-        result.image = image.detach().clamp(0, 1)
+            result.history.append({"iteration": result.iterations + i, "loss": total, **record})
+            callback(Progress(i, iterations, total, record, 0.0))
+        result.iterations += iterations
+        variable = variable.detach().clamp(0, 1)
         # The history holds each iteration's starting loss; score the returned image itself.
         with torch.no_grad():
-            final = loss_terms(result.image)
+            final = loss_terms(variable)
         total = sum(final.values())
         result.per_image = [
             {"loss": float(total[i]), **{k: float(v[i]) for k, v in final.items()}} for i in range(b)
         ]
-        return result
+        return render(variable)[1].clamp(0, 1)

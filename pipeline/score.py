@@ -1,0 +1,53 @@
+"""The evaluator: losses of a finished image under one fixed reference configuration, so that
+results of different settings, versions or tools can be compared on the same scale.
+
+Reference: fp32, the original VGG-19 with max pooling, the paper's losses without our size
+normalization (L_content = 1/2 sum (F - P)^2 on relu4_2; L_style = sum_l 1/5 E_l on
+relu1_1..relu5_1), every image resized to REFERENCE_SIZE on its long side, total = L_content +
+1e3 L_style (the paper's alpha/beta = 1e-3).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .losses import ContentLoss, StyleLoss
+from .stylize import CONTENT_LAYER, STYLE_LAYERS, resize_long_side, resize_to
+from .vgg import VGG19, load_vgg19
+
+REFERENCE_SIZE = 512
+REFERENCE_BETA = 1e3
+
+
+def reference_vgg() -> VGG19:
+    return load_vgg19("original", layers=(CONTENT_LAYER, *STYLE_LAYERS), pooling="max")
+
+
+@torch.no_grad()
+def reference_losses(
+    output: torch.Tensor,
+    content: torch.Tensor,
+    styles: Sequence[torch.Tensor],
+    *,
+    blend: Sequence[float] | None = None,
+    vgg: VGG19 | None = None,
+    size: int = REFERENCE_SIZE,
+) -> dict[str, float]:
+    """Images are (1, 3, H, W) RGB 0..1 of any size; the content is resized to the output's shape."""
+    vgg = vgg or reference_vgg()
+    device = next(vgg.parameters()).device
+    output = resize_long_side(output.to(device, torch.float32), size)
+    content = resize_to(content.to(device, torch.float32), tuple(output.shape[-2:]))
+    blend = list(blend) if blend else [1.0] * len(styles)
+    blend = [w / sum(blend) for w in blend]
+    features = vgg(output)
+    content_loss = ContentLoss(vgg(content)[CONTENT_LAYER])(features[CONTENT_LAYER]).item()
+    targets = [0.0] * len(STYLE_LAYERS)
+    for style, weight in zip(styles, blend):
+        style_features = vgg(resize_long_side(style.to(device, torch.float32), size))
+        for i, layer in enumerate(STYLE_LAYERS):
+            targets[i] = targets[i] + weight * StyleLoss.target_from(style_features[layer])
+    style_loss = sum(StyleLoss(t)(features[layer]).item() / len(STYLE_LAYERS) for t, layer in zip(targets, STYLE_LAYERS))
+    return {"content": content_loss, "style": style_loss, "total": content_loss + REFERENCE_BETA * style_loss}
