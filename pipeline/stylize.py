@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .color import gray, luminance, match_color_histogram, match_luminance, with_chroma
+from .devices import configure_precision
 from .errors import InputError
 from .lbfgs import BatchedLBFGS
 from .losses import ContentLoss, StyleLoss, TVLoss
@@ -49,6 +50,7 @@ class StyleSettings:
     scales: int = 0  # coarse-to-fine scales, each twice the size of the last; 0: automatic
     multiscale_threshold: int = 512  # automatic: one scale up to this long side, then add scales
     weights: str = "original"  # 'original', 'torchvision' or a path
+    precision: Literal["auto", "fp32", "tf32", "bf16"] = "auto"  # auto: bf16 on CUDA, fp32 elsewhere
     content_layer: str = CONTENT_LAYER
     style_layers: tuple[str, ...] = STYLE_LAYERS
     style_layer_weights: tuple[float, ...] = (0.2,) * len(STYLE_LAYERS)
@@ -69,6 +71,8 @@ class StyleSettings:
             raise InputError(f"--scales {self.scales}: must be between 0 (automatic) and 8")
         if self.multiscale_threshold < 32:
             raise InputError(f"--multiscale-threshold {self.multiscale_threshold}: must be at least 32")
+        if self.precision not in ("auto", "fp32", "tf32", "bf16"):
+            raise InputError(f"--precision {self.precision!r}: must be auto, fp32, tf32 or bf16")
         if self.pooling not in ("max", "avg"):
             raise InputError(f"--pooling {self.pooling!r}: must be 'max' or 'avg'")
         for name in ("content_weight", "style_weight", "tv_weight"):
@@ -210,6 +214,10 @@ class Stylizer:
         self.styles = [s.to(self.device, torch.float32) for s in styles]
         self._style_targets: dict[tuple[int, int], list[torch.Tensor]] = {}
         self.tv_loss = TVLoss()
+        self.autocast_dtype = configure_precision(self.device, settings.precision)
+        self.channels_last = self.device.type == "cuda"
+        if self.channels_last:
+            self.vgg = self.vgg.to(memory_format=torch.channels_last)
 
     def _style_image(self, style: torch.Tensor, long_side: int, content: torch.Tensor | None) -> torch.Tensor:
         style = resize_long_side(style, long_side)
@@ -235,7 +243,7 @@ class Stylizer:
             for reference in references:
                 per_layer = [0.0] * len(self.settings.style_layers)
                 for style, weight in zip(self.styles, self.blend):
-                    features = self.vgg(self._style_image(style, long_side, reference))
+                    features = self.vgg(self._style_image(style, long_side, reference))  # fp32
                     for i, layer in enumerate(self.settings.style_layers):
                         per_layer[i] = per_layer[i] + weight * StyleLoss.target_from(features[layer])
                 targets.append(per_layer)
@@ -263,12 +271,18 @@ class Stylizer:
         iterations: int | None = None,
         extra_losses: dict[str, ExtraLoss] | None = None,
         callback: ProgressCallback | None = None,
+        report_every: int | None = None,
+        stop_tolerance: float = 0.0,
+        stop_window: int = 10,
     ) -> StyleResult:
         """Optimize an image (B, 3, H, W), RGB 0..1, to carry the style and keep the content.
 
         Large outputs are optimized coarse to fine (see scale_sizes); a given `init` (a warm
         start) is already a good start, so it is refined at full size only. `extra_losses` apply
-        at full size."""
+        at full size. The loss is read back from the device (a synchronisation) and `callback`
+        called every `report_every` iterations (default: 1 on CPU, 10 on a GPU) and at the end.
+        With `stop_tolerance`, the optimization stops early once the loss fell by less than that
+        fraction over the last `stop_window` iterations (for warm-started video frames)."""
         s = self.settings
         iterations = s.iterations if iterations is None else iterations
         content = content.to(self.device, torch.float32).contiguous()
@@ -276,6 +290,9 @@ class Stylizer:
         sizes = [full_size] if init is not None else scale_sizes(*full_size, s)
         shares = split_iterations(iterations, len(sizes))
         sizes = sizes[len(sizes) - len(shares) :]
+        if report_every is None:
+            report_every = 1 if self.device.type == "cpu" else 10
+        stopping = (stop_tolerance, stop_window)
         torch.manual_seed(s.seed)
         result = StyleResult(image=content)
         image = init
@@ -291,7 +308,17 @@ class Stylizer:
                 if callback is not None:
                     callback(event)
 
-            image = self._optimize(scaled, image, share, extra_losses if size == full_size else None, report, result)
+            extras = extra_losses if size == full_size else None
+            recorded = len(result.history)
+            try:
+                image = self._optimize(scaled, image, share, extras, report, result, report_every, stopping, self.autocast_dtype)
+            except FloatingPointError:
+                if self.autocast_dtype is None:
+                    raise
+                # bf16 overflowed somewhere: redo this scale, and the rest of the job, in fp32.
+                self.autocast_dtype = None
+                del result.history[recorded:]
+                image = self._optimize(scaled, image, share, extras, report, result, report_every, stopping, None)
         result.image = image
         return result
 
@@ -303,12 +330,15 @@ class Stylizer:
         extra_losses: dict[str, ExtraLoss] | None,
         callback: ProgressCallback,
         result: StyleResult,
+        report_every: int,
+        stopping: tuple[float, int],
+        autocast_dtype: torch.dtype | None,
     ) -> torch.Tensor:
         s = self.settings
         b, _, h, w = content.shape
         luminance_only = s.preserve_color == "luminance"
         with torch.no_grad():
-            content_loss = ContentLoss(self.vgg(gray(luminance(content)) if luminance_only else content)[s.content_layer])
+            content_loss = ContentLoss(self.vgg(gray(luminance(content)) if luminance_only else content)[s.content_layer].float())
         style_losses = [StyleLoss(t) for t in self.style_targets(h, w, content)]
         # Departure: alpha is scaled by REFERENCE_PIXELS / (H W), so that the content/style
         # balance (and the look) does not change with the output size; the paper's sum grows with M.
@@ -322,9 +352,16 @@ class Stylizer:
                 return gray(variable), with_chroma(variable, content)
             return variable, variable
 
+        def features_of(vgg_input: torch.Tensor) -> dict[str, torch.Tensor]:
+            if self.channels_last:
+                vgg_input = vgg_input.contiguous(memory_format=torch.channels_last)
+            # bf16 for the network only: the losses and Gram matrices are accumulated in fp32.
+            with torch.autocast(self.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                return self.vgg(vgg_input)
+
         def loss_terms(variable: torch.Tensor) -> dict[str, torch.Tensor]:
             vgg_input, rgb = render(variable)
-            features = self.vgg(vgg_input)
+            features = features_of(vgg_input)
             terms = {
                 "content": content_scale * content_loss(features[s.content_layer]),
                 "style": s.style_weight
@@ -336,7 +373,8 @@ class Stylizer:
                 terms[name] = extra(rgb)
             return terms
 
-        variable = (luminance(start) if luminance_only else start).contiguous().requires_grad_(True)
+        variable = (luminance(start) if luminance_only else start).clone(memory_format=torch.contiguous_format)
+        variable.requires_grad_(True)
         if s.optimizer == "lbfgs":
             # One curvature history per image, so that batchmates do not influence each other.
             optimizer = BatchedLBFGS(variable, lr=1, history_size=100)
@@ -353,17 +391,35 @@ class Stylizer:
             last.update({k: v.detach() for k, v in terms.items()}, total=total.detach())
             return total
 
+        pending: list[dict[str, torch.Tensor]] = []  # losses still on the device
+        recent: list[float] = []
+        tolerance, window = stopping
         for i in range(1, iterations + 1):
             optimizer.step(closure)
             if s.optimizer == "adam":
                 with torch.no_grad():
                     variable.clamp_(0, 1)
-            record = {k: float(v.sum()) for k, v in last.items()}
-            total = record.pop("total")
-            if not math.isfinite(total):
-                raise FloatingPointError(f"the loss became {total} at iteration {i}")
-            result.history.append({"iteration": result.iterations + i, "loss": total, **record})
+            pending.append({k: v.sum() for k, v in last.items()})
+            if i % report_every and i != iterations:
+                continue
+            # One synchronisation for all iterations since the last report.
+            names = list(pending[0])
+            values = torch.stack([torch.stack([p[k] for k in names]) for p in pending]).tolist()
+            first = i - len(pending) + 1
+            pending.clear()
+            for offset, row in enumerate(values):
+                record = dict(zip(names, row))
+                total = record.pop("total")
+                if not math.isfinite(total):
+                    raise FloatingPointError(f"the loss became {total} at iteration {first + offset}")
+                result.history.append({"iteration": result.iterations + first + offset, "loss": total, **record})
+                recent.append(total)
             callback(Progress(i, iterations, total, record, 0.0))
+            if tolerance > 0 and len(recent) > window:
+                change = (recent[-window - 1] - recent[-1]) / max(abs(recent[-window - 1]), 1e-30)
+                if change < tolerance:
+                    iterations = i
+                    break
         result.iterations += iterations
         variable = variable.detach().clamp(0, 1)
         # The history holds each iteration's starting loss; score the returned image itself.
