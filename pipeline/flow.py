@@ -1,0 +1,143 @@
+"""Optical flow between content frames (OpenCV DIS), reliability masks, warping, scene cuts and
+the flicker metric, after Ruder, Dosovitskiy and Brox, "Artistic style transfer for videos" (2016).
+
+Conventions: frames are RGB uint8 arrays (H, W, 3). `flow_back[y, x]` is the displacement from a
+pixel of the current frame to where it was in the previous frame, so that
+prev[y + flow_back[y, x, 1], x + flow_back[y, x, 0]] ~ cur[y, x]; warping the previous frame
+with it brings it onto the current frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DIS_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+
+
+@dataclass
+class FramePair:
+    """What the stylizer needs to carry frame i-1 over to frame i."""
+
+    flow_back: np.ndarray  # (H, W, 2) float32, current -> previous
+    reliability: np.ndarray  # (H, W) float32 in 0..1; 0 where the warp cannot be trusted
+    cut_score: float  # 0..1; above the scene threshold this pair is a scene cut
+
+    def save(self, path: Path | str) -> None:
+        """Atomic: a temporary file beside `path`, renamed when complete."""
+        from .images import atomic_path
+
+        with atomic_path(Path(path)) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, flow_back=self.flow_back, reliability=self.reliability, cut_score=self.cut_score)
+
+    @classmethod
+    def load(cls, path: Path | str) -> "FramePair":
+        with np.load(path) as data:
+            return cls(data["flow_back"], data["reliability"], float(data["cut_score"]))
+
+
+def dis_flow(source: np.ndarray, target: np.ndarray, preset: str = "medium") -> np.ndarray:
+    """Dense flow f with source[y, x] ~ target[(y, x) + f[y, x]] (DIS on grey levels)."""
+    dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+    gray_source = cv2.cvtColor(source, cv2.COLOR_RGB2GRAY)
+    gray_target = cv2.cvtColor(target, cv2.COLOR_RGB2GRAY)
+    return dis.calc(gray_source, gray_target, None)
+
+
+def _sample(field: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """field(x + flow(x)), bilinear, with the border replicated."""
+    h, w = flow.shape[:2]
+    grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return cv2.remap(field, grid_x + flow[..., 0], grid_y + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def reliability_mask(flow_back: np.ndarray, flow_forward: np.ndarray, *, smooth: float = 1.0) -> np.ndarray:
+    """1 where the previous frame can be trusted at x + flow_back(x), 0 where not (Ruder et al.):
+    - the forward-backward check fails: |w + w_f(x + w)|^2 > 0.01 (|w|^2 + |w_f(x + w)|^2) + 0.5,
+    - a motion boundary: |grad w_f(x + w)|^2 > 0.01 |w_f(x + w)|^2 + 0.002,
+    - or x + w leaves the frame;
+    with w = flow_back and w_f the forward flow (previous -> current). Lightly smoothed."""
+    h, w = flow_back.shape[:2]
+    forward_at = _sample(flow_forward, flow_back)
+    round_trip = np.sum((flow_back + forward_at) ** 2, axis=2)
+    magnitudes = np.sum(flow_back**2, axis=2) + np.sum(forward_at**2, axis=2)
+    consistent = round_trip <= 0.01 * magnitudes + 0.5
+    du_y, du_x = np.gradient(forward_at[..., 0])
+    dv_y, dv_x = np.gradient(forward_at[..., 1])
+    gradient = du_x**2 + du_y**2 + dv_x**2 + dv_y**2
+    not_boundary = gradient <= 0.01 * np.sum(forward_at**2, axis=2) + 0.002
+    grid_x, grid_y = np.meshgrid(np.arange(w), np.arange(h))
+    target_x, target_y = grid_x + flow_back[..., 0], grid_y + flow_back[..., 1]
+    # Half a pixel of slack: a border pixel with a tiny outward flow still has a source.
+    inside = (target_x >= -0.5) & (target_x <= w - 0.5) & (target_y >= -0.5) & (target_y <= h - 0.5)
+    mask = (consistent & not_boundary & inside).astype(np.float32)
+    if smooth > 0:
+        # Smooth, but never let an unreliable pixel become trusted: take the minimum.
+        mask = np.minimum(mask, cv2.GaussianBlur(mask, (0, 0), smooth))
+    return mask
+
+
+def histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Bhattacharyya distance (0 same, 1 disjoint) of the hue-saturation-value histograms."""
+    hists = []
+    for frame in (a, b):
+        hsv = cv2.cvtColor(frame, cv2.COLOR_RGB2HSV)
+        hist = cv2.calcHist([hsv], [0, 1, 2], None, [16, 8, 8], [0, 180, 0, 256, 0, 256])
+        hists.append(cv2.normalize(hist, hist).flatten())
+    return float(cv2.compareHist(hists[0], hists[1], cv2.HISTCMP_BHATTACHARYYA))
+
+
+def frame_pair(previous: np.ndarray, current: np.ndarray, preset: str = "medium") -> FramePair:
+    """Flow, reliability and a scene-cut score for two consecutive content frames."""
+    flow_back = dis_flow(current, previous, preset)
+    flow_forward = dis_flow(previous, current, preset)
+    reliability = reliability_mask(flow_back, flow_forward)
+    # A cut shows as colours that change wholesale or as flow that cannot be trusted anywhere.
+    cut_score = max(histogram_distance(previous, current), 1.0 - float(reliability.mean()))
+    return FramePair(flow_back, reliability, cut_score)
+
+
+def warp(image: torch.Tensor, flow_back: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Bring the previous frame (B, C, H, W) onto the current one: image(x + flow_back(x))."""
+    flow = torch.as_tensor(flow_back, dtype=torch.float32, device=image.device)
+    h, w = flow.shape[:2]
+    ys, xs = torch.meshgrid(torch.arange(h, device=image.device), torch.arange(w, device=image.device), indexing="ij")
+    # grid_sample wants coordinates in -1..1, with align_corners=True mapping -1 and 1 to pixel centres.
+    grid_x = (xs + flow[..., 0]) * (2 / max(w - 1, 1)) - 1
+    grid_y = (ys + flow[..., 1]) * (2 / max(h - 1, 1)) - 1
+    grid = torch.stack([grid_x, grid_y], dim=-1).unsqueeze(0).expand(image.shape[0], -1, -1, -1)
+    return F.grid_sample(image.float(), grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def to_tensor(frame: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).unsqueeze(0).float() / 255
+
+
+def warping_error(previous_output: np.ndarray, current_output: np.ndarray, pair: FramePair) -> float:
+    """Mean squared difference (0..255 scale) between the current output and the previous output
+    warped onto it, over the reliable pixels."""
+    warped = warp(to_tensor(previous_output), pair.flow_back)
+    diff = ((to_tensor(current_output) - warped) * 255).pow(2).sum(1)[0].numpy()
+    weight = pair.reliability
+    return float((weight * diff).sum() / max(weight.sum(), 1.0))
+
+
+def flicker(outputs: list[np.ndarray], pairs: list[FramePair | None], scene_threshold: float) -> float:
+    """Mean masked warping error over consecutive frames, skipping scene cuts. pairs[i] carries
+    frame i-1 to frame i (pairs[0] is None)."""
+    errors = [
+        warping_error(outputs[i - 1], outputs[i], pair)
+        for i, pair in enumerate(pairs)
+        if i > 0 and pair is not None and pair.cut_score <= scene_threshold
+    ]
+    return float(np.mean(errors)) if errors else 0.0

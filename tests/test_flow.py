@@ -1,0 +1,109 @@
+"""Optical flow, reliability masks, warping, scene cuts and the flicker metric on synthetic
+moving content with known motion."""
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from pipeline.flow import FramePair, flicker, frame_pair, histogram_distance, to_tensor, warp, warping_error
+
+SIZE, SQUARE, SHIFT, START = 96, 32, 3, 20
+
+
+def texture(seed: int, size: int, blur: float = 1.5) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    return cv2.GaussianBlur(noise, (0, 0), blur)
+
+
+def moving_square(frames: int, seed: int = 0) -> list[np.ndarray]:
+    """A textured square moving SHIFT px to the right per frame over a static textured background."""
+    background, square = texture(seed, SIZE), texture(seed + 1, SQUARE)
+    out = []
+    for i in range(frames):
+        frame = background.copy()
+        x = START + SHIFT * i
+        frame[32 : 32 + SQUARE, x : x + SQUARE] = square
+        out.append(frame)
+    return out
+
+
+@pytest.fixture(scope="module")
+def pair():
+    previous, current = moving_square(2)
+    return previous, current, frame_pair(previous, current)
+
+
+def test_flow_recovers_the_known_shift(pair):
+    _, _, p = pair
+    x = START + SHIFT  # the square's left edge in the current frame
+    inner = p.flow_back[32 + 6 : 32 + SQUARE - 6, x + 6 : x + SQUARE - 6]
+    assert np.median(inner[..., 0]) == pytest.approx(-SHIFT, abs=0.3)
+    assert np.median(inner[..., 1]) == pytest.approx(0, abs=0.3)
+    background = p.flow_back[:20, :]
+    assert np.abs(np.median(background, axis=(0, 1))).max() < 0.3
+
+
+def test_mask_marks_the_disoccluded_strip(pair):
+    _, _, p = pair
+    rows = slice(32 + 4, 32 + SQUARE - 4)
+    # Uncovered in the current frame: where the square's trailing edge was.
+    strip = p.reliability[rows, START : START + SHIFT]
+    assert strip.mean() < 0.3
+    # Far from the square, everything is reliable.
+    assert p.reliability[:16].mean() > 0.95
+    assert p.reliability[rows, START + SHIFT + 8 : START + SHIFT + SQUARE - 8].mean() > 0.9
+
+
+def test_warping_reproduces_the_next_frame_where_reliable(pair):
+    previous, current, p = pair
+    warped = warp(to_tensor(previous), p.flow_back)
+    error = (warped - to_tensor(current)).abs().mean(1)[0].numpy() * 255
+    reliable = p.reliability > 0.99
+    assert reliable.mean() > 0.6
+    assert error[reliable].mean() < 6
+    # The warp is what does it: the unwarped previous frame is much further off there.
+    unwarped = (to_tensor(previous) - to_tensor(current)).abs().mean(1)[0].numpy() * 255
+    square = np.zeros_like(reliable)
+    square[32 + 4 : 32 + SQUARE - 4, START + SHIFT + 4 : START + SHIFT + SQUARE - 4] = True
+    assert error[square & reliable].mean() < 0.3 * unwarped[square & reliable].mean()
+
+
+def test_warp_with_zero_flow_is_identity():
+    image = torch.rand(2, 3, 7, 9)
+    assert torch.allclose(warp(image, np.zeros((7, 9, 2), np.float32)), image, atol=1e-5)
+
+
+def test_scene_cut_detected_at_the_right_frame_only():
+    first, second = moving_square(4, seed=0), moving_square(4, seed=10)
+    clip = first + second  # a hard cut between frame 3 and frame 4
+    scores = [frame_pair(clip[i - 1], clip[i]).cut_score for i in range(1, len(clip))]
+    threshold = 0.6
+    cuts = [i + 1 for i, score in enumerate(scores) if score > threshold]
+    assert cuts == [4], scores
+
+
+def test_histogram_distance_bounds():
+    a = texture(0, 32)
+    assert histogram_distance(a, a) == pytest.approx(0, abs=1e-6)
+    assert histogram_distance(a, np.zeros_like(a)) > 0.9
+
+
+def test_frame_pair_round_trips_through_disk(pair, tmp_path):
+    _, _, p = pair
+    p.save(tmp_path / "000002.npz")
+    loaded = FramePair.load(tmp_path / "000002.npz")
+    assert np.array_equal(loaded.flow_back, p.flow_back) and np.array_equal(loaded.reliability, p.reliability)
+    assert loaded.cut_score == p.cut_score
+    assert [f.name for f in tmp_path.iterdir()] == ["000002.npz"]  # no temporary left behind
+
+
+def test_flicker_metric_separates_stable_from_flickering_outputs():
+    frames = moving_square(5)
+    pairs = [None] + [frame_pair(frames[i - 1], frames[i]) for i in range(1, len(frames))]
+    stable = flicker(frames, pairs, scene_threshold=0.6)
+    rng = np.random.default_rng(1)
+    flickering = [np.clip(f.astype(int) + rng.integers(-30, 30, f.shape), 0, 255).astype(np.uint8) for f in frames]
+    assert stable < 0.1 * flicker(flickering, pairs, scene_threshold=0.6)
+    assert warping_error(frames[0], frames[1], pairs[1]) == pytest.approx(stable, rel=1.0)
