@@ -1,0 +1,325 @@
+"""Reading video files with ffmpeg: finding the binary, probing without ffprobe, extracting frames.
+
+The `imageio-ffmpeg` wheel ships ffmpeg but no ffprobe, so probing runs ffmpeg itself once with
+two outputs: the video packets stream-copied into `framecrc` (timestamps of every frame, cheap
+because nothing is decoded) and one decoded frame through `showinfo` (the exact frame rate as a
+fraction, and the frame size after rotation). The stream list comes from ffmpeg's stderr header.
+Commands are built with ffmpeg-python and run as argument lists, never through a shell.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import ffmpeg
+
+from .errors import InputError, PipelineError
+from .images import fit_long_side
+
+# Common rates that ffmpeg's header prints rounded (29.97, 23.98, ...); timestamps are snapped to
+# these when they agree within STANDARD_RATE_TOLERANCE, so 29.97 fps stays exactly 30000/1001.
+STANDARD_RATES = tuple(Fraction(r) for r in ("24000/1001", "24", "25", "30000/1001", "30", "48", "50", "60000/1001", "60", "120"))
+STANDARD_RATE_TOLERANCE = 0.005
+# ffmpeg's demuxers report a file that stops early with one of these.
+TRUNCATION_MESSAGES = re.compile(r"partial file|ended prematurely|truncat", re.IGNORECASE)
+IMAGE_FORMATS = re.compile(r"^(image2|\w+_pipe)$")
+
+ProgressHook = Callable[[int], None]  # frames written so far
+
+
+def ffmpeg_binary() -> str:
+    """FFMPEG_BINARY when set, then `ffmpeg` on PATH, then the binary in the imageio-ffmpeg wheel."""
+    configured = os.environ.get("FFMPEG_BINARY")
+    if configured:
+        found = shutil.which(configured)
+        if not found:
+            raise PipelineError(f"{configured}: FFMPEG_BINARY does not name an executable ffmpeg")
+        return found
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception as exc:  # the wheel raises RuntimeError when its binary is missing
+        raise PipelineError(f"ffmpeg not found: install ffmpeg or the imageio-ffmpeg package ({exc})") from None
+
+
+@dataclass(frozen=True)
+class AudioStream:
+    codec: str  # ffmpeg's codec name: aac, ac3, opus, pcm_s16le, ...
+    channels: str  # as ffmpeg prints it: mono, stereo, 5.1(side), ...
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: str
+    container: str  # ffmpeg's demuxer name(s), e.g. "mov,mp4,m4a,3gp,3g2,mj2"
+    codec: str
+    width: int  # as displayed: after rotation, in square pixels
+    height: int
+    rotation: float  # degrees from the display matrix; ffmpeg applies it when decoding
+    sar: str  # sample aspect ratio of the coded frames, e.g. "1/1"
+    frame_rate: str  # exact fraction as text, e.g. "30000/1001"
+    variable_frame_rate: bool  # True: frames are resampled to `frame_rate` when decoded
+    frames: int  # video packets in the file
+    duration: float  # seconds: the container's, else the video stream's
+    video_duration: float  # seconds from the first to the end of the last video frame
+    audio: tuple[AudioStream, ...]
+
+    @property
+    def rate(self) -> Fraction:
+        return Fraction(self.frame_rate)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "VideoInfo":
+        return cls(**data | {"audio": tuple(AudioStream(**a) for a in data["audio"])})
+
+
+def run_ffmpeg(stream_spec, *, what: Path | str, on_progress: ProgressHook | None = None, total: int | None = None) -> None:
+    """Run an ffmpeg-python graph, reporting frames written; raise with ffmpeg's last error line."""
+    spec = stream_spec.global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-nostats", "-progress", "pipe:1")
+    args = spec.compile(cmd=ffmpeg_binary(), overwrite_output=True)
+    # stderr goes to a file: a pipe left unread while we follow stdout could fill up and stall ffmpeg.
+    with tempfile.TemporaryFile() as stderr:
+        with subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr) as process:
+            for line in process.stdout:
+                if line.startswith(b"frame=") and on_progress is not None:
+                    on_progress(int(line.split(b"=", 1)[1]))
+        stderr.seek(0)
+        errors = stderr.read().decode(errors="replace").strip().splitlines()
+    if process.returncode != 0:
+        reason = errors[-1].strip() if errors else f"ffmpeg exited with status {process.returncode}"
+        raise PipelineError(f"{what}: ffmpeg failed: {reason}")
+
+
+def _run_capture(stream_spec) -> subprocess.CompletedProcess:
+    args = stream_spec.global_args("-nostdin", "-hide_banner").compile(cmd=ffmpeg_binary())
+    return subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True)
+
+
+def _header(stderr: str) -> list[str]:
+    """The lines describing input #0, up to ffmpeg's stream mapping."""
+    lines = stderr.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("Input #0")), None)
+    if start is None:
+        return []
+    header = [lines[start]]
+    for line in lines[start + 1 :]:
+        if line.startswith("["):  # a demuxer's or decoder's message in between
+            continue
+        if not line.startswith(" "):
+            break
+        header.append(line)
+    return header
+
+
+def _ffmpeg_reason(stderr: str) -> str:
+    """ffmpeg's most specific complaint, without its `[demuxer @ 0x...]` prefix."""
+    lines = [re.sub(r"^\[[^\]]*\]\s*", "", line).strip() for line in stderr.splitlines()]
+    lines = [line for line in lines if line and not line.startswith(("Error opening input", "Input #", "Stream ", "  "))]
+    for line in lines:
+        if "moov atom not found" in line or "Invalid data" in line:
+            return line
+    return lines[-1] if lines else "unreadable"
+
+
+def _parse_timestamp(text: str) -> float | None:
+    match = re.match(r"(\d+):(\d+):(\d+(?:\.\d+)?)", text)
+    if not match:
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def _snap_rate(rate: float) -> Fraction:
+    for standard in STANDARD_RATES:
+        if abs(rate - float(standard)) <= STANDARD_RATE_TOLERANCE * float(standard):
+            return standard
+    return Fraction(rate).limit_denominator(100)
+
+
+def probe(path: Path | str) -> VideoInfo:
+    """Describe a video file or raise InputError naming the file and the problem."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a video file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file (0 bytes), not a video")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: permission denied")
+
+    # Two runs: one decoded frame through showinfo (ffmpeg would go on decoding every frame if
+    # this shared a command with the packet listing), then the packets, stream-copied.
+    first_frame = ffmpeg.input(str(path))["V:0"].filter("showinfo").output("-", f="null", **{"frames:v": 1})
+    done = _run_capture(first_frame)
+    stderr = done.stderr.decode(errors="replace")
+    header = _header(stderr)
+    if not header:
+        raise InputError(f"{path}: not a video file or truncated ({_ffmpeg_reason(stderr)})")
+
+    container = re.match(r"Input #0, (.+), from ", header[0])
+    container = container.group(1) if container else "unknown"
+    if IMAGE_FORMATS.match(container):
+        raise InputError(f"{path}: is a still image, not a video (use `stylize image`)")
+    video_line, rotation, audio, duration = None, 0.0, [], None
+    in_video = False
+    for line in header:
+        if line.lstrip().startswith("Duration:"):
+            duration = _parse_timestamp(line.split("Duration:", 1)[1].strip())
+        stream = re.match(r"\s+Stream #0:\d+\S*: (\w+): (.*)", line)
+        if stream:
+            kind, rest = stream.groups()
+            in_video = kind == "Video" and video_line is None and "(attached pic)" not in rest
+            if in_video:
+                video_line = rest
+            elif kind == "Audio":
+                codec = rest.split(",")[0].split()[0]
+                fields = [f.strip() for f in rest.split(",")]
+                audio.append(AudioStream(codec=codec, channels=fields[2] if len(fields) > 2 else "unknown"))
+            continue
+        turn = re.search(r"rotation of (-?[\d.]+) degrees", line, re.IGNORECASE)
+        if turn and in_video:
+            rotation = float(turn.group(1))
+    if video_line is None:
+        kinds = sorted({m.group(1).lower() for m in re.finditer(r"Stream #0:\d+\S*: (\w+):", "\n".join(header))})
+        found = f"only {' and '.join(kinds)}" if kinds else "no streams"
+        raise InputError(f"{path}: has no video stream ({found})")
+    if done.returncode != 0:
+        raise InputError(f"{path}: video stream cannot be read ({_ffmpeg_reason(stderr)})")
+    listing = _run_capture(ffmpeg.input(str(path))["V:0"].output("pipe:1", c="copy", f="framecrc"))
+    truncated = TRUNCATION_MESSAGES.search(listing.stderr.decode(errors="replace"))
+    if truncated or listing.returncode != 0:
+        reason = truncated.group(0) if truncated else _ffmpeg_reason(listing.stderr.decode(errors="replace"))
+        raise InputError(f"{path}: truncated or incomplete file ({reason}); re-download or re-export it")
+
+    # Timestamps of every video packet, in the time base framecrc announces.
+    time_base, stamps, last_duration = None, [], 0
+    for line in listing.stdout.decode(errors="replace").splitlines():
+        if line.startswith("#tb 0:"):
+            time_base = Fraction(line.split(":", 1)[1].strip())
+        elif line and not line.startswith("#"):
+            fields = [f.strip() for f in line.split(",")]
+            pts = int(fields[2])
+            if pts > -(2**62):  # AV_NOPTS_VALUE prints as INT64_MIN
+                stamps.append(pts)
+                last_duration = max(last_duration, int(fields[3]))
+    if not stamps or time_base is None:
+        raise InputError(f"{path}: the video stream holds no frames")
+
+    shown = re.search(r"config in time_base: \S+ frame_rate: (\d+)/(\d+)", stderr)
+    nominal = Fraction(int(shown.group(1)), int(shown.group(2))) if shown and int(shown.group(2)) else None
+    frame = re.search(r"\bn:\s*0 .*?\bsar:(\d+)/(\d+) s:(\d+)x(\d+)", stderr)
+    if not frame:
+        raise InputError(f"{path}: the first video frame cannot be decoded ({_ffmpeg_reason(stderr)})")
+    sar_num, sar_den, width, height = (int(g) for g in frame.groups())
+    sar = Fraction(sar_num, sar_den) if sar_num and sar_den else Fraction(1)
+    # Square pixels, as players show the frame (ffmpeg's own convention: scale the width).
+    width = max(1, round(width * sar))
+
+    stamps.sort()
+    video_duration = float((stamps[-1] - stamps[0] + last_duration) * time_base)
+    rate, variable = nominal or Fraction(25), False
+    if len(stamps) >= 2:
+        deltas = [b - a for a, b in zip(stamps, stamps[1:])]
+        # One tick of jitter is rounding in a coarse time base (33/34 ms for 30 fps in Matroska).
+        variable = max(deltas) - min(deltas) > max(1, 0.01 * statistics.median(deltas))
+        measured = (len(stamps) - 1) / float((stamps[-1] - stamps[0]) * time_base)
+        if variable or nominal is None or abs(measured - float(nominal)) > 0.01 * float(nominal):
+            # Resample to the average rate, so that the frame count and the duration both hold.
+            rate, variable = _snap_rate(len(stamps) / video_duration), True
+    return VideoInfo(
+        path=str(path),
+        container=container,
+        codec=video_line.split(",")[0].split()[0],
+        width=width,
+        height=height,
+        rotation=rotation,
+        sar=f"{sar.numerator}/{sar.denominator}",
+        frame_rate=f"{rate.numerator}/{rate.denominator}",
+        variable_frame_rate=variable,
+        frames=len(stamps),
+        duration=duration if duration else video_duration,
+        video_duration=video_duration,
+        audio=tuple(audio),
+    )
+
+
+def frame_size(info: VideoInfo, long_side: int) -> tuple[int, int]:
+    """Width and height for --size: the long side given, the aspect kept, both even (yuv420p)."""
+    width, height = fit_long_side(info.width, info.height, long_side)
+    return max(2, width - width % 2), max(2, height - height % 2)
+
+
+def count_frames(info: VideoInfo, *, start: float = 0.0, duration: float | None = None, every_nth: int = 1) -> int:
+    """How many frames extraction will produce (an estimate, exact for constant-rate sources)."""
+    end = info.video_duration if duration is None else min(info.video_duration, start + duration)
+    frames = max(0, round((end - start) * float(info.rate)))
+    if not info.variable_frame_rate and start == 0 and duration is None:
+        frames = info.frames
+    return -(-frames // every_nth)
+
+
+def trim_options(start: float, duration: float | None) -> dict:
+    """Input options selecting the range (seeking on the input is frame-accurate when decoding)."""
+    options = {}
+    if start:
+        options["ss"] = f"{start:.6f}"
+    if duration is not None:
+        options["t"] = f"{duration:.6f}"
+    return options
+
+
+def extract_frames(
+    info: VideoInfo,
+    dest: Path,
+    *,
+    size: tuple[int, int],
+    start: float = 0.0,
+    duration: float | None = None,
+    every_nth: int = 1,
+    on_progress: ProgressHook | None = None,
+) -> int:
+    """Decode the selected frames as dest/000001.png, ... (RGB, square pixels); return the count.
+
+    The frames appear in `dest` only when all are written: ffmpeg writes into a temporary
+    directory beside it, renamed at the end, so an interrupted decode leaves nothing half done.
+    """
+    dest = Path(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        video = ffmpeg.input(info.path, **trim_options(start, duration))["V:0"]
+        if info.variable_frame_rate:
+            video = video.filter("fps", fps=info.frame_rate)
+        if every_nth > 1:
+            video = video.filter("framestep", step=every_nth)
+        video = video.filter("scale", size[0], size[1], flags="lanczos").filter("setsar", 1)
+        output = video.output(str(tmp / "%06d.png"), start_number=1, pix_fmt="rgb24", fps_mode="passthrough")
+        try:
+            run_ffmpeg(output, what=info.path, on_progress=on_progress)
+        except PipelineError as exc:
+            raise InputError(str(exc)) from None
+        count = len(list(tmp.glob("*.png")))
+        if count == 0:
+            raise InputError(f"{info.path}: no video frames in the selected range (--start {start:g}, video is {info.duration:.2f} s)")
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+        return count
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
