@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -62,9 +63,72 @@ class WorkDirLock:
         os.pwrite(self.fd, str(os.getpid()).encode(), 0)
         return self
 
+    @staticmethod
+    def holder(work_dir: Path | str) -> str | None:
+        """The process id holding the lock on `work_dir`, or None when no process does."""
+        path = Path(work_dir) / ".lock"
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        except BlockingIOError:
+            return os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        finally:
+            os.close(fd)
+
     def __exit__(self, *exc) -> None:
         if self.fd is not None:
             os.ftruncate(self.fd, 0)
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
+
+
+def hash_settings(values: dict) -> str:
+    """A short stable hash of JSON-able settings, to tell whether a stage's outputs are current."""
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class JobManifest:
+    """WORK_DIR/job.json: what a job is made of, and for each stage the hash of the settings that
+    produced its outputs, those settings, its status and how far it got.
+
+    Stages hash everything they depend on, including the hash of the stage before them, so a
+    changed setting invalidates its own stage and every later one, and nothing earlier.
+    """
+
+    FILE = "job.json"
+
+    def __init__(self, work_dir: Path | str, kind: str):
+        self.path = Path(work_dir) / self.FILE
+        data = read_json(self.path)
+        if data is not None and data.get("kind") != kind:
+            raise InputError(f"{self.path}: work directory belongs to a {data.get('kind')!r} job, not a {kind!r} job; use another --work-dir")
+        self.data = data or {"kind": kind, "version": 1, "inputs": {}, "stages": {}}
+
+    def stage(self, name: str) -> dict:
+        return self.data["stages"].setdefault(name, {"status": "pending"})
+
+    def changed_settings(self, name: str, settings: dict) -> list[str]:
+        """Names of the settings that differ from those the stage's outputs were made with."""
+        old = self.stage(name).get("settings") or {}
+        settings = json.loads(json.dumps(settings))  # as stored: tuples become lists
+        return sorted(k for k in settings.keys() | old.keys() if old.get(k) != settings.get(k))
+
+    def is_current(self, name: str, stage_hash: str) -> bool:
+        return self.stage(name).get("hash") == stage_hash
+
+    def reset(self, name: str, stage_hash: str, settings: dict) -> None:
+        """Forget the stage's progress and record the settings it will now run with."""
+        self.data["stages"][name] = {"status": "pending", "hash": stage_hash, "settings": settings}
+
+    def update(self, name: str, **fields: Any) -> None:
+        self.stage(name).update(fields)
+        self.save()
+
+    def save(self) -> None:
+        write_json(self.path, self.data)
