@@ -313,6 +313,60 @@ def images(
         raise PipelineError(f"{len(failed)} of {summary.plan.inputs} images failed (reasons in {summary.log_path})")
 
 
+@app.command()
+@one_line_errors
+@style_options
+def video(
+    input_file: Annotated[Path, typer.Argument(metavar="INPUT", help="Video file (any format ffmpeg reads).", show_default=False)],
+    style: StylesArg,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output video (.mp4, .m4v, .mov, .mkv); default INPUT-stylized.mp4 beside the input.", show_default=False)] = None,
+    work_dir: Annotated[Optional[Path], typer.Option(help="Frames, job record and log; default OUTPUT.work beside the output. Run the same command again to resume.", show_default=False)] = None,
+    iterations_first: Annotated[Optional[int], typer.Option(help="Iterations for the first frame (default: twice --iterations); later frames start from the previous one with --iterations.", show_default=False)] = None,
+    start: Annotated[float, typer.Option(help="Start this many seconds into the input.")] = 0.0,
+    duration: Annotated[Optional[float], typer.Option(help="Stylize only this many seconds.", show_default=False)] = None,
+    every_nth: Annotated[int, typer.Option(help="Keep every n-th frame, for previews (the output keeps the input's duration).")] = 1,
+    crf: Annotated[int, typer.Option(help="H.264 quality: 0 lossless ... 51 worst; 18 is visually lossless.")] = 18,
+    clean: Annotated[bool, typer.Option(help="Delete the decoded and stylized frames after a successful encode.")] = False,
+    device: DeviceOpt = "auto",
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    *,
+    settings: StyleSettings,
+    init_path: Optional[Path],
+) -> None:
+    """Stylize a video file frame by frame, keeping its frame rate and sound; safe to kill and run again."""
+    from .display import JobDisplay
+    from .video import VideoJob, run_video
+
+    job = VideoJob(
+        input=input_file, styles=tuple(style), output=output or input_file.with_name(f"{input_file.stem}-stylized.mp4"),
+        settings=settings, init_path=init_path, work_dir=work_dir, iterations_first=iterations_first,
+        start=start, duration=duration, every_nth=every_nth, crf=crf, clean=clean, overwrite=overwrite, device=device,
+    )  # fmt: skip
+    with JobDisplay(f"{job.input} -> {job.output} (work directory {job.work})", disable=quiet) as display:
+        result = run_video(job, events=display)
+    typer.echo(str(result.output))
+
+
+@app.command()
+@one_line_errors
+def status(
+    work_dir: Annotated[Path, typer.Argument(help="A job's work directory (e.g. OUTPUT.work of a video job).", show_default=False)],
+) -> None:
+    """Show what a job has done, what remains, and its settings."""
+    from . import archive, video
+
+    if not work_dir.is_dir():
+        raise InputError(f"{work_dir}: not a directory")
+    if video.is_work_dir(work_dir):
+        lines = video.status_lines(work_dir)
+    elif archive.is_archive(work_dir):  # the output directory of `stylize images`
+        lines = archive.status_lines(work_dir)
+    else:
+        raise InputError(f"{work_dir}: not the work directory of a stylize job (no job.json)")
+    typer.echo("\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: click's own usage errors also become one line (`error: ...`) and exit 2."""
     command = typer.main.get_command(app)

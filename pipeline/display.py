@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.console import Console
 from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -124,3 +126,63 @@ def archive_summary(summary, *, failures: int = 20) -> list[Table]:
             table.add_row(f"... and {len(failed) - failures} more", "see the log")
         tables.append(table)
     return tables
+
+
+class JobDisplay:
+    """A job's progress: one row for the frames (done / total, frames/s, ETA) and beneath it the
+    current frame's iterations. Implements video.JobEvents; use it as a context manager."""
+
+    def __init__(self, title: str, *, disable: bool = False):
+        self.title = title
+        # A frame can take minutes; rich's default 30 s speed window would never see two of them.
+        self.progress = Progress(*iteration_progress().columns, console=console, disable=disable, speed_estimate_period=3600)
+        self.disable = disable
+        self.jobs = None
+        self.frame: IterationBar | None = None
+        self.session_started = 0.0
+        self.session_frames = 0
+
+    def __enter__(self) -> "JobDisplay":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def message(self, text: str) -> None:
+        if not self.disable:
+            self.progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def stage(self, name: str, total: int | None = None, done: int = 0) -> None:
+        # One row per stage, so the finished ones stay on screen; the iteration row belongs to
+        # the stylize stage and goes when it ends.
+        if self.frame is not None:
+            self.progress.update(self.frame.task, visible=False)
+        if self.jobs is None:
+            self.message(self.title)
+        self.jobs = self.progress.add_task(name, total=total, completed=done, speed="", loss="")
+        self.session_started, self.session_frames = time.perf_counter(), 0
+
+    def stage_progress(self, done: int) -> None:
+        if self.jobs is not None:
+            self.progress.update(self.jobs, completed=done)
+
+    def frame_started(self, index: int, iterations: int) -> None:
+        description = f"  frame {index}"
+        if self.frame is None:
+            self.frame = IterationBar(self.progress, description, iterations)
+        else:
+            self.frame.reset(description, iterations)
+            self.progress.update(self.frame.task, visible=True)
+
+    def iteration(self, event: stylize.Progress) -> None:
+        if self.frame is not None:
+            self.frame(event)
+
+    def frame_finished(self, index: int, stats: dict) -> None:
+        self.session_frames += 1
+        elapsed = time.perf_counter() - self.session_started
+        rate = self.session_frames / elapsed if elapsed > 0 else 0.0
+        self.progress.update(
+            self.jobs, completed=index, speed=f"{rate:.3g} frames/s", loss=f"loss {stats.get('loss') or 0:.4g}"
+        )

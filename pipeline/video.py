@@ -1,0 +1,542 @@
+"""A video job: decode -> stylize -> encode, each stage checkpointed so that a killed job resumes.
+
+    WORK_DIR/job.json            inputs, settings and their hash per stage, stage status
+    WORK_DIR/job.log             one line per stylized frame, and the stage events
+    WORK_DIR/frames/000001.png   decoded content frames at --size (square pixels, rotation applied)
+    WORK_DIR/styled/000001.png   stylized frames, each with styled/000001.json (its statistics)
+
+Each stage's hash covers everything its outputs depend on, the previous stage's hash included:
+a changed style setting invalidates the stylized frames and the output but not the decoded
+frames; a changed --size invalidates everything; a changed --crf only the output. A stylized
+frame counts as finished once its statistics file exists (written after the frame, atomically).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from .decode import VideoInfo, count_frames, extract_frames, frame_size, probe
+from .encode import DEFAULT_CRF, container_for, encode_video
+from .errors import InputError
+from .manifest import JobManifest, WorkDirLock, hash_settings, read_json, write_json
+from .stylize import StyleSettings
+
+if TYPE_CHECKING:
+    import torch
+
+    from .stylize import ExtraLoss, Progress
+    from .vgg import VGG19
+
+KIND = "video"
+# Frame files start with a digit; atomic writes' temporary files start with a dot.
+FRAME_GLOB = "[0-9]*.png"
+# What one frame costs on disk, per pixel: a PNG of RGB rarely beats raw size by much for
+# stylized (textured) frames, so raw size is the estimate; the statistics file is small.
+BYTES_PER_PIXEL = 3
+STATS_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class VideoJob:
+    """Everything a video job is made of; `run_video` does it (or what is left of it)."""
+
+    input: Path
+    styles: tuple[Path, ...]
+    output: Path
+    settings: StyleSettings
+    init_path: Path | None = None
+    work_dir: Path | None = None  # default: OUTPUT.work beside the output
+    iterations_first: int | None = None  # default: twice settings.iterations
+    start: float = 0.0  # seconds
+    duration: float | None = None  # seconds; None: to the end
+    every_nth: int = 1
+    crf: int = DEFAULT_CRF
+    clean: bool = False
+    overwrite: bool = False
+    device: str = "auto"
+
+    def __post_init__(self):
+        if not math.isfinite(self.start) or self.start < 0:
+            raise InputError(f"--start {self.start}: must be a number of seconds >= 0")
+        if self.duration is not None and (not math.isfinite(self.duration) or self.duration <= 0):
+            raise InputError(f"--duration {self.duration}: must be a number of seconds > 0")
+        if self.every_nth < 1:
+            raise InputError(f"--every-nth {self.every_nth}: must be at least 1")
+        if self.iterations_first is not None and self.iterations_first < 1:
+            raise InputError(f"--iterations-first {self.iterations_first}: must be at least 1")
+        if not 0 <= self.crf <= 51:
+            raise InputError(f"--crf {self.crf}: must be between 0 (lossless) and 51")
+        if not self.styles:
+            raise InputError("at least one --style image is needed")
+
+    @property
+    def work(self) -> Path:
+        return self.work_dir if self.work_dir is not None else self.output.with_name(self.output.name + ".work")
+
+    @property
+    def first_iterations(self) -> int:
+        return self.iterations_first if self.iterations_first is not None else 2 * self.settings.iterations
+
+
+class FrameStore:
+    """Where a job's frames live."""
+
+    def __init__(self, work_dir: Path):
+        self.work_dir = Path(work_dir)
+        self.frames_dir = self.work_dir / "frames"
+        self.styled_dir = self.work_dir / "styled"
+
+    def content(self, index: int) -> Path:
+        return self.frames_dir / f"{index:06d}.png"
+
+    def styled(self, index: int) -> Path:
+        return self.styled_dir / f"{index:06d}.png"
+
+    def stats(self, index: int) -> Path:
+        return self.styled_dir / f"{index:06d}.json"
+
+    def finished(self, index: int, stage_hash: str) -> bool:
+        if not self.styled(index).exists():
+            return False
+        stats = read_json(self.stats(index), default=None)
+        return stats is not None and stats.get("stage_hash") == stage_hash
+
+    def decoded_count(self) -> int:
+        return sum(1 for _ in self.frames_dir.glob(FRAME_GLOB))
+
+    def styled_count(self) -> int:
+        return sum(1 for _ in self.styled_dir.glob(FRAME_GLOB))
+
+
+@dataclass
+class FrameStart:
+    """How one frame's optimization begins: the start image (None: the settings' --init),
+    the iterations it gets, and any extra loss terms (the temporal loss of the next issue)."""
+
+    init: "torch.Tensor | None"
+    iterations: int
+    extra_losses: "dict[str, ExtraLoss]" = field(default_factory=dict)
+    source: str = "init"  # for the log and the statistics: where the start image came from
+
+
+class WarmStart:
+    """The first frame starts from --init with --iterations-first; each later frame starts from
+    the previous stylized frame (as saved, 8 bits) with --iterations.
+
+    Optical flow (warping the previous frame, a temporal loss, new shots at scene cuts) replaces
+    this object: `start` sees the frame index, its content, the previous stylized frame and the
+    FrameStore, and `settings` goes into the stylize stage's hash.
+    """
+
+    name = "previous-frame"
+
+    def __init__(self, *, iterations_first: int, iterations: int, init_image: "torch.Tensor | None" = None):
+        self.iterations_first = iterations_first
+        self.iterations = iterations
+        self.init_image = init_image
+
+    def settings(self) -> dict:
+        return {"warm_start": self.name, "iterations_first": self.iterations_first}
+
+    def start(self, index: int, content: "torch.Tensor", previous: "torch.Tensor | None", store: FrameStore) -> FrameStart:
+        if previous is None:
+            return FrameStart(self.init_image, self.iterations_first, source="init")
+        return FrameStart(previous, self.iterations, source="previous")
+
+
+class JobEvents:
+    """What a job reports while it runs; the CLI's display overrides these. Raising from any of
+    them stops the job at once, keeping every finished frame."""
+
+    def message(self, text: str) -> None: ...
+
+    def stage(self, name: str, total: int | None = None, done: int = 0) -> None: ...
+
+    def stage_progress(self, done: int) -> None: ...
+
+    def frame_started(self, index: int, iterations: int) -> None: ...
+
+    def iteration(self, progress: "Progress") -> None: ...
+
+    def frame_finished(self, index: int, stats: dict) -> None: ...
+
+
+@dataclass
+class VideoResult:
+    output: Path
+    work_dir: Path
+    frames: int
+    stylized: list[int]  # frames stylized by this run (the others were finished before)
+    audio: str | None  # copy, aac or None
+    already_done: bool = False
+
+
+class JobLog:
+    """WORK_DIR/job.log: appended, one line per event, flushed so a kill loses nothing."""
+
+    def __init__(self, path: Path):
+        self.file: TextIO = open(path, "a", encoding="utf-8")
+
+    def __call__(self, text: str) -> None:
+        self.file.write(f"{datetime.now().isoformat(timespec='seconds')} {text}\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def file_fingerprint(path: Path, chunk: int = 1 << 20) -> str:
+    """Size and the first and last MiB: tells files apart without reading hours of video, and
+    survives the file being moved or copied (its path and mtime are not part of it)."""
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        h.update(f.read(chunk))
+        if size > chunk:
+            f.seek(max(chunk, size - chunk))
+            h.update(f.read(chunk))
+    return f"{size}:{h.hexdigest()[:16]}"
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def stage_settings(job: VideoJob, info: VideoInfo, size: tuple[int, int], starter: WarmStart) -> dict[str, dict]:
+    """Each stage's settings; each includes the previous stage's hash, so invalidation cascades."""
+    decode = {
+        "input": file_fingerprint(job.input),
+        "size": job.settings.size,
+        "frame_size": list(size),
+        "frame_rate": info.frame_rate,
+        "start": job.start,
+        "duration": job.duration,
+        "every_nth": job.every_nth,
+    }
+    stylize = {
+        "decode": hash_settings(decode),
+        **job.settings.to_dict(),
+        "styles": [file_hash(p) for p in job.styles],
+        "init_image": file_hash(job.init_path) if job.init_path else None,
+        **starter.settings(),
+    }
+    encode = {"stylize": hash_settings(stylize), "crf": job.crf, "output": str(job.output.resolve())}
+    return {"decode": decode, "stylize": stylize, "encode": encode}
+
+
+def remove_dir(path: Path) -> None:
+    """Rename first, so that a kill halfway through never leaves a half-emptied directory under
+    the name the job trusts."""
+    if path.exists():
+        doomed = path.with_name(f".{path.name}-stale-{os.getpid()}")
+        os.replace(path, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.glob("*") if f.is_file()) if path.is_dir() else 0
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def check_paths(job: VideoJob) -> None:
+    """Refuse, before any work, inputs and outputs that cannot work or would destroy something."""
+    container_for(job.output)
+    if not job.input.exists():
+        raise InputError(f"{job.input}: file not found")
+    if job.output.exists() and job.output.resolve() == job.input.resolve():
+        raise InputError(f"{job.output}: output is the same file as the input")
+    if job.output.is_dir():
+        raise InputError(f"{job.output}: output is a directory; give a file name such as {job.output / 'stylized.mp4'}")
+    for path in (*job.styles, *([job.init_path] if job.init_path else [])):
+        if not Path(path).is_file():
+            raise InputError(f"{path}: file not found")
+    if job.settings.style_blend and len(job.settings.style_blend) != len(job.styles):
+        raise InputError(f"--style-blend has {len(job.settings.style_blend)} weights for {len(job.styles)} style images")
+    for directory, what in ((job.output.parent, "output"), (job.work, "work")):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"{directory}: cannot create the {what} directory ({exc.strerror or exc})") from None
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise InputError(f"{directory}: {what} directory is not writable")
+
+
+def run_video(job: VideoJob, *, events: JobEvents | None = None, vgg: "VGG19 | None" = None) -> VideoResult:
+    """Run (or resume) a video job. Bad input raises InputError before anything is changed."""
+    from .devices import pick_device
+    from .images import load_image
+
+    events = events or JobEvents()
+    settings = job.settings
+    device = pick_device(job.device)
+    info = probe(job.input)
+    if job.start >= info.duration:
+        raise InputError(f"--start {job.start:g}: {job.input} is only {info.duration:.2f} s long")
+    check_paths(job)
+    size = frame_size(info, settings.size)
+    init_image = load_image(job.init_path) if job.init_path else None
+    starter = WarmStart(iterations_first=job.first_iterations, iterations=settings.iterations, init_image=init_image)
+    store = FrameStore(job.work)
+
+    with WorkDirLock(job.work):
+        manifest = JobManifest(job.work, KIND)
+        stages = stage_settings(job, info, size, starter)
+        hashes = {name: hash_settings(values) for name, values in stages.items()}
+        encode_stage = manifest.stage("encode")
+        ours = str(job.output.resolve()) in manifest.data.get("written", [])
+        if manifest.is_current("encode", hashes["encode"]) and encode_stage.get("status") == "done" and job.output.exists():
+            events.message(f"{job.output}: already done (work directory {job.work})")
+            return VideoResult(job.output, job.work, encode_stage.get("frames", 0), [], encode_stage.get("audio"), already_done=True)
+        if job.output.exists() and not ours and not job.overwrite:
+            raise InputError(f"{job.output}: output exists (use --overwrite to replace it)")
+
+        # What is still valid. Nothing is deleted before every check has passed.
+        stylize_stage = manifest.stage("stylize")
+        stylize_current = manifest.is_current("stylize", hashes["stylize"]) and stylize_stage.get("status") != "cleaned"
+        stylize_complete = (
+            stylize_current
+            and stylize_stage.get("status") == "done"
+            and store.styled_count() == stylize_stage.get("total")
+        )
+        decode_stage = manifest.stage("decode")
+        decode_current = (
+            manifest.is_current("decode", hashes["decode"])
+            and decode_stage.get("status") == "done"
+            and store.decoded_count() == decode_stage.get("frames")
+        )
+        expected = decode_stage["frames"] if decode_current else count_frames(info, start=job.start, duration=job.duration, every_nth=job.every_nth)
+        styled_done = stylize_stage.get("done", 0) if stylize_current else 0
+        frame_bytes = size[0] * size[1] * BYTES_PER_PIXEL
+        needed = (0 if decode_current or stylize_complete else expected * frame_bytes)
+        needed += max(0, expected - styled_done) * (frame_bytes + STATS_BYTES) + expected * frame_bytes // 10
+        freed = (0 if decode_current else dir_bytes(store.frames_dir)) + (0 if stylize_current else dir_bytes(store.styled_dir))
+        free = shutil.disk_usage(job.work).free + freed
+        if needed > free:
+            raise InputError(
+                f"{job.work}: not enough disk space for {expected} frames of {size[0]}x{size[1]}: about "
+                f"{human_bytes(needed)} needed, {human_bytes(free)} free; free some space or use a smaller "
+                "--size, --duration, --every-nth, or another --work-dir"
+            )
+
+        log = JobLog(job.work / "job.log")
+        try:
+            # Leftovers of a killed run: a decode never renamed, a half-deleted stale directory,
+            # half-written files, an encode never renamed (its ffmpeg may still be running:
+            # unlinking is safe, it writes on into nothing).
+            for leftover in (*job.work.glob(".frames-*"), *job.work.glob(".*-stale-*")):
+                shutil.rmtree(leftover, ignore_errors=True)
+            for leftover in (
+                *job.work.glob(".*.tmp*"),
+                *store.styled_dir.glob(".*.tmp*"),
+                *job.output.parent.glob(f".{job.output.name}.*.tmp{job.output.suffix}"),
+            ):
+                leftover.unlink(missing_ok=True)
+            manifest.data["inputs"] = {
+                "video": str(job.input.resolve()),
+                "styles": [str(p.resolve()) for p in job.styles],
+                "init": str(job.init_path.resolve()) if job.init_path else None,
+                "output": str(job.output.resolve()),
+            }
+            manifest.data["video"] = info.to_dict()
+            manifest.data["device"] = str(device)
+            for name, folder in (("decode", store.frames_dir), ("stylize", store.styled_dir), ("encode", None)):
+                if manifest.is_current(name, hashes[name]) and manifest.stage(name).get("status") != "cleaned":
+                    continue
+                changed = [k for k in manifest.changed_settings(name, stages[name]) if k not in ("decode", "stylize")]
+                if manifest.stage(name).get("hash") and changed:
+                    discarded = f"; discarding {folder.name}/" if folder is not None and folder.exists() else ""
+                    note = f"{name}: settings changed ({', '.join(changed)}){discarded}"
+                    events.message(note)
+                    log(note)
+                if folder is not None:
+                    remove_dir(folder)
+                manifest.reset(name, hashes[name], stages[name])
+            manifest.save()
+
+            stylized = []
+            if not stylize_complete:
+                if not decode_current:
+                    decode(job, info, size, store, manifest, events, log)
+                stylized = stylize_frames(job, store, manifest, hashes["stylize"], starter, device, vgg, events, log)
+            frames = manifest.stage("stylize")["total"]
+            audio = encode(job, info, store, manifest, frames, events, log)
+            if job.clean:
+                for name, folder in (("decode", store.frames_dir), ("stylize", store.styled_dir)):
+                    remove_dir(folder)
+                    manifest.stage(name)["status"] = "cleaned"
+                manifest.save()
+                log("cleaned: frames/ and styled/ removed")
+            return VideoResult(job.output, job.work, frames, stylized, audio)
+        except BaseException as exc:
+            log(f"stopped: {type(exc).__name__}: {exc}".rstrip(": "))
+            raise
+        finally:
+            log.close()
+
+
+def decode(job: VideoJob, info: VideoInfo, size: tuple[int, int], store: FrameStore, manifest: JobManifest, events: JobEvents, log: JobLog) -> int:
+    expected = count_frames(info, start=job.start, duration=job.duration, every_nth=job.every_nth)
+    events.stage("decode", total=expected)
+    manifest.update("decode", status="running", started=_now())
+    log(f"decode: {job.input} -> frames/ at {size[0]}x{size[1]}, about {expected} frames")
+    count = extract_frames(
+        info, store.frames_dir, size=size, start=job.start, duration=job.duration, every_nth=job.every_nth,
+        on_progress=events.stage_progress,
+    )  # fmt: skip
+    manifest.update("decode", status="done", frames=count, width=size[0], height=size[1], finished=_now())
+    log(f"decode: done, {count} frames")
+    return count
+
+
+def stylize_frames(
+    job: VideoJob,
+    store: FrameStore,
+    manifest: JobManifest,
+    stage_hash: str,
+    starter: WarmStart,
+    device: "torch.device",
+    vgg: "VGG19 | None",
+    events: JobEvents,
+    log: JobLog,
+) -> list[int]:
+    """Stylize every unfinished frame in order; return the indices stylized by this call."""
+    from .images import load_image, save_image
+    from .stylize import Stylizer
+
+    total = manifest.stage("decode")["frames"]
+    store.styled_dir.mkdir(exist_ok=True)
+    done = 0
+    while done < total and store.finished(done + 1, stage_hash):
+        done += 1
+    manifest.update("stylize", status="running", total=total, done=done)
+    events.stage("stylize", total=total, done=done)
+    if done == total:
+        manifest.update("stylize", status="done", finished=_now())
+        return []
+    log(f"stylize: {done} of {total} frames finished before, starting at frame {done + 1}")
+    settings = job.settings
+    # One Stylizer per job: the network is loaded and the style targets computed once.
+    styles = [load_image(path, max(16, round(settings.size * settings.style_scale))) for path in job.styles]
+    stylizer = Stylizer(styles, settings, device=device, vgg=vgg)
+    previous = load_image(store.styled(done)) if done else None
+    stylized = []
+    for index in range(done + 1, total + 1):
+        content = load_image(store.content(index))
+        start = starter.start(index, content, previous, store)
+        events.frame_started(index, start.iterations)
+        began = time.perf_counter()
+        result = stylizer.stylize(
+            content, init=start.init, iterations=start.iterations, extra_losses=start.extra_losses, callback=events.iteration
+        )
+        seconds = time.perf_counter() - began
+        save_image(result.image, store.styled(index))
+        final = result.final_terms
+        stats = {
+            "frame": index,
+            "stage_hash": stage_hash,
+            "start": start.source,
+            "iterations": result.iterations,
+            "loss": final.get("loss"),
+            "terms": {k: v for k, v in final.items() if k not in ("iteration", "loss")},
+            "loss_history": [record["loss"] for record in result.history],
+            "seconds": round(seconds, 3),
+            "device": str(device),
+            "finished": _now(),
+        }
+        # The statistics file is the frame's commit record: written last, atomically.
+        write_json(store.stats(index), stats)
+        manifest.update("stylize", done=index)
+        log(
+            f"frame {index:06d}/{total:06d} start={start.source} iterations={result.iterations} "
+            f"loss={stats['loss']:.5g} "
+            + " ".join(f"{k}={v:.4g}" for k, v in stats["terms"].items())
+            + f" seconds={seconds:.2f}"
+        )
+        stylized.append(index)
+        events.frame_finished(index, stats)
+        # The next frame starts from this one as saved, so a resumed run starts from the same image.
+        previous = load_image(store.styled(index))
+    manifest.update("stylize", status="done", finished=_now())
+    return stylized
+
+
+def encode(job: VideoJob, info: VideoInfo, store: FrameStore, manifest: JobManifest, frames: int, events: JobEvents, log: JobLog) -> str | None:
+    rate = Fraction(info.frame_rate) / job.every_nth
+    events.stage("encode", total=frames)
+    manifest.update("encode", status="running", started=_now())
+    audio = encode_video(
+        store.styled_dir, job.output, frame_rate=rate, crf=job.crf,
+        audio_source=job.input if info.audio else None, audio=info.audio,
+        start=job.start, duration=job.duration, on_progress=events.stage_progress,
+    )  # fmt: skip
+    written = manifest.data.setdefault("written", [])
+    if str(job.output.resolve()) not in written:
+        written.append(str(job.output.resolve()))  # ours to replace later without --overwrite
+    manifest.update("encode", status="done", output=str(job.output.resolve()), frames=frames, audio=audio, finished=_now())
+    log(f"encode: done, {job.output} ({frames} frames at {float(rate):.3f} fps, audio {audio or 'none'})")
+    return audio
+
+
+def _now() -> str:
+    return datetime.now().isoformat(timespec="seconds")
+
+
+def is_work_dir(path: Path) -> bool:
+    data = read_json(Path(path) / JobManifest.FILE, default=None) if Path(path).is_dir() else None
+    return isinstance(data, dict) and data.get("kind") == KIND
+
+
+def status_lines(work_dir: Path) -> list[str]:
+    """What `stylize status` prints for a video work directory."""
+    work_dir = Path(work_dir)
+    data = read_json(work_dir / JobManifest.FILE)
+    holder = WorkDirLock.holder(work_dir)
+    stages = data.get("stages", {})
+    video = data.get("video") or {}
+    inputs = data.get("inputs") or {}
+    lines = [f"video job in {work_dir}: " + (f"running (process {holder})" if holder else "not running")]
+    if video:
+        audio = ", ".join(f"{a['codec']} {a['channels']}" for a in video.get("audio", [])) or "none"
+        rate = float(Fraction(video["frame_rate"]))
+        lines.append(
+            f"input: {inputs.get('video')} ({video['width']}x{video['height']}, {rate:.3f} fps"
+            f"{' variable' if video.get('variable_frame_rate') else ''}, {video['duration']:.2f} s, audio {audio})"
+        )
+    lines.append(f"output: {inputs.get('output')}")
+    for name in ("decode", "stylize", "encode"):
+        stage = stages.get(name, {})
+        status = stage.get("status", "pending")
+        if status == "running" and not holder:
+            status = "interrupted"
+        detail = ""
+        if name == "decode" and "frames" in stage:
+            detail = f", {stage['frames']} frames at {stage.get('width')}x{stage.get('height')}"
+        elif name == "stylize" and "total" in stage:
+            done, total = stage.get("done", 0), stage["total"]
+            detail = f", {done}/{total} frames done, {total - done} remaining"
+        elif name == "encode" and stage.get("status") == "done":
+            detail = f", {stage.get('frames')} frames, audio {stage.get('audio') or 'none'}"
+        lines.append(f"{name}: {status}{detail}" + (f" (settings {stage['hash']})" if stage.get("hash") else ""))
+    settings = (stages.get("stylize") or {}).get("settings") or {}
+    encode_settings = (stages.get("encode") or {}).get("settings") or {}
+    decode_settings = (stages.get("decode") or {}).get("settings") or {}
+    shown = {k: v for k, v in {**decode_settings, **settings, **encode_settings}.items() if k not in ("decode", "stylize", "input", "output")}
+    if shown:
+        lines.append("settings: " + " ".join(f"{k}={v}" for k, v in sorted(shown.items())))
+    return lines

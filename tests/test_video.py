@@ -1,0 +1,385 @@
+"""Video jobs on CPU with synthetic clips from ffmpeg's testsrc2: probing, decode/stylize/encode,
+resume after an interruption or a SIGKILL, invalidation on changed settings, the lock, bad input.
+
+Most jobs use the tiny random VGG of conftest (the plumbing is the point here); one runs the CLI
+with the real weights. Clips are 48x32, a few frames; frames are stylized at 32 px.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import build_tiny_vgg
+from pipeline.cli import main
+from pipeline.decode import ffmpeg_binary, probe
+from pipeline.errors import InputError
+from pipeline.manifest import WorkDirLock, read_json
+from pipeline.stylize import StyleSettings
+from pipeline.video import JobEvents, VideoJob, run_video, status_lines
+
+TESTS = Path(__file__).resolve().parent
+STYLE = TESTS.parent / "samples" / "ihc.png"
+SETTINGS = {"size": 32, "iterations": 2, "seed": 3}
+ITERATIONS_FIRST = 3
+
+
+def make_clip(path: Path, *, frames: int, rate: str = "25", audio: str | None = None, size: str = "48x32", faststart: bool = False, **video_options) -> Path:
+    """A testsrc2 clip of `frames` frames at `rate`, with a sine tone encoded as `audio` if given."""
+    streams = [ffmpeg.input(f"testsrc2=size={size}:rate={rate}", f="lavfi")]
+    options = {"vcodec": "libx264", "pix_fmt": "yuv420p", "frames:v": frames, **video_options}
+    if audio:
+        seconds = float(frames / Fraction(rate))
+        streams.append(ffmpeg.input(f"sine=frequency=440:sample_rate=44100:duration={seconds}", f="lavfi"))
+        options["acodec"] = audio
+    if faststart:
+        options["movflags"] = "+faststart"
+    ffmpeg.output(*streams, str(path), **options).global_args("-nostdin").run(cmd=ffmpeg_binary(), quiet=True, overwrite_output=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("clips")
+    clips = {
+        "ntsc": make_clip(d / "ntsc.mp4", frames=6, rate="30000/1001", audio="aac"),
+        "silent": make_clip(d / "silent.mp4", frames=10),
+        "pcm": make_clip(d / "pcm.mkv", frames=6, audio="pcm_s16le"),
+        "sound_only": d / "sound.m4a",
+        "empty": d / "empty.mp4",
+        "text": d / "notes.mp4",
+    }
+    ffmpeg.input("sine=duration=0.5", f="lavfi").output(str(clips["sound_only"]), acodec="aac").run(cmd=ffmpeg_binary(), quiet=True)
+    clips["empty"].write_bytes(b"")
+    clips["text"].write_text("this is not a video\n")
+    whole = make_clip(d / "whole.mp4", frames=50, size="64x48", audio="aac", faststart=True)
+    clips["truncated"] = d / "truncated.mp4"
+    clips["truncated"].write_bytes(whole.read_bytes()[: whole.stat().st_size * 7 // 10])
+    return clips
+
+
+def make_job(clip: Path, out_dir: Path, **overrides) -> VideoJob:
+    settings = StyleSettings(**SETTINGS | overrides.pop("settings", {}))
+    options = {"iterations_first": ITERATIONS_FIRST, "device": "cpu"} | overrides
+    return VideoJob(input=clip, styles=(STYLE,), output=out_dir / "out.mp4", settings=settings, **options)
+
+
+class Recorder(JobEvents):
+    """Records the frames a run stylizes; raises Stop at the first iteration of frame `stop_at`."""
+
+    class Stop(Exception):
+        pass
+
+    def __init__(self, stop_at: int | None = None):
+        self.stop_at = stop_at
+        self.started: list[int] = []
+        self.messages: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.messages.append(text)
+
+    def frame_started(self, index: int, iterations: int) -> None:
+        self.started.append(index)
+
+    def iteration(self, progress) -> None:
+        if self.started and self.started[-1] == self.stop_at:
+            raise Recorder.Stop
+
+
+def mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in sorted(folder.iterdir())}
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def assert_same_frames(styled_a: Path, styled_b: Path) -> None:
+    names = sorted(p.name for p in styled_a.glob("*.png"))
+    assert names == sorted(p.name for p in styled_b.glob("*.png"))
+    for name in names:
+        assert np.array_equal(pixels(styled_a / name), pixels(styled_b / name)), name
+
+
+def assert_matches_input(output: Path, source: Path, *, every_nth: int = 1) -> None:
+    """Frame count, frame rate and duration (within one frame) of the output match the input."""
+    got, want = probe(output), probe(source)
+    assert got.rate == want.rate / every_nth
+    assert got.frames == -(-want.frames // every_nth)
+    assert abs(got.duration - want.duration) <= 1 / float(got.rate)
+    assert len(got.audio) == len(want.audio)
+
+
+@pytest.fixture(scope="module")
+def reference(clips, tmp_path_factory) -> Path:
+    """An uninterrupted run on the 29.97 fps clip with audio: the result resumed runs must equal."""
+    out = tmp_path_factory.mktemp("reference")
+    result = run_video(make_job(clips["ntsc"], out), vgg=build_tiny_vgg())
+    assert result.stylized == list(range(1, 7))
+    return out
+
+
+def test_probe_reads_rate_size_rotation_audio_and_variable_rate(clips, tmp_path):
+    ntsc = probe(clips["ntsc"])
+    assert (ntsc.width, ntsc.height, ntsc.rate, ntsc.frames) == (48, 32, Fraction(30000, 1001), 6)
+    assert not ntsc.variable_frame_rate and [a.codec for a in ntsc.audio] == ["aac"]
+    assert probe(clips["silent"]).audio == () and probe(clips["silent"]).rate == 25
+
+    rotated = tmp_path / "rotated.mp4"
+    ffmpeg.input(str(clips["silent"]), display_rotation=90).output(str(rotated), c="copy").run(cmd=ffmpeg_binary(), quiet=True)
+    info = probe(rotated)
+    assert (info.width, info.height, abs(info.rotation)) == (32, 48, 90)
+
+    # Frame n shown at n^2/30 s: far from constant.
+    vfr = make_clip(tmp_path / "vfr.mkv", frames=8, rate="30", vf="setpts=N*N/(30*TB)", fps_mode="passthrough")
+    info = probe(vfr)
+    assert info.variable_frame_rate
+    assert abs(info.duration - (7 * 7 + 1) / 30) < 0.01
+    assert 0.5 < float(info.rate) * info.duration / 8 < 1.5  # the average rate, not 30
+
+
+def test_video_job_keeps_rate_duration_audio_and_records_every_frame(clips, reference):
+    out = reference / "out.mp4"
+    assert_matches_input(out, clips["ntsc"])
+    assert [a.codec for a in probe(out).audio] == ["aac"]
+    work = reference / "out.mp4.work"
+    manifest = read_json(work / "job.json")
+    assert {name: stage["status"] for name, stage in manifest["stages"].items()} == {"decode": "done", "stylize": "done", "encode": "done"}
+    assert manifest["stages"]["stylize"]["done"] == 6 and manifest["stages"]["encode"]["audio"] == "copy"
+    stats = [read_json(work / "styled" / f"{i:06d}.json") for i in range(1, 7)]
+    assert [(s["start"], s["iterations"]) for s in stats] == [("init", ITERATIONS_FIRST)] + [("previous", 2)] * 5
+    assert all(s["stage_hash"] == manifest["stages"]["stylize"]["hash"] for s in stats)
+    frame_lines = re.findall(r" frame (\d{6})/000006 start=(\w+) iterations=(\d+) loss=", (work / "job.log").read_text())
+    assert frame_lines == [("000001", "init", "3")] + [(f"{i:06d}", "previous", "2") for i in range(2, 7)]
+    # A second run finds everything done and touches nothing.
+    before = mtimes(work / "styled"), out.stat().st_mtime_ns
+    assert run_video(make_job(clips["ntsc"], reference), vgg=build_tiny_vgg()).already_done
+    assert (mtimes(work / "styled"), out.stat().st_mtime_ns) == before
+    assert any("stylize: done, 6/6 frames done, 0 remaining" in line for line in status_lines(work))
+
+
+def test_reencodes_audio_the_container_cannot_take_and_keeps_duration_with_every_nth(clips, tmp_path):
+    result = run_video(make_job(clips["pcm"], tmp_path, every_nth=2), vgg=build_tiny_vgg())
+    assert result.audio == "aac" and result.frames == 3
+    assert_matches_input(result.output, clips["pcm"], every_nth=2)
+    assert [a.codec for a in probe(result.output).audio] == ["aac"]
+
+
+def test_variable_frame_rate_input_keeps_its_duration(tmp_path):
+    clip = make_clip(tmp_path / "vfr.mkv", frames=8, rate="30", vf="setpts=N*N/(30*TB)", fps_mode="passthrough")
+    result = run_video(make_job(clip, tmp_path), vgg=build_tiny_vgg())
+    got, want = probe(result.output), probe(clip)
+    assert got.rate == want.rate and not got.variable_frame_rate
+    assert abs(got.duration - want.duration) <= 1 / float(got.rate)
+    assert got.frames == result.frames == round(want.duration * float(want.rate))
+
+
+def test_start_and_duration_select_the_frames_of_that_range(clips, tmp_path):
+    # 25 fps: 0.12 s in, 0.2 s long -> frames 4..8 of 10.
+    result = run_video(make_job(clips["silent"], tmp_path, start=0.12, duration=0.2), vgg=build_tiny_vgg())
+    info = probe(result.output)
+    assert result.frames == 5 and info.frames == 5 and info.audio == ()
+    assert abs(info.duration - 0.2) <= 0.04
+
+
+def test_interrupted_from_the_callback_resumes_without_recomputing_finished_frames(clips, reference, tmp_path):
+    job = make_job(clips["ntsc"], tmp_path)
+    work = job.work
+    with pytest.raises(Recorder.Stop):
+        run_video(job, events=Recorder(stop_at=3), vgg=build_tiny_vgg())
+    stage = read_json(work / "job.json")["stages"]["stylize"]
+    assert (stage["status"], stage["done"]) == ("running", 2)
+    assert sorted(p.name for p in (work / "styled").iterdir()) == ["000001.json", "000001.png", "000002.json", "000002.png"]
+    assert not job.output.exists()
+    finished, decoded = mtimes(work / "styled"), mtimes(work / "frames")
+
+    events = Recorder()
+    result = run_video(job, events=events, vgg=build_tiny_vgg())
+    assert events.started == [3, 4, 5, 6] and result.stylized == [3, 4, 5, 6]
+    assert {k: v for k, v in mtimes(work / "styled").items() if k in finished} == finished
+    assert mtimes(work / "frames") == decoded
+    assert read_json(work / "job.json")["stages"]["stylize"]["done"] == 6
+    assert_same_frames(work / "styled", reference / "out.mp4.work" / "styled")
+    assert job.output.read_bytes() == (reference / "out.mp4").read_bytes()
+
+
+KILLED_RUN = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from conftest import build_tiny_vgg  # also pins torch to one thread, as in the tests
+from pathlib import Path
+from pipeline.stylize import StyleSettings
+from pipeline.video import JobEvents, VideoJob, run_video
+
+class Slow(JobEvents):
+    def iteration(self, progress):
+        time.sleep(0.3)  # time for the test to kill this process in the middle of a frame
+
+job = VideoJob(input=Path({clip!r}), styles=(Path({style!r}),), output=Path({output!r}),
+               settings=StyleSettings(**{settings!r}), iterations_first={first}, device="cpu")
+run_video(job, events=Slow(), vgg=build_tiny_vgg())
+"""
+
+
+def test_sigkilled_run_resumes_without_recomputing_finished_frames(clips, reference, tmp_path):
+    job = make_job(clips["ntsc"], tmp_path)
+    script = KILLED_RUN.format(tests=str(TESTS), clip=str(job.input), style=str(STYLE), output=str(job.output), settings=SETTINGS, first=ITERATIONS_FIRST)
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=TESTS.parent, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 90
+        while not (job.work / "styled" / "000002.json").exists():
+            assert process.poll() is None, process.stderr.read().decode()
+            assert time.monotonic() < deadline, "the job never finished frame 2"
+            time.sleep(0.05)
+        assert WorkDirLock.holder(job.work) == str(process.pid)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    # A frame is finished once its statistics file exists; the manifest's count follows it and
+    # may lag by the one frame in hand when the kill came.
+    done = len(list((job.work / "styled").glob("*.json")))
+    assert 2 <= done < 6 and read_json(job.work / "job.json")["stages"]["stylize"]["done"] in (done - 1, done)
+    finished = mtimes(job.work / "styled")
+    assert f"{done:06d}.png" in finished and f"{done + 1:06d}.json" not in finished
+
+    events = Recorder()  # the dead process's lock is taken over
+    run_video(job, events=events, vgg=build_tiny_vgg())
+    finished_before = {k: v for k, v in finished.items() if not k.startswith(".")}
+    assert events.started == list(range(done + 1, 7))
+    assert read_json(job.work / "job.json")["stages"]["stylize"]["done"] == 6
+    assert {k: v for k, v in mtimes(job.work / "styled").items() if k in finished_before} == finished_before
+    assert_same_frames(job.work / "styled", reference / "out.mp4.work" / "styled")
+    assert job.output.read_bytes() == (reference / "out.mp4").read_bytes()
+
+
+def test_changed_settings_invalidate_exactly_the_stages_that_depend_on_them(clips, tmp_path):
+    clip = clips["silent"]
+    first = run_video(make_job(clip, tmp_path, duration=0.16), vgg=build_tiny_vgg())
+    work = first.work_dir
+    decoded, styled, output = mtimes(work / "frames"), mtimes(work / "styled"), first.output.stat().st_mtime_ns
+    assert first.frames == 4
+
+    # --crf: only the encode.
+    events = Recorder()
+    run_video(make_job(clip, tmp_path, duration=0.16, crf=30), events=events, vgg=build_tiny_vgg())
+    assert events.started == [] and mtimes(work / "frames") == decoded and mtimes(work / "styled") == styled
+    assert first.output.stat().st_mtime_ns != output
+    assert any("encode: settings changed (crf)" in m for m in events.messages)
+
+    # A style setting: the stylized frames and the output, not the decoded frames.
+    events = Recorder()
+    run_video(make_job(clip, tmp_path, duration=0.16, crf=30, settings={"style_weight": 1e3}), events=events, vgg=build_tiny_vgg())
+    assert events.started == [1, 2, 3, 4] and mtimes(work / "frames") == decoded
+    assert all(mtimes(work / "styled")[name] != styled[name] for name in styled)
+    assert any("stylize: settings changed (style_weight)" in m for m in events.messages)
+
+    # --size: everything.
+    events = Recorder()
+    run_video(make_job(clip, tmp_path, duration=0.16, crf=30, settings={"style_weight": 1e3, "size": 24}), events=events, vgg=build_tiny_vgg())
+    assert events.started == [1, 2, 3, 4]
+    assert all(mtimes(work / "frames")[name] != decoded[name] for name in decoded)
+    assert Image.open(work / "frames" / "000001.png").size == (24, 16)
+    assert (probe(first.output).width, probe(first.output).height) == (24, 16)
+
+
+def test_clean_removes_frames_after_encoding_and_the_job_stays_done(clips, tmp_path):
+    job = make_job(clips["silent"], tmp_path, duration=0.08, clean=True)
+    run_video(job, vgg=build_tiny_vgg())
+    assert job.output.exists() and not (job.work / "frames").exists() and not (job.work / "styled").exists()
+    assert run_video(job, vgg=build_tiny_vgg()).already_done
+    assert any(line.startswith("stylize: cleaned") for line in status_lines(job.work))
+
+
+def test_lock_refuses_a_second_process_on_the_same_work_dir(clips, tmp_path):
+    job = make_job(clips["silent"], tmp_path)
+    job.work.mkdir()
+    with WorkDirLock(job.work):
+        with pytest.raises(InputError, match="in use by process"):
+            run_video(job, vgg=build_tiny_vgg())
+    assert not (job.work / "job.json").exists()
+
+
+def cli(args: list[str], capsys) -> tuple[int, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.err.strip()
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("text", "not a video file"),
+        ("sound_only", "has no video stream (only audio)"),
+        ("empty", "empty file (0 bytes)"),
+        ("truncated", "truncated or incomplete file"),
+    ],
+)
+def test_bad_video_files_are_one_line_errors_with_exit_2(clips, tmp_path, capsys, case, message):
+    code, err = cli(["video", clips[case], "-s", STYLE, "-o", tmp_path / "out.mp4", "--size", 32], capsys)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith(f"error: {clips[case]}: ") and message in err
+    assert not (tmp_path / "out.mp4.work").exists()
+
+
+def test_bad_paths_are_one_line_errors_with_exit_2(clips, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cases = [
+        (["-o", clips["ntsc"]], "output is the same file as the input"),
+        (["-o", tmp_path / "out.mp4", "--work-dir", blocker / "work"], "cannot create the work directory"),
+        (["-o", tmp_path / "out.avi"], "unsupported video format .avi"),
+    ]
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        cases.append((["-o", tmp_path / "out.mp4", "--work-dir", locked], "work directory is not writable"))
+    for extra, message in cases:
+        code, err = cli(["video", clips["ntsc"], "-s", STYLE, "--size", 32, *extra], capsys)
+        assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+
+
+def test_too_little_disk_is_refused_up_front_and_finished_frames_are_kept(clips, tmp_path, capsys, monkeypatch):
+    job = make_job(clips["ntsc"], tmp_path)
+    with pytest.raises(Recorder.Stop):
+        run_video(job, events=Recorder(stop_at=3), vgg=build_tiny_vgg())
+    finished, manifest = mtimes(job.work / "styled"), (job.work / "job.json").read_bytes()
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 5000, 5000))
+    code, err = cli(["video", job.input, "-s", STYLE, "-o", job.output, "--size", 32, "--iterations", 2, "--iterations-first", ITERATIONS_FIRST, "--seed", 3], capsys)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "not enough disk space for 6 frames of 32x20" in err and str(job.work) in err
+    # A changed input that turns out truncated is refused before anything of the job is touched.
+    code, err = cli(["video", clips["truncated"], "-s", STYLE, "-o", job.output, "--size", 32, "--work-dir", job.work], capsys)
+    assert code == 2 and "truncated" in err
+    assert mtimes(job.work / "styled") == finished and (job.work / "job.json").read_bytes() == manifest
+
+
+def test_cli_video_with_real_weights_then_status(clips, tmp_path, capsys):
+    clip = make_clip(tmp_path / "three.mp4", frames=3, audio="aac")
+    out = tmp_path / "styled.mp4"
+    code = main([str(a) for a in ["video", clip, "-s", STYLE, "-o", out, "--size", 32, "--iterations", 1, "--iterations-first", 2, "--device", "cpu", "-q"]])
+    assert code == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.strip() == str(out)
+    assert_matches_input(out, clip)
+    assert main(["status", str(tmp_path / "styled.mp4.work")]) == 0
+    report = capsys.readouterr().out
+    assert "stylize: done, 3/3 frames done, 0 remaining" in report and "encode: done, 3 frames, audio copy" in report
+    assert "weights=original" in report and "iterations_first=2" in report
+    code, err = cli(["status", tmp_path], capsys)
+    assert code == 2 and "not the work directory of a stylize job" in err
