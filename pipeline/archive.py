@@ -14,42 +14,33 @@ and a crash loses at most the batches in progress.
 from __future__ import annotations
 
 import fcntl
-import fnmatch
 import hashlib
 import json
 import logging
 import os
 import queue
 import re
+import socket
 import threading
 import time
-import warnings
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import torch
 from joblib import Parallel, delayed, parallel_config
-from PIL import ExifTags, Image
 
 from .devices import pick_device
-from .errors import InputError, PipelineError
-from .images import MAX_PIXELS, MIN_SIDE, SAVE_FORMATS, fit_long_side, load_image, save_image
+from .errors import InputError
+from .images import load_image, save_image
 from .manifest import WorkDirLock, read_json, write_json
 from .stylize import StyleSettings, Stylizer
-
-try:  # HEIC/HEIF where the plugin is installed; Pillow alone cannot read them.
-    from pillow_heif import register_heif_opener
-
-    register_heif_opener()
-except ImportError:
-    pass
+from .tree import OUTPUT_FORMATS, one_line, output_names, probe, walk
 
 STATE_DIR = ".stylize"  # inside the output directory: archive.json, records/, log.txt, .lock
-OUTPUT_FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
 SLOTS_PER_DEVICE = 2  # one batch on the device, one decoding or encoding beside it
 # Rough GPU bytes per output pixel and image: L-BFGS keeps 100 (s, y) pairs of 3 floats per
 # pixel (2.4 KB), VGG-19 activations and gradients up to relu5_1 take about as much again; the
@@ -63,100 +54,6 @@ MAX_SHAPES_PER_STYLIZER = 32  # Stylizer caches style targets per output shape, 
 TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
 
 log = logging.getLogger("pipeline.archive")
-
-
-# --- walking the tree -------------------------------------------------------------------------
-
-
-def readable_suffixes() -> set[str]:
-    """Every file extension that an installed Pillow plugin can open."""
-    return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
-
-
-def selected(rel: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
-    """Globs, case-insensitive: one without '/' matches the file name, one with '/' the path
-    relative to the input directory (where '*' also crosses '/')."""
-
-    def match(pattern: str) -> bool:
-        target = rel if "/" in pattern else rel.rsplit("/", 1)[-1]
-        return fnmatch.fnmatchcase(target.lower(), pattern.lower())
-
-    if include and not any(match(p) for p in include):
-        return False
-    return not any(match(p) for p in exclude)
-
-
-def walk(input_dir: Path, output_dir: Path, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> tuple[list[str], list[str]]:
-    """Image files under input_dir as sorted relative POSIX paths, and the directories that
-    could not be listed. Hidden files and folders and the output tree are skipped; directory
-    symlinks are followed, each real directory once, so that a link loop ends."""
-    suffixes = readable_suffixes()
-    skip = output_dir.resolve()
-    seen: set[tuple[int, int]] = set()
-    found, errors = [], []
-    for root, dirs, files in os.walk(input_dir, followlinks=True, onerror=lambda e: errors.append(one_line(f"{e.filename}: {e.strerror}"))):
-        stat = os.stat(root)
-        if (stat.st_dev, stat.st_ino) in seen or Path(root).resolve() == skip:
-            dirs.clear()
-            continue
-        seen.add((stat.st_dev, stat.st_ino))
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith(".") or os.path.splitext(name)[1].lower() not in suffixes:
-                continue
-            rel = Path(root, name).relative_to(input_dir).as_posix()
-            if selected(rel, include, exclude):
-                found.append(rel)
-    return sorted(found), errors
-
-
-def output_names(rels: Sequence[str], out_format: str | None) -> dict[str, str]:
-    """Relative output path per input: the same path, in --format or else the input's own
-    format where Pillow can write it (PNG otherwise). Inputs that would land on one name
-    (a.jpg and a.png under --format png) keep their suffix in it: a.jpg.png."""
-    wanted = {}
-    for rel in rels:
-        suffix = PurePosixPath(rel).suffix
-        new = OUTPUT_FORMATS[out_format] if out_format else (suffix if suffix.lower() in SAVE_FORMATS else ".png")
-        wanted[rel] = (PurePosixPath(rel).with_suffix(new).as_posix(), suffix.lower() == new)
-    counts = defaultdict(int)
-    for name, _ in wanted.values():
-        counts[name.lower()] += 1
-    return {
-        rel: name if counts[name.lower()] == 1 or own else rel + PurePosixPath(name).suffix
-        for rel, (name, own) in wanted.items()
-    }
-
-
-def image_shape(path: Path, long_side: int) -> tuple[int, int]:
-    """(height, width) of the output for this file, from its header alone (EXIF orientation
-    applied), with open_rgb's checks that need no decoding: bad files fail before a batch."""
-    if path.is_symlink() and not path.exists():
-        raise InputError(f"{path}: broken symbolic link")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-    except PermissionError:
-        raise InputError(f"{path}: permission denied") from None
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputError(f"{path}: image is too large to process ({exc})") from None
-    except Image.UnidentifiedImageError:
-        raise InputError(f"{path}: not an image file (or a format that cannot be read)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{path}: corrupt or truncated image ({exc})") from None
-    if width * height > MAX_PIXELS:
-        raise InputError(f"{path}: image is {width}x{height}, too large to process")
-    if max(width, height) < MIN_SIDE:
-        raise InputError(f"{path}: image is {width}x{height}, too small (need at least {MIN_SIDE} px)")
-    if orientation in (5, 6, 7, 8):  # rotated by 90 degrees for display
-        width, height = height, width
-    width, height = fit_long_side(width, height, long_side)
-    return height, width
 
 
 # --- the job, records and batches ----------------------------------------------------------
@@ -204,10 +101,6 @@ def file_sha256(path: Path | str) -> str | None:
         return None
 
 
-def one_line(text: str) -> str:
-    return text.replace("\r", "\\r").replace("\n", "\\n")
-
-
 def state_dir(output_dir: Path | str) -> Path:
     return Path(output_dir) / STATE_DIR
 
@@ -244,6 +137,7 @@ def new_record(job: Job, item: Item, *, error: str | None = None, **fields) -> d
         "error": one_line(error) if error else None,
         "losses": None,
         "attempts": item.attempt,
+        "host": socket.gethostname(),  # on a cluster: which machine did it
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **fields,
     }
@@ -277,7 +171,8 @@ def parse_devices(text: str) -> tuple[str, ...]:
 
 
 def free_memory(devices: Sequence[str] | None = None) -> int | None:
-    """Least free memory over these CUDA devices (default: this process's), None without CUDA."""
+    """Least free memory over these CUDA devices (default: all of this process's; Dask workers
+    run it through Client.run), None without CUDA."""
     cuda = [torch.device(d) for d in (devices or parse_devices("auto")) if torch.device(d).type == "cuda"]
     return min(torch.cuda.mem_get_info(d)[0] for d in cuda) if cuda else None
 
@@ -395,11 +290,6 @@ def run_batch(job: Job, batch: Batch) -> list[dict]:
     return records
 
 
-def worker_free_memory() -> int | None:
-    """Run on each Dask worker (Client.run): its least free GPU memory, None on a CPU worker."""
-    return free_memory()
-
-
 # --- the parent: plan, run, report --------------------------------------------------------
 
 
@@ -467,6 +357,106 @@ def log_file(path: Path) -> Iterator[None]:
         handler.close()
 
 
+def make_job(
+    input_dir: Path,
+    output_dir: Path,
+    style_paths: Sequence[Path | str],
+    settings: StyleSettings,
+    *,
+    out_format: str | None,
+    quality: int,
+    devices: tuple[str, ...] | None,
+) -> Job:
+    """Check the options and load the style images: every mistake is refused before any work."""
+    if not input_dir.is_dir():
+        raise InputError(f"{input_dir}: input directory not found")
+    if input_dir.resolve().is_relative_to(output_dir.resolve()):
+        raise InputError(f"{output_dir}: the output directory must not hold the input directory (originals could be overwritten)")
+    if out_format is not None and out_format not in OUTPUT_FORMATS:
+        raise InputError(f"--format {out_format!r}: must be one of {', '.join(OUTPUT_FORMATS)}")
+    if not 1 <= quality <= 100:
+        raise InputError(f"--quality {quality}: must be between 1 and 100")
+    if settings.init == "image":
+        raise InputError("--init with an image is not supported for archives; use content or noise")
+    if not style_paths:
+        raise InputError("at least one --style image is needed")
+    if settings.style_blend and len(settings.style_blend) != len(style_paths):
+        raise InputError(f"--style-blend has {len(settings.style_blend)} weights for {len(style_paths)} style images")
+    styles = tuple(load_image(path, round(settings.size * settings.style_scale)) for path in style_paths)
+    style_hashes = [file_sha256(path) for path in style_paths]
+    return Job(
+        input_dir=str(input_dir),
+        output_dir=str(output_dir),
+        settings=settings,
+        styles=styles,
+        settings_hash=job_hash(settings, style_hashes, out_format, quality),
+        out_format=out_format,
+        quality=quality,
+        devices=devices,
+    )
+
+
+def plan_run(job: Job, include: Sequence[str], exclude: Sequence[str], retry_failed: bool) -> tuple[Plan, list[Item]]:
+    """Walk the tree and keep what is not finished: new or changed sources, new settings, and
+    earlier failures with --retry-failed."""
+    input_dir, output_dir = Path(job.input_dir), Path(job.output_dir)
+    rels, unlisted = walk(input_dir, output_dir, include, exclude)
+    names = output_names(rels, job.out_format)
+    records = read_records(output_dir)
+    plan, todo = Plan(inputs=len(rels), unlisted=unlisted), []
+    for rel in rels:
+        try:
+            stat = (input_dir / rel).stat()
+            size, mtime_ns = stat.st_size, stat.st_mtime_ns
+        except OSError:  # a broken link: its probe records why
+            size = mtime_ns = None
+        item, record = Item(rel, names[rel], size, mtime_ns), records.get(rel)
+        if is_current(record, item, job):
+            if record["status"] == "done" and (output_dir / record["output"]).is_file():
+                plan.done_before += 1
+                continue
+            if record["status"] == "failed" and not retry_failed:
+                plan.failed_before.append(record)
+                continue
+            item = Item(rel, names[rel], size, mtime_ns, attempt=record.get("attempts", 0) + 1)
+        todo.append(item)
+    plan.todo = len(todo)
+    return plan, todo
+
+
+def execute(job: Job, todo: list[Item], *, batch_size: int | None, scheduler: str | None, client) -> Iterator[dict]:
+    """Probe, batch and stylize; yield every record as its image finishes, in any order."""
+    # Header reads in threads: on a network share they are mostly waiting.
+    probed = Parallel(n_jobs=min(16, os.cpu_count() or 1), prefer="threads")(
+        delayed(probe)(Path(job.input_dir) / item.rel, job.settings.size) for item in todo
+    )
+    shapes = {}
+    for item, (shape, error) in zip(todo, probed):
+        if error is None:
+            shapes[item] = shape
+        else:
+            yield write_record(job, new_record(job, item, error=error))
+    if job.devices is not None:  # local: threads, SLOTS_PER_DEVICE per device
+        free = free_memory(job.devices)
+        batches = make_batches(shapes, lambda shape: batch_size or auto_batch_size(shape, free))
+        with parallel_config(backend="threading", n_jobs=SLOTS_PER_DEVICE * len(job.devices)):
+            yield from run_batches(job, batches)
+        return
+    with dask_client(scheduler, client) as cluster:
+        if batch_size is None:
+            free_on_workers = [f for f in cluster.run(free_memory).values() if f is not None]
+            free = min(free_on_workers) if free_on_workers else None
+        batches = make_batches(shapes, lambda shape: batch_size or auto_batch_size(shape, free))
+        # scatter: the job (style images included) goes to each worker once, not with every task.
+        with parallel_config(backend="dask", client=cluster, scatter=[job]):
+            yield from run_batches(job, batches)
+
+
+def run_batches(job: Job, batches: list[Batch]) -> Iterator[dict]:
+    for records in Parallel(return_as="generator_unordered")(delayed(run_batch)(job, batch) for batch in batches):
+        yield from records
+
+
 def run_archive(
     input_dir: Path | str,
     output_dir: Path | str,
@@ -491,39 +481,16 @@ def run_archive(
     batch_size None: automatic (free GPU memory, 1 on CPU). backend 'dask' runs on the cluster
     at `scheduler`, or on `client` (a distributed.Client), or on the default client.
     """
-    input_dir, output_dir = Path(input_dir).absolute(), Path(output_dir).absolute()
-    if not input_dir.is_dir():
-        raise InputError(f"{input_dir}: input directory not found")
-    if output_dir.resolve() == input_dir.resolve() or input_dir.resolve().is_relative_to(output_dir.resolve()):
-        raise InputError(f"{output_dir}: the output directory must not hold the input directory (originals could be overwritten)")
-    if out_format is not None and out_format.lower().lstrip(".") not in OUTPUT_FORMATS:
-        raise InputError(f"--format {out_format!r}: must be one of {', '.join(OUTPUT_FORMATS)}")
-    out_format = out_format.lower().lstrip(".") if out_format else None
-    if not 1 <= quality <= 100:
-        raise InputError(f"--quality {quality}: must be between 1 and 100")
-    if batch_size is not None and batch_size < 1:
-        raise InputError(f"--batch-size {batch_size}: must be at least 1 (or auto)")
     if backend not in ("local", "dask"):
         raise InputError(f"--backend {backend!r}: must be 'local' or 'dask'")
-    if settings.init == "image":
-        raise InputError("--init with an image is not supported for archives; use content or noise")
-    if not style_paths:
-        raise InputError("at least one --style image is needed")
-    if settings.style_blend and len(settings.style_blend) != len(style_paths):
-        raise InputError(f"--style-blend has {len(settings.style_blend)} weights for {len(style_paths)} style images")
+    if backend == "dask" and devices != "auto":
+        raise InputError("--devices applies to --backend local; Dask workers use their own devices")
+    if batch_size is not None and batch_size < 1:
+        raise InputError(f"--batch-size {batch_size}: must be at least 1 (or auto)")
+    input_dir, output_dir = Path(input_dir).absolute(), Path(output_dir).absolute()
+    out_format = out_format.lower().lstrip(".") if out_format else None
     local_devices = parse_devices(devices) if backend == "local" else None
-    styles = tuple(load_image(path, round(settings.size * settings.style_scale)) for path in style_paths)
-    style_hashes = [file_sha256(path) for path in style_paths]
-    job = Job(
-        input_dir=str(input_dir),
-        output_dir=str(output_dir),
-        settings=settings,
-        styles=styles,
-        settings_hash=job_hash(settings, style_hashes, out_format, quality),
-        out_format=out_format,
-        quality=quality,
-        devices=local_devices,
-    )
+    job = make_job(input_dir, output_dir, style_paths, settings, out_format=out_format, quality=quality, devices=local_devices)
     state = state_dir(output_dir)
     try:
         (state / "records").mkdir(parents=True, exist_ok=True)
@@ -532,35 +499,13 @@ def run_archive(
 
     with WorkDirLock(state), log_file(state / "log.txt"):
         clean_temporary_files(output_dir)
-        rels, unlisted = walk(input_dir, output_dir, include, exclude)
-        for error in unlisted:
-            log.warning("could not list %s", error)
-        names = output_names(rels, out_format)
-        records = read_records(output_dir)
-        plan, todo = Plan(inputs=len(rels), unlisted=unlisted), []
-        for rel in rels:
-            try:
-                stat = (input_dir / rel).stat()
-                size, mtime_ns = stat.st_size, stat.st_mtime_ns
-            except OSError:  # a broken link or an unreadable folder: recorded as failed below
-                size = mtime_ns = None
-            record = records.get(rel)
-            item = Item(rel, names[rel], size, mtime_ns)
-            if is_current(record, item, job):
-                item = Item(rel, names[rel], size, mtime_ns, attempt=record.get("attempts", 0) + 1)
-                if record["status"] == "done" and (output_dir / record["output"]).is_file():
-                    plan.done_before += 1
-                    continue
-                if record["status"] == "failed" and not retry_failed:
-                    plan.failed_before.append(record)
-                    continue
-            todo.append(item)
-        plan.todo = len(todo)
+        plan, todo = plan_run(job, include, exclude, retry_failed)
+        for folder in plan.unlisted:
+            log.warning("could not list %s", folder)
         info = {
             "input": str(input_dir),
             "output": str(output_dir),
             "styles": [str(Path(p).absolute()) for p in style_paths],
-            "style_hashes": style_hashes,
             "settings": settings.to_dict(),
             "settings_hash": job.settings_hash,
             "format": out_format,
@@ -582,49 +527,16 @@ def run_archive(
 
         summary = Summary(plan, log_path=state / "log.txt")
         start = time.perf_counter()
-
-        def finished(record: dict) -> None:
-            if record["status"] == "done":
-                summary.done += 1
-                log.info("done %s -> %s (%s, batch of %s)", record["source"], record["output"], record.get("device"), record.get("batch_size"))
-            else:
-                summary.failed.append(record)
-                log.info("failed %s", record["error"])
-            if on_record is not None:
-                on_record(record)
-
         try:
-            # Header reads in threads: on a network share they are mostly waiting.
-            probed = Parallel(n_jobs=min(16, os.cpu_count() or 1), prefer="threads")(
-                delayed(probe)(input_dir / item.rel, settings.size) for item in todo
-            )
-            shapes = {}
-            for item, (shape, error) in zip(todo, probed):
-                if error is None:
-                    shapes[item] = shape
+            for record in execute(job, todo, batch_size=batch_size, scheduler=scheduler, client=client):
+                if record["status"] == "done":
+                    summary.done += 1
+                    log.info("done %s -> %s (%s, batch of %s)", one_line(record["source"]), one_line(record["output"]), record.get("device"), record.get("batch_size"))
                 else:
-                    finished(write_record(job, new_record(job, item, error=error)))
-            if backend == "local":
-                free = free_memory(local_devices)
-                batches = make_batches(shapes, lambda shape: batch_size or auto_batch_size(shape, free))
-                config = parallel_config(backend="threading", n_jobs=SLOTS_PER_DEVICE * len(local_devices))
-                with config:
-                    for records in Parallel(return_as="generator_unordered")(delayed(run_batch)(job, b) for b in batches):
-                        for record in records:
-                            finished(record)
-            else:
-                with dask_client(scheduler, client) as cluster:
-                    if batch_size is None:
-                        free = [f for f in cluster.run(worker_free_memory).values() if f is not None]
-                        sizes = lambda shape: auto_batch_size(shape, min(free) if free else None)  # noqa: E731
-                    else:
-                        sizes = lambda shape: batch_size  # noqa: E731
-                    batches = make_batches(shapes, sizes)
-                    # scatter: the job (style images included) goes to each worker once, not per task.
-                    with parallel_config(backend="dask", client=cluster, scatter=[job]):
-                        for records in Parallel(return_as="generator_unordered")(delayed(run_batch)(job, b) for b in batches):
-                            for record in records:
-                                finished(record)
+                    summary.failed.append(record)
+                    log.info("failed %s", record["error"])
+                if on_record is not None:
+                    on_record(record)
             info["state"] = "finished"
         except KeyboardInterrupt:
             info["state"] = "interrupted"
@@ -634,17 +546,10 @@ def run_archive(
             info["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             write_json(state / "archive.json", info)
             log.info(
-                "%s: %d done, %d failed in this run (%.1f images/hour); %d failed in all",
+                "%s: %d done, %d failed in this run (%.0f images/hour); %d failed in all",
                 info["state"], summary.done, len(summary.failed), summary.images_per_hour, len(summary.all_failed),
             )  # fmt: skip
     return summary
-
-
-def probe(path: Path, long_side: int) -> tuple[tuple[int, int] | None, str | None]:
-    try:
-        return image_shape(path, long_side), None
-    except InputError as exc:
-        return None, str(exc)
 
 
 @contextmanager

@@ -288,16 +288,12 @@ def images(
     from . import archive
     from .display import ArchiveProgress, archive_summary, console
 
-    if init_path is not None:
-        raise InputError("--init with an image is not supported for archives; use content or noise")
     if batch_size.strip().lower() == "auto":
         size = None
     elif batch_size.strip().isdigit():
         size = int(batch_size)
     else:
         raise InputError(f"--batch-size {batch_size!r}: must be auto or a number")
-    if backend == "dask" and devices != "auto":
-        raise InputError("--devices applies to --backend local; Dask workers use their own devices")
     with ArchiveProgress(disable=quiet) as progress:
         summary = archive.run_archive(
             input_dir, output, style, settings,
@@ -308,9 +304,10 @@ def images(
     if not quiet:
         for table in archive_summary(summary):
             console.print(table)
-    failed = summary.all_failed
-    if failed:
-        raise PipelineError(f"{len(failed)} of {summary.plan.inputs} images failed (reasons in {summary.log_path})")
+    failed, unlisted = summary.all_failed, summary.plan.unlisted
+    if failed or unlisted:
+        folders = f"; {len(unlisted)} folders could not be read" if unlisted else ""
+        raise PipelineError(f"{len(failed)} of {summary.plan.inputs} images failed{folders} (reasons in {summary.log_path})")
 
 
 @app.command()

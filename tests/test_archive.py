@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import archive
+from pipeline import archive, tree
 from pipeline.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,9 +131,10 @@ def test_tree_with_bad_files(tmp_path, capsys):
     log = (out / ".stylize" / "log.txt").read_text(encoding="utf-8")
     assert log.count(" INFO failed ") == len(bad) and log.count(" INFO done ") == len(good)
 
-    lines = archive.status_lines(out)
+    assert main(["status", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
     assert f"images: {len(good) + len(bad)} in the tree; {len(good)} done, {len(bad)} failed, 0 to do" in lines
-    assert lines[1].startswith("state: finished")
+    assert lines[1].startswith("state: finished") and sum(line.startswith("failed: ") for line in lines) == len(bad)
 
 
 def test_resume_after_kill(tmp_path):
@@ -213,7 +214,9 @@ def test_dask_backend_matches_local(tmp_path):
     fast = ["-s", STYLE, "--size", 32, "--iterations", 3, "-q"]
 
     assert stylize(source, "-o", tmp_path / "local", *fast) == 1
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+    # Worker processes, as on a real cluster: the job and batches really travel pickled.
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, env={"OMP_NUM_THREADS": "1"})
+    with cluster:
         assert stylize(source, "-o", tmp_path / "dask", *fast, "--backend", "dask", "--scheduler", cluster.scheduler_address) == 1
 
     local, dask = archive.read_records(tmp_path / "local"), archive.read_records(tmp_path / "dask")
@@ -260,14 +263,14 @@ def test_walk_names_and_options(tmp_path):
         photo(16, 16, 0).save(source / rel)
     (source / "raw" / "x" / "up").symlink_to("../..", target_is_directory=True)
 
-    rels, unlisted = archive.walk(source, tmp_path / "out")
+    rels, unlisted = tree.walk(source, tmp_path / "out")
     assert rels == ["B.JPG", "a.jpg", "a.png", "raw/d.gif", "raw/x/c.png"] and unlisted == []
-    assert archive.walk(source, source / "raw")[0] == ["B.JPG", "a.jpg", "a.png"]  # the output tree is skipped
-    assert archive.walk(source, tmp_path, include=["*.jpg"])[0] == ["B.JPG", "a.jpg"]
-    assert archive.walk(source, tmp_path, exclude=["raw/*"])[0] == ["B.JPG", "a.jpg", "a.png"]
+    assert tree.walk(source, source / "raw")[0] == ["B.JPG", "a.jpg", "a.png"]  # the output tree is skipped
+    assert tree.walk(source, tmp_path, include=["*.jpg"])[0] == ["B.JPG", "a.jpg"]
+    assert tree.walk(source, tmp_path, exclude=["raw/*"])[0] == ["B.JPG", "a.jpg", "a.png"]
 
-    assert archive.output_names(rels, None) == {"B.JPG": "B.JPG", "a.jpg": "a.jpg", "a.png": "a.png", "raw/d.gif": "raw/d.png", "raw/x/c.png": "raw/x/c.png"}
-    names = archive.output_names(rels, "png")
+    assert tree.output_names(rels, None) == {"B.JPG": "B.JPG", "a.jpg": "a.jpg", "a.png": "a.png", "raw/d.gif": "raw/d.png", "raw/x/c.png": "raw/x/c.png"}
+    names = tree.output_names(rels, "png")
     assert names["a.png"] == "a.png" and names["a.jpg"] == "a.jpg.png" and names["B.JPG"] == "B.png"
     assert len(set(names.values())) == len(names)
 
