@@ -254,6 +254,20 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def remove_leftovers(job: VideoJob, store: FrameStore) -> None:
+    """What a killed run leaves behind: a decode never renamed, a half-deleted stale directory,
+    half-written files, an encode never renamed (its ffmpeg may still be running: unlinking is
+    safe, it writes on into nothing)."""
+    for leftover in (*job.work.glob(".frames-*"), *job.work.glob(".*-stale-*")):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in (
+        *job.work.glob(".*.tmp*"),
+        *store.styled_dir.glob(".*.tmp*"),
+        *job.output.parent.glob(f".{job.output.name}.*.tmp{job.output.suffix}"),
+    ):
+        leftover.unlink(missing_ok=True)
+
+
 def check_paths(job: VideoJob) -> None:
     """Refuse, before any work, inputs and outputs that cannot work or would destroy something."""
     container_for(job.output)
@@ -336,17 +350,7 @@ def run_video(job: VideoJob, *, events: JobEvents | None = None, vgg: "VGG19 | N
 
         log = JobLog(job.work / "job.log")
         try:
-            # Leftovers of a killed run: a decode never renamed, a half-deleted stale directory,
-            # half-written files, an encode never renamed (its ffmpeg may still be running:
-            # unlinking is safe, it writes on into nothing).
-            for leftover in (*job.work.glob(".frames-*"), *job.work.glob(".*-stale-*")):
-                shutil.rmtree(leftover, ignore_errors=True)
-            for leftover in (
-                *job.work.glob(".*.tmp*"),
-                *store.styled_dir.glob(".*.tmp*"),
-                *job.output.parent.glob(f".{job.output.name}.*.tmp{job.output.suffix}"),
-            ):
-                leftover.unlink(missing_ok=True)
+            remove_leftovers(job, store)
             manifest.data["inputs"] = {
                 "video": str(job.input.resolve()),
                 "styles": [str(p.resolve()) for p in job.styles],
@@ -421,8 +425,14 @@ def stylize_frames(
 
     total = manifest.stage("decode")["frames"]
     store.styled_dir.mkdir(exist_ok=True)
-    done = 0
-    while done < total and store.finished(done + 1, stage_hash):
+    # Frames up to the manifest's count need only be there; beyond it (the frame in hand when a
+    # run was killed) the statistics file decides. Either way each is checked once, in order.
+    recorded, done = manifest.stage("stylize").get("done", 0), 0
+    while done < total and (
+        store.styled(done + 1).exists() and store.stats(done + 1).exists()
+        if done < recorded
+        else store.finished(done + 1, stage_hash)
+    ):
         done += 1
     manifest.update("stylize", status="running", total=total, done=done)
     events.stage("stylize", total=total, done=done)
@@ -461,13 +471,13 @@ def stylize_frames(
         }
         # The statistics file is the frame's commit record: written last, atomically.
         write_json(store.stats(index), stats)
-        manifest.update("stylize", done=index)
         log(
             f"frame {index:06d}/{total:06d} start={start.source} iterations={result.iterations} "
             f"loss={stats['loss']:.5g} "
             + " ".join(f"{k}={v:.4g}" for k, v in stats["terms"].items())
             + f" seconds={seconds:.2f}"
         )
+        manifest.update("stylize", done=index)
         stylized.append(index)
         events.frame_finished(index, stats)
         # The next frame starts from this one as saved, so a resumed run starts from the same image.
