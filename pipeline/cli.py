@@ -348,7 +348,7 @@ def video(
 @app.command()
 @one_line_errors
 def status(
-    work_dir: Annotated[Path, typer.Argument(help="A job's work directory (e.g. OUTPUT.work of a video job).", show_default=False)],
+    work_dir: Annotated[Path, typer.Argument(metavar="WORK_DIR", help="A job's work directory (e.g. OUTPUT.work of a video job).", show_default=False)],
 ) -> None:
     """Show what a job has done, what remains, and its settings."""
     from . import archive, video
