@@ -30,10 +30,6 @@ SAMPLES = ROOT / "samples"
 VGG19_BLOCKS = ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512))
 
 
-def vgg19_conv_names() -> list[str]:
-    return [f"conv{b}_{c}" for b, convs in enumerate(VGG19_BLOCKS, 1) for c in range(1, len(convs) + 1)]
-
-
 @pytest.fixture(scope="session")
 def samples_dir() -> Path:
     return SAMPLES

@@ -96,8 +96,11 @@ def test_success_writes_the_output_and_prints_its_path(ws):
         assert image.size == (32, 21) or image.size == (32, 22)  # 96 x 64 content, long side 32
     # Atomic write: only the output is new, no temporary file is left behind.
     assert set(os.listdir(ws)) - before == {"out.png"}
-    # Progress and the final losses go to stderr, not into the output that scripts read.
-    assert "content" in result.stderr and "style" in result.stderr
+    # Progress (iterations/s, current loss) and the final losses go to stderr, not into the
+    # output that scripts read.
+    assert "2/2" in result.stderr and "it/s" in result.stderr and "loss" in result.stderr
+    assert re.search(r"content \S+\s+style \S+\s+total \S+", result.stderr)
+    assert "loss" not in result.stdout
 
 
 def test_quiet_prints_only_the_output_path(ws):

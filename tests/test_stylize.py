@@ -141,6 +141,21 @@ def load_image_like(image: torch.Tensor, long_side: int) -> torch.Tensor:
     return torch.nn.functional.interpolate(image, size=(round(h * scale), round(w * scale)), mode="area")
 
 
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_images_of_a_batch_are_optimized_independently(tiny_vgg, optimizer):
+    """Random weights are enough here: a batch of two gives what each image gives alone."""
+    g = torch.Generator().manual_seed(0)
+    contents, style_image = torch.rand(2, 3, 32, 32, generator=g), torch.rand(1, 3, 32, 32, generator=g)
+    stylizer = Stylizer([style_image], StyleSettings(size=32, iterations=10, optimizer=optimizer), vgg=tiny_vgg)
+    both = stylizer.stylize(contents)
+    alone = [stylizer.stylize(contents[i : i + 1]) for i in range(2)]
+    assert both.image.shape == contents.shape and len(both.per_image) == 2
+    assert (both.image - contents).abs().mean() > 1e-3  # it did move
+    for i in range(2):
+        torch.testing.assert_close(both.image[i : i + 1], alone[i].image, rtol=0, atol=1e-4)
+        assert both.per_image[i]["loss"] == pytest.approx(alone[i].per_image[0]["loss"], rel=1e-3)
+
+
 # --- progress callback ---------------------------------------------------------------------------
 
 

