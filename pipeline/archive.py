@@ -14,6 +14,7 @@ and a crash loses at most the batches in progress.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -23,6 +24,8 @@ import re
 import socket
 import threading
 import time
+import uuid
+import warnings
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -71,6 +74,7 @@ class Job:
     out_format: str | None
     quality: int
     devices: tuple[str, ...] | None  # None: the worker's own (Dask)
+    run: str = ""  # this run's id: its tasks stop once it is over (see Cancelled)
 
 
 @dataclass(frozen=True)
@@ -200,8 +204,19 @@ def make_batches(shapes: dict[Item, tuple[int, int]], batch_size: Callable[[tupl
 # --- the worker side: runs in a thread here or on a Dask worker --------------------------------
 
 _lock = threading.Lock()
+_finished_runs: set[str] = set()
 _device_pools: dict[tuple[str, ...], queue.Queue] = {}
 _stylizers: dict[str, tuple[str, Stylizer, set]] = {}  # device -> (job hash, stylizer, shapes seen)
+
+
+class Cancelled(Exception):
+    """The run this task belongs to is over (Ctrl-C in the parent): stop at the next iteration.
+    joblib's threads cannot be stopped from outside and would otherwise finish their batches."""
+
+
+def check_cancelled(job: Job, *_) -> None:
+    if job.run in _finished_runs:
+        raise Cancelled(job.run)
 
 
 @contextmanager
@@ -241,7 +256,9 @@ def stylize_batch(job: Job, items: list[Item], images: list[torch.Tensor]) -> li
     start = time.perf_counter()
     try:
         with device_slot(job.devices) as device:
-            result = stylizer_for(job, device, shape).stylize(torch.cat(images))
+            check_cancelled(job)
+            callback = functools.partial(check_cancelled, job)
+            result = stylizer_for(job, device, shape).stylize(torch.cat(images), callback=callback)
             outputs = result.image.cpu()
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
@@ -393,6 +410,7 @@ def make_job(
         out_format=out_format,
         quality=quality,
         devices=devices,
+        run=uuid.uuid4().hex,
     )
 
 
@@ -439,8 +457,11 @@ def execute(job: Job, todo: list[Item], *, batch_size: int | None, scheduler: st
     if job.devices is not None:  # local: threads, SLOTS_PER_DEVICE per device
         free = free_memory(job.devices)
         batches = make_batches(shapes, lambda shape: batch_size or auto_batch_size(shape, free))
-        with parallel_config(backend="threading", n_jobs=SLOTS_PER_DEVICE * len(job.devices)):
-            yield from run_batches(job, batches)
+        try:
+            with parallel_config(backend="threading", n_jobs=SLOTS_PER_DEVICE * len(job.devices)):
+                yield from run_batches(job, batches)
+        finally:
+            _finished_runs.add(job.run)
         return
     with dask_client(scheduler, client) as cluster:
         if batch_size is None:
@@ -453,8 +474,11 @@ def execute(job: Job, todo: list[Item], *, batch_size: int | None, scheduler: st
 
 
 def run_batches(job: Job, batches: list[Batch]) -> Iterator[dict]:
-    for records in Parallel(return_as="generator_unordered")(delayed(run_batch)(job, batch) for batch in batches):
-        yield from records
+    with warnings.catch_warnings():
+        # On Ctrl-C joblib warns that it cancelled tasks in flight: that is what was asked for.
+        warnings.filterwarnings("ignore", "[0-9]+ tasks which were still being processed", UserWarning)
+        for records in Parallel(return_as="generator_unordered")(delayed(run_batch)(job, batch) for batch in batches):
+            yield from records
 
 
 def run_archive(

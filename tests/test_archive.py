@@ -165,6 +165,33 @@ def test_resume_after_kill(tmp_path):
     assert json.loads((out / ".stylize" / "archive.json").read_text())["state"] == "finished"
 
 
+def test_ctrl_c_stops_batches_in_flight(tmp_path):
+    """Ctrl-C reaches the parent while another batch is already on the device: that batch stops
+    (no record appears after the interrupt), the state says interrupted, a rerun finishes."""
+    from pipeline.stylize import StyleSettings
+
+    source, out = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    for i in range(4):
+        photo(32, 24, 70 + i).save(source / f"{i}.png")
+    settings = StyleSettings(size=32, iterations=30)
+
+    def interrupt(record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        archive.run_archive(source, out, [STYLE], settings, on_record=interrupt)
+    time.sleep(1.5)  # without cancellation the batch in flight would write its record by now
+    assert len(archive.read_records(out)) == 1
+    assert json.loads((out / ".stylize" / "archive.json").read_text())["state"] == "interrupted"
+    assert archive.status_lines(out)[1].startswith("state: interrupted")
+    finished = snapshot(out)
+
+    summary = archive.run_archive(source, out, [STYLE], settings)
+    assert (summary.plan.done_before, summary.done, summary.failed) == (1, 3, [])
+    assert all(snapshot(out)[path] == mtime for path, mtime in finished.items())
+
+
 def test_retry_failed_and_changed_inputs(tmp_path):
     source, out = tmp_path / "in", tmp_path / "out"
     source.mkdir()
