@@ -6,7 +6,6 @@ accepts the codec, else re-encoded to AAC. The file appears under its name only 
 
 from __future__ import annotations
 
-import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -85,10 +84,3 @@ def _encode(frames, output, container, frame_rate, crf, audio_source, audio_code
     output = Path(output)
     with atomic_path(output) as tmp:
         run_ffmpeg(ffmpeg.output(*streams, str(tmp), **options), what=output, on_progress=on_progress)
-        os.chmod(tmp, 0o666 & ~_umask())  # the temporary file was private (0600); a result is not
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -19,6 +19,9 @@ MIN_SIDE = 16
 # Pillow's own bomb guard is a warning below 2x this; we make any image above it an error.
 MAX_PIXELS = 20000 * 20000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# Read once at import: os.umask can only be read by setting it, which races with other threads.
+UMASK = os.umask(0o022)
+os.umask(UMASK)
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
 
 
@@ -100,6 +103,8 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    # mkstemp makes the file 0600; give the result the usual permissions of a new file.
+    os.fchmod(fd, 0o666 & ~UMASK)
     os.close(fd)
     try:
         yield Path(tmp)
