@@ -18,6 +18,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import queue
 import re
@@ -189,14 +190,16 @@ def auto_batch_size(shape: tuple[int, int], free_bytes: int | None) -> int:
     return max(1, min(MAX_BATCH, (free_bytes - RESERVED_BYTES) // per_image))
 
 
-def make_batches(shapes: dict[Item, tuple[int, int]], batch_size: Callable[[tuple[int, int]], int]) -> list[Batch]:
-    """Bucket by output shape (a batch is one tensor), biggest buckets first."""
+def make_batches(shapes: dict[Item, tuple[int, int]], batch_size: Callable[[tuple[int, int]], int], workers: int = 1) -> list[Batch]:
+    """Bucket by output shape (a batch is one tensor), biggest buckets first. A bucket is cut
+    into at least `workers` batches where it can be, so that no device idles beside a big one."""
     buckets: dict[tuple[int, int], list[Item]] = defaultdict(list)
     for item, shape in shapes.items():
         buckets[shape].append(item)
     batches = []
     for shape in sorted(buckets, key=lambda s: (-len(buckets[s]), s)):
-        items, size = buckets[shape], batch_size(shape)
+        items = buckets[shape]
+        size = max(1, min(batch_size(shape), math.ceil(len(items) / workers)))
         batches += [Batch(shape, tuple(items[i : i + size])) for i in range(0, len(items), size)]
     return batches
 
@@ -456,7 +459,7 @@ def execute(job: Job, todo: list[Item], *, batch_size: int | None, scheduler: st
             yield write_record(job, new_record(job, item, error=error))
     if job.devices is not None:  # local: threads, SLOTS_PER_DEVICE per device
         free = free_memory(job.devices)
-        batches = make_batches(shapes, lambda shape: batch_size or auto_batch_size(shape, free))
+        batches = make_batches(shapes, lambda shape: batch_size or auto_batch_size(shape, free), len(job.devices))
         try:
             with parallel_config(backend="threading", n_jobs=SLOTS_PER_DEVICE * len(job.devices)):
                 yield from run_batches(job, batches)
@@ -464,10 +467,10 @@ def execute(job: Job, todo: list[Item], *, batch_size: int | None, scheduler: st
             _finished_runs.add(job.run)
         return
     with dask_client(scheduler, client) as cluster:
-        if batch_size is None:
-            free_on_workers = [f for f in cluster.run(free_memory).values() if f is not None]
-            free = min(free_on_workers) if free_on_workers else None
-        batches = make_batches(shapes, lambda shape: batch_size or auto_batch_size(shape, free))
+        per_worker = cluster.run(free_memory)  # {worker address: its least free GPU memory or None}
+        on_gpus = [f for f in per_worker.values() if f is not None]
+        free = min(on_gpus) if on_gpus else None
+        batches = make_batches(shapes, lambda shape: batch_size or auto_batch_size(shape, free), len(per_worker))
         # scatter: the job (style images included) goes to each worker once, not with every task.
         with parallel_config(backend="dask", client=cluster, scatter=[job]):
             yield from run_batches(job, batches)

@@ -301,9 +301,22 @@ def test_walk_names_and_options(tmp_path):
     assert names["a.png"] == "a.png" and names["a.jpg"] == "a.jpg.png" and names["B.JPG"] == "B.png"
     assert len(set(names.values())) == len(names)
 
+    items = [archive.Item(f"{i}.jpg", f"{i}.jpg", 1, 1) for i in range(7)]
+    shapes = {item: (24, 32) if i < 5 else (32, 24) for i, item in enumerate(items)}
+    sizes = lambda batches: [(b.shape, len(b.items)) for b in batches]  # noqa: E731
+    assert sizes(archive.make_batches(shapes, lambda shape: 4)) == [((24, 32), 4), ((24, 32), 1), ((32, 24), 2)]
+    assert sizes(archive.make_batches(shapes, lambda shape: 4, workers=2)) == [((24, 32), 3), ((24, 32), 2), ((32, 24), 1), ((32, 24), 1)]
     assert archive.auto_batch_size((384, 512), None) == 1  # CPU
     assert archive.auto_batch_size((384, 512), 80 << 30) > archive.auto_batch_size((384, 512), 8 << 30) >= 1
     assert archive.parse_devices("cpu") == ("cpu",)
     for argv in (["--batch-size", "many"], ["-o", source], ["--format", "gif"], ["--devices", "cpu,cpu"]):
         options = ["-o", tmp_path / "out", *argv] if argv[0] != "-o" else argv
         assert stylize(source, "-s", STYLE, *options, "-q") == 2, argv
+
+    from pipeline.manifest import WorkDirLock
+
+    archive.state_dir(tmp_path / "out").mkdir(parents=True)
+    with WorkDirLock(archive.state_dir(tmp_path / "out")):  # another run holds the output directory
+        assert stylize(source, "-s", STYLE, "-o", tmp_path / "out", "-q") == 2
+        assert archive.running_pid(tmp_path / "out") == str(os.getpid())
+    assert not list((tmp_path / "out").rglob("*.jpg"))
