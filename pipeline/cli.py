@@ -32,16 +32,19 @@ app = typer.Typer(
 )
 
 
-@app.callback()
-def root(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    """Neural style transfer (Gatys et al.) for images, photo archives and videos."""
-    if version:
+def print_version(value: bool) -> None:
+    if value:
         from . import __version__
 
         typer.echo(__version__)
         raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", callback=print_version, is_eager=True)] = False,
+) -> None:
+    """Neural style transfer (Gatys et al.) for images, photo archives and videos."""
 
 
 def one_line_errors(command: Callable) -> Callable:
@@ -61,6 +64,9 @@ def one_line_errors(command: Callable) -> Callable:
             raise typer.Exit(130) from None
         except MemoryError:
             console.print("error: out of memory; try a smaller --size", markup=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except FloatingPointError as exc:
+            console.print(f"error: the optimization diverged ({exc}); try a lower --style-weight or --init noise", markup=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except Exception as exc:
             import torch
@@ -84,9 +90,6 @@ def parse_blend(text: str | None) -> tuple[float, ...]:
 
 def check_output(output: Path, *, overwrite: bool, inputs: list[Path]) -> None:
     """Refuse, before any work, an output that would destroy something or cannot be written."""
-    from .images import save_format
-
-    save_format(output)
     resolved = output.resolve()
     for path in inputs:
         if path.exists() and path.resolve() == resolved:
@@ -189,7 +192,13 @@ def image(
 
     if output is None:
         output = content.with_name(f"{content.stem}-stylized.png")
-    check_output(output, overwrite=overwrite, inputs=[content, *style, *([init_path] if init_path else [])])
+    from .images import save_format
+
+    save_format(output)
+    inputs = [content, *style, *([init_path] if init_path else [])]
+    side_files = [output.with_suffix(".json")] * log_json + [output.with_name(f"{output.stem}-sheet.png")] * sheet
+    for path in (output, *side_files):
+        check_output(path, overwrite=overwrite, inputs=inputs)
     if settings.style_blend and len(settings.style_blend) != len(style):
         raise InputError(f"--style-blend has {len(settings.style_blend)} weights for {len(style)} style images")
 
@@ -211,11 +220,11 @@ def image(
     if sheet:
         from .images import side_by_side
 
-        save_image(side_by_side([content_image, *style_images, result.image.cpu()], height=result.image.shape[-2]), output.with_name(f"{output.stem}-sheet.png"))
+        save_image(side_by_side([content_image, *style_images, result.image.cpu()], height=result.image.shape[-2]), side_files[-1])
     if log_json:
         from .manifest import write_json
 
-        write_json(output.with_suffix(".json"), {"settings": settings.to_dict(), "device": str(torch_device), "history": result.history})
+        write_json(side_files[0], {"settings": settings.to_dict(), "device": str(torch_device), "history": result.history})
     if not quiet:
         final = result.final_terms
         console.print(

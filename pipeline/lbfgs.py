@@ -26,6 +26,7 @@ class BatchedLBFGS:
         self.old_grad_diffs: list[torch.Tensor] = []  # y_k = g_{k+1} - g_k
         self.rhos: list[torch.Tensor] = []  # 1 / (y_k . s_k), 0 where the pair was rejected
         self.h_diag = torch.ones(batch, 1, device=image.device)
+        self.has_curvature = torch.zeros(batch, 1, dtype=torch.bool, device=image.device)
         self.prev_grad: torch.Tensor | None = None
         self.prev_step: torch.Tensor | None = None
 
@@ -37,10 +38,11 @@ class BatchedLBFGS:
         with torch.enable_grad():
             loss = closure()
         grad = self.image.grad.detach().flatten(1).float()
+        # torch's first step: t = min(1, 1/|g|_1) * lr, so the first move is at most lr.
+        first_step = torch.clamp(1.0 / grad.abs().sum(1, keepdim=True), max=1.0) * self.lr
         if self.prev_grad is None:
             direction = -grad
-            # torch's first step: t = min(1, 1/|g|_1) * lr, so the first move is at most lr.
-            step_size = torch.clamp(1.0 / grad.abs().sum(1, keepdim=True), max=1.0) * self.lr
+            step_size = first_step
         else:
             y = grad - self.prev_grad
             s = self.prev_step
@@ -53,6 +55,7 @@ class BatchedLBFGS:
             if len(self.rhos) > self.history_size:
                 del self.old_grad_diffs[0], self.old_steps[0], self.rhos[0]
             self.h_diag = torch.where(accept, ys / self._dot(y, y).clamp(min=1e-30), self.h_diag)
+            self.has_curvature = self.has_curvature | accept
             q = -grad
             alphas = []
             for s_i, y_i, rho_i in zip(reversed(self.old_steps), reversed(self.old_grad_diffs), reversed(self.rhos)):
@@ -66,7 +69,10 @@ class BatchedLBFGS:
             # Where the direction is not a descent direction, fall back to scaled steepest descent.
             descent = self._dot(grad, direction) < 0
             direction = torch.where(descent, direction, -grad * self.h_diag)
-            step_size = torch.full_like(self.h_diag, self.lr)
+            # Departure from torch: until a curvature pair has been accepted, h_diag is still 1,
+            # not a scale; keep the small first step there instead of a unit step along -grad,
+            # which can throw the pixels to 1e12 (seen on flat content images).
+            step_size = torch.where(self.has_curvature, self.lr, first_step)
         self.prev_grad = grad
         self.prev_step = direction * step_size
         with torch.no_grad():

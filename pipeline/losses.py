@@ -9,9 +9,14 @@ import torch
 from torch import nn
 
 
+def accumulation(x: torch.Tensor) -> torch.Tensor:
+    """At least fp32: bf16/fp16 activations are accumulated in fp32, float64 stays float64."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """G_ij = sum_k F_ik F_jk for each image: (B, N, H, W) -> (B, N, N), accumulated in fp32."""
-    flat = features.flatten(2).float()
+    flat = accumulation(features.flatten(2))
     return torch.bmm(flat, flat.transpose(1, 2))
 
 
@@ -20,10 +25,10 @@ class ContentLoss(nn.Module):
 
     def __init__(self, target: torch.Tensor):
         super().__init__()
-        self.register_buffer("target", target.detach().float())
+        self.register_buffer("target", accumulation(target.detach()))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (features.float() - self.target).pow(2).flatten(1).sum(1)
+        return 0.5 * (accumulation(features) - self.target).pow(2).flatten(1).sum(1)
 
 
 class StyleLoss(nn.Module):
@@ -35,7 +40,7 @@ class StyleLoss(nn.Module):
 
     def __init__(self, target_gram_per_position: torch.Tensor):
         super().__init__()
-        self.register_buffer("target", target_gram_per_position.detach().float())
+        self.register_buffer("target", accumulation(target_gram_per_position.detach()))
 
     @staticmethod
     def target_from(features: torch.Tensor) -> torch.Tensor:
@@ -57,15 +62,16 @@ class TVLoss(nn.Module):
 
 
 class TemporalLoss(nn.Module):
-    """L_temporal = 1/D sum_k c_k (x_k - w_k)^2 (Ruder et al.), w the warped previous output."""
+    """L_temporal = 1/D sum_k c_k (x_k - w_k)^2 (Ruder et al.), w the warped previous output and
+    D = C x H x W, the number of values, as in Ruder et al."""
 
     def __init__(self, warped: torch.Tensor, reliability: torch.Tensor):
         super().__init__()
-        self.register_buffer("warped", warped.detach().float())
+        self.register_buffer("warped", accumulation(warped.detach()))
         # The mask is per pixel; broadcast it over the colour channels.
-        self.register_buffer("reliability", reliability.detach().float().expand_as(self.warped).contiguous())
+        self.register_buffer("reliability", reliability.detach().to(self.warped.dtype).expand_as(self.warped).contiguous())
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         # Measured on the 0..255 scale the paper's images use, so its weights carry over.
-        diff = (image.float() - self.warped) * 255.0
+        diff = (accumulation(image) - self.warped) * 255.0
         return (self.reliability * diff.pow(2)).flatten(1).sum(1) / diff[0].numel()
