@@ -119,8 +119,9 @@ def archive_summary(summary, *, failures: int = 20) -> list[Table]:
     if failed:
         table = Table("failed image", "reason", title=f"{len(failed)} failed", title_justify="left")
         for record in failed[:failures]:
-            # The error names the file by its full path; the table shows it relative.
-            source = record["source"].replace("\r", "\\r").replace("\n", "\\n")
+            # The error names the file by its full path (escaped like this); the table shows it relative.
+            source = record["source"].encode("utf-8", "backslashreplace").decode("utf-8")
+            source = source.replace("\r", "\\r").replace("\n", "\\n")
             table.add_row(source, (record["error"] or "").split(f"{source}: ", 1)[-1])
         if len(failed) > failures:
             table.add_row(f"... and {len(failed) - failures} more", "see the log")

@@ -27,7 +27,9 @@ OUTPUT_FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
 
 
 def one_line(text: str) -> str:
-    """File names may hold newlines; a reason must stay on one line of the log and the table."""
+    """A reason names its file, and file names may hold newlines or bytes that are not UTF-8:
+    escape them, so that it stays one printable line in the log, the table and `status`."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text.replace("\r", "\\r").replace("\n", "\\n")
 
 

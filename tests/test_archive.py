@@ -70,8 +70,10 @@ def make_tree(root: Path) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
     photo(1, 1, 8).save(root / "tiny.png")
     bomb_png(root / "nested" / "deeper" / "bomb.png")
     (root / 'bad\nname; "x".jpg').write_text("neither is this")
+    (root / os.fsdecode(b"bad \xff.jpg")).write_text("nor this")
     bad = {"nested/truncated.jpg": "truncated", "nested/text.jpg": "not an image", "tiny.png": "too small",
-           "nested/deeper/bomb.png": "too large", 'bad\nname; "x".jpg': "not an image"}  # fmt: skip
+           "nested/deeper/bomb.png": "too large", 'bad\nname; "x".jpg': "not an image",
+           os.fsdecode(b"bad \xff.jpg"): "not an image"}  # fmt: skip
     if os.geteuid() == 0:
         # Root reads a file whatever its mode, so the unreadable file here is a link to nowhere
         # (a photo on an unmounted share); test_permission_denied covers the mode as non-root.
