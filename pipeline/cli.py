@@ -373,6 +373,19 @@ def status(
     typer.echo("\n".join(lines))
 
 
+@app.command()
+def doctor() -> None:
+    """Check the environment: GPU, ffmpeg and the VGG-19 weights. Exit 1 if something needed is missing."""
+    from .environment import checks
+
+    results = checks()
+    for check in results:
+        mark = "ok" if check.ok else ("MISSING" if check.essential else "no")
+        typer.echo(f"{check.name:15} {mark:8} {check.detail}")
+    if any(check.essential and not check.ok for check in results):
+        raise typer.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: click's own usage errors also become one line (`error: ...`) and exit 2."""
     command = typer.main.get_command(app)
