@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import queue
-import re
 import socket
 import threading
 import time
@@ -39,7 +38,7 @@ from joblib import Parallel, delayed, parallel_config
 
 from .devices import pick_device
 from .errors import InputError
-from .images import load_image, save_image
+from .images import is_temporary, load_image, save_image
 from .manifest import WorkDirLock, read_json, write_json
 from .stylize import StyleSettings, Stylizer
 from .tree import OUTPUT_FORMATS, one_line, output_names, probe, walk
@@ -54,8 +53,6 @@ BYTES_PER_PIXEL = 8 * 1024
 RESERVED_BYTES = 1 << 30
 MAX_BATCH = 64
 MAX_SHAPES_PER_STYLIZER = 32  # Stylizer caches style targets per output shape, without a bound
-# mkstemp names left behind by a killed run: .NAME.<8 random chars>.tmp.SUFFIX (see atomic_path)
-TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
 
 log = logging.getLogger("pipeline.archive")
 
@@ -360,7 +357,7 @@ def clean_temporary_files(output_dir: Path) -> None:
     """Remove what atomic writes of a killed run left behind (we hold the lock: none is live)."""
     for root, _, files in os.walk(output_dir):
         for name in files:
-            if TEMP_NAME.match(name):
+            if is_temporary(name):
                 Path(root, name).unlink(missing_ok=True)
 
 

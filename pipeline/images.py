@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import warnings
 from contextlib import contextmanager
@@ -96,6 +97,15 @@ def save_format(path: Path | str) -> str:
     if suffix not in SAVE_FORMATS:
         raise InputError(f"{path}: unsupported output format {suffix or '(no extension)'}; use one of {', '.join(sorted(SAVE_FORMATS))}")
     return SAVE_FORMATS[suffix]
+
+
+# atomic_path's temporary names: .NAME.<8 random characters>.tmp.SUFFIX
+TEMPORARY_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one of atomic_path's temporaries (left behind by a killed run)."""
+    return TEMPORARY_NAME.match(name) is not None
 
 
 @contextmanager

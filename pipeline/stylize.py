@@ -212,7 +212,7 @@ class Stylizer:
         layers = (settings.content_layer, *settings.style_layers)
         self.vgg = (vgg or load_vgg19(settings.weights, layers=layers, pooling=settings.pooling)).to(self.device)
         self.styles = [s.to(self.device, torch.float32) for s in styles]
-        self._style_targets: dict[tuple[int, int], list[torch.Tensor]] = {}
+        self._style_targets: dict[int, list[torch.Tensor]] = {}
         self.tv_loss = TVLoss()
         self.autocast_dtype = configure_precision(self.device, settings.precision)
         self.channels_last = self.device.type == "cuda"
@@ -230,13 +230,14 @@ class Stylizer:
     def style_targets(self, height: int, width: int, content: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Blended per-position Gram matrices for an output of this size, one row per image.
 
-        They are computed once per size, except under colour preservation, where the style image
+        They are computed once per style size, except under colour preservation, where the style image
         is first matched to each content image (one extra forward pass per image)."""
-        key = (height, width)
+        long_side = max(16, round(self.settings.style_scale * max(height, width)))
+        # The targets depend on the output only through the style image's size.
+        key = long_side
         per_content = self.settings.preserve_color != "none" and content is not None
         if not per_content and key in self._style_targets:
             return self._style_targets[key]
-        long_side = max(16, round(self.settings.style_scale * max(height, width)))
         references = [content[i : i + 1] for i in range(content.shape[0])] if per_content else [None]
         targets = []
         with torch.no_grad():
@@ -257,8 +258,10 @@ class Stylizer:
             init = resize_to(init.to(self.device, torch.float32), tuple(content.shape[-2:]))
             return init.clamp(0, 1).expand_as(content).contiguous()
         if self.settings.init == "noise":
+            # The same noise for every image of a batch: what each would get on its own.
             generator = torch.Generator().manual_seed(self.settings.seed)
-            return torch.rand(content.shape, generator=generator).to(self.device)
+            noise = torch.rand((1, *content.shape[1:]), generator=generator)
+            return noise.expand_as(content).contiguous().to(self.device)
         if self.settings.init == "image":
             raise InputError("--init image needs an init image")
         return content.clone(memory_format=torch.contiguous_format)
@@ -315,8 +318,7 @@ class Stylizer:
             except FloatingPointError:
                 if self.autocast_dtype is None:
                     raise
-                # bf16 overflowed somewhere: redo this scale, and the rest of the job, in fp32.
-                self.autocast_dtype = None
+                # bf16 overflowed somewhere: redo this scale in fp32 (later calls try bf16 again).
                 del result.history[recorded:]
                 image = self._optimize(scaled, image, share, extras, report, result, report_every, stopping, None)
         result.image = image

@@ -19,6 +19,7 @@ from PIL import Image
 
 from pipeline import archive, tree
 from pipeline.cli import main
+from pipeline.images import is_temporary
 
 ROOT = Path(__file__).resolve().parents[1]
 STYLE = ROOT / "samples" / "ihc.png"
@@ -162,8 +163,8 @@ def test_resume_after_kill(tmp_path):
     after = archive.read_records(out)
     assert all(r["status"] == "done" and r["attempts"] == 1 for r in after.values()) and len(after) == 6
     now = snapshot(out)
-    assert {path: now[path] for path in finished if path in now} == {p: t for p, t in finished.items() if not archive.TEMP_NAME.match(Path(p).name)}
-    assert not [p for p in now if archive.TEMP_NAME.match(Path(p).name)]  # the killed run's temporaries are gone
+    assert {path: now[path] for path in finished if path in now} == {p: t for p, t in finished.items() if not is_temporary(Path(p).name)}
+    assert not [p for p in now if is_temporary(Path(p).name)]  # the killed run's temporaries are gone
     assert json.loads((out / ".stylize" / "archive.json").read_text())["state"] == "finished"
 
 
