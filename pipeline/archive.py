@@ -52,7 +52,6 @@ SLOTS_PER_DEVICE = 2  # one batch on the device, one decoding or encoding beside
 BYTES_PER_PIXEL = 8 * 1024
 RESERVED_BYTES = 1 << 30
 MAX_BATCH = 64
-MAX_SHAPES_PER_STYLIZER = 32  # Stylizer caches style targets per output shape, without a bound
 
 log = logging.getLogger("pipeline.archive")
 
@@ -236,16 +235,12 @@ def device_slot(devices: tuple[str, ...] | None) -> Iterator[str]:
         pool.put(device)
 
 
-def stylizer_for(job: Job, device: str, shape: tuple[int, int]) -> Stylizer:
+def stylizer_for(job: Job, device: str) -> Stylizer:
     """One Stylizer per device and job, kept across batches (the VGG and the style targets)."""
     cached = _stylizers.get(device)
     if cached is None or cached[0] != job.settings_hash:
-        cached = (job.settings_hash, Stylizer(list(job.styles), job.settings, device=device), set())
-    elif shape not in cached[2] and len(cached[2]) >= MAX_SHAPES_PER_STYLIZER:
-        # Start a fresh target cache, keeping the loaded network: batches come sorted by shape.
-        cached = (job.settings_hash, Stylizer(list(job.styles), job.settings, device=device, vgg=cached[1].vgg), set())
-    cached[2].add(shape)
-    _stylizers[device] = cached
+        cached = (job.settings_hash, Stylizer(list(job.styles), job.settings, device=device))
+        _stylizers[device] = cached
     return cached[1]
 
 
@@ -258,7 +253,7 @@ def stylize_batch(job: Job, items: list[Item], images: list[torch.Tensor]) -> li
         with device_slot(job.devices) as device:
             check_cancelled(job)
             callback = functools.partial(check_cancelled, job)
-            result = stylizer_for(job, device, shape).stylize(torch.cat(images), callback=callback)
+            result = stylizer_for(job, device).stylize(torch.cat(images), callback=callback)
             outputs = result.image.cpu()
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
