@@ -379,7 +379,7 @@ class Stylizer:
         variable.requires_grad_(True)
         if s.optimizer == "lbfgs":
             # One curvature history per image, so that batchmates do not influence each other.
-            optimizer = BatchedLBFGS(variable, lr=1, history_size=100)
+            optimizer = BatchedLBFGS(variable, lr=1)
         else:
             optimizer = torch.optim.Adam([variable], lr=s.learning_rate)
         last: dict[str, torch.Tensor] = {}
