@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -44,6 +45,12 @@ class FramePair:
     def load(cls, path: Path | str) -> "FramePair":
         with np.load(path) as data:
             return cls(data["flow_back"], data["reliability"], float(data["cut_score"]))
+
+    @staticmethod
+    def load_cut_score(path: Path | str) -> float:
+        """The cut score alone: npz members are read lazily, so the flow is not decompressed."""
+        with np.load(path) as data:
+            return float(data["cut_score"])
 
 
 def dis_flow(source: np.ndarray, target: np.ndarray, preset: str = "medium") -> np.ndarray:
@@ -132,12 +139,13 @@ def warping_error(previous_output: np.ndarray, current_output: np.ndarray, pair:
     return float((weight * diff).sum() / max(weight.sum(), 1.0))
 
 
-def flicker(outputs: list[np.ndarray], pairs: list[FramePair | None], scene_threshold: float) -> float:
+def flicker(outputs: Iterable[np.ndarray], pairs: Iterable[FramePair | None], scene_threshold: float) -> float:
     """Mean masked warping error over consecutive frames, skipping scene cuts. pairs[i] carries
-    frame i-1 to frame i (pairs[0] is None)."""
-    errors = [
-        warping_error(outputs[i - 1], outputs[i], pair)
-        for i, pair in enumerate(pairs)
-        if i > 0 and pair is not None and pair.cut_score <= scene_threshold
-    ]
+    frame i-1 to frame i (pairs[0] is None). Both may be generators: only two frames are held at
+    a time, so long videos fit in memory."""
+    errors, previous = [], None
+    for output, pair in zip(outputs, pairs):
+        if previous is not None and pair is not None and pair.cut_score <= scene_threshold:
+            errors.append(warping_error(previous, output, pair))
+        previous = output
     return float(np.mean(errors)) if errors else 0.0
