@@ -3,12 +3,17 @@
     WORK_DIR/job.json            inputs, settings and their hash per stage, stage status
     WORK_DIR/job.log             one line per stylized frame, and the stage events
     WORK_DIR/frames/000001.png   decoded content frames at --size (square pixels, rotation applied)
+    WORK_DIR/flow/000002.npz     optical flow from frame 2 back to frame 1, its reliability mask and
+                                 scene-cut score (flowstage.py), computed while frames are stylized
     WORK_DIR/styled/000001.png   stylized frames, each with styled/000001.json (its statistics)
 
 Each stage's hash covers everything its outputs depend on, the previous stage's hash included:
 a changed style setting invalidates the stylized frames and the output but not the decoded
 frames; a changed --size invalidates everything; a changed --crf only the output. A stylized
 frame counts as finished once its statistics file exists (written after the frame, atomically).
+The flow stage depends on the decoded frames and its DIS preset; the stylize stage depends on the
+flow stage only under --flow dis. Once frames and flow are complete, the flicker of the output
+and of the input (flowstage.measure_flicker) goes into job.json under "report".
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from .stylize import StyleSettings
 if TYPE_CHECKING:
     import torch
 
+    from .flow import FramePair
+    from .flowstage import FlowStage
     from .stylize import ExtraLoss, Progress
     from .vgg import VGG19
 
@@ -43,6 +50,18 @@ FRAME_GLOB = "[0-9]*.png"
 # stylized (textured) frames, so raw size is the estimate; the statistics file is small.
 BYTES_PER_PIXEL = 3
 STATS_BYTES = 16 * 1024
+
+FLOW_MODES = ("dis", "none", "independent")
+DEFAULT_FLOW = "dis"
+DEFAULT_FLOW_PRESET = "medium"
+# See README: chosen on measured flicker (carphone and the synthetic clip of the tests).
+DEFAULT_TEMPORAL_WEIGHT = 1e10
+# Cut scores of consecutive frames of one shot stay well below this, those across a cut above.
+DEFAULT_SCENE_THRESHOLD = 0.6
+# Warm-started frames stop once the loss fell by less than this fraction over STOP_WINDOW
+# iterations: a still shot then costs a few iterations, a moving one its full --iterations.
+DEFAULT_STOP_TOLERANCE = 1e-3
+STOP_WINDOW = 10
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +82,12 @@ class VideoJob:
     clean: bool = False
     overwrite: bool = False
     device: str = "auto"
+    flow: str = DEFAULT_FLOW  # dis: flow-warped start + temporal loss; none: previous frame; independent
+    flow_preset: str = DEFAULT_FLOW_PRESET
+    temporal_weight: float = DEFAULT_TEMPORAL_WEIGHT
+    scene_threshold: float = DEFAULT_SCENE_THRESHOLD
+    stop_tolerance: float = DEFAULT_STOP_TOLERANCE
+    flow_workers: int | None = None  # default: flowstage.default_workers()
 
     def __post_init__(self):
         if not math.isfinite(self.start) or self.start < 0:
@@ -77,6 +102,18 @@ class VideoJob:
             raise InputError(f"--crf {self.crf}: must be between 0 (lossless) and 51")
         if not self.styles:
             raise InputError("at least one --style image is needed")
+        if self.flow not in FLOW_MODES:
+            raise InputError(f"--flow {self.flow!r}: must be one of {', '.join(FLOW_MODES)}")
+        if self.flow_preset not in ("ultrafast", "fast", "medium"):
+            raise InputError(f"--flow-preset {self.flow_preset!r}: must be ultrafast, fast or medium")
+        if not math.isfinite(self.temporal_weight) or self.temporal_weight < 0:
+            raise InputError(f"--temporal-weight {self.temporal_weight}: must be a finite number >= 0")
+        if not 0 <= self.scene_threshold <= 1:
+            raise InputError(f"--scene-threshold {self.scene_threshold}: must be between 0 and 1 (1: never cut)")
+        if not 0 <= self.stop_tolerance < 1:
+            raise InputError(f"--stop-tolerance {self.stop_tolerance}: must be >= 0 (0: never stop early) and < 1")
+        if self.flow_workers is not None and self.flow_workers < 1:
+            raise InputError(f"--flow-workers {self.flow_workers}: must be at least 1")
 
     @property
     def work(self) -> Path:
@@ -94,6 +131,16 @@ class FrameStore:
         self.work_dir = Path(work_dir)
         self.frames_dir = self.work_dir / "frames"
         self.styled_dir = self.work_dir / "styled"
+        self.flow_dir = self.work_dir / "flow"
+        self.flows: "FlowStage | None" = None  # the running flow stage, while frames are stylized
+
+    def pair(self, index: int) -> "FramePair":
+        """The flow pair carrying frame index-1 onto frame index; waits for the flow stage."""
+        from .flow import FramePair
+
+        if self.flows is not None:
+            return self.flows.wait(index)
+        return FramePair.load(self.flow_dir / f"{index:06d}.npz")
 
     def content(self, index: int) -> Path:
         return self.frames_dir / f"{index:06d}.png"
@@ -116,41 +163,51 @@ class FrameStore:
     def styled_count(self) -> int:
         return sum(1 for _ in self.styled_dir.glob(FRAME_GLOB))
 
+    def pair_count(self) -> int:
+        from .flowstage import PAIR_GLOB
+
+        return sum(1 for _ in self.flow_dir.glob(PAIR_GLOB))
+
 
 @dataclass
 class FrameStart:
     """How one frame's optimization begins: the start image (None: the settings' --init),
-    the iterations it gets, and any extra loss terms (the temporal loss of the next issue)."""
+    the iterations it gets, any extra loss terms (the temporal loss), and early stopping."""
 
     init: "torch.Tensor | None"
     iterations: int
     extra_losses: "dict[str, ExtraLoss]" = field(default_factory=dict)
     source: str = "init"  # for the log and the statistics: where the start image came from
+    stop_tolerance: float = 0.0  # Stylizer.stylize's early stopping; 0: all iterations
+    stop_window: int = STOP_WINDOW
+    stats: dict = field(default_factory=dict)  # added to the frame's statistics (cut score, ...)
 
 
 class WarmStart:
     """The first frame starts from --init with --iterations-first; each later frame starts from
-    the previous stylized frame (as saved, 8 bits) with --iterations.
+    the previous stylized frame (as saved, 8 bits) with --iterations (--flow none).
 
     Optical flow (warping the previous frame, a temporal loss, new shots at scene cuts) replaces
-    this object: `start` sees the frame index, its content, the previous stylized frame and the
-    FrameStore, and `settings` goes into the stylize stage's hash.
+    this object (temporal.FlowWarmStart): `start` sees the frame index, its content, the previous
+    stylized frame and the FrameStore, and `settings` goes into the stylize stage's hash.
     """
 
     name = "previous-frame"
+    uses_flow = False  # True: the stylize stage depends on the flow stage
 
-    def __init__(self, *, iterations_first: int, iterations: int, init_image: "torch.Tensor | None" = None):
+    def __init__(self, *, iterations_first: int, iterations: int, init_image: "torch.Tensor | None" = None, stop_tolerance: float = 0.0):
         self.iterations_first = iterations_first
         self.iterations = iterations
         self.init_image = init_image
+        self.stop_tolerance = stop_tolerance
 
     def settings(self) -> dict:
-        return {"warm_start": self.name, "iterations_first": self.iterations_first}
+        return {"warm_start": self.name, "iterations_first": self.iterations_first, "stop_tolerance": self.stop_tolerance, "stop_window": STOP_WINDOW}
 
     def start(self, index: int, content: "torch.Tensor", previous: "torch.Tensor | None", store: FrameStore) -> FrameStart:
         if previous is None:
             return FrameStart(self.init_image, self.iterations_first, source="init")
-        return FrameStart(previous, self.iterations, source="previous")
+        return FrameStart(previous, self.iterations, source="previous", stop_tolerance=self.stop_tolerance)
 
 
 class JobEvents:
@@ -178,6 +235,7 @@ class VideoResult:
     stylized: list[int]  # frames stylized by this run (the others were finished before)
     audio: str | None  # copy, aac or None
     already_done: bool = False
+    report: dict | None = None  # job.json's "report": the flicker of output and input
 
 
 class JobLog:
@@ -222,15 +280,18 @@ def stage_settings(job: VideoJob, info: VideoInfo, size: tuple[int, int], starte
         "duration": job.duration,
         "every_nth": job.every_nth,
     }
+    # The flow is computed on the decoded frames: their size comes with the decode hash.
+    flow = {"decode": hash_settings(decode), "flow_method": "dis", "flow_preset": job.flow_preset, "frame_size": list(size)}
     stylize = {
         "decode": hash_settings(decode),
+        **({"flow": hash_settings(flow)} if starter.uses_flow else {}),
         **job.settings.to_dict(),
         "styles": [file_hash(p) for p in job.styles],
         "init_image": file_hash(job.init_path) if job.init_path else None,
         **starter.settings(),
     }
     encode = {"stylize": hash_settings(stylize), "crf": job.crf, "output": str(job.output.resolve())}
-    return {"decode": decode, "stylize": stylize, "encode": encode}
+    return {"decode": decode, "flow": flow, "stylize": stylize, "encode": encode}
 
 
 def remove_dir(path: Path) -> None:
@@ -263,6 +324,7 @@ def remove_leftovers(job: VideoJob, store: FrameStore) -> None:
     for leftover in (
         *job.work.glob(".*.tmp*"),
         *store.styled_dir.glob(".*.tmp*"),
+        *store.flow_dir.glob(".*.tmp*"),
         *job.output.parent.glob(f".{job.output.name}.*.tmp{job.output.suffix}"),
     ):
         leftover.unlink(missing_ok=True)
@@ -294,7 +356,9 @@ def check_paths(job: VideoJob) -> None:
 def run_video(job: VideoJob, *, events: JobEvents | None = None, vgg: "VGG19 | None" = None) -> VideoResult:
     """Run (or resume) a video job. Bad input raises InputError before anything is changed."""
     from .devices import pick_device
+    from .flowstage import PAIR_BYTES_PER_PIXEL
     from .images import load_image
+    from .temporal import make_starter
 
     events = events or JobEvents()
     settings = job.settings
@@ -305,7 +369,7 @@ def run_video(job: VideoJob, *, events: JobEvents | None = None, vgg: "VGG19 | N
     check_paths(job)
     size = frame_size(info, settings.size)
     init_image = load_image(job.init_path) if job.init_path else None
-    starter = WarmStart(iterations_first=job.first_iterations, iterations=settings.iterations, init_image=init_image)
+    starter = make_starter(job, init_image=init_image, device=device)
     store = FrameStore(job.work)
 
     with WorkDirLock(job.work):
@@ -316,7 +380,8 @@ def run_video(job: VideoJob, *, events: JobEvents | None = None, vgg: "VGG19 | N
         ours = str(job.output.resolve()) in manifest.data.get("written", [])
         if manifest.is_current("encode", hashes["encode"]) and encode_stage.get("status") == "done" and job.output.exists():
             events.message(f"{job.output}: already done (work directory {job.work})")
-            return VideoResult(job.output, job.work, encode_stage.get("frames", 0), [], encode_stage.get("audio"), already_done=True)
+            frames = encode_stage.get("frames", 0)
+            return VideoResult(job.output, job.work, frames, [], encode_stage.get("audio"), already_done=True, report=manifest.data.get("report"))
         if job.output.exists() and not ours and not job.overwrite:
             raise InputError(f"{job.output}: output exists (use --overwrite to replace it)")
 
@@ -334,12 +399,16 @@ def run_video(job: VideoJob, *, events: JobEvents | None = None, vgg: "VGG19 | N
             and decode_stage.get("status") == "done"
             and store.decoded_count() == decode_stage.get("frames")
         )
+        flow_current = manifest.is_current("flow", hashes["flow"]) and manifest.stage("flow").get("status") != "cleaned"
         expected = decode_stage["frames"] if decode_current else count_frames(info, start=job.start, duration=job.duration, every_nth=job.every_nth)
         styled_done = stylize_stage.get("done", 0) if stylize_current else 0
+        pairs_done = store.pair_count() if flow_current else 0
         frame_bytes = size[0] * size[1] * BYTES_PER_PIXEL
         needed = (0 if decode_current or stylize_complete else expected * frame_bytes)
         needed += max(0, expected - styled_done) * (frame_bytes + STATS_BYTES) + expected * frame_bytes // 10
+        needed += max(0, expected - 1 - pairs_done) * size[0] * size[1] * PAIR_BYTES_PER_PIXEL
         freed = (0 if decode_current else dir_bytes(store.frames_dir)) + (0 if stylize_current else dir_bytes(store.styled_dir))
+        freed += 0 if flow_current else dir_bytes(store.flow_dir)
         free = shutil.disk_usage(job.work).free + freed
         if needed > free:
             raise InputError(
@@ -359,7 +428,7 @@ def run_video(job: VideoJob, *, events: JobEvents | None = None, vgg: "VGG19 | N
             }
             manifest.data["video"] = info.to_dict()
             manifest.data["device"] = str(device)
-            for name, folder in (("decode", store.frames_dir), ("stylize", store.styled_dir), ("encode", None)):
+            for name, folder in (("decode", store.frames_dir), ("flow", store.flow_dir), ("stylize", store.styled_dir), ("encode", None)):
                 if manifest.is_current(name, hashes[name]) and manifest.stage(name).get("status") != "cleaned":
                     continue
                 changed = [k for k in manifest.changed_settings(name, stages[name]) if k not in ("decode", "stylize")]
@@ -374,19 +443,26 @@ def run_video(job: VideoJob, *, events: JobEvents | None = None, vgg: "VGG19 | N
             manifest.save()
 
             stylized = []
-            if not stylize_complete:
+            report_key = {"stylize": hashes["stylize"], "flow": hashes["flow"], "scene_threshold": job.scene_threshold}
+            report_current = (manifest.data.get("report") or {}).get("key") == report_key
+            if not stylize_complete or not report_current:
                 if not decode_current:
                     decode(job, info, size, store, manifest, events, log)
-                stylized = stylize_frames(job, store, manifest, hashes["stylize"], starter, device, vgg, events, log)
+                total = manifest.stage("decode")["frames"]
+                with run_flow_stage(job, store, manifest, total, log) as flows:
+                    if not stylize_complete:
+                        stylized = stylize_frames(job, store, manifest, hashes["stylize"], starter, device, vgg, events, log)
+                    finish_flow_stage(job, flows, starter, manifest, log)
+                flicker_report(job, store, manifest, report_key, total, events, log)
             frames = manifest.stage("stylize")["total"]
             audio = encode(job, info, store, manifest, frames, events, log)
             if job.clean:
-                for name, folder in (("decode", store.frames_dir), ("stylize", store.styled_dir)):
+                for name, folder in (("decode", store.frames_dir), ("flow", store.flow_dir), ("stylize", store.styled_dir)):
                     remove_dir(folder)
                     manifest.stage(name)["status"] = "cleaned"
                 manifest.save()
-                log("cleaned: frames/ and styled/ removed")
-            return VideoResult(job.output, job.work, frames, stylized, audio)
+                log("cleaned: frames/, flow/ and styled/ removed")
+            return VideoResult(job.output, job.work, frames, stylized, audio, report=manifest.data.get("report"))
         except BaseException as exc:
             log(f"stopped: {type(exc).__name__}: {exc}".rstrip(": "))
             raise
@@ -452,8 +528,9 @@ def stylize_frames(
         events.frame_started(index, start.iterations)
         began = time.perf_counter()
         result = stylizer.stylize(
-            content, init=start.init, iterations=start.iterations, extra_losses=start.extra_losses, callback=events.iteration
-        )
+            content, init=start.init, iterations=start.iterations, extra_losses=start.extra_losses, callback=events.iteration,
+            stop_tolerance=start.stop_tolerance, stop_window=start.stop_window,
+        )  # fmt: skip
         seconds = time.perf_counter() - began
         save_image(result.image, store.styled(index))
         final = result.final_terms
@@ -461,6 +538,7 @@ def stylize_frames(
             "frame": index,
             "stage_hash": stage_hash,
             "start": start.source,
+            **start.stats,
             "iterations": result.iterations,
             "loss": final.get("loss"),
             "terms": {k: v for k, v in final.items() if k not in ("iteration", "loss")},
@@ -484,6 +562,47 @@ def stylize_frames(
         previous = load_image(store.styled(index))
     manifest.update("stylize", status="done", finished=_now())
     return stylized
+
+
+def run_flow_stage(job: VideoJob, store: FrameStore, manifest: JobManifest, total: int, log: JobLog) -> "FlowStage":
+    """Start computing the missing flow pairs in the background; `store.pair` waits for them."""
+    from .flowstage import FlowStage
+
+    flows = FlowStage(frames_dir=store.frames_dir, flow_dir=store.flow_dir, total=total, preset=job.flow_preset, workers=job.flow_workers)
+    flows.start()
+    missing = total - 1 - len(flows.ready_before)
+    if missing:
+        manifest.update("flow", status="running", total=total - 1, started=_now())
+        log(f"flow: {len(flows.ready_before)} of {total - 1} pairs there before, {missing} to compute (DIS {job.flow_preset}, {flows.workers} workers)")
+    store.flows = flows
+    return flows
+
+
+def finish_flow_stage(job: VideoJob, flows: "FlowStage", starter: WarmStart, manifest: JobManifest, log: JobLog) -> None:
+    """Wait for the last pairs; record the scene cuts, and the shots they made under --flow dis."""
+    scores = flows.finish()
+    cuts = [index for index, score in scores.items() if score > job.scene_threshold]
+    if manifest.stage("flow").get("status") != "done":
+        manifest.update("flow", status="done", total=flows.total - 1, finished=_now())
+        log(f"flow: done, {flows.total - 1} pairs ({len(flows.computed)} computed by this run)")
+    if starter.uses_flow:
+        # Each shot is [first frame, last frame]; a cut at frame i ends a shot at i-1.
+        firsts = [1, *cuts]
+        manifest.update("stylize", shots=[[a, b - 1] for a, b in zip(firsts, [*cuts, flows.total + 1])])
+
+
+def flicker_report(job: VideoJob, store: FrameStore, manifest: JobManifest, key: dict, total: int, events: JobEvents, log: JobLog) -> None:
+    """The flicker of the stylized frames and of the content frames into job.json's "report"."""
+    from .flowstage import measure_flicker
+
+    events.message(f"measuring flicker over {total - 1} frame pairs")
+    flicker = measure_flicker(
+        flow_dir=store.flow_dir, sequences={"output": store.styled_dir, "input": store.frames_dir}, total=total,
+        scene_threshold=job.scene_threshold, workers=job.flow_workers,
+    )  # fmt: skip
+    manifest.data["report"] = {"key": key, "flicker": flicker, "flow": job.flow, "measured": _now()}
+    manifest.save()
+    log(f"flicker: output {flicker['output']:.4g}, input {flicker['input']:.4g} (mean masked warping error over {flicker['pairs']} pairs; scene cuts at {flicker['cuts'] or 'none'})")
 
 
 def encode(job: VideoJob, info: VideoInfo, store: FrameStore, manifest: JobManifest, frames: int, events: JobEvents, log: JobLog) -> str | None:
@@ -529,7 +648,7 @@ def status_lines(work_dir: Path) -> list[str]:
             f"{' variable' if video.get('variable_frame_rate') else ''}, {video['duration']:.2f} s, audio {audio})"
         )
     lines.append(f"output: {inputs.get('output')}")
-    for name in ("decode", "stylize", "encode"):
+    for name in ("decode", "flow", "stylize", "encode"):
         stage = stages.get(name, {})
         status = stage.get("status", "pending")
         if status == "running" and not holder:
@@ -537,16 +656,33 @@ def status_lines(work_dir: Path) -> list[str]:
         detail = ""
         if name == "decode" and "frames" in stage:
             detail = f", {stage['frames']} frames at {stage.get('width')}x{stage.get('height')}"
+        elif name == "flow" and "total" in stage:
+            done = FrameStore(work_dir).pair_count() if status != "cleaned" else stage["total"]
+            detail = f", {done}/{stage['total']} frame pairs"
         elif name == "stylize" and "total" in stage:
             done, total = stage.get("done", 0), stage["total"]
             detail = f", {done}/{total} frames done, {total - done} remaining"
+            if len(stage.get("shots", [])) > 1:
+                detail += f", {len(stage['shots'])} shots (scene cuts at frames {', '.join(str(a) for a, _ in stage['shots'][1:])})"
         elif name == "encode" and stage.get("status") == "done":
             detail = f", {stage.get('frames')} frames, audio {stage.get('audio') or 'none'}"
         lines.append(f"{name}: {status}{detail}" + (f" (settings {stage['hash']})" if stage.get("hash") else ""))
     settings = (stages.get("stylize") or {}).get("settings") or {}
     encode_settings = (stages.get("encode") or {}).get("settings") or {}
     decode_settings = (stages.get("decode") or {}).get("settings") or {}
-    shown = {k: v for k, v in {**decode_settings, **settings, **encode_settings}.items() if k not in ("decode", "stylize", "input", "output")}
+    flow_settings = (stages.get("flow") or {}).get("settings") or {}
+    merged = {**decode_settings, **flow_settings, **settings, **encode_settings}
+    shown = {k: v for k, v in merged.items() if k not in ("decode", "flow", "stylize", "input", "output")}
     if shown:
         lines.append("settings: " + " ".join(f"{k}={v}" for k, v in sorted(shown.items())))
+    flicker = (data.get("report") or {}).get("flicker")
+    if flicker:
+        lines.append(flicker_line(flicker))
     return lines
+
+
+def flicker_line(flicker: dict) -> str:
+    return (
+        f"flicker: output {flicker['output']:.4g}, input {flicker['input']:.4g} "
+        f"(mean masked warping error over {flicker['pairs']} frame pairs, scene cuts skipped)"
+    )

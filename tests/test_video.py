@@ -72,7 +72,9 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 
 def make_job(clip: Path, out_dir: Path, **overrides) -> VideoJob:
     settings = StyleSettings(**SETTINGS | overrides.pop("settings", {}))
-    options = {"iterations_first": ITERATIONS_FIRST, "device": "cpu"} | overrides
+    # The plain warm start: these tests are about the job's plumbing (the flow-warped start has
+    # its own tests in test_video_temporal.py); the flow stage and the flicker report still run.
+    options = {"iterations_first": ITERATIONS_FIRST, "device": "cpu", "flow": "none"} | overrides
     return VideoJob(input=clip, styles=(STYLE,), output=out_dir / "out.mp4", settings=settings, **options)
 
 
@@ -157,7 +159,7 @@ def test_video_job_keeps_rate_duration_audio_and_records_every_frame(clips, refe
     assert [a.codec for a in probe(out).audio] == ["aac"]
     work = reference / "out.mp4.work"
     manifest = read_json(work / "job.json")
-    assert {name: stage["status"] for name, stage in manifest["stages"].items()} == {"decode": "done", "stylize": "done", "encode": "done"}
+    assert {name: stage["status"] for name, stage in manifest["stages"].items()} == {"decode": "done", "flow": "done", "stylize": "done", "encode": "done"}
     assert manifest["stages"]["stylize"]["done"] == 6 and manifest["stages"]["encode"]["audio"] == "copy"
     stats = [read_json(work / "styled" / f"{i:06d}.json") for i in range(1, 7)]
     assert [(s["start"], s["iterations"]) for s in stats] == [("init", ITERATIONS_FIRST)] + [("previous", 2)] * 5
@@ -229,7 +231,7 @@ class Slow(JobEvents):
         time.sleep(0.3)  # time for the test to kill this process in the middle of a frame
 
 job = VideoJob(input=Path({clip!r}), styles=(Path({style!r}),), output=Path({output!r}),
-               settings=StyleSettings(**{settings!r}), iterations_first={first}, device="cpu")
+               settings=StyleSettings(**{settings!r}), iterations_first={first}, device="cpu", flow="none")
 run_video(job, events=Slow(), vgg=build_tiny_vgg())
 """
 
