@@ -17,6 +17,7 @@ try:  # newer typer vendors click as typer._click
 except ImportError:  # pragma: no cover
     from click.exceptions import Abort, ClickException, NoArgsIsHelpError
 
+from . import video as video_defaults
 from .errors import InputError, PipelineError
 from .stylize import StyleSettings
 
@@ -332,7 +333,13 @@ def video(
     duration: Annotated[Optional[float], typer.Option(help="Stylize only this many seconds.", show_default=False)] = None,
     every_nth: Annotated[int, typer.Option(help="Keep every n-th frame, for previews (the output keeps the input's duration).")] = 1,
     crf: Annotated[int, typer.Option(help="H.264 quality: 0 lossless ... 51 worst; 18 is visually lossless.")] = 18,
-    clean: Annotated[bool, typer.Option(help="Delete the decoded and stylized frames after a successful encode.")] = False,
+    clean: Annotated[bool, typer.Option(help="Delete the decoded frames, optical flow and stylized frames after a successful encode.")] = False,
+    flow: Annotated[str, typer.Option(help="dis: start each frame from the previous stylized frame warped by optical flow, with a temporal loss and new shots at scene cuts; none: from the previous stylized frame as it is; independent: every frame on its own (the flicker baseline).")] = video_defaults.DEFAULT_FLOW,
+    flow_preset: Annotated[str, typer.Option(help="OpenCV DIS optical flow preset: ultrafast, fast or medium.")] = video_defaults.DEFAULT_FLOW_PRESET,
+    temporal_weight: Annotated[float, typer.Option(help="Weight of the temporal loss (--flow dis): higher holds still what the flow can follow, 0 keeps only the warped start.")] = video_defaults.DEFAULT_TEMPORAL_WEIGHT,
+    scene_threshold: Annotated[float, typer.Option(help="Cut score (0..1, from colour histograms and flow reliability) above which a frame starts a new shot; 1 never cuts.")] = video_defaults.DEFAULT_SCENE_THRESHOLD,
+    stop_tolerance: Annotated[float, typer.Option(help=f"Warm-started frames stop once the loss fell by less than this fraction over {video_defaults.STOP_WINDOW} iterations; 0 runs all --iterations.")] = video_defaults.DEFAULT_STOP_TOLERANCE,
+    flow_workers: Annotated[Optional[int], typer.Option(help="CPU processes computing optical flow beside the GPU (default: one per core but one, at most 8).", show_default=False)] = None,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -341,17 +348,49 @@ def video(
     init_path: Optional[Path],
 ) -> None:
     """Stylize a video file frame by frame, keeping its frame rate and sound; safe to kill and run again."""
-    from .display import JobDisplay
-    from .video import VideoJob, run_video
+    from .display import JobDisplay, console
+    from .video import VideoJob, flicker_line, run_video
 
     job = VideoJob(
         input=input_file, styles=tuple(style), output=output or input_file.with_name(f"{input_file.stem}-stylized.mp4"),
         settings=settings, init_path=init_path, work_dir=work_dir, iterations_first=iterations_first,
         start=start, duration=duration, every_nth=every_nth, crf=crf, clean=clean, overwrite=overwrite, device=device,
+        flow=flow.lower(), flow_preset=flow_preset.lower(), temporal_weight=temporal_weight, scene_threshold=scene_threshold,
+        stop_tolerance=stop_tolerance, flow_workers=flow_workers,
     )  # fmt: skip
     with JobDisplay(f"{job.input} -> {job.output} (work directory {job.work})", disable=quiet) as display:
         result = run_video(job, events=display)
+    flicker = (result.report or {}).get("flicker")
+    if flicker and not quiet:
+        console.print(flicker_line(flicker), markup=False, highlight=False, soft_wrap=True)
     typer.echo(str(result.output))
+
+
+@app.command()
+@one_line_errors
+def flicker(
+    output: Annotated[Path, typer.Argument(metavar="OUTPUT", help="The stylized video.", show_default=False)],
+    reference: Annotated[Path, typer.Option("--reference", "-r", help="The video OUTPUT was made from: flow and occlusion masks are computed on it.", show_default=False)],
+    size: Annotated[Optional[int], typer.Option(help="Long side both videos are decoded at (default: OUTPUT's).", show_default=False)] = None,
+    flow_preset: Annotated[str, typer.Option(help="OpenCV DIS optical flow preset: ultrafast, fast or medium.")] = video_defaults.DEFAULT_FLOW_PRESET,
+    scene_threshold: Annotated[float, typer.Option(help="Frame pairs with a higher cut score (0..1) are scene cuts and not measured.")] = video_defaults.DEFAULT_SCENE_THRESHOLD,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Measure flicker: the mean masked warping error between consecutive frames of OUTPUT (lower
+    is steadier), using optical flow and occlusion masks of REFERENCE, and the same figure for
+    REFERENCE itself."""
+    import json
+
+    from .temporal import video_flicker
+
+    report = video_flicker(output, reference=reference, size=size, preset=flow_preset.lower(), scene_threshold=scene_threshold)
+    if json_output:
+        typer.echo(json.dumps(report))
+        return
+    cuts = f"; scene cuts at frames {', '.join(map(str, report['cuts']))} skipped" if report["cuts"] else ""
+    typer.echo(f"output {report['output']:.4g}  {output}")
+    typer.echo(f"input  {report['input']:.4g}  {reference}")
+    typer.echo(f"(mean masked warping error, squared 0..255 RGB, over {report['pairs']} frame pairs at {report['width']}x{report['height']}{cuts})")
 
 
 @app.command()
