@@ -1,0 +1,311 @@
+"""Flicker-free video on CPU (issue 5): the flow stage, the flow-warped start with the temporal
+loss, scene cuts, early stopping, and the flicker metric, on synthetic clips with known motion: a
+textured square moving SHIFT px to the right per frame over a static textured background, and a
+hard cut to another such shot.
+
+Plumbing tests use conftest's tiny random VGG; the flicker comparison uses the real VGG-19 at
+64 px, where the tiny network's style is too weak to flicker much.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import cv2
+import ffmpeg
+import numpy as np
+import pytest
+import torch
+
+from conftest import build_tiny_vgg
+from pipeline.cli import main
+from pipeline.decode import ffmpeg_binary
+from pipeline.errors import PipelineError
+from pipeline.flow import FramePair, frame_pair, to_tensor, warp
+from pipeline.flowstage import FlowStage
+from pipeline.manifest import read_json
+from pipeline.stylize import StyleSettings
+from pipeline.temporal import FlowWarmStart
+from pipeline.video import DEFAULT_SCENE_THRESHOLD, FrameStore, JobEvents, VideoJob, run_video
+
+STYLE = Path(__file__).resolve().parents[1] / "samples" / "ihc.png"
+WIDTH, HEIGHT, SQUARE, SHIFT, TOP, LEFT = 64, 48, 20, 2, 14, 8
+
+
+def texture(seed: int, height: int, width: int) -> np.ndarray:
+    noise = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return cv2.GaussianBlur(noise, (0, 0), 1.5)
+
+
+def shot(frames: int, seed: int) -> list[np.ndarray]:
+    """The square moving SHIFT px per frame; each seed gives other textures (a new scene)."""
+    background, square = texture(seed, HEIGHT, WIDTH), texture(seed + 1, SQUARE, SQUARE)
+    out = []
+    for i in range(frames):
+        frame = background.copy()
+        x = LEFT + SHIFT * i
+        frame[TOP : TOP + SQUARE, x : x + SQUARE] = square
+        out.append(frame)
+    return out
+
+
+def write_clip(path: Path, frames: list[np.ndarray]) -> Path:
+    """RGB frames piped to ffmpeg: nearly lossless H.264 in full chroma, 25 fps."""
+    spec = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{WIDTH}x{HEIGHT}", r=25)
+    spec = spec.output(str(path), vcodec="libx264", pix_fmt="yuv444p", crf=4).global_args("-nostdin")
+    spec.run(cmd=ffmpeg_binary(), input=np.stack(frames).tobytes(), quiet=True, overwrite_output=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("temporal-clips")
+    return {
+        "cut": write_clip(d / "cut.mp4", shot(4, seed=0) + shot(4, seed=10)),  # the cut: frame 5
+        "moving": write_clip(d / "moving.mp4", shot(6, seed=0)),
+        "still": write_clip(d / "still.mp4", shot(1, seed=0) * 4),
+        "short": write_clip(d / "short.mp4", shot(4, seed=0)),
+    }
+
+
+def make_job(clip: Path, out_dir: Path, **overrides) -> VideoJob:
+    settings = StyleSettings(**{"size": WIDTH, "iterations": 3, "seed": 1} | overrides.pop("settings", {}))
+    options = {"iterations_first": 5, "device": "cpu", "flow": "dis", "flow_workers": 1, "stop_tolerance": 0.0} | overrides
+    return VideoJob(input=clip, styles=(STYLE,), output=out_dir / "out.mp4", settings=settings, **options)
+
+
+def frame_stats(work: Path) -> list[dict]:
+    return [read_json(p) for p in sorted((work / "styled").glob("[0-9]*.json"))]
+
+
+def mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in sorted(folder.iterdir())}
+
+
+class Recorder(JobEvents):
+    class Stop(Exception):
+        pass
+
+    def __init__(self, stop_at: int | None = None):
+        self.stop_at, self.started, self.messages = stop_at, [], []
+
+    def message(self, text: str) -> None:
+        self.messages.append(text)
+
+    def frame_started(self, index: int, iterations: int) -> None:
+        self.started.append(index)
+
+    def iteration(self, progress) -> None:
+        if self.started and self.started[-1] == self.stop_at:
+            raise Recorder.Stop
+
+
+def test_a_cut_starts_a_new_shot_with_first_frame_iterations_and_no_temporal_term(clips, tmp_path):
+    job = make_job(clips["cut"], tmp_path)
+    result = run_video(job, vgg=build_tiny_vgg())
+    stats = frame_stats(job.work)
+    assert [(s["start"], s["iterations"]) for s in stats] == [
+        ("init", 5), ("warped", 3), ("warped", 3), ("warped", 3), ("cut", 5), ("warped", 3), ("warped", 3), ("warped", 3),
+    ]  # fmt: skip
+    # The temporal term is in every warm-started frame, and not across the cut.
+    assert ["temporal" in s["terms"] for s in stats] == [False, True, True, True, False, True, True, True]
+    assert stats[4]["cut_score"] > DEFAULT_SCENE_THRESHOLD
+    assert all(s["cut_score"] < DEFAULT_SCENE_THRESHOLD and s["reliable"] > 0.8 for i, s in enumerate(stats) if i not in (0, 4))
+    manifest = read_json(job.work / "job.json")
+    assert manifest["stages"]["stylize"]["shots"] == [[1, 4], [5, 8]]
+    assert manifest["stages"]["flow"]["status"] == "done"
+    assert sorted(p.name for p in (job.work / "flow").iterdir()) == [f"{i:06d}.npz" for i in range(2, 9)]
+    # The flicker report skips the cut and nothing else, and is what the run returned.
+    flicker = result.report["flicker"]
+    assert flicker["cuts"] == [5] and flicker["pairs"] == 6
+    assert manifest["report"]["flicker"] == flicker and flicker["input"] > 0
+    assert re.findall(r"frame (\d+)/000008 start=cut", (job.work / "job.log").read_text()) == ["000005"]
+
+
+def test_warped_start_takes_unreliable_pixels_from_the_content_and_the_temporal_loss_holds_the_rest(tmp_path):
+    previous_content, content = shot(2, seed=0)
+    store = FrameStore(tmp_path)
+    store.flow_dir.mkdir()
+    pair = frame_pair(previous_content, content)
+    pair.save(store.flow_dir / "000002.npz")
+    stylized = to_tensor(texture(5, HEIGHT, WIDTH))  # stands for the stylized frame 1
+    starter = FlowWarmStart(iterations_first=9, iterations=4, temporal_weight=2.0, scene_threshold=0.6, stop_tolerance=1e-3)
+    start = starter.start(2, to_tensor(content), stylized, store)
+    assert (start.source, start.iterations, start.stop_tolerance) == ("warped", 4, 1e-3)
+
+    warped = warp(stylized, pair.flow_back)
+    reliable, unreliable = pair.reliability == 1, pair.reliability == 0
+    # The strip the square uncovered cannot come from the previous frame.
+    assert unreliable[TOP + 4 : TOP + SQUARE - 4, LEFT : LEFT + SHIFT].all()
+    init = start.init[0].permute(1, 2, 0).numpy()
+    assert np.allclose(init[reliable], warped[0].permute(1, 2, 0).numpy()[reliable], atol=1e-6)
+    assert np.allclose(init[unreliable], to_tensor(content)[0].permute(1, 2, 0).numpy()[unreliable], atol=1e-6)
+
+    temporal = start.extra_losses["temporal"]
+    assert temporal(warped).item() == pytest.approx(0, abs=1e-6)
+    # Only reliable pixels count: changing the unreliable ones costs nothing.
+    changed = warped.clone()
+    changed[..., torch.from_numpy(unreliable)] = 0.5
+    assert temporal(changed).item() == pytest.approx(0, abs=1e-6)
+    shifted = (warped + 10 / 255).clamp(0, 1)
+    assert temporal(shifted).item() > 2.0 * 10**2 * 0.5  # weight x (10 levels)^2 x most pixels
+
+    # A cut: first-frame iterations from --init, no temporal term.
+    other = shot(1, seed=10)[0]
+    frame_pair(content, other).save(store.flow_dir / "000003.npz")
+    cut = starter.start(3, to_tensor(other), stylized, store)
+    assert (cut.source, cut.iterations, cut.init, cut.extra_losses) == ("cut", 9, None, {})
+
+
+def frames_dir(tmp_path: Path, frames: list[np.ndarray]) -> Path:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(frames, 1):
+        cv2.imwrite(str(folder / f"{i:06d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    return folder
+
+
+def test_flow_stage_on_joblib_workers_computes_only_missing_pairs(tmp_path):
+    frames = frames_dir(tmp_path, shot(3, seed=0) + shot(3, seed=10))
+    flow_dir = tmp_path / "flow"
+    with FlowStage(frames_dir=frames, flow_dir=flow_dir, total=6, preset="fast", workers=2) as flows:
+        scores = flows.start().finish()
+    assert sorted(flows.computed) == [2, 3, 4, 5, 6]
+    assert [i for i, score in scores.items() if score > DEFAULT_SCENE_THRESHOLD] == [4]
+    expected = frame_pair(cv2.cvtColor(cv2.imread(str(frames / "000001.png")), cv2.COLOR_BGR2RGB),
+                          cv2.cvtColor(cv2.imread(str(frames / "000002.png")), cv2.COLOR_BGR2RGB), "fast")  # fmt: skip
+    assert np.allclose(FramePair.load(flow_dir / "000002.npz").flow_back, expected.flow_back)
+
+    (flow_dir / "000005.npz").unlink()
+    before = mtimes(flow_dir)
+    with FlowStage(frames_dir=frames, flow_dir=flow_dir, total=6, preset="fast", workers=2) as flows:
+        again = flows.start().finish()
+    assert flows.computed == [5] and again == pytest.approx(scores)
+    assert {k: v for k, v in mtimes(flow_dir).items() if k != "000005.npz"} == before
+
+
+def test_flow_stage_failure_is_raised_in_the_waiting_thread_not_a_hang(tmp_path):
+    frames = frames_dir(tmp_path, shot(3, seed=0))
+    (frames / "000003.png").write_bytes(b"not a png")
+    with FlowStage(frames_dir=frames, flow_dir=tmp_path / "flow", total=3, preset="fast", workers=1) as flows:
+        flows.start()
+        assert flows.wait(2).flow_back.shape == (HEIGHT, WIDTH, 2)
+        with pytest.raises(PipelineError, match="000003.png: cannot read the frame"):
+            flows.wait(3)
+
+
+def test_flow_stage_resumes_and_a_new_preset_redoes_flow_and_styled_frames_not_decoding(clips, tmp_path):
+    job = make_job(clips["cut"], tmp_path)
+    with pytest.raises(Recorder.Stop):
+        run_video(job, events=Recorder(stop_at=3), vgg=build_tiny_vgg())
+    flow_dir = job.work / "flow"
+    assert {"000002.npz", "000003.npz"} <= set(mtimes(flow_dir))  # frames 2 and 3 needed them
+    # As if killed before the flow stage got further: the rest must be computed, the rest only.
+    for name in ("000006.npz", "000007.npz", "000008.npz"):
+        (flow_dir / name).unlink(missing_ok=True)
+    kept, decoded = mtimes(flow_dir), mtimes(job.work / "frames")
+    assert read_json(job.work / "job.json")["stages"]["flow"]["status"] == "running"
+
+    events = Recorder()
+    run_video(job, events=events, vgg=build_tiny_vgg())
+    assert events.started == list(range(3, 9))
+    after = mtimes(flow_dir)
+    assert sorted(after) == [f"{i:06d}.npz" for i in range(2, 9)]
+    assert {k: after[k] for k in kept} == kept
+    assert f"flow: {len(kept)} of 7 pairs there before, {7 - len(kept)} to compute" in (job.work / "job.log").read_text()
+    styled = mtimes(job.work / "styled")
+
+    events = Recorder()
+    run_video(make_job(clips["cut"], tmp_path, flow_preset="ultrafast"), events=events, vgg=build_tiny_vgg())
+    assert events.started == list(range(1, 9))
+    assert mtimes(job.work / "frames") == decoded
+    assert all(mtimes(flow_dir)[name] != after[name] for name in after)
+    assert all(mtimes(job.work / "styled")[name] != styled[name] for name in styled)
+    assert any("flow: settings changed (flow_preset)" in m for m in events.messages)
+    assert any("stylize: settings changed (flow)" in m for m in events.messages)
+
+
+def test_warm_started_frames_of_a_still_shot_stop_early(clips, tmp_path):
+    job = make_job(clips["still"], tmp_path, settings={"iterations": 60}, iterations_first=60, stop_tolerance=1e-2)
+    run_video(job, vgg=build_tiny_vgg())
+    stats = frame_stats(job.work)
+    assert stats[0]["iterations"] == 60  # the first frame of a shot always gets all of them
+    assert all(s["start"] == "warped" and s["iterations"] < 30 for s in stats[1:]), [s["iterations"] for s in stats]
+
+
+@pytest.fixture(scope="module")
+def three_ways(clips, tmp_path_factory, real_vgg) -> dict[str, Path]:
+    """The moving clip stylized independently, with the plain warm start, and with flow + the
+    temporal loss, at the same iterations per frame (real VGG-19, 64x48)."""
+    outputs = {}
+    for flow in ("independent", "none", "dis"):
+        out = tmp_path_factory.mktemp(flow)
+        job = make_job(clips["moving"], out, settings={"iterations": 20}, iterations_first=20, flow=flow)
+        outputs[flow] = run_video(job, vgg=real_vgg).output
+    return outputs
+
+
+def test_flow_and_temporal_loss_flicker_far_less_than_independent_frames(three_ways):
+    reports = {flow: read_json(output.with_name("out.mp4.work") / "job.json")["report"]["flicker"] for flow, output in three_ways.items()}
+    flicker = {flow: report["output"] for flow, report in reports.items()}
+    assert flicker["dis"] < 0.5 * flicker["independent"], flicker
+    assert flicker["dis"] < 0.7 * flicker["none"], flicker
+    # The input is the same clip each time, and it barely flickers: the flow follows the square.
+    assert len({report["input"] for report in reports.values()}) == 1 and reports["dis"]["input"] < 20
+    starts = {flow: [s["start"] for s in frame_stats(output.with_name("out.mp4.work"))] for flow, output in three_ways.items()}
+    assert starts == {"independent": ["init"] * 6, "none": ["init"] + ["previous"] * 5, "dis": ["init"] + ["warped"] * 5}
+
+
+def cli(args: list, capsys) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out.strip(), captured.err.strip()
+
+
+def test_flicker_command_measures_output_and_reference(clips, three_ways, capsys):
+    code, out, err = cli(["flicker", three_ways["dis"], "--reference", clips["moving"], "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert (report["frames"], report["width"], report["height"], report["pairs"], report["cuts"]) == (6, 64, 48, 5, [])
+    assert report["output"] > 2 * report["input"]
+    independent = json.loads(cli(["flicker", three_ways["independent"], "-r", clips["moving"], "--json"], capsys)[1])
+    assert report["output"] < 0.5 * independent["output"] and independent["input"] == report["input"]
+
+    code, out, _ = cli(["flicker", clips["cut"], "--reference", clips["cut"], "--size", 32], capsys)
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith("output ") and lines[1].startswith("input ")
+    assert lines[0].split()[1] == lines[1].split()[1]  # a video against itself: the same figure
+    assert "over 6 frame pairs at 32x24; scene cuts at frames 5 skipped" in lines[2]
+
+
+def test_flicker_command_bad_inputs_are_one_line_errors_with_exit_2(clips, tmp_path, capsys):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    cases = [
+        ([tmp_path / "missing.mp4", "-r", clips["moving"]], "missing.mp4: file not found"),
+        ([clips["moving"], "-r", text], "not a video file"),
+        ([clips["moving"], "-r", clips["short"]], "has 6 frames"),
+        ([clips["moving"], "-r", clips["moving"], "--size", 8], "--size 8: must be between 16"),
+        ([clips["moving"], "-r", clips["moving"], "--flow-preset", "slow"], "--flow-preset 'slow'"),
+        ([clips["moving"], "-r", clips["moving"], "--scene-threshold", 2], "--scene-threshold 2.0"),
+        ([clips["moving"]], "Missing option '--reference'"),
+    ]
+    for args, message in cases:
+        code, out, err = cli(["flicker", *args], capsys)
+        assert code == 2 and out == "" and len(err.splitlines()) == 1 and err.startswith("error: ") and message in err, (args, err)
+
+
+def test_video_command_rejects_bad_temporal_options_with_exit_2(clips, tmp_path, capsys):
+    for option, value, message in [
+        ("--flow", "raft", "--flow 'raft': must be one of dis, none, independent"),
+        ("--flow-preset", "slow", "--flow-preset 'slow'"),
+        ("--temporal-weight", -1, "--temporal-weight -1.0"),
+        ("--scene-threshold", 1.5, "--scene-threshold 1.5"),
+        ("--stop-tolerance", -0.1, "--stop-tolerance -0.1"),
+        ("--flow-workers", 0, "--flow-workers 0"),
+    ]:
+        code, _, err = cli(["video", clips["short"], "-s", STYLE, "-o", tmp_path / "o.mp4", option, value], capsys)
+        assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "o.mp4.work").exists()
