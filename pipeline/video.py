@@ -18,6 +18,7 @@ and of the input (flowstage.measure_flicker) goes into job.json under "report".
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from .decode import VideoInfo, count_frames, extract_frames, frame_size, probe
 from .encode import DEFAULT_CRF, container_for, encode_video
-from .errors import InputError
+from .errors import InputError, WriteError
 from .manifest import JobManifest, WorkDirLock, hash_settings, read_json, write_json
 from .stylize import StyleSettings
 
@@ -54,8 +55,12 @@ STATS_BYTES = 16 * 1024
 FLOW_MODES = ("dis", "none", "independent")
 DEFAULT_FLOW = "dis"
 DEFAULT_FLOW_PRESET = "medium"
-# See README: chosen on measured flicker (carphone and the synthetic clip of the tests).
-DEFAULT_TEMPORAL_WEIGHT = 1e10
+# Measured (README, "Flicker"): our loss terms are large (content ~1e12, style ~1e12 per frame,
+# both independent of the size) while TemporalLoss is a mean of squared 0..255 differences
+# (~1e2), so the weight is large too. 3e9 brings flicker down to about the input's own warping
+# error for a style loss at most ~15% above that of the warped start alone; 1e10 and more hold
+# the output steadier than the input (motion the flow misses is frozen) and cost 40%+ style.
+DEFAULT_TEMPORAL_WEIGHT = 3e9
 # Cut scores of consecutive frames of one shot stay well below this, those across a cut above.
 DEFAULT_SCENE_THRESHOLD = 0.6
 # Warm-started frames stop once the loss fell by less than this fraction over STOP_WINDOW
@@ -245,8 +250,11 @@ class JobLog:
         self.file: TextIO = open(path, "a", encoding="utf-8")
 
     def __call__(self, text: str) -> None:
-        self.file.write(f"{datetime.now().isoformat(timespec='seconds')} {text}\n")
-        self.file.flush()
+        try:
+            self.file.write(f"{datetime.now().isoformat(timespec='seconds')} {text}\n")
+            self.file.flush()
+        except OSError as exc:  # a full disk: one clear line, not a traceback
+            raise WriteError(self.file.name, exc) from None
 
     def close(self) -> None:
         self.file.close()
@@ -330,6 +338,10 @@ def remove_leftovers(job: VideoJob, store: FrameStore) -> None:
         leftover.unlink(missing_ok=True)
 
 
+# A work directory holds at least one of these from the moment a job first locks it.
+OWN_FILES = (JobManifest.FILE, ".lock", "job.log")
+
+
 def check_paths(job: VideoJob) -> None:
     """Refuse, before any work, inputs and outputs that cannot work or would destroy something."""
     container_for(job.output)
@@ -341,7 +353,10 @@ def check_paths(job: VideoJob) -> None:
         raise InputError(f"{job.output}: output is a directory; give a file name such as {job.output / 'stylized.mp4'}")
     for path in (*job.styles, *([job.init_path] if job.init_path else [])):
         if not Path(path).is_file():
-            raise InputError(f"{path}: file not found")
+            raise InputError(f"{path}: " + ("is a directory, not an image file" if Path(path).is_dir() else "file not found"))
+    if job.work.is_dir() and any(job.work.iterdir()) and not any((job.work / name).exists() for name in OWN_FILES):
+        # A stage whose settings changed deletes its folder (frames/, styled/, ...) in here.
+        raise InputError(f"{job.work}: --work-dir is a folder with other files in it; give a new or empty directory")
     if job.settings.style_blend and len(job.settings.style_blend) != len(job.styles):
         raise InputError(f"--style-blend has {len(job.settings.style_blend)} weights for {len(job.styles)} style images")
     for directory, what in ((job.output.parent, "output"), (job.work, "work")):
@@ -464,7 +479,8 @@ def run_video(job: VideoJob, *, events: JobEvents | None = None, vgg: "VGG19 | N
                 log("cleaned: frames/, flow/ and styled/ removed")
             return VideoResult(job.output, job.work, frames, stylized, audio, report=manifest.data.get("report"))
         except BaseException as exc:
-            log(f"stopped: {type(exc).__name__}: {exc}".rstrip(": "))
+            with contextlib.suppress(WriteError):  # on a full disk, the error itself says why
+                log(f"stopped: {type(exc).__name__}: {exc}".rstrip(": "))
             raise
         finally:
             log.close()
