@@ -9,11 +9,15 @@ Commands are built with ffmpeg-python and run as argument lists, never through a
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -22,7 +26,7 @@ from typing import Callable
 
 import ffmpeg
 
-from .errors import InputError, PipelineError
+from .errors import InputError, PipelineError, WriteError
 from .images import fit_long_side
 
 # Common rates that ffmpeg's header prints rounded (29.97, 23.98, ...); timestamps are snapped to
@@ -32,6 +36,7 @@ STANDARD_RATE_TOLERANCE = 0.005
 # ffmpeg's demuxers report a file that stops early with one of these.
 TRUNCATION_MESSAGES = re.compile(r"partial file|ended prematurely|truncat", re.IGNORECASE)
 IMAGE_FORMATS = re.compile(r"^(image2|\w+_pipe)$")
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 ProgressHook = Callable[[int], None]  # frames written so far
 
@@ -95,15 +100,35 @@ def run_ffmpeg(stream_spec, *, what: Path | str, on_progress: ProgressHook | Non
     args = spec.compile(cmd=ffmpeg_binary(), overwrite_output=True)
     # stderr goes to a file: a pipe left unread while we follow stdout could fill up and stall ffmpeg.
     with tempfile.TemporaryFile() as stderr:
-        with subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr) as process:
-            for line in process.stdout:
-                if line.startswith(b"frame=") and on_progress is not None:
-                    on_progress(int(line.split(b"=", 1)[1]))
+        with subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, preexec_fn=die_with_parent) as process:
+            try:
+                for line in process.stdout:
+                    if line.startswith(b"frame=") and on_progress is not None:
+                        on_progress(int(line.split(b"=", 1)[1]))
+            except BaseException:
+                # Ctrl-C, SIGTERM or a failing progress hook: stop ffmpeg now rather than wait
+                # for it to decode or encode the rest of the video.
+                process.kill()
+                raise
         stderr.seek(0)
         errors = stderr.read().decode(errors="replace").strip().splitlines()
     if process.returncode != 0:
         reason = errors[-1].strip() if errors else f"ffmpeg exited with status {process.returncode}"
+        if any("No space left on device" in line for line in errors):
+            raise WriteError(what, OSError(errno.ENOSPC, reason))
         raise PipelineError(f"{what}: ffmpeg failed: {reason}")
+
+
+def die_with_parent() -> None:
+    """In the ffmpeg child, before exec: on Linux, have the kernel kill it when the process that
+    started it dies. A SIGKILLed job would otherwise leave ffmpeg decoding on into a temporary
+    directory that the resumed job is deleting, beside the resumed job's own ffmpeg."""
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+# Looked up here, not in the child between fork and exec, where only the call itself is safe.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
 def _run_capture(stream_spec) -> subprocess.CompletedProcess:
@@ -312,6 +337,8 @@ def extract_frames(
         output = video.output(str(tmp / "%06d.png"), start_number=1, pix_fmt="rgb24", fps_mode="passthrough")
         try:
             run_ffmpeg(output, what=info.path, on_progress=on_progress)
+        except WriteError:
+            raise  # the disk, not the video
         except PipelineError as exc:
             raise InputError(str(exc)) from None
         count = len(list(tmp.glob("*.png")))

@@ -12,7 +12,7 @@ from pathlib import Path
 import ffmpeg
 
 from .decode import AudioStream, ProgressHook, run_ffmpeg, trim_options
-from .errors import InputError, PipelineError
+from .errors import InputError, PipelineError, WriteError
 from .images import atomic_path
 
 # Output suffix -> ffmpeg muxer. libx264 output rules out WebM.
@@ -63,6 +63,8 @@ def encode_video(
     audio_codec = audio_codec_for(container, audio) if audio_source is not None else None
     try:
         _encode(frames, output, container, str(frame_rate), crf, audio_source, audio_codec, start, duration, on_progress)
+    except WriteError:
+        raise  # the disk, not the codec
     except PipelineError:
         if audio_codec != "copy":
             raise
@@ -82,5 +84,8 @@ def _encode(frames, output, container, frame_rate, crf, audio_source, audio_code
     if container in ("mp4", "mov"):
         options["movflags"] = "+faststart"  # playable while still downloading
     output = Path(output)
-    with atomic_path(output) as tmp:
-        run_ffmpeg(ffmpeg.output(*streams, str(tmp), **options), what=output, on_progress=on_progress)
+    try:
+        with atomic_path(output) as tmp:
+            run_ffmpeg(ffmpeg.output(*streams, str(tmp), **options), what=output, on_progress=on_progress)
+    except OSError as exc:  # the temporary file could not be made or renamed
+        raise WriteError(output, exc) from None

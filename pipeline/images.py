@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputError
+from .errors import InputError, WriteError
+from .signals import deferred
 
 MIN_SIDE = 16
 # Pillow's own bomb guard is a warning below 2x this; we make any image above it an error.
@@ -110,18 +111,22 @@ def is_temporary(name: str) -> bool:
 
 @contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.
+
+    Ctrl-C and SIGTERM wait for the block to end (signals.deferred): a stopped job has finished
+    the write it was doing, and its record of that write can follow."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    # mkstemp makes the file 0600; give the result the usual permissions of a new file.
-    os.fchmod(fd, 0o666 & ~UMASK)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with deferred():
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+        # mkstemp makes the file 0600; give the result the usual permissions of a new file.
+        os.fchmod(fd, 0o666 & ~UMASK)
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def save_image(tensor: torch.Tensor, path: Path | str, *, quality: int = 95) -> None:
@@ -132,7 +137,7 @@ def save_image(tensor: torch.Tensor, path: Path | str, *, quality: int = 95) -> 
             options = {"quality": quality} if image_format in ("JPEG", "WEBP") else {}
             to_pil(tensor).save(tmp, format=image_format, **options)
     except OSError as exc:
-        raise InputError(f"{path}: could not write ({exc.strerror or exc})") from None
+        raise WriteError(path, exc) from None
 
 
 def side_by_side(images: list[torch.Tensor], height: int = 256, gap: int = 4) -> torch.Tensor:

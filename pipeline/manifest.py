@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, PipelineError
+from .errors import InputError, WriteError
 from .images import atomic_path
 
 
@@ -24,9 +24,7 @@ def write_json(path: Path | str, data: Any) -> None:
                 f.flush()
                 os.fsync(f.fileno())
     except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise PipelineError(f"{path}: no space left on the device; free some space and run the same command again") from None
-        raise PipelineError(f"{path}: could not write ({exc.strerror or exc})") from None
+        raise WriteError(path, exc) from None
 
 
 def read_json(path: Path | str, default: Any = None) -> Any:
@@ -37,6 +35,9 @@ def read_json(path: Path | str, default: Any = None) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: unreadable job record ({exc})") from None
+
+
+LOCK_TRIES = 5
 
 
 class WorkDirLock:
@@ -52,13 +53,20 @@ class WorkDirLock:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise InputError(f"{self.path.parent}: work directory is not writable ({exc.strerror})") from None
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "another process"
-            os.close(self.fd)
-            self.fd = None
-            raise InputError(f"{self.path.parent}: work directory is in use by process {holder}") from None
+        # `holder` (stylize status) takes a shared lock for a moment: a few tries tell that apart
+        # from a job that holds the directory.
+        for attempt in range(LOCK_TRIES):
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt + 1 < LOCK_TRIES:
+                    time.sleep(0.02)
+                    continue
+                holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "another process"
+                os.close(self.fd)
+                self.fd = None
+                raise InputError(f"{self.path.parent}: work directory is in use by process {holder}") from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, str(os.getpid()).encode(), 0)
         return self

@@ -13,7 +13,7 @@ from typing import Sequence
 
 from PIL import ExifTags, Image
 
-from .errors import InputError
+from .errors import InputError, one_line  # one_line: archive imports it from here
 from .images import MAX_PIXELS, MIN_SIDE, SAVE_FORMATS, fit_long_side
 
 try:  # HEIC/HEIF where the plugin is installed; Pillow alone cannot read them.
@@ -24,13 +24,6 @@ except ImportError:
     pass
 
 OUTPUT_FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
-
-
-def one_line(text: str) -> str:
-    """A reason names its file, and file names may hold newlines or bytes that are not UTF-8:
-    escape them, so that it stays one printable line in the log, the table and `status`."""
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def readable_suffixes() -> set[str]:

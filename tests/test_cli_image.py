@@ -422,7 +422,7 @@ def test_a_failed_write_leaves_the_old_output_and_no_temporary_file(ws, monkeypa
     monkeypatch.setattr(Image.Image, "save", disk_full)
     before = snapshot(ws)
     result = invoke(["image", ws / "content.png", "--style", ws / "style.png", "-o", out, "--overwrite", "-q", *FAST])
-    assert_one_line_error(result, "existing.png")
+    assert_one_line_error(result, "existing.png", "no space left", code=1)  # a failure of the run, not of the input
     assert snapshot(ws) == before
 
 
