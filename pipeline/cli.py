@@ -18,7 +18,10 @@ except ImportError:  # pragma: no cover
     from click.exceptions import Abort, ClickException, NoArgsIsHelpError
 
 from . import video as video_defaults
-from .errors import InputError, PipelineError
+from .errors import InputError, PipelineError, one_line
+from .signals import Terminated
+from .signals import exit_code as signal_exit_code
+from .signals import handled as signals_handled
 from .stylize import StyleSettings
 
 DEFAULTS = StyleSettings()
@@ -55,26 +58,25 @@ def one_line_errors(command: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         from .display import console
 
+        def fail(message: str, code: int) -> typer.Exit:
+            # File names in messages may hold newlines: escaped, the message stays one line.
+            console.print(one_line(message), markup=False, highlight=False, soft_wrap=True)
+            return typer.Exit(code)
+
         try:
             return command(*args, **kwargs)
         except PipelineError as exc:
-            console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            console.print("interrupted; finished work is kept, run the same command again to resume", markup=False, soft_wrap=True)
-            raise typer.Exit(130) from None
-        except MemoryError:
-            console.print("error: out of memory; try a smaller --size", markup=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            raise fail(f"error: {exc}", exc.exit_code) from None
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (signals.Terminated)
+            what = "stopped by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
+            raise fail(f"{what}; finished work is kept, run the same command again to resume", signal_exit_code(exc)) from None
         except FloatingPointError as exc:
-            console.print(f"error: the optimization diverged ({exc}); try a lower --style-weight or --init noise", markup=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            raise fail(f"error: the optimization diverged ({exc}); try a lower --style-weight or --init noise", 1) from None
         except Exception as exc:
-            import torch
+            from .devices import is_out_of_memory, out_of_memory_message
 
-            if isinstance(exc, torch.OutOfMemoryError):
-                console.print("error: out of GPU memory; try a smaller --size or --device cpu", markup=False, soft_wrap=True)
-                raise typer.Exit(1) from None
+            if is_out_of_memory(exc):  # what is finished is on disk; the size is what to change
+                raise fail(f"error: {out_of_memory_message(kwargs.get('size'), kwargs.get('device') or 'auto')}", 1) from None
             raise
 
     return wrapper
@@ -429,16 +431,17 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: click's own usage errors also become one line (`error: ...`) and exit 2."""
     command = typer.main.get_command(app)
     try:
-        result = command.main(args=argv, prog_name="stylize", standalone_mode=False)
+        with signals_handled():
+            result = command.main(args=argv, prog_name="stylize", standalone_mode=False)
     except NoArgsIsHelpError as exc:
         print(exc.ctx.get_help() if exc.ctx else "usage: stylize COMMAND --help")
         return 0
     except ClickException as exc:
-        print(f"error: {exc.format_message()}", file=sys.stderr)
+        print(f"error: {one_line(exc.format_message())}", file=sys.stderr)
         return exc.exit_code
-    except Abort:
+    except Abort as exc:  # Ctrl-C or SIGTERM outside a command, e.g. while parsing options
         print("interrupted", file=sys.stderr)
-        return 130
+        return signal_exit_code(exc.__context__)  # 130, or 143 after SIGTERM
     return result if isinstance(result, int) else 0
 
 

@@ -50,3 +50,29 @@ def configure_precision(device: torch.device, precision: str = "auto") -> torch.
     if precision in ("auto", "bf16") and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
+
+
+# A failed CPU allocation is a plain RuntimeError from torch's allocator, told apart by its text.
+CPU_ALLOCATION_FAILED = "DefaultCPUAllocator: can't allocate memory"
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch's OutOfMemoryError (CUDA, MPS), a failed CPU allocation in torch, or Python's MemoryError."""
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(exc, RuntimeError) and (CPU_ALLOCATION_FAILED in str(exc) or "MPS backend out of memory" in str(exc))
+    )
+
+
+def out_of_memory_message(size: int | None, device: torch.device | str, shape: tuple[int, int] | None = None) -> str:
+    """What failed and what to do, e.g. '--size 2048 (2048x1536) needs more GPU memory than
+    cuda:0 has free; try --size 1024 or --device cpu'. `shape` is (height, width)."""
+    device = pick_device(device) if isinstance(device, str) else device
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    what = f"--size {size}" if size else "this job"
+    if shape is not None:
+        what += f" ({shape[1]}x{shape[0]})"
+    smaller = [f"--size {max(16, size // 2)}"] if size and size > 16 else []
+    if device.type == "cpu":
+        return f"{what} needs more memory than this machine has free; try {' or '.join(smaller) or 'closing other programs'}"
+    return f"{what} needs more GPU memory than {device} has free; try {' or '.join([*smaller, '--device cpu'])}"
