@@ -36,8 +36,8 @@ from typing import Callable, Iterator, Sequence
 import torch
 from joblib import Parallel, delayed, parallel_config
 
-from .devices import pick_device
-from .errors import InputError
+from .devices import is_out_of_memory, out_of_memory_message, pick_device
+from .errors import InputError, WriteError
 from .images import is_temporary, load_image, save_image
 from .manifest import WorkDirLock, read_json, write_json
 from .stylize import StyleSettings, Stylizer
@@ -52,6 +52,9 @@ SLOTS_PER_DEVICE = 2  # one batch on the device, one decoding or encoding beside
 BYTES_PER_PIXEL = 8 * 1024
 RESERVED_BYTES = 1 << 30
 MAX_BATCH = 64
+# After Ctrl-C or SIGTERM, how long to wait for batches on a device to reach their next
+# iteration (where they stop) or to finish writing their images and records.
+STOP_TIMEOUT = 60.0
 
 log = logging.getLogger("pipeline.archive")
 
@@ -204,6 +207,8 @@ def make_batches(shapes: dict[Item, tuple[int, int]], batch_size: Callable[[tupl
 
 _lock = threading.Lock()
 _finished_runs: set[str] = set()
+_tasks_changed = threading.Condition()
+_tasks_running: dict[str, int] = defaultdict(int)  # run id -> its tasks running in this process
 _device_pools: dict[tuple[str, ...], queue.Queue] = {}
 _stylizers: dict[str, tuple[str, Stylizer, set]] = {}  # device -> (job hash, stylizer, shapes seen)
 
@@ -216,6 +221,26 @@ class Cancelled(Exception):
 def check_cancelled(job: Job, *_) -> None:
     if job.run in _finished_runs:
         raise Cancelled(job.run)
+
+
+@contextmanager
+def task_running(job: Job) -> Iterator[None]:
+    with _tasks_changed:
+        _tasks_running[job.run] += 1
+    try:
+        yield
+    finally:
+        with _tasks_changed:
+            _tasks_running[job.run] -= 1
+            _tasks_changed.notify_all()
+
+
+def wait_for_tasks(run: str, timeout: float = STOP_TIMEOUT) -> None:
+    """Until this run's tasks in this process have stopped: a stopped run has finished the
+    writes it was doing, and nothing is written after it says it stopped."""
+    with _tasks_changed:
+        _tasks_changed.wait_for(lambda: _tasks_running[run] == 0, timeout)
+        _tasks_running.pop(run, None)
 
 
 @contextmanager
@@ -249,17 +274,23 @@ def stylize_batch(job: Job, items: list[Item], images: list[torch.Tensor]) -> li
     not fit in memory is split in halves, and one whose loss diverged is retried image by image."""
     shape = tuple(images[0].shape[-2:])
     start = time.perf_counter()
+    device = None
     try:
         with device_slot(job.devices) as device:
             check_cancelled(job)
             callback = functools.partial(check_cancelled, job)
             result = stylizer_for(job, device).stylize(torch.cat(images), callback=callback)
             outputs = result.image.cpu()
-    except torch.OutOfMemoryError:
-        torch.cuda.empty_cache()
+    except (RuntimeError, MemoryError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         if len(items) == 1:
-            message = f"{Path(job.input_dir) / items[0].rel}: out of GPU memory at {shape[1]}x{shape[0]}; use a smaller --size"
-            return [write_record(job, new_record(job, items[0], error=message))]
+            # Not the file's fault: `transient` has the next run try it again (after the user
+            # freed memory, or with --device cpu, which does not change the settings).
+            message = f"{Path(job.input_dir) / items[0].rel}: {out_of_memory_message(job.settings.size, device or 'auto', shape)}"
+            return [write_record(job, new_record(job, items[0], error=message, transient=True))]
         half = len(items) // 2
         return stylize_batch(job, items[:half], images[:half]) + stylize_batch(job, items[half:], images[half:])
     except FloatingPointError as exc:
@@ -273,9 +304,14 @@ def stylize_batch(job: Job, items: list[Item], images: list[torch.Tensor]) -> li
     for index, item in enumerate(items):
         target = Path(job.output_dir) / item.output
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise WriteError(target.parent, exc) from None
             save_image(outputs[index : index + 1], target, quality=job.quality)
-        except (InputError, OSError) as exc:
+        except WriteError as exc:
+            if exc.stops_the_job:  # a full disk fails every image after this one: stop here
+                raise
             records.append(write_record(job, new_record(job, item, error=str(exc))))
             continue
         record = new_record(job, item, losses=losses[index], device=device, batch_size=len(items), seconds=round(seconds, 3))
@@ -285,6 +321,11 @@ def stylize_batch(job: Job, items: list[Item], images: list[torch.Tensor]) -> li
 
 def run_batch(job: Job, batch: Batch) -> list[dict]:
     """One joblib task: decode (no device held), stylize, encode. Returns the records written."""
+    with task_running(job):
+        return _run_batch(job, batch)
+
+
+def _run_batch(job: Job, batch: Batch) -> list[dict]:
     records, items, images = [], [], []
     for item in batch.items:
         path = Path(job.input_dir) / item.rel
@@ -356,9 +397,17 @@ def clean_temporary_files(output_dir: Path) -> None:
                 Path(root, name).unlink(missing_ok=True)
 
 
+class LogFileHandler(logging.FileHandler):
+    """A log line that cannot be written (disk full) is dropped, not printed to stderr with a
+    traceback: the error that stops the job says what happened, in one line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 @contextmanager
 def log_file(path: Path) -> Iterator[None]:
-    handler = logging.FileHandler(path, encoding="utf-8", errors="backslashreplace")
+    handler = LogFileHandler(path, encoding="utf-8", errors="backslashreplace")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -381,9 +430,14 @@ def make_job(
 ) -> Job:
     """Check the options and load the style images: every mistake is refused before any work."""
     if not input_dir.is_dir():
-        raise InputError(f"{input_dir}: input directory not found")
+        raise InputError(f"{input_dir}: " + ("not a directory (give the folder that holds the photos)" if input_dir.exists() else "input directory not found"))
     if input_dir.resolve().is_relative_to(output_dir.resolve()):
         raise InputError(f"{output_dir}: the output directory must not hold the input directory (originals could be overwritten)")
+    if output_dir.resolve().is_relative_to(input_dir.resolve()):
+        # The archive would change, and a later run with another output would take these results for photos.
+        raise InputError(f"{output_dir}: the output directory must not be inside the input directory {input_dir}")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InputError(f"{output_dir}: output is a file, not a directory")
     if out_format is not None and out_format not in OUTPUT_FORMATS:
         raise InputError(f"--format {out_format!r}: must be one of {', '.join(OUTPUT_FORMATS)}")
     if not 1 <= quality <= 100:
@@ -428,7 +482,7 @@ def plan_run(job: Job, include: Sequence[str], exclude: Sequence[str], retry_fai
             if record["status"] == "done" and (output_dir / record["output"]).is_file():
                 plan.done_before += 1
                 continue
-            if record["status"] == "failed" and not retry_failed:
+            if record["status"] == "failed" and not retry_failed and not record.get("transient"):
                 plan.failed_before.append(record)
                 continue
             item = Item(rel, names[rel], size, mtime_ns, attempt=record.get("attempts", 0) + 1)
@@ -457,6 +511,7 @@ def execute(job: Job, todo: list[Item], *, batch_size: int | None, scheduler: st
                 yield from run_batches(job, batches)
         finally:
             _finished_runs.add(job.run)
+            wait_for_tasks(job.run)
         return
     with dask_client(scheduler, client) as cluster:
         per_worker = cluster.run(free_memory)  # {worker address: its least free GPU memory or None}
