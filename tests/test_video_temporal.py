@@ -28,7 +28,7 @@ from pipeline.flowstage import FlowStage
 from pipeline.manifest import read_json
 from pipeline.stylize import StyleSettings
 from pipeline.temporal import FlowWarmStart
-from pipeline.video import DEFAULT_SCENE_THRESHOLD, FrameStore, JobEvents, VideoJob, run_video
+from pipeline.video import DEFAULT_SCENE_THRESHOLD, FrameStore, JobEvents, VideoJob, run_video, status_lines
 
 STYLE = Path(__file__).resolve().parents[1] / "samples" / "ihc.png"
 WIDTH, HEIGHT, SQUARE, SHIFT, TOP, LEFT = 64, 48, 20, 2, 14, 8
@@ -122,6 +122,9 @@ def test_a_cut_starts_a_new_shot_with_first_frame_iterations_and_no_temporal_ter
     assert flicker["cuts"] == [5] and flicker["pairs"] == 6
     assert manifest["report"]["flicker"] == flicker and flicker["input"] > 0
     assert re.findall(r"frame (\d+)/000008 start=cut", (job.work / "job.log").read_text()) == ["000005"]
+    status = "\n".join(status_lines(job.work))
+    assert "flow: done, 7/7 frame pairs" in status and "2 shots (scene cuts at frames 5)" in status
+    assert f"flicker: output {flicker['output']:.4g}, input {flicker['input']:.4g}" in status
 
 
 def test_warped_start_takes_unreliable_pixels_from_the_content_and_the_temporal_loss_holds_the_rest(tmp_path):
