@@ -13,6 +13,7 @@ and a crash loses at most the batches in progress.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import hashlib
@@ -120,6 +121,8 @@ def read_records(output_dir: Path | str) -> dict[str, dict]:
     folder = state_dir(output_dir) / "records"
     if folder.is_dir():
         for path in folder.glob("*.json"):
+            if is_temporary(path.name):  # a record being written (status runs beside the job)
+                continue
             try:
                 record = read_json(path)
             except InputError as exc:  # never written half (atomic), but a disk can fail
@@ -404,6 +407,10 @@ class LogFileHandler(logging.FileHandler):
     def handleError(self, record: logging.LogRecord) -> None:
         pass
 
+    def close(self) -> None:
+        with contextlib.suppress(OSError):  # flushing the dropped lines fails again
+            super().close()
+
 
 @contextmanager
 def log_file(path: Path) -> Iterator[None]:
@@ -615,10 +622,19 @@ def run_archive(
         except KeyboardInterrupt:
             info["state"] = "interrupted"
             raise
+        except Exception as exc:  # e.g. a full disk: status should not say the run was killed
+            info["state"] = "failed"
+            log.error("stopped: %s", one_line(str(exc)))
+            raise
         finally:
             summary.seconds = time.perf_counter() - start
             info["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            write_json(state / "archive.json", info)
+            try:
+                write_json(state / "archive.json", info)
+            except WriteError:
+                if info["state"] == "finished":
+                    raise
+                # Already stopping with its own error (on a full disk, the image that met it first).
             log.info(
                 "%s: %d done, %d failed in this run (%.0f images/hour); %d failed in all",
                 info["state"], summary.done, len(summary.failed), summary.images_per_hour, len(summary.all_failed),
@@ -686,6 +702,8 @@ def status_lines(output_dir: Path | str, *, failures: int = 10) -> list[str]:
     state = f"running (process {pid})" if pid else info["state"]
     if state == "running":
         state = "stopped (the run was killed); run the same command again to resume"
+    elif state == "failed":
+        state = "stopped by an error (see the log); run the same command again to resume"
     s = info["settings"]
     styles = ", ".join(Path(p).name for p in info["styles"])
     lines = [

@@ -9,15 +9,12 @@ Commands are built with ffmpeg-python and run as argument lists, never through a
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -36,7 +33,6 @@ STANDARD_RATE_TOLERANCE = 0.005
 # ffmpeg's demuxers report a file that stops early with one of these.
 TRUNCATION_MESSAGES = re.compile(r"partial file|ended prematurely|truncat", re.IGNORECASE)
 IMAGE_FORMATS = re.compile(r"^(image2|\w+_pipe)$")
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 ProgressHook = Callable[[int], None]  # frames written so far
 
@@ -100,7 +96,9 @@ def run_ffmpeg(stream_spec, *, what: Path | str, on_progress: ProgressHook | Non
     args = spec.compile(cmd=ffmpeg_binary(), overwrite_output=True)
     # stderr goes to a file: a pipe left unread while we follow stdout could fill up and stall ffmpeg.
     with tempfile.TemporaryFile() as stderr:
-        with subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, preexec_fn=die_with_parent) as process:
+        # A SIGKILLed job takes its ffmpeg along: the next progress line (every 0.5 s) meets the
+        # closed pipe, so no orphan decodes on into a folder that the resumed job is deleting.
+        with subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr) as process:
             try:
                 for line in process.stdout:
                     if line.startswith(b"frame=") and on_progress is not None:
@@ -118,17 +116,6 @@ def run_ffmpeg(stream_spec, *, what: Path | str, on_progress: ProgressHook | Non
             raise WriteError(what, OSError(errno.ENOSPC, reason))
         raise PipelineError(f"{what}: ffmpeg failed: {reason}")
 
-
-def die_with_parent() -> None:
-    """In the ffmpeg child, before exec: on Linux, have the kernel kill it when the process that
-    started it dies. A SIGKILLed job would otherwise leave ffmpeg decoding on into a temporary
-    directory that the resumed job is deleting, beside the resumed job's own ffmpeg."""
-    if _prctl is not None:
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-# Looked up here, not in the child between fork and exec, where only the call itself is safe.
-_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
 def _run_capture(stream_spec) -> subprocess.CompletedProcess:
