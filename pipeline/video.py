@@ -257,7 +257,8 @@ class JobLog:
             raise WriteError(self.file.name, exc) from None
 
     def close(self) -> None:
-        self.file.close()
+        with contextlib.suppress(OSError):  # a line that could not be flushed was reported already
+            self.file.close()
 
 
 def file_fingerprint(path: Path, chunk: int = 1 << 20) -> str:
