@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= out
 
-.PHONY: demo test bench install clean
+.PHONY: demo test torture bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Jobs SIGKILLed many times at random moments (tests/test_crash_resume.py); TORTURE_SEED=N varies them.
+torture: $(STAMP)
+	$(BIN)/python -m pytest -m torture tests/test_crash_resume.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache
