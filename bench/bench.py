@@ -123,6 +123,32 @@ def iterations_to_reach(target: float, content, style, device, size: int, candid
     return None
 
 
+def video_throughput(device, *, size: int, frames: int, workdir: Path) -> dict:
+    """Frames per second of a whole video job (decode, flow, stylize, encode) with the default
+    video settings, on a synthetic clip (ffmpeg's testsrc2 with a sine tone)."""
+    import shutil
+
+    import ffmpeg
+
+    from pipeline.decode import ffmpeg_binary
+    from pipeline.video import VideoJob, run_video
+
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    clip = workdir / "clip.mp4"
+    height = size * 9 // 16 // 2 * 2
+    video = ffmpeg.input(f"testsrc2=size={size}x{height}:rate=25", f="lavfi", t=frames / 25)
+    audio = ffmpeg.input("sine=frequency=440", f="lavfi", t=frames / 25)
+    ffmpeg.output(video, audio, str(clip), vcodec="libx264", pix_fmt="yuv420p", acodec="aac").run(
+        cmd=ffmpeg_binary(), quiet=True, overwrite_output=True
+    )
+    job = VideoJob(input=clip, styles=(STYLE,), output=workdir / "out.mp4", settings=StyleSettings(size=size), device=str(device))
+    start = time.perf_counter()
+    run_video(job)
+    seconds = time.perf_counter() - start
+    return {"size": f"{size}x{height}", "frames": frames, "seconds": seconds, "frames_per_second": frames / seconds}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
@@ -183,6 +209,12 @@ def main() -> None:
     report["quality"] = quality
     print(json.dumps(quality), flush=True)
 
+    video_size, video_frames = (1280, 48) if gpu else (64, 3)
+    if args.quick:
+        video_frames = min(video_frames, 8)
+    report["video"] = video_throughput(device, size=video_size, frames=video_frames, workdir=args.out / "video")
+    print(json.dumps(report["video"]), flush=True)
+
     args.out.mkdir(exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(report, indent=1))
     lines = [
@@ -203,6 +235,9 @@ def main() -> None:
         + (f", time-to-quality speedup {quality['time_to_quality_speedup']:.2f}x" if needed else "")
         + (f"; batched: {quality['images_per_second']:.2f} images/s (batch {quality['batch']})" if "batch" in quality else ""),
     ]
+    v = report["video"]
+    lines.append(f"Video end to end (decode, flow, stylize, encode; default settings), {v['size']}, {v['frames']} frames: "
+                 f"{v['frames_per_second']:.3f} frames/s")  # fmt: skip
     (args.out / "bench.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
