@@ -33,6 +33,7 @@ STANDARD_RATE_TOLERANCE = 0.005
 # ffmpeg's demuxers report a file that stops early with one of these.
 TRUNCATION_MESSAGES = re.compile(r"partial file|ended prematurely|truncat", re.IGNORECASE)
 IMAGE_FORMATS = re.compile(r"^(image2|\w+_pipe)$")
+INPUT_NAME = "INPUT"  # stands for the input's path in ffmpeg's messages while they are parsed
 
 ProgressHook = Callable[[int], None]  # frames written so far
 
@@ -118,9 +119,12 @@ def run_ffmpeg(stream_spec, *, what: Path | str, on_progress: ProgressHook | Non
 
 
 
-def _run_capture(stream_spec) -> subprocess.CompletedProcess:
+def _run_capture(stream_spec, path: Path) -> tuple[subprocess.CompletedProcess, str]:
+    """Run ffmpeg; return it and its stderr with the input's name replaced by INPUT_NAME: the
+    parsing below must not trip over a name holding a newline, or the word 'truncated'."""
     args = stream_spec.global_args("-nostdin", "-hide_banner").compile(cmd=ffmpeg_binary())
-    return subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True)
+    done = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True)
+    return done, done.stderr.replace(os.fsencode(path), INPUT_NAME.encode()).decode(errors="replace")
 
 
 def _header(stderr: str) -> list[str]:
@@ -179,8 +183,7 @@ def probe(path: Path | str) -> VideoInfo:
     # Two runs: one decoded frame through showinfo (ffmpeg would go on decoding every frame if
     # this shared a command with the packet listing), then the packets, stream-copied.
     first_frame = ffmpeg.input(str(path))["V:0"].filter("showinfo").output("-", f="null", **{"frames:v": 1})
-    done = _run_capture(first_frame)
-    stderr = done.stderr.decode(errors="replace")
+    done, stderr = _run_capture(first_frame, path)
     header = _header(stderr)
     if not header:
         raise InputError(f"{path}: not a video file or truncated ({_ffmpeg_reason(stderr)})")
@@ -214,10 +217,10 @@ def probe(path: Path | str) -> VideoInfo:
         raise InputError(f"{path}: has no video stream ({found})")
     if done.returncode != 0:
         raise InputError(f"{path}: video stream cannot be read ({_ffmpeg_reason(stderr)})")
-    listing = _run_capture(ffmpeg.input(str(path))["V:0"].output("pipe:1", c="copy", f="framecrc"))
-    truncated = TRUNCATION_MESSAGES.search(listing.stderr.decode(errors="replace"))
+    listing, listing_errors = _run_capture(ffmpeg.input(str(path))["V:0"].output("pipe:1", c="copy", f="framecrc"), path)
+    truncated = TRUNCATION_MESSAGES.search(listing_errors)
     if truncated or listing.returncode != 0:
-        reason = truncated.group(0) if truncated else _ffmpeg_reason(listing.stderr.decode(errors="replace"))
+        reason = truncated.group(0) if truncated else _ffmpeg_reason(listing_errors)
         raise InputError(f"{path}: truncated or incomplete file ({reason}); re-download or re-export it")
 
     # Timestamps of every video packet, in the time base framecrc announces.
