@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from .decode import VideoInfo, count_frames, extract_frames, frame_size, probe
-from .images import open_rgb
 from .encode import DEFAULT_CRF, container_for, encode_video
 from .errors import InputError, WriteError
+from .images import open_rgb
 from .manifest import JobManifest, WorkDirLock, hash_settings, read_json, write_json
 from .stylize import StyleSettings
 

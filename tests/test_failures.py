@@ -16,7 +16,6 @@ import errno
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -245,7 +244,7 @@ def test_full_disk_stops_the_video_job_cleanly_and_it_resumes_once_there_is_spac
 
 def test_full_disk_stops_the_archive_instead_of_failing_every_image_and_it_resumes(photos, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
-    done = lambda: sum(r["status"] == "done" for r in archive.read_records(out).values())  # noqa: E731
+    done = lambda: sum(r["status"] == "done" for r in archive.read_records(out).values())
     with disk_full(monkeypatch, when=lambda: done() >= 2):
         code, err = run(["images", photos, "-s", STYLE, "-o", out, *IMAGES_ARGS], capsys)
     assert code == 1 and len(err) == 1 and "no space left on the device" in err[0], err
@@ -267,7 +266,7 @@ def small_disk(tmp_path):
     """A 2 MB tmpfs (needs root; skipped elsewhere), unmounted after the test."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, check=False)
     if made.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({made.stderr.decode().strip()})")
     try:
@@ -303,11 +302,11 @@ def test_a_really_full_disk_mid_job_stops_cleanly_and_the_job_resumes_after_spac
     if kind == "video":
         out = small_disk / "out.mp4"
         argv = ["video", clip, "-s", STYLE, "-o", out, *VIDEO_ARGS]
-        trigger = lambda: (small_disk / "out.mp4.work" / "styled" / "000002.json").exists()  # noqa: E731
+        trigger = lambda: (small_disk / "out.mp4.work" / "styled" / "000002.json").exists()
     else:
         out = small_disk / "out"
         argv = ["images", photos, "-s", STYLE, "-o", out, *IMAGES_ARGS]
-        trigger = lambda: len(list((out / ".stylize" / "records").glob("*.json"))) >= 2  # noqa: E731
+        trigger = lambda: len(list((out / ".stylize" / "records").glob("*.json"))) >= 2
     filler = fill_when(small_disk, trigger)
     code, err = run(argv, capsys)
     filler.join()
@@ -352,11 +351,11 @@ def test_signals_stop_after_the_current_write_record_progress_and_say_how_to_res
     if kind == "video":
         out = tmp_path / "out.mp4"
         argv = ["video", clip, "-s", STYLE, "-o", out, *VIDEO_ARGS]
-        progressed = lambda: (tmp_path / "out.mp4.work" / "styled" / "000001.json").exists()  # noqa: E731
+        progressed = lambda: (tmp_path / "out.mp4.work" / "styled" / "000001.json").exists()
     else:
         out = tmp_path / "out"
         argv = ["images", photos, "-s", STYLE, "-o", out, *IMAGES_ARGS, "--iterations", 40]
-        progressed = lambda: any(r["status"] == "done" for r in archive.read_records(out).values())  # noqa: E731
+        progressed = lambda: any(r["status"] == "done" for r in archive.read_records(out).values())
     process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *map(str, argv)], env=ENV, cwd=ROOT, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 90
@@ -401,11 +400,10 @@ def test_signals_stop_after_the_current_write_record_progress_and_say_how_to_res
 def test_a_signal_during_an_atomic_write_waits_for_the_write_to_finish(tmp_path):
     path = tmp_path / "record.json"
     with signals.handled():
-        with pytest.raises(signals.Terminated):
-            with atomic_path(path) as tmp:
-                tmp.write_text('{"half": ')
-                os.kill(os.getpid(), signal.SIGTERM)  # delivered here, raised after the rename
-                tmp.write_text('{"whole": true}')
+        with pytest.raises(signals.Terminated), atomic_path(path) as tmp:
+            tmp.write_text('{"half": ')
+            os.kill(os.getpid(), signal.SIGTERM)  # delivered here, raised after the rename
+            tmp.write_text('{"whole": true}')
         assert json.loads(path.read_text()) == {"whole": True}
         with pytest.raises(KeyboardInterrupt):  # outside a write: at once
             os.kill(os.getpid(), signal.SIGINT)
