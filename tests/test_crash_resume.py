@@ -301,14 +301,14 @@ def check_archive_after_kill(out: Path, unchanged: Unchanged) -> str:
     state = out / ".stylize"
     info = json.loads((state / "archive.json").read_text()) if (state / "archive.json").exists() else None
     finished = []
-    for path in sorted((state / "records").glob("*.json")):
+    for path in sorted((state / "records").glob("[0-9a-f]*.json")):  # not the temporaries of a killed write
         record = json.loads(path.read_text())
         finished.append(path)
         if record["status"] == "done":
             complete_image(out / record["output"])
             finished.append(out / record["output"])
     unchanged.check_and_add(finished)
-    records = len(list((state / "records").glob("*.json")))
+    records = len(list((state / "records").glob("[0-9a-f]*.json")))
     return f"{info['state']} {records}/9" if info else "no archive.json"
 
 
