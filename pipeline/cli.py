@@ -23,7 +23,7 @@ from .errors import InputError, PipelineError, one_line
 from .signals import Terminated
 from .signals import exit_code as signal_exit_code
 from .signals import handled as signals_handled
-from .stylize import StyleSettings
+from .stylize import MAX_ITERATIONS, MAX_SEED, StyleSettings
 
 DEFAULTS = StyleSettings()
 
@@ -113,11 +113,6 @@ def check_output(output: Path, *, overwrite: bool, inputs: list[Path]) -> None:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"{parent}: output directory is not writable")
 
-
-# Bounds StyleSettings does not check (yet): a typo'd --iterations would run for ever, and torch
-# raises a traceback for seeds outside 64 bits.
-MAX_ITERATIONS = 1_000_000
-MAX_SEED = 2**64 - 1
 
 # The method's options, shared by every command that stylizes; defaults come from StyleSettings.
 STYLE_OPTIONS: dict[str, tuple[object, object]] = {

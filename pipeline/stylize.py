@@ -29,6 +29,8 @@ STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 CONTENT_LAYER = "relu4_2"
 # alpha is given for an output of this many pixels (see content_scale below).
 REFERENCE_PIXELS = 512 * 512
+MAX_ITERATIONS = 1_000_000  # a typo guard: more would run for weeks
+MAX_SEED = 2**64 - 1  # what torch.Generator.manual_seed takes
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,8 +61,10 @@ class StyleSettings:
     def __post_init__(self):
         if self.size < 16 or self.size > 16384:
             raise InputError(f"--size {self.size}: must be between 16 and 16384 pixels")
-        if self.iterations < 1:
-            raise InputError(f"--iterations {self.iterations}: must be at least 1")
+        if not 1 <= self.iterations <= MAX_ITERATIONS:
+            raise InputError(f"--iterations {self.iterations}: must be between 1 and {MAX_ITERATIONS}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InputError(f"--seed {self.seed}: must be between 0 and {MAX_SEED}")
         if self.optimizer not in ("lbfgs", "adam"):
             raise InputError(f"--optimizer {self.optimizer!r}: must be 'lbfgs' or 'adam'")
         if self.init not in ("noise", "content", "image"):

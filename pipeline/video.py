@@ -35,7 +35,7 @@ from .encode import DEFAULT_CRF, container_for, encode_video
 from .errors import InputError, WriteError
 from .images import open_rgb
 from .manifest import JobManifest, WorkDirLock, hash_settings, read_json, write_json
-from .stylize import StyleSettings
+from .stylize import MAX_ITERATIONS, StyleSettings
 
 if TYPE_CHECKING:
     import torch
@@ -71,7 +71,6 @@ DEFAULT_SCENE_THRESHOLD = 0.6
 DEFAULT_STOP_TOLERANCE = 1e-3
 STOP_WINDOW = 10
 # Absurd values are refused rather than run: a typo'd count would spawn processes or iterate for ever.
-MAX_ITERATIONS = 1_000_000
 MAX_FLOW_WORKERS = 256
 
 

@@ -80,3 +80,11 @@ def test_style_targets_are_shared_by_outputs_with_the_same_long_side():
     assert len(stylizer._style_targets) == 1
     stylizer.style_targets(24, 40)
     assert len(stylizer._style_targets) == 2
+
+
+@pytest.mark.parametrize("field, value", [("iterations", 0), ("iterations", 10**7), ("seed", -1), ("seed", 2**64)])
+def test_settings_refuse_values_that_would_hang_or_crash(field, value):
+    from pipeline.errors import InputError
+
+    with pytest.raises(InputError, match=f"--{field}"):
+        StyleSettings(**{field: value})
