@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional
@@ -105,13 +104,9 @@ def check_output(output: Path, *, overwrite: bool, inputs: list[Path]) -> None:
         raise InputError(f"{output}: output is a directory; give a file name such as {output / 'result.png'}")
     if output.exists() and not overwrite:
         raise InputError(f"{output}: output exists (use --overwrite to replace it)")
-    parent = output.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"{parent}: cannot create the output directory ({exc.strerror or exc})") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"{parent}: output directory is not writable")
+    from .manifest import writable_directory
+
+    writable_directory(output.parent, "output")
 
 
 # The method's options, shared by every command that stylizes; defaults come from StyleSettings.

@@ -14,6 +14,16 @@ from .errors import InputError, WriteError
 from .images import atomic_path
 
 
+def writable_directory(directory: Path, what: str) -> None:
+    """Create `directory` if needed and make sure we can write in it, or raise InputError."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{directory}: cannot create the {what} directory ({exc.strerror or exc})") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise InputError(f"{directory}: {what} directory is not writable")
+
+
 def write_json(path: Path | str, data: Any) -> None:
     """Write JSON atomically (temporary file, fsync, rename): readers never see half a record."""
     path = Path(path)

@@ -34,7 +34,7 @@ from .decode import VideoInfo, count_frames, extract_frames, frame_size, probe
 from .encode import DEFAULT_CRF, container_for, encode_video
 from .errors import InputError, WriteError
 from .images import open_rgb
-from .manifest import JobManifest, WorkDirLock, hash_settings, read_json, write_json
+from .manifest import JobManifest, WorkDirLock, hash_settings, read_json, writable_directory, write_json
 from .stylize import MAX_ITERATIONS, StyleSettings
 
 if TYPE_CHECKING:
@@ -367,13 +367,8 @@ def check_paths(job: VideoJob) -> None:
         raise InputError(f"{job.work}: --work-dir is a folder with other files in it; give a new or empty directory")
     if job.settings.style_blend and len(job.settings.style_blend) != len(job.styles):
         raise InputError(f"--style-blend has {len(job.settings.style_blend)} weights for {len(job.styles)} style images")
-    for directory, what in ((job.output.parent, "output"), (job.work, "work")):
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"{directory}: cannot create the {what} directory ({exc.strerror or exc})") from None
-        if not os.access(directory, os.W_OK | os.X_OK):
-            raise InputError(f"{directory}: {what} directory is not writable")
+    writable_directory(job.output.parent, "output")
+    writable_directory(job.work, "work")
 
 
 def run_video(job: VideoJob, *, events: JobEvents | None = None, vgg: "VGG19 | None" = None) -> VideoResult:

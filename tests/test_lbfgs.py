@@ -10,9 +10,9 @@ def rosenbrock_like(x: torch.Tensor) -> torch.Tensor:
     return ((1 - a) ** 2 + 10 * (b - a**2) ** 2).sum(1)
 
 
-def run_batched(start: torch.Tensor, steps: int) -> torch.Tensor:
+def optimize(start: torch.Tensor, steps: int, make_optimizer) -> torch.Tensor:
     x = start.clone().requires_grad_(True)
-    opt = BatchedLBFGS(x, history_size=5)
+    opt = make_optimizer(x)
 
     def closure():
         opt.zero_grad()
@@ -23,21 +23,15 @@ def run_batched(start: torch.Tensor, steps: int) -> torch.Tensor:
     for _ in range(steps):
         opt.step(closure)
     return x.detach()
+
+
+def run_batched(start: torch.Tensor, steps: int) -> torch.Tensor:
+    return optimize(start, steps, lambda x: BatchedLBFGS(x, history_size=5))
 
 
 def run_torch(start: torch.Tensor, steps: int) -> torch.Tensor:
-    x = start.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([x], lr=1, max_iter=1, history_size=5, tolerance_grad=0, tolerance_change=0)
-
-    def closure():
-        opt.zero_grad()
-        loss = rosenbrock_like(x).sum()
-        loss.backward()
-        return loss
-
-    for _ in range(steps):
-        opt.step(closure)
-    return x.detach()
+    make = lambda x: torch.optim.LBFGS([x], lr=1, max_iter=1, history_size=5, tolerance_grad=0, tolerance_change=0)  # noqa: E731
+    return optimize(start, steps, make)
 
 
 def test_matches_torch_lbfgs_for_one_image():

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from conftest import build_tiny_vgg
+from test_video import Recorder, mtimes
 from pipeline.cli import main
 from pipeline.decode import ffmpeg_binary
 from pipeline.errors import PipelineError
@@ -28,7 +29,7 @@ from pipeline.flowstage import FlowStage
 from pipeline.manifest import read_json
 from pipeline.stylize import StyleSettings
 from pipeline.temporal import FlowWarmStart
-from pipeline.video import DEFAULT_SCENE_THRESHOLD, FrameStore, JobEvents, VideoJob, run_video, status_lines
+from pipeline.video import DEFAULT_SCENE_THRESHOLD, FrameStore, VideoJob, run_video, status_lines
 
 STYLE = Path(__file__).resolve().parents[1] / "samples" / "ihc.png"
 WIDTH, HEIGHT, SQUARE, SHIFT, TOP, LEFT = 64, 48, 20, 2, 14, 8
@@ -78,28 +79,6 @@ def make_job(clip: Path, out_dir: Path, **overrides) -> VideoJob:
 
 def frame_stats(work: Path) -> list[dict]:
     return [read_json(p) for p in sorted((work / "styled").glob("[0-9]*.json"))]
-
-
-def mtimes(folder: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in sorted(folder.iterdir())}
-
-
-class Recorder(JobEvents):
-    class Stop(Exception):
-        pass
-
-    def __init__(self, stop_at: int | None = None):
-        self.stop_at, self.started, self.messages = stop_at, [], []
-
-    def message(self, text: str) -> None:
-        self.messages.append(text)
-
-    def frame_started(self, index: int, iterations: int) -> None:
-        self.started.append(index)
-
-    def iteration(self, progress) -> None:
-        if self.started and self.started[-1] == self.stop_at:
-            raise Recorder.Stop
 
 
 def test_a_cut_starts_a_new_shot_with_first_frame_iterations_and_no_temporal_term(clips, tmp_path):
