@@ -282,7 +282,8 @@ def stylize_batch(job: Job, items: list[Item], images: list[torch.Tensor]) -> li
         with device_slot(job.devices) as device:
             check_cancelled(job)
             callback = functools.partial(check_cancelled, job)
-            result = stylizer_for(job, device).stylize(torch.cat(images), callback=callback)
+            # Alone and still too big: keep the finest scale that fits, upsampled (recorded).
+            result = stylizer_for(job, device).stylize(torch.cat(images), callback=callback, shrink_on_out_of_memory=len(items) == 1)
             outputs = result.image.cpu()
     except (RuntimeError, MemoryError) as exc:
         if not is_out_of_memory(exc):
@@ -318,6 +319,8 @@ def stylize_batch(job: Job, items: list[Item], images: list[torch.Tensor]) -> li
             records.append(write_record(job, new_record(job, item, error=str(exc))))
             continue
         record = new_record(job, item, losses=losses[index], device=device, batch_size=len(items), seconds=round(seconds, 3))
+        if result.optimized_size is not None and result.optimized_size != shape:
+            record["optimized_size"] = list(result.optimized_size)  # out of memory at full size
         records.append(write_record(job, record))
     return records
 

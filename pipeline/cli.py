@@ -217,7 +217,14 @@ def image(
     stylizer = Stylizer(style_images, settings, device=torch_device)
     with iteration_progress(disable=quiet) as progress:
         bar = IterationBar(progress, f"{content.name} on {torch_device.type}", settings.iterations)
-        result = stylizer.stylize(content_image, init=init_image, callback=bar)
+        result = stylizer.stylize(content_image, init=init_image, callback=bar, shrink_on_out_of_memory=True)
+    if result.optimized_size != tuple(content_image.shape[-2:]):
+        h, w = result.optimized_size
+        console.print(
+            f"warning: {content}: the full size did not fit in memory on {torch_device}; optimized up to {w}x{h} "
+            f"and upsampled to {content_image.shape[-1]}x{content_image.shape[-2]} (try --device cpu for the full size)",
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
     save_image(result.image, output)
     if sheet:
         from .images import side_by_side

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .color import gray, luminance, match_color_histogram, match_luminance, with_chroma
-from .devices import configure_precision
+from .devices import configure_precision, is_out_of_memory
 from .errors import InputError
 from .lbfgs import BatchedLBFGS
 from .losses import ContentLoss, StyleLoss, TVLoss
@@ -138,6 +138,7 @@ class StyleResult:
     history: list[dict] = field(default_factory=list)  # per iteration, summed over the batch
     iterations: int = 0
     per_image: list[dict] = field(default_factory=list)  # weighted loss terms of the result
+    optimized_size: tuple[int, int] | None = None  # the finest scale optimized (see stylize)
 
     @property
     def final_terms(self) -> dict:
@@ -281,6 +282,7 @@ class Stylizer:
         report_every: int | None = None,
         stop_tolerance: float = 0.0,
         stop_window: int = 10,
+        shrink_on_out_of_memory: bool = False,
     ) -> StyleResult:
         """Optimize an image (B, 3, H, W), RGB 0..1, to carry the style and keep the content.
 
@@ -289,19 +291,45 @@ class Stylizer:
         at full size. The loss is read back from the device (a synchronisation) and `callback`
         called every `report_every` iterations (default: 1 on CPU, 10 on a GPU) and at the end.
         With `stop_tolerance`, the optimization stops early once the loss fell by less than that
-        fraction over the last `stop_window` iterations (for warm-started video frames)."""
+        fraction over the last `stop_window` iterations (for warm-started video frames).
+
+        With `shrink_on_out_of_memory`, running out of memory at a fine scale keeps the last scale
+        that fitted, upsampled to the full size, and at the coarsest scale adds a coarser one;
+        `result.optimized_size` tells how far it got. Without it (or with `init`), the error is
+        raised."""
         s = self.settings
         iterations = s.iterations if iterations is None else iterations
         content = content.to(self.device, torch.float32).contiguous()
         full_size = tuple(content.shape[-2:])
         sizes = [full_size] if init is not None else scale_sizes(*full_size, s)
-        shares = split_iterations(iterations, len(sizes))
-        sizes = sizes[len(sizes) - len(shares) :]
         if report_every is None:
             report_every = 1 if self.device.type == "cpu" else 10
         stopping = (stop_tolerance, stop_window)
-        torch.manual_seed(s.seed)
-        result = StyleResult(image=content)
+        while True:
+            result = StyleResult(image=content)
+            try:
+                self._run_scales(content, sizes, iterations, init, extra_losses, callback, report_every, stopping, result)
+                return result
+            except (RuntimeError, MemoryError) as exc:
+                if not (shrink_on_out_of_memory and init is None and is_out_of_memory(exc)):
+                    raise
+                error = exc.with_traceback(None)  # the traceback would keep the failed scale's tensors
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if result.optimized_size is not None:
+                result.image = resize_to(result.image, full_size)
+                return result
+            coarser = tuple(max(1, side // 2) for side in sizes[0])
+            if min(coarser) < MIN_SCALE_SIDE:
+                raise error
+            sizes = [coarser, *sizes]
+
+    def _run_scales(self, content, sizes, iterations, init, extra_losses, callback, report_every, stopping, result) -> None:
+        """The coarse-to-fine loop; result.image and result.optimized_size follow each scale."""
+        full_size = tuple(content.shape[-2:])
+        shares = split_iterations(iterations, len(sizes))
+        sizes = sizes[len(sizes) - len(shares) :]
+        torch.manual_seed(self.settings.seed)
         image = init
         start = time.perf_counter()
         for index, (size, share) in enumerate(zip(sizes, shares)):
@@ -325,8 +353,7 @@ class Stylizer:
                 # bf16 overflowed somewhere: redo this scale in fp32 (later calls try bf16 again).
                 del result.history[recorded:]
                 image = self._optimize(scaled, image, share, extras, report, result, report_every, stopping, None)
-        result.image = image
-        return result
+            result.image, result.optimized_size = image, tuple(size)
 
     def _optimize(
         self,

@@ -88,3 +88,65 @@ def test_settings_refuse_values_that_would_hang_or_crash(field, value):
 
     with pytest.raises(InputError, match=f"--{field}"):
         StyleSettings(**{field: value})
+
+
+def refuse_large_inputs(monkeypatch, pixels: int) -> None:
+    """VGG19.forward runs out of memory, as a GPU would, for inputs of more than `pixels`."""
+    from pipeline.vgg import VGG19
+
+    real = VGG19.forward
+
+    def forward(self, rgb):
+        if rgb.numel() // 3 > pixels:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected by the test)")
+        return real(self, rgb)
+
+    monkeypatch.setattr(VGG19, "forward", forward)
+
+
+def test_out_of_memory_keeps_the_last_scale_that_fitted(monkeypatch):
+    content, style = load_image("samples/chelsea.png", 128), load_image("samples/ihc.png", 128)
+    stylizer = Stylizer([style], StyleSettings(iterations=4))
+    refuse_large_inputs(monkeypatch, pixels=5000)  # 128x85 does not fit, 64x42 does
+    with pytest.raises(torch.OutOfMemoryError):
+        stylizer.stylize(content)
+    result = stylizer.stylize(content, shrink_on_out_of_memory=True)
+    assert result.optimized_size == (42, 64)
+    assert result.image.shape == content.shape
+    # The share of the scale that did not fit is not spent.
+    assert result.iterations == 2 and len(result.history) == 2
+    # It is a stylized image, not the content upsampled.
+    assert (result.image - content).abs().mean() > 0.01
+
+
+def test_image_command_warns_and_writes_the_full_size_after_out_of_memory(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    refuse_large_inputs(monkeypatch, pixels=5000)
+    out = tmp_path / "out.png"
+    args = ["image", "samples/chelsea.png", "-s", "samples/ihc.png", "--size", "128", "--iterations", "4", "-o", str(out), "-q"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert load_image(out).shape[-2:] == (85, 128)
+    warning = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "optimized up to 64x42" in warning[0]
+
+
+def test_archive_records_an_image_finished_at_a_smaller_scale(monkeypatch, tmp_path):
+    import shutil
+
+    from pipeline import archive
+    from pipeline.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy("samples/chelsea.png", photos / "cat.png")
+    refuse_large_inputs(monkeypatch, pixels=5000)
+    out = tmp_path / "out"
+    code = main(["images", str(photos), "-s", "samples/ihc.png", "-o", str(out), "--size", "128", "--iterations", "4", "--devices", "cpu", "-q"])
+    assert code == 0
+    [record] = archive.read_records(out).values()
+    assert record["status"] == "done" and record["optimized_size"] == [42, 64]
+    assert load_image(out / "cat.png").shape[-2:] == (85, 128)
