@@ -25,6 +25,7 @@ from .signals import handled as signals_handled
 from .stylize import MAX_ITERATIONS, MAX_SEED, StyleSettings
 
 DEFAULTS = StyleSettings()
+MAX_BATCH_SIZE = 1024  # far beyond any GPU's memory at --size 16; more is a typo
 
 app = typer.Typer(
     name="stylize",
@@ -308,10 +309,10 @@ def images(
 
     if batch_size.strip().lower() == "auto":
         size = None
-    elif batch_size.strip().isdigit():
+    elif batch_size.strip().isdigit() and 1 <= int(batch_size) <= MAX_BATCH_SIZE:
         size = int(batch_size)
     else:
-        raise InputError(f"--batch-size {batch_size!r}: must be auto or a number")
+        raise InputError(f"--batch-size {batch_size!r}: must be auto or a number from 1 to {MAX_BATCH_SIZE}")
     with ArchiveProgress(disable=quiet) as progress:
         summary = archive.run_archive(
             input_dir, output, style, settings,

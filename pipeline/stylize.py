@@ -73,8 +73,8 @@ class StyleSettings:
             raise InputError(f"--preserve-color {self.preserve_color!r}: must be 'none', 'luminance' or 'histogram'")
         if not 0 <= self.scales <= 8:
             raise InputError(f"--scales {self.scales}: must be between 0 (automatic) and 8")
-        if self.multiscale_threshold < 32:
-            raise InputError(f"--multiscale-threshold {self.multiscale_threshold}: must be at least 32")
+        if not 32 <= self.multiscale_threshold <= 16384:
+            raise InputError(f"--multiscale-threshold {self.multiscale_threshold}: must be between 32 and 16384")
         if self.precision not in ("auto", "fp32", "tf32", "bf16"):
             raise InputError(f"--precision {self.precision!r}: must be auto, fp32, tf32 or bf16")
         if self.pooling not in ("max", "avg"):

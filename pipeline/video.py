@@ -74,6 +74,9 @@ STOP_WINDOW = 10
 MAX_FLOW_WORKERS = 256
 
 
+MAX_EVERY_NTH = 10_000  # one frame in 400 s at 25 fps: a preview of a feature film
+
+
 @dataclass(frozen=True, kw_only=True)
 class VideoJob:
     """Everything a video job is made of; `run_video` does it (or what is left of it)."""
@@ -104,8 +107,8 @@ class VideoJob:
             raise InputError(f"--start {self.start}: must be a number of seconds >= 0")
         if self.duration is not None and (not math.isfinite(self.duration) or self.duration <= 0):
             raise InputError(f"--duration {self.duration}: must be a number of seconds > 0")
-        if self.every_nth < 1:
-            raise InputError(f"--every-nth {self.every_nth}: must be at least 1")
+        if not 1 <= self.every_nth <= MAX_EVERY_NTH:
+            raise InputError(f"--every-nth {self.every_nth}: must be between 1 and {MAX_EVERY_NTH}")
         if self.iterations_first is not None and not 1 <= self.iterations_first <= MAX_ITERATIONS:
             raise InputError(f"--iterations-first {self.iterations_first}: must be between 1 and {MAX_ITERATIONS}")
         if not 0 <= self.crf <= 51:
@@ -118,6 +121,8 @@ class VideoJob:
             raise InputError(f"--flow-preset {self.flow_preset!r}: must be ultrafast, fast or medium")
         if not math.isfinite(self.temporal_weight) or self.temporal_weight < 0:
             raise InputError(f"--temporal-weight {self.temporal_weight}: must be a finite number >= 0")
+        if self.flow != "dis" and self.temporal_weight != DEFAULT_TEMPORAL_WEIGHT:
+            raise InputError(f"--temporal-weight applies to --flow dis only, not --flow {self.flow}")
         if not 0 <= self.scene_threshold <= 1:
             raise InputError(f"--scene-threshold {self.scene_threshold}: must be between 0 and 1 (1: never cut)")
         if not 0 <= self.stop_tolerance < 1:

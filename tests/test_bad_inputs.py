@@ -133,7 +133,7 @@ STYLE_NUMBERS = {
     "--tv-weight": (-1, "nan"),
     "--style-scale": (-1, 0, 1e9),
     "--scales": (-1, 1000),
-    "--multiscale-threshold": (-512,),
+    "--multiscale-threshold": (-512, 100000),
     "--seed": (-1, 2**64),
     "--style-blend": ("-1", "1e400"),
 }
@@ -194,6 +194,7 @@ CASES = [
     pytest.param(["video", *VIDEO, "--start", "1000", *FAST], ["--start"], id="video-start-after-the-end"),
     pytest.param(["video", *VIDEO, "--flow", "raft", *FAST], ["--flow"], id="video-flow-unknown"),
     pytest.param(["video", *VIDEO, "-s", "@style2.jpg", "--style-blend", "1,2,3", *FAST], ["--style-blend"], id="video-blend-count-conflict"),
+    pytest.param(["video", *VIDEO, "--flow", "none", "--temporal-weight", "1e10", *FAST], ["--temporal-weight", "--flow none"], id="video-temporal-weight-without-flow"),
     pytest.param(["video", f"@{ODD} missing.mp4", "-s", "@style.png", "-o", "@out.mp4", *FAST], ["missing.mp4", "\\n"], id="video-odd-name-missing"),
     *negative_and_absurd("video", VIDEO, FAST, STYLE_NUMBERS),
     *negative_and_absurd(
@@ -204,7 +205,7 @@ CASES = [
             "--iterations-first": (-1, 0, 10**12),
             "--start": (-1, "inf"),
             "--duration": (-1, 0, "nan"),
-            "--every-nth": (-2, 0),
+            "--every-nth": (-2, 0, 10**6),
             "--crf": (-1, 52),
             "--temporal-weight": (-1, "inf"),
             "--scene-threshold": (-0.5, 2),
@@ -231,7 +232,7 @@ CASES = [
     pytest.param(["images", *IMAGES, "--scheduler", "tcp://127.0.0.1:1", *FAST_IMAGES], ["--scheduler", "--backend dask"], id="images-scheduler-without-dask"),
     pytest.param(["images", *IMAGES, "--backend", "spark", *FAST_IMAGES], ["--backend"], id="images-backend-unknown"),
     *negative_and_absurd("images", IMAGES, FAST_IMAGES, STYLE_NUMBERS),
-    *negative_and_absurd("images", IMAGES, FAST_IMAGES, {"--quality": (-1, 0, 101), "--batch-size": (-1, 0)}),
+    *negative_and_absurd("images", IMAGES, FAST_IMAGES, {"--quality": (-1, 0, 101), "--batch-size": (-1, 0, 10**6)}),
     # --- status ------------------------------------------------------------------------------------
     pytest.param(["status", "@missing.work"], ["missing.work"], id="status-missing"),
     pytest.param(["status", "@afile.txt"], ["afile.txt", "not a directory"], id="status-a-file"),
@@ -315,3 +316,4 @@ def test_odd_file_names_work_and_reach_ffmpeg_as_arguments_never_through_a_shell
     assert any(str(ws / f"{ODD}.mp4") in args for args in started)  # the name went through as one argument
     assert not list(ws.rglob("pwned*")) and not list(ROOT.glob("pwned*"))
     assert json.loads((ws / f"{ODD} out.mp4.work" / "job.json").read_text())["stages"]["encode"]["status"] == "done"
+
