@@ -34,9 +34,13 @@ def gray(y: torch.Tensor) -> torch.Tensor:
     return y.expand(-1, 3, -1, -1)
 
 
-def with_chroma(y: torch.Tensor, chroma_source: torch.Tensor) -> torch.Tensor:
-    """Combine luminance `y` with the I and Q channels of `chroma_source` (RGB)."""
-    iq = rgb_to_yiq(chroma_source)[:, 1:]
+def chroma(image: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB -> (B, 2, H, W) I and Q."""
+    return rgb_to_yiq(image)[:, 1:]
+
+
+def with_chroma(y: torch.Tensor, iq: torch.Tensor) -> torch.Tensor:
+    """Combine luminance `y` with chroma channels `iq` (from `chroma`) into RGB."""
     return yiq_to_rgb(torch.cat([y, iq.expand(y.shape[0], -1, -1, -1)], 1))
 
 

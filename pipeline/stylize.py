@@ -18,7 +18,7 @@ from typing import Callable, Literal, Sequence
 import torch
 import torch.nn.functional as F
 
-from .color import gray, luminance, match_color_histogram, match_luminance, with_chroma
+from .color import chroma, gray, luminance, match_color_histogram, match_luminance, with_chroma
 from .devices import configure_precision, is_out_of_memory
 from .errors import InputError
 from .lbfgs import BatchedLBFGS
@@ -370,6 +370,7 @@ class Stylizer:
         s = self.settings
         b, _, h, w = content.shape
         luminance_only = s.preserve_color == "luminance"
+        content_chroma = chroma(content) if luminance_only else None  # once, not per iteration
         with torch.no_grad():
             content_loss = ContentLoss(self.vgg(gray(luminance(content)) if luminance_only else content)[s.content_layer].float())
         style_losses = [StyleLoss(t) for t in self.style_targets(h, w, content)]
@@ -382,7 +383,7 @@ class Stylizer:
             """(what VGG sees, the RGB output): under luminance-only transfer the variable is Y,
             and the colour comes from the content (Gatys et al. 2016, colour preservation)."""
             if luminance_only:
-                return gray(variable), with_chroma(variable, content)
+                return gray(variable), with_chroma(variable, content_chroma)
             return variable, variable
 
         def features_of(vgg_input: torch.Tensor) -> dict[str, torch.Tensor]:
