@@ -191,30 +191,23 @@ def image(
     init_path: Optional[Path],
 ) -> None:
     """Stylize one image with the style of one or more others."""
-    from .images import load_image, save_image
+    from .devices import pick_device
+    from .display import IterationBar, console, iteration_progress
+    from .images import load_image, save_format, save_image, side_by_side
+    from .manifest import write_json
+    from .stylize import Stylizer
 
     if output is None:
         output = content.with_name(f"{content.stem}-stylized.png")
-    from .images import save_format
-
     inputs = [content, *style, *([init_path] if init_path else [])]
     side_files = [output.with_suffix(".json")] * log_json + [output.with_name(f"{output.stem}-sheet.png")] * sheet
     for path in (output, *side_files):
         check_output(path, overwrite=overwrite, inputs=inputs)
     save_format(output)
-    if settings.style_blend and len(settings.style_blend) != len(style):
-        raise InputError(f"--style-blend has {len(settings.style_blend)} weights for {len(style)} style images")
-
-    from .devices import pick_device
-
     torch_device = pick_device(device)
     content_image = load_image(content, settings.size)
     style_images = [load_image(path, round(settings.size * settings.style_scale)) for path in style]
     init_image = load_image(init_path) if init_path else None
-
-    from .display import IterationBar, console, iteration_progress
-    from .stylize import Stylizer
-
     stylizer = Stylizer(style_images, settings, device=torch_device)
     with iteration_progress(disable=quiet) as progress:
         bar = IterationBar(progress, f"{content.name} on {torch_device.type}", settings.iterations)
@@ -228,12 +221,8 @@ def image(
         )  # fmt: skip
     save_image(result.image, output)
     if sheet:
-        from .images import side_by_side
-
         save_image(side_by_side([content_image, *style_images, result.image.cpu()], height=result.image.shape[-2]), side_files[-1])
     if log_json:
-        from .manifest import write_json
-
         write_json(side_files[0], {"settings": settings.to_dict(), "device": str(torch_device), "history": result.history})
     if not quiet:
         final = result.final_terms

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 
 from .losses import ContentLoss, StyleLoss
-from .stylize import CONTENT_LAYER, STYLE_LAYERS, resize_long_side, resize_to
+from .stylize import CONTENT_LAYER, STYLE_LAYERS, blended_gram_targets, resize_long_side, resize_to
 from .vgg import VGG19, load_vgg19
 
 REFERENCE_SIZE = 512
@@ -44,10 +44,7 @@ def reference_losses(
     blend = [w / sum(blend) for w in blend]
     features = vgg(output)
     content_loss = ContentLoss(vgg(content)[CONTENT_LAYER])(features[CONTENT_LAYER]).item()
-    targets = [0.0] * len(STYLE_LAYERS)
-    for style, weight in zip(styles, blend):
-        style_features = vgg(resize_long_side(style.to(device, torch.float32), size))
-        for i, layer in enumerate(STYLE_LAYERS):
-            targets[i] = targets[i] + weight * StyleLoss.target_from(style_features[layer])
+    styles = [resize_long_side(style.to(device, torch.float32), size) for style in styles]
+    targets = blended_gram_targets(vgg, styles, blend, STYLE_LAYERS)
     style_loss = sum(StyleLoss(t)(features[layer]).item() / len(STYLE_LAYERS) for t, layer in zip(targets, STYLE_LAYERS))
     return {"content": content_loss, "style": style_loss, "total": content_loss + REFERENCE_BETA * style_loss}

@@ -159,10 +159,18 @@ def resize_long_side(image: torch.Tensor, long_side: int) -> torch.Tensor:
     """Resize (B, 3, H, W) so that its longer side is `long_side`, keeping the aspect ratio."""
     h, w = image.shape[-2:]
     scale = long_side / max(h, w)
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    if size == (h, w):
-        return image
-    return F.interpolate(image, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+    return resize_to(image, (max(1, round(h * scale)), max(1, round(w * scale))))
+
+
+@torch.no_grad()
+def blended_gram_targets(vgg: VGG19, styles: Sequence[torch.Tensor], weights: Sequence[float], layers: Sequence[str]) -> list[torch.Tensor]:
+    """Per layer, sum_i weights[i] x (per-position Gram matrix of style image i)."""
+    targets = [0.0] * len(layers)
+    for style, weight in zip(styles, weights):
+        features = vgg(style)
+        for i, layer in enumerate(layers):
+            targets[i] = targets[i] + weight * StyleLoss.target_from(features[layer])
+    return targets
 
 
 def blend_weights(settings: StyleSettings, n_styles: int) -> list[float]:
@@ -244,15 +252,12 @@ class Stylizer:
         if not per_content and key in self._style_targets:
             return self._style_targets[key]
         references = [content[i : i + 1] for i in range(content.shape[0])] if per_content else [None]
-        targets = []
-        with torch.no_grad():
-            for reference in references:
-                per_layer = [0.0] * len(self.settings.style_layers)
-                for style, weight in zip(self.styles, self.blend):
-                    features = self.vgg(self._style_image(style, long_side, reference))  # fp32
-                    for i, layer in enumerate(self.settings.style_layers):
-                        per_layer[i] = per_layer[i] + weight * StyleLoss.target_from(features[layer])
-                targets.append(per_layer)
+        targets = [
+            blended_gram_targets(  # fp32: no autocast here
+                self.vgg, [self._style_image(style, long_side, reference) for style in self.styles], self.blend, self.settings.style_layers
+            )
+            for reference in references
+        ]
         stacked = [torch.cat(layer_targets) for layer_targets in zip(*targets)]
         if not per_content:
             self._style_targets[key] = stacked

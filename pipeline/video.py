@@ -565,7 +565,7 @@ def stylize_frames(
             **start.stats,
             "iterations": result.iterations,
             "loss": final.get("loss"),
-            "terms": {k: v for k, v in final.items() if k not in ("iteration", "loss")},
+            "terms": {k: v for k, v in final.items() if k != "loss"},
             "loss_history": [record["loss"] for record in result.history],
             "seconds": round(seconds, 3),
             "device": str(device),
