@@ -333,7 +333,9 @@ def extract_frames(
             raise InputError(str(exc)) from None
         count = len(list(tmp.glob("*.png")))
         if count == 0:
-            raise InputError(f"{info.path}: no video frames in the selected range (--start {start:g}, video is {info.duration:.2f} s)")
+            # The file may last longer than its video stream (a longer sound track): name both.
+            stream = f"{info.video_duration:.2f} s of video" + (f" in {info.duration:.2f} s" if info.duration - info.video_duration >= 0.01 else "")
+            raise InputError(f"{info.path}: no video frames in the selected range (--start {start:g}; it holds {stream})")
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)

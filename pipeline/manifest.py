@@ -59,6 +59,23 @@ class WorkDirLock:
         self.fd: int | None = None
 
     def __enter__(self) -> "WorkDirLock":
+        # A refused run removes the .lock it created while still holding it (video.py,
+        # CreatedByThisRun): a lock taken on a file no longer under that name holds nothing, so
+        # it is taken again on the file that is there now.
+        while True:
+            self._lock_file()
+            try:
+                if os.path.samestat(os.stat(self.path), os.fstat(self.fd)):
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(self.fd)
+            self.fd = None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        return self
+
+    def _lock_file(self) -> None:
         try:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
@@ -68,7 +85,7 @@ class WorkDirLock:
         for attempt in range(LOCK_TRIES):
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                return
             except BlockingIOError:
                 if attempt + 1 < LOCK_TRIES:
                     time.sleep(0.02)
@@ -77,9 +94,6 @@ class WorkDirLock:
                 os.close(self.fd)
                 self.fd = None
                 raise InputError(f"{self.path.parent}: work directory is in use by process {holder}") from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
-        return self
 
     @staticmethod
     def holder(work_dir: Path | str) -> str | None:

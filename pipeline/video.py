@@ -353,6 +353,55 @@ def remove_leftovers(job: VideoJob, store: FrameStore) -> None:
 OWN_FILES = (JobManifest.FILE, ".lock", "job.log")
 
 
+def missing_directories(path: Path) -> list[Path]:
+    """`path` and those of its parents that do not exist yet, deepest first."""
+    path, missing = Path(os.path.abspath(path)), []
+    while not os.path.lexists(path) and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+class CreatedByThisRun:
+    """What a run makes before its job starts (the output's and the work directory's missing
+    folders, our own files in the work directory), so that a refused job (InputError: bad
+    settings, no room, an input that turns out unusable) leaves the file system as it found it.
+
+    Only what this run created goes, and only while the work directory holds nothing but our own
+    files: a resumable job's directory (its files were there before) and one holding decoded
+    frames are left as they are. Folders are removed with rmdir, so never one holding anything.
+    """
+
+    def __init__(self, job: "VideoJob"):
+        self.work = Path(os.path.abspath(job.work))
+        new = {*missing_directories(self.work), *missing_directories(job.output.parent)}
+        self.directories = sorted(new, key=lambda path: len(path.parts), reverse=True)
+        self.own_before = {name for name in OWN_FILES if os.path.lexists(self.work / name)}
+
+    @contextlib.contextmanager
+    def directories_removed_on_refusal(self):
+        try:
+            yield
+        except InputError:
+            for directory in self.directories:
+                with contextlib.suppress(OSError):  # not empty (another job's lock, ...): kept
+                    directory.rmdir()
+            raise
+
+    @contextlib.contextmanager
+    def own_files_removed_on_refusal(self):
+        """Around the locked part of a run: its .lock goes while this process still holds it."""
+        try:
+            yield
+        except InputError:
+            with contextlib.suppress(OSError):
+                if {entry.name for entry in self.work.iterdir()} <= set(OWN_FILES):
+                    for name in OWN_FILES:
+                        if name not in self.own_before:
+                            (self.work / name).unlink(missing_ok=True)
+            raise
+
+
 def check_paths(job: VideoJob) -> None:
     """Refuse, before any work, inputs and outputs that cannot work or would destroy something."""
     if not job.input.exists():
@@ -377,13 +426,19 @@ def check_paths(job: VideoJob) -> None:
 
 
 def run_video(job: VideoJob, *, events: JobEvents | None = None, vgg: "VGG19 | None" = None) -> VideoResult:
-    """Run (or resume) a video job. Bad input raises InputError before anything is changed."""
+    """Run (or resume) a video job. Bad input raises InputError before anything is changed; a
+    refused job removes the folders and files it made on the way (CreatedByThisRun)."""
+    created = CreatedByThisRun(job)  # before check_paths makes the output's and work folders
+    with created.directories_removed_on_refusal():
+        return _run_video(job, events or JobEvents(), vgg, created)
+
+
+def _run_video(job: VideoJob, events: JobEvents, vgg: "VGG19 | None", created: CreatedByThisRun) -> VideoResult:
     from .devices import pick_device
     from .flowstage import PAIR_BYTES_PER_PIXEL
     from .images import load_image
     from .temporal import make_starter
 
-    events = events or JobEvents()
     settings = job.settings
     device = pick_device(job.device)
     info = probe(job.input)
@@ -395,7 +450,7 @@ def run_video(job: VideoJob, *, events: JobEvents | None = None, vgg: "VGG19 | N
     starter = make_starter(job, init_image=init_image, device=device)
     store = FrameStore(job.work)
 
-    with WorkDirLock(job.work):
+    with WorkDirLock(job.work), created.own_files_removed_on_refusal():
         manifest = JobManifest(job.work, KIND)
         stages = stage_settings(job, info, size, starter)
         hashes = {name: hash_settings(values) for name, values in stages.items()}

@@ -23,6 +23,7 @@ import pytest
 from PIL import Image
 
 from conftest import build_tiny_vgg
+from test_bad_inputs import tree_state
 from pipeline.cli import main
 from pipeline.decode import ffmpeg_binary, probe
 from pipeline.errors import InputError
@@ -308,6 +309,38 @@ def test_clean_removes_frames_after_encoding_and_the_job_stays_done(clips, tmp_p
     assert any(line.startswith("stylize: cleaned") for line in status_lines(job.work))
 
 
+def test_a_lock_won_on_a_removed_lock_file_is_taken_again_on_the_file_there_now(tmp_path, monkeypatch):
+    """A refused run removes the .lock it made while holding it. A process that opened that file
+    meanwhile and wins its flock once it is released must not believe it holds the directory."""
+    import threading
+
+    monkeypatch.setattr("pipeline.manifest.LOCK_TRIES", 500)  # the waiter retries for 10 s
+    first = WorkDirLock(tmp_path).__enter__()
+    waiter, opened = WorkDirLock(tmp_path), threading.Event()
+    real_open = os.open
+
+    def open_and_tell(*args, **kwargs):
+        fd = real_open(*args, **kwargs)
+        opened.set()
+        return fd
+
+    monkeypatch.setattr("pipeline.manifest.os.open", open_and_tell)
+    thread = threading.Thread(target=waiter.__enter__)
+    thread.start()
+    assert opened.wait(10)  # the waiter has the old file open and is retrying its flock
+    time.sleep(0.1)
+    (tmp_path / ".lock").unlink()
+    first.__exit__(None, None, None)
+    thread.join(20)
+    assert not thread.is_alive() and waiter.fd is not None
+    assert os.path.samestat(os.stat(tmp_path / ".lock"), os.fstat(waiter.fd))  # the file there now
+    assert WorkDirLock.holder(tmp_path) == str(os.getpid())
+    monkeypatch.setattr("pipeline.manifest.LOCK_TRIES", 2)
+    with pytest.raises(InputError, match="in use by process"):
+        WorkDirLock(tmp_path).__enter__()
+    waiter.__exit__(None, None, None)
+
+
 def test_lock_refuses_a_second_process_on_the_same_work_dir(clips, tmp_path):
     job = make_job(clips["silent"], tmp_path)
     job.work.mkdir()
@@ -362,7 +395,9 @@ def test_too_little_disk_is_refused_up_front_and_finished_frames_are_kept(clips,
         run_video(job, events=Recorder(stop_at=3), vgg=build_tiny_vgg())
     finished, manifest = mtimes(job.work / "styled"), (job.work / "job.json").read_bytes()
 
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 5000, 5000))
+    before = tree_state(tmp_path)
+
+    monkeypatch.setattr(shutil, "disk_usage", low_disk)
     code, err = cli(["video", job.input, "-s", STYLE, "-o", job.output, "--size", 32, "--iterations", 2, "--iterations-first", ITERATIONS_FIRST, "--seed", 3], capsys)
     assert code == 2 and len(err.splitlines()) == 1
     assert "not enough disk space for 6 frames of 32x20" in err and str(job.work) in err
@@ -370,6 +405,64 @@ def test_too_little_disk_is_refused_up_front_and_finished_frames_are_kept(clips,
     code, err = cli(["video", clips["truncated"], "-s", STYLE, "-o", job.output, "--size", 32, "--work-dir", job.work], capsys)
     assert code == 2 and "truncated" in err
     assert mtimes(job.work / "styled") == finished and (job.work / "job.json").read_bytes() == manifest
+    # The resumable job's directory is intact: its .lock, job.log and every frame, as they were.
+    assert tree_state(tmp_path) == before
+
+
+def low_disk(path):
+    return shutil._ntuple_diskusage(10**9, 10**9 - 5000, 5000)
+
+
+def test_a_refused_job_leaves_the_file_system_as_it_found_it(clips, tmp_path, capsys, monkeypatch):
+    """Refusals after the work directory was made (no room, an output that exists, a range with no
+    video frames found only by decoding) remove the folders and the files the run created: the
+    tree is exactly as before. A folder that was there before stays, and so does anyone's file."""
+    fast = ["-s", STYLE, "--size", 32, "--iterations", 1, "--device", "cpu", "-q"]
+    clip = clips["silent"]
+    (tmp_path / "mine").mkdir()  # an empty folder the user made for the job
+    (tmp_path / "taken.mp4").write_bytes(b"someone else's video")
+    state = tree_state(tmp_path)
+
+    monkeypatch.setattr(shutil, "disk_usage", low_disk)
+    for extra in (
+        ["-o", tmp_path / "new" / "deeper" / "out.mp4"],  # new output folders, default work dir
+        ["-o", tmp_path / "out.mp4", "--work-dir", tmp_path / "jobs" / "a" / "work"],
+        ["-o", tmp_path / "out.mp4", "--work-dir", tmp_path / "mine"],
+    ):
+        code, err = cli(["video", clip, *fast, *extra], capsys)
+        assert code == 2 and len(err.splitlines()) == 1 and "not enough disk space" in err, err
+        assert tree_state(tmp_path) == state, extra
+    assert (tmp_path / "mine").is_dir()
+
+    # Someone else's file lands in the new work directory meanwhile: nothing there is removed.
+    def disk_and_a_stranger(path):
+        (tmp_path / "busy.mp4.work" / "theirs.txt").write_text("not the job's\n")
+        return low_disk(path)
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_and_a_stranger)
+    code, err = cli(["video", clip, *fast, "-o", tmp_path / "busy.mp4"], capsys)
+    assert code == 2 and "not enough disk space" in err
+    assert (tmp_path / "busy.mp4.work" / "theirs.txt").read_text() == "not the job's\n"
+    shutil.rmtree(tmp_path / "busy.mp4.work")
+    monkeypatch.undo()
+
+    # An output that exists and is not the job's own, found once the (new) work dir is locked.
+    code, err = cli(["video", clip, *fast, "-o", tmp_path / "taken.mp4"], capsys)
+    assert code == 2 and "output exists (use --overwrite" in err, err
+    assert tree_state(tmp_path) == state
+
+    # A file whose sound outlasts its video: --start 1 passes the check on the file's duration,
+    # and only decoding finds no frames, after job.json and job.log were written.
+    longer = tmp_path / "sources" / "longer-sound.mp4"
+    longer.parent.mkdir()
+    streams = [ffmpeg.input("testsrc2=size=48x32:rate=25:duration=0.16", f="lavfi"), ffmpeg.input("sine=duration=2", f="lavfi")]
+    ffmpeg.output(*streams, str(longer), vcodec="libx264", pix_fmt="yuv420p", acodec="aac").global_args("-nostdin").run(cmd=ffmpeg_binary(), quiet=True)
+    state = tree_state(tmp_path)
+    for extra in (["-o", tmp_path / "late" / "out.mp4"], ["-o", tmp_path / "out.mp4", "--work-dir", tmp_path / "mine"]):
+        code, err = cli(["video", longer, *fast, "--start", 1, *extra], capsys)
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert "no video frames in the selected range (--start 1; it holds 0.16 s of video in 2.00 s)" in err
+        assert tree_state(tmp_path) == state, extra
 
 
 def test_cli_video_with_real_weights_then_status(clips, tmp_path, capsys):
