@@ -1,4 +1,5 @@
-"""Reading and writing still images: EXIF orientation, resizing, atomic writes, clear errors."""
+"""Reading and writing still images: EXIF orientation, resizing, atomic writes, clear errors,
+and the photo's metadata (EXIF, ICC profile) carried from a source to its stylized copy."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ import re
 import tempfile
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputError, WriteError
+from .errors import InputError, WriteError, one_line
 from .signals import deferred
 
 MIN_SIDE = 16
@@ -25,10 +27,73 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 UMASK = os.umask(0o022)
 os.umask(UMASK)
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
+# Output formats that hold EXIF and an ICC profile (BMP holds neither).
+METADATA_FORMATS = {"JPEG", "PNG", "WEBP", "TIFF"}
+# Tags of a source's first IFD that describe how its own file stores the pixels (a TIFF's whole
+# directory comes back from getexif), or that are carried by other means or not at all: the ICC
+# profile separately, XMP, IPTC and Photoshop blocks never (they may hold another orientation or
+# a thumbnail of the original). Width and height of the output are not the source's either.
+B = ExifTags.Base
+NOT_COPIED = frozenset({
+    B.NewSubfileType, B.SubfileType, B.ImageWidth, B.ImageLength, B.BitsPerSample, B.Compression,
+    B.PhotometricInterpretation, B.FillOrder, B.StripOffsets, B.SamplesPerPixel, B.RowsPerStrip,
+    B.StripByteCounts, B.PlanarConfiguration, B.Predictor, B.ColorMap, B.TileWidth, B.TileLength,
+    B.TileOffsets, B.TileByteCounts, B.SubIFDs, B.ExtraSamples, B.SampleFormat, B.JPEGTables,
+    B.JpegIFOffset, B.JpegIFByteCount, B.YCbCrCoefficients, B.YCbCrSubSampling, B.YCbCrPositioning,
+    B.ReferenceBlackWhite, B.InterColorProfile, B.XMLPacket, B.IPTCNAA, B.ImageResources,
+})  # fmt: skip
+del B
+METADATA_NAMES = {"exif": "EXIF", "icc_profile": "ICC profile"}
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What of a photo's metadata its stylized copy keeps (read by open_photo, written by save_image)."""
+
+    exif: bytes | None = None  # the EXIF block with Orientation 1 and without its thumbnail
+    icc_profile: bytes | None = None  # an RGB profile only: the pixels are used as decoded, RGB
+    problem: str | None = None  # why some of the source's metadata is missing here
+
+
+def read_metadata(image: Image.Image) -> Metadata:
+    """The EXIF and ICC profile of an open (already loaded) image; never raises: a photo is
+    stylized whatever state its metadata is in.
+
+    The pixels are rotated upright on load (open_photo), so Orientation becomes 1. Pillow writes
+    EXIF without its second IFD, which holds the thumbnail (a picture of the unstylized photo)."""
+    icc = image.info.get("icc_profile") or None
+    # Bytes 16-19 of an ICC header name its colour space: a CMYK or grey profile does not
+    # describe the RGB the pixels were converted to (without colour management).
+    if icc is not None and (not isinstance(icc, bytes) or icc[16:20] != b"RGB "):
+        icc = None
+    try:
+        source, exif = image.getexif(), Image.Exif()  # a copy: exif_transpose reads the source's
+        for tag, value in source.items():
+            if tag in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo):
+                value = dict(source.get_ifd(tag))
+                if ExifTags.IFD.Interop in value:
+                    value[ExifTags.IFD.Interop] = dict(source.get_ifd(ExifTags.IFD.Interop))
+            if tag not in NOT_COPIED:
+                exif[tag] = value
+        if ExifTags.Base.Orientation in exif:
+            exif[ExifTags.Base.Orientation] = 1
+        data = exif.tobytes() if len(exif) else None
+    except Exception as exc:  # anything at all in a corrupt block; Pillow itself only warns
+        return Metadata(icc_profile=icc, problem=f"its EXIF could not be read ({type(exc).__name__}: {one_line(str(exc))}); the output has none")
+    raw = image.info.get("exif")
+    # 20 bytes: "Exif\0\0", the TIFF header, an empty directory. More, yet no tag: corrupt.
+    if data is None and isinstance(raw, bytes) and len(raw) > 20:
+        return Metadata(icc_profile=icc, problem="its EXIF is corrupt (no tag could be read); the output has none")
+    return Metadata(exif=data, icc_profile=icc)
 
 
 def open_rgb(path: Path | str) -> Image.Image:
     """Open an image file as RGB with its EXIF orientation applied, or raise InputError."""
+    return open_photo(path)[0]
+
+
+def open_photo(path: Path | str) -> tuple[Image.Image, Metadata]:
+    """open_rgb, and the metadata to give its stylized copy (read_metadata)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
@@ -40,6 +105,9 @@ def open_rgb(path: Path | str) -> Image.Image:
             with Image.open(path) as image:
                 if image.width * image.height > MAX_PIXELS:
                     raise InputError(f"{path}: image is {image.width}x{image.height}, too large to process")
+                # Pixels first: an error in them is the image's, never hidden by the metadata's.
+                image.load()
+                metadata = read_metadata(image)
                 image = ImageOps.exif_transpose(image)
                 if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
                     # Composite transparency over white rather than dropping alpha into black.
@@ -60,7 +128,7 @@ def open_rgb(path: Path | str) -> Image.Image:
         raise InputError(f"{path}: corrupt or truncated image ({exc})") from None
     if min(image.size) < 1 or max(image.size) < MIN_SIDE:
         raise InputError(f"{path}: image is {image.width}x{image.height}, too small (need at least {MIN_SIDE} px)")
-    return image
+    return image, metadata
 
 
 def fit_long_side(width: int, height: int, long_side: int) -> tuple[int, int]:
@@ -84,13 +152,18 @@ def to_pil(tensor: torch.Tensor) -> Image.Image:
 
 def load_image(path: Path | str, long_side: int | None = None) -> torch.Tensor:
     """Load an image as (1, 3, H, W) RGB 0..1, resized so that its long side is `long_side`."""
-    image = open_rgb(path)
+    return load_photo(path, long_side)[0]
+
+
+def load_photo(path: Path | str, long_side: int | None = None) -> tuple[torch.Tensor, Metadata]:
+    """load_image, and the metadata to give its stylized copy (save_image's `metadata`)."""
+    image, metadata = open_photo(path)
     if long_side is not None and max(image.size) != long_side:
         width, height = fit_long_side(image.width, image.height, long_side)
         if min(width, height) < 1:
             raise InputError(f"{path}: aspect ratio too extreme for {long_side} px")
         image = image.resize((width, height), Image.LANCZOS)
-    return to_tensor(image)
+    return to_tensor(image), metadata
 
 
 def save_format(path: Path | str) -> str:
@@ -129,15 +202,50 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
             raise
 
 
-def save_image(tensor: torch.Tensor, path: Path | str, *, quality: int = 95) -> None:
-    """Write atomically: a crash never leaves a half-written file under the final name."""
+def exif_for(exif: bytes, size: tuple[int, int]) -> bytes:
+    """The source's EXIF with the pixel dimensions it records set to the output's."""
+    data = Image.Exif()
+    data.load(exif)
+    sub = data.get_ifd(ExifTags.IFD.Exif)
+    for tag, value in ((ExifTags.Base.ExifImageWidth, size[0]), (ExifTags.Base.ExifImageHeight, size[1])):
+        if tag in sub:
+            sub[tag] = value
+    return data.tobytes()
+
+
+def save_image(tensor: torch.Tensor, path: Path | str, *, quality: int = 95, metadata: Metadata | None = None) -> str | None:
+    """Write atomically: a crash never leaves a half-written file under the final name.
+
+    With `metadata` (from load_photo) and a format that holds it, the output gets the source's
+    EXIF and ICC profile. Returns None, or why they are missing from the output in part or whole:
+    the image itself is written all the same, and a failure to write it raises WriteError."""
     image_format = save_format(path)
+    image = to_pil(tensor)
+    options = {"quality": quality} if image_format in ("JPEG", "WEBP") else {}
+    problems = [metadata.problem] if metadata and metadata.problem else []
+    keep = {}
+    if metadata and image_format in METADATA_FORMATS:
+        keep = {name: value for name, value in (("exif", metadata.exif), ("icc_profile", metadata.icc_profile)) if value}
+    # If the metadata cannot be written (EXIF too long for a JPEG marker, a tag Pillow cannot
+    # encode), the EXIF goes first, then the ICC profile: the photo is never lost over them.
+    attempts = [keep, {k: v for k, v in keep.items() if k != "exif"}, {}]
+    attempts = [a for i, a in enumerate(attempts) if a not in attempts[:i]]
     try:
         with atomic_path(path) as tmp:
-            options = {"quality": quality} if image_format in ("JPEG", "WEBP") else {}
-            to_pil(tensor).save(tmp, format=image_format, **options)
+            for extra, fallback in zip(attempts, attempts[1:] + [None]):
+                try:
+                    if "exif" in extra:
+                        extra = extra | {"exif": exif_for(extra["exif"], image.size)}
+                    image.save(tmp, format=image_format, **options, **extra)  # truncates an earlier try
+                    break
+                except Exception as exc:
+                    if fallback is None or (isinstance(exc, OSError) and exc.errno is not None):
+                        raise  # the file's own failure (a full disk, ...), not the metadata's
+                    dropped = " and ".join(METADATA_NAMES[k] for k in extra if k not in fallback)
+                    problems.append(f"its {dropped} could not be written ({type(exc).__name__}: {one_line(str(exc))}); the output has none")
     except OSError as exc:
         raise WriteError(path, exc) from None
+    return "; ".join(problems) or None
 
 
 def side_by_side(images: list[torch.Tensor], height: int = 256, gap: int = 4) -> torch.Tensor:
