@@ -39,7 +39,7 @@ from joblib import Parallel, delayed, parallel_config
 
 from .devices import is_out_of_memory, out_of_memory_message, pick_device
 from .errors import InputError, WriteError
-from .images import is_temporary, load_image, save_image
+from .images import Metadata, is_temporary, load_image, load_photo, save_image
 from .manifest import WorkDirLock, read_json, write_json
 from .stylize import StyleSettings, Stylizer
 from .tree import OUTPUT_FORMATS, one_line, output_names, probe, walk
@@ -272,9 +272,11 @@ def stylizer_for(job: Job, device: str) -> Stylizer:
     return cached[1]
 
 
-def stylize_batch(job: Job, items: list[Item], images: list[torch.Tensor]) -> list[dict]:
-    """Optimize images of one shape together, write them and their records; a batch that does
-    not fit in memory is split in halves, and one whose loss diverged is retried image by image."""
+def stylize_batch(job: Job, items: list[Item], images: list[torch.Tensor], metadata: Sequence[Metadata | None] | None = None) -> list[dict]:
+    """Optimize images of one shape together, write them (with their sources' `metadata`) and
+    their records; a batch that does not fit in memory is split in halves, and one whose loss
+    diverged is retried image by image."""
+    metadata = list(metadata) if metadata is not None else [None] * len(items)
     shape = tuple(images[0].shape[-2:])
     start = time.perf_counter()
     device = None
@@ -296,11 +298,11 @@ def stylize_batch(job: Job, items: list[Item], images: list[torch.Tensor]) -> li
             message = f"{Path(job.input_dir) / items[0].rel}: {out_of_memory_message(job.settings.size, device or 'auto', shape)}"
             return [write_record(job, new_record(job, items[0], error=message, transient=True))]
         half = len(items) // 2
-        return stylize_batch(job, items[:half], images[:half]) + stylize_batch(job, items[half:], images[half:])
+        return stylize_batch(job, items[:half], images[:half], metadata[:half]) + stylize_batch(job, items[half:], images[half:], metadata[half:])
     except FloatingPointError as exc:
         if len(items) == 1:
             return [write_record(job, new_record(job, items[0], error=f"{Path(job.input_dir) / items[0].rel}: {exc}"))]
-        return [record for item, image in zip(items, images) for record in stylize_batch(job, [item], [image])]
+        return [record for item, image, meta in zip(items, images, metadata) for record in stylize_batch(job, [item], [image], [meta])]
     seconds = (time.perf_counter() - start) / len(items)
     # The core scores each image of a batch separately (StyleResult.per_image).
     losses = getattr(result, "per_image", None) or [None] * len(items)
@@ -312,7 +314,7 @@ def stylize_batch(job: Job, items: list[Item], images: list[torch.Tensor]) -> li
                 target.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise WriteError(target.parent, exc) from None
-            save_image(outputs[index : index + 1], target, quality=job.quality)
+            note = save_image(outputs[index : index + 1], target, quality=job.quality, metadata=metadata[index])
         except WriteError as exc:
             if exc.stops_the_job:  # a full disk fails every image after this one: stop here
                 raise
@@ -321,6 +323,9 @@ def stylize_batch(job: Job, items: list[Item], images: list[torch.Tensor]) -> li
         record = new_record(job, item, losses=losses[index], device=device, batch_size=len(items), seconds=round(seconds, 3))
         if result.optimized_size is not None and result.optimized_size != shape:
             record["optimized_size"] = list(result.optimized_size)  # out of memory at full size
+        if note is not None:  # the image is done; its EXIF or ICC profile could not be kept
+            record["metadata"] = one_line(note)
+            log.warning("%s: %s", one_line(item.rel), record["metadata"])
         records.append(write_record(job, record))
     return records
 
@@ -332,11 +337,11 @@ def run_batch(job: Job, batch: Batch) -> list[dict]:
 
 
 def _run_batch(job: Job, batch: Batch) -> list[dict]:
-    records, items, images = [], [], []
+    records, items, images, metadata = [], [], [], []
     for item in batch.items:
         path = Path(job.input_dir) / item.rel
         try:
-            image = load_image(path, job.settings.size)
+            image, meta = load_photo(path, job.settings.size)
             if tuple(image.shape[-2:]) != batch.shape:
                 raise InputError(f"{path}: changed while the archive was being processed; run again")
         except InputError as exc:
@@ -344,8 +349,9 @@ def _run_batch(job: Job, batch: Batch) -> list[dict]:
             continue
         items.append(item)
         images.append(image)
+        metadata.append(meta)
     if items:
-        records += stylize_batch(job, items, images)
+        records += stylize_batch(job, items, images, metadata)
     return records
 
 
