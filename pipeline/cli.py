@@ -193,7 +193,7 @@ def image(
     """Stylize one image with the style of one or more others."""
     from .devices import pick_device
     from .display import IterationBar, console, iteration_progress
-    from .images import load_image, save_format, save_image, side_by_side
+    from .images import load_image, load_photo, save_format, save_image, side_by_side
     from .manifest import write_json
     from .stylize import Stylizer
 
@@ -205,7 +205,7 @@ def image(
         check_output(path, overwrite=overwrite, inputs=inputs)
     save_format(output)
     torch_device = pick_device(device)
-    content_image = load_image(content, settings.size)
+    content_image, metadata = load_photo(content, settings.size)
     style_images = [load_image(path, round(settings.size * settings.style_scale)) for path in style]
     init_image = load_image(init_path) if init_path else None
     stylizer = Stylizer(style_images, settings, device=torch_device)
@@ -219,7 +219,9 @@ def image(
             f"and upsampled to {content_image.shape[-1]}x{content_image.shape[-2]} (try --device cpu for the full size)",
             markup=False, highlight=False, soft_wrap=True,
         )  # fmt: skip
-    save_image(result.image, output)
+    note = save_image(result.image, output, metadata=metadata)  # the photo's EXIF and ICC profile
+    if note is not None:
+        console.print(f"warning: {content}: {note}", markup=False, highlight=False, soft_wrap=True)
     if sheet:
         save_image(side_by_side([content_image, *style_images, result.image.cpu()], height=result.image.shape[-2]), side_files[-1])
     if log_json:
