@@ -2,8 +2,10 @@
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from pipeline.images import load_image
+from pipeline.losses import TemporalLoss
 from pipeline.stylize import StyleSettings, Stylizer
 
 
@@ -150,3 +152,53 @@ def test_archive_records_an_image_finished_at_a_smaller_scale(monkeypatch, tmp_p
     [record] = archive.read_records(out).values()
     assert record["status"] == "done" and record["optimized_size"] == [42, 64]
     assert load_image(out / "cat.png").shape[-2:] == (85, 128)
+
+
+class HostReads(TorchDispatchMode):
+    """Counts the operations that make the host wait for a GPU: reading a value back (item,
+    bool, float, an `if` on a tensor), data-dependent shapes, and Python data turned into a
+    tensor (a blocking copy to the device)."""
+
+    WAITING = ("aten._local_scalar_dense", "aten.lift_fresh", "aten.nonzero", "aten.masked_select")
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        boolean_index = str(func.overloadpacket) == "aten.index" and any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or ())
+        )
+        if str(func.overloadpacket) in self.WAITING or boolean_index:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def host_reads_of(run, monkeypatch) -> int:
+    reads = HostReads()
+    tolist = torch.Tensor.tolist
+
+    def counted_tolist(tensor):
+        reads.count += 1
+        return tolist(tensor)
+
+    monkeypatch.setattr(torch.Tensor, "tolist", counted_tolist)
+    with reads:
+        run()
+    monkeypatch.setattr(torch.Tensor, "tolist", tolist)
+    return reads.count
+
+
+def test_no_host_device_synchronisation_inside_the_loop(content, monkeypatch):
+    """What the host reads back must not grow with the iterations, only with the reports."""
+    style = load_image("samples/ihc.png", 32)
+    stylizer = Stylizer([style], StyleSettings(iterations=4, tv_weight=1.0, preserve_color="luminance"))
+    temporal = {"temporal": TemporalLoss(content.flip(3), torch.ones(1, 1, *content.shape[-2:]))}
+
+    def reads(iterations: int, report_every: int) -> int:
+        run = lambda: stylizer.stylize(content, iterations=iterations, report_every=report_every, extra_losses=temporal)  # noqa: E731
+        return host_reads_of(run, monkeypatch)
+
+    once = reads(4, 4)
+    assert reads(12, 12) == once
+    assert reads(12, 4) == once + 2  # one read back per extra report
