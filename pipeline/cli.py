@@ -373,6 +373,9 @@ def video(
 def flicker(
     output: Annotated[Path, typer.Argument(metavar="OUTPUT", help="The stylized video.", show_default=False)],
     reference: Annotated[Path, typer.Option("--reference", "-r", help="The video OUTPUT was made from: flow and occlusion masks are computed on it.", show_default=False)],
+    start: Annotated[float, typer.Option(help="The --start OUTPUT was made with: the reference is measured from this many seconds in.")] = 0.0,
+    duration: Annotated[Optional[float], typer.Option(help="The --duration OUTPUT was made with.", show_default=False)] = None,
+    every_nth: Annotated[int, typer.Option(help="The --every-nth OUTPUT was made with: every n-th frame of the reference is measured.")] = 1,
     size: Annotated[Optional[int], typer.Option(help="Long side both videos are decoded at (default: OUTPUT's).", show_default=False)] = None,
     flow_preset: Annotated[str, typer.Option(help="OpenCV DIS optical flow preset: ultrafast, fast or medium.")] = video_defaults.DEFAULT_FLOW_PRESET,
     scene_threshold: Annotated[float, typer.Option(help="Frame pairs with a higher cut score (0..1) are scene cuts and not measured.")] = video_defaults.DEFAULT_SCENE_THRESHOLD,
@@ -380,19 +383,25 @@ def flicker(
 ) -> None:
     """Measure flicker: the mean masked warping error between consecutive frames of OUTPUT (lower
     is steadier), using optical flow and occlusion masks of REFERENCE, and the same figure for
-    REFERENCE itself."""
+    REFERENCE itself. For an OUTPUT made with --start, --duration or --every-nth, give the same
+    options: the reference is measured on the frames OUTPUT was made from."""
     import json
 
-    from .temporal import video_flicker
+    from .temporal import range_text, video_flicker
 
-    report = video_flicker(output, reference=reference, size=size, preset=flow_preset.lower(), scene_threshold=scene_threshold)
+    report = video_flicker(
+        output, reference=reference, size=size, preset=flow_preset.lower(), scene_threshold=scene_threshold,
+        start=start, duration=duration, every_nth=every_nth,
+    )  # fmt: skip
     if json_output:
         typer.echo(json.dumps(report))
         return
+    part = range_text(start, duration, every_nth)
+    part = f"; reference {part}" if part != "all of it" else ""
     cuts = f"; scene cuts at frames {', '.join(map(str, report['cuts']))} skipped" if report["cuts"] else ""
     typer.echo(f"output {report['output']:.4g}  {output}")
     typer.echo(f"input  {report['input']:.4g}  {reference}")
-    typer.echo(f"(mean masked warping error, squared 0..255 RGB, over {report['pairs']} frame pairs at {report['width']}x{report['height']}{cuts})")
+    typer.echo(f"(mean masked warping error, squared 0..255 RGB, over {report['pairs']} frame pairs at {report['width']}x{report['height']}{part}{cuts})")
 
 
 @app.command()

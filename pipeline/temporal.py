@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .decode import extract_frames, frame_size, probe
+from .decode import VideoInfo, extract_frames, frame_size, probe
 from .errors import InputError
 from .flow import DIS_PRESETS, warp
 from .flowstage import FlowStage, measure_flicker
 from .losses import TemporalLoss
-from .video import DEFAULT_SCENE_THRESHOLD, STOP_WINDOW, FrameStart, FrameStore, WarmStart
+from .video import DEFAULT_SCENE_THRESHOLD, STOP_WINDOW, FrameStart, FrameStore, WarmStart, check_range
 
 if TYPE_CHECKING:
     from .video import VideoJob
@@ -112,6 +112,33 @@ def make_starter(job: "VideoJob", *, init_image: torch.Tensor | None, device: to
     )  # fmt: skip
 
 
+def range_text(start: float, duration: float | None, every_nth: int) -> str:
+    """The part of a video that --start, --duration and --every-nth select, in words."""
+    parts = []
+    if start:
+        parts.append(f"from {start:g} s")
+    if duration is not None:
+        parts.append(f"for {duration:g} s")
+    if every_nth > 1:
+        parts.append(f"1 frame in {every_nth}")
+    return ", ".join(parts) or "all of it"
+
+
+def frame_count_mismatch(output: Path, output_info: VideoInfo, output_frames: int, reference: Path, reference_info: VideoInfo, reference_frames: int, *, start: float, duration: float | None, every_nth: int) -> str:
+    """One line: both files and counts, and which options would make them match."""
+    ratio = reference_info.rate / output_info.rate
+    step = round(ratio)
+    hint = ""
+    if step > 1 and step != every_nth and abs(ratio - step) <= 0.01 * step:
+        hint = f" (the frame rates suggest --every-nth {step})"
+    part = range_text(start, duration, every_nth)
+    return (
+        f"{output}: has {output_frames} frames at {float(output_info.rate):.4g} fps, {reference} has {reference_frames} at "
+        f"{float(reference_info.rate):.4g} fps ({'the whole video' if part == 'all of it' else part}); give stylize flicker "
+        f"the video the output was made from and the --start, --duration and --every-nth stylize video was given{hint}"
+    )
+
+
 def video_flicker(
     output: Path,
     *,
@@ -120,29 +147,48 @@ def video_flicker(
     preset: str = "medium",
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
     workers: int | None = None,
+    start: float = 0.0,
+    duration: float | None = None,
+    every_nth: int = 1,
 ) -> dict:
     """`stylize flicker`: both videos decoded at the same frame size (the reference's aspect,
     `size` or the output's long side), flow and masks computed on the reference, and the mean
-    masked warping error of the output and of the reference itself."""
+    masked warping error of the output and of the reference itself.
+
+    The reference is decoded over the part the output was made from: `start`, `duration` and
+    `every_nth` as `stylize video` was given them, through the same extract_frames as the video
+    job, so its frames are exactly the job's content frames. The output's timestamps cannot tell
+    that part: `stylize video` writes its frames from 0 s whatever --start was, and a re-encoded
+    output may have another rate; so the user says, and differing counts are refused."""
     if preset not in DIS_PRESETS:
         raise InputError(f"--flow-preset {preset!r}: must be one of {', '.join(DIS_PRESETS)}")
     if size is not None and not 16 <= size <= 16384:
         raise InputError(f"--size {size}: must be between 16 and 16384 pixels")
     if not 0 <= scene_threshold <= 1:
         raise InputError(f"--scene-threshold {scene_threshold}: must be between 0 and 1")
+    check_range(start, duration, every_nth)
     output_info, reference_info = probe(output), probe(reference)
+    if start >= reference_info.duration:
+        raise InputError(f"--start {start:g}: {reference} is only {reference_info.duration:.2f} s long")
     dims = frame_size(reference_info, size or max(output_info.width, output_info.height))
     with tempfile.TemporaryDirectory(prefix="stylize-flicker-") as tmp:
         folders = {"output": Path(tmp) / "output", "input": Path(tmp) / "input"}
-        counts = {name: extract_frames(info, folders[name], size=dims) for name, info in (("output", output_info), ("input", reference_info))}
+        counts = {
+            "input": extract_frames(reference_info, folders["input"], size=dims, start=start, duration=duration, every_nth=every_nth),
+            "output": extract_frames(output_info, folders["output"], size=dims),
+        }
         if counts["output"] != counts["input"]:
             raise InputError(
-                f"{output}: has {counts['output']} frames, {reference} has {counts['input']}; "
-                "the reference must be the video the output was made from, over the same range"
+                frame_count_mismatch(
+                    output, output_info, counts["output"], reference, reference_info, counts["input"], start=start, duration=duration, every_nth=every_nth
+                )
             )
         if counts["input"] < 2:
-            raise InputError(f"{reference}: one frame only, no motion to measure")
+            raise InputError(f"{reference}: one frame only ({range_text(start, duration, every_nth)}), no motion to measure")
         with FlowStage(frames_dir=folders["input"], flow_dir=Path(tmp) / "flow", total=counts["input"], preset=preset, workers=workers) as flows:
             flows.start().finish()
         report = measure_flicker(flow_dir=Path(tmp) / "flow", sequences=folders, total=counts["input"], scene_threshold=scene_threshold, workers=workers)
-    return report | {"frames": counts["input"], "width": dims[0], "height": dims[1], "flow_preset": preset}
+    return report | {
+        "frames": counts["input"], "width": dims[0], "height": dims[1], "flow_preset": preset,
+        "start": start, "duration": duration, "every_nth": every_nth,
+    }  # fmt: skip

@@ -77,6 +77,16 @@ MAX_FLOW_WORKERS = 256
 MAX_EVERY_NTH = 10_000  # one frame in 400 s at 25 fps: a preview of a feature film
 
 
+def check_range(start: float, duration: float | None, every_nth: int) -> None:
+    """--start, --duration and --every-nth, as `stylize video` and `stylize flicker` take them."""
+    if not math.isfinite(start) or start < 0:
+        raise InputError(f"--start {start}: must be a number of seconds >= 0")
+    if duration is not None and (not math.isfinite(duration) or duration <= 0):
+        raise InputError(f"--duration {duration}: must be a number of seconds > 0")
+    if not 1 <= every_nth <= MAX_EVERY_NTH:
+        raise InputError(f"--every-nth {every_nth}: must be between 1 and {MAX_EVERY_NTH}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class VideoJob:
     """Everything a video job is made of; `run_video` does it (or what is left of it)."""
@@ -103,12 +113,7 @@ class VideoJob:
     flow_workers: int | None = None  # default: flowstage.default_workers()
 
     def __post_init__(self):
-        if not math.isfinite(self.start) or self.start < 0:
-            raise InputError(f"--start {self.start}: must be a number of seconds >= 0")
-        if self.duration is not None and (not math.isfinite(self.duration) or self.duration <= 0):
-            raise InputError(f"--duration {self.duration}: must be a number of seconds > 0")
-        if not 1 <= self.every_nth <= MAX_EVERY_NTH:
-            raise InputError(f"--every-nth {self.every_nth}: must be between 1 and {MAX_EVERY_NTH}")
+        check_range(self.start, self.duration, self.every_nth)
         if self.iterations_first is not None and not 1 <= self.iterations_first <= MAX_ITERATIONS:
             raise InputError(f"--iterations-first {self.iterations_first}: must be between 1 and {MAX_ITERATIONS}")
         if not 0 <= self.crf <= 51:
