@@ -10,6 +10,7 @@ Commands are built with ffmpeg-python and run as argument lists, never through a
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 import shutil
@@ -55,6 +56,24 @@ def ffmpeg_binary() -> str:
         return imageio_ffmpeg.get_ffmpeg_exe()
     except Exception as exc:  # the wheel raises RuntimeError when its binary is missing
         raise PipelineError(f"ffmpeg not found: install ffmpeg or the imageio-ffmpeg package ({exc})") from None
+
+
+@functools.cache
+def ffmpeg_version(binary: str) -> tuple[int, int]:
+    """(major, minor) from `ffmpeg -version`; a build without a release number (a git snapshot)
+    counts as recent."""
+    try:
+        first = subprocess.run([binary, "-version"], capture_output=True, text=True, timeout=30).stdout.partition("\n")[0]
+    except (OSError, subprocess.SubprocessError):
+        return (99, 0)
+    match = re.match(r"ffmpeg version n?(\d+)\.(\d+)", first)
+    return (int(match[1]), int(match[2])) if match else (99, 0)
+
+
+def passthrough_timestamps() -> dict:
+    """The output option that keeps every decoded frame as it is (no frames duplicated or dropped):
+    -fps_mode since ffmpeg 5.1, -vsync before (the ffmpeg of Ubuntu 22.04 and imageio-ffmpeg 0.5 is 4.x)."""
+    return {"fps_mode": "passthrough"} if ffmpeg_version(ffmpeg_binary()) >= (5, 1) else {"vsync": "passthrough"}
 
 
 @dataclass(frozen=True)
@@ -324,7 +343,7 @@ def extract_frames(
         if every_nth > 1:
             video = video.filter("framestep", step=every_nth)
         video = video.filter("scale", size[0], size[1], flags="lanczos").filter("setsar", 1)
-        output = video.output(str(tmp / "%06d.png"), start_number=1, pix_fmt="rgb24", fps_mode="passthrough")
+        output = video.output(str(tmp / "%06d.png"), start_number=1, pix_fmt="rgb24", **passthrough_timestamps())
         try:
             run_ffmpeg(output, what=info.path, on_progress=on_progress)
         except WriteError:

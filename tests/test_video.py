@@ -478,3 +478,27 @@ def test_cli_video_with_real_weights_then_status(clips, tmp_path, capsys):
     assert "weights=original" in report and "iterations_first=2" in report
     code, err = cli(["status", tmp_path], capsys)
     assert code == 2 and "not the work directory of a stylize job" in err
+
+
+@pytest.mark.parametrize(
+    "banner, option",
+    [
+        ("ffmpeg version 4.2.2-static https://johnvansickle.com/ffmpeg/", "vsync"),  # imageio-ffmpeg 0.5
+        ("ffmpeg version 4.4.2-0ubuntu0.22.04.1 Copyright (c) 2000-2021", "vsync"),
+        ("ffmpeg version 5.1.6-0+deb12u1", "fps_mode"),
+        ("ffmpeg version n7.1 Copyright (c) 2000-2024", "fps_mode"),
+        ("ffmpeg version N-118000-gabcdef Copyright", "fps_mode"),  # a git snapshot
+    ],
+)
+def test_frame_timing_option_follows_the_ffmpeg_version(tmp_path, monkeypatch, banner, option):
+    from pipeline.decode import ffmpeg_version, passthrough_timestamps
+
+    fake = tmp_path / "ffmpeg"
+    fake.write_text(f"#!/bin/sh\necho '{banner}'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("FFMPEG_BINARY", str(fake))
+    ffmpeg_version.cache_clear()
+    try:
+        assert passthrough_timestamps() == {option: "passthrough"}
+    finally:
+        ffmpeg_version.cache_clear()
