@@ -3,6 +3,8 @@ transfer": luminance-only transfer (YIQ) and colour histogram matching (mean and
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 # NTSC YIQ; rows give Y, I, Q from R, G, B in 0..1.
@@ -12,16 +14,25 @@ _RGB_TO_YIQ = torch.tensor(
 _YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
 
 
-def _apply(matrix: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-    return torch.einsum("ij,bjhw->bihw", matrix.to(image), image)
+_MATRICES = {"rgb_to_yiq": _RGB_TO_YIQ, "yiq_to_rgb": _YIQ_TO_RGB}
+
+
+@functools.cache
+def _matrix(name: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    # Copied to each device once: a copy per call would make every iteration wait for the GPU.
+    return _MATRICES[name].to(device, dtype)
+
+
+def _apply(name: str, image: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("ij,bjhw->bihw", _matrix(name, image.device, image.dtype), image)
 
 
 def rgb_to_yiq(image: torch.Tensor) -> torch.Tensor:
-    return _apply(_RGB_TO_YIQ, image)
+    return _apply("rgb_to_yiq", image)
 
 
 def yiq_to_rgb(image: torch.Tensor) -> torch.Tensor:
-    return _apply(_YIQ_TO_RGB, image)
+    return _apply("yiq_to_rgb", image)
 
 
 def luminance(image: torch.Tensor) -> torch.Tensor:
