@@ -1,12 +1,18 @@
-"""GraphedStep's schedule (warm-up, one recording, replays, fallback), with torch.cuda's graph
-API replaced by a recorder so that it runs without a GPU; tests/test_gpu.py checks the real one."""
+"""CUDA graph replay, checked without a GPU: GraphedStep's schedule (warm-up, one recording,
+replays, fallback) with torch.cuda's graph API replaced by a recorder, and the optimization
+iteration's fitness for recording. tests/test_gpu.py checks the real thing."""
 
 import contextlib
 
 import pytest
 import torch
+import torch.utils._pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
+from pipeline import stylize
 from pipeline.cudagraph import GraphCaptureWarning, GraphedStep
+from pipeline.images import load_image
+from pipeline.losses import TemporalLoss
 
 
 class FakeCuda:
@@ -104,3 +110,67 @@ def test_disabled_calls_the_step_directly():
     for _ in range(5):
         graphed()
     assert len(executed) == 5 and graphed.graph is None
+
+
+class Trace(TorchDispatchMode):
+    """One iteration's operations as a CUDA graph would record them: each with its non-tensor
+    arguments (baked into a recording) and its tensors' shapes, and the storages it reads that the
+    iteration did not make itself (a recording reads those same addresses on every replay)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[tuple] = []
+        self.read_from_outside: list[int] = []
+        self.made: set[int] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        signature = []
+        for value in pytree.tree_leaves((args, kwargs)):
+            if isinstance(value, torch.Tensor):
+                storage = value.untyped_storage().data_ptr()
+                if storage not in self.made:
+                    self.read_from_outside.append(storage)
+                signature.append((tuple(value.shape), value.dtype))
+            else:
+                signature.append(repr(value))
+        self.ops.append((str(func), tuple(signature)))
+        self.made.update(v.untyped_storage().data_ptr() for v in pytree.tree_leaves(out) if isinstance(v, torch.Tensor))
+        return out
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"preserve_color": "luminance", "tv_weight": 1.0}, {"preserve_color": "histogram"}],
+    ids=["default", "luminance-tv", "histogram"],
+)
+def test_every_iteration_is_the_same_recording(monkeypatch, settings):
+    """What makes a replayed graph silently wrong, checked without a GPU: an iteration that
+    depends on Python-side state (a changing scalar or index, a branch on the data) or that
+    swaps the tensors holding its state instead of updating them in place."""
+    traces: list[Trace] = []
+
+    class Recorder:
+        def __init__(self, step, *, enabled):
+            self.step = step
+
+        def __call__(self):
+            with Trace() as trace:
+                self.step()
+            traces.append(trace)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(stylize, "GraphedStep", Recorder)
+    content, style = load_image("samples/chelsea.png", 32), load_image("samples/ihc.png", 32)
+    temporal = {"temporal": TemporalLoss(content.flip(3), torch.ones(1, 1, *content.shape[-2:]))}
+    stylizer = stylize.Stylizer([style], stylize.StyleSettings(iterations=8, **settings))
+    stylizer.stylize(content, extra_losses=temporal, report_every=3)
+    assert len(traces) == 8
+    first = traces[0]
+    assert len(first.ops) > 100 and len(first.read_from_outside) > 10
+    for trace in traces[1:]:
+        assert trace.ops == first.ops
+        assert trace.read_from_outside == first.read_from_outside
