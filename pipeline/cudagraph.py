@@ -49,9 +49,16 @@ class GraphedStep:
             return
         graph = torch.cuda.CUDAGraph()
         try:
-            # Recording runs no kernel: the state is untouched until the first replay.
-            with torch.cuda.graph(graph):
-                self.step()
+            # Recording runs no kernel: the state is untouched until the first replay. Not the
+            # torch.cuda.graph context: it synchronizes the device and empties the allocator's
+            # cache, which another thread's recording would not survive (the archive stylizes two
+            # batches per GPU at once). thread_local: other threads may go on using CUDA meanwhile.
+            with torch.cuda.stream(self.side_stream):
+                graph.capture_begin(capture_error_mode="thread_local")
+                try:
+                    self.step()
+                finally:
+                    graph.capture_end()
         except RuntimeError as exc:
             self.enabled = False
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

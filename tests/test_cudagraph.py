@@ -16,47 +16,43 @@ from pipeline.losses import TemporalLoss
 
 
 class FakeCuda:
-    """Stands in for the parts of torch.cuda that GraphedStep uses. A recording runs the step
-    with `recording` set; the step must then have no effect, as in a real capture."""
+    """Stands in for the parts of torch.cuda that GraphedStep uses. While recording, the step
+    must have no effect, as in a real capture; a failing recording fails at capture_end, as an
+    invalidated capture does."""
 
     def __init__(self, fail_recording: bool = False):
-        self.fail_recording = fail_recording
         self.recording = False
-        self.stream_entered = 0
+        self.streams_entered = 0
         self.recordings = 0
+        self.replays = 0
+        self.modes = []
         test = self
 
         class Graph:
-            def __init__(self):
-                self.step = None
+            def capture_begin(self, capture_error_mode="global"):
+                test.recordings += 1
+                test.modes.append(capture_error_mode)
+                test.recording = True
+
+            def capture_end(self):
+                test.recording = False
+                if fail_recording:
+                    raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
 
             def replay(self):
                 test.replays += 1
-                self.step()
+                test.last_step()
 
         class Stream:
             def wait_stream(self, other):
                 pass
 
         self.Graph, self.Stream = Graph, Stream
-        self.replays = 0
 
     @contextlib.contextmanager
     def stream(self, stream):
-        self.stream_entered += 1
+        self.streams_entered += 1
         yield
-
-    @contextlib.contextmanager
-    def graph(self, graph):
-        self.recordings += 1
-        self.recording = True
-        try:
-            if self.fail_recording:
-                raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
-            yield
-        finally:
-            self.recording = False
-        graph.step = self.last_step
 
     def install(self, monkeypatch, step):
         self.last_step = step
@@ -64,7 +60,8 @@ class FakeCuda:
         monkeypatch.setattr(torch.cuda, "Stream", self.Stream)
         monkeypatch.setattr(torch.cuda, "current_stream", lambda: self.Stream())
         monkeypatch.setattr(torch.cuda, "stream", self.stream)
-        monkeypatch.setattr(torch.cuda, "graph", self.graph)
+        monkeypatch.setattr(torch.cuda, "graph", None)  # its synchronize and empty_cache are avoided
+        monkeypatch.setattr(torch.cuda, "synchronize", None)
 
 
 def counting_step(cuda: FakeCuda):
@@ -85,8 +82,9 @@ def test_warms_up_then_records_once_and_replays(monkeypatch):
     for _ in range(10):
         graphed()
     assert len(executed) == 10  # every call did one iteration: the recording itself does none
-    assert cuda.stream_entered == 3  # the warm-up ran on the side stream
+    assert cuda.streams_entered == 4  # the warm-up and the recording ran on the side stream
     assert cuda.recordings == 1
+    assert cuda.modes == ["thread_local"]  # other threads may use CUDA meanwhile
     assert cuda.replays == 7  # the recording's call replays too
     graphed.close()
     assert graphed.graph is None
