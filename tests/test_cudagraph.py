@@ -139,11 +139,11 @@ class Trace(TorchDispatchMode):
 
 
 @pytest.mark.parametrize(
-    "settings",
-    [{}, {"preserve_color": "luminance", "tv_weight": 1.0}, {"preserve_color": "histogram"}],
-    ids=["default", "luminance-tv", "histogram"],
+    "settings, bf16",
+    [({}, False), ({}, True), ({"preserve_color": "luminance", "tv_weight": 1.0}, False), ({"preserve_color": "histogram"}, False)],
+    ids=["default", "bf16-autocast", "luminance-tv", "histogram"],
 )
-def test_every_iteration_is_the_same_recording(monkeypatch, settings):
+def test_every_iteration_is_the_same_recording(monkeypatch, settings, bf16):
     """What makes a replayed graph silently wrong, checked without a GPU: an iteration that
     depends on Python-side state (a changing scalar or index, a branch on the data) or that
     swaps the tensors holding its state instead of updating them in place."""
@@ -165,6 +165,8 @@ def test_every_iteration_is_the_same_recording(monkeypatch, settings):
     content, style = load_image("samples/chelsea.png", 32), load_image("samples/ihc.png", 32)
     temporal = {"temporal": TemporalLoss(content.flip(3), torch.ones(1, 1, *content.shape[-2:]))}
     stylizer = stylize.Stylizer([style], stylize.StyleSettings(iterations=8, **settings))
+    if bf16:
+        stylizer.autocast_dtype = torch.bfloat16  # what CUDA gets by default; CPU autocast has it too
     stylizer.stylize(content, extra_losses=temporal, report_every=3)
     assert len(traces) == 8
     first = traces[0]
