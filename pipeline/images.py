@@ -89,11 +89,12 @@ def read_metadata(image: Image.Image) -> Metadata:
 
 def open_rgb(path: Path | str) -> Image.Image:
     """Open an image file as RGB with its EXIF orientation applied, or raise InputError."""
-    return open_photo(path)[0]
+    return open_photo(path, with_metadata=False)[0]
 
 
-def open_photo(path: Path | str) -> tuple[Image.Image, Metadata]:
-    """open_rgb, and the metadata to give its stylized copy (read_metadata)."""
+def open_photo(path: Path | str, *, with_metadata: bool = True) -> tuple[Image.Image, Metadata | None]:
+    """open_rgb, and the metadata to give its stylized copy (read_metadata; None without
+    `with_metadata`: video frames, style images)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
@@ -107,7 +108,7 @@ def open_photo(path: Path | str) -> tuple[Image.Image, Metadata]:
                     raise InputError(f"{path}: image is {image.width}x{image.height}, too large to process")
                 # Pixels first: an error in them is the image's, never hidden by the metadata's.
                 image.load()
-                metadata = read_metadata(image)
+                metadata = read_metadata(image) if with_metadata else None
                 image = ImageOps.exif_transpose(image)
                 if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
                     # Composite transparency over white rather than dropping alpha into black.
@@ -152,12 +153,12 @@ def to_pil(tensor: torch.Tensor) -> Image.Image:
 
 def load_image(path: Path | str, long_side: int | None = None) -> torch.Tensor:
     """Load an image as (1, 3, H, W) RGB 0..1, resized so that its long side is `long_side`."""
-    return load_photo(path, long_side)[0]
+    return load_photo(path, long_side, with_metadata=False)[0]
 
 
-def load_photo(path: Path | str, long_side: int | None = None) -> tuple[torch.Tensor, Metadata]:
+def load_photo(path: Path | str, long_side: int | None = None, *, with_metadata: bool = True) -> tuple[torch.Tensor, Metadata | None]:
     """load_image, and the metadata to give its stylized copy (save_image's `metadata`)."""
-    image, metadata = open_photo(path)
+    image, metadata = open_photo(path, with_metadata=with_metadata)
     if long_side is not None and max(image.size) != long_side:
         width, height = fit_long_side(image.width, image.height, long_side)
         if min(width, height) < 1:
