@@ -397,7 +397,7 @@ def flicker(
         typer.echo(json.dumps(report))
         return
     part = range_text(start, duration, every_nth)
-    part = f"; reference {part}" if part != "all of it" else ""
+    part = f"; reference {part}" if part else ""
     cuts = f"; scene cuts at frames {', '.join(map(str, report['cuts']))} skipped" if report["cuts"] else ""
     typer.echo(f"output {report['output']:.4g}  {output}")
     typer.echo(f"input  {report['input']:.4g}  {reference}")

@@ -113,7 +113,7 @@ def make_starter(job: "VideoJob", *, init_image: torch.Tensor | None, device: to
 
 
 def range_text(start: float, duration: float | None, every_nth: int) -> str:
-    """The part of a video that --start, --duration and --every-nth select, in words."""
+    """The part of a video that --start, --duration and --every-nth select, in words; empty for all of it."""
     parts = []
     if start:
         parts.append(f"from {start:g} s")
@@ -121,7 +121,7 @@ def range_text(start: float, duration: float | None, every_nth: int) -> str:
         parts.append(f"for {duration:g} s")
     if every_nth > 1:
         parts.append(f"1 frame in {every_nth}")
-    return ", ".join(parts) or "all of it"
+    return ", ".join(parts)
 
 
 def frame_count_mismatch(output: Path, output_info: VideoInfo, output_frames: int, reference: Path, reference_info: VideoInfo, reference_frames: int, *, start: float, duration: float | None, every_nth: int) -> str:
@@ -134,7 +134,7 @@ def frame_count_mismatch(output: Path, output_info: VideoInfo, output_frames: in
     part = range_text(start, duration, every_nth)
     return (
         f"{output}: has {output_frames} frames at {float(output_info.rate):.4g} fps, {reference} has {reference_frames} at "
-        f"{float(reference_info.rate):.4g} fps ({'the whole video' if part == 'all of it' else part}); give stylize flicker "
+        f"{float(reference_info.rate):.4g} fps ({part or 'the whole video'}); give stylize flicker "
         f"the video the output was made from and the --start, --duration and --every-nth stylize video was given{hint}"
     )
 
@@ -184,7 +184,7 @@ def video_flicker(
                 )
             )
         if counts["input"] < 2:
-            raise InputError(f"{reference}: one frame only ({range_text(start, duration, every_nth)}), no motion to measure")
+            raise InputError(f"{reference}: one frame only ({range_text(start, duration, every_nth) or 'all of it'}), no motion to measure")
         with FlowStage(frames_dir=folders["input"], flow_dir=Path(tmp) / "flow", total=counts["input"], preset=preset, workers=workers) as flows:
             flows.start().finish()
         report = measure_flicker(flow_dir=Path(tmp) / "flow", sequences=folders, total=counts["input"], scene_threshold=scene_threshold, workers=workers)
