@@ -39,7 +39,8 @@ from joblib import Parallel, delayed, parallel_config
 
 from .devices import is_out_of_memory, out_of_memory_message, pick_device
 from .errors import InputError, WriteError
-from .images import Metadata, is_temporary, load_image, load_photo, save_image
+from .atomic import is_temporary
+from .images import Metadata, load_image, load_photo, save_image
 from .manifest import WorkDirLock, read_json, write_json
 from .stylize import StyleSettings, Stylizer
 from .tree import OUTPUT_FORMATS, one_line, output_names, probe, walk

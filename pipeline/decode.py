@@ -24,6 +24,7 @@ from typing import Callable
 
 import ffmpeg
 
+from .atomic import replace
 from .errors import InputError, PipelineError, WriteError
 from .images import fit_long_side
 
@@ -357,7 +358,7 @@ def extract_frames(
             raise InputError(f"{info.path}: no video frames in the selected range (--start {start:g}; it holds {stream})")
         if dest.exists():
             shutil.rmtree(dest)
-        os.replace(tmp, dest)
+        replace(tmp, dest)
         return count
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -13,7 +13,7 @@ import ffmpeg
 
 from .decode import AudioStream, ProgressHook, run_ffmpeg, trim_options
 from .errors import InputError, PipelineError, WriteError
-from .images import atomic_path
+from .atomic import atomic_path
 
 # Output suffix -> ffmpeg muxer. libx264 output rules out WebM.
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}

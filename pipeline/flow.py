@@ -35,7 +35,7 @@ class FramePair:
 
     def save(self, path: Path | str) -> None:
         """Atomic: a temporary file beside `path`, renamed when complete."""
-        from .images import atomic_path
+        from .atomic import atomic_path
 
         with atomic_path(Path(path)) as tmp:
             with open(tmp, "wb") as f:

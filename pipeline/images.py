@@ -3,29 +3,21 @@ and the photo's metadata (EXIF, ICC profile) carried from a source to its styliz
 
 from __future__ import annotations
 
-import os
-import re
-import tempfile
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from .atomic import atomic_path
 from .errors import InputError, WriteError, one_line
-from .signals import deferred
 
 MIN_SIDE = 16
 # Pillow's own bomb guard is a warning below 2x this; we make any image above it an error.
 MAX_PIXELS = 20000 * 20000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-# Read once at import: os.umask can only be read by setting it, which races with other threads.
-UMASK = os.umask(0o022)
-os.umask(UMASK)
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
 # Output formats that hold EXIF and an ICC profile (BMP holds neither).
 METADATA_FORMATS = {"JPEG", "PNG", "WEBP", "TIFF"}
@@ -172,35 +164,6 @@ def save_format(path: Path | str) -> str:
     if suffix not in SAVE_FORMATS:
         raise InputError(f"{path}: unsupported output format {suffix or '(no extension)'}; use one of {', '.join(sorted(SAVE_FORMATS))}")
     return SAVE_FORMATS[suffix]
-
-
-# atomic_path's temporary names: .NAME.<8 random characters>.tmp.SUFFIX
-TEMPORARY_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
-
-
-def is_temporary(name: str) -> bool:
-    """Whether a file name is one of atomic_path's temporaries (left behind by a killed run)."""
-    return TEMPORARY_NAME.match(name) is not None
-
-
-@contextmanager
-def atomic_path(path: Path | str) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.
-
-    Ctrl-C and SIGTERM wait for the block to end (signals.deferred): a stopped job has finished
-    the write it was doing, and its record of that write can follow."""
-    path = Path(path)
-    with deferred():
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-        # mkstemp makes the file 0600; give the result the usual permissions of a new file.
-        os.fchmod(fd, 0o666 & ~UMASK)
-        os.close(fd)
-        try:
-            yield Path(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
 
 def exif_for(exif: bytes, size: tuple[int, int]) -> bytes:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError, WriteError
-from .images import atomic_path
+from .atomic import atomic_path
 
 
 def writable_directory(directory: Path, what: str) -> None:

@@ -30,6 +30,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from .atomic import replace
 from .decode import VideoInfo, count_frames, extract_frames, frame_size, probe
 from .encode import DEFAULT_CRF, container_for, encode_video
 from .errors import InputError, WriteError
@@ -323,7 +324,7 @@ def remove_dir(path: Path) -> None:
     the name the job trusts."""
     if path.exists():
         doomed = path.with_name(f".{path.name}-stale-{os.getpid()}")
-        os.replace(path, doomed)
+        replace(path, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from pipeline import archive, tree
 from pipeline.cli import main
-from pipeline.images import is_temporary
+from pipeline.atomic import is_temporary
 
 ROOT = Path(__file__).resolve().parents[1]
 STYLE = ROOT / "samples" / "ihc.png"

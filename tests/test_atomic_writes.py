@@ -6,7 +6,8 @@ import stat
 import pytest
 import torch
 
-from pipeline.images import UMASK, atomic_path, save_image
+from pipeline.atomic import UMASK, atomic_path
+from pipeline.images import save_image
 
 
 def test_result_has_the_permissions_of_a_new_file(tmp_path):

@@ -37,7 +37,7 @@ from pipeline import archive, signals
 from pipeline.cli import main
 from pipeline.decode import ffmpeg_binary, run_ffmpeg
 from pipeline.errors import WriteError
-from pipeline.images import atomic_path
+from pipeline.atomic import atomic_path
 from pipeline.vgg import VGG19
 
 ROOT = Path(__file__).resolve().parents[1]
