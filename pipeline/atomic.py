@@ -25,8 +25,9 @@ UMASK = os.umask(0o022)
 os.umask(UMASK)
 # atomic_path's temporary names: .NAME.<8 random characters>.tmp.SUFFIX
 TEMPORARY_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
-# The test hook: hard-exit right after this many renames (0: never). Read once, at import.
-EXIT_AFTER_RENAMES = int(os.environ.get("PIPELINE_EXIT_AFTER_RENAMES", "0") or 0)
+# The test hook: hard-exit right after this many renames (0: never). Read once, at import, and
+# taken out of the environment so that processes this one starts (flow workers) do not inherit it.
+EXIT_AFTER_RENAMES = int(os.environ.pop("PIPELINE_EXIT_AFTER_RENAMES", "0") or 0)
 EXIT_STATUS = 99  # what a process stopped by the hook exits with, told apart from any real status
 RENAME_COUNT_ENV = "PIPELINE_COUNT_RENAMES"  # set to a file path: each rename appends a line to it
 

@@ -1,0 +1,141 @@
+"""Runs one `stylize` command stopped right after each of its atomic renames, then resumed.
+
+Used by tests/test_commit_points.py as `python tests/commit_driver.py SPEC.json`: a script, not a
+test module. Importing torch and the package costs more than a tiny job itself, so this process
+imports them once and forks a child per run (it is single-threaded, so forking is safe); each
+child runs the CLI's `main` in-process, exactly as `stylize` would, and ends with os._exit.
+
+SPEC (JSON): argv (with "{case}" standing for the case's own directory), cases (a directory),
+sample (at most this many stop points besides the last ten), parallel (cases at once), timeout
+(seconds for one run). For the reference run and each stop point N it records, in
+CASES/summary.json: the exit statuses of the stopped run and of the resumed one, and the files
+each run placed under a final name, in order (pipeline.atomic.replace's count log).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline import atomic, cli  # noqa: E402  (after the path above)
+
+
+def run_child(argv: list[str], *, exit_after: int, renames: Path, output: Path, timeout: float) -> int:
+    """Run the CLI in a forked child, stopped by os._exit right after its `exit_after`-th rename
+    (0: never); return its exit status (-SIGNAL if a signal ended it)."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        status = 98
+        try:
+            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.environ[atomic.RENAME_COUNT_ENV] = str(renames)
+            atomic.EXIT_AFTER_RENAMES = exit_after
+            atomic._renames = 0
+            status = cli.main(argv)
+        except BaseException:  # noqa: BLE001  (anything at all must end in os._exit)
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+    return wait(pid, timeout, output)
+
+
+def wait(pid: int, timeout: float, output: Path) -> int:
+    """The child's exit status; a child that outlives `timeout` is killed and reported."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return -signal.SIGKILL
+        time.sleep(delay)
+        delay = min(0.05, delay * 2)
+
+
+def renamed(path: Path) -> list[str]:
+    return [line.split(" ", 1)[1] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def run_case(spec: dict, name: str, stop_at: int) -> dict:
+    """The stopped run, then the same command again; what each did."""
+    case = Path(spec["cases"]) / name
+    case.mkdir(parents=True, exist_ok=True)
+    argv = [arg.replace("{case}", str(case)) for arg in spec["argv"]]
+    result = {"case": str(case), "stop_at": stop_at}
+    runs = [("stopped", stop_at)] if stop_at else []
+    for run, exit_after in (*runs, ("resumed" if stop_at else "reference", 0)):
+        log, output = case.parent / f"{name}.{run}.renames", case.parent / f"{name}.{run}.out"
+        result[run] = {
+            "status": run_child(argv, exit_after=exit_after, renames=log, output=output, timeout=spec["timeout"]),
+            "renamed": renamed(log),
+            "output": output.read_text(errors="replace"),
+        }
+    return result
+
+
+def stop_points(total: int, sample: int) -> list[int]:
+    """Every rename up to `sample` of them; beyond, `sample` evenly spaced plus the last ten."""
+    if total <= sample:
+        return list(range(1, total + 1))
+    spaced = {1 + round(i * (total - 1) / (sample - 1)) for i in range(sample)}
+    return sorted(spaced | set(range(total - 9, total + 1)))
+
+
+def main(spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    reference = run_case(spec, "reference", 0)
+    summary = {"reference": reference, "cases": []}
+    points = stop_points(len(reference["reference"]["renamed"]), spec["sample"])
+    running: dict[int, Path] = {}  # pid of a case's process -> where it writes its result
+    for n in points:
+        while len(running) >= spec["parallel"]:
+            reap(running, summary, spec)
+        result_path = Path(spec["cases"]) / f"stop-{n:04d}.json"
+        pid = os.fork()
+        if pid == 0:
+            try:
+                result = run_case(spec, f"stop-{n:04d}", n)
+            except BaseException:  # noqa: BLE001  (reported by the test, with the traceback)
+                result = {"stop_at": n, "error": traceback.format_exc()}
+            try:
+                result_path.write_text(json.dumps(result))
+            finally:
+                os._exit(0)
+        running[pid] = result_path
+    while running:
+        reap(running, summary, spec)
+    summary["cases"].sort(key=lambda case: case["stop_at"])
+    (Path(spec["cases"]) / "summary.json").write_text(json.dumps(summary, indent=1))
+
+
+def reap(running: dict[int, Path], summary: dict, spec: dict) -> None:
+    """Wait for one case's process to end (each run in it has its own timeout)."""
+    deadline = time.monotonic() + 3 * spec["timeout"]
+    while True:
+        for pid, result_path in list(running.items()):
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                del running[pid]
+                summary["cases"].append(json.loads(result_path.read_text()))
+                return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"a case ran over {3 * spec['timeout']} s: {sorted(map(str, running.values()))}")
+        time.sleep(0.01)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
