@@ -62,7 +62,8 @@ class GraphedStep:
         except RuntimeError as exc:
             self.enabled = False
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            warnings.warn(f"--cuda-graphs: recording the iteration failed ({first_line}); continuing without", GraphCaptureWarning, stacklevel=2)
+            message = f"--cuda-graphs: recording the iteration failed ({first_line}); continuing without"
+            warnings.warn(message, GraphCaptureWarning, stacklevel=2)
             self.step()
             return
         self.graph = graph
