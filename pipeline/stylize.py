@@ -350,7 +350,11 @@ class Stylizer:
             result.image, result.optimized_size = image, tuple(size)
 
     def _optimize(self, objective: Objective, start: torch.Tensor, iterations: int, run: _Run) -> torch.Tensor:
-        """Optimize one scale from `start` for up to `iterations`; returns the image, RGB 0..1."""
+        """Optimize one scale from `start` for up to `iterations`; returns the image, RGB 0..1.
+
+        The host waits for the device at two points only, both marked SYNC: reading the loss log
+        back at each report, and scoring the result."""
+        # Set-up: the variable (the image, or its luminance) and the optimizer's state.
         variable = objective.variable_from(start).requires_grad_(True)
         if self.settings.optimizer == "lbfgs":
             # One curvature history per image, so that batchmates do not influence each other.
@@ -360,7 +364,7 @@ class Stylizer:
         log = TermLog(objective.names, min(run.report_every, iterations), self.device)
 
         def iteration() -> None:
-            # Forward, backward and update, queued on the device: no host read (CUDA-graph-safe).
+            # Forward, backward and update, only queued on the device (what a CUDA graph records).
             with torch.enable_grad():
                 terms = objective(variable)
                 total = sum(t.sum() for t in terms.values())
@@ -373,11 +377,11 @@ class Stylizer:
         losses: list[float] = []
         try:
             for i in range(1, iterations + 1):
-                # One iteration (with --cuda-graphs: one graph replay).
+                # Step (with --cuda-graphs: one graph replay).
                 step()
                 if i % run.report_every and i != iterations:
                     continue
-                # Report: reading the log back is the loop's only host-device synchronisation.
+                # Report. SYNC: the log of the iterations since the last report comes back in one read.
                 losses += run.report(log.read(i - len(losses)), len(losses))
                 # Early stop: the loss hardly fell over the last window.
                 if run.stop.reached(losses):
@@ -386,12 +390,12 @@ class Stylizer:
         finally:
             step.close()
         run.result.iterations += iterations
-        # Score the returned image itself: the history holds each iteration's starting loss.
+        # Score the returned image itself (the history holds each iteration's starting loss).
         variable = variable.detach().clamp(0, 1)
         with torch.no_grad():
-            final = objective(variable)  # a host-device synchronisation: float() below
+            final = objective(variable)
         total = sum(final.values())
-        run.result.per_image = [
+        run.result.per_image = [  # SYNC: float()
             {"loss": float(total[i]), **{k: float(v[i]) for k, v in final.items()}} for i in range(variable.shape[0])
         ]
         return objective.image_of(variable)
