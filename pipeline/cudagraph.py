@@ -51,8 +51,11 @@ class GraphedStep:
         try:
             # Recording runs no kernel: the state is untouched until the first replay. Not the
             # torch.cuda.graph context: it synchronizes the device and empties the allocator's
-            # cache, which another thread's recording would not survive (the archive stylizes two
-            # batches per GPU at once). thread_local: other threads may go on using CUDA meanwhile.
+            # cache (every GPU's), which a recording in another thread would not survive. The
+            # archive optimizes one batch per GPU at a time (archive.device_slot), but all its
+            # GPUs at once, one thread each, and a thread whose batch ran out of memory empties
+            # the cache after giving its GPU back. thread_local: other threads may go on using
+            # CUDA meanwhile.
             with torch.cuda.stream(self.side_stream):
                 graph.capture_begin(capture_error_mode="thread_local")
                 try:
@@ -62,7 +65,8 @@ class GraphedStep:
         except RuntimeError as exc:
             self.enabled = False
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            warnings.warn(f"--cuda-graphs: recording the iteration failed ({first_line}); continuing without", GraphCaptureWarning, stacklevel=2)
+            message = f"--cuda-graphs: recording the iteration failed ({first_line}); continuing without"
+            warnings.warn(message, GraphCaptureWarning, stacklevel=2)
             self.step()
             return
         self.graph = graph

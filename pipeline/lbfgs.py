@@ -14,9 +14,10 @@ instead of ~10 small kernels per stored pair, which on a GPU would cost more tha
 
 Departures from torch: a pair that fails the curvature check still takes a (neutral, all-zero)
 history slot, so that the slots stay aligned across the batch (the first step stores such a pair,
-and empty slots are zero too, so the products always run over the whole history); until a pair has been accepted the small first
-step is kept (torch's unit step along -grad can throw a flat image's pixels to 1e12); a direction
-that is not a descent direction falls back to scaled steepest descent.
+and empty slots are zero too, so the products always run over the whole history); until a pair
+has been accepted the small first step is kept (torch's unit step along -grad can throw a flat
+image's pixels to 1e12); a direction that is not a descent direction falls back to scaled
+steepest descent.
 """
 
 from __future__ import annotations
@@ -88,7 +89,11 @@ class BatchedLBFGS:
         # Back from oldest-first order to slot order, as rows (B, 1, m) for the products.
         weights_s = t.index_select(1, position).transpose(1, 2)
         weights_y = -(gamma * p).index_select(1, position).transpose(1, 2)
-        return gamma.squeeze(2) * grad + torch.bmm(weights_s, self.steps).squeeze(1) + torch.bmm(weights_y, self.grad_diffs).squeeze(1)
+        return (
+            gamma.squeeze(2) * grad
+            + torch.bmm(weights_s, self.steps).squeeze(1)
+            + torch.bmm(weights_y, self.grad_diffs).squeeze(1)
+        )
 
     def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:
         """torch.optim's interface: `closure` computes the loss and its gradient into image.grad."""

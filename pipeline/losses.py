@@ -69,7 +69,8 @@ class TemporalLoss(nn.Module):
         super().__init__()
         self.register_buffer("warped", accumulation(warped.detach()))
         # The mask is per pixel; broadcast it over the colour channels.
-        self.register_buffer("reliability", reliability.detach().to(self.warped.dtype).expand_as(self.warped).contiguous())
+        reliability = reliability.detach().to(self.warped.dtype).expand_as(self.warped).contiguous()
+        self.register_buffer("reliability", reliability)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         # Measured on the 0..255 scale the paper's images use, so its weights carry over.

@@ -14,7 +14,9 @@ from typing import Sequence
 import torch
 
 from .losses import ContentLoss, StyleLoss
-from .stylize import CONTENT_LAYER, STYLE_LAYERS, blended_gram_targets, resize_long_side, resize_to
+from .objective import blended_gram_targets
+from .settings import CONTENT_LAYER, STYLE_LAYERS
+from .stylize import resize_long_side, resize_to
 from .vgg import VGG19, load_vgg19
 
 REFERENCE_SIZE = 512
@@ -46,5 +48,7 @@ def reference_losses(
     content_loss = ContentLoss(vgg(content)[CONTENT_LAYER])(features[CONTENT_LAYER]).item()
     styles = [resize_long_side(style.to(device, torch.float32), size) for style in styles]
     targets = blended_gram_targets(vgg, styles, blend, STYLE_LAYERS)
-    style_loss = sum(StyleLoss(t)(features[layer]).item() / len(STYLE_LAYERS) for t, layer in zip(targets, STYLE_LAYERS))
+    style_loss = sum(
+        StyleLoss(t)(features[layer]).item() / len(STYLE_LAYERS) for t, layer in zip(targets, STYLE_LAYERS)
+    )
     return {"content": content_loss, "style": style_loss, "total": content_loss + REFERENCE_BETA * style_loss}

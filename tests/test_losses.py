@@ -271,3 +271,29 @@ def test_losses_keep_float64_precision():
     y[0, 0, 0, 0] += 1e-9
     assert ContentLoss(x)(y).item() > 0.0
     assert gram_matrix(y)[0, 0, 0] != gram_matrix(x)[0, 0, 0]
+
+
+# --- composing the objective (pipeline.objective) --------------------------------------------
+
+
+def test_scale_layer_apply_and_sum_compose_terms_on_named_features():
+    from pipeline.objective import LayerApply, Scale, SumLoss
+
+    x, y = torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([[0.5], [-1.0]])
+    term = SumLoss([Scale(LayerApply(lambda t: t.sum(1), "a"), 2.0), LayerApply(lambda t: t.pow(2).sum(1), "b")])
+    # image 0: 2 x (1 + 2) + 0.25 = 6.25; image 1: 2 x (3 + 4) + 1 = 15
+    assert torch.equal(term({"a": x, "b": y, "unused": None}), torch.tensor([6.25, 15.0]))
+
+
+def test_term_log_sums_each_term_over_the_batch_and_restarts_after_a_read():
+    from pipeline.objective import TermLog
+
+    log = TermLog(["content", "style"], rows=3, device=torch.device("cpu"))
+    log.write(torch.tensor(10.0), {"content": torch.tensor([1.0, 2.0]), "style": torch.tensor([3.0, 4.0])})
+    log.write(torch.tensor(20.0), {"content": torch.tensor([0.5, 0.5]), "style": torch.tensor([9.0, 10.0])})
+    assert log.read(2) == [
+        {"total": 10.0, "content": 3.0, "style": 7.0},
+        {"total": 20.0, "content": 1.0, "style": 19.0},
+    ]
+    log.write(torch.tensor(5.0), {"content": torch.tensor([2.0, 0.0]), "style": torch.tensor([0.0, 3.0])})
+    assert log.read(1) == [{"total": 5.0, "content": 2.0, "style": 3.0}]

@@ -202,3 +202,71 @@ def test_no_host_device_synchronisation_inside_the_loop(content, monkeypatch):
     once = reads(4, 4)
     assert reads(12, 12) == once
     assert reads(12, 4) == once + 2  # one read back per extra report
+
+
+def test_objective_is_the_weighted_sum_of_the_papers_terms_per_image(tiny_vgg):
+    """Stylizer.objective against the formulas: alpha' L_content + beta sum_l w_l E_l + TV weight x
+    TV + the extra terms as given, one value per image, in that order."""
+    from pipeline.losses import TVLoss
+    from pipeline.stylize import REFERENCE_PIXELS
+
+    style, content = load_image("samples/ihc.png", 32), load_image("samples/chelsea.png", 32)
+    contents = torch.cat([content, content.flip(3)])
+    weights = (0.1, 0.2, 0.3, 0.15, 0.25)
+    settings = StyleSettings(content_weight=3.0, style_weight=5.0, tv_weight=2.0, style_layer_weights=weights)
+    stylizer = Stylizer([style], settings, vgg=tiny_vgg)
+    temporal = TemporalLoss(content, torch.ones(1, 1, *content.shape[-2:]))
+    objective = stylizer.objective(contents, {"temporal": lambda image: 7.0 * temporal(image)})
+    image = torch.rand(contents.shape, generator=torch.Generator().manual_seed(1))
+    terms = objective(image)
+    assert list(terms) == ["content", "style", "tv", "temporal"]
+    assert all(t.shape == (2,) for t in terms.values())
+
+    features, targets, style_features = tiny_vgg(image), tiny_vgg(contents), tiny_vgg(style)
+    h, w = content.shape[-2:]
+    content_loss = 0.5 * (features["relu4_2"] - targets["relu4_2"]).pow(2).sum((1, 2, 3))
+    style_loss = 0
+    for layer, weight in zip(settings.style_layers, settings.style_layer_weights):
+        f, s = features[layer].flatten(2), style_features[layer].flatten(2)
+        n, m, m_style = f.shape[1], f.shape[2], s.shape[2]
+        gram, target = f @ f.transpose(1, 2) / m, s @ s.transpose(1, 2) / m_style
+        style_loss = style_loss + weight * (gram - target).pow(2).sum((1, 2)) / (4 * n**2)
+    expected = {
+        "content": 3.0 * REFERENCE_PIXELS / (h * w) * content_loss,
+        "style": 5.0 * style_loss,
+        "tv": 2.0 * TVLoss()(image),
+        "temporal": 7.0 * temporal(image),
+    }
+    for name, value in expected.items():
+        assert torch.allclose(terms[name], value, rtol=1e-4), name
+    # Each image's terms are its own: the same as with the image alone.
+    alone = stylizer.objective(contents[1:], {"temporal": lambda image: 7.0 * temporal(image)})(image[1:])
+    for name in expected:
+        assert torch.allclose(terms[name][1:], alone[name], rtol=1e-5), name
+
+
+def test_luminance_only_objective_optimizes_y_and_takes_colour_from_the_content(tiny_vgg):
+    style, content = load_image("samples/ihc.png", 32), load_image("samples/chelsea.png", 32)
+    stylizer = Stylizer([style], StyleSettings(preserve_color="luminance"), vgg=tiny_vgg)
+    objective = stylizer.objective(content)
+    variable = objective.variable_from(content)
+    assert variable.shape == (1, 1, *content.shape[-2:])
+    assert torch.allclose(objective.image_of(variable), content, atol=1e-5)
+    # A flat grey Y keeps the content's chroma: the output is not grey.
+    coloured = objective.image_of(torch.full_like(variable, 0.5))
+    assert (coloured[:, 0] - coloured[:, 2]).abs().mean() > 0.01
+
+
+@pytest.mark.parametrize(
+    "losses, tolerance, window, stops",
+    [
+        ([10.0, 9.0, 8.99], 0.01, 2, False),  # fell by 10.1% over the window: keep going
+        ([10.0, 9.995, 9.99], 0.01, 2, True),  # fell by 0.1% < 1%
+        ([10.0, 9.995], 0.01, 2, False),  # a window not yet seen
+        ([10.0, 10.0, 10.0], 0.0, 2, False),  # tolerance 0: never
+    ],
+)
+def test_early_stop_compares_the_loss_a_window_apart(losses, tolerance, window, stops):
+    from pipeline.stylize import EarlyStop
+
+    assert EarlyStop(tolerance, window).reached(losses) is stops

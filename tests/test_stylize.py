@@ -443,3 +443,12 @@ def test_settings_to_dict_round_trips_through_json():
     assert data["size"] == 64 and data["style_blend"] == [0.7, 0.3]
     rebuilt = StyleSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
     assert rebuilt == settings and rebuilt.hash() == settings.hash()
+
+
+def test_names_other_modules_import_from_stylize_are_still_there():
+    """The settings live in pipeline.settings; the CLI, video and archive jobs import them from here."""
+    from pipeline import settings, stylize
+
+    missing = [name for name in stylize.__all__ if not hasattr(stylize, name)]
+    assert not missing
+    assert stylize.StyleSettings is settings.StyleSettings and stylize.MAX_ITERATIONS == settings.MAX_ITERATIONS

@@ -1,0 +1,105 @@
+"""The settings of the method, each with its default and its limits, in one place: the CLI reads
+its options and defaults from here, checkpoints hash them, and stylize.Stylizer runs them."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+from .errors import InputError
+
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+CONTENT_LAYER = "relu4_2"
+MAX_ITERATIONS = 1_000_000  # a typo guard: more would run for weeks
+MAX_SEED = 2**64 - 1  # what torch.Generator.manual_seed takes
+
+
+@dataclass(frozen=True, kw_only=True)
+class StyleSettings:
+    """Every setting of the method with its default; the CLI reads its defaults from here."""
+
+    size: int = 512  # long side of the output, in pixels
+    iterations: int = 300
+    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
+    learning_rate: float = 0.02  # Adam only, in 0..1 pixel units
+    content_weight: float = 1.0  # alpha
+    style_weight: float = 1e4  # beta
+    tv_weight: float = 0.0
+    init: Literal["noise", "content", "image"] = "content"  # paper: noise
+    style_scale: float = 1.0  # style image long side relative to the output's
+    style_blend: tuple[float, ...] = ()  # one weight per style image; empty: equal
+    pooling: Literal["max", "avg"] = "max"
+    preserve_color: Literal["none", "luminance", "histogram"] = "none"
+    scales: int = 0  # coarse-to-fine scales, each twice the size of the last; 0: automatic
+    multiscale_threshold: int = 512  # automatic: one scale up to this long side, then add scales
+    weights: str = "original"  # 'original', 'torchvision' or a path
+    precision: Literal["auto", "fp32", "tf32", "bf16"] = "auto"  # auto: bf16 on CUDA, fp32 elsewhere
+    cuda_graphs: bool = False  # replay each L-BFGS iteration as one CUDA graph (CUDA only)
+    content_layer: str = CONTENT_LAYER
+    style_layers: tuple[str, ...] = STYLE_LAYERS
+    style_layer_weights: tuple[float, ...] = (0.2,) * len(STYLE_LAYERS)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.size < 16 or self.size > 16384:
+            raise InputError(f"--size {self.size}: must be between 16 and 16384 pixels")
+        if not 1 <= self.iterations <= MAX_ITERATIONS:
+            raise InputError(f"--iterations {self.iterations}: must be between 1 and {MAX_ITERATIONS}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InputError(f"--seed {self.seed}: must be between 0 and {MAX_SEED}")
+        if self.optimizer not in ("lbfgs", "adam"):
+            raise InputError(f"--optimizer {self.optimizer!r}: must be 'lbfgs' or 'adam'")
+        if self.init not in ("noise", "content", "image"):
+            raise InputError(f"--init {self.init!r}: must be 'noise', 'content' or an image path")
+        if self.preserve_color not in ("none", "luminance", "histogram"):
+            raise InputError(f"--preserve-color {self.preserve_color!r}: must be 'none', 'luminance' or 'histogram'")
+        if not 0 <= self.scales <= 8:
+            raise InputError(f"--scales {self.scales}: must be between 0 (automatic) and 8")
+        if not 32 <= self.multiscale_threshold <= 16384:
+            raise InputError(f"--multiscale-threshold {self.multiscale_threshold}: must be between 32 and 16384")
+        if self.precision not in ("auto", "fp32", "tf32", "bf16"):
+            raise InputError(f"--precision {self.precision!r}: must be auto, fp32, tf32 or bf16")
+        if self.pooling not in ("max", "avg"):
+            raise InputError(f"--pooling {self.pooling!r}: must be 'max' or 'avg'")
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise InputError(f"--{name.replace('_', '-')} {value}: must be a finite number >= 0")
+        if not math.isfinite(self.learning_rate) or self.learning_rate <= 0:
+            raise InputError(f"--learning-rate {self.learning_rate}: must be > 0")
+        if not math.isfinite(self.style_scale) or not 0.05 <= self.style_scale <= 8:
+            raise InputError(f"--style-scale {self.style_scale}: must be between 0.05 and 8")
+        if any(not math.isfinite(w) or w < 0 for w in self.style_blend) or (
+            self.style_blend and sum(self.style_blend) <= 0
+        ):
+            raise InputError(f"--style-blend {self.style_blend}: weights must be >= 0 and not all 0")
+        if len(self.style_layer_weights) != len(self.style_layers):
+            raise InputError("one style layer weight is needed per style layer")
+
+    @classmethod
+    def from_preset(cls, preset: str, **overrides) -> "StyleSettings":
+        if preset not in PRESETS:
+            raise InputError(f"--preset {preset!r}: must be one of {', '.join(PRESETS)}")
+        return cls(**(PRESETS[preset] | overrides))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self, *, keys: Sequence[str] | None = None) -> str:
+        """A stable hash of the settings (or of the named subset), for checkpoints."""
+        values = self.to_dict()
+        if keys is not None:
+            values = {k: values[k] for k in keys}
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# Presets set iterations and the multi-scale schedule together; explicit options override them.
+PRESETS: dict[str, dict] = {
+    "fast": {"iterations": 100, "multiscale_threshold": 256},
+    "balanced": {"iterations": StyleSettings.iterations, "multiscale_threshold": StyleSettings.multiscale_threshold},
+    "quality": {"iterations": 1000, "multiscale_threshold": 512, "pooling": "avg"},
+}
