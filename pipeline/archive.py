@@ -57,6 +57,8 @@ MAX_BATCH = 64
 # After Ctrl-C or SIGTERM, how long to wait for batches on a device to reach their next
 # iteration (where they stop) or to finish writing their images and records.
 STOP_TIMEOUT = 60.0
+# Seconds to wait for the Dask scheduler at --scheduler before refusing the job.
+CONNECT_TIMEOUT = 30
 
 log = logging.getLogger("pipeline.archive")
 
@@ -741,7 +743,7 @@ def dask_client(scheduler: str | None, client=None):
         return
     if scheduler:
         try:
-            client = Client(scheduler, timeout=30)
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
         except OSError as exc:
             raise InputError(f"--scheduler {scheduler}: cannot connect to the Dask scheduler ({exc})") from None
         with client:
