@@ -43,7 +43,9 @@ from .atomic import is_temporary
 from .images import Metadata, load_image, load_photo, regular_sha256, save_image
 from .manifest import WorkDirLock, read_json, write_json
 from .stylize import StyleSettings, Stylizer
-from .tree import LEDGER_DIR, OUTPUT_FORMATS, one_line, output_names, output_target, probe, read_ledger, replaceable, walk, write_ledger
+from .tree import (
+    LEDGER_DIR, OUTPUT_FORMATS, one_line, output_names, output_target, probe, read_ledger, replaceable, walk, write_ledger,
+)  # fmt: skip
 
 STATE_DIR = ".stylize"  # inside the output directory: archive.json, records/, log.txt, .lock
 SLOTS_PER_DEVICE = 2  # one batch on the device, one decoding or encoding beside it
@@ -310,7 +312,9 @@ def stylize_batch(job: Job, items: list[Item], images: list[torch.Tensor], metad
     losses = getattr(result, "per_image", None) or [None] * len(items)
     records = []
     for index, item in enumerate(items):
-        record = new_record(job, item, losses=losses[index], device=device, batch_size=len(items), seconds=round(seconds, 3))
+        record = new_record(
+            job, item, losses=losses[index], device=device, batch_size=len(items), seconds=round(seconds, 3)
+        )  # fmt: skip
         if result.optimized_size is not None and result.optimized_size != shape:
             record["optimized_size"] = list(result.optimized_size)  # out of memory at full size
         try:
@@ -525,7 +529,7 @@ def plan_run(job: Job, include: Sequence[str], exclude: Sequence[str], retry_fai
         todo.append(item)
     plan.todo = len(todo)
     # Outputs recorded by versions before the ledger: the file under that name is the job's.
-    legacy = {r["output"] for r in records.values() if r.get("status") == "done" and r.get("output") and "output_sha256" not in r}
+    legacy = {r["output"] for r in records.values() if r.get("status") == "done" and "output_sha256" not in r}
     return plan, [replace(item, replaces=legacy_fingerprint(job, item)) if item.output in legacy else item for item in todo]
 
 
@@ -540,12 +544,15 @@ def recover_placed(job: Job, item: Item) -> bool:
     if item.output is None:
         return False
     record = read_ledger(state_dir(job.output_dir), item.output).get("record")
-    if not record or record.get("source") != item.rel or not record.get("output_sha256") or not is_current(record, item, job):
+    if not record or record.get("source") != item.rel or not record.get("output_sha256"):
+        return False
+    if not is_current(record, item, job):
         return False
     if regular_sha256(Path(job.output_dir) / item.output, follow_links=False) != record["output_sha256"]:
         return False
     write_record(job, record)
-    log.info("done %s -> %s (placed by an earlier run that stopped before recording it)", one_line(item.rel), one_line(item.output))
+    note = "placed by an earlier run that stopped before recording it"
+    log.info("done %s -> %s (%s)", one_line(item.rel), one_line(item.output), note)
     return True
 
 
@@ -559,7 +566,7 @@ def preflight(job: Job, item: Item) -> tuple[Item, tuple[int, int] | None, str |
         return item, None, error, False
     try:
         if item.output is None:
-            raise InputError(f"{path}: no output name is left for it (every name it could have belongs to another file's output)")
+            raise InputError(f"{path}: no output name is left for it (each name it could have is another file's output)")
         target = output_target(output_dir, item.output)
         known = [item.replaces, *read_ledger(state_dir(output_dir), item.output).get("sha256", ())]
         return replace(item, replaces=replaceable(target, known=known, overwrite=job.overwrite)), shape, None, False
@@ -570,7 +577,9 @@ def preflight(job: Job, item: Item) -> tuple[Item, tuple[int, int] | None, str |
 def execute(job: Job, todo: list[Item], *, batch_size: int | None, cluster) -> Iterator[dict]:
     """Probe, batch and stylize; yield every record as its image finishes, in any order."""
     # Header reads in threads: on a network share they are mostly waiting.
-    probed = Parallel(n_jobs=min(16, os.cpu_count() or 1), prefer="threads")(delayed(preflight)(job, item) for item in todo)
+    probed = Parallel(n_jobs=min(16, os.cpu_count() or 1), prefer="threads")(
+        delayed(preflight)(job, item) for item in todo
+    )
     shapes = {}
     for item, shape, error, transient in probed:
         if error is None:
@@ -659,12 +668,14 @@ def run_archive(
         cluster = stack.enter_context(dask_client(scheduler, client)) if backend == "dask" else None
         state = make_state_dir(output_dir)
         stack.enter_context(WorkDirLock(state))
+        make_state_dir(output_dir, LEDGER_DIR, "records")  # only once the directory is this run's
         stack.enter_context(log_file(state / "log.txt"))
         clean_temporary_files(output_dir)
         plan, todo = plan_run(job, include, exclude, retry_failed)
         for folder in plan.unlisted:
             log.warning("could not list %s", folder)
-        info |= {"inputs": plan.inputs, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "finished": None, "state": "running"}
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        info |= {"inputs": plan.inputs, "started": started, "finished": None, "state": "running"}
         write_json(state / "archive.json", info)
         log.info(
             "run: %s -> %s, settings %s, %d images: %d done before, %d failed before, %d to do",
@@ -675,12 +686,12 @@ def run_archive(
         return run_plan(job, plan, todo, info, batch_size=batch_size, cluster=cluster, on_record=on_record)
 
 
-def make_state_dir(output_dir: Path) -> Path:
-    """OUTPUT/.stylize and its folders, made where missing (the output directory too). None of
-    them, nor the lock or the log, may be a symbolic link: the job would write through it, out
-    of the output tree."""
+def make_state_dir(output_dir: Path, *folders: str) -> Path:
+    """OUTPUT/.stylize (and the output directory), or these folders in it, made where missing.
+    None of them, nor the lock or the log, may be a symbolic link: the job would write through
+    it, out of the output tree."""
     state = state_dir(output_dir)
-    folders = (state, state / "records", state / LEDGER_DIR)
+    folders = tuple(state / name for name in folders) or (state,)
     for path in (*folders, state / ".lock", state / "log.txt"):
         if path.is_symlink():
             raise InputError(f"{path}: is a symbolic link; the job's records are never written through one")
@@ -692,7 +703,9 @@ def make_state_dir(output_dir: Path) -> Path:
     return state
 
 
-def run_plan(job: Job, plan: Plan, todo: list[Item], info: dict, *, batch_size: int | None, cluster, on_record) -> Summary:
+def run_plan(
+    job: Job, plan: Plan, todo: list[Item], info: dict, *, batch_size: int | None, cluster, on_record
+) -> Summary:
     """Run what plan_run left to do; archive.json says how the run ended, and the log why."""
     state = state_dir(job.output_dir)
     summary = Summary(plan, log_path=state / "log.txt")

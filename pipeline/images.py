@@ -167,7 +167,9 @@ def open_rgb(path: Path | str) -> Image.Image:
     return open_photo(path, with_metadata=False)[0]
 
 
-def open_photo(path: Path | str, *, with_metadata: bool = True, long_side: int | None = None) -> tuple[Image.Image, Metadata | None]:
+def open_photo(
+    path: Path | str, *, with_metadata: bool = True, long_side: int | None = None
+) -> tuple[Image.Image, Metadata | None]:
     """open_rgb, and the metadata to give its stylized copy (read_metadata; None without
     `with_metadata`: video frames, style images). With `long_side`, resized so that its long side
     is that, decoded at a reduced scale where the format allows (plan_decode)."""

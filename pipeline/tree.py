@@ -11,13 +11,13 @@ import os
 import stat
 import warnings
 from collections import defaultdict
+from collections.abc import Collection, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Collection, Sequence
 
 from PIL import ExifTags, Image
 
 from .errors import InputError, WriteError, one_line  # one_line: archive imports it from here
-from .images import SAVE_FORMATS, fit_long_side, open_regular, plan_decode, regular_sha256
+from .images import FILE_KINDS, SAVE_FORMATS, fit_long_side, open_regular, plan_decode, regular_sha256
 from .manifest import read_json, write_json
 
 try:  # HEIC/HEIF where the plugin is installed; Pillow alone cannot read them.
@@ -176,7 +176,7 @@ def output_target(output_dir: Path, name: str, *, create: bool = False) -> Path:
                 raise WriteError(folder, exc) from None
             mode = os.lstat(folder).st_mode
         if stat.S_ISLNK(mode):
-            raise InputError(f"{folder}: is a symbolic link; outputs are never written through one (it could lead out of the output directory)")
+            raise InputError(f"{folder}: is a symbolic link; outputs are never written through one (it may lead elsewhere)")
         if not stat.S_ISDIR(mode):
             raise InputError(f"{folder}: is in the way of an output folder (not a directory)")
     return output_dir / name
@@ -215,5 +215,6 @@ def replaceable(target: Path, *, known: Collection[str | None], overwrite: bool)
     fingerprint = regular_sha256(target, follow_links=False)
     if overwrite or (fingerprint is not None and fingerprint in known):
         return fingerprint
-    what = "a file" if stat.S_ISREG(mode) else ("a symbolic link" if stat.S_ISLNK(mode) else "something")
-    raise InputError(f"{target}: {what} that this job did not write is in the way; it is left as it is (--overwrite replaces it)")
+    kinds = {stat.S_IFREG: "a file", stat.S_IFLNK: "a symbolic link", **FILE_KINDS}
+    what = kinds.get(stat.S_IFMT(mode), "something")
+    raise InputError(f"{target}: {what} that this job did not write is in the way; left as it is (--overwrite replaces it)")

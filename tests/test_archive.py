@@ -150,12 +150,14 @@ def test_resume_after_kill(tmp_path):
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     stderr = tmp_path / "stderr.txt"  # a file, not a pipe: nobody reads it while the run goes on
     with open(stderr, "wb") as err:
-        process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *map(str, args)], env=env, cwd=ROOT, stderr=err)
+        command = [sys.executable, "-m", "pipeline.cli", *map(str, args)]
+        process = subprocess.Popen(command, env=env, cwd=ROOT, stderr=err)
     deadline = time.monotonic() + 120
     while not any(r["status"] == "done" for r in archive.read_records(out).values()):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            pytest.fail(f"the run ended or stalled before finishing an image; its stderr:\n{stderr.read_text(errors='replace')}")
+            err = stderr.read_text(errors="replace")
+            pytest.fail(f"the run ended or stalled before finishing an image; its stderr:\n{err}")
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()

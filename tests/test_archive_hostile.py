@@ -45,14 +45,27 @@ def cli(*args, env: dict | None = None, timeout: float = 300) -> subprocess.Comp
     """The CLI as a process; a run that hangs fails the test (with what it printed) instead of the suite."""
     command = [sys.executable, "-m", "pipeline.cli", *map(str, args)]
     try:
-        return subprocess.run(command, env=ENV | (env or {}), cwd=ROOT, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            command,
+            env=ENV | (env or {}),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,  # the tests check the status, with stderr in the message
+        )
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"{args[0]} hung for {timeout} s; its stderr:\n{exc.stderr}")
 
 
 def outputs(out: Path) -> dict[str, bytes]:
     """The output tree's files (not the job's own state), by relative path."""
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file() and ".stylize" not in p.parts}
+    return {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in out.rglob("*")
+        if p.is_file() and ".stylize" not in p.parts
+    }
 
 
 def sha(path: Path) -> str:
@@ -90,7 +103,10 @@ def test_colliding_output_names_get_distinct_names_that_do_not_change(tmp_path, 
     assert names["a.png"] == "a.png" and names["a.gif.png"] == "a.gif.png" and names["x.png/y.png"] == "x.png/y.png"
     assert names["a.gif"] == f"a.gif~{hashlib.sha256(b'a.gif').hexdigest()[:8]}.png"  # a.gif.png is another file's
     assert names["x.gif"] == "x.gif.png"
-    assert {names["B.png"], names["b.PNG"]} == {"B.png~" + hashlib.sha256(b"B.png").hexdigest()[:8] + ".png", "b.PNG~" + hashlib.sha256(b"b.PNG").hexdigest()[:8] + ".PNG"}
+    assert {names["B.png"], names["b.PNG"]} == {
+        "B.png~" + hashlib.sha256(b"B.png").hexdigest()[:8] + ".png",
+        "b.PNG~" + hashlib.sha256(b"b.PNG").hexdigest()[:8] + ".PNG",
+    }
     written = outputs(out)
     assert set(written) == set(names.values()) and len(set(written.values())) == 7  # seven results, none lost
 
@@ -135,13 +151,17 @@ def test_a_file_the_job_did_not_write_is_never_replaced_without_overwrite(tmp_pa
         err = capsys.readouterr().err
         assert "1 of 2 images failed" in err, err
         record = archive.read_records(out)["a.png"]
-        assert record["status"] == "failed" and str(out / "a.png") in record["error"] and "--overwrite" in record["error"]
+        assert (
+            record["status"] == "failed" and str(out / "a.png") in record["error"] and "--overwrite" in record["error"]
+        )
         assert (out / "a.png").read_bytes() == mine
     assert archive.read_records(out)["b.png"]["status"] == "done"
 
     assert stylize(source, out, "--overwrite") == 0, capsys.readouterr().err
     record = archive.read_records(out)["a.png"]
-    assert record["status"] == "done" and record["output_sha256"] == sha(out / "a.png") != hashlib.sha256(mine).hexdigest()
+    assert (
+        record["status"] == "done" and record["output_sha256"] == sha(out / "a.png") != hashlib.sha256(mine).hexdigest()
+    )
 
     # The job's own outputs are replaced when the settings change, without --overwrite ...
     before = outputs(out)
@@ -164,10 +184,28 @@ def test_a_kill_right_after_an_output_is_placed_is_finished_by_the_same_command(
     source.mkdir()
     photo(40, 30, 1).save(source / "a.png")
     photo(30, 40, 2).save(source / "b.jpg")
-    command = ["images", source, "-s", STYLE, "-o", None, "--size", 32, "--iterations", 2, "--seed", 3, "--devices", "cpu", "-q"]
+    command = [
+        "images",
+        source,
+        "-s",
+        STYLE,
+        "-o",
+        None,
+        "--size",
+        32,
+        "--iterations",
+        2,
+        "--seed",
+        3,
+        "--devices",
+        "cpu",
+        "-q",
+    ]
 
     def run(out: Path, **env) -> subprocess.CompletedProcess:
-        return cli(*[out if a is None else a for a in command], env={"PIPELINE_COUNT_RENAMES": str(out) + ".renames", **env})
+        return cli(
+            *[out if a is None else a for a in command], env={"PIPELINE_COUNT_RENAMES": str(out) + ".renames", **env}
+        )
 
     reference = tmp_path / "reference"
     assert (done := run(reference)).returncode == 0, done.stderr
@@ -182,10 +220,17 @@ def test_a_kill_right_after_an_output_is_placed_is_finished_by_the_same_command(
         resumed = run(out)
         assert resumed.returncode == 0, resumed.stderr
         assert outputs(out) == outputs(reference)
-        destinations = [path for _, path in (line.split(" ", 1) for line in Path(str(out) + ".renames").read_text().splitlines())]
-        assert sorted(d for d in destinations if ".stylize" not in Path(d).parts) == sorted(str(out / name) for name in outputs(out))
+        destinations = [
+            path for _, path in (line.split(" ", 1) for line in Path(str(out) + ".renames").read_text().splitlines())
+        ]
+        assert sorted(d for d in destinations if ".stylize" not in Path(d).parts) == sorted(
+            str(out / name) for name in outputs(out)
+        )
         records = archive.read_records(out)
-        assert all(r["status"] == "done" and r["attempts"] == 1 and r["output_sha256"] == sha(out / r["output"]) for r in records.values())
+        assert all(
+            r["status"] == "done" and r["attempts"] == 1 and r["output_sha256"] == sha(out / r["output"])
+            for r in records.values()
+        )
         log = (out / ".stylize" / "log.txt").read_text()
         assert all(log.count(f" INFO done {rel} -> ") == 1 for rel in records), log
 
@@ -251,7 +296,11 @@ def png_header(path: Path, width: int, height: int) -> None:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_fifos_devices_and_header_bombs_in_a_tree_are_refused_without_hanging(tmp_path):
@@ -271,10 +320,20 @@ def test_fifos_devices_and_header_bombs_in_a_tree_are_refused_without_hanging(tm
     # The bomb's data ends early: libjpeg fills the rest with grey, at 1/8 scale, and it is done.
     assert records["a.png"]["status"] == "done" and records["bomb.jpg"]["status"] == "done"
     assert Image.open(out / "bomb.jpg").size == (32, 32)
-    expected = {"pipe.png": "is a named pipe (FIFO)", "zero.jpg": "is a character device", "huge.png": "too large to decode"}
+    expected = {
+        "pipe.png": "is a named pipe (FIFO)",
+        "zero.jpg": "is a character device",
+        "huge.png": "too large to decode",
+    }
     for rel, words in expected.items():
-        assert records[rel]["status"] == "failed" and words in records[rel]["error"] and str(source / rel) in records[rel]["error"], records[rel]
-    assert records["pipe.png"]["sha256"] is None and records["zero.jpg"]["sha256"] is None  # never read, not even hashed
+        assert (
+            records[rel]["status"] == "failed"
+            and words in records[rel]["error"]
+            and str(source / rel) in records[rel]["error"]
+        ), records[rel]
+    assert (
+        records["pipe.png"]["sha256"] is None and records["zero.jpg"]["sha256"] is None
+    )  # never read, not even hashed
 
 
 def test_a_fifo_as_the_style_image_is_refused_by_every_command(tmp_path):
@@ -286,9 +345,9 @@ def test_a_fifo_as_the_style_image_is_refused_by_every_command(tmp_path):
     photo(40, 30, 1).save(tmp_path / "photos" / "a.png")
     photo(40, 30, 1).save(tmp_path / "content.png")
     clip = tmp_path / "clip.mp4"
-    ffmpeg.input("testsrc2=size=48x32:rate=25", f="lavfi").output(str(clip), vcodec="libx264", pix_fmt="yuv420p", **{"frames:v": 2}).global_args(
-        "-nostdin"
-    ).run(cmd=ffmpeg_binary(), quiet=True)
+    ffmpeg.input("testsrc2=size=48x32:rate=25", f="lavfi").output(
+        str(clip), vcodec="libx264", pix_fmt="yuv420p", **{"frames:v": 2}
+    ).global_args("-nostdin").run(cmd=ffmpeg_binary(), quiet=True)
     fifo = tmp_path / "style.png"
     os.mkfifo(fifo)
     fast = ["--size", "32", "--iterations", "1", "-q"]
@@ -343,7 +402,15 @@ def test_a_jpeg_header_bomb_is_decoded_at_a_reduced_size_in_bounded_memory(tmp_p
     size to reduce to, refused before decoding."""
     bomb = tmp_path / "bomb.jpg"
     jpeg_header_bomb(bomb)
-    run = subprocess.run([sys.executable, "-c", BOUNDED_MEMORY, str(bomb)], env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", BOUNDED_MEMORY, str(bomb)],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
     assert result["full_size"] == "MemoryError", "the limit would not catch a full-size decode"
@@ -397,7 +464,9 @@ def test_status_and_resume_after_hostile_runs_keep_working(tmp_path, capsys):
     source.mkdir()
     photo(40, 30, 1).save(source / "a.png")
     assert stylize(source, out) == 0
-    assert [p.name for p in (out / ".stylize" / tree.LEDGER_DIR).iterdir()] == [tree.ledger_path(out / ".stylize", "a.png").name]
+    assert [p.name for p in (out / ".stylize" / tree.LEDGER_DIR).iterdir()] == [
+        tree.ledger_path(out / ".stylize", "a.png").name
+    ]
     ledger = tree.read_ledger(out / ".stylize", "a.png")
     assert ledger["sha256"] == [sha(out / "a.png")] and ledger["record"]["source"] == "a.png"
     assert main(["status", str(out)]) == 0
