@@ -6,9 +6,13 @@ are joblib tasks: threads here (two slots per device, so one batch decodes or en
 other holds the device), or the workers of a Dask cluster through joblib's dask backend.
 
 A task decodes its batch, waits for a free device, stylizes, then encodes and writes one small
-JSON record per image under OUT/.stylize/records/ (image first, record second, both atomic).
-No file is shared between workers, so workers finishing at once cannot corrupt the manifest,
-and a crash loses at most the batches in progress.
+JSON record per image under OUT/.stylize/records/. Each image takes three renames: its output
+name's ledger (OUT/.stylize/outputs/, the finished file's fingerprint and record), the image,
+its record. A kill after any of them leaves a state the same command finishes from: the ledger
+tells the job's own files from the user's (which are never replaced without --overwrite), and an
+image placed but not yet recorded is recorded without being stylized again. No file is shared
+between workers, so workers finishing at once cannot corrupt the manifest, and a crash loses at
+most the batches in progress.
 """
 
 from __future__ import annotations
