@@ -6,9 +6,13 @@ are joblib tasks: threads here (two slots per device, so one batch decodes or en
 other holds the device), or the workers of a Dask cluster through joblib's dask backend.
 
 A task decodes its batch, waits for a free device, stylizes, then encodes and writes one small
-JSON record per image under OUT/.stylize/records/ (image first, record second, both atomic).
-No file is shared between workers, so workers finishing at once cannot corrupt the manifest,
-and a crash loses at most the batches in progress.
+JSON record per image under OUT/.stylize/records/. Each image takes three renames: its output
+name's ledger (OUT/.stylize/outputs/, the finished file's fingerprint and record), the image,
+its record. A kill after any of them leaves a state the same command finishes from: the ledger
+tells the job's own files from the user's (which are never replaced without --overwrite), and an
+image placed but not yet recorded is recorded without being stylized again. No file is shared
+between workers, so workers finishing at once cannot corrupt the manifest, and a crash loses at
+most the batches in progress.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import uuid
 import warnings
 from collections import defaultdict
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -40,10 +44,12 @@ from joblib import Parallel, delayed, parallel_config
 from .devices import is_out_of_memory, out_of_memory_message, pick_device
 from .errors import InputError, WriteError
 from .atomic import is_temporary
-from .images import Metadata, load_image, load_photo, save_image
+from .images import Metadata, load_image, load_photo, regular_sha256, save_image
 from .manifest import WorkDirLock, read_json, write_json
 from .stylize import StyleSettings, Stylizer
-from .tree import OUTPUT_FORMATS, one_line, output_names, probe, walk
+from .tree import (
+    LEDGER_DIR, OUTPUT_FORMATS, one_line, output_names, output_target, probe, read_ledger, replaceable, walk, write_ledger,
+)  # fmt: skip
 
 STATE_DIR = ".stylize"  # inside the output directory: archive.json, records/, log.txt, .lock
 SLOTS_PER_DEVICE = 2  # one batch on the device, one decoding or encoding beside it
@@ -57,6 +63,8 @@ MAX_BATCH = 64
 # After Ctrl-C or SIGTERM, how long to wait for batches on a device to reach their next
 # iteration (where they stop) or to finish writing their images and records.
 STOP_TIMEOUT = 60.0
+# Seconds to wait for the Dask scheduler at --scheduler before refusing the job.
+CONNECT_TIMEOUT = 30
 
 log = logging.getLogger("pipeline.archive")
 
@@ -77,15 +85,17 @@ class Job:
     quality: int
     devices: tuple[str, ...] | None  # None: the worker's own (Dask)
     run: str = ""  # this run's id: its tasks stop once it is over (see Cancelled)
+    overwrite: bool = False  # --overwrite: replace files in the output tree that this job did not write
 
 
 @dataclass(frozen=True)
 class Item:
     rel: str
-    output: str
+    output: str | None  # None: no name left for it (tree.output_names)
     size: int | None  # of the source, at planning time; None if it could not be read
     mtime_ns: int | None
     attempt: int = 1
+    replaces: str | None = None  # SHA-256 of the job's own file under `output`, seen when planning
 
 
 @dataclass(frozen=True)
@@ -100,11 +110,8 @@ def job_hash(settings: StyleSettings, style_hashes: Sequence[str], out_format: s
 
 
 def file_sha256(path: Path | str) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
-    except OSError:
-        return None
+    """None for what is not a regular file (a FIFO, /dev/zero): those are never read."""
+    return regular_sha256(path)
 
 
 def state_dir(output_dir: Path | str) -> Path:
@@ -309,26 +316,43 @@ def stylize_batch(job: Job, items: list[Item], images: list[torch.Tensor], metad
     losses = getattr(result, "per_image", None) or [None] * len(items)
     records = []
     for index, item in enumerate(items):
-        target = Path(job.output_dir) / item.output
+        record = new_record(
+            job, item, losses=losses[index], device=device, batch_size=len(items), seconds=round(seconds, 3)
+        )  # fmt: skip
+        if result.optimized_size is not None and result.optimized_size != shape:
+            record["optimized_size"] = list(result.optimized_size)  # out of memory at full size
         try:
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise WriteError(target.parent, exc) from None
-            note = save_image(outputs[index : index + 1], target, quality=job.quality, metadata=metadata[index])
+            write_output(job, item, outputs[index : index + 1], metadata[index], record)
+        except InputError as exc:  # the output tree changed under the run: a file in the way
+            records.append(write_record(job, new_record(job, item, error=str(exc), transient=True)))
+            continue
         except WriteError as exc:
             if exc.stops_the_job:  # a full disk fails every image after this one: stop here
                 raise
             records.append(write_record(job, new_record(job, item, error=str(exc))))
             continue
-        record = new_record(job, item, losses=losses[index], device=device, batch_size=len(items), seconds=round(seconds, 3))
-        if result.optimized_size is not None and result.optimized_size != shape:
-            record["optimized_size"] = list(result.optimized_size)  # out of memory at full size
-        if note is not None:  # the image is done; its EXIF or ICC profile could not be kept
-            record["metadata"] = one_line(note)
+        if record.get("metadata"):  # the image is done; its EXIF or ICC profile could not be kept
             log.warning("%s: %s", one_line(item.rel), record["metadata"])
         records.append(write_record(job, record))
     return records
+
+
+def write_output(job: Job, item: Item, image: torch.Tensor, metadata: Metadata | None, record: dict) -> None:
+    """Place one stylized image under its name, inside the output tree only, over nothing but
+    the job's own files (or anything, with --overwrite). Its ledger records the finished file's
+    fingerprint and `record` before the rename; the caller writes `record` after it."""
+    output_dir = Path(job.output_dir)
+    target = output_target(output_dir, item.output, create=True)
+    ledger = read_ledger(state_dir(output_dir), item.output)
+    previous = replaceable(target, known=[item.replaces, *ledger.get("sha256", ())], overwrite=job.overwrite)
+
+    def before_rename(tmp: Path, note: str | None) -> None:
+        if note is not None:
+            record["metadata"] = one_line(note)
+        record["output_sha256"] = regular_sha256(tmp)
+        write_ledger(state_dir(output_dir), item.output, [previous, record["output_sha256"]], record)
+
+    save_image(image, target, quality=job.quality, metadata=metadata, before_rename=before_rename)
 
 
 def run_batch(job: Job, batch: Batch) -> list[dict]:
@@ -503,23 +527,69 @@ def plan_run(job: Job, include: Sequence[str], exclude: Sequence[str], retry_fai
                 plan.failed_before.append(record)
                 continue
             item = Item(rel, names[rel], size, mtime_ns, attempt=record.get("attempts", 0) + 1)
+        if recover_placed(job, item):
+            plan.done_before += 1
+            continue
         todo.append(item)
     plan.todo = len(todo)
-    return plan, todo
+    # Outputs recorded by versions before the ledger: the file under that name is the job's.
+    legacy = {r["output"] for r in records.values() if r.get("status") == "done" and "output_sha256" not in r}
+    return plan, [replace(item, replaces=legacy_fingerprint(job, item)) if item.output in legacy else item for item in todo]
 
 
-def execute(job: Job, todo: list[Item], *, batch_size: int | None, scheduler: str | None, client) -> Iterator[dict]:
+def legacy_fingerprint(job: Job, item: Item) -> str | None:
+    return regular_sha256(Path(job.output_dir) / item.output, follow_links=False)
+
+
+def recover_placed(job: Job, item: Item) -> bool:
+    """Whether an earlier run placed this image under its name and was killed before writing
+    its record: the ledger holds that record, and the file there is the one it describes. Then
+    the record is written now, and the image is not stylized again."""
+    if item.output is None:
+        return False
+    record = read_ledger(state_dir(job.output_dir), item.output).get("record")
+    if not record or record.get("source") != item.rel or not record.get("output_sha256"):
+        return False
+    if not is_current(record, item, job):
+        return False
+    if regular_sha256(Path(job.output_dir) / item.output, follow_links=False) != record["output_sha256"]:
+        return False
+    write_record(job, record)
+    note = "placed by an earlier run that stopped before recording it"
+    log.info("done %s -> %s (%s)", one_line(item.rel), one_line(item.output), note)
+    return True
+
+
+def preflight(job: Job, item: Item) -> tuple[Item, tuple[int, int] | None, str | None, bool]:
+    """probe, and where the output goes: (item with `replaces`, shape, None, False), or (item,
+    None, reason, transient). A reason of the output's (no name left for it, a file of the
+    user's in the way) is transient: the next run looks again, without --retry-failed."""
+    path, output_dir = Path(job.input_dir) / item.rel, Path(job.output_dir)
+    shape, error = probe(path, job.settings.size)
+    if error is not None:
+        return item, None, error, False
+    try:
+        if item.output is None:
+            raise InputError(f"{path}: no output name is left for it (each name it could have is another file's output)")
+        target = output_target(output_dir, item.output)
+        known = [item.replaces, *read_ledger(state_dir(output_dir), item.output).get("sha256", ())]
+        return replace(item, replaces=replaceable(target, known=known, overwrite=job.overwrite)), shape, None, False
+    except InputError as exc:
+        return item, None, one_line(str(exc)), True
+
+
+def execute(job: Job, todo: list[Item], *, batch_size: int | None, cluster) -> Iterator[dict]:
     """Probe, batch and stylize; yield every record as its image finishes, in any order."""
     # Header reads in threads: on a network share they are mostly waiting.
     probed = Parallel(n_jobs=min(16, os.cpu_count() or 1), prefer="threads")(
-        delayed(probe)(Path(job.input_dir) / item.rel, job.settings.size) for item in todo
+        delayed(preflight)(job, item) for item in todo
     )
     shapes = {}
-    for item, (shape, error) in zip(todo, probed):
+    for item, shape, error, transient in probed:
         if error is None:
             shapes[item] = shape
         else:
-            yield write_record(job, new_record(job, item, error=error))
+            yield write_record(job, new_record(job, item, error=error, **({"transient": True} if transient else {})))
     if job.devices is not None:  # local: threads, SLOTS_PER_DEVICE per device
         free = free_memory(job.devices)
         batches = make_batches(shapes, lambda shape: batch_size or auto_batch_size(shape, free), len(job.devices))
@@ -530,14 +600,13 @@ def execute(job: Job, todo: list[Item], *, batch_size: int | None, scheduler: st
             _finished_runs.add(job.run)
             wait_for_tasks(job.run)
         return
-    with dask_client(scheduler, client) as cluster:
-        per_worker = cluster.run(free_memory)  # {worker address: its least free GPU memory or None}
-        on_gpus = [f for f in per_worker.values() if f is not None]
-        free = min(on_gpus) if on_gpus else None
-        batches = make_batches(shapes, lambda shape: batch_size or auto_batch_size(shape, free), len(per_worker))
-        # scatter: the job (style images included) goes to each worker once, not with every task.
-        with parallel_config(backend="dask", client=cluster, scatter=[job]):
-            yield from run_batches(job, batches)
+    per_worker = cluster.run(free_memory)  # {worker address: its least free GPU memory or None}
+    on_gpus = [f for f in per_worker.values() if f is not None]
+    free = min(on_gpus) if on_gpus else None
+    batches = make_batches(shapes, lambda shape: batch_size or auto_batch_size(shape, free), len(per_worker))
+    # scatter: the job (style images included) goes to each worker once, not with every task.
+    with parallel_config(backend="dask", client=cluster, scatter=[job]):
+        yield from run_batches(job, batches)
 
 
 def run_batches(job: Job, batches: list[Batch]) -> Iterator[dict]:
@@ -559,6 +628,7 @@ def run_archive(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     retry_failed: bool = False,
+    overwrite: bool = False,
     batch_size: int | None = None,
     devices: str = "auto",
     backend: str = "local",
@@ -570,7 +640,8 @@ def run_archive(
     """Stylize every image under input_dir into output_dir (same relative paths), resuming.
 
     batch_size None: automatic (free GPU memory, 1 on CPU). backend 'dask' runs on the cluster
-    at `scheduler`, or on `client` (a distributed.Client), or on the default client.
+    at `scheduler`, or on `client` (a distributed.Client), or on the default client. `overwrite`:
+    replace files in the output tree that this job did not write (otherwise those images fail).
     """
     if backend not in ("local", "dask"):
         raise InputError(f"--backend {backend!r}: must be 'local' or 'dask'")
@@ -584,32 +655,31 @@ def run_archive(
     out_format = out_format.lower().lstrip(".") if out_format else None
     local_devices = parse_devices(devices) if backend == "local" else None
     job = make_job(input_dir, output_dir, style_paths, settings, out_format=out_format, quality=quality, devices=local_devices)
-    state = state_dir(output_dir)
-    try:
-        (state / "records").mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"{output_dir}: cannot create the output directory ({exc.strerror or exc})") from None
-
-    with WorkDirLock(state), log_file(state / "log.txt"):
+    job = replace(job, overwrite=overwrite)
+    info = {
+        "input": str(input_dir),
+        "output": str(output_dir),
+        "styles": [str(Path(p).absolute()) for p in style_paths],
+        "settings": settings.to_dict(),
+        "settings_hash": job.settings_hash,
+        "format": out_format,
+        "quality": quality,
+        "include": list(include),
+        "exclude": list(exclude),
+    }
+    with contextlib.ExitStack() as stack:
+        # The cluster before anything is made: a refused job leaves the file system as it found it.
+        cluster = stack.enter_context(dask_client(scheduler, client)) if backend == "dask" else None
+        state = make_state_dir(output_dir)
+        stack.enter_context(WorkDirLock(state))
+        make_state_dir(output_dir, LEDGER_DIR, "records")  # only once the directory is this run's
+        stack.enter_context(log_file(state / "log.txt"))
         clean_temporary_files(output_dir)
         plan, todo = plan_run(job, include, exclude, retry_failed)
         for folder in plan.unlisted:
             log.warning("could not list %s", folder)
-        info = {
-            "input": str(input_dir),
-            "output": str(output_dir),
-            "styles": [str(Path(p).absolute()) for p in style_paths],
-            "settings": settings.to_dict(),
-            "settings_hash": job.settings_hash,
-            "format": out_format,
-            "quality": quality,
-            "include": list(include),
-            "exclude": list(exclude),
-            "inputs": plan.inputs,
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "finished": None,
-            "state": "running",
-        }
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        info |= {"inputs": plan.inputs, "started": started, "finished": None, "state": "running"}
         write_json(state / "archive.json", info)
         log.info(
             "run: %s -> %s, settings %s, %d images: %d done before, %d failed before, %d to do",
@@ -617,40 +687,64 @@ def run_archive(
         )  # fmt: skip
         if on_plan is not None:
             on_plan(plan)
+        return run_plan(job, plan, todo, info, batch_size=batch_size, cluster=cluster, on_record=on_record)
 
-        summary = Summary(plan, log_path=state / "log.txt")
-        start = time.perf_counter()
+
+def make_state_dir(output_dir: Path, *folders: str) -> Path:
+    """OUTPUT/.stylize (and the output directory), or these folders in it, made where missing.
+    None of them, nor the lock or the log, may be a symbolic link: the job would write through
+    it, out of the output tree."""
+    state = state_dir(output_dir)
+    folders = tuple(state / name for name in folders) or (state,)
+    for path in (*folders, state / ".lock", state / "log.txt"):
+        if path.is_symlink():
+            raise InputError(f"{path}: is a symbolic link; the job's records are never written through one")
+    try:
+        for folder in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{output_dir}: cannot create the output directory ({exc.strerror or exc})") from None
+    return state
+
+
+def run_plan(
+    job: Job, plan: Plan, todo: list[Item], info: dict, *, batch_size: int | None, cluster, on_record
+) -> Summary:
+    """Run what plan_run left to do; archive.json says how the run ended, and the log why."""
+    state = state_dir(job.output_dir)
+    summary = Summary(plan, log_path=state / "log.txt")
+    start = time.perf_counter()
+    try:
+        for record in execute(job, todo, batch_size=batch_size, cluster=cluster):
+            if record["status"] == "done":
+                summary.done += 1
+                log.info("done %s -> %s (%s, batch of %s)", one_line(record["source"]), one_line(record["output"]), record.get("device"), record.get("batch_size"))
+            else:
+                summary.failed.append(record)
+                log.info("failed %s", record["error"])
+            if on_record is not None:
+                on_record(record)
+        info["state"] = "finished"
+    except KeyboardInterrupt:
+        info["state"] = "interrupted"
+        raise
+    except Exception as exc:  # e.g. a full disk: status should not say the run was killed
+        info["state"] = "failed"
+        log.error("stopped: %s", one_line(str(exc)))
+        raise
+    finally:
+        summary.seconds = time.perf_counter() - start
+        info["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         try:
-            for record in execute(job, todo, batch_size=batch_size, scheduler=scheduler, client=client):
-                if record["status"] == "done":
-                    summary.done += 1
-                    log.info("done %s -> %s (%s, batch of %s)", one_line(record["source"]), one_line(record["output"]), record.get("device"), record.get("batch_size"))
-                else:
-                    summary.failed.append(record)
-                    log.info("failed %s", record["error"])
-                if on_record is not None:
-                    on_record(record)
-            info["state"] = "finished"
-        except KeyboardInterrupt:
-            info["state"] = "interrupted"
-            raise
-        except Exception as exc:  # e.g. a full disk: status should not say the run was killed
-            info["state"] = "failed"
-            log.error("stopped: %s", one_line(str(exc)))
-            raise
-        finally:
-            summary.seconds = time.perf_counter() - start
-            info["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            try:
-                write_json(state / "archive.json", info)
-            except WriteError:
-                if info["state"] == "finished":
-                    raise
-                # Already stopping with its own error (on a full disk, the image that met it first).
-            log.info(
-                "%s: %d done, %d failed in this run (%.0f images/hour); %d failed in all",
-                info["state"], summary.done, len(summary.failed), summary.images_per_hour, len(summary.all_failed),
-            )  # fmt: skip
+            write_json(state / "archive.json", info)
+        except WriteError:
+            if info["state"] == "finished":
+                raise
+            # Already stopping with its own error (on a full disk, the image that met it first).
+        log.info(
+            "%s: %d done, %d failed in this run (%.0f images/hour); %d failed in all",
+            info["state"], summary.done, len(summary.failed), summary.images_per_hour, len(summary.all_failed),
+        )  # fmt: skip
     return summary
 
 
@@ -666,7 +760,7 @@ def dask_client(scheduler: str | None, client=None):
         return
     if scheduler:
         try:
-            client = Client(scheduler, timeout=30)
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
         except OSError as exc:
             raise InputError(f"--scheduler {scheduler}: cannot connect to the Dask scheduler ({exc})") from None
         with client:

@@ -287,6 +287,7 @@ def images(
     include: Annotated[Optional[list[str]], typer.Option(help="Only files matching this glob (repeatable); without '/' it matches the file name, with '/' the path inside INPUT_DIR.", show_default=False)] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(help="Skip files matching this glob (repeatable), as for --include.", show_default=False)] = None,
     retry_failed: Annotated[bool, typer.Option(help="Try again the images that failed in an earlier run.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace files in the output tree this job did not write (else those images fail).")] = False,
     batch_size: Annotated[str, typer.Option(help="Images optimized together: auto (from free GPU memory; 1 on CPU) or a number.")] = "auto",
     devices: Annotated[str, typer.Option(help="Comma-separated devices, one worker each, e.g. cuda:0,cuda:1 (auto: every GPU, else the CPU).")] = "auto",
     backend: Annotated[str, typer.Option(help="local, or dask to run on the Dask cluster at --scheduler.")] = "local",
@@ -310,7 +311,7 @@ def images(
         summary = archive.run_archive(
             input_dir, output, style, settings,
             out_format=out_format, quality=quality, include=include or (), exclude=exclude or (),
-            retry_failed=retry_failed, batch_size=size, devices=devices, backend=backend, scheduler=scheduler,
+            retry_failed=retry_failed, overwrite=overwrite, batch_size=size, devices=devices, backend=backend, scheduler=scheduler,
             on_plan=progress.start, on_record=progress,
         )  # fmt: skip
     if not quiet:

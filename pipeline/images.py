@@ -3,9 +3,13 @@ and the photo's metadata (EXIF, ICC profile) carried from a source to its styliz
 
 from __future__ import annotations
 
+import hashlib
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import numpy as np
 import torch
@@ -18,6 +22,10 @@ MIN_SIDE = 16
 # Pillow's own bomb guard is a warning below 2x this; we make any image above it an error.
 MAX_PIXELS = 20000 * 20000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# Pixels decoded at once, after JPEG's reduced-size decoding (see plan_decode): Pillow keeps 4
+# bytes per RGB pixel and open_photo makes a few copies, so this is about 2 GB at the peak. A
+# header is 20 bytes, so without this a few tiny files could take a machine's memory.
+DECODE_PIXELS = 1 << 27
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
 # Output formats that hold EXIF and an ICC profile (BMP holds neither).
 METADATA_FORMATS = {"JPEG", "PNG", "WEBP", "TIFF"}
@@ -79,28 +87,103 @@ def read_metadata(image: Image.Image) -> Metadata:
     return Metadata(exif=data, icc_profile=icc)
 
 
+# What a path that is not a regular file is, for the message: a FIFO would block the reader
+# forever and /dev/zero never ends, so neither is ever opened as an image.
+FILE_KINDS = {
+    stat.S_IFDIR: "a directory", stat.S_IFIFO: "a named pipe (FIFO)", stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket",
+}  # fmt: skip
+
+
+def not_regular(path: Path | str, mode: int) -> InputError | None:
+    """The error for a path that is not a regular file (mode from os.stat), or None."""
+    if stat.S_ISREG(mode):
+        return None
+    kind = FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+    return InputError(f"{path}: is {kind}, not an image file")
+
+
+def open_regular(path: Path | str) -> BinaryIO:
+    """Open a file for reading if it is a regular file, else raise InputError naming what it is.
+
+    Checked with stat before the open and with fstat after it: the open is non-blocking, so a
+    FIFO put in the file's place between the two is found by fstat instead of hanging the open."""
+    try:
+        if (error := not_regular(path, os.stat(path).st_mode)) is not None:
+            raise error
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise InputError(f"{path}: " + ("broken symbolic link" if os.path.islink(path) else "file not found")) from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if (error := not_regular(path, os.fstat(fd).st_mode)) is not None:
+        os.close(fd)
+        raise error
+    return os.fdopen(fd, "rb")
+
+
+def regular_sha256(path: Path | str, *, follow_links: bool = True) -> str | None:
+    """The SHA-256 of a regular file; None for anything else (a FIFO, a device, a link when
+    not `follow_links`) or a file that cannot be read. Never blocks on a FIFO."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        try:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+        except OSError:
+            return None
+
+
+def plan_decode(path: Path | str, image: Image.Image, long_side: int | None) -> None:
+    """Before any pixel is decoded: check the header's size, have a JPEG decoded at a reduced
+    scale (1/2, 1/4 or 1/8 in libjpeg's DCT, Image.draft) when it is far larger than needed, and
+    refuse what would still decode to more than DECODE_PIXELS.
+
+    The reduced decode keeps at least twice the size asked for, so LANCZOS still does the last
+    step (images up to 4x the size asked for are decoded as before)."""
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise InputError(f"{path}: image is {width}x{height}, too large to process")
+    if max(width, height) < MIN_SIDE:
+        raise InputError(f"{path}: image is {width}x{height}, too small (need at least {MIN_SIDE} px)")
+    if long_side is not None:
+        image.draft(None, fit_long_side(width, height, 2 * long_side))  # a no-op for other formats
+    if image.width * image.height > DECODE_PIXELS:
+        raise InputError(
+            f"{path}: image is {width}x{height}, too large to decode "
+            f"(over {DECODE_PIXELS // 1_000_000} megapixels; only JPEGs are decoded at a reduced size)"
+        )
+
+
 def open_rgb(path: Path | str) -> Image.Image:
     """Open an image file as RGB with its EXIF orientation applied, or raise InputError."""
     return open_photo(path, with_metadata=False)[0]
 
 
-def open_photo(path: Path | str, *, with_metadata: bool = True) -> tuple[Image.Image, Metadata | None]:
+def open_photo(
+    path: Path | str, *, with_metadata: bool = True, long_side: int | None = None
+) -> tuple[Image.Image, Metadata | None]:
     """open_rgb, and the metadata to give its stylized copy (read_metadata; None without
-    `with_metadata`: video frames, style images)."""
+    `with_metadata`: video frames, style images). With `long_side`, resized so that its long side
+    is that, decoded at a reduced scale where the format allows (plan_decode)."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, not an image file")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), open_regular(path) as file:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                if image.width * image.height > MAX_PIXELS:
-                    raise InputError(f"{path}: image is {image.width}x{image.height}, too large to process")
+            with Image.open(file) as image:
+                size = image.size
+                plan_decode(path, image, long_side)
                 # Pixels first: an error in them is the image's, never hidden by the metadata's.
                 image.load()
                 metadata = read_metadata(image) if with_metadata else None
+                quarter_turn = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
                 image = ImageOps.exif_transpose(image)
                 if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
                     # Composite transparency over white rather than dropping alpha into black.
@@ -119,8 +202,16 @@ def open_photo(path: Path | str, *, with_metadata: bool = True) -> tuple[Image.I
         raise InputError(f"{path}: image is too large to process ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{path}: corrupt or truncated image ({exc})") from None
-    if min(image.size) < 1 or max(image.size) < MIN_SIDE:
-        raise InputError(f"{path}: image is {image.width}x{image.height}, too small (need at least {MIN_SIDE} px)")
+    if long_side is not None:
+        # The size from the header, not the decoded one: a reduced decode rounds its sides up,
+        # and the output's shape must be what tree.output_shape promised from the header.
+        width, height = fit_long_side(*size, long_side)
+        if quarter_turn:  # exif_transpose turned it upright
+            width, height = height, width
+        if min(width, height) < 1:
+            raise InputError(f"{path}: aspect ratio too extreme for {long_side} px")
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.LANCZOS)
     return image, metadata
 
 
@@ -150,12 +241,7 @@ def load_image(path: Path | str, long_side: int | None = None) -> torch.Tensor:
 
 def load_photo(path: Path | str, long_side: int | None = None, *, with_metadata: bool = True) -> tuple[torch.Tensor, Metadata | None]:
     """load_image, and the metadata to give its stylized copy (save_image's `metadata`)."""
-    image, metadata = open_photo(path, with_metadata=with_metadata)
-    if long_side is not None and max(image.size) != long_side:
-        width, height = fit_long_side(image.width, image.height, long_side)
-        if min(width, height) < 1:
-            raise InputError(f"{path}: aspect ratio too extreme for {long_side} px")
-        image = image.resize((width, height), Image.LANCZOS)
+    image, metadata = open_photo(path, with_metadata=with_metadata, long_side=long_side)
     return to_tensor(image), metadata
 
 
@@ -177,12 +263,21 @@ def exif_for(exif: bytes, size: tuple[int, int]) -> bytes:
     return data.tobytes()
 
 
-def save_image(tensor: torch.Tensor, path: Path | str, *, quality: int = 95, metadata: Metadata | None = None) -> str | None:
+def save_image(
+    tensor: torch.Tensor,
+    path: Path | str,
+    *,
+    quality: int = 95,
+    metadata: Metadata | None = None,
+    before_rename: Callable[[Path, str | None], None] | None = None,
+) -> str | None:
     """Write atomically: a crash never leaves a half-written file under the final name.
 
     With `metadata` (from load_photo) and a format that holds it, the output gets the source's
     EXIF and ICC profile. Returns None, or why they are missing from the output in part or whole:
-    the image itself is written all the same, and a failure to write it raises WriteError."""
+    the image itself is written all the same, and a failure to write it raises WriteError.
+    `before_rename(finished temporary file, that note)` runs before the file takes its name: the
+    archive records there what it is about to place (DESIGN.md, "Stages, checkpoints, resume")."""
     image_format = save_format(path)
     image = to_pil(tensor)
     options = {"quality": quality} if image_format in ("JPEG", "WEBP") else {}
@@ -207,6 +302,8 @@ def save_image(tensor: torch.Tensor, path: Path | str, *, quality: int = 95, met
                         raise  # the file's own failure (a full disk, ...), not the metadata's
                     dropped = " and ".join(METADATA_NAMES[k] for k in extra if k not in fallback)
                     problems.append(f"its {dropped} could not be written ({type(exc).__name__}: {one_line(str(exc))}); the output has none")
+            if before_rename is not None:
+                before_rename(tmp, "; ".join(problems) or None)
     except OSError as exc:
         raise WriteError(path, exc) from None
     return "; ".join(problems) or None

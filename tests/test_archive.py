@@ -148,10 +148,16 @@ def test_resume_after_kill(tmp_path):
         photo(48, 32, 20 + i).save(source / f"{i}.png")
     args = ["images", source, "-s", STYLE, "-o", out, "--size", 48, "--iterations", 40, "-q"]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *map(str, args)], env=env, cwd=ROOT)
+    stderr = tmp_path / "stderr.txt"  # a file, not a pipe: nobody reads it while the run goes on
+    with open(stderr, "wb") as err:
+        command = [sys.executable, "-m", "pipeline.cli", *map(str, args)]
+        process = subprocess.Popen(command, env=env, cwd=ROOT, stderr=err)
     deadline = time.monotonic() + 120
     while not any(r["status"] == "done" for r in archive.read_records(out).values()):
-        assert process.poll() is None and time.monotonic() < deadline, "the run ended before finishing an image"
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            err = stderr.read_text(errors="replace")
+            pytest.fail(f"the run ended or stalled before finishing an image; its stderr:\n{err}")
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
