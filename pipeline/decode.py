@@ -14,6 +14,7 @@ import functools
 import os
 import re
 import shutil
+import stat
 import statistics
 import subprocess
 import tempfile
@@ -27,6 +28,7 @@ import ffmpeg
 from .atomic import replace
 from .errors import InputError, PipelineError, WriteError
 from .images import fit_long_side
+from .signals import child_signal, exception_for, pending
 
 # Common rates that ffmpeg's header prints rounded (29.97, 23.98, ...); timestamps are snapped to
 # these when they agree within STANDARD_RATE_TOLERANCE, so 29.97 fps stays exactly 30000/1001.
@@ -132,6 +134,11 @@ def run_ffmpeg(stream_spec, *, what: Path | str, on_progress: ProgressHook | Non
         stderr.seek(0)
         errors = stderr.read().decode(errors="replace").strip().splitlines()
     if process.returncode != 0:
+        # Ctrl-C or SIGTERM to the process group reached ffmpeg too: it stops (exit 255, after
+        # finishing its file) or dies of it. Either way the job was interrupted, not ffmpeg broken.
+        signum = child_signal(process.returncode) or pending()
+        if signum is not None:
+            raise exception_for(signum)
         reason = errors[-1].strip() if errors else f"ffmpeg exited with status {process.returncode}"
         if any("No space left on device" in line for line in errors):
             raise WriteError(what, OSError(errno.ENOSPC, reason))
@@ -188,6 +195,18 @@ def _snap_rate(rate: float) -> Fraction:
     return Fraction(rate).limit_denominator(100)
 
 
+def special_file(path: Path) -> str | None:
+    """What a path that is not a regular file is, in words ("a FIFO (named pipe)", ...), or None."""
+    mode = path.stat().st_mode
+    for test, kind in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):  # fmt: skip
+        if test(mode):
+            return kind
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
 def probe(path: Path | str) -> VideoInfo:
     """Describe a video file or raise InputError naming the file and the problem."""
     path = Path(path)
@@ -195,6 +214,11 @@ def probe(path: Path | str) -> VideoInfo:
         raise InputError(f"{path}: file not found")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not a video file")
+    kind = special_file(path)
+    if kind:
+        # Opening a FIFO blocks until someone writes to it, and a device never ends: refused
+        # from stat alone, before anything opens it.
+        raise InputError(f"{path}: is {kind}, not a regular video file")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file (0 bytes), not a video")
     if not os.access(path, os.R_OK):
