@@ -9,14 +9,17 @@ Commands are built with ffmpeg-python and run as argument lists, never through a
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import functools
 import os
 import re
 import shutil
+import signal
 import stat
 import statistics
 import subprocess
+import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -113,15 +116,44 @@ class VideoInfo:
         return cls(**data | {"audio": tuple(AudioStream(**a) for a in data["audio"])})
 
 
+def _linux_prctl():
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _linux_prctl()  # looked up here, not in the forked child
+_PR_SET_PDEATHSIG = 1
+
+
+def _dies_with(parent: int):
+    """A preexec_fn making the child get SIGKILL when this process dies (Linux). The closed
+    progress pipe does not stop ffmpeg 9 (it ignores SIGPIPE and the failed writes), so a SIGKILLed
+    job would leave its ffmpeg decoding into a folder the resumed job deletes, or encoding for an
+    hour into a temporary file nobody will rename."""
+    if _PRCTL is None:
+        return None
+
+    def set_death_signal() -> None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        if os.getppid() != parent:  # the job died before the line above: no signal will come
+            os._exit(1)
+
+    return set_death_signal
+
+
 def run_ffmpeg(stream_spec, *, what: Path | str, on_progress: ProgressHook | None = None, total: int | None = None) -> None:
     """Run an ffmpeg-python graph, reporting frames written; raise with ffmpeg's last error line."""
     spec = stream_spec.global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-nostats", "-progress", "pipe:1")
     args = spec.compile(cmd=ffmpeg_binary(), overwrite_output=True)
     # stderr goes to a file: a pipe left unread while we follow stdout could fill up and stall ffmpeg.
     with tempfile.TemporaryFile() as stderr:
-        # A SIGKILLed job takes its ffmpeg along: the next progress line (every 0.5 s) meets the
-        # closed pipe, so no orphan decodes on into a folder that the resumed job is deleting.
-        with subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr) as process:
+        # A SIGKILLed job takes its ffmpeg along (_dies_with), so no orphan decodes on into a
+        # folder that the resumed job is deleting.
+        with subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, preexec_fn=_dies_with(os.getpid())
+        ) as process:
             try:
                 for line in process.stdout:
                     if line.startswith(b"frame=") and on_progress is not None:
