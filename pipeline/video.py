@@ -832,8 +832,13 @@ def status_lines(work_dir: Path) -> list[str]:
         status = stage.get("status", "pending")
         if status == "running" and not holder:
             status = "interrupted"
-        if status in ("placing", "done") and name == "encode" and not output_is_recorded(data):
-            status = "done, but the output is gone or was replaced since"
+        if name == "encode" and status in ("placing", "done"):
+            # "placing": stopped between recording the output and renaming it into place, or
+            # right after; the output's fingerprint tells which.
+            if output_is_recorded(data):
+                status = "done"
+            else:
+                status = "interrupted" if status == "placing" else "done, but the output is gone or was replaced since"
         folder = folders.get(name)
         if folder is not None and status == "cleaned" and folder.exists():
             status = f"cleaning ({folder.name}/ is still there; the next run removes it)"

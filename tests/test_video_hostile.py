@@ -169,12 +169,14 @@ def test_killed_right_after_the_output_is_placed_the_same_command_knows_it_as_it
     command = stylize("video", clip, "-s", STYLE, "-o", out, *(a for a in ARGS if a != "-q"))  # "already done" is shown
     killed = run(command, ENV | {"PIPELINE_EXIT_AFTER_RENAMES": str(placed)})
     assert killed.returncode == 99 and out.exists(), killed.stderr
-    assert read_json(out.with_name("out.mp4.work") / "job.json")["stages"]["encode"]["status"] == "placing"
+    work = out.with_name("out.mp4.work")
+    assert read_json(work / "job.json")["stages"]["encode"]["status"] == "placing"
+    assert any(line.startswith("encode: done, 6 frames") for line in status_lines(work)), status_lines(work)
     before = out.stat().st_mtime_ns
     again = run(command)
     assert again.returncode == 0 and "already done" in again.stderr, again.stderr
     assert out.stat().st_mtime_ns == before and decoded_frames(out) == decoded_frames(reference)
-    assert read_json(out.with_name("out.mp4.work") / "job.json")["stages"]["encode"]["status"] == "done"
+    assert read_json(work / "job.json")["stages"]["encode"]["status"] == "done"
 
 
 # --- --clean killed halfway ---------------------------------------------------------------------
