@@ -76,8 +76,13 @@ def encode_video(
     if not 0 <= crf <= 51:
         raise InputError(f"--crf {crf}: must be between 0 (lossless) and 51")
     audio_codec = audio_codec_for(container, audio) if audio_source is not None else None
+
+    def attempt() -> None:  # reads audio_codec when called: the retry below changes it
+        audio_in = (audio_source, audio_codec)
+        _encode(frames, output, container, str(frame_rate), crf, audio_in, (start, duration), on_progress, hooks)
+
     try:
-        _encode(frames, output, container, str(frame_rate), crf, audio_source, audio_codec, start, duration, on_progress, hooks)
+        attempt()
     except (WriteError, InputError):
         raise  # the disk, or the job's refusal to replace a file, not the codec
     except PipelineError:
@@ -85,11 +90,13 @@ def encode_video(
             raise
         # A codec the table let through but this muxer refuses after all: re-encode instead.
         audio_codec = "aac"
-        _encode(frames, output, container, str(frame_rate), crf, audio_source, audio_codec, start, duration, on_progress, hooks)
+        attempt()
     return audio_codec
 
 
-def _encode(frames, output, container, frame_rate, crf, audio_source, audio_codec, start, duration, on_progress, hooks) -> None:
+def _encode(frames, output, container, frame_rate, crf, audio, trim, on_progress, hooks) -> None:
+    audio_source, audio_codec = audio
+    start, duration = trim
     streams = [ffmpeg.input(str(Path(frames) / "%06d.png"), framerate=frame_rate, start_number=1)]
     options = {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": crf, "f": container}
     if audio_codec is not None:

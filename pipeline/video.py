@@ -35,7 +35,15 @@ from .decode import VideoInfo, count_frames, extract_frames, frame_size, probe
 from .encode import DEFAULT_CRF, container_for, encode_video
 from .errors import InputError, WriteError
 from .images import open_rgb
-from .manifest import JobManifest, WorkDirLock, file_fingerprint, hash_settings, read_json, writable_directory, write_json
+from .manifest import (
+    JobManifest,
+    WorkDirLock,
+    file_fingerprint,
+    hash_settings,
+    read_json,
+    writable_directory,
+    write_json,
+)
 from .stylize import MAX_ITERATIONS, StyleSettings
 
 if TYPE_CHECKING:
@@ -368,7 +376,9 @@ def finish_done_job(job: VideoJob, store: FrameStore, manifest: JobManifest) -> 
     if stage.get("status") == "placing":  # killed between the rename and its record
         manifest.placed(job.output, stage["fingerprint"])
         manifest.update("encode", status="done", finished=_now())
-    pending = any(manifest.stage(name).get("status") == "cleaned" and folder.exists() for name, folder in cleaned_folders(store))
+    pending = any(
+        manifest.stage(name).get("status") == "cleaned" and folder.exists() for name, folder in cleaned_folders(store)
+    )
     remove_leftovers(job, store)
     if job.clean or pending:
         log = JobLog(job.work / "job.log")
@@ -383,7 +393,9 @@ def refuse_to_replace(job: VideoJob, manifest: JobManifest) -> None:
     if job.overwrite or not job.output.exists() or manifest.owns(job.output):
         return
     if str(job.output.resolve()) in manifest.data.get("outputs", {}):
-        raise InputError(f"{job.output}: output exists and is no longer the file this job wrote (use --overwrite to replace it)")
+        raise InputError(
+            f"{job.output}: output exists and is no longer the file this job wrote (use --overwrite to replace it)"
+        )
     raise InputError(f"{job.output}: output exists (use --overwrite to replace it)")
 
 
@@ -467,9 +479,12 @@ def refuse_foreign_work_dir(work: Path) -> None:
     if not work.is_dir() or is_work_dir(work):
         return
     for entry in work.iterdir():
-        ours = entry.name in (".lock", JobManifest.FILE) or (entry.name.startswith(f".{JobManifest.FILE}.") and is_temporary(entry.name))
-        if not ours:
-            raise InputError(f"{work}: --work-dir is a folder with other files in it (no video job's job.json); give a new or empty directory")
+        first_instants = entry.name.startswith(f".{JobManifest.FILE}.") and is_temporary(entry.name)
+        if entry.name not in (".lock", JobManifest.FILE) and not first_instants:
+            raise InputError(
+                f"{work}: --work-dir is a folder with other files in it (no video job's job.json); "
+                "give a new or empty directory"
+            )
 
 
 def check_paths(job: VideoJob) -> None:
@@ -783,7 +798,8 @@ def encode(job: VideoJob, info: VideoInfo, store: FrameStore, manifest: JobManif
         # The check is repeated here: another job may have written the output since we started.
         refuse_to_replace(job, manifest)
         fingerprint = file_fingerprint(finished)
-        manifest.stage("encode").update(status="placing", output=output, fingerprint=fingerprint, frames=frames, audio=audio)
+        stage = manifest.stage("encode")
+        stage.update(status="placing", output=output, fingerprint=fingerprint, frames=frames, audio=audio)
         manifest.placing(job.output, fingerprint)
 
     def after_commit() -> None:

@@ -149,7 +149,10 @@ def kill_and_resume(command: list[str], lock: Path, rng: random.Random, window: 
             job.close()
 
 
-def torture(new_round: Callable[[int], tuple[list[str], Path, Callable[[], str], Callable[[Kills], None]]], min_kills: int, seed: str, window: float) -> list[Kills]:
+Round = tuple[list[str], Path, Callable[[], str], Callable[[Kills], None]]  # command, lock, after_kill, finished
+
+
+def torture(new_round: Callable[[int], Round], min_kills: int, seed: str, window: float) -> list[Kills]:
     """Rounds of kill_and_resume, each on fresh directories and checked by its `finished`
     callback, until at least `min_kills` kills landed."""
     rng = random.Random(seed)
@@ -217,7 +220,8 @@ def clip(tmp_path_factory) -> Path:
 def video_reference(clip, tmp_path_factory) -> tuple[Path, float]:
     """An uninterrupted run, and how long it held its lock."""
     out = tmp_path_factory.mktemp("torture-video-reference") / "out.mp4"
-    status, window, err = time_to_lock_and_end(stylize("video", clip, "-s", STYLE, "-o", out, *VIDEO_ARGS), out.with_name("out.mp4.work") / ".lock")
+    command = stylize("video", clip, "-s", STYLE, "-o", out, *VIDEO_ARGS)
+    status, window, err = time_to_lock_and_end(command, out.with_name("out.mp4.work") / ".lock")
     assert status == 0, err
     return out, window
 
@@ -323,7 +327,8 @@ def photos(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def archive_reference(photos, tmp_path_factory) -> tuple[Path, float]:
     out = tmp_path_factory.mktemp("torture-archive-reference") / "out"
-    status, window, err = time_to_lock_and_end(stylize("images", photos, "-s", STYLE, "-o", out, *IMAGES_ARGS), out / ".stylize" / ".lock")
+    command = stylize("images", photos, "-s", STYLE, "-o", out, *IMAGES_ARGS)
+    status, window, err = time_to_lock_and_end(command, out / ".stylize" / ".lock")
     assert status == 1, err  # the truncated file
     return out, window
 

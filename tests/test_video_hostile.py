@@ -33,7 +33,8 @@ from pipeline.video import JobEvents, run_video, status_lines
 ROOT = Path(__file__).resolve().parents[1]
 STYLE = ROOT / "samples" / "ihc.png"
 ENV = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-ARGS = ["--size", 32, "--iterations", 2, "--iterations-first", 3, "--seed", 3, "--device", "cpu", "-q", "--flow-workers", 1]
+ARGS = ["--size", 32, "--iterations", 2, "--iterations-first", 3, "--seed", 3, "--device", "cpu", "-q"]
+ARGS += ["--flow-workers", 1]
 DEADLINE = 180  # seconds; the machine running the tests may be shared and slow
 
 
@@ -42,11 +43,13 @@ def stylize(*args) -> list[str]:
 
 
 def run(command: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(command, env=env or ENV, cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
+    options = {"cwd": ROOT, "stdin": subprocess.DEVNULL, "capture_output": True, "text": True, "timeout": 600}
+    return subprocess.run(command, env=env or ENV, **options)
 
 
 def decoded_frames(video: Path) -> bytes:
-    out, _ = ffmpeg.input(str(video)).output("pipe:", format="rawvideo", pix_fmt="rgb24").run(cmd=ffmpeg_binary(), capture_stdout=True, quiet=True)
+    raw = ffmpeg.input(str(video)).output("pipe:", format="rawvideo", pix_fmt="rgb24")
+    out, _ = raw.run(cmd=ffmpeg_binary(), capture_stdout=True, quiet=True)
     return out
 
 
@@ -111,7 +114,9 @@ def stylized_once(work: Path) -> bool:
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("stage", ["decode", "stylize", "encode"])
-def test_a_signal_to_the_process_group_at_any_stage_stops_the_job_and_the_same_command_finishes_it(clip, reference, tmp_path, stage, signum, status):
+def test_a_signal_to_the_process_group_at_any_stage_stops_the_job_and_the_same_command_finishes_it(
+    clip, reference, tmp_path, stage, signum, status
+):
     out = tmp_path / "out.mp4"
     work = tmp_path / "out.mp4.work"
     command = stylize("video", clip, "-s", STYLE, "-o", out, *ARGS)
@@ -124,7 +129,9 @@ def test_a_signal_to_the_process_group_at_any_stage_stops_the_job_and_the_same_c
         reached = lambda: stylized_once(work)  # flow workers and the optimization both running
     # A session of its own: the job, its ffmpeg and its flow workers form one process group, as
     # in a terminal, and the signal goes to all of them.
-    process = subprocess.Popen(command, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        command, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         wait_for(reached, process, f"the {stage} stage")
         os.killpg(process.pid, signum)
@@ -140,7 +147,7 @@ def test_a_signal_to_the_process_group_at_any_stage_stops_the_job_and_the_same_c
     assert err.strip().splitlines() == [f"{what}; finished work is kept, run the same command again to resume"], err
     assert not out.exists()
     stopped = (work / "job.log").read_text().splitlines()[-1]
-    assert stopped.endswith("stopped: Terminated" if signum == signal.SIGTERM else "stopped: KeyboardInterrupt"), stopped
+    assert stopped.endswith(f"stopped: {'Terminated' if signum == signal.SIGTERM else 'KeyboardInterrupt'}"), stopped
     if stage == "encode":  # the finished frames were kept
         assert json.loads((work / "job.json").read_text())["stages"]["stylize"]["status"] == "done"
 
@@ -186,7 +193,8 @@ def test_a_clean_killed_halfway_is_finished_by_the_next_run_and_status_says_what
     count = tmp_path / "renames.txt"
     out = tmp_path / "counted" / "out.mp4"
     out.parent.mkdir()
-    done = run(stylize("video", clip, "-s", STYLE, "-o", out, *ARGS, "--clean"), ENV | {"PIPELINE_COUNT_RENAMES": str(count)})
+    counted = ENV | {"PIPELINE_COUNT_RENAMES": str(count)}
+    done = run(stylize("video", clip, "-s", STYLE, "-o", out, *ARGS, "--clean"), counted)
     assert done.returncode == 0, done.stderr
     renames = [line.split(" ", 1)[1] for line in count.read_text().splitlines()]
     # The first folder's removal: renamed to a stale name, and the process dies before its rmtree.
@@ -210,7 +218,8 @@ def test_a_clean_killed_halfway_is_finished_by_the_next_run_and_status_says_what
     assert again.returncode == 0, again.stderr
     assert sorted(p.name for p in work.iterdir()) == [".lock", "job.json", "job.log"]
     report = status_lines(work)
-    assert all(any(line.startswith(f"{name}: cleaned") for line in report) for name in ("decode", "flow", "stylize")), report
+    for name in ("decode", "flow", "stylize"):
+        assert any(line.startswith(f"{name}: cleaned") for line in report), report
     assert any(line.startswith("encode: done") for line in report), report
 
 
@@ -232,7 +241,10 @@ def test_a_work_dir_that_is_a_folder_of_the_users_is_refused_and_nothing_in_it_i
     state = tree_state(tmp_path)
     code, err = cli(["video", clip, "-s", STYLE, "-o", tmp_path / "out.mp4", "--work-dir", mine, "--size", 32], capsys)
     assert code == 2 and len(err.splitlines()) == 1, err
-    assert err == f"error: {mine}: --work-dir is a folder with other files in it (no video job's job.json); give a new or empty directory"
+    assert err == (
+        f"error: {mine}: --work-dir is a folder with other files in it (no video job's job.json); "
+        "give a new or empty directory"
+    )
     assert tree_state(tmp_path) == state
 
 
@@ -265,7 +277,8 @@ def test_a_job_replaces_only_an_output_it_wrote_itself(clip, tmp_path):
         run_video(other, vgg=build_tiny_vgg())
     assert first.output.read_bytes() == output
     # With --overwrite it replaces it; the first job then no longer takes the file for its own.
-    run_video(make_job(clip, tmp_path, work_dir=tmp_path / "b.work", settings={"style_weight": 1e3}, overwrite=True), vgg=build_tiny_vgg())
+    other = make_job(clip, tmp_path, work_dir=tmp_path / "b.work", settings={"style_weight": 1e3}, overwrite=True)
+    run_video(other, vgg=build_tiny_vgg())
     replaced = first.output.read_bytes()
     assert replaced != output
     with pytest.raises(InputError, match="output exists and is no longer the file this job wrote"):
@@ -314,8 +327,10 @@ def test_a_fifo_as_the_input_is_refused_without_opening_it(tmp_path):
     fifo = tmp_path / "clip.mp4"
     os.mkfifo(fifo)
     # A subprocess with a time limit: a job that opened the FIFO would wait for a writer for ever.
-    done = subprocess.run(stylize("video", fifo, "-s", STYLE, "-o", tmp_path / "out.mp4", "--size", 32), env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and done.stderr.strip() == f"error: {fifo}: is a FIFO (named pipe), not a regular video file", done.stderr
+    command = stylize("video", fifo, "-s", STYLE, "-o", tmp_path / "out.mp4", "--size", 32)
+    done = subprocess.run(command, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == f"error: {fifo}: is a FIFO (named pipe), not a regular video file", done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
 
 
@@ -325,7 +340,8 @@ def test_a_fifo_as_the_input_is_refused_without_opening_it(tmp_path):
 def test_an_ffmpeg_stopped_by_the_signal_the_job_holds_back_means_interrupted_not_failed(tmp_path):
     """Inside a write (signals.deferred) the job holds Ctrl-C back; ffmpeg, in the same process
     group, gets it too and stops (the real ffmpeg exits 255). That is an interruption."""
-    endless = ffmpeg.input("testsrc2=size=32x32:rate=25", f="lavfi", re=None).output(str(tmp_path / "x.mp4"), vcodec="libx264")
+    source = ffmpeg.input("testsrc2=size=32x32:rate=25", f="lavfi", re=None)
+    endless = source.output(str(tmp_path / "x.mp4"), vcodec="libx264")
     sent = []
 
     def ctrl_c_to_both(frames: int) -> None:
