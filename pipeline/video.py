@@ -376,11 +376,11 @@ def finish_done_job(job: VideoJob, store: FrameStore, manifest: JobManifest) -> 
     if stage.get("status") == "placing":  # killed between the rename and its record
         manifest.placed(job.output, stage["fingerprint"])
         manifest.update("encode", status="done", finished=_now())
-    pending = any(
-        manifest.stage(name).get("status") == "cleaned" and folder.exists() for name, folder in cleaned_folders(store)
-    )
+    folders = cleaned_folders(store)
+    pending = any(manifest.stage(name).get("status") == "cleaned" and folder.exists() for name, folder in folders)
+    asked = job.clean and any(manifest.stage(name).get("status") != "cleaned" for name, _ in folders)
     remove_leftovers(job, store)
-    if job.clean or pending:
+    if pending or asked:
         log = JobLog(job.work / "job.log")
         try:
             clean(store, manifest, log)

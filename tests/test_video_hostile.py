@@ -372,3 +372,17 @@ def test_a_write_that_fails_while_a_signal_is_held_back_stops_the_job_as_interru
             os.kill(os.getpid(), signal.SIGTERM)  # held back
             raise OSError("the child that got the same signal failed")
     assert isinstance(raised.value.__cause__, OSError)
+
+
+def test_clean_on_a_finished_job_removes_its_folders_once(clip, tmp_path):
+    job = make_job(clip, tmp_path)
+    run_video(job, vgg=build_tiny_vgg())
+    output = job.output.read_bytes()
+    cleaning = make_job(clip, tmp_path, clean=True)
+    assert run_video(cleaning, vgg=build_tiny_vgg()).already_done
+    assert sorted(p.name for p in job.work.iterdir()) == [".lock", "job.json", "job.log"]
+    assert job.output.read_bytes() == output
+    log = (job.work / "job.log").read_text()
+    assert log.count("cleaned: ") == 1
+    assert run_video(cleaning, vgg=build_tiny_vgg()).already_done
+    assert (job.work / "job.log").read_text() == log  # nothing left to do, nothing logged
