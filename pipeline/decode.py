@@ -9,13 +9,17 @@ Commands are built with ffmpeg-python and run as argument lists, never through a
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import functools
 import os
 import re
 import shutil
+import signal
+import stat
 import statistics
 import subprocess
+import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -27,6 +31,7 @@ import ffmpeg
 from .atomic import replace
 from .errors import InputError, PipelineError, WriteError
 from .images import fit_long_side
+from .signals import child_signal, exception_for, pending
 
 # Common rates that ffmpeg's header prints rounded (29.97, 23.98, ...); timestamps are snapped to
 # these when they agree within STANDARD_RATE_TOLERANCE, so 29.97 fps stays exactly 30000/1001.
@@ -111,15 +116,44 @@ class VideoInfo:
         return cls(**data | {"audio": tuple(AudioStream(**a) for a in data["audio"])})
 
 
+def _linux_prctl():
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _linux_prctl()  # looked up here, not in the forked child
+_PR_SET_PDEATHSIG = 1
+
+
+def _dies_with(parent: int):
+    """A preexec_fn making the child get SIGKILL when this process dies (Linux). The closed
+    progress pipe does not stop ffmpeg 9 (it ignores SIGPIPE and the failed writes), so a SIGKILLed
+    job would leave its ffmpeg decoding into a folder the resumed job deletes, or encoding for an
+    hour into a temporary file nobody will rename."""
+    if _PRCTL is None:
+        return None
+
+    def set_death_signal() -> None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        if os.getppid() != parent:  # the job died before the line above: no signal will come
+            os._exit(1)
+
+    return set_death_signal
+
+
 def run_ffmpeg(stream_spec, *, what: Path | str, on_progress: ProgressHook | None = None, total: int | None = None) -> None:
     """Run an ffmpeg-python graph, reporting frames written; raise with ffmpeg's last error line."""
     spec = stream_spec.global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-nostats", "-progress", "pipe:1")
     args = spec.compile(cmd=ffmpeg_binary(), overwrite_output=True)
     # stderr goes to a file: a pipe left unread while we follow stdout could fill up and stall ffmpeg.
     with tempfile.TemporaryFile() as stderr:
-        # A SIGKILLed job takes its ffmpeg along: the next progress line (every 0.5 s) meets the
-        # closed pipe, so no orphan decodes on into a folder that the resumed job is deleting.
-        with subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr) as process:
+        # A SIGKILLed job takes its ffmpeg along (_dies_with), so no orphan decodes on into a
+        # folder that the resumed job is deleting.
+        with subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, preexec_fn=_dies_with(os.getpid())
+        ) as process:
             try:
                 for line in process.stdout:
                     if line.startswith(b"frame=") and on_progress is not None:
@@ -132,6 +166,11 @@ def run_ffmpeg(stream_spec, *, what: Path | str, on_progress: ProgressHook | Non
         stderr.seek(0)
         errors = stderr.read().decode(errors="replace").strip().splitlines()
     if process.returncode != 0:
+        # Ctrl-C or SIGTERM to the process group reached ffmpeg too: it stops (exit 255, after
+        # finishing its file) or dies of it. Either way the job was interrupted, not ffmpeg broken.
+        signum = child_signal(process.returncode) or pending()
+        if signum is not None:
+            raise exception_for(signum)
         reason = errors[-1].strip() if errors else f"ffmpeg exited with status {process.returncode}"
         if any("No space left on device" in line for line in errors):
             raise WriteError(what, OSError(errno.ENOSPC, reason))
@@ -188,6 +227,18 @@ def _snap_rate(rate: float) -> Fraction:
     return Fraction(rate).limit_denominator(100)
 
 
+def special_file(path: Path) -> str | None:
+    """What a path that is not a regular file is, in words ("a FIFO (named pipe)", ...), or None."""
+    mode = path.stat().st_mode
+    for test, kind in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):  # fmt: skip
+        if test(mode):
+            return kind
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
 def probe(path: Path | str) -> VideoInfo:
     """Describe a video file or raise InputError naming the file and the problem."""
     path = Path(path)
@@ -195,6 +246,11 @@ def probe(path: Path | str) -> VideoInfo:
         raise InputError(f"{path}: file not found")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not a video file")
+    kind = special_file(path)
+    if kind:
+        # Opening a FIFO blocks until someone writes to it, and a device never ends: refused
+        # from stat alone, before anything opens it.
+        raise InputError(f"{path}: is {kind}, not a regular video file")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file (0 bytes), not a video")
     if not os.access(path, os.R_OK):

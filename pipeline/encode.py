@@ -1,19 +1,28 @@
 """Writing the stylized frames as a video: H.264 yuv420p at the input's frame rate, with its audio.
 
 The audio is stream-copied from the input (same range as the frames) when the output container
-accepts the codec, else re-encoded to AAC. The file appears under its name only when complete.
+accepts the codec, else re-encoded to AAC. The file appears under its name only when complete,
+and only after `before_commit` (the job's record of what it is about to place there) returned.
+
+ffmpeg writes a temporary file beside the output. Only the commit (the job's records and the
+rename) holds Ctrl-C and SIGTERM back (signals.deferred): the encode itself, which may take an
+hour, stops at once.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from fractions import Fraction
 from pathlib import Path
+from typing import Callable
 
 import ffmpeg
 
 from .decode import AudioStream, ProgressHook, run_ffmpeg, trim_options
+from .atomic import UMASK, replace
 from .errors import InputError, PipelineError, WriteError
-from .atomic import atomic_path
+from .signals import deferred
 
 # Output suffix -> ffmpeg muxer. libx264 output rules out WebM.
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
@@ -52,29 +61,42 @@ def encode_video(
     start: float = 0.0,
     duration: float | None = None,
     on_progress: ProgressHook | None = None,
+    before_commit: Callable[[Path, str | None], None] | None = None,
+    after_commit: Callable[[], None] | None = None,
 ) -> str | None:
     """Encode frames/000001.png, ... into `output`; return how the audio went in (copy, aac, None).
 
     `start` and `duration` select the same range of the audio as was decoded for the frames.
+    `before_commit(finished_temporary_file, audio)` runs between the encode and the rename that
+    places the file, `after_commit()` right after the rename; Ctrl-C and SIGTERM wait for all
+    three. Raising from `before_commit` leaves `output` as it was.
     """
+    hooks = (before_commit, after_commit)
     container = container_for(output)
     if not 0 <= crf <= 51:
         raise InputError(f"--crf {crf}: must be between 0 (lossless) and 51")
     audio_codec = audio_codec_for(container, audio) if audio_source is not None else None
+
+    def attempt() -> None:  # reads audio_codec when called: the retry below changes it
+        audio_in = (audio_source, audio_codec)
+        _encode(frames, output, container, str(frame_rate), crf, audio_in, (start, duration), on_progress, hooks)
+
     try:
-        _encode(frames, output, container, str(frame_rate), crf, audio_source, audio_codec, start, duration, on_progress)
-    except WriteError:
-        raise  # the disk, not the codec
+        attempt()
+    except (WriteError, InputError):
+        raise  # the disk, or the job's refusal to replace a file, not the codec
     except PipelineError:
         if audio_codec != "copy":
             raise
         # A codec the table let through but this muxer refuses after all: re-encode instead.
         audio_codec = "aac"
-        _encode(frames, output, container, str(frame_rate), crf, audio_source, audio_codec, start, duration, on_progress)
+        attempt()
     return audio_codec
 
 
-def _encode(frames, output, container, frame_rate, crf, audio_source, audio_codec, start, duration, on_progress) -> None:
+def _encode(frames, output, container, frame_rate, crf, audio, trim, on_progress, hooks) -> None:
+    audio_source, audio_codec = audio
+    start, duration = trim
     streams = [ffmpeg.input(str(Path(frames) / "%06d.png"), framerate=frame_rate, start_number=1)]
     options = {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": crf, "f": container}
     if audio_codec is not None:
@@ -84,8 +106,25 @@ def _encode(frames, output, container, frame_rate, crf, audio_source, audio_code
     if container in ("mp4", "mov"):
         options["movflags"] = "+faststart"  # playable while still downloading
     output = Path(output)
+    before_commit, after_commit = hooks
     try:
-        with atomic_path(output) as tmp:
-            run_ffmpeg(ffmpeg.output(*streams, str(tmp), **options), what=output, on_progress=on_progress)
-    except OSError as exc:  # the temporary file could not be made or renamed
+        # Named like atomic_path's temporaries, so that a killed run's is recognised and removed.
+        fd, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp" + output.suffix, dir=output.parent)
+        os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes it 0600; the usual permissions of a new file
+        os.close(fd)
+    except OSError as exc:
         raise WriteError(output, exc) from None
+    tmp = Path(name)
+    try:
+        run_ffmpeg(ffmpeg.output(*streams, str(tmp), **options), what=output, on_progress=on_progress)
+        with deferred():
+            if before_commit is not None:
+                before_commit(tmp, audio_codec)
+            try:
+                replace(tmp, output)
+            except OSError as exc:
+                raise WriteError(output, exc) from None
+            if after_commit is not None:
+                after_commit()
+    finally:
+        tmp.unlink(missing_ok=True)

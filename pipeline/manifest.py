@@ -120,6 +120,19 @@ class WorkDirLock:
             self.fd = None
 
 
+def file_fingerprint(path: Path, chunk: int = 1 << 20) -> str:
+    """Size and the first and last MiB: tells files apart without reading hours of video, and
+    survives the file being moved or copied (its path and mtime are not part of it)."""
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        h.update(f.read(chunk))
+        if size > chunk:
+            f.seek(max(chunk, size - chunk))
+            h.update(f.read(chunk))
+    return f"{size}:{h.hexdigest()[:16]}"
+
+
 def hash_settings(values: dict) -> str:
     """A short stable hash of JSON-able settings, to tell whether a stage's outputs are current."""
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
@@ -164,3 +177,29 @@ class JobManifest:
 
     def save(self) -> None:
         write_json(self.path, self.data)
+
+    # Files a job places outside its work directory (a video job's output) are its own only while
+    # their content is what it recorded: existence proves nothing (another job, or the user, may
+    # have put a file there since). "outputs" maps each final path to the fingerprints the job
+    # placed there: the last finished one, and one about to be placed (recorded before the rename,
+    # so that a kill right after the rename leaves a file the job knows as its own).
+
+    def owns(self, path: Path) -> bool:
+        """Whether `path` holds a file this job placed there (by its fingerprint)."""
+        known = self.data.get("outputs", {}).get(str(Path(path).resolve()), [])
+        try:
+            return Path(path).is_file() and file_fingerprint(Path(path)) in known
+        except OSError:
+            return False
+
+    def placing(self, path: Path, fingerprint: str) -> None:
+        """Record, before the rename, that `path` is about to hold the file with `fingerprint`."""
+        key = str(Path(path).resolve())
+        known = self.data.setdefault("outputs", {}).setdefault(key, [])
+        if fingerprint not in known:
+            known.append(fingerprint)
+        self.save()
+
+    def placed(self, path: Path, fingerprint: str) -> None:
+        """After the rename: `path` holds `fingerprint`; the files it held before are gone."""
+        self.data.setdefault("outputs", {})[str(Path(path).resolve())] = [fingerprint]

@@ -5,6 +5,12 @@ thread, like Python's own Ctrl-C: SIGINT raises KeyboardInterrupt, SIGTERM raise
 a KeyboardInterrupt too, so that every `except KeyboardInterrupt` that records progress handles
 both. Inside a `deferred()` block (each atomic write is one) a signal is only remembered, and
 raised when the block ends: the file being written is complete under its name, or absent.
+
+A signal meant for the job reaches its child processes too: Ctrl-C in a terminal and `kill -TERM
+-PGID` go to the whole process group, so ffmpeg (or a worker) may fail because of the very signal
+that this process is holding back. A block that fails while a signal is pending therefore stops
+the job as interrupted (exit 130/143, work kept), not with the child's error: the failure was the
+signal's doing, and whatever else it was, the next run meets it again.
 """
 
 from __future__ import annotations
@@ -34,6 +40,19 @@ def exception_for(signum: int) -> KeyboardInterrupt:
 def exit_code(exc: BaseException | None) -> int:
     """143 for Terminated, else 130 (the shell's 128 + SIGINT)."""
     return getattr(exc, "exit_code", INTERRUPT_EXIT)
+
+
+def pending() -> int | None:
+    """The signal a deferred() block is holding back, if one came (for code that must tell a
+    child process killed by it from one that failed)."""
+    return _pending
+
+
+def child_signal(returncode: int | None) -> int | None:
+    """SIGINT or SIGTERM when a child process's exit status says it died of one, else None."""
+    if returncode is not None and -returncode in (signal.SIGINT, signal.SIGTERM):
+        return -returncode
+    return None
 
 
 def _handler(signum: int, frame) -> None:
@@ -66,8 +85,9 @@ def handled() -> Iterator[None]:
 
 @contextmanager
 def deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back until the block ends; then raise the one that came, if the
-    block succeeded (if it failed, its own error stops the job). A no-op in other threads."""
+    """Hold SIGINT and SIGTERM back until the block ends; then raise the one that came. If the
+    block failed meanwhile, the signal still stops the job (see the module's docstring), with the
+    failure as its cause. A no-op in other threads."""
     global _depth, _pending
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -75,9 +95,11 @@ def deferred() -> Iterator[None]:
     _depth += 1
     try:
         yield
-    except BaseException:
-        if _depth == 1:
-            _pending = None
+    except BaseException as exc:
+        if _depth == 1 and _pending is not None:
+            signum, _pending = _pending, None
+            if not isinstance(exc, KeyboardInterrupt):
+                raise exception_for(signum) from exc
         raise
     finally:
         _depth -= 1

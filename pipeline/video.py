@@ -30,12 +30,20 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from .atomic import replace
+from .atomic import is_temporary, replace
 from .decode import VideoInfo, count_frames, extract_frames, frame_size, probe
 from .encode import DEFAULT_CRF, container_for, encode_video
 from .errors import InputError, WriteError
 from .images import open_rgb
-from .manifest import JobManifest, WorkDirLock, hash_settings, read_json, writable_directory, write_json
+from .manifest import (
+    JobManifest,
+    WorkDirLock,
+    file_fingerprint,
+    hash_settings,
+    read_json,
+    writable_directory,
+    write_json,
+)
 from .stylize import MAX_ITERATIONS, StyleSettings
 
 if TYPE_CHECKING:
@@ -76,14 +84,21 @@ MAX_FLOW_WORKERS = 256
 
 
 MAX_EVERY_NTH = 10_000  # one frame in 400 s at 25 fps: a preview of a feature film
+# Longer than any video (31 years): a larger --start or --duration is a typo, and ffmpeg, which
+# gets both as decimal text, would fail on 1e300 with an error that seems to be the input's.
+MAX_SECONDS = 1e9
 
 
 def check_range(start: float, duration: float | None, every_nth: int) -> None:
     """--start, --duration and --every-nth, as `stylize video` and `stylize flicker` take them."""
     if not math.isfinite(start) or start < 0:
         raise InputError(f"--start {start}: must be a number of seconds >= 0")
+    if start > MAX_SECONDS:
+        raise InputError(f"--start {start}: must be at most {MAX_SECONDS:g} seconds")
     if duration is not None and (not math.isfinite(duration) or duration <= 0):
         raise InputError(f"--duration {duration}: must be a number of seconds > 0")
+    if duration is not None and duration > MAX_SECONDS:
+        raise InputError(f"--duration {duration}: must be at most {MAX_SECONDS:g} seconds")
     if not 1 <= every_nth <= MAX_EVERY_NTH:
         raise InputError(f"--every-nth {every_nth}: must be between 1 and {MAX_EVERY_NTH}")
 
@@ -277,19 +292,6 @@ class JobLog:
             self.file.close()
 
 
-def file_fingerprint(path: Path, chunk: int = 1 << 20) -> str:
-    """Size and the first and last MiB: tells files apart without reading hours of video, and
-    survives the file being moved or copied (its path and mtime are not part of it)."""
-    h = hashlib.sha256()
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        h.update(f.read(chunk))
-        if size > chunk:
-            f.seek(max(chunk, size - chunk))
-            h.update(f.read(chunk))
-    return f"{size}:{h.hexdigest()[:16]}"
-
-
 def file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
@@ -355,6 +357,66 @@ def remove_leftovers(job: VideoJob, store: FrameStore) -> None:
         leftover.unlink(missing_ok=True)
 
 
+def finished_output(job: VideoJob, manifest: JobManifest, encode_hash: str) -> bool:
+    """Whether the output is the file this job's current encode placed there, by fingerprint:
+    a file that merely exists (another job's, the user's, an older encode's) is not."""
+    stage = manifest.stage("encode")
+    if not manifest.is_current("encode", encode_hash) or stage.get("status") not in ("placing", "done"):
+        return False
+    try:
+        return job.output.is_file() and file_fingerprint(job.output) == stage.get("fingerprint")
+    except OSError:
+        return False
+
+
+def finish_done_job(job: VideoJob, store: FrameStore, manifest: JobManifest) -> None:
+    """What a run killed after placing the output left to do: the record that it is done, an
+    interrupted --clean (or a new one) and the leftovers."""
+    stage = manifest.stage("encode")
+    if stage.get("status") == "placing":  # killed between the rename and its record
+        manifest.placed(job.output, stage["fingerprint"])
+        manifest.update("encode", status="done", finished=_now())
+    folders = cleaned_folders(store)
+    pending = any(manifest.stage(name).get("status") == "cleaned" and folder.exists() for name, folder in folders)
+    asked = job.clean and any(manifest.stage(name).get("status") != "cleaned" for name, _ in folders)
+    remove_leftovers(job, store)
+    if pending or asked:
+        log = JobLog(job.work / "job.log")
+        try:
+            clean(store, manifest, log)
+        finally:
+            log.close()
+
+
+def refuse_to_replace(job: VideoJob, manifest: JobManifest) -> None:
+    """A job replaces only files it placed itself (by fingerprint), unless --overwrite."""
+    if job.overwrite or not job.output.exists() or manifest.owns(job.output):
+        return
+    if str(job.output.resolve()) in manifest.data.get("outputs", {}):
+        raise InputError(
+            f"{job.output}: output exists and is no longer the file this job wrote (use --overwrite to replace it)"
+        )
+    raise InputError(f"{job.output}: output exists (use --overwrite to replace it)")
+
+
+def cleaned_folders(store: FrameStore) -> tuple[tuple[str, Path], ...]:
+    return (("decode", store.frames_dir), ("flow", store.flow_dir), ("stylize", store.styled_dir))
+
+
+def clean(store: FrameStore, manifest: JobManifest, log: JobLog) -> None:
+    """--clean: the record says the folders are gone before they go, so that a kill halfway
+    leaves a job whose next run finishes the removal, and `stylize status` never reports as
+    finished work folders that are no longer there."""
+    folders = cleaned_folders(store)
+    if any(manifest.stage(name).get("status") != "cleaned" for name, _ in folders):
+        for name, _ in folders:
+            manifest.stage(name)["status"] = "cleaned"
+        manifest.save()
+    for _, folder in folders:
+        remove_dir(folder)
+    log("cleaned: frames/, flow/ and styled/ removed")
+
+
 # A work directory holds at least one of these from the moment a job first locks it.
 OWN_FILES = (JobManifest.FILE, ".lock", "job.log")
 
@@ -408,6 +470,23 @@ class CreatedByThisRun:
             raise
 
 
+def refuse_foreign_work_dir(work: Path) -> None:
+    """A folder is a video job's work directory only if its job.json says so: a stage whose
+    settings changed deletes its folder (frames/, styled/, ...) in there, so a folder of the
+    user's that merely holds a job.log or a .lock must not pass for one. What the first instants
+    of a job leave before its job.json (a .lock, job.json's temporary) is taken over; a job.json
+    of another kind of job is left to JobManifest, which names that kind."""
+    if not work.is_dir() or is_work_dir(work):
+        return
+    for entry in work.iterdir():
+        first_instants = entry.name.startswith(f".{JobManifest.FILE}.") and is_temporary(entry.name)
+        if entry.name not in (".lock", JobManifest.FILE) and not first_instants:
+            raise InputError(
+                f"{work}: --work-dir is a folder with other files in it (no video job's job.json); "
+                "give a new or empty directory"
+            )
+
+
 def check_paths(job: VideoJob) -> None:
     """Refuse, before any work, inputs and outputs that cannot work or would destroy something."""
     if not job.input.exists():
@@ -422,9 +501,7 @@ def check_paths(job: VideoJob) -> None:
     for path in (*job.styles, *([job.init_path] if job.init_path else [])):
         # Decoded now, not after the frames are: a broken style image must not cost a decode.
         open_rgb(path)
-    if job.work.is_dir() and any(job.work.iterdir()) and not any((job.work / name).exists() for name in OWN_FILES):
-        # A stage whose settings changed deletes its folder (frames/, styled/, ...) in here.
-        raise InputError(f"{job.work}: --work-dir is a folder with other files in it; give a new or empty directory")
+    refuse_foreign_work_dir(job.work)
     if job.settings.style_blend and len(job.settings.style_blend) != len(job.styles):
         raise InputError(f"--style-blend has {len(job.settings.style_blend)} weights for {len(job.styles)} style images")
     writable_directory(job.output.parent, "output")
@@ -460,14 +537,13 @@ def _run_video(job: VideoJob, events: JobEvents, vgg: "VGG19 | None", created: C
         manifest = JobManifest(job.work, KIND)
         stages = stage_settings(job, info, size, starter)
         hashes = {name: hash_settings(values) for name, values in stages.items()}
-        encode_stage = manifest.stage("encode")
-        ours = str(job.output.resolve()) in manifest.data.get("written", [])
-        if manifest.is_current("encode", hashes["encode"]) and encode_stage.get("status") == "done" and job.output.exists():
+        if finished_output(job, manifest, hashes["encode"]):
+            finish_done_job(job, store, manifest)
             events.message(f"{job.output}: already done (work directory {job.work})")
+            encode_stage = manifest.stage("encode")
             frames = encode_stage.get("frames", 0)
             return VideoResult(job.output, job.work, frames, [], encode_stage.get("audio"), already_done=True, report=manifest.data.get("report"))
-        if job.output.exists() and not ours and not job.overwrite:
-            raise InputError(f"{job.output}: output exists (use --overwrite to replace it)")
+        refuse_to_replace(job, manifest)
 
         # What is still valid. Nothing is deleted before every check has passed.
         stylize_stage = manifest.stage("stylize")
@@ -501,6 +577,8 @@ def _run_video(job: VideoJob, events: JobEvents, vgg: "VGG19 | None", created: C
                 "--size, --duration, --every-nth, or another --work-dir"
             )
 
+        if not manifest.path.exists():
+            manifest.save()  # first of all the job's files after the lock: the folder is now a job's
         log = JobLog(job.work / "job.log")
         try:
             remove_leftovers(job, store)
@@ -541,11 +619,7 @@ def _run_video(job: VideoJob, events: JobEvents, vgg: "VGG19 | None", created: C
             frames = manifest.stage("stylize")["total"]
             audio = encode(job, info, store, manifest, frames, events, log)
             if job.clean:
-                for name, folder in (("decode", store.frames_dir), ("flow", store.flow_dir), ("stylize", store.styled_dir)):
-                    remove_dir(folder)
-                    manifest.stage(name)["status"] = "cleaned"
-                manifest.save()
-                log("cleaned: frames/, flow/ and styled/ removed")
+                clean(store, manifest, log)
             return VideoResult(job.output, job.work, frames, stylized, audio, report=manifest.data.get("report"))
         except BaseException as exc:
             with contextlib.suppress(WriteError):  # on a full disk, the error itself says why
@@ -690,19 +764,54 @@ def flicker_report(job: VideoJob, store: FrameStore, manifest: JobManifest, key:
     log(f"flicker: output {flicker['output']:.4g}, input {flicker['input']:.4g} (mean masked warping error over {flicker['pairs']} pairs; scene cuts at {flicker['cuts'] or 'none'})")
 
 
+def output_rate(job: VideoJob, info: VideoInfo, frames: int) -> Fraction:
+    """The output's frame rate: the input's, divided by --every-nth for a preview, so that each
+    kept frame stays on screen as long as the frames it stands for.
+
+    A preview must last as long as the range it previews (its sound does, and a demanding user
+    checks the picture against it): when the frame count does not divide evenly, `frames` frames at
+    rate/every_nth would overrun the range by up to every_nth - 1 input frames (a 1 s clip with
+    --every-nth 250 became a 10 s still). Holding the last frame shorter is what we would want,
+    but a constant-rate H.264 track cannot (its last frame lasts one frame period; ffmpeg's -t,
+    concat durations and setts were tried). So the kept frames are spread evenly over the range
+    instead: rate = frames / range duration, each frame within one output frame of its time."""
+    rate = Fraction(info.frame_rate)
+    if job.every_nth == 1:
+        return rate
+    end = info.video_duration if job.duration is None else min(info.video_duration, job.start + job.duration)
+    seconds = end - job.start
+    preview = rate / job.every_nth
+    if seconds <= 0 or frames / preview <= seconds + 0.5 / rate:
+        return preview
+    return (frames / Fraction(seconds)).limit_denominator(100_000)
+
+
 def encode(job: VideoJob, info: VideoInfo, store: FrameStore, manifest: JobManifest, frames: int, events: JobEvents, log: JobLog) -> str | None:
-    rate = Fraction(info.frame_rate) / job.every_nth
+    rate = output_rate(job, info, frames)
     events.stage("encode", total=frames)
     manifest.update("encode", status="running", started=_now())
+    output = str(job.output.resolve())
+
+    def before_commit(finished: Path, audio: str | None) -> None:
+        # The record first, then the rename (DESIGN.md, "Stages, checkpoints, resume"): a kill
+        # right after the rename leaves an output the next run knows, by fingerprint, as its own.
+        # The check is repeated here: another job may have written the output since we started.
+        refuse_to_replace(job, manifest)
+        fingerprint = file_fingerprint(finished)
+        stage = manifest.stage("encode")
+        stage.update(status="placing", output=output, fingerprint=fingerprint, frames=frames, audio=audio)
+        manifest.placing(job.output, fingerprint)
+
+    def after_commit() -> None:
+        manifest.placed(job.output, manifest.stage("encode")["fingerprint"])
+        manifest.update("encode", status="done", finished=_now())
+
     audio = encode_video(
         store.styled_dir, job.output, frame_rate=rate, crf=job.crf,
         audio_source=job.input if info.audio else None, audio=info.audio,
         start=job.start, duration=job.duration, on_progress=events.stage_progress,
+        before_commit=before_commit, after_commit=after_commit,
     )  # fmt: skip
-    written = manifest.data.setdefault("written", [])
-    if str(job.output.resolve()) not in written:
-        written.append(str(job.output.resolve()))  # ours to replace later without --overwrite
-    manifest.update("encode", status="done", output=str(job.output.resolve()), frames=frames, audio=audio, finished=_now())
     log(f"encode: done, {job.output} ({frames} frames at {float(rate):.3f} fps, audio {audio or 'none'})")
     return audio
 
@@ -733,11 +842,24 @@ def status_lines(work_dir: Path) -> list[str]:
             f"{' variable' if video.get('variable_frame_rate') else ''}, {video['duration']:.2f} s, audio {audio})"
         )
     lines.append(f"output: {inputs.get('output')}")
+    folders = dict(cleaned_folders(FrameStore(work_dir)))
     for name in ("decode", "flow", "stylize", "encode"):
         stage = stages.get(name, {})
         status = stage.get("status", "pending")
         if status == "running" and not holder:
             status = "interrupted"
+        if name == "encode" and status in ("placing", "done"):
+            # "placing": stopped between recording the output and renaming it into place, or
+            # right after; the output's fingerprint tells which.
+            if output_is_recorded(data):
+                status = "done"
+            else:
+                status = "interrupted" if status == "placing" else "done, but the output is gone or was replaced since"
+        folder = folders.get(name)
+        if folder is not None and status == "cleaned" and folder.exists():
+            status = f"cleaning ({folder.name}/ is still there; the next run removes it)"
+        elif folder is not None and stage.get("status") == "done" and not folder.exists():
+            status += f" ({folder.name}/ is gone; the next run makes it again)"
         detail = ""
         if name == "decode" and "frames" in stage:
             detail = f", {stage['frames']} frames at {stage.get('width')}x{stage.get('height')}"
@@ -749,7 +871,7 @@ def status_lines(work_dir: Path) -> list[str]:
             detail = f", {done}/{total} frames done, {total - done} remaining"
             if len(stage.get("shots", [])) > 1:
                 detail += f", {len(stage['shots'])} shots (scene cuts at frames {', '.join(str(a) for a, _ in stage['shots'][1:])})"
-        elif name == "encode" and stage.get("status") == "done":
+        elif name == "encode" and stage.get("status") in ("placing", "done"):
             detail = f", {stage.get('frames')} frames, audio {stage.get('audio') or 'none'}"
         lines.append(f"{name}: {status}{detail}" + (f" (settings {stage['hash']})" if stage.get("hash") else ""))
     settings = (stages.get("stylize") or {}).get("settings") or {}
@@ -764,6 +886,16 @@ def status_lines(work_dir: Path) -> list[str]:
     if flicker:
         lines.append(flicker_line(flicker))
     return lines
+
+
+def output_is_recorded(data: dict) -> bool:
+    """Whether the output named in a job record holds the file the job's encode placed there."""
+    stage = (data.get("stages") or {}).get("encode") or {}
+    path = Path(stage.get("output") or (data.get("inputs") or {}).get("output") or "")
+    try:
+        return path.is_file() and file_fingerprint(path) == stage.get("fingerprint")
+    except OSError:
+        return False
 
 
 def flicker_line(flicker: dict) -> str:

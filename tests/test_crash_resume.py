@@ -19,6 +19,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -57,17 +58,49 @@ def lock_holder(lock: Path) -> str:
         return ""
 
 
-def time_to_lock_and_end(command: list[str], lock: Path) -> tuple[int, float]:
-    """Exit status and the seconds from taking the lock to the end: the window kills fall in."""
-    process = subprocess.Popen(command, env=ENV, cwd=ROOT, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    locked = None
-    while process.poll() is None:
-        if locked is None and lock_holder(lock) == str(process.pid):
-            locked = time.monotonic()
-        time.sleep(0.005)
-    err = process.stderr.read().decode()
-    assert locked is not None and "Traceback" not in err, err
-    return process.returncode, time.monotonic() - locked
+DEADLINE = 300  # seconds for one run of a tiny job, on a shared and loaded machine
+
+
+class Job:
+    """A CLI run as a subprocess, its stderr going to a file: readable at any moment, for the
+    failure messages, and never a full pipe that stalls the job."""
+
+    def __init__(self, command: list[str]):
+        self.stderr = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(command, env=ENV, cwd=ROOT, stdin=subprocess.DEVNULL, stderr=self.stderr)
+
+    def err(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read().decode(errors="replace")
+
+    def wait(self) -> int:
+        try:
+            return self.process.wait(timeout=DEADLINE)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the job did not end within {DEADLINE} s; its stderr: {self.err()}")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.stderr.close()
+
+
+def time_to_lock_and_end(command: list[str], lock: Path) -> tuple[int, float, str]:
+    """Exit status, the seconds from taking the lock to the end (the window kills fall in), stderr."""
+    job = Job(command)
+    try:
+        locked, deadline = None, time.monotonic() + DEADLINE
+        while job.process.poll() is None:
+            if locked is None and lock_holder(lock) == str(job.process.pid):
+                locked = time.monotonic()
+            assert time.monotonic() < deadline, f"the job did not end within {DEADLINE} s; its stderr: {job.err()}"
+            time.sleep(0.005)
+        err = job.err()
+        assert locked is not None and "Traceback" not in err, err
+        return job.process.returncode, time.monotonic() - locked, err
+    finally:
+        job.close()
 
 
 @dataclass
@@ -78,6 +111,7 @@ class Kills:
     landed: int = 0
     states: list[str] = field(default_factory=list)  # what each kill left, from after_kill
     exit_status: int | None = None
+    stderr: str = ""  # of the run that ended by itself
 
 
 def kill_and_resume(command: list[str], lock: Path, rng: random.Random, window: float, after_kill: Callable[[], str], max_kills: int) -> Kills:
@@ -86,11 +120,12 @@ def kill_and_resume(command: list[str], lock: Path, rng: random.Random, window: 
     reached, then one last run is left to finish)."""
     kills = Kills()
     while True:
-        process = subprocess.Popen(command, env=ENV, cwd=ROOT, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        job = Job(command)
+        process = job.process
         try:
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + DEADLINE
             while process.poll() is None and lock_holder(lock) != str(process.pid):
-                assert time.monotonic() < deadline, "the job never took its lock"
+                assert time.monotonic() < deadline, f"the job never took its lock; its stderr: {job.err()}"
                 time.sleep(0.002)
             if kills.landed < max_kills:
                 # Skewed towards the start, where a resumed run does its bookkeeping, and so that
@@ -106,19 +141,18 @@ def kill_and_resume(command: list[str], lock: Path, rng: random.Random, window: 
                     kills.landed += 1
                     kills.states.append(after_kill())
                     continue
-            process.wait(timeout=120)
-            err = process.stderr.read().decode()
-            assert "Traceback" not in err, err
-            kills.exit_status = process.returncode
+            kills.exit_status = job.wait()
+            kills.stderr = job.err()
+            assert "Traceback" not in kills.stderr, kills.stderr
             return kills
         finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            process.stderr.close()
+            job.close()
 
 
-def torture(new_round: Callable[[int], tuple[list[str], Path, Callable[[], str], Callable[[int], None]]], min_kills: int, seed: str, window: float) -> list[Kills]:
+Round = tuple[list[str], Path, Callable[[], str], Callable[[Kills], None]]  # command, lock, after_kill, finished
+
+
+def torture(new_round: Callable[[int], Round], min_kills: int, seed: str, window: float) -> list[Kills]:
     """Rounds of kill_and_resume, each on fresh directories and checked by its `finished`
     callback, until at least `min_kills` kills landed."""
     rng = random.Random(seed)
@@ -127,7 +161,7 @@ def torture(new_round: Callable[[int], tuple[list[str], Path, Callable[[], str],
         command, lock, after_kill, finished = new_round(len(rounds))
         kills = kill_and_resume(command, lock, rng, window, after_kill, max_kills=min_kills - sum(k.landed for k in rounds))
         rounds.append(kills)
-        finished(kills.exit_status)
+        finished(kills)
     for index, kills in enumerate(rounds):  # shown with pytest -s, and on failure
         print(f"round {index}: killed after {kills.delays} s, leaving {kills.states}")
     return rounds
@@ -186,8 +220,9 @@ def clip(tmp_path_factory) -> Path:
 def video_reference(clip, tmp_path_factory) -> tuple[Path, float]:
     """An uninterrupted run, and how long it held its lock."""
     out = tmp_path_factory.mktemp("torture-video-reference") / "out.mp4"
-    status, window = time_to_lock_and_end(stylize("video", clip, "-s", STYLE, "-o", out, *VIDEO_ARGS), out.with_name("out.mp4.work") / ".lock")
-    assert status == 0
+    command = stylize("video", clip, "-s", STYLE, "-o", out, *VIDEO_ARGS)
+    status, window, err = time_to_lock_and_end(command, out.with_name("out.mp4.work") / ".lock")
+    assert status == 0, err
     return out, window
 
 
@@ -260,8 +295,8 @@ def test_video_job_killed_at_random_moments_resumes_to_the_same_result(clip, vid
         unchanged = Unchanged()
         command = stylize("video", clip, "-s", STYLE, "-o", output, *VIDEO_ARGS)
 
-        def finished(status: int) -> None:
-            assert status == 0
+        def finished(kills: Kills) -> None:
+            assert kills.exit_status == 0, f"after kills at {kills.delays} s leaving {kills.states}: {kills.stderr}"
             check_video_finished(work, output, reference, unchanged)
 
         return command, work / ".lock", lambda: check_video_after_kill(work, output, unchanged), finished
@@ -292,8 +327,9 @@ def photos(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def archive_reference(photos, tmp_path_factory) -> tuple[Path, float]:
     out = tmp_path_factory.mktemp("torture-archive-reference") / "out"
-    status, window = time_to_lock_and_end(stylize("images", photos, "-s", STYLE, "-o", out, *IMAGES_ARGS), out / ".stylize" / ".lock")
-    assert status == 1  # the truncated file
+    command = stylize("images", photos, "-s", STYLE, "-o", out, *IMAGES_ARGS)
+    status, window, err = time_to_lock_and_end(command, out / ".stylize" / ".lock")
+    assert status == 1, err  # the truncated file
     return out, window
 
 
@@ -335,8 +371,9 @@ def test_archive_job_killed_at_random_moments_resumes_to_the_same_result(photos,
         unchanged = Unchanged()
         command = stylize("images", photos, "-s", STYLE, "-o", out, *IMAGES_ARGS)
 
-        def finished(status: int) -> None:
-            assert status == 1  # the truncated file, as in the uninterrupted run
+        def finished(kills: Kills) -> None:
+            # The truncated file, as in the uninterrupted run.
+            assert kills.exit_status == 1, f"after kills at {kills.delays} s leaving {kills.states}: {kills.stderr}"
             check_archive_finished(out, reference, unchanged)
 
         return command, out / ".stylize" / ".lock", lambda: check_archive_after_kill(out, unchanged), finished

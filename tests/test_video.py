@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -240,20 +241,28 @@ run_video(job, events=Slow(), vgg=build_tiny_vgg())
 def test_sigkilled_run_resumes_without_recomputing_finished_frames(clips, reference, tmp_path):
     job = make_job(clips["ntsc"], tmp_path)
     script = KILLED_RUN.format(tests=str(TESTS), clip=str(job.input), style=str(STYLE), output=str(job.output), settings=SETTINGS, first=ITERATIONS_FIRST)
-    process = subprocess.Popen([sys.executable, "-c", script], cwd=TESTS.parent, stderr=subprocess.PIPE)
+    # stderr into a file: readable for the failure message while the process still runs.
+    stderr = tempfile.TemporaryFile()
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=TESTS.parent, stderr=stderr)
+
+    def err() -> str:
+        stderr.seek(0)
+        return stderr.read().decode(errors="replace")
+
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 300
         while not (job.work / "styled" / "000002.json").exists():
-            assert process.poll() is None, process.stderr.read().decode()
-            assert time.monotonic() < deadline, "the job never finished frame 2"
+            assert process.poll() is None, f"the job ended with status {process.returncode}: {err()}"
+            assert time.monotonic() < deadline, f"the job never finished frame 2: {err()}"
             time.sleep(0.05)
-        assert WorkDirLock.holder(job.work) == str(process.pid)
+        assert WorkDirLock.holder(job.work) == str(process.pid), err()
         process.send_signal(signal.SIGKILL)
         process.wait()
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+        stderr.close()
     # A frame is finished once its statistics file exists; the manifest's count follows it and
     # may lag by the one frame in hand when the kill came.
     done = len(list((job.work / "styled").glob("*.json")))
@@ -327,8 +336,7 @@ def test_a_lock_won_on_a_removed_lock_file_is_taken_again_on_the_file_there_now(
     monkeypatch.setattr("pipeline.manifest.os.open", open_and_tell)
     thread = threading.Thread(target=waiter.__enter__)
     thread.start()
-    assert opened.wait(10)  # the waiter has the old file open and is retrying its flock
-    time.sleep(0.1)
+    assert opened.wait(10)  # the waiter has the old file open: it locks that one once it is free
     (tmp_path / ".lock").unlink()
     first.__exit__(None, None, None)
     thread.join(20)
