@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from pipeline import cli
 from pipeline.cli import app, main
+from pipeline.display import human_number
 from pipeline.stylize import StyleSettings
 
 FAST = ["--size", "32", "--iterations", "2"]
@@ -560,6 +561,7 @@ def test_image_help_lists_every_option_with_its_default():
     }
     for option, value in expected.items():
         row = next((line for line in text.splitlines() if re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", line)), "")
-        assert f"[default: {value}]" in row, f"{option}: no '[default: {value}]' in {row!r}"
+        shown = human_number(value)  # as a person writes it: 1e4, not 10000.0
+        assert f"[default: {shown}]" in row, f"{option}: no '[default: {shown}]' in {row!r}"
     for option in ("--style", "--output", "--overwrite", "--log-json", "--style-blend", "--quiet", "-o", "-s"):
         assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text), option
