@@ -529,8 +529,15 @@ def test_no_arguments_shows_help(capsys):
 
 
 def _help_rows(text: str) -> str:
-    """The help with box-drawing characters removed and each option's row on one line."""
-    return re.sub(r"[│╭╮╰╯─]", " ", text)
+    """The help with box-drawing characters removed and each option's row on one line: a line
+    that does not start with an option name (within the first columns) continues the row above."""
+    rows: list[str] = []
+    for line in re.sub(r"[│╭╮╰╯─]", " ", text).splitlines():
+        if rows and not re.match(r" {1,4}(\* )?-", line):
+            rows[-1] += " " + line.strip()
+        else:
+            rows.append(line)
+    return "\n".join(rows)
 
 
 def test_image_help_lists_every_option_with_its_default():
