@@ -19,17 +19,18 @@ except ImportError:  # pragma: no cover
     from click.exceptions import Abort, ClickException, NoArgsIsHelpError
 
 from . import video as video_defaults
+from .devices import DEVICE_HELP
+from .display import HELP_PANELS, HelpCommand, HelpGroup
 from .errors import InputError, PipelineError, one_line
+from .flow import DIS_PRESETS
 from .signals import Terminated
 from .signals import exit_code as signal_exit_code
 from .signals import handled as signals_handled
-from .devices import DEVICE_HELP
-from .display import HELP_PANELS, HelpCommand, HelpGroup
-from .flow import DIS_PRESETS
 from .stylize import MAX_ITERATIONS, MAX_SEED, PRESETS, StyleSettings
 
 DEFAULTS = StyleSettings()
 MAX_BATCH_SIZE = 1024  # far beyond any GPU's memory at --size 16; more is a typo
+
 
 class StylizeGroup(HelpGroup):
     """The `stylize` group: click's own usage errors (an unknown option, a value not among the

@@ -235,12 +235,12 @@ def metavar(param, ctx) -> str:
 def param_help(param) -> Columns:
     """The help text, then [default: ...] or [required]: beside it where they fit, else beneath."""
     text = Text(" ".join((param.help or "").split()))
-    default = param.default
+    default, flag = param.default, getattr(param, "is_flag", False)
     if isinstance(param.show_default, str):
         shown = param.show_default
-    elif param.show_default is False or default is None or (getattr(param, "is_flag", False) and not param.secondary_opts):
-        shown = None
-    elif getattr(param, "is_flag", False):
+    elif param.show_default is False or default is None or (flag and not param.secondary_opts):
+        shown = None  # a flag without a --no- twin is off unless given: nothing to say
+    elif flag:
         shown = param.opts[0] if default else param.secondary_opts[0]
     else:
         shown = ", ".join(map(human_number, default)) if isinstance(default, (list, tuple)) else human_number(default)
