@@ -45,7 +45,8 @@ class StylizeGroup(HelpGroup):
             print(exc.ctx.get_help() if exc.ctx else "usage: stylize COMMAND --help")
             code = 0
         except ClickException as exc:
-            print(f"error: {one_line(exc.format_message())}", file=sys.stderr)
+            # Typer >= 0.20 checks values with pydantic, whose messages start "Value error, ".
+            print(f"error: {one_line(exc.format_message().replace(': Value error, ', ': '))}", file=sys.stderr)
             code = exc.exit_code
         except Abort as exc:  # Ctrl-C or SIGTERM outside a command, e.g. while parsing options
             print("interrupted", file=sys.stderr)
@@ -287,8 +288,8 @@ def image(
 @app.command(cls=HelpCommand, short_help="Score a result: content, style and total loss on one fixed scale.")
 @one_line_errors
 def score(
-    output: Annotated[Path, typer.Argument(metavar="OUTPUT", help="The stylized image to score.", show_default=False)],
-    content: Annotated[Path, typer.Option("--content", "-c", help="The content image it was made from.", show_default=False)],
+    output: Annotated[Path, typer.Argument(metavar="OUTPUT", help="The stylized image to score.", show_default=False, rich_help_panel=IO)],
+    content: Annotated[Path, option("--content", "-c", panel=IO, help="The content image it was made from.", show_default=False)],
     style: StylesArg,
     style_blend: Annotated[Optional[str], typer.Option(help="Blend weights of the style images.", show_default=False)] = None,
     size: Annotated[int, typer.Option(help="Reference long side; keep the default to compare results.")] = 512,

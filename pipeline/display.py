@@ -296,7 +296,7 @@ def render_help(command, ctx) -> str:
         widths = [len(line) for rows in panels.values() for row in rows for line in row[1].plain.splitlines()]
         order = ("Arguments", *HELP_PANELS)
         for title in sorted(panels, key=lambda t: order.index(t) if t in order else len(order) - 1):
-            out.print(help_panel(title, panels[title], max(widths)))
+            out.print(help_panel(title, panels[title], max(widths) + 1))  # one space more to the help
         if isinstance(command, TyperGroup):
             out.print(commands_panel(command, ctx))
         if command.epilog:  # kept as written: it is laid out in columns
