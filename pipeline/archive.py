@@ -41,7 +41,8 @@ from typing import Callable, Iterator, Sequence
 import torch
 from joblib import Parallel, delayed, parallel_config
 
-from .devices import is_out_of_memory, out_of_memory_message, pick_device
+from .devices import is_out_of_memory, out_of_memory_message
+from .devices import parse_devices as devices_from_text
 from .errors import InputError, WriteError
 from .atomic import is_temporary
 from .images import Metadata, load_image, load_photo, regular_sha256, save_image
@@ -167,22 +168,8 @@ def write_record(job: Job, record: dict) -> dict:
 
 
 def parse_devices(text: str) -> tuple[str, ...]:
-    """'auto': every CUDA device, else MPS or the CPU; or a comma-separated list."""
-    if text.strip().lower() == "auto":
-        if torch.cuda.is_available():
-            return tuple(f"cuda:{i}" for i in range(torch.cuda.device_count()))
-        return (str(pick_device("auto")),)
-    devices = []
-    for name in (part for part in text.split(",") if part.strip()):
-        device = pick_device(name)
-        if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", 0)
-        devices.append(str(device))
-    if not devices:
-        raise InputError(f"--devices {text!r}: no device named")
-    if len(set(devices)) != len(devices):
-        raise InputError(f"--devices {text!r}: a device is named twice")
-    return tuple(devices)
+    """'auto': every CUDA device, else MPS or the CPU; or a comma-separated list (devices.parse_devices)."""
+    return tuple(str(device) for device in devices_from_text(text))
 
 
 def free_memory(devices: Sequence[str] | None = None) -> int | None:
@@ -646,7 +633,7 @@ def run_archive(
     if backend not in ("local", "dask"):
         raise InputError(f"--backend {backend!r}: must be 'local' or 'dask'")
     if backend == "dask" and devices != "auto":
-        raise InputError("--devices applies to --backend local; Dask workers use their own devices")
+        raise InputError("--device applies to --backend local; Dask workers use their own devices")
     if backend == "local" and scheduler:
         raise InputError("--scheduler applies to --backend dask; add --backend dask to run on that cluster")
     if batch_size is not None and batch_size < 1:

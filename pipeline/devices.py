@@ -1,4 +1,4 @@
-"""Choosing the torch device from the user's --device value."""
+"""Choosing the torch devices from the user's --device value, the same way for every command."""
 
 from __future__ import annotations
 
@@ -15,12 +15,38 @@ def mps_available() -> bool:
     return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    name = name.strip().lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if mps_available() else "cpu")
+def pick_device(text: str = "auto") -> torch.device:
+    """The one device of `stylize image` and `stylize video` (auto: CUDA, then MPS, then CPU)."""
+    return parse_devices(text, one=True)[0]
+
+
+def parse_devices(text: str, *, one: bool = False) -> tuple[torch.device, ...]:
+    """Every command's --device value: 'auto' or a comma-separated list of device names.
+
+    auto is every CUDA device (the first one when `one`), else MPS, else the CPU. One function,
+    so every command accepts the same spellings and refuses the same mistakes in the same words.
+    """
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    if not names:
+        raise InputError(f"--device {text!r}: no device named; expected {DEVICE_HELP}")
+    if one and len(names) > 1:
+        raise InputError(f"--device {text}: this command runs on one device; name one ({DEVICE_HELP})")
+    if names == ["auto"]:
+        if torch.cuda.is_available() and not one:
+            return tuple(torch.device("cuda", i) for i in range(torch.cuda.device_count()))
+        return (torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu"),)
+    devices = [named_device(name) for name in names]
+    if one:
+        return tuple(devices)
+    # A list names its workers' devices: "cuda" is cuda:0, so that naming it twice is caught.
+    devices = [torch.device("cuda", 0) if d.type == "cuda" and d.index is None else d for d in devices]
+    if len(set(devices)) != len(devices):
+        raise InputError(f"--device {text}: a device is named twice")
+    return tuple(devices)
+
+
+def named_device(name: str) -> torch.device:
+    """One device name other than auto, checked against this machine."""
     if name == "cpu":
         return torch.device("cpu")
     if re.fullmatch(r"cuda(:\d+)?", name):
@@ -34,6 +60,8 @@ def pick_device(name: str = "auto") -> torch.device:
         if not mps_available():
             raise InputError("--device mps: MPS is not available on this machine")
         return torch.device("mps")
+    if name == "auto":
+        raise InputError("--device auto: auto picks the devices itself; give it alone, not in a list")
     raise InputError(f"--device {name!r}: expected {DEVICE_HELP}")
 
 

@@ -1,12 +1,19 @@
-"""Rich progress displays driven by the core's progress callbacks."""
+"""Rich progress displays driven by the core's progress callbacks, and the commands' help."""
 
 from __future__ import annotations
 
+import inspect
+import re
 import time
 
+from rich.columns import Columns
 from rich.console import Console
-from rich.table import Table
+from rich.padding import Padding
+from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+from typer.core import TyperCommand, TyperGroup
 
 from . import stylize
 
@@ -187,3 +194,135 @@ class JobDisplay:
         self.progress.update(
             self.jobs, completed=index, speed=f"{rate:.3g} frames/s", loss=f"loss {stats.get('loss') or 0:.4g}"
         )
+
+
+# --- command help ------------------------------------------------------------------------------
+# Typer's help table shares a narrow terminal out evenly among its six columns: at 80 columns
+# option names were cut off ("--preserve-col…") and every help text squeezed into 15 characters.
+# This layout has two columns: the option's names, never cut, and its help, which gets the rest.
+
+HELP_PANELS = ("Input and output", "Style", "Optimization", "Video and flicker", "Performance and devices", "Options")
+NAME_WIDTH = 28  # a longer "--name METAVAR" puts the metavar on its own line beneath the name
+MAX_HELP_WIDTH = 100  # wider lines are hard to read
+TYPE_WORDS = {"int": "INT", "int range": "INT", "float": "FLOAT", "float range": "FLOAT", "path": "PATH", "str": "TEXT"}
+
+
+def human_number(value: object) -> str:
+    """A default as a person writes it: 3e9, 1e4, 0.001, 1 (not 3000000000.0, 10000.0, 1.0)."""
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(getattr(value, "value", value))  # an Enum member by its value
+    if value and value == int(value) and abs(value) >= 1e4:
+        mantissa, exponent = f"{value:e}".split("e")
+        return f"{float(mantissa):g}e{int(exponent)}"
+    return f"{value:g}"
+
+
+def metavar(param, ctx) -> str:
+    """What an option takes: INT, PATH, ... or its choices, [dis|none|independent]; '' for a flag."""
+    if param.metavar:
+        return param.metavar
+    if getattr(param, "is_flag", False):
+        return ""
+    if hasattr(param, "display_type"):  # typer >= 0.20: "<int>", "<list[Path]>", "<dis|none>"
+        label = param.display_type(ctx).strip("<>").removesuffix("...")
+        label = label[5:-1] if label.startswith("list[") else label
+    else:  # older typer: a click type
+        choices = getattr(param.type, "choices", None)
+        label = "|".join(map(str, choices)) if choices else param.type.name
+    return f"[{label}]" if "|" in label else TYPE_WORDS.get(label.lower(), label.upper())
+
+
+def param_help(param) -> Columns:
+    """The help text, then [default: ...] or [required]: beside it where they fit, else beneath."""
+    text = Text(" ".join((param.help or "").split()))
+    default, flag = param.default, getattr(param, "is_flag", False)
+    if isinstance(param.show_default, str):
+        shown = param.show_default
+    elif param.show_default is False or default is None or (flag and not param.secondary_opts):
+        shown = None  # a flag without a --no- twin is off unless given: nothing to say
+    elif flag:
+        shown = param.opts[0] if default else param.secondary_opts[0]
+    else:
+        shown = ", ".join(map(human_number, default)) if isinstance(default, (list, tuple)) else human_number(default)
+    extras = [f"[default: {shown}]"] if shown not in (None, "") else []
+    extras += ["[required]"] if param.required else []
+    # Columns keeps "[default: 512]" whole: on the help's line where it fits, else on its own line.
+    return Columns([text, Text("  ".join(extras), style="dim")] if extras else [text], padding=(0, 2))
+
+
+def param_row(param, ctx) -> tuple[Text, Text, Text]:
+    if param.param_type_name == "argument":
+        names, value = (param.metavar or param.name).upper(), ""
+    else:
+        names = ", ".join(param.opts) + (" / " + ", ".join(param.secondary_opts) if param.secondary_opts else "")
+        value = metavar(param, ctx)
+    cell = Text(names, style="bold cyan")
+    if value:
+        cell.append("\n  " if len(names) + 1 + len(value) > NAME_WIDTH else " ")
+        cell.append(value, style="yellow")
+    return Text("*" if param.required else "", style="bold red"), cell, param_help(param)
+
+
+def help_panel(title: str, rows: list[tuple[Text, ...]], name_width: int) -> Panel:
+    table = Table.grid(padding=(0, 1), expand=True)
+    table.add_column(width=1)
+    table.add_column(width=name_width, no_wrap=True, overflow="fold")
+    table.add_column(ratio=1, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return Panel(table, title=title, title_align="left", border_style="dim")
+
+
+def paragraphs(text: str) -> str:
+    """A docstring's paragraphs, each joined into one line for the console to wrap."""
+    return "\n\n".join(" ".join(part.split()) for part in inspect.cleandoc(text or "").split("\n\n"))
+
+
+def render_help(command, ctx) -> str:
+    """The whole help of a command or of the `stylize` group, as text for the terminal."""
+    out = Console(highlight=False)  # stdout's colours and width (COLUMNS; 80 when piped)
+    out.width = min(out.width, MAX_HELP_WIDTH)
+    with out.capture() as captured:
+        # Typer writes a required argument as {INPUT}; the usual convention is plain INPUT.
+        usage = re.sub(r"\{([^{}\s]+)\}", r"\1", command.get_usage(ctx))
+        out.print(Padding(Text(usage, style="bold"), (1, 1, 1, 1)))
+        if command.help:
+            out.print(Padding(Text(paragraphs(command.help)), (0, 1, 1, 1)))
+        panels: dict[str, list] = {}
+        for param in command.get_params(ctx):
+            if not getattr(param, "hidden", False):
+                default = "Arguments" if param.param_type_name == "argument" else "Options"
+                panels.setdefault(getattr(param, "rich_help_panel", None) or default, []).append(param_row(param, ctx))
+        widths = [len(line) for rows in panels.values() for row in rows for line in row[1].plain.splitlines()]
+        order = ("Arguments", *HELP_PANELS)
+        for title in sorted(panels, key=lambda t: order.index(t) if t in order else len(order) - 1):
+            out.print(help_panel(title, panels[title], max(widths) + 1))  # one space more to the help
+        if isinstance(command, TyperGroup):
+            out.print(commands_panel(command, ctx))
+        if command.epilog:  # kept as written: it is laid out in columns
+            out.print(Padding(Text(command.epilog.strip("\n")), (0, 1)))
+    return captured.get()
+
+
+def commands_panel(group, ctx) -> Panel:
+    """One line per command: its short help, or its help's first sentence."""
+    table = Table.grid(padding=(0, 2), expand=True)
+    table.add_column(no_wrap=True, style="bold cyan")
+    table.add_column(ratio=1, overflow="fold")
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if command is not None and not command.hidden:
+            table.add_row(name, command.short_help or paragraphs(command.help).split(". ")[0].split("\n")[0])
+    return Panel(table, title="Commands", title_align="left", border_style="dim")
+
+
+class HelpCommand(TyperCommand):
+    """A typer command whose --help is render_help's."""
+
+    def format_help(self, ctx, formatter) -> None:
+        formatter.write(render_help(self, ctx))
+
+
+class HelpGroup(TyperGroup):
+    def format_help(self, ctx, formatter) -> None:
+        formatter.write(render_help(self, ctx))

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from pipeline import cli
 from pipeline.cli import app, main
+from pipeline.display import human_number
 from pipeline.stylize import StyleSettings
 
 FAST = ["--size", "32", "--iterations", "2"]
@@ -528,8 +529,15 @@ def test_no_arguments_shows_help(capsys):
 
 
 def _help_rows(text: str) -> str:
-    """The help with box-drawing characters removed and each option's row on one line."""
-    return re.sub(r"[│╭╮╰╯─]", " ", text)
+    """The help with box-drawing characters removed and each option's row on one line: a line
+    that does not start with an option name (within the first columns) continues the row above."""
+    rows: list[str] = []
+    for line in re.sub(r"[│╭╮╰╯─]", " ", text).splitlines():
+        if rows and not re.match(r" {1,4}(\* )?-", line):
+            rows[-1] += " " + line.strip()
+        else:
+            rows.append(line)
+    return "\n".join(rows)
 
 
 def test_image_help_lists_every_option_with_its_default():
@@ -560,6 +568,7 @@ def test_image_help_lists_every_option_with_its_default():
     }
     for option, value in expected.items():
         row = next((line for line in text.splitlines() if re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", line)), "")
-        assert f"[default: {value}]" in row, f"{option}: no '[default: {value}]' in {row!r}"
+        shown = human_number(value)  # as a person writes it: 1e4, not 10000.0
+        assert f"[default: {shown}]" in row, f"{option}: no '[default: {shown}]' in {row!r}"
     for option in ("--style", "--output", "--overwrite", "--log-json", "--style-blend", "--quiet", "-o", "-s"):
         assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text), option
