@@ -1,0 +1,113 @@
+"""The reports' plots, drawn by matplotlib as SVG files (no display: a bare Figure and its SVG
+canvas, never pyplot's interactive backends).
+
+Long jobs have 100,000 frames; a line of that many points would make a multi-megabyte SVG that
+shows nothing more than 1,000 points do at the width of a page. Series are therefore reduced to
+at most MAX_POINTS bins before drawing: the mean for iterations and loss, the maximum for flicker
+(a spike is what a person looks for, and a mean would hide it).
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from .atomic import atomic_path
+
+MAX_POINTS = 1000
+SVG_STYLE = {
+    "svg.fonttype": "none",  # text as text: far smaller than glyph outlines, and selectable
+    "svg.hashsalt": "stylize-report",  # the same data gives the same file (unchanged: not rewritten)
+    "font.size": 9,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+}
+CUT_COLOR, SHOT_COLOR, CHUNK_COLOR = "#d62728", "#ff7f0e", "#7f7f7f"
+
+
+def reduce(x: Sequence[float], y: Sequence[float], how: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+    """At most MAX_POINTS (x, y) pairs: consecutive points binned, y by `how` (mean or max)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) <= MAX_POINTS:
+        return x, y
+    edges = np.linspace(0, len(x), MAX_POINTS + 1).astype(int)
+    fold = np.fmax.reduceat if how == "max" else np.add.reduceat
+    ys = fold(np.nan_to_num(y, nan=0.0), edges[:-1])
+    if how != "max":
+        ys = ys / np.diff(edges)
+    return x[edges[:-1]], ys
+
+
+def save_svg(figure: Figure, path: Path) -> None:
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "stylize-report"}):
+        figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    text = buffer.getvalue()
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def _marks(axes, marks: dict[str, Sequence[int]]) -> None:
+    """Vertical lines at scene cuts, shot starts that are not cuts, and chunk starts."""
+    styles = {"scene cut": (CUT_COLOR, "--"), "shot start": (SHOT_COLOR, ":"), "chunk start": (CHUNK_COLOR, ":")}
+    for name, (color, style) in styles.items():
+        for k, frame in enumerate(marks.get(name, ())):
+            axes.axvline(frame - 0.5, color=color, linestyle=style, linewidth=1, label=name if k == 0 else None)
+
+
+def video_plot(path: Path, frames: dict[str, list], pairs: dict[str, list], marks: dict[str, Sequence[int]], total: int) -> None:
+    """Iterations, loss and per-pair flicker over the frame index, one panel each.
+
+    frames: "index", "iterations", "loss" (one entry per finished frame); pairs: "index" (the
+    later frame of the pair), "output" and "input" (masked warping error)."""
+    with matplotlib.rc_context(SVG_STYLE):
+        figure = Figure(figsize=(9, 6.2))
+        top, middle, bottom = figure.subplots(3, 1, sharex=True)
+        x, iterations = reduce(frames["index"], frames["iterations"])
+        top.plot(x, iterations, color="#3a7bd5", linewidth=1, drawstyle="steps-mid")
+        top.set_ylabel("iterations")
+        top.yaxis.set_major_locator(MaxNLocator(integer=True))
+        top.xaxis.set_major_locator(MaxNLocator(integer=True))
+        x, loss = reduce(frames["index"], frames["loss"])
+        middle.plot(x, loss, color="#6a3d9a", linewidth=1)
+        if len(loss) and np.nanmin(loss) > 0:
+            middle.set_yscale("log")
+        middle.set_ylabel("loss")
+        for name, color in (("output", "#d62728"), ("input", "#2ca02c")):
+            x, y = reduce(pairs["index"], pairs[name], "max")
+            bottom.plot(x, y, color=color, linewidth=1, label=f"{name} flicker", marker="." if len(x) < 60 else None)
+        bottom.set_ylabel("warping error")
+        bottom.set_xlabel("frame")
+        for axes in (top, middle, bottom):
+            _marks(axes, marks)
+        bottom.set_xlim(0.5, max(total, 1) + 0.5)
+        bottom.legend(loc="upper right", fontsize=8, ncols=5)
+        figure.align_ylabels()
+        save_svg(figure, path)
+
+
+def rate_plot(path: Path, finished: Sequence[datetime]) -> None:
+    """Images finished per hour over time, in bins of a round width (about 40 bins a run)."""
+    with matplotlib.rc_context(SVG_STYLE):
+        figure = Figure(figsize=(9, 2.6))
+        axes = figure.subplots()
+        if finished:
+            times = sorted(finished)
+            span = max((times[-1] - times[0]).total_seconds(), 60.0)
+            width = min((w for w in (60, 300, 600, 1800, 3600, 7200, 21600) if span / w <= 40), default=86400)
+            start = times[0].timestamp() // width * width
+            counts = np.bincount([int((t.timestamp() - start) // width) for t in times])
+            lefts = [datetime.fromtimestamp(start + k * width, tz=times[0].tzinfo) for k in range(len(counts))]
+            axes.bar(lefts, counts * 3600 / width, width=timedelta(seconds=width), align="edge", color="#3a7bd5")
+            figure.autofmt_xdate()
+        axes.set_ylabel("images / hour")
+        save_svg(figure, path)
