@@ -472,6 +472,28 @@ def status(
     typer.echo("\n".join(lines))
 
 
+@app.command(cls=HelpCommand, short_help="Write the HTML report of a video or photo job, running or not.")
+@one_line_errors
+def report(
+    job_dir: Annotated[Path, typer.Argument(metavar="DIR", help="A video job's work directory, or the output directory of `stylize images`.", show_default=False)],
+) -> None:
+    """Rebuild a job's report.html from its records (thumbnails, plots, failures) and print its path."""
+    from .report_archive import write_archive_report
+    from .report_archive_data import archive_layout
+    from .report_video import write_video_report
+    from .report_video_data import is_video_dir
+
+    if not job_dir.is_dir():
+        raise InputError(f"{job_dir}: not a directory")
+    if is_video_dir(job_dir):
+        path = write_video_report(job_dir, flicker_budget=None)
+    elif (layout := archive_layout(job_dir)) is not None:
+        path = write_archive_report(layout.output_dir, thumb_budget=None, layout=layout)
+    else:
+        raise InputError(f"{job_dir}: not the work directory of a stylize job (no job.json or .stylize/archive.json)")
+    typer.echo(str(path))
+
+
 @app.command(cls=HelpCommand, short_help="Check the GPU, ffmpeg and the VGG-19 weights.")
 def doctor() -> None:
     """Check the environment: GPU, ffmpeg and the VGG-19 weights. Exit 1 if something needed is missing."""
