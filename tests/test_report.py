@@ -1,0 +1,228 @@
+"""The job reports: built from the records of a small video job and a small archive job with
+failures (both made with the CLI, real weights, 32 px), checked as files and rendered in headless
+Chromium (no console errors, every image and plot loaded, a screenshot that is not blank).
+
+Where no Chromium can be had, the browser tests are skipped and say why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.decode import ffmpeg_binary
+from pipeline.manifest import WorkDirLock, read_json, write_json
+from pipeline import report_archive
+from pipeline.report_archive import write_archive_report
+from pipeline.report_flicker import pair_figures
+from pipeline.report_video import write_video_report
+from pipeline.report_video_data import VideoLayout, read_state
+
+ROOT = Path(__file__).resolve().parents[1]
+STYLE = ROOT / "samples" / "ihc.png"
+TINY = ["--size", "32", "--iterations", "2", "--device", "cpu", "--quiet"]
+BROWSERS = ("chromium-headless-shell", "chromium")
+
+
+def cli(*args, expect: int = 0) -> subprocess.CompletedProcess:
+    run = subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == expect, f"stylize {' '.join(map(str, args))}: exit {run.returncode}\n{run.stderr}"
+    return run
+
+
+@pytest.fixture(scope="module")
+def video_job(tmp_path_factory) -> Path:
+    """A 12-frame clip with a scene cut after frame 6 (testsrc2, then mandelbrot), stylized."""
+    d = tmp_path_factory.mktemp("video")
+    clip = d / "clip.mp4"
+    graph = "[0:v]trim=end_frame=6[a];[1:v]trim=end_frame=6,setpts=PTS-STARTPTS[b];[a][b]concat=n=2:v=1[v]"
+    subprocess.run(
+        [ffmpeg_binary(), "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25",
+         "-f", "lavfi", "-i", "mandelbrot=size=64x48:rate=25", "-filter_complex", graph, "-map", "[v]",
+         "-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip)],
+        check=True,
+    )  # fmt: skip
+    cli("video", clip, "--style", STYLE, "-o", d / "out.mp4", "--iterations-first", "3", *TINY)
+    work = d / "out.mp4.work"
+    run = cli("report", work)
+    assert run.stdout.strip() == str(work / "report.html")
+    return work
+
+
+@pytest.fixture(scope="module")
+def archive_job(tmp_path_factory) -> Path:
+    """Five photos, two of them unreadable."""
+    d = tmp_path_factory.mktemp("archive")
+    photos, rng = d / "photos", np.random.default_rng(0)
+    (photos / "sub").mkdir(parents=True)
+    for name, shape in (("a.png", (32, 48)), ("b.jpg", (48, 32)), ("sub/c.png", (40, 40))):
+        Image.fromarray((rng.random((*shape, 3)) * 255).astype(np.uint8)).save(photos / name)
+    (photos / "sub" / "broken.jpg").write_text("not a photo")
+    (photos / 'odd "name" <b>.png').write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = d / "out"
+    cli("images", photos, "--style", STYLE, "-o", out, *TINY, expect=1)
+    cli("report", out)
+    return out
+
+
+def test_video_report_from_records(video_job):
+    html = (video_job / "report.html").read_text()
+    assert "http-equiv=\"refresh\"" not in html  # finished: the page stays put
+    assert "finished" in html and "12 of 12 stylized" in html
+    strip = re.findall(r"<figcaption>frame (\d+)</figcaption>", html)
+    assert strip == [str(i) for i in range(1, 13)]  # 12 frames: every one of them
+    for src in re.findall(r'src="([^"]+)"', html):
+        assert (video_job / src).is_file(), src
+    svg = (video_job / "report-files" / "video.svg").read_text()
+    assert "scene cut" in svg and "output flicker" in svg and "iterations" in svg
+    # The per-pair figures agree with the job's own mean (same masks, same pairs, cut skipped).
+    state = read_state(VideoLayout(video_job))
+    figures = pair_figures(state)
+    kept = [f["output"] for f in figures.values() if not f.get("cut")]
+    assert [i for i, f in figures.items() if f.get("cut")] == [7]
+    mean = read_json(video_job / "job.json")["report"]["flicker"]
+    assert len(kept) == mean["pairs"] == 10
+    assert np.mean(kept) == pytest.approx(mean["output"], rel=1e-5)
+    assert len(re.findall(r"frames \d+&rarr;\d+: output", html)) == 6  # the worst pairs
+
+
+def test_video_report_rewrites_are_cheap_and_prefer_recorded_flicker(video_job, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(video_job, work)
+    thumbs = {p: p.stat().st_mtime_ns for p in (work / "report-files").glob("*.webp")}
+    cache = work / "report-files" / "flicker.json"
+    cached = cache.stat().st_mtime_ns
+    write_video_report(work)
+    # Thumbnails are made once; pairs measured once (their cache untouched); the page unchanged.
+    assert {p: p.stat().st_mtime_ns for p in (work / "report-files").glob("*.webp")} == thumbs
+    assert cache.stat().st_mtime_ns == cached
+    # A figure the job recorded in a frame's statistics wins over the report's own measure.
+    stats = work / "styled" / "000005.json"
+    write_json(stats, read_json(stats) | {"flicker": {"output": 12345.0, "input": 6.0}})
+    (work / "report-files" / "frames.json").unlink()  # the statistics are read once: forget them
+    write_video_report(work)
+    assert "output 1.234e+04, input 6" in (work / "report.html").read_text()
+
+
+def test_video_report_refreshes_only_while_the_job_holds_its_lock(video_job, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(video_job, work)
+    job = read_json(work / "job.json")
+    job["stages"]["encode"]["status"] = "pending"
+    write_json(work / "job.json", job)
+    with WorkDirLock(work):
+        html = write_video_report(work).read_text()
+        assert 'http-equiv="refresh"' in html and f"running (process {os.getpid()})" in html
+    html = write_video_report(work).read_text()
+    assert 'http-equiv="refresh"' not in html and "run the same command again" in html
+
+
+def test_archive_report_failures_first_and_gallery(archive_job):
+    state = archive_job / ".stylize"
+    html = (state / "report.html").read_text()
+    assert "2 failed" in html and "3 done" in html
+    assert html.index("not an image") < html.index("Before and after")  # failures at the top
+    assert "odd &quot;name&quot; &lt;b&gt;.png" in html  # names escaped, never markup
+    links = re.findall(r'<a class="pair" href="([^"]+)"', html)
+    assert sorted(links) == ["../a.png", "../b.jpg", "../sub/c.png"]
+    for src in re.findall(r'src="([^"]+)"', html):
+        assert (state / src).is_file(), src
+    assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing from the network
+
+
+def test_archive_report_pages(archive_job, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    shutil.copytree(archive_job, out)
+    monkeypatch.setattr(report_archive, "PAGE", 2)
+    write_archive_report(out)
+    pages = sorted(p.name for p in (out / ".stylize").glob("report*.html"))
+    assert pages == ["report-2.html", "report.html"]
+    second = (out / ".stylize" / "report-2.html").read_text()
+    assert '<a href="report.html">1</a>' in second and len(re.findall(r'class="pair"', second)) == 1
+    monkeypatch.setattr(report_archive, "PAGE", 200)
+    write_archive_report(out)
+    assert not (out / ".stylize" / "report-2.html").exists()  # a page no longer in the gallery goes
+
+
+def test_report_of_a_folder_that_is_no_job(tmp_path):
+    run = cli("report", tmp_path, expect=2)
+    assert run.stderr.strip() == f"error: {tmp_path}: not the work directory of a stylize job (no job.json or .stylize/archive.json)"
+
+
+# --- in a real browser ---------------------------------------------------------------------
+
+WRAPPER = """<!DOCTYPE html><html><body>
+<iframe id="f" src="{url}" style="width:1200px;height:20000px"></iframe><pre id="result">pending</pre>
+<script>
+const f = document.getElementById('f');
+f.addEventListener('load', () => {{
+  const doc = f.contentDocument;
+  if (!doc) {{ document.getElementById('result').textContent = '"no access to the page"'; return; }}
+  const images = Array.from(doc.images);
+  images.forEach(i => {{ i.loading = 'eager'; }});  // lazy images below the fold load too
+  const check = () => {{
+    if (images.every(i => i.complete)) {{
+      document.getElementById('result').textContent =
+        JSON.stringify(images.map(i => [i.getAttribute('src'), i.naturalWidth, i.naturalHeight]));
+    }} else setTimeout(check, 50);
+  }};
+  check();
+}});
+</script></body></html>
+"""
+
+
+def chromium() -> str:
+    for name in BROWSERS:
+        if path := shutil.which(name):
+            return path
+    pytest.skip(f"no Chromium found ({' or '.join(BROWSERS)}); .ci/run installs chromium-headless-shell")
+
+
+def browse(page: Path, tmp_path: Path) -> tuple[list, list[str], Image.Image]:
+    """Render `page`: (src, naturalWidth, naturalHeight) of each image, console messages, screenshot."""
+    browser = chromium()
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run"]
+    wrapper = tmp_path / "wrapper.html"
+    wrapper.write_text(WRAPPER.format(url=page.resolve().as_uri()))
+    run = subprocess.run(
+        [*flags, "--allow-file-access-from-files", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=20000",
+         "--dump-dom", wrapper.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    found = re.search(r'<pre id="result">(.*?)</pre>', run.stdout, re.S)
+    assert found and found.group(1) != "pending", f"the page did not finish loading:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}"
+    console = [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
+    shot = tmp_path / "shot.png"
+    run = subprocess.run([*flags, "--window-size=1200,1600", f"--screenshot={shot}", page.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    assert shot.is_file(), run.stderr[-2000:]
+    return json.loads(found.group(1)), console, Image.open(shot).convert("RGB")
+
+
+def check_rendering(page: Path, tmp_path: Path, *, plots: int, thumbnails: int) -> None:
+    images, console, shot = browse(page, tmp_path)
+    assert console == []
+    broken = [src for src, width, height in images if not (width > 0 and height > 0)]
+    assert broken == []
+    assert sum(src.endswith(".svg") for src, _, _ in images) == plots
+    assert sum(src.endswith(".webp") for src, _, _ in images) == thumbnails
+    pixels = np.asarray(shot, dtype=np.float32)
+    assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 500  # not blank
+
+
+def test_video_report_in_chromium(video_job, tmp_path):
+    # 12 frames, content and stylized; 6 worst pairs, previous warped and current.
+    check_rendering(video_job / "report.html", tmp_path, plots=1, thumbnails=12 * 2 + 6 * 2)
+
+
+def test_archive_report_in_chromium(archive_job, tmp_path):
+    check_rendering(archive_job / ".stylize" / "report.html", tmp_path, plots=1, thumbnails=3 * 2)
