@@ -24,11 +24,18 @@ from .report_thumbs import THUMB_SIZE, prune, thumbnail
 PAGE = 200  # images per gallery page: 50,000 images make 250 small pages, not one huge one
 FAILURES_SHOWN = 500  # on the first page; the log has them all
 JOB_THUMB_BUDGET = 10.0  # seconds of new thumbnails per rewrite of a running job's report
-GALLERY_STYLE = f"<style>.gallery img{{width:{THUMB_SIZE}px;height:{THUMB_SIZE}px;object-fit:contain;background:#eee}}</style>"
+GALLERY_STYLE = (
+    f"<style>.gallery img{{width:{THUMB_SIZE}px;height:{THUMB_SIZE}px;object-fit:contain;background:#eee}}</style>"
+)
 
 
-def write_archive_report(output_dir: Path | str, *, running: bool | None = None, thumb_budget: float | None = JOB_THUMB_BUDGET,
-                         layout: ArchiveLayout | None = None) -> Path:  # fmt: skip
+def write_archive_report(
+    output_dir: Path | str,
+    *,
+    running: bool | None = None,
+    thumb_budget: float | None = JOB_THUMB_BUDGET,
+    layout: ArchiveLayout | None = None,
+) -> Path:
     """Rewrite OUTPUT/.stylize/report.html and its gallery pages from the job's records; returns
     the first page's path.
 
@@ -49,7 +56,10 @@ def write_archive_report(output_dir: Path | str, *, running: bool | None = None,
         items = done[(number - 1) * PAGE : number * PAGE]
         body = summary(state, running) if number == 1 else header(state, running)
         body += gallery(state, items, thumbs, number, pages)
-        write_text(layout.state_dir / page_name(number), page(f"stylize images: page {number}", GALLERY_STYLE + body, running=running))
+        write_text(
+            layout.state_dir / page_name(number),
+            page(f"stylize images: page {number}", GALLERY_STYLE + body, running=running),
+        )
     for stale in layout.state_dir.glob("report-*.html"):  # pages of an earlier, longer gallery
         if stale.stem.removeprefix("report-").isdigit() and int(stale.stem.removeprefix("report-")) > pages:
             stale.unlink(missing_ok=True)
@@ -62,12 +72,16 @@ def page_name(number: int) -> str:
 
 def thumb_names(record: dict) -> tuple[str, str]:
     """Names by content (the records' SHA-256 of source and output): made once, never stale."""
-    fallback = hashlib.sha256(f"{record.get('source')}|{record.get('finished')}".encode("utf-8", "surrogatepass")).hexdigest()
+    fallback = hashlib.sha256(
+        f"{record.get('source')}|{record.get('finished')}".encode("utf-8", "surrogatepass")
+    ).hexdigest()
     source, output = (record.get(k) or fallback for k in ("sha256", "output_sha256"))
     return f"{source[:2]}/{source[:20]}-in.webp", f"{output[:2]}/{output[:20]}-out.webp"
 
 
-def make_thumbnails(state: ArchiveState, done: list[dict], budget: float | None) -> dict[str, tuple[Path | None, Path | None]]:
+def make_thumbnails(
+    state: ArchiveState, done: list[dict], budget: float | None
+) -> dict[str, tuple[Path | None, Path | None]]:
     """source -> (before, after) thumbnail paths; None where not made (yet)."""
     layout, info = state.layout, state.info
     started, out = time.monotonic(), {}
@@ -77,7 +91,11 @@ def make_thumbnails(state: ArchiveState, done: list[dict], budget: float | None)
         sources = (Path(info["input"]) / record["source"], layout.output_dir / record["output"])
         made = []
         for path, source, orient in zip(paths, sources, (True, False)):
-            if path.is_file() or (budget is None or time.monotonic() - started < budget) and thumbnail(source, path, orient=orient):
+            if (
+                path.is_file()
+                or (budget is None or time.monotonic() - started < budget)
+                and thumbnail(source, path, orient=orient)
+            ):
                 made.append(path)
             else:
                 made.append(None)
@@ -102,7 +120,7 @@ def header(state: ArchiveState, running: bool) -> str:
     log = link_from(state.layout.state_dir, state.layout.state_dir / state.layout.log)
     return (
         f"<h1>Photos: {esc(info.get('input'))} &rarr; {esc(info.get('output'))}</h1>"
-        f"<p>{state_badge(state_text(state, running))} <span class=\"muted\">report written {esc(now)}; "
+        f'<p>{state_badge(state_text(state, running))} <span class="muted">report written {esc(now)}; '
         f'<a href="{log}">log</a></span></p>'
     )
 
@@ -131,8 +149,8 @@ def summary(state: ArchiveState, running: bool) -> str:
     s = info.get("settings") or {}
     settings = [
         ("styles", ", ".join(info.get("styles") or [])),
-        ("settings", f"size {s.get('size')}, {s.get('iterations')} iterations ({s.get('optimizer')}), "
-                     f"format {info.get('format') or 'as input'} (settings {info.get('settings_hash')})"),
+        ("settings", (f"size {s.get('size')}, {s.get('iterations')} iterations ({s.get('optimizer')}), "
+                     f"format {info.get('format') or 'as input'} (settings {info.get('settings_hash')})")),
     ]  # fmt: skip
     html = header(state, running) + failures(failed)
     html += f"<h2>Progress</h2><p>{progress_bar(len(done) + len(failed), state.inputs)}</p>{table(counts)}"
@@ -145,11 +163,13 @@ def failures(failed: list[dict]) -> str:
     if not failed:
         return ""
     rows = "".join(
-        f"<tr><td>{esc(r.get('source'))}</td><td class=\"bad\">{esc(r.get('error'))}"
+        f'<tr><td>{esc(r.get("source"))}</td><td class="bad">{esc(r.get("error"))}'
         f"{' (tried again on the next run)' if r.get('transient') else ''}</td></tr>"
         for r in failed[:FAILURES_SHOWN]
     )
-    more = f"<p>... and {len(failed) - FAILURES_SHOWN} more (all in the log).</p>" if len(failed) > FAILURES_SHOWN else ""
+    more = (
+        f"<p>... and {len(failed) - FAILURES_SHOWN} more (all in the log).</p>" if len(failed) > FAILURES_SHOWN else ""
+    )
     return f'<h2 class="bad">{len(failed)} failed</h2><table><tr><th>image</th><th>reason</th></tr>{rows}</table>{more}'
 
 
@@ -171,10 +191,15 @@ def gallery(state: ArchiveState, items: list[dict], thumbs: dict, number: int, p
             f'<span class="muted" style="display:inline-block;width:{THUMB_SIZE}px">{what}: no thumbnail yet</span>'
             for what, path in (("before", before), ("after", after))
         )  # fmt: skip
-        caption = esc(record["source"]) + (f" &rarr; {esc(record['output'])}" if record["output"] != record["source"] else "")
-        figures.append(f'<figure><a class="pair" href="{target}">{pictures}</a><figcaption>{caption}</figcaption></figure>')
+        caption = esc(record["source"]) + (
+            f" &rarr; {esc(record['output'])}" if record["output"] != record["source"] else ""
+        )
+        figures.append(
+            f'<figure><a class="pair" href="{target}">{pictures}</a><figcaption>{caption}</figcaption></figure>'
+        )
     first = (number - 1) * PAGE + 1
     title = f"Before and after: {first}-{first + len(items) - 1}" if items else "Before and after"
     empty = '<p class="muted">No image finished yet.</p>' if not items else ""
-    return f"<h2>{title}</h2>{nav(number, pages)}{empty}<div class=\"gallery\">{''.join(figures)}</div>{nav(number, pages)}"
-
+    return (
+        f'<h2>{title}</h2>{nav(number, pages)}{empty}<div class="gallery">{"".join(figures)}</div>{nav(number, pages)}'
+    )

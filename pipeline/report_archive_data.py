@@ -29,7 +29,18 @@ from .errors import InputError
 from .manifest import WorkDirLock, read_json
 from .report_html import FILES_DIR, write_text
 
-KEPT = ("source", "status", "output", "error", "sha256", "output_sha256", "settings_hash", "finished", "seconds", "transient")
+KEPT = (
+    "source",
+    "status",
+    "output",
+    "error",
+    "sha256",
+    "output_sha256",
+    "settings_hash",
+    "finished",
+    "seconds",
+    "transient",
+)
 
 
 @dataclass(frozen=True)

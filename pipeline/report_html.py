@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 from urllib.parse import quote
 
 from .atomic import atomic_path
@@ -29,7 +29,8 @@ table{border-collapse:collapse}td,th{padding:2px 10px 2px 0;text-align:left;vert
 th{font-weight:600;color:#555}.muted{color:#777}.bad{color:#b00020}.ok{color:#1b7a1b}
 .state{display:inline-block;padding:1px 8px;border-radius:9px;background:#e3e3e3}
 .state.running{background:#d4ecff}.state.done{background:#d8f3d8}.state.stopped{background:#ffe2c4}
-.bar{width:360px;height:12px;background:#e3e3e3;border-radius:6px;overflow:hidden;display:inline-block;vertical-align:middle}
+.bar{width:360px;height:12px;background:#e3e3e3;border-radius:6px;overflow:hidden;display:inline-block;
+vertical-align:middle}
 .bar span{display:block;height:100%;background:#3a7bd5}
 .strip{display:flex;flex-wrap:wrap;gap:6px}.strip figure,.gallery figure{margin:0;background:#fff;
 border:1px solid #ddd;padding:4px;text-align:center}
@@ -73,7 +74,9 @@ def state_badge(state: str) -> str:
     return f'<span class="state {kind}">{esc(state)}</span>'
 
 
-def img(src: str, *, width: int | None = None, height: int | None = None, alt: str = "", lazy: bool = False, cls: str = "") -> str:
+def img(
+    src: str, *, width: int | None = None, height: int | None = None, alt: str = "", lazy: bool = False, cls: str = ""
+) -> str:
     """An <img>; `src` is an already encoded URL. Width and height reserve the space before it loads."""
     size = (f' width="{width}"' if width else "") + (f' height="{height}"' if height else "")
     extra = (' loading="lazy"' if lazy else "") + (f' class="{cls}"' if cls else "")

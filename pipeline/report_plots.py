@@ -10,9 +10,9 @@ at most MAX_POINTS bins before drawing: the mean for iterations and loss, the ma
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 import numpy as np
@@ -64,7 +64,9 @@ def _marks(axes, marks: dict[str, Sequence[int]]) -> None:
             axes.axvline(frame - 0.5, color=color, linestyle=style, linewidth=1, label=name if k == 0 else None)
 
 
-def video_plot(path: Path, frames: dict[str, list], pairs: dict[str, list], marks: dict[str, Sequence[int]], total: int) -> None:
+def video_plot(
+    path: Path, frames: dict[str, list], pairs: dict[str, list], marks: dict[str, Sequence[int]], total: int
+) -> None:
     """Iterations, loss and per-pair flicker over the frame index, one panel each.
 
     frames: "index", "iterations", "loss" (one entry per finished frame); pairs: "index" (the

@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -32,7 +32,9 @@ def _save(image: Image.Image, dest: Path) -> tuple[int, int]:
     scale = THUMB_SIZE / max(image.size)
     if scale != 1:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(size, Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS, reducing_gap=2.0)
+        image = image.resize(
+            size, Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS, reducing_gap=2.0
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest) as tmp:
         image.save(tmp, "WEBP", quality=QUALITY, method=4)

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from .report_flicker import pair_figures, worst_pairs, worst_thumbnails
-from .report_html import FILES_DIR as FILES, REPORT_FILE, esc, img, link_from, page, progress_bar, state_badge, table, write_text
+from .report_html import FILES_DIR as FILES
+from .report_html import REPORT_FILE, esc, img, link_from, page, progress_bar, state_badge, table, write_text
 from .report_plots import video_plot
 from .report_thumbs import THUMB_SIZE, prune, thumbnail
 from .report_video_data import VideoLayout, VideoState, read_state
@@ -28,8 +29,13 @@ JOB_FLICKER_BUDGET = 2.0
 HIDDEN_SETTINGS = ("decode", "flow", "stylize", "input", "output", "styles")
 
 
-def write_video_report(work_dir: Path | str, *, running: bool | None = None, flicker_budget: float | None = JOB_FLICKER_BUDGET,
-                       layout: VideoLayout | None = None) -> Path:  # fmt: skip
+def write_video_report(
+    work_dir: Path | str,
+    *,
+    running: bool | None = None,
+    flicker_budget: float | None = JOB_FLICKER_BUDGET,
+    layout: VideoLayout | None = None,
+) -> Path:
     """Rewrite WORK/report.html from the job's records; returns its path.
 
     running: whether the page refreshes itself; None decides from the work directory's lock
@@ -50,8 +56,8 @@ def write_video_report(work_dir: Path | str, *, running: bool | None = None, fli
     plot(state, figures)
     body = "\n".join((
         header(state, running), progress(state, running), inputs(state), flicker_summary(state, figures),
-        strip_html(state, strip), '<h2>Iterations, loss and flicker per frame</h2>'
-        f'<img class="plot" src="{FILES}/video.svg" alt="iterations, loss and flicker over the frame index">',
+        strip_html(state, strip), ('<h2>Iterations, loss and flicker per frame</h2>'
+        f'<img class="plot" src="{FILES}/video.svg" alt="iterations, loss and flicker over the frame index">'),
         worst_html(state, figures, worst_thumbs),
     ))  # fmt: skip
     path = layout.work_dir / REPORT_FILE
@@ -77,7 +83,9 @@ def state_text(state: VideoState, running: bool) -> str:
 def header(state: VideoState, running: bool) -> str:
     video = Path(inputs_of(state).get("video") or "?").name
     output = inputs_of(state).get("output")
-    link = f' &rarr; <a href="{link_from(state.layout.work_dir, output)}">{esc(Path(output).name)}</a>' if output else ""
+    link = (
+        f' &rarr; <a href="{link_from(state.layout.work_dir, output)}">{esc(Path(output).name)}</a>' if output else ""
+    )
     now = datetime.now().isoformat(sep=" ", timespec="seconds")
     log = link_from(state.layout.work_dir, state.layout.work_dir / "job.log")
     return (
@@ -97,7 +105,7 @@ def frame_rate(state: VideoState) -> float | None:
 
 
 def duration_text(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     hours, rest = divmod(seconds, 3600)
     return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min {rest % 60:02d} s"
 
@@ -110,7 +118,9 @@ def progress(state: VideoState, running: bool) -> str:
         rows.append(("speed", f"{rate:.3g} frames/s ({1 / rate:.3g} s per frame)"))
     if running and rate and total > done:
         eta = datetime.now().timestamp() + (total - done) / rate
-        rows.append(("ETA", f"{duration_text((total - done) / rate)} left, about {datetime.fromtimestamp(eta):%Y-%m-%d %H:%M}"))
+        rows.append(
+            ("ETA", f"{duration_text((total - done) / rate)} left, about {datetime.fromtimestamp(eta):%Y-%m-%d %H:%M}")
+        )
     for name in ("decode", "flow", "stylize", "encode"):
         status = state.stage(name).get("status", "pending")
         rows.append((f"{name} stage", "interrupted" if status == "running" and not running else status))
@@ -119,12 +129,21 @@ def progress(state: VideoState, running: bool) -> str:
 
 def inputs(state: VideoState) -> str:
     given, video = inputs_of(state), state.data.get("video") or {}
-    rows = [("input", given.get("video")), ("styles", ", ".join(given.get("styles") or [])), ("output", given.get("output"))]
+    rows = [
+        ("input", given.get("video")),
+        ("styles", ", ".join(given.get("styles") or [])),
+        ("output", given.get("output")),
+    ]
     if given.get("init"):
         rows.append(("init image", given["init"]))
     if video:
         rate = float(Fraction(str(video.get("frame_rate", "0"))))
-        rows.append(("input video", f"{video.get('width')}x{video.get('height')}, {rate:.3f} fps, {video.get('duration', 0):.2f} s"))
+        rows.append(
+            (
+                "input video",
+                f"{video.get('width')}x{video.get('height')}, {rate:.3f} fps, {video.get('duration', 0):.2f} s",
+            )
+        )
     width, height = state.frame_size
     if width:
         rows.append(("frames", f"{width}x{height}"))
@@ -140,13 +159,17 @@ def flicker_summary(state: VideoState, figures: dict[int, dict]) -> str:
     mean = (state.data.get("report") or {}).get("flicker")
     rows = []
     if mean:
-        rows.append(("job's measure", f"output {mean['output']:.4g}, input {mean['input']:.4g} over {mean['pairs']} pairs"))
+        rows.append(
+            ("job's measure", f"output {mean['output']:.4g}, input {mean['input']:.4g} over {mean['pairs']} pairs")
+        )
     if measured:
         out, inp = (float(np.mean([f[k] for f in measured])) for k in ("output", "input"))
         rows.append(("per pair, so far", f"output {out:.4g}, input {inp:.4g} over {len(measured)} pairs"))
     cuts = state.cuts()
     rows.append(("scene cuts", ", ".join(map(str, cuts)) if cuts else "none"))
-    note = '<p class="muted">Masked warping error between consecutive frames (squared 0..255 RGB, lower is steadier).</p>'
+    note = (
+        '<p class="muted">Masked warping error between consecutive frames (squared 0..255 RGB, lower is steadier).</p>'
+    )
     return f"<h2>Flicker</h2>{table(rows)}{note}"
 
 
@@ -221,7 +244,7 @@ def plot(state: VideoState, figures: dict[int, dict]) -> None:
 
 def worst_html(state: VideoState, figures: dict[int, dict], thumbs: dict) -> str:
     if not thumbs:
-        return "<h2>Worst flicker</h2><p class=\"muted\">No frame pair measured yet.</p>"
+        return '<h2>Worst flicker</h2><p class="muted">No frame pair measured yet.</p>'
     items = []
     for index, (warped, current) in thumbs.items():
         f = figures[index]
@@ -230,4 +253,3 @@ def worst_html(state: VideoState, figures: dict[int, dict], thumbs: dict) -> str
         items.append(f'<figure><div class="pair">{pictures}</div><figcaption>{caption}</figcaption></figure>')
     note = "Left: the previous stylized frame warped by the flow onto the next; right: the next stylized frame."
     return f'<h2>Worst flicker</h2><p class="muted">{note}</p><div class="gallery">{"".join(items)}</div>'
-

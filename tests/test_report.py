@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline import report_archive
 from pipeline.decode import ffmpeg_binary
 from pipeline.manifest import WorkDirLock, read_json, write_json
-from pipeline import report_archive
 from pipeline.report_archive import write_archive_report
 from pipeline.report_flicker import pair_figures
 from pipeline.report_video import write_video_report
@@ -34,7 +34,14 @@ BROWSERS = ("chromium-headless-shell", "chromium")
 
 
 def cli(*args, expect: int = 0) -> subprocess.CompletedProcess:
-    run = subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert run.returncode == expect, f"stylize {' '.join(map(str, args))}: exit {run.returncode}\n{run.stderr}"
     return run
 
@@ -76,7 +83,7 @@ def archive_job(tmp_path_factory) -> Path:
 
 def test_video_report_from_records(video_job):
     html = (video_job / "report.html").read_text()
-    assert "http-equiv=\"refresh\"" not in html  # finished: the page stays put
+    assert 'http-equiv="refresh"' not in html  # finished: the page stays put
     assert "finished" in html and "12 of 12 stylized" in html
     strip = re.findall(r"<figcaption>frame (\d+)</figcaption>", html)
     assert strip == [str(i) for i in range(1, 13)]  # 12 frames: every one of them
@@ -155,7 +162,10 @@ def test_archive_report_pages(archive_job, tmp_path, monkeypatch):
 
 def test_report_of_a_folder_that_is_no_job(tmp_path):
     run = cli("report", tmp_path, expect=2)
-    assert run.stderr.strip() == f"error: {tmp_path}: not the work directory of a stylize job (no job.json or .stylize/archive.json)"
+    assert (
+        run.stderr.strip()
+        == f"error: {tmp_path}: not the work directory of a stylize job (no job.json or .stylize/archive.json)"
+    )
 
 
 # --- in a real browser ---------------------------------------------------------------------
@@ -197,13 +207,21 @@ def browse(page: Path, tmp_path: Path) -> tuple[list, list[str], Image.Image]:
     run = subprocess.run(
         [*flags, "--allow-file-access-from-files", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=20000",
          "--dump-dom", wrapper.as_uri()],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
-    found = re.search(r'<pre id="result">(.*?)</pre>', run.stdout, re.S)
-    assert found and found.group(1) != "pending", f"the page did not finish loading:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}"
+    found = re.search(r'<pre id="result">(.*?)</pre>', run.stdout, re.DOTALL)
+    assert found and found.group(1) != "pending", (
+        f"the page did not finish loading:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}"
+    )
     console = [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
     shot = tmp_path / "shot.png"
-    run = subprocess.run([*flags, "--window-size=1200,1600", f"--screenshot={shot}", page.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [*flags, "--window-size=1200,1600", f"--screenshot={shot}", page.resolve().as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert shot.is_file(), run.stderr[-2000:]
     return json.loads(found.group(1)), console, Image.open(shot).convert("RGB")
 
