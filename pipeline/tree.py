@@ -16,8 +16,9 @@ from pathlib import Path, PurePosixPath
 
 from PIL import ExifTags, Image
 
-from .errors import InputError, WriteError, one_line  # one_line: archive imports it from here
-from .images import FILE_KINDS, SAVE_FORMATS, fit_long_side, open_regular, plan_decode, regular_sha256
+from .errors import InputError, WriteError, one_line
+from .hashing import file_sha256
+from .images import FILE_KINDS, SAVE_FORMATS, fit_long_side, open_regular, plan_decode
 from .manifest import read_json, write_json
 
 try:  # HEIC/HEIF where the plugin is installed; Pillow alone cannot read them.
@@ -212,7 +213,7 @@ def replaceable(target: Path, *, known: Collection[str | None], overwrite: bool)
         raise InputError(f"{target}: cannot be read ({exc.strerror or exc})") from None
     if stat.S_ISDIR(mode):
         raise InputError(f"{target}: a directory has the output's name; it is left as it is")
-    fingerprint = regular_sha256(target, follow_links=False)
+    fingerprint = file_sha256(target, follow_links=False)
     if overwrite or (fingerprint is not None and fingerprint in known):
         return fingerprint
     kinds = {stat.S_IFREG: "a file", stat.S_IFLNK: "a symbolic link", **FILE_KINDS}
