@@ -329,3 +329,56 @@ def test_walk_names_and_options(tmp_path):
         assert stylize(source, "-s", STYLE, "-o", tmp_path / "out", "-q") == 2
         assert archive.running_pid(tmp_path / "out") == str(os.getpid())
     assert not list((tmp_path / "out").rglob("*.jpg"))
+
+
+def test_automatic_batch_size_comes_from_the_lbfgs_history_and_the_vgg_activations(monkeypatch):
+    """The per-pixel estimate is counted from what the optimizer and the network hold, so that a
+    change to either (here: the L-BFGS history length) changes the batch size with it."""
+    from pipeline import archive_plan, lbfgs
+
+    per_pixel = archive_plan.bytes_per_pixel()
+    # Each pair of the history is two 3-channel fp32 buffers of the image's size (s and y).
+    pair = 2 * 3 * 4 * archive_plan.HEADROOM
+    monkeypatch.setattr(lbfgs, "HISTORY_SIZE", lbfgs.HISTORY_SIZE + 80)  # torch's default of 100
+    assert archive_plan.bytes_per_pixel() == pytest.approx(per_pixel + 80 * pair)
+    free = int(80e9)  # an 80 GB GPU
+    with_100_pairs = archive_plan.auto_batch_size((512, 512), free)
+    monkeypatch.undo()
+    assert archive_plan.auto_batch_size((512, 512), free) > with_100_pairs
+    # VGG-19 to relu5_1 holds more than to relu4_1, and most of it at full resolution (conv1).
+    assert archive_plan.vgg_bytes_per_pixel("relu4_1") < archive_plan.vgg_bytes_per_pixel() < 2 * 3 * 64 * 4 * 4
+    # A batch takes the memory it is given: twice the free memory (less the reserve), twice the batch.
+    reserve = archive_plan.RESERVED_BYTES
+    one = archive_plan.auto_batch_size((512, 512), reserve + int(512 * 512 * per_pixel * 5.5))
+    two = archive_plan.auto_batch_size((512, 512), reserve + int(512 * 512 * per_pixel * 11))
+    assert (one, two) == (5, 11)
+
+
+def test_archive_hashes_keep_their_values_so_existing_output_directories_resume(tmp_path):
+    """The settings hash in every record and the file hashes must not change with the code that
+    computes them: a different value would redo every image of an archive already done."""
+    import hashlib
+
+    from pipeline import archive_records, hashing, manifest
+    from pipeline.stylize import StyleSettings
+
+    values = {"settings": "abc", "styles": ["x"], "format": None, "quality": 95}
+    assert hashing.settings_hash(values) == manifest.hash_settings(values) == "f961bfd65ca9c232"
+    settings = StyleSettings(size=48)
+    old_values = {"settings": settings.hash(), "styles": ["0" * 64], "format": "png", "quality": 90}
+    expected = hashlib.sha256(json.dumps(old_values, sort_keys=True).encode()).hexdigest()[:16]
+    assert archive_records.job_hash(settings, ["0" * 64], "png", 90) == expected
+
+    small, large = tmp_path / "small.bin", tmp_path / "large.bin"
+    small.write_bytes(b"photo")
+    large.write_bytes(os.urandom(3 << 20))
+    for path in (small, large):
+        assert hashing.file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert hashing.file_fingerprint(small) == f"5:{hashlib.sha256(b'photo').hexdigest()[:16]}"
+    data = large.read_bytes()
+    ends = hashlib.sha256(data[: 1 << 20] + data[-(1 << 20) :]).hexdigest()[:16]  # the first and last MiB
+    assert hashing.file_fingerprint(large) == f"{3 << 20}:{ends}"
+    os.mkfifo(tmp_path / "fifo")
+    assert hashing.file_sha256(tmp_path / "fifo") is None  # never read: it would block
+    (tmp_path / "link").symlink_to(small)
+    assert hashing.file_sha256(tmp_path / "link", follow_links=False) is None
