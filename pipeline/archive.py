@@ -23,11 +23,11 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 from .archive_backends import BACKENDS, Workers, connect
 from .archive_plan import Plan, auto_batch_size, make_batches, plan_run, preflight_all
@@ -44,10 +44,24 @@ from .tree import LEDGER_DIR, OUTPUT_FORMATS
 
 # Imported from here by the CLI and the tests.
 __all__ = [
-    "ArchiveOptions", "Item", "Plan", "STATE_DIR", "Summary", "auto_batch_size", "is_archive", "log", "log_file",
-    "make_batches", "parse_devices", "read_records", "record_path", "run_archive", "running_pid", "state_dir",
+    "STATE_DIR",
+    "ArchiveOptions",
+    "Item",
+    "Plan",
+    "Summary",
+    "auto_batch_size",
+    "is_archive",
+    "log",
+    "log_file",
+    "make_batches",
+    "parse_devices",
+    "read_records",
+    "record_path",
+    "run_archive",
+    "running_pid",
+    "state_dir",
     "status_lines",
-]  # fmt: skip
+]
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,10 @@ run at once and their least free GPU memory, which the batch size comes from."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from joblib import Parallel, delayed, parallel_config
@@ -77,10 +78,10 @@ def connect(backend: str, devices: tuple[str, ...] | None, scheduler: str | None
     if backend == "local":
         yield Workers(count=len(devices), free_memory=free_memory(devices))
         return
-    with dask_client(scheduler, client) as client:
-        per_worker = client.run(free_memory)  # {worker address: its least free GPU memory or None}
+    with dask_client(scheduler, client) as cluster:
+        per_worker = cluster.run(free_memory)  # {worker address: its least free GPU memory or None}
         on_gpus = [f for f in per_worker.values() if f is not None]
-        yield Workers(count=len(per_worker), free_memory=min(on_gpus) if on_gpus else None, client=client)
+        yield Workers(count=len(per_worker), free_memory=min(on_gpus) if on_gpus else None, client=cluster)
 
 
 @contextmanager

@@ -38,8 +38,10 @@ def status_lines(output_dir: Path | str, *, failures: int = 10) -> list[str]:
         f"archive: {info['input']} -> {info['output']}",
         f"state: {run_state(info['state'], pid)}; last run started {info['started']}{ended}",
         f"images: {info['inputs']} in the tree; {len(done)} done, {len(failed)} failed, {pending} to do",
-        f"settings {info['settings_hash']}: style {styles}, size {s['size']}, {s['iterations']} iterations "
-        f"({s['optimizer']}), format {info['format'] or 'as input'}",
+        (
+            f"settings {info['settings_hash']}: style {styles}, size {s['size']}, {s['iterations']} iterations "
+            f"({s['optimizer']}), format {info['format'] or 'as input'}"
+        ),
     ]
     lines += last_run_rate(info, done, running=pid is not None)
     lines += [f"failed: {record['error']}" for record in failed[:failures]]
