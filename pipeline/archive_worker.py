@@ -141,6 +141,7 @@ def stylize_batch(
             # Alone and still too big: keep the finest scale that fits, upsampled (recorded).
             stylizer = WORKER.stylizer_for(job, device)
             result = stylizer.stylize(torch.cat(images), callback=callback, shrink_on_out_of_memory=len(items) == 1)
+            result.image = result.image.cpu()  # before the device is another batch's
     except (RuntimeError, MemoryError) as exc:
         if not is_out_of_memory(exc):
             raise
@@ -171,7 +172,7 @@ def write_results(
     job: Job, items: list[Item], metadata: list[Metadata | None], result: StyleResult, fields: dict
 ) -> list[dict]:
     """Write each image of a stylized batch and its record, with `fields` (where, how fast)."""
-    outputs = result.image.cpu()
+    outputs = result.image
     shape = tuple(outputs.shape[-2:])  # the batch's: an image optimized smaller is upsampled
     # The core scores each image of a batch separately (StyleResult.per_image).
     losses = getattr(result, "per_image", None) or [None] * len(items)
