@@ -378,6 +378,7 @@ def test_archive_hashes_keep_their_values_so_existing_output_directories_resume(
     data = large.read_bytes()
     ends = hashlib.sha256(data[: 1 << 20] + data[-(1 << 20) :]).hexdigest()[:16]  # the first and last MiB
     assert hashing.file_fingerprint(large) == f"{3 << 20}:{ends}"
+    assert all(hashing.file_fingerprint(path) == manifest.file_fingerprint(path) for path in (small, large))
     os.mkfifo(tmp_path / "fifo")
     assert hashing.file_sha256(tmp_path / "fifo") is None  # never read: it would block
     (tmp_path / "link").symlink_to(small)
