@@ -52,10 +52,10 @@ class GraphedStep:
             # Recording runs no kernel: the state is untouched until the first replay. Not the
             # torch.cuda.graph context: it synchronizes the device and empties the allocator's
             # cache (every GPU's), which a recording in another thread would not survive. The
-            # archive optimizes one batch per GPU at a time (archive.device_slot), but all its
-            # GPUs at once, one thread each, and a thread whose batch ran out of memory empties
-            # the cache after giving its GPU back. thread_local: other threads may go on using
-            # CUDA meanwhile.
+            # archive optimizes one batch per GPU at a time (archive_worker.WorkerState.device_slot),
+            # but all its GPUs at once, one thread each, and a thread whose batch ran out of memory
+            # empties the cache after giving its GPU back. thread_local: other threads may go on
+            # using CUDA meanwhile.
             with torch.cuda.stream(self.side_stream):
                 graph.capture_begin(capture_error_mode="thread_local")
                 try:

@@ -3,13 +3,12 @@ and the photo's metadata (EXIF, ICC profile) carried from a source to its styliz
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import TYPE_CHECKING, BinaryIO, Callable, Sequence
 
 import numpy as np
 import torch
@@ -17,6 +16,9 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from .atomic import atomic_path
 from .errors import InputError, WriteError, one_line
+
+if TYPE_CHECKING:  # for annotations only
+    from .settings import StyleSettings
 
 MIN_SIDE = 16
 # Pillow's own bomb guard is a warning below 2x this; we make any image above it an error.
@@ -124,23 +126,6 @@ def open_regular(path: Path | str) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def regular_sha256(path: Path | str, *, follow_links: bool = True) -> str | None:
-    """The SHA-256 of a regular file; None for anything else (a FIFO, a device, a link when
-    not `follow_links`) or a file that cannot be read. Never blocks on a FIFO."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        try:
-            return hashlib.file_digest(f, "sha256").hexdigest()
-        except OSError:
-            return None
-
-
 def plan_decode(path: Path | str, image: Image.Image, long_side: int | None) -> None:
     """Before any pixel is decoded: check the header's size, have a JPEG decoded at a reduced
     scale (1/2, 1/4 or 1/8 in libjpeg's DCT, Image.draft) when it is far larger than needed, and
@@ -237,6 +222,14 @@ def to_pil(tensor: torch.Tensor) -> Image.Image:
 def load_image(path: Path | str, long_side: int | None = None) -> torch.Tensor:
     """Load an image as (1, 3, H, W) RGB 0..1, resized so that its long side is `long_side`."""
     return load_photo(path, long_side, with_metadata=False)[0]
+
+
+def load_styles(paths: Sequence[Path | str], settings: "StyleSettings") -> list[torch.Tensor]:
+    """The style images of a job, each with its long side at --style-scale times --size (at
+    least MIN_SIDE): one rule for the image, archive and video jobs. The Stylizer resizes them
+    again to each output's size (stylize.Stylizer.style_targets); this only bounds the decode."""
+    long_side = max(MIN_SIDE, round(settings.size * settings.style_scale))
+    return [load_image(path, long_side) for path in paths]
 
 
 def load_photo(path: Path | str, long_side: int | None = None, *, with_metadata: bool = True) -> tuple[torch.Tensor, Metadata | None]:

@@ -4,13 +4,12 @@ its options and defaults from here, checkpoints hash them, and stylize.Stylizer 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
 from .errors import InputError
+from .hashing import settings_hash
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 CONTENT_LAYER = "relu4_2"
@@ -94,7 +93,7 @@ class StyleSettings:
         values = self.to_dict()
         if keys is not None:
             values = {k: values[k] for k in keys}
-        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+        return settings_hash(values)
 
 
 # Presets set iterations and the multi-scale schedule together; explicit options override them.
