@@ -24,7 +24,12 @@ from .hashing import file_sha256, settings_hash
 from .manifest import read_json, write_json
 from .settings import StyleSettings
 
-STATE_DIR = ".stylize"  # inside the output directory: archive.json, records/, outputs/, log.txt, .lock
+# Where an archive job keeps its state, inside the output directory (the report, status and the
+# job read it through these names and the functions below).
+STATE_DIR = ".stylize"  # archive.json, records/, outputs/ (tree.LEDGER_DIR), log.txt, .lock
+INFO_FILE = "archive.json"  # the last run: input, output, styles, settings, counts, state
+RECORDS_DIR = "records"  # one JSON record per source image (record_path)
+LOG_FILE = "log.txt"
 
 # One logger for every archive module: the job's log.txt collects all of them (archive.log_file).
 log = logging.getLogger("pipeline.archive")
@@ -71,18 +76,36 @@ def state_dir(output_dir: Path | str) -> Path:
     return Path(output_dir) / STATE_DIR
 
 
+def info_path(output_dir: Path | str) -> Path:
+    return state_dir(output_dir) / INFO_FILE
+
+
+def records_dir(output_dir: Path | str) -> Path:
+    return state_dir(output_dir) / RECORDS_DIR
+
+
+def log_path(output_dir: Path | str) -> Path:
+    return state_dir(output_dir) / LOG_FILE
+
+
 def record_path(output_dir: Path | str, rel: str) -> Path:
     # Named by a hash of the relative path: any file name (quotes, newlines, bytes that are not
     # UTF-8) maps to a plain record name.
-    return state_dir(output_dir) / "records" / f"{hashlib.sha256(os.fsencode(rel)).hexdigest()[:24]}.json"
+    return records_dir(output_dir) / f"{hashlib.sha256(os.fsencode(rel)).hexdigest()[:24]}.json"
+
+
+def is_record_name(name: str) -> bool:
+    """Whether a file in records_dir is a finished record (not one being written: status and
+    the report read beside a running job)."""
+    return name.endswith(".json") and not is_temporary(name)
 
 
 def read_records(output_dir: Path | str) -> dict[str, dict]:
     records = {}
-    folder = state_dir(output_dir) / "records"
+    folder = records_dir(output_dir)
     if folder.is_dir():
         for path in folder.glob("*.json"):
-            if is_temporary(path.name):  # a record being written (status runs beside the job)
+            if not is_record_name(path.name):
                 continue
             try:
                 record = read_json(path)

@@ -6,13 +6,13 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .archive_records import STATE_DIR, read_records, state_dir
+from .archive_records import INFO_FILE, STATE_DIR, info_path, log_path, read_records, state_dir
 from .errors import InputError
 from .manifest import WorkDirLock, read_json
 
 
 def is_archive(path: Path | str) -> bool:
-    return (state_dir(path) / "archive.json").is_file()
+    return info_path(path).is_file()
 
 
 def running_pid(output_dir: Path | str) -> str | None:
@@ -23,9 +23,9 @@ def running_pid(output_dir: Path | str) -> str | None:
 def status_lines(output_dir: Path | str, *, failures: int = 10) -> list[str]:
     """What `stylize status OUT_DIR` prints for an archive output directory."""
     output_dir = Path(output_dir)
-    info = read_json(state_dir(output_dir) / "archive.json")
+    info = read_json(info_path(output_dir))
     if info is None:
-        raise InputError(f"{output_dir}: not an archive output directory (no {STATE_DIR}/archive.json)")
+        raise InputError(f"{output_dir}: not an archive output directory (no {STATE_DIR}/{INFO_FILE})")
     records = [r for r in read_records(output_dir).values() if r.get("settings_hash") == info["settings_hash"]]
     done = [r for r in records if r["status"] == "done"]
     failed = sorted((r for r in records if r["status"] == "failed"), key=lambda r: r["source"])
@@ -47,7 +47,7 @@ def status_lines(output_dir: Path | str, *, failures: int = 10) -> list[str]:
     lines += [f"failed: {record['error']}" for record in failed[:failures]]
     if len(failed) > failures:
         lines.append(f"... and {len(failed) - failures} more failures")
-    lines.append(f"log: {state_dir(output_dir) / 'log.txt'}")
+    lines.append(f"log: {log_path(output_dir)}")
     return lines
 
 

@@ -117,7 +117,7 @@ def state_text(state: ArchiveState, running: bool) -> str:
 def header(state: ArchiveState, running: bool) -> str:
     info = state.info
     now = datetime.now().isoformat(sep=" ", timespec="seconds")
-    log = link_from(state.layout.state_dir, state.layout.state_dir / state.layout.log)
+    log = link_from(state.layout.state_dir, state.layout.log)
     return (
         f"<h1>Photos: {esc(info.get('input'))} &rarr; {esc(info.get('output'))}</h1>"
         f'<p>{state_badge(state_text(state, running))} <span class="muted">report written {esc(now)}; '

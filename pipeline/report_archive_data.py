@@ -1,7 +1,8 @@
 """What a photo archive's report reads from OUTPUT/.stylize, and the cache that keeps rereading
 50,000 records every 30 s cheap.
 
-Where things are (ArchiveLayout; change the names there when the job's files move):
+Where things are (archive_records holds the names; the job, `stylize status` and this module
+all read them from there):
 
     OUTPUT/.stylize/archive.json   input, output, styles, settings, settings_hash, inputs (count),
                                    started, finished, state (running, finished, interrupted, failed)
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from .atomic import is_temporary
+from .archive_records import INFO_FILE, STATE_DIR, info_path, is_record_name, log_path, records_dir, state_dir
 from .errors import InputError
 from .manifest import WorkDirLock, read_json
 from .report_html import FILES_DIR, write_text
@@ -45,17 +46,25 @@ KEPT = (
 
 @dataclass(frozen=True)
 class ArchiveLayout:
-    """Where an archive job keeps its state (see the module's docstring)."""
+    """Where an archive job keeps its state: archive_records' paths, and the report's own."""
 
     output_dir: Path
-    state: str = ".stylize"
-    info: str = "archive.json"
-    records: str = "records"
-    log: str = "log.txt"
 
     @property
     def state_dir(self) -> Path:
-        return self.output_dir / self.state
+        return state_dir(self.output_dir)
+
+    @property
+    def info(self) -> Path:
+        return info_path(self.output_dir)
+
+    @property
+    def records(self) -> Path:
+        return records_dir(self.output_dir)
+
+    @property
+    def log(self) -> Path:
+        return log_path(self.output_dir)
 
     @property
     def files(self) -> Path:
@@ -89,7 +98,7 @@ def archive_layout(path: Path | str) -> ArchiveLayout | None:
     path = Path(path)
     for output_dir in (path, path.parent):
         layout = ArchiveLayout(output_dir)
-        if (layout.state_dir / layout.info).is_file() and (output_dir == path or path.name == layout.state):
+        if layout.info.is_file() and (output_dir == path or path.name == STATE_DIR):
             return layout
     return None
 
@@ -102,9 +111,9 @@ def parse_time(text: str | None) -> datetime | None:
 
 
 def read_state(layout: ArchiveLayout) -> ArchiveState:
-    info = read_json(layout.state_dir / layout.info)
+    info = read_json(layout.info)
     if not isinstance(info, dict) or "settings_hash" not in info:
-        raise InputError(f"{layout.output_dir}: not an archive output directory (no {layout.state}/{layout.info})")
+        raise InputError(f"{layout.output_dir}: not an archive output directory (no {STATE_DIR}/{INFO_FILE})")
     state = ArchiveState(layout, info, WorkDirLock.holder(layout.state_dir))
     cache_path = layout.files / "records.json"
     try:
@@ -113,11 +122,11 @@ def read_state(layout: ArchiveLayout) -> ArchiveState:
         cache = {}
     fresh, changed = {}, False
     try:
-        entries = list(os.scandir(layout.state_dir / layout.records))
+        entries = list(os.scandir(layout.records))
     except OSError:
         entries = []
     for entry in entries:
-        if not entry.name.endswith(".json") or is_temporary(entry.name):
+        if not is_record_name(entry.name):
             continue
         try:
             stat = entry.stat()
