@@ -6,7 +6,9 @@ on every device. This module is the job; each stage lives in a module named afte
              the output names (tree); each image's shape from its header; batches of one shape
   execute    archive_backends: the batches on local threads or a Dask cluster, each one run by
              archive_worker (decode, stylize on a free device, encode, write its record)
-  summarize  here: count and log each record as it comes, and say in archive.json how the run ended
+  summarize  here: count and log each record as it comes, say in archive.json how the run ended,
+             and keep OUTPUT/.stylize/report.html (report_archive) current: at most every
+             REPORT_SECONDS while the run goes on, and once at its end
 
 Each image takes three renames: its output name's ledger (OUT/.stylize/outputs/, the finished
 file's fingerprint and record), the image, its record. A kill after any of them leaves a state
@@ -20,25 +22,41 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .archive_backends import BACKENDS, Workers, connect
 from .archive_plan import Plan, auto_batch_size, make_batches, plan_run, preflight_all
-from .archive_records import STATE_DIR, Item, Job, failure, job_hash, log, read_records, record_path, state_dir
+from .archive_records import (
+    RECORDS_DIR,
+    STATE_DIR,
+    Item,
+    Job,
+    failure,
+    info_path,
+    job_hash,
+    log,
+    log_path,
+    read_records,
+    record_path,
+    state_dir,
+)
 from .archive_status import is_archive, running_pid, status_lines
 from .archive_worker import parse_devices
 from .atomic import is_temporary
 from .errors import InputError, WriteError, one_line
 from .hashing import file_sha256
-from .images import load_image
+from .images import load_styles
 from .manifest import WorkDirLock, write_json
+from .report_archive import JOB_THUMB_BUDGET, write_archive_report
+from .report_html import FILES_DIR, REFRESH_SECONDS
 from .settings import StyleSettings
 from .tree import LEDGER_DIR, OUTPUT_FORMATS
 
@@ -87,6 +105,7 @@ class Summary:
     failed: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     log_path: Path | None = None
+    report_path: Path | None = None  # None: the report could not be written (the log says why)
 
     @property
     def all_failed(self) -> list[dict]:
@@ -107,13 +126,12 @@ def run_archive(
     client=None,
     on_plan: Callable[[Plan], None] | None = None,
     on_record: Callable[[dict], None] | None = None,
-    **option_values,
 ) -> Summary:
     """Stylize every image under input_dir into output_dir (same relative paths), resuming.
 
-    Options as ArchiveOptions, or as keywords of the same names. Backend 'dask' runs on the
-    cluster at `scheduler`, or on `client` (a distributed.Client), or on the default client."""
-    options = replace(options or ArchiveOptions(), **option_values)
+    Backend 'dask' runs on the cluster at `options.scheduler`, or on `client` (a
+    distributed.Client), or on the default client."""
+    options = options or ArchiveOptions()
     job = make_job(Path(input_dir).absolute(), Path(output_dir).absolute(), style_paths, settings, options)
     with contextlib.ExitStack() as stack:
         # The workers before anything is made: a refused job leaves the file system as it found it.
@@ -123,8 +141,12 @@ def run_archive(
         info = start(job, plan, options, style_paths)
         if on_plan is not None:
             on_plan(plan)
-        with contextlib.closing(execute(job, todo, workers, options)) as records:
-            return summarize(job, plan, info, records, on_record)
+        report = Reporter(Path(job.output_dir))
+        # The last page once the batches in flight are stopped (closing), and archive.json says how.
+        with report.last_page(info), contextlib.closing(execute(job, todo, workers, options)) as records:
+            summary = summarize(job, plan, info, records, on_record, report.when_due)
+        summary.report_path = report.path
+        return summary
 
 
 # --- check ---------------------------------------------------------------------------------
@@ -179,7 +201,7 @@ def make_job(
         raise InputError("at least one --style image is needed")
     if settings.style_blend and len(settings.style_blend) != len(style_paths):
         raise InputError(f"--style-blend has {len(settings.style_blend)} weights for {len(style_paths)} style images")
-    styles = tuple(load_image(path, round(settings.size * settings.style_scale)) for path in style_paths)
+    styles = tuple(load_styles(style_paths, settings))
     return Job(
         input_dir=str(input_dir),
         output_dir=str(output_dir),
@@ -204,8 +226,8 @@ def output_dir_of_this_run(job: Job) -> Iterator[None]:
     output_dir = Path(job.output_dir)
     state = make_state_dir(output_dir)
     with WorkDirLock(state):
-        make_state_dir(output_dir, LEDGER_DIR, "records")
-        with log_file(state / "log.txt"):
+        make_state_dir(output_dir, LEDGER_DIR, RECORDS_DIR)
+        with log_file(log_path(output_dir)):
             clean_temporary_files(output_dir)
             yield
 
@@ -216,7 +238,7 @@ def make_state_dir(output_dir: Path, *folders: str) -> Path:
     it, out of the output tree."""
     state = state_dir(output_dir)
     folders = tuple(state / name for name in folders) or (state,)
-    for path in (*folders, state / ".lock", state / "log.txt"):
+    for path in (*folders, state / ".lock", log_path(output_dir), state / FILES_DIR):
         if path.is_symlink():
             raise InputError(f"{path}: is a symbolic link; the job's records are never written through one")
     try:
@@ -282,7 +304,7 @@ def start(job: Job, plan: Plan, options: ArchiveOptions, style_paths: Sequence[P
         "finished": None,
         "state": "running",
     }
-    write_json(state_dir(job.output_dir) / "archive.json", info)
+    write_json(info_path(job.output_dir), info)
     log.info(
         "run: %s -> %s, settings %s, %d images: %d done before, %d failed before, %d to do",
         job.input_dir, job.output_dir, job.settings_hash,
@@ -304,19 +326,17 @@ def execute(job: Job, todo: list[Item], workers: Workers, options: ArchiveOption
     yield from BACKENDS[options.backend](job, batches, workers)
 
 
-def summarize(job: Job, plan: Plan, info: dict, records: Iterator[dict], on_record) -> Summary:
-    """Count and log each record as it comes; archive.json says how the run ended, and the log why."""
-    summary = Summary(plan, log_path=state_dir(job.output_dir) / "log.txt")
+def summarize(
+    job: Job, plan: Plan, info: dict, records: Iterator[dict], on_record, report: Callable[[], None]
+) -> Summary:
+    """Count and log each record as it comes (and `report` after each); archive.json says how the
+    run ended, and the log why."""
+    summary = Summary(plan, log_path=log_path(job.output_dir))
     began = time.perf_counter()
     try:
         for record in records:
-            if record["status"] == "done":
-                summary.done += 1
-                source, output, device = one_line(record["source"]), one_line(record["output"]), record.get("device")
-                log.info("done %s -> %s (%s, batch of %s)", source, output, device, record.get("batch_size"))
-            else:
-                summary.failed.append(record)
-                log.info("failed %s", record["error"])
+            count(summary, record)
+            report()
             if on_record is not None:
                 on_record(record)
         info["state"] = "finished"
@@ -333,10 +353,20 @@ def summarize(job: Job, plan: Plan, info: dict, records: Iterator[dict], on_reco
     return summary
 
 
+def count(summary: Summary, record: dict) -> None:
+    if record["status"] == "done":
+        summary.done += 1
+        source, output, device = one_line(record["source"]), one_line(record["output"]), record.get("device")
+        log.info("done %s -> %s (%s, batch of %s)", source, output, device, record.get("batch_size"))
+    else:
+        summary.failed.append(record)
+        log.info("failed %s", record["error"])
+
+
 def finish(job: Job, info: dict, summary: Summary) -> None:
     info["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     try:
-        write_json(state_dir(job.output_dir) / "archive.json", info)
+        write_json(info_path(job.output_dir), info)
     except WriteError:
         if info["state"] == "finished":
             raise
@@ -345,3 +375,43 @@ def finish(job: Job, info: dict, summary: Summary) -> None:
         "%s: %d done, %d failed in this run (%.0f images/hour); %d failed in all",
         info["state"], summary.done, len(summary.failed), summary.images_per_hour, len(summary.all_failed),
     )  # fmt: skip
+
+
+# A running job's report is rewritten at most this often (its page reloads itself as often).
+REPORT_SECONDS = REFRESH_SECONDS
+# Seconds of thumbnails the last report of a run may make: a finished small job's gallery is
+# whole; a huge one's is finished by `stylize report`. A stopped run's (Ctrl-C) makes none.
+FINAL_THUMB_BUDGET = {"finished": 60.0, "failed": JOB_THUMB_BUDGET, "interrupted": 0.0}
+
+
+class Reporter:
+    """OUTPUT/.stylize/report.html, written from the records loop. A report that cannot be
+    written is a warning in the log, never the job's end: the images are the job, and the page is
+    rebuilt from the records at any time by `stylize report`."""
+
+    def __init__(self, output_dir: Path):
+        self.output_dir = output_dir
+        self.path: Path | None = None  # the first page, once written and as long as writes succeed
+        self.written = -math.inf  # the first record writes the first page
+
+    def when_due(self) -> None:
+        if time.monotonic() - self.written >= REPORT_SECONDS:
+            self.write(running=True, thumb_budget=JOB_THUMB_BUDGET)
+
+    @contextmanager
+    def last_page(self, info: dict) -> Iterator[None]:
+        """After the block, however it ends (archive.json then holds the run's final state): the
+        page that stays."""
+        try:
+            yield
+        finally:
+            self.write(running=False, thumb_budget=FINAL_THUMB_BUDGET.get(info["state"], JOB_THUMB_BUDGET))
+
+    def write(self, *, running: bool, thumb_budget: float) -> None:
+        try:
+            self.path = write_archive_report(self.output_dir, running=running, thumb_budget=thumb_budget)
+        except Exception as exc:  # noqa: BLE001 (a full disk, an unreadable record, a bug: the job goes on)
+            self.path = None
+            log.warning("the report could not be written: %s", one_line(f"{type(exc).__name__}: {exc}"))
+        finally:
+            self.written = time.monotonic()
