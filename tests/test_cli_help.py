@@ -17,7 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline import cli
-from pipeline.devices import parse_devices, pick_device
+from pipeline.devices import DEVICE_HELP, parse_devices, pick_device
 from pipeline.display import HELP_PANELS
 from pipeline.errors import InputError
 
@@ -158,7 +158,7 @@ def test_device_errors_read_the_same_on_image_and_images(tmp_path):
     single = CliRunner().invoke(cli.app, ["image", photo, "-o", str(tmp_path / "o.png"), *common])
     archive = CliRunner().invoke(cli.app, ["images", str(tmp_path / "photos"), "-o", str(tmp_path / "styled"), *common])
     assert single.exit_code == archive.exit_code == 2, single.output + archive.output
-    assert single.stderr.strip() == archive.stderr.strip() == "error: --device 'tpu': expected " + cli.DEVICE_HELP
+    assert single.stderr.strip() == archive.stderr.strip() == "error: --device 'tpu': expected " + DEVICE_HELP
     assert not (tmp_path / "o.png").exists() and not (tmp_path / "styled").exists()
 
 
