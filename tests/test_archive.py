@@ -365,6 +365,8 @@ def test_archive_hashes_keep_their_values_so_existing_output_directories_resume(
     values = {"settings": "abc", "styles": ["x"], "format": None, "quality": 95}
     assert hashing.settings_hash(values) == manifest.hash_settings(values) == "f961bfd65ca9c232"
     settings = StyleSettings(size=48)
+    # StyleSettings.hash is hashing.settings_hash of its fields: the value it always had.
+    assert settings.hash() == hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
     old_values = {"settings": settings.hash(), "styles": ["0" * 64], "format": "png", "quality": 90}
     expected = hashlib.sha256(json.dumps(old_values, sort_keys=True).encode()).hexdigest()[:16]
     assert archive_records.job_hash(settings, ["0" * 64], "png", 90) == expected

@@ -6,6 +6,8 @@ or swallowed by the runner), and leave every existing file untouched."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import math
 import os
@@ -23,6 +25,7 @@ from typer.testing import CliRunner
 from pipeline import cli
 from pipeline.cli import app, main
 from pipeline.display import human_number
+from pipeline.errors import InputError
 from pipeline.stylize import StyleSettings
 
 FAST = ["--size", "32", "--iterations", "2"]
@@ -215,6 +218,89 @@ def test_sheet_writes_content_style_result_side_by_side(ws):
     with Image.open(sheet) as image, Image.open(out) as result:
         assert image.height == result.height
         assert image.width > 2 * result.width
+
+
+def test_report_shows_content_styles_result_and_the_loss_curve(ws):
+    out = ws / "out.png"
+    before = set(os.listdir(ws))
+    args = ["image", ws / "content.png", "-s", ws / "style.png", "-s", ws / "style2.jpg", "-o", out, "--report"]
+    result = invoke([*args, "--size", "32", "--iterations", "4"])
+    assert_ok(result)
+    page = ws / "out-report.html"
+    assert set(os.listdir(ws)) - before == {"out.png", "out-report.html"}  # one file, nothing beside it
+    assert f"report: {page}" in result.stderr
+    html = page.read_text()
+    captions = re.findall(r"<figcaption>([^<]*)</figcaption>", html)
+    assert captions == ["content: content.png", "style: style.png", "style: style2.jpg", "result: out.png"]
+    assert re.findall(r'<figure><a href="([^"]+)"', html) == ["content.png", "style.png", "style2.jpg", "out.png"]
+    thumbs = re.findall(r'src="data:image/webp;base64,([^"]+)"', html)
+    assert len(thumbs) == 4
+    with Image.open(io.BytesIO(base64.b64decode(thumbs[-1]))) as thumb:
+        assert thumb.format == "WEBP" and max(thumb.size) == 160
+        # The result's thumbnail is the result: its mean colour is the output's.
+        assert np.abs(np.asarray(thumb.convert("RGB"), float).mean((0, 1)) / 255 - image_array(out).mean((0, 1))).max() < 0.03
+    (plot,) = re.findall(r'src="data:image/svg\+xml;base64,([^"]+)"', html)
+    svg = base64.b64decode(plot).decode()
+    assert "iteration" in svg and "total" in svg and "content" in svg and "style" in svg
+    assert 'http-equiv="refresh"' not in html and not re.search(r'(src|href)="(https?:)?//', html)
+
+
+def test_existing_report_is_not_overwritten_without_overwrite(ws):
+    (ws / "out-report.html").write_text("<p>mine</p>\n")
+    before = snapshot(ws)
+    result = invoke(["image", ws / "content.png", "--style", ws / "style.png", "-o", ws / "out.png", "--report", *FAST])
+    assert_one_line_error(result, "out-report.html", "--overwrite")
+    assert snapshot(ws) == before
+
+
+def test_a_report_that_cannot_be_written_is_a_warning(ws, monkeypatch):
+    """The image is the job; its report page is a view of it: a failed page does not fail the job."""
+    import pipeline.image_job
+
+    def broken(path, report):
+        raise RuntimeError("the plot failed")
+
+    monkeypatch.setattr(pipeline.image_job, "write_image_report", broken)
+    out = ws / "out.png"
+    result = invoke(["image", ws / "content.png", "--style", ws / "style.png", "-o", out, "--report", "-q", *FAST])
+    assert_ok(result)
+    assert out.is_file() and not (ws / "out-report.html").exists()
+    assert result.stderr.strip() == f"warning: the report was not written: {ws / 'out-report.html'}: RuntimeError: the plot failed"
+
+
+def test_image_job_as_a_library(ws):
+    """What the command runs: image_job.run_image, the one style loader, the one output check."""
+    from pipeline.image_job import ImageJob, run_image
+
+    events = []
+
+    class Events:
+        def started(self, description, iterations):
+            events.append(("started", description, iterations))
+
+        def iteration(self, progress):
+            events.append(("iteration", progress.iteration))
+
+        def message(self, text):
+            events.append(("message", text))
+
+    job = ImageJob(ws / "content.png", (ws / "style.png",), ws / "lib.png", StyleSettings(size=32, iterations=3),
+                   device="cpu", log_json=True)  # fmt: skip
+    result = run_image(job, events=Events())
+    assert result.output == ws / "lib.png" and result.files == {"log_json": ws / "lib.json"}
+    assert events[0] == ("started", "content.png on cpu", 3) and ("iteration", 3) in events
+    assert len(result.history) == 3 and result.terms["loss"] > 0 and result.device == "cpu"
+    with pytest.raises(InputError, match="output exists"):
+        run_image(job)
+
+
+def test_style_images_are_loaded_at_style_scale_times_size_and_never_below_16_px(ws):
+    from pipeline.images import load_styles
+
+    (wide,) = load_styles([ws / "style2.jpg"], StyleSettings(size=200, style_scale=0.5))  # 48 x 64 -> long side 100
+    assert tuple(wide.shape[-2:]) == (100, 75)
+    (tiny,) = load_styles([ws / "style.png"], StyleSettings(size=16, style_scale=0.05))  # 0.8 px asked for
+    assert tuple(tiny.shape[-2:]) == (16, 16)
 
 
 def test_cpu_device_and_options_in_any_case(ws):

@@ -7,25 +7,30 @@ Where no Chromium can be had, the browser tests are skipped and say why.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import report_archive
+from pipeline import archive, report_archive
 from pipeline.decode import ffmpeg_binary
+from pipeline.errors import WriteError
 from pipeline.manifest import WorkDirLock, read_json, write_json
 from pipeline.report_archive import write_archive_report
 from pipeline.report_flicker import pair_figures
 from pipeline.report_video import write_video_report
 from pipeline.report_video_data import VideoLayout, read_state
+from pipeline.settings import StyleSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 STYLE = ROOT / "samples" / "ihc.png"
@@ -160,6 +165,115 @@ def test_archive_report_pages(archive_job, tmp_path, monkeypatch):
     assert not (out / ".stylize" / "report-2.html").exists()  # a page no longer in the gallery goes
 
 
+# --- the archive job writes its report ----------------------------------------------------------
+
+
+def three_photos(folder: Path) -> Path:
+    """Three small photos of three shapes: three batches, so three records one after the other."""
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for name, shape in (("a.png", (24, 32)), ("b.png", (32, 24)), ("c.png", (32, 32))):
+        Image.fromarray((rng.random((*shape, 3)) * 255).astype(np.uint8)).save(folder / name)
+    return folder
+
+
+def run_tiny_archive(tmp_path: Path, on_record) -> tuple[archive.Summary, Path]:
+    out = tmp_path / "out"
+    summary = archive.run_archive(
+        three_photos(tmp_path / "photos"), out, [STYLE], StyleSettings(size=32, iterations=2),
+        archive.ArchiveOptions(devices="cpu", batch_size=1), on_record=on_record,
+    )  # fmt: skip
+    return summary, out / ".stylize" / "report.html"
+
+
+def test_a_running_archive_job_writes_its_report_and_rewrites_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(archive, "REPORT_SECONDS", 0.0)  # rewritten after every record
+    seen = []
+
+    def on_record(record):  # called after the job has (or has not) rewritten its report
+        html = (tmp_path / "out" / ".stylize" / "report.html").read_text()
+        seen.append(html)
+
+    summary, page = run_tiny_archive(tmp_path, on_record)
+    assert len(seen) == 3
+    for done, html in enumerate(seen, start=1):
+        assert 'http-equiv="refresh"' in html and f"running (process {os.getpid()})" in html
+        assert f"{done} done" in html and len(re.findall(r'class="pair"', html)) == done
+    html = page.read_text()
+    assert summary.report_path == page
+    assert 'http-equiv="refresh"' not in html and "finished" in html and "3 done" in html
+    links = re.findall(r'<a class="pair" href="([^"]+)"', html)
+    assert sorted(links) == ["../a.png", "../b.png", "../c.png"]
+    for src in re.findall(r'src="([^"]+)"', html):
+        assert (page.parent / src).is_file(), src
+
+
+def test_a_running_archive_job_rewrites_its_report_at_most_every_report_seconds(tmp_path, monkeypatch):
+    monkeypatch.setattr(archive, "REPORT_SECONDS", 3600.0)
+    seen = []
+    summary, page = run_tiny_archive(tmp_path, lambda record: seen.append(page_text(tmp_path)))
+    # The first record writes the page; the next two come within the hour: no rewrite until the end.
+    assert ["1 done" in html for html in seen] == [True, True, True]
+    assert "3 done" in page.read_text() and summary.done == 3
+
+
+def page_text(tmp_path: Path) -> str:
+    return (tmp_path / "out" / ".stylize" / "report.html").read_text()
+
+
+def test_a_report_that_cannot_be_written_is_a_warning_and_the_job_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(archive, "REPORT_SECONDS", 0.0)
+
+    def disk_full(output_dir, **kwargs):
+        raise WriteError(Path(output_dir) / ".stylize" / "report.html", OSError(errno.ENOSPC, "No space left"))
+
+    monkeypatch.setattr(archive, "write_archive_report", disk_full)
+    summary, page = run_tiny_archive(tmp_path, None)
+    assert summary.done == 3 and summary.report_path is None and not page.exists()
+    assert read_json(tmp_path / "out" / ".stylize" / "archive.json")["state"] == "finished"
+    log = (tmp_path / "out" / ".stylize" / "log.txt").read_text()
+    warnings = [line for line in log.splitlines() if "WARNING the report could not be written" in line]
+    assert len(warnings) == 4 and "no space left" in warnings[0], log  # three records and the end
+
+
+def test_a_killed_archive_jobs_report_is_rebuilt_with_its_finished_images(tmp_path):
+    """The running job's page appears (refreshing); after SIGKILL it still says running, and
+    `stylize report` rebuilds it from the records: every finished image, the job stopped."""
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    rng = np.random.default_rng(6)
+    for i in range(8):
+        Image.fromarray((rng.random((32, 48, 3)) * 255).astype(np.uint8)).save(photos / f"{i}.png")
+    page = out / ".stylize" / "report.html"
+    args = ["images", photos, "-s", STYLE, "-o", out, "--size", 48, "--iterations", 100, "--batch-size", 1, "-q"]
+    stderr = tmp_path / "stderr.txt"  # a file, not a pipe: nobody reads it while the run goes on
+    with open(stderr, "wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=ROOT, stderr=err,
+            env=os.environ | {"OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not page.is_file():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"no report.html while the job ran; its stderr:\n{stderr.read_text(errors='replace')}")
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 'http-equiv="refresh"' in page.read_text()  # the last page the job wrote: running
+    done = sorted(r["output"] for r in archive.read_records(out).values() if r["status"] == "done")
+    assert 1 <= len(done) < 8, "the run finished before it was killed: make the images slower"
+
+    run = cli("report", out)
+    assert run.stdout.strip() == str(page)
+    html = page.read_text()
+    assert 'http-equiv="refresh"' not in html and "stopped; run the same command again to resume" in html
+    assert f"{len(done)} done" in html
+    assert sorted(re.findall(r'<a class="pair" href="\.\./([^"]+)"', html)) == done
+    thumbs = re.findall(r'src="([^"]+-out\.webp)"', html)
+    assert len(thumbs) == len(done) and all((page.parent / src).is_file() for src in thumbs)
+
+
 def test_report_of_a_folder_that_is_no_job(tmp_path):
     run = cli("report", tmp_path, expect=2)
     assert (
@@ -244,3 +358,16 @@ def test_video_report_in_chromium(video_job, tmp_path):
 
 def test_archive_report_in_chromium(archive_job, tmp_path):
     check_rendering(archive_job / ".stylize" / "report.html", tmp_path, plots=1, thumbnails=3 * 2)
+
+
+def test_image_report_in_chromium(tmp_path):
+    """`stylize image --report`: one file whose thumbnails and plot are data: URLs, all shown."""
+    content = tmp_path / "content.png"
+    Image.fromarray((np.random.default_rng(7).random((32, 48, 3)) * 255).astype(np.uint8)).save(content)
+    cli("image", content, "--style", STYLE, "-o", tmp_path / "out.png", "--report", *TINY)
+    images, console, shot = browse(tmp_path / "out-report.html", tmp_path)
+    assert console == []
+    assert [src.split(";")[0] for src, _, _ in images] == ["data:image/webp"] * 3 + ["data:image/svg+xml"]
+    assert all(width > 0 and height > 0 for _, width, height in images), images
+    pixels = np.asarray(shot, dtype=np.float32)
+    assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 500  # not blank
