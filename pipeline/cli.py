@@ -15,7 +15,7 @@ try:  # newer typer vendors click as typer._click
 except ImportError:  # pragma: no cover
     from click.exceptions import Abort, ClickException, NoArgsIsHelpError
 
-from . import video as video_defaults
+from . import videojob as video_defaults
 from .cli_options import (
     DEVICES,
     FLOW_PRESET_HELP,
@@ -250,7 +250,8 @@ def video(
 ) -> None:
     """Stylize a video file frame by frame, keeping its frame rate and sound; safe to kill and run again."""
     from .display import JobDisplay, console
-    from .video import VideoJob, flicker_line, run_video
+    from .flicker import flicker_line
+    from .video import VideoJob, run_video
 
     job = VideoJob(
         input=input_file, styles=tuple(style), output=output or input_file.with_name(f"{input_file.stem}-stylized.mp4"),
@@ -286,7 +287,8 @@ def flicker(
     options: the reference is measured on the frames OUTPUT was made from."""
     import json
 
-    from .temporal import range_text, video_flicker
+    from .flicker import video_flicker
+    from .framerange import FrameRange
 
     report = video_flicker(
         output, reference=reference, size=size, preset=flow_preset, scene_threshold=scene_threshold,
@@ -295,7 +297,7 @@ def flicker(
     if json_output:
         typer.echo(json.dumps(report))
         return
-    part = range_text(start, duration, every_nth)
+    part = FrameRange(start, duration, every_nth).text()
     part = f"; reference {part}" if part else ""
     cuts = f"; scene cuts at frames {', '.join(map(str, report['cuts']))} skipped" if report["cuts"] else ""
     typer.echo(f"output {report['output']:.4g}  {output}")
@@ -309,17 +311,9 @@ def status(
     work_dir: Annotated[Path, typer.Argument(metavar="WORK_DIR", help="A job's work directory (e.g. OUTPUT.work of a video job).", show_default=False)],
 ) -> None:
     """Show what a job has done, what remains, and its settings."""
-    from . import archive, video
+    from .status import status_lines
 
-    if not work_dir.is_dir():
-        raise InputError(f"{work_dir}: not a directory")
-    if video.is_work_dir(work_dir):
-        lines = video.status_lines(work_dir)
-    elif archive.is_archive(work_dir):  # the output directory of `stylize images`
-        lines = archive.status_lines(work_dir)
-    else:
-        raise InputError(f"{work_dir}: not the work directory of a stylize job (no job.json)")
-    typer.echo("\n".join(lines))
+    typer.echo("\n".join(status_lines(work_dir)))
 
 
 @app.command(cls=HelpCommand, short_help="Write the HTML report of a video or photo job, running or not.")

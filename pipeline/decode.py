@@ -30,8 +30,10 @@ import ffmpeg
 
 from .atomic import replace
 from .errors import InputError, PipelineError, WriteError
+from .framerange import ALL, FrameRange
 from .images import fit_long_side
 from .signals import child_signal, exception_for, pending
+from .workdir import frame_pattern
 
 # Common rates that ffmpeg's header prints rounded (29.97, 23.98, ...); timestamps are snapped to
 # these when they agree within STANDARD_RATE_TOLERANCE, so 29.97 fps stays exactly 30000/1001.
@@ -239,9 +241,8 @@ def special_file(path: Path) -> str | None:
     return None if stat.S_ISREG(mode) else "not a regular file"
 
 
-def probe(path: Path | str) -> VideoInfo:
-    """Describe a video file or raise InputError naming the file and the problem."""
-    path = Path(path)
+def check_file(path: Path) -> None:
+    """Refuse, from stat alone, a path that cannot be a readable video file."""
     if not path.exists():
         raise InputError(f"{path}: file not found")
     if path.is_dir():
@@ -256,14 +257,20 @@ def probe(path: Path | str) -> VideoInfo:
     if not os.access(path, os.R_OK):
         raise InputError(f"{path}: permission denied")
 
-    # Two runs: one decoded frame through showinfo (ffmpeg would go on decoding every frame if
-    # this shared a command with the packet listing), then the packets, stream-copied.
-    first_frame = ffmpeg.input(str(path))["V:0"].filter("showinfo").output("-", f="null", **{"frames:v": 1})
-    done, stderr = _run_capture(first_frame, path)
-    header = _header(stderr)
-    if not header:
-        raise InputError(f"{path}: not a video file or truncated ({_ffmpeg_reason(stderr)})")
 
+@dataclass
+class Streams:
+    """What ffmpeg's header says about input #0."""
+
+    container: str
+    video: str  # the first video stream's description (codec, pixel format, size, ...)
+    rotation: float
+    audio: list[AudioStream]
+    duration: float | None
+
+
+def parse_header(path: Path, header: list[str]) -> Streams:
+    """The container and streams from ffmpeg's header; refuse still images and files without video."""
     container = re.match(r"Input #0, (.+), from ", header[0])
     container = container.group(1) if container else "unknown"
     if IMAGE_FORMATS.match(container):
@@ -291,15 +298,17 @@ def probe(path: Path | str) -> VideoInfo:
         kinds = sorted({m.group(1).lower() for m in re.finditer(r"Stream #0:\d+\S*: (\w+):", "\n".join(header))})
         found = f"only {' and '.join(kinds)}" if kinds else "no streams"
         raise InputError(f"{path}: has no video stream ({found})")
-    if done.returncode != 0:
-        raise InputError(f"{path}: video stream cannot be read ({_ffmpeg_reason(stderr)})")
+    return Streams(container, video_line, rotation, audio, duration)
+
+
+def packet_timestamps(path: Path) -> tuple[list[int], Fraction, int]:
+    """The timestamps of every video packet (sorted), their time base and the longest packet
+    duration, from the packets stream-copied into framecrc; refuse a truncated file."""
     listing, listing_errors = _run_capture(ffmpeg.input(str(path))["V:0"].output("pipe:1", c="copy", f="framecrc"), path)
     truncated = TRUNCATION_MESSAGES.search(listing_errors)
     if truncated or listing.returncode != 0:
         reason = truncated.group(0) if truncated else _ffmpeg_reason(listing_errors)
         raise InputError(f"{path}: truncated or incomplete file ({reason}); re-download or re-export it")
-
-    # Timestamps of every video packet, in the time base framecrc announces.
     time_base, stamps, last_duration = None, [], 0
     for line in listing.stdout.decode(errors="replace").splitlines():
         if line.startswith("#tb 0:"):
@@ -312,18 +321,24 @@ def probe(path: Path | str) -> VideoInfo:
                 last_duration = max(last_duration, int(fields[3]))
     if not stamps or time_base is None:
         raise InputError(f"{path}: the video stream holds no frames")
+    return sorted(stamps), time_base, last_duration
 
-    shown = re.search(r"config in time_base: \S+ frame_rate: (\d+)/(\d+)", stderr)
-    nominal = Fraction(int(shown.group(1)), int(shown.group(2))) if shown and int(shown.group(2)) else None
+
+def first_frame_size(path: Path, stderr: str) -> tuple[int, int, Fraction]:
+    """Width and height in square pixels, and the sample aspect ratio, of the frame showinfo printed."""
     frame = re.search(r"\bn:\s*0 .*?\bsar:(\d+)/(\d+) s:(\d+)x(\d+)", stderr)
     if not frame:
         raise InputError(f"{path}: the first video frame cannot be decoded ({_ffmpeg_reason(stderr)})")
     sar_num, sar_den, width, height = (int(g) for g in frame.groups())
     sar = Fraction(sar_num, sar_den) if sar_num and sar_den else Fraction(1)
     # Square pixels, as players show the frame (ffmpeg's own convention: scale the width).
-    width = max(1, round(width * sar))
+    return max(1, round(width * sar)), height, sar
 
-    stamps.sort()
+
+def frame_timing(stamps: list[int], time_base: Fraction, last_duration: int, stderr: str) -> tuple[Fraction, bool, float]:
+    """The frame rate, whether it is variable, and the video's duration in seconds."""
+    shown = re.search(r"config in time_base: \S+ frame_rate: (\d+)/(\d+)", stderr)
+    nominal = Fraction(int(shown.group(1)), int(shown.group(2))) if shown and int(shown.group(2)) else None
     video_duration = float((stamps[-1] - stamps[0] + last_duration) * time_base)
     rate, variable = nominal or Fraction(25), False
     if len(stamps) >= 2:
@@ -334,20 +349,40 @@ def probe(path: Path | str) -> VideoInfo:
         if variable or nominal is None or abs(measured - float(nominal)) > 0.01 * float(nominal):
             # Resample to the average rate, so that the frame count and the duration both hold.
             rate, variable = _snap_rate(len(stamps) / video_duration), True
+    return rate, variable, video_duration
+
+
+def probe(path: Path | str) -> VideoInfo:
+    """Describe a video file or raise InputError naming the file and the problem."""
+    path = Path(path)
+    check_file(path)
+    # Two runs: one decoded frame through showinfo (ffmpeg would go on decoding every frame if
+    # this shared a command with the packet listing), then the packets, stream-copied.
+    first_frame = ffmpeg.input(str(path))["V:0"].filter("showinfo").output("-", f="null", **{"frames:v": 1})
+    done, stderr = _run_capture(first_frame, path)
+    header = _header(stderr)
+    if not header:
+        raise InputError(f"{path}: not a video file or truncated ({_ffmpeg_reason(stderr)})")
+    streams = parse_header(path, header)
+    if done.returncode != 0:
+        raise InputError(f"{path}: video stream cannot be read ({_ffmpeg_reason(stderr)})")
+    stamps, time_base, last_duration = packet_timestamps(path)
+    width, height, sar = first_frame_size(path, stderr)
+    rate, variable, video_duration = frame_timing(stamps, time_base, last_duration, stderr)
     return VideoInfo(
         path=str(path),
-        container=container,
-        codec=video_line.split(",")[0].split()[0],
+        container=streams.container,
+        codec=streams.video.split(",")[0].split()[0],
         width=width,
         height=height,
-        rotation=rotation,
+        rotation=streams.rotation,
         sar=f"{sar.numerator}/{sar.denominator}",
         frame_rate=f"{rate.numerator}/{rate.denominator}",
         variable_frame_rate=variable,
         frames=len(stamps),
-        duration=duration if duration else video_duration,
+        duration=streams.duration if streams.duration else video_duration,
         video_duration=video_duration,
-        audio=tuple(audio),
+        audio=tuple(streams.audio),
     )
 
 
@@ -357,23 +392,12 @@ def frame_size(info: VideoInfo, long_side: int) -> tuple[int, int]:
     return max(2, width - width % 2), max(2, height - height % 2)
 
 
-def count_frames(info: VideoInfo, *, start: float = 0.0, duration: float | None = None, every_nth: int = 1) -> int:
+def count_frames(info: VideoInfo, frames: FrameRange = ALL) -> int:
     """How many frames extraction will produce (an estimate, exact for constant-rate sources)."""
-    end = info.video_duration if duration is None else min(info.video_duration, start + duration)
-    frames = max(0, round((end - start) * float(info.rate)))
-    if not info.variable_frame_rate and start == 0 and duration is None:
-        frames = info.frames
-    return -(-frames // every_nth)
-
-
-def trim_options(start: float, duration: float | None) -> dict:
-    """Input options selecting the range (seeking on the input is frame-accurate when decoding)."""
-    options = {}
-    if start:
-        options["ss"] = f"{start:.6f}"
-    if duration is not None:
-        options["t"] = f"{duration:.6f}"
-    return options
+    count = max(0, round((frames.end(info.video_duration) - frames.start) * float(info.rate)))
+    if not info.variable_frame_rate and frames.start == 0 and frames.duration is None:
+        count = info.frames
+    return -(-count // frames.every_nth)
 
 
 def extract_frames(
@@ -381,9 +405,7 @@ def extract_frames(
     dest: Path,
     *,
     size: tuple[int, int],
-    start: float = 0.0,
-    duration: float | None = None,
-    every_nth: int = 1,
+    frames: FrameRange = ALL,
     on_progress: ProgressHook | None = None,
 ) -> int:
     """Decode the selected frames as dest/000001.png, ... (RGB, square pixels); return the count.
@@ -394,13 +416,13 @@ def extract_frames(
     dest = Path(dest)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
-        video = ffmpeg.input(info.path, **trim_options(start, duration))["V:0"]
+        video = ffmpeg.input(info.path, **frames.trim_options())["V:0"]
         if info.variable_frame_rate:
             video = video.filter("fps", fps=info.frame_rate)
-        if every_nth > 1:
-            video = video.filter("framestep", step=every_nth)
+        if frames.every_nth > 1:
+            video = video.filter("framestep", step=frames.every_nth)
         video = video.filter("scale", size[0], size[1], flags="lanczos").filter("setsar", 1)
-        output = video.output(str(tmp / "%06d.png"), start_number=1, pix_fmt="rgb24", **passthrough_timestamps())
+        output = video.output(str(tmp / frame_pattern()), start_number=1, pix_fmt="rgb24", **passthrough_timestamps())
         try:
             run_ffmpeg(output, what=info.path, on_progress=on_progress)
         except WriteError:
@@ -411,7 +433,7 @@ def extract_frames(
         if count == 0:
             # The file may last longer than its video stream (a longer sound track): name both.
             stream = f"{info.video_duration:.2f} s of video" + (f" in {info.duration:.2f} s" if info.duration - info.video_duration >= 0.01 else "")
-            raise InputError(f"{info.path}: no video frames in the selected range (--start {start:g}; it holds {stream})")
+            raise InputError(f"{info.path}: no video frames in the selected range (--start {frames.start:g}; it holds {stream})")
         if dest.exists():
             shutil.rmtree(dest)
         replace(tmp, dest)

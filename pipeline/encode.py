@@ -19,10 +19,12 @@ from typing import Callable
 
 import ffmpeg
 
-from .decode import AudioStream, ProgressHook, run_ffmpeg, trim_options
 from .atomic import UMASK, replace
+from .decode import AudioStream, ProgressHook, VideoInfo, run_ffmpeg
 from .errors import InputError, PipelineError, WriteError
+from .framerange import ALL, FrameRange
 from .signals import deferred
+from .workdir import frame_pattern
 
 # Output suffix -> ffmpeg muxer. libx264 output rules out WebM.
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
@@ -39,6 +41,27 @@ def container_for(output: Path | str) -> str:
     if suffix not in CONTAINERS:
         raise InputError(f"{output}: unsupported video format {suffix or '(no extension)'}; use one of {', '.join(CONTAINERS)}")
     return CONTAINERS[suffix]
+
+
+def output_rate(info: VideoInfo, frames: int, trim: FrameRange = ALL) -> Fraction:
+    """The output's frame rate: the input's, divided by --every-nth for a preview, so that each
+    kept frame stays on screen as long as the frames it stands for.
+
+    A preview must last as long as the range it previews (its sound does, and a demanding user
+    checks the picture against it): when the frame count does not divide evenly, `frames` frames at
+    rate/every_nth would overrun the range by up to every_nth - 1 input frames (a 1 s clip with
+    --every-nth 250 became a 10 s still). Holding the last frame shorter is what we would want,
+    but a constant-rate H.264 track cannot (its last frame lasts one frame period; ffmpeg's -t,
+    concat durations and setts were tried). So the kept frames are spread evenly over the range
+    instead: rate = frames / range duration, each frame within one output frame of its time."""
+    rate = Fraction(info.frame_rate)
+    if trim.every_nth == 1:
+        return rate
+    seconds = trim.end(info.video_duration) - trim.start
+    preview = rate / trim.every_nth
+    if seconds <= 0 or frames / preview <= seconds + 0.5 / rate:
+        return preview
+    return (frames / Fraction(seconds)).limit_denominator(100_000)
 
 
 def audio_codec_for(container: str, audio: tuple[AudioStream, ...]) -> str | None:
@@ -58,15 +81,14 @@ def encode_video(
     crf: int = DEFAULT_CRF,
     audio_source: Path | str | None = None,
     audio: tuple[AudioStream, ...] = (),
-    start: float = 0.0,
-    duration: float | None = None,
+    trim: FrameRange = ALL,
     on_progress: ProgressHook | None = None,
     before_commit: Callable[[Path, str | None], None] | None = None,
     after_commit: Callable[[], None] | None = None,
 ) -> str | None:
     """Encode frames/000001.png, ... into `output`; return how the audio went in (copy, aac, None).
 
-    `start` and `duration` select the same range of the audio as was decoded for the frames.
+    `trim` selects the same range of the audio as was decoded for the frames (its start and duration).
     `before_commit(finished_temporary_file, audio)` runs between the encode and the rename that
     places the file, `after_commit()` right after the rename; Ctrl-C and SIGTERM wait for all
     three. Raising from `before_commit` leaves `output` as it was.
@@ -79,7 +101,7 @@ def encode_video(
 
     def attempt() -> None:  # reads audio_codec when called: the retry below changes it
         audio_in = (audio_source, audio_codec)
-        _encode(frames, output, container, str(frame_rate), crf, audio_in, (start, duration), on_progress, hooks)
+        _encode(frames, output, container, str(frame_rate), crf, audio_in, trim, on_progress, hooks)
 
     try:
         attempt()
@@ -96,12 +118,11 @@ def encode_video(
 
 def _encode(frames, output, container, frame_rate, crf, audio, trim, on_progress, hooks) -> None:
     audio_source, audio_codec = audio
-    start, duration = trim
-    streams = [ffmpeg.input(str(Path(frames) / "%06d.png"), framerate=frame_rate, start_number=1)]
+    streams = [ffmpeg.input(str(Path(frames) / frame_pattern()), framerate=frame_rate, start_number=1)]
     options = {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": crf, "f": container}
     if audio_codec is not None:
         # '?' keeps ffmpeg going if the source lost its audio since it was probed.
-        streams.append(ffmpeg.input(str(audio_source), **trim_options(start, duration))["a?"])
+        streams.append(ffmpeg.input(str(audio_source), **trim.trim_options())["a?"])
         options["acodec"] = audio_codec
     if container in ("mp4", "mov"):
         options["movflags"] = "+faststart"  # playable while still downloading

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .atomic import atomic_path
+
 DIS_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
@@ -35,8 +37,6 @@ class FramePair:
 
     def save(self, path: Path | str) -> None:
         """Atomic: a temporary file beside `path`, renamed when complete."""
-        from .atomic import atomic_path
-
         with atomic_path(Path(path)) as tmp:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, flow_back=self.flow_back, reliability=self.reliability, cut_score=self.cut_score)

@@ -1,4 +1,4 @@
-"""The flow stage of a video job and the flicker measurement, on joblib CPU workers.
+"""The flow stage of a video job, on joblib CPU workers.
 
     WORK_DIR/flow/000002.npz   frame 2 back to frame 1: backward flow, reliability, cut score
 
@@ -16,18 +16,15 @@ import itertools
 import os
 import threading
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
 from joblib import Parallel, delayed
 
 from .errors import PipelineError
-from .flow import FramePair, frame_pair, warping_error
+from .flow import FramePair, frame_pair
+from .workdir import frame_name
 
-PAIR_GLOB = "[0-9]*.npz"  # temporary files of atomic writes start with a dot
-# On disk: a compressed float32 flow and mask, measured at 7-8 bytes per pixel of a frame.
-PAIR_BYTES_PER_PIXEL = 8
 WAIT_POLL = 0.5  # seconds: how often a waiting stylize loop looks up (Ctrl-C stays responsive)
 
 
@@ -35,14 +32,6 @@ def default_workers() -> int:
     """One process per core but one, which stays with the process feeding the GPU; a few are
     plenty, since each pair takes tens of milliseconds at 512 px."""
     return max(1, min(8, (os.cpu_count() or 2) - 1))
-
-
-def pair_path(flow_dir: Path, index: int) -> Path:
-    return Path(flow_dir) / f"{index:06d}.npz"
-
-
-def frame_path(folder: Path, index: int) -> Path:
-    return Path(folder) / f"{index:06d}.png"
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -82,7 +71,7 @@ class FlowStage:
         self._thread: threading.Thread | None = None
 
     def path(self, index: int) -> Path:
-        return pair_path(self.flow_dir, index)
+        return self.flow_dir / frame_name(index, ".npz")
 
     def start(self) -> "FlowStage":
         self.flow_dir.mkdir(parents=True, exist_ok=True)
@@ -99,7 +88,7 @@ class FlowStage:
         # joblib pulls tasks from this generator as workers free up, so `close` stops the
         # dispatching at once; the few pairs already handed out finish and are kept.
         tasks = (
-            delayed(compute_pair)(i, frame_path(self.frames_dir, i - 1), frame_path(self.frames_dir, i), self.path(i), self.preset)
+            delayed(compute_pair)(i, self.frames_dir / frame_name(i - 1), self.frames_dir / frame_name(i), self.path(i), self.preset)
             for i in itertools.takewhile(lambda _: not self._stop.is_set(), todo)
         )
         try:
@@ -149,28 +138,3 @@ class FlowStage:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def pair_errors(pair_file: Path, sequences: Sequence[tuple[Path, Path]]) -> tuple[float, list[float]]:
-    """A worker's task: the pair's cut score and, for each (previous, current) frame files, the
-    masked warping error of current against previous warped by the pair's flow."""
-    pair = FramePair.load(pair_file)
-    return pair.cut_score, [warping_error(read_rgb(a), read_rgb(b), pair) for a, b in sequences]
-
-
-def measure_flicker(
-    *, flow_dir: Path, sequences: dict[str, Path], total: int, scene_threshold: float, workers: int | None = None
-) -> dict:
-    """The flicker of each frame sequence (name -> folder of 000001.png ...): the mean masked
-    warping error over consecutive frames (the flow and masks of `flow_dir`), scene cuts skipped.
-    Same figure as flow.flicker, read from files on joblib workers."""
-    names = list(sequences)
-    tasks = (
-        delayed(pair_errors)(pair_path(flow_dir, i), [(frame_path(sequences[name], i - 1), frame_path(sequences[name], i)) for name in names])
-        for i in range(2, total + 1)
-    )
-    results = Parallel(n_jobs=workers or default_workers(), batch_size="auto")(tasks)
-    cuts = [i for i, (score, _) in enumerate(results, 2) if score > scene_threshold]
-    kept = [errors for score, errors in results if score <= scene_threshold]
-    report = {name: (float(np.mean([e[k] for e in kept])) if kept else 0.0) for k, name in enumerate(names)}
-    return report | {"pairs": len(kept), "cuts": cuts, "scene_threshold": scene_threshold}

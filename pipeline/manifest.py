@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ class WorkDirLock:
         self.fd: int | None = None
 
     def __enter__(self) -> "WorkDirLock":
-        # A refused run removes the .lock it created while still holding it (video.py,
+        # A refused run removes the .lock it created while still holding it (workdir.py,
         # CreatedByThisRun): a lock taken on a file no longer under that name holds nothing, so
         # it is taken again on the file that is there now.
         while True:
@@ -133,6 +134,11 @@ def file_fingerprint(path: Path, chunk: int = 1 << 20) -> str:
     return f"{size}:{h.hexdigest()[:16]}"
 
 
+def timestamp() -> str:
+    """Now, as job records give times."""
+    return datetime.now().isoformat(timespec="seconds")
+
+
 def hash_settings(values: dict) -> str:
     """A short stable hash of JSON-able settings, to tell whether a stage's outputs are current."""
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
@@ -177,29 +183,3 @@ class JobManifest:
 
     def save(self) -> None:
         write_json(self.path, self.data)
-
-    # Files a job places outside its work directory (a video job's output) are its own only while
-    # their content is what it recorded: existence proves nothing (another job, or the user, may
-    # have put a file there since). "outputs" maps each final path to the fingerprints the job
-    # placed there: the last finished one, and one about to be placed (recorded before the rename,
-    # so that a kill right after the rename leaves a file the job knows as its own).
-
-    def owns(self, path: Path) -> bool:
-        """Whether `path` holds a file this job placed there (by its fingerprint)."""
-        known = self.data.get("outputs", {}).get(str(Path(path).resolve()), [])
-        try:
-            return Path(path).is_file() and file_fingerprint(Path(path)) in known
-        except OSError:
-            return False
-
-    def placing(self, path: Path, fingerprint: str) -> None:
-        """Record, before the rename, that `path` is about to hold the file with `fingerprint`."""
-        key = str(Path(path).resolve())
-        known = self.data.setdefault("outputs", {}).setdefault(key, [])
-        if fingerprint not in known:
-            known.append(fingerprint)
-        self.save()
-
-    def placed(self, path: Path, fingerprint: str) -> None:
-        """After the rename: `path` holds `fingerprint`; the files it held before are gone."""
-        self.data.setdefault("outputs", {})[str(Path(path).resolve())] = [fingerprint]

@@ -13,9 +13,7 @@ work and that none reaches a shell: ffmpeg is always started with an argument li
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -25,6 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import tree_state
 from pipeline.cli import main
 from pipeline.decode import ffmpeg_binary
 
@@ -95,18 +94,6 @@ def ws(template, tmp_path, monkeypatch) -> Path:
     shutil.copytree(template, work, symlinks=True)
     monkeypatch.chdir(work)  # anything a shell might run would land here, and be seen
     return work
-
-
-def tree_state(folder: Path) -> dict[str, str]:
-    """Every directory and every file's content hash: 'nothing existing changed' (and nothing added)."""
-    state = {}
-    for root, dirs, files in os.walk(folder):
-        for name in dirs:
-            state[os.path.relpath(os.path.join(root, name), folder)] = "dir"
-        for name in files:
-            with open(os.path.join(root, name), "rb") as f:
-                state[os.path.relpath(os.path.join(root, name), folder)] = hashlib.sha256(f.read()).hexdigest()
-    return state
 
 
 def expand(ws: Path, args: list) -> list[str]:

@@ -331,7 +331,7 @@ def test_a_really_full_disk_mid_job_stops_cleanly_and_the_job_resumes_after_spac
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, where every write fails with ENOSPC")
 def test_log_lines_on_a_full_disk_give_one_clear_error_or_are_dropped_never_a_traceback(capsys):
-    from pipeline.video import JobLog
+    from pipeline.workdir import JobLog
 
     log = JobLog(Path("/dev/full"))
     with pytest.raises(WriteError, match="/dev/full: no space left on the device"):

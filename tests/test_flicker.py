@@ -17,7 +17,7 @@ from pathlib import Path
 import ffmpeg
 import pytest
 
-from test_video import STYLE, make_clip
+from helpers import STYLE, make_clip
 from pipeline.cli import main
 from pipeline.decode import ffmpeg_binary, probe
 from pipeline.manifest import read_json

@@ -1,7 +1,7 @@
 """Video jobs on CPU with synthetic clips from ffmpeg's testsrc2: probing, decode/stylize/encode,
 resume after an interruption or a SIGKILL, invalidation on changed settings, the lock, bad input.
 
-Most jobs use the tiny random VGG of conftest (the plumbing is the point here); one runs the CLI
+Most jobs use the tiny random VGG of helpers.py (the plumbing is the point here); one runs the CLI
 with the real weights. Clips are 48x32, a few frames; frames are stylized at 32 px.
 """
 
@@ -23,33 +23,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import build_tiny_vgg
-from test_bad_inputs import tree_state
+from helpers import ITERATIONS_FIRST, SETTINGS, STYLE, TESTS, Recorder, build_tiny_vgg, make_clip, make_job, mtimes, tree_state
 from pipeline.cli import main
 from pipeline.decode import ffmpeg_binary, probe
 from pipeline.errors import InputError
 from pipeline.manifest import WorkDirLock, read_json
-from pipeline.stylize import StyleSettings
-from pipeline.video import JobEvents, VideoJob, run_video, status_lines
-
-TESTS = Path(__file__).resolve().parent
-STYLE = TESTS.parent / "samples" / "ihc.png"
-SETTINGS = {"size": 32, "iterations": 2, "seed": 3}
-ITERATIONS_FIRST = 3
-
-
-def make_clip(path: Path, *, frames: int, rate: str = "25", audio: str | None = None, size: str = "48x32", faststart: bool = False, **video_options) -> Path:
-    """A testsrc2 clip of `frames` frames at `rate`, with a sine tone encoded as `audio` if given."""
-    streams = [ffmpeg.input(f"testsrc2=size={size}:rate={rate}", f="lavfi")]
-    options = {"vcodec": "libx264", "pix_fmt": "yuv420p", "frames:v": frames, **video_options}
-    if audio:
-        seconds = float(frames / Fraction(rate))
-        streams.append(ffmpeg.input(f"sine=frequency=440:sample_rate=44100:duration={seconds}", f="lavfi"))
-        options["acodec"] = audio
-    if faststart:
-        options["movflags"] = "+faststart"
-    ffmpeg.output(*streams, str(path), **options).global_args("-nostdin").run(cmd=ffmpeg_binary(), quiet=True, overwrite_output=True)
-    return path
+from pipeline.status import status_lines
+from pipeline.video import run_video
 
 
 @pytest.fixture(scope="module")
@@ -70,40 +50,6 @@ def clips(tmp_path_factory) -> dict[str, Path]:
     clips["truncated"] = d / "truncated.mp4"
     clips["truncated"].write_bytes(whole.read_bytes()[: whole.stat().st_size * 7 // 10])
     return clips
-
-
-def make_job(clip: Path, out_dir: Path, **overrides) -> VideoJob:
-    settings = StyleSettings(**SETTINGS | overrides.pop("settings", {}))
-    # The plain warm start: these tests are about the job's plumbing (the flow-warped start has
-    # its own tests in test_video_temporal.py); the flow stage and the flicker report still run.
-    options = {"iterations_first": ITERATIONS_FIRST, "device": "cpu", "flow": "none"} | overrides
-    return VideoJob(input=clip, styles=(STYLE,), output=out_dir / "out.mp4", settings=settings, **options)
-
-
-class Recorder(JobEvents):
-    """Records the frames a run stylizes; raises Stop at the first iteration of frame `stop_at`."""
-
-    class Stop(Exception):
-        pass
-
-    def __init__(self, stop_at: int | None = None):
-        self.stop_at = stop_at
-        self.started: list[int] = []
-        self.messages: list[str] = []
-
-    def message(self, text: str) -> None:
-        self.messages.append(text)
-
-    def frame_started(self, index: int, iterations: int) -> None:
-        self.started.append(index)
-
-    def iteration(self, progress) -> None:
-        if self.started and self.started[-1] == self.stop_at:
-            raise Recorder.Stop
-
-
-def mtimes(folder: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in sorted(folder.iterdir())}
 
 
 def pixels(path: Path) -> np.ndarray:
@@ -223,7 +169,7 @@ def test_interrupted_from_the_callback_resumes_without_recomputing_finished_fram
 KILLED_RUN = """
 import sys, time
 sys.path.insert(0, {tests!r})
-from conftest import build_tiny_vgg  # also pins torch to one thread, as in the tests
+from helpers import build_tiny_vgg  # also pins torch to one thread, as in the tests
 from pathlib import Path
 from pipeline.stylize import StyleSettings
 from pipeline.video import JobEvents, VideoJob, run_video

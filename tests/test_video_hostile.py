@@ -4,7 +4,7 @@ after the output is placed, a --clean killed halfway, another job writing the sa
 --work-dir that is a folder of the user's, a FIFO as the input, absurd range options.
 
 The CLI runs as a real process where signals or hard exits are the point (the real VGG-19 at
-32 px, as in test_crash_resume.py); the rest runs in-process with conftest's tiny network.
+32 px, as in test_crash_resume.py); the rest runs in-process with helpers.py's tiny network.
 """
 
 from __future__ import annotations
@@ -20,15 +20,14 @@ from pathlib import Path
 import ffmpeg
 import pytest
 
-from conftest import build_tiny_vgg
-from test_bad_inputs import tree_state
-from test_video import Recorder, make_clip, make_job
+from helpers import Recorder, build_tiny_vgg, make_clip, make_job, tree_state
 from pipeline import signals
 from pipeline.cli import main
 from pipeline.decode import ffmpeg_binary, probe, run_ffmpeg
 from pipeline.errors import InputError
 from pipeline.manifest import read_json
-from pipeline.video import JobEvents, run_video, status_lines
+from pipeline.status import status_lines
+from pipeline.video import JobEvents, run_video
 
 ROOT = Path(__file__).resolve().parents[1]
 STYLE = ROOT / "samples" / "ihc.png"

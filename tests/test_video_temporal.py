@@ -3,7 +3,7 @@ loss, scene cuts, early stopping, and the flicker metric, on synthetic clips wit
 textured square moving SHIFT px to the right per frame over a static textured background, and a
 hard cut to another such shot.
 
-Plumbing tests use conftest's tiny random VGG; the flicker comparison uses the real VGG-19 at
+Plumbing tests use the tiny random VGG of helpers.py; the flicker comparison uses the real VGG-19 at
 64 px, where the tiny network's style is too weak to flicker much.
 """
 
@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import build_tiny_vgg
-from test_video import Recorder, mtimes
+from helpers import Recorder, build_tiny_vgg, mtimes
 from pipeline.cli import main
 from pipeline.decode import ffmpeg_binary
 from pipeline.errors import PipelineError
@@ -29,7 +28,10 @@ from pipeline.flowstage import FlowStage
 from pipeline.manifest import read_json
 from pipeline.stylize import StyleSettings
 from pipeline.temporal import FlowWarmStart
-from pipeline.video import DEFAULT_SCENE_THRESHOLD, FrameStore, VideoJob, run_video, status_lines
+from pipeline.status import status_lines
+from pipeline.video import VideoJob, run_video
+from pipeline.videojob import DEFAULT_SCENE_THRESHOLD
+from pipeline.workdir import FrameStore
 
 STYLE = Path(__file__).resolve().parents[1] / "samples" / "ihc.png"
 WIDTH, HEIGHT, SQUARE, SHIFT, TOP, LEFT = 64, 48, 20, 2, 14, 8
@@ -112,9 +114,13 @@ def test_warped_start_takes_unreliable_pixels_from_the_content_and_the_temporal_
     store.flow_dir.mkdir()
     pair = frame_pair(previous_content, content)
     pair.save(store.flow_dir / "000002.npz")
+
+    def pairs(index: int) -> FramePair:  # as the running flow stage's `wait` gives them to the job
+        return FramePair.load(store.pair(index))
+
     stylized = to_tensor(texture(5, HEIGHT, WIDTH))  # stands for the stylized frame 1
     starter = FlowWarmStart(iterations_first=9, iterations=4, temporal_weight=2.0, scene_threshold=0.6, stop_tolerance=1e-3)
-    start = starter.start(2, to_tensor(content), stylized, store)
+    start = starter.start(2, to_tensor(content), stylized, pairs)
     assert (start.source, start.iterations, start.stop_tolerance) == ("warped", 4, 1e-3)
 
     warped = warp(stylized, pair.flow_back)
@@ -137,7 +143,7 @@ def test_warped_start_takes_unreliable_pixels_from_the_content_and_the_temporal_
     # A cut: first-frame iterations from --init, no temporal term.
     other = shot(1, seed=10)[0]
     frame_pair(content, other).save(store.flow_dir / "000003.npz")
-    cut = starter.start(3, to_tensor(other), stylized, store)
+    cut = starter.start(3, to_tensor(other), stylized, pairs)
     assert (cut.source, cut.iterations, cut.init, cut.extra_losses) == ("cut", 9, None, {})
 
 

@@ -1,0 +1,145 @@
+"""Flicker: the mean masked warping error between consecutive frames (Ruder et al. 2016, flow.py's
+`warping_error`), measured from frame files on joblib workers. The video job's report measures
+its stylized frames and its content frames; `stylize flicker` (`video_flicker`) two video files.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from joblib import Parallel, delayed
+
+from .decode import VideoInfo, extract_frames, frame_size, probe
+from .errors import InputError
+from .flow import DIS_PRESETS, FramePair, warping_error
+from .flowstage import FlowStage, default_workers, read_rgb
+from .framerange import FrameRange
+from .videojob import DEFAULT_FLOW_PRESET, DEFAULT_SCENE_THRESHOLD
+from .workdir import frame_name
+
+
+def pair_errors(pair_file: Path, sequences: Sequence[tuple[Path, Path]]) -> tuple[float, list[float]]:
+    """A worker's task: the pair's cut score and, for each (previous, current) frame files, the
+    masked warping error of current against previous warped by the pair's flow."""
+    pair = FramePair.load(pair_file)
+    return pair.cut_score, [warping_error(read_rgb(a), read_rgb(b), pair) for a, b in sequences]
+
+
+def measure_flicker(
+    *, flow_dir: Path, sequences: dict[str, Path], total: int, scene_threshold: float, workers: int | None = None
+) -> dict:
+    """The flicker of each frame sequence (name -> folder of 000001.png ...): the mean masked
+    warping error over consecutive frames (the flow and masks of `flow_dir`), scene cuts skipped.
+    Same figure as flow.flicker, read from files on joblib workers."""
+    names = list(sequences)
+    tasks = (
+        delayed(pair_errors)(
+            Path(flow_dir) / frame_name(i, ".npz"),
+            [(Path(sequences[name]) / frame_name(i - 1), Path(sequences[name]) / frame_name(i)) for name in names],
+        )
+        for i in range(2, total + 1)
+    )
+    results = Parallel(n_jobs=workers or default_workers(), batch_size="auto")(tasks)
+    cuts = [i for i, (score, _) in enumerate(results, 2) if score > scene_threshold]
+    kept = [errors for score, errors in results if score <= scene_threshold]
+    report = {name: (float(np.mean([e[k] for e in kept])) if kept else 0.0) for k, name in enumerate(names)}
+    return report | {"pairs": len(kept), "cuts": cuts, "scene_threshold": scene_threshold}
+
+
+def flicker_line(flicker: dict) -> str:
+    """A job report's flicker in one line, as `stylize video` and `stylize status` show it."""
+    return (
+        f"flicker: output {flicker['output']:.4g}, input {flicker['input']:.4g} "
+        f"(mean masked warping error over {flicker['pairs']} frame pairs, scene cuts skipped)"
+    )
+
+
+def frame_count_mismatch(
+    output: tuple[Path, VideoInfo, int], reference: tuple[Path, VideoInfo, int], frames: FrameRange
+) -> str:
+    """One line: both files (path, probe, frame count) and which options would make them match."""
+    (output, output_info, output_frames), (reference, reference_info, reference_frames) = output, reference
+    ratio = reference_info.rate / output_info.rate
+    step = round(ratio)
+    hint = ""
+    if step > 1 and step != frames.every_nth and abs(ratio - step) <= 0.01 * step:
+        hint = f" (the frame rates suggest --every-nth {step})"
+    return (
+        f"{output}: has {output_frames} frames at {float(output_info.rate):.4g} fps, "
+        f"{reference} has {reference_frames} at {float(reference_info.rate):.4g} fps "
+        f"({frames.text() or 'the whole video'}); give stylize flicker the video the output was made from "
+        f"and the --start, --duration and --every-nth stylize video was given{hint}"
+    )
+
+
+def check_options(preset: str, size: int | None, scene_threshold: float) -> None:
+    if preset not in DIS_PRESETS:
+        raise InputError(f"--flow-preset {preset!r}: must be one of {', '.join(DIS_PRESETS)}")
+    if size is not None and not 16 <= size <= 16384:
+        raise InputError(f"--size {size}: must be between 16 and 16384 pixels")
+    if not 0 <= scene_threshold <= 1:
+        raise InputError(f"--scene-threshold {scene_threshold}: must be between 0 and 1")
+
+
+def video_flicker(
+    output: Path,
+    *,
+    reference: Path,
+    size: int | None = None,
+    preset: str = DEFAULT_FLOW_PRESET,
+    scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
+    workers: int | None = None,
+    start: float = 0.0,
+    duration: float | None = None,
+    every_nth: int = 1,
+) -> dict:
+    """`stylize flicker`: both videos decoded at the same frame size (the reference's aspect,
+    `size` or the output's long side), flow and masks computed on the reference, and the mean
+    masked warping error of the output and of the reference itself.
+
+    The reference is decoded over the part the output was made from: `start`, `duration` and
+    `every_nth` as `stylize video` was given them, through the same extract_frames as the video
+    job, so its frames are exactly the job's content frames. The output's timestamps cannot tell
+    that part: `stylize video` writes its frames from 0 s whatever --start was, and a re-encoded
+    output may have another rate; so the user says, and differing counts are refused."""
+    check_options(preset, size, scene_threshold)
+    frames = FrameRange(start, duration, every_nth)
+    output_info, reference_info = probe(output), probe(reference)
+    frames.check_within(reference, reference_info.duration)
+    dims = frame_size(reference_info, size or max(output_info.width, output_info.height))
+    with tempfile.TemporaryDirectory(prefix="stylize-flicker-") as tmp:
+        folders = {"output": Path(tmp) / "output", "input": Path(tmp) / "input"}
+        counts = {
+            "input": extract_frames(reference_info, folders["input"], size=dims, frames=frames),
+            "output": extract_frames(output_info, folders["output"], size=dims),
+        }
+        if counts["output"] != counts["input"]:
+            raise InputError(
+                frame_count_mismatch(
+                    (output, output_info, counts["output"]), (reference, reference_info, counts["input"]), frames
+                )
+            )
+        if counts["input"] < 2:
+            raise InputError(f"{reference}: one frame only ({frames.text() or 'all of it'}), no motion to measure")
+        with FlowStage(
+            frames_dir=folders["input"],
+            flow_dir=Path(tmp) / "flow",
+            total=counts["input"],
+            preset=preset,
+            workers=workers,
+        ) as flows:
+            flows.start().finish()
+        report = measure_flicker(
+            flow_dir=Path(tmp) / "flow",
+            sequences=folders,
+            total=counts["input"],
+            scene_threshold=scene_threshold,
+            workers=workers,
+        )
+    return report | {
+        "frames": counts["input"], "width": dims[0], "height": dims[1], "flow_preset": preset,
+        "start": start, "duration": duration, "every_nth": every_nth,
+    }  # fmt: skip

@@ -1,0 +1,108 @@
+"""`stylize status`: what a job has done, what remains, and its settings, for either kind of job
+(a video job's work directory, a photo archive's output directory)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+from . import archive
+from .errors import InputError
+from .flicker import flicker_line
+from .manifest import JobManifest, WorkDirLock, read_json
+from .outputs import output_is_recorded
+from .workdir import FrameStore, is_work_dir
+
+STAGES = ("decode", "flow", "stylize", "encode")
+
+
+def status_lines(work_dir: Path | str) -> list[str]:
+    """What `stylize status` prints for a job's directory."""
+    work_dir = Path(work_dir)
+    if not work_dir.is_dir():
+        raise InputError(f"{work_dir}: not a directory")
+    if is_work_dir(work_dir):
+        return video_status_lines(work_dir)
+    if archive.is_archive(work_dir):  # the output directory of `stylize images`
+        return archive.status_lines(work_dir)
+    raise InputError(f"{work_dir}: not the work directory of a stylize job (no job.json)")
+
+
+def video_status_lines(work_dir: Path) -> list[str]:
+    """What `stylize status` prints for a video work directory."""
+    data = read_json(work_dir / JobManifest.FILE)
+    holder = WorkDirLock.holder(work_dir)
+    inputs = data.get("inputs") or {}
+    lines = [f"video job in {work_dir}: " + (f"running (process {holder})" if holder else "not running")]
+    if data.get("video"):
+        lines.append(input_line(inputs.get("video"), data["video"]))
+    lines.append(f"output: {inputs.get('output')}")
+    store = FrameStore(work_dir)
+    for name in STAGES:
+        stage = data.get("stages", {}).get(name, {})
+        status = stage_status(name, stage, data, store, running=bool(holder))
+        settings = f" (settings {stage['hash']})" if stage.get("hash") else ""
+        lines.append(f"{name}: {status}{stage_detail(name, stage, status, store)}{settings}")
+    shown = shown_settings(data.get("stages", {}))
+    if shown:
+        lines.append("settings: " + " ".join(f"{k}={v}" for k, v in sorted(shown.items())))
+    flicker = (data.get("report") or {}).get("flicker")
+    if flicker:
+        lines.append(flicker_line(flicker))
+    return lines
+
+
+def input_line(path: str | None, video: dict) -> str:
+    audio = ", ".join(f"{a['codec']} {a['channels']}" for a in video.get("audio", [])) or "none"
+    rate = float(Fraction(video["frame_rate"]))
+    return (
+        f"input: {path} ({video['width']}x{video['height']}, {rate:.3f} fps"
+        f"{' variable' if video.get('variable_frame_rate') else ''}, {video['duration']:.2f} s, audio {audio})"
+    )
+
+
+def stage_status(name: str, stage: dict, data: dict, store: FrameStore, *, running: bool) -> str:
+    """A stage's status as recorded, corrected by what the directory and the output show."""
+    status = stage.get("status", "pending")
+    if status == "running" and not running:
+        status = "interrupted"
+    if name == "encode" and status in ("placing", "done"):
+        # "placing": stopped between recording the output and renaming it into place, or
+        # right after; the output's fingerprint tells which.
+        if output_is_recorded(data):
+            status = "done"
+        else:
+            status = "interrupted" if status == "placing" else "done, but the output is gone or was replaced since"
+    folder = dict(store.folders()).get(name)
+    if folder is not None and status == "cleaned" and folder.exists():
+        status = f"cleaning ({folder.name}/ is still there; the next run removes it)"
+    elif folder is not None and stage.get("status") == "done" and not folder.exists():
+        status += f" ({folder.name}/ is gone; the next run makes it again)"
+    return status
+
+
+def stage_detail(name: str, stage: dict, status: str, store: FrameStore) -> str:
+    """How far a stage got, in words (after its status)."""
+    if name == "decode" and "frames" in stage:
+        return f", {stage['frames']} frames at {stage.get('width')}x{stage.get('height')}"
+    if name == "flow" and "total" in stage:
+        done = store.pair_count() if status != "cleaned" else stage["total"]
+        return f", {done}/{stage['total']} frame pairs"
+    if name == "stylize" and "total" in stage:
+        done, total = stage.get("done", 0), stage["total"]
+        detail = f", {done}/{total} frames done, {total - done} remaining"
+        if len(stage.get("shots", [])) > 1:
+            cuts = ", ".join(str(first) for first, _ in stage["shots"][1:])
+            detail += f", {len(stage['shots'])} shots (scene cuts at frames {cuts})"
+        return detail
+    if name == "encode" and stage.get("status") in ("placing", "done"):
+        return f", {stage.get('frames')} frames, audio {stage.get('audio') or 'none'}"
+    return ""
+
+
+def shown_settings(stages: dict) -> dict:
+    """Every stage's settings in one table, without the hashes of the stages before."""
+    merged = {}
+    for name in ("decode", "flow", "stylize", "encode"):
+        merged |= (stages.get(name) or {}).get("settings") or {}
+    return {k: v for k, v in merged.items() if k not in ("decode", "flow", "stylize", "input", "output")}

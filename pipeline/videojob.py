@@ -1,0 +1,152 @@
+"""What a video job is: its inputs and settings with their defaults and checks, what it reports
+while it runs (JobEvents) and what it returns (VideoResult). video.py runs it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from .encode import DEFAULT_CRF, container_for
+from .errors import InputError
+from .framerange import FrameRange
+from .images import open_rgb
+from .manifest import writable_directory
+from .stylize import MAX_ITERATIONS, Progress, StyleSettings
+from .workdir import refuse_foreign_work_dir
+
+FLOW_MODES = ("dis", "none", "independent")
+DEFAULT_FLOW = "dis"
+DEFAULT_FLOW_PRESET = "medium"
+# Measured (README, "Flicker"): our loss terms are large (content ~1e12, style ~1e12 per frame,
+# both independent of the size) while TemporalLoss is a mean of squared 0..255 differences
+# (~1e2), so the weight is large too. Measured at 64-96 px (all three terms are independent of
+# the size): 3e9 brings flicker down to about the input's own warping error, the output follows
+# the motion as closely as the input does, and the style loss stays within ~15% of the warped
+# start alone; 1e10 and more hold the output to the flow's prediction tighter than the input
+# itself follows it (changes the flow misses are suppressed) and cost 40% or more style loss.
+DEFAULT_TEMPORAL_WEIGHT = 3e9
+# Cut scores of consecutive frames of one shot stay well below this, those across a cut above.
+DEFAULT_SCENE_THRESHOLD = 0.6
+# Warm-started frames stop once the loss fell by less than this fraction over STOP_WINDOW
+# iterations: a still shot then costs a few iterations, a moving one its full --iterations.
+DEFAULT_STOP_TOLERANCE = 1e-3
+STOP_WINDOW = 10
+# Absurd values are refused rather than run: a typo'd count would spawn processes or iterate for ever.
+MAX_FLOW_WORKERS = 256
+
+
+@dataclass(frozen=True, kw_only=True)
+class VideoJob:
+    """Everything a video job is made of; `video.run_video` does it (or what is left of it)."""
+
+    input: Path
+    styles: tuple[Path, ...]
+    output: Path
+    settings: StyleSettings
+    init_path: Path | None = None
+    work_dir: Path | None = None  # default: OUTPUT.work beside the output
+    iterations_first: int | None = None  # default: twice settings.iterations
+    start: float = 0.0  # seconds
+    duration: float | None = None  # seconds; None: to the end
+    every_nth: int = 1
+    crf: int = DEFAULT_CRF
+    clean: bool = False
+    overwrite: bool = False
+    device: str = "auto"
+    flow: str = DEFAULT_FLOW  # dis: flow-warped start + temporal loss; none: previous frame; independent
+    flow_preset: str = DEFAULT_FLOW_PRESET
+    temporal_weight: float = DEFAULT_TEMPORAL_WEIGHT
+    scene_threshold: float = DEFAULT_SCENE_THRESHOLD
+    stop_tolerance: float = DEFAULT_STOP_TOLERANCE
+    flow_workers: int | None = None  # default: flowstage.default_workers()
+
+    def __post_init__(self):
+        self.frame_range  # noqa: B018  (checks --start, --duration and --every-nth)
+        if self.iterations_first is not None and not 1 <= self.iterations_first <= MAX_ITERATIONS:
+            raise InputError(f"--iterations-first {self.iterations_first}: must be between 1 and {MAX_ITERATIONS}")
+        if not 0 <= self.crf <= 51:
+            raise InputError(f"--crf {self.crf}: must be between 0 (lossless) and 51")
+        if not self.styles:
+            raise InputError("at least one --style image is needed")
+        self._check_flow()
+
+    def _check_flow(self) -> None:
+        if self.flow not in FLOW_MODES:
+            raise InputError(f"--flow {self.flow!r}: must be one of {', '.join(FLOW_MODES)}")
+        if self.flow_preset not in ("ultrafast", "fast", "medium"):
+            raise InputError(f"--flow-preset {self.flow_preset!r}: must be ultrafast, fast or medium")
+        if not math.isfinite(self.temporal_weight) or self.temporal_weight < 0:
+            raise InputError(f"--temporal-weight {self.temporal_weight}: must be a finite number >= 0")
+        if self.flow != "dis" and self.temporal_weight != DEFAULT_TEMPORAL_WEIGHT:
+            raise InputError(f"--temporal-weight applies to --flow dis only, not --flow {self.flow}")
+        if not 0 <= self.scene_threshold <= 1:
+            raise InputError(f"--scene-threshold {self.scene_threshold}: must be between 0 and 1 (1: never cut)")
+        if not 0 <= self.stop_tolerance < 1:
+            raise InputError(f"--stop-tolerance {self.stop_tolerance}: must be >= 0 (0: never stop early) and < 1")
+        if self.flow_workers is not None and not 1 <= self.flow_workers <= MAX_FLOW_WORKERS:
+            raise InputError(f"--flow-workers {self.flow_workers}: must be between 1 and {MAX_FLOW_WORKERS}")
+
+    @property
+    def frame_range(self) -> FrameRange:
+        return FrameRange(self.start, self.duration, self.every_nth)
+
+    @property
+    def work(self) -> Path:
+        return self.work_dir if self.work_dir is not None else self.output.with_name(self.output.name + ".work")
+
+    @property
+    def first_iterations(self) -> int:
+        return self.iterations_first if self.iterations_first is not None else 2 * self.settings.iterations
+
+
+def check_paths(job: VideoJob) -> None:
+    """Refuse, before any work, inputs and outputs that cannot work or would destroy something."""
+    if not job.input.exists():
+        raise InputError(f"{job.input}: file not found")
+    if job.output.exists() and job.output.resolve() == job.input.resolve():
+        raise InputError(f"{job.output}: output is the same file as the input")
+    if job.output.is_dir():
+        raise InputError(f"{job.output}: output is a directory; give a file name such as {job.output / 'stylized.mp4'}")
+    container_for(job.output)
+    if job.work.resolve() in (job.output.resolve(), job.input.resolve()):
+        which = "output" if job.work.resolve() == job.output.resolve() else "input"
+        raise InputError(f"--work-dir {job.work}: is the {which} file's own path")
+    for path in (*job.styles, *([job.init_path] if job.init_path else [])):
+        # Decoded now, not after the frames are: a broken style image must not cost a decode.
+        open_rgb(path)
+    refuse_foreign_work_dir(job.work)
+    if job.settings.style_blend and len(job.settings.style_blend) != len(job.styles):
+        raise InputError(
+            f"--style-blend has {len(job.settings.style_blend)} weights for {len(job.styles)} style images"
+        )
+    writable_directory(job.output.parent, "output")
+    writable_directory(job.work, "work")
+
+
+class JobEvents:
+    """What a job reports while it runs; the CLI's display overrides these. Raising from any of
+    them stops the job at once, keeping every finished frame."""
+
+    def message(self, text: str) -> None: ...
+
+    def stage(self, name: str, total: int | None = None, done: int = 0) -> None: ...
+
+    def stage_progress(self, done: int) -> None: ...
+
+    def frame_started(self, index: int, iterations: int) -> None: ...
+
+    def iteration(self, progress: Progress) -> None: ...
+
+    def frame_finished(self, index: int, stats: dict) -> None: ...
+
+
+@dataclass
+class VideoResult:
+    output: Path
+    work_dir: Path
+    frames: int
+    stylized: list[int]  # frames stylized by this run (the others were finished before)
+    audio: str | None  # copy, aac or None
+    already_done: bool = False
+    report: dict | None = None  # job.json's "report": the flicker of output and input

@@ -1,0 +1,131 @@
+"""Helpers shared by test modules (a test module imports these, never another test module).
+
+Importing this module pins torch to one thread (conftest imports it first thing, and so do the
+scripts that tests run in a subprocess), so that every test process computes the same floats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import ffmpeg
+import torch
+
+# The test machines have 2 cores shared with other jobs. With more than one intra-op thread,
+# OpenMP workers spin-wait for each other on oversubscribed cores and a 0.5 s optimization was
+# measured to take 15-20 s; one thread per test process is both faster and predictable.
+# PIPELINE_TEST_THREADS overrides this on a dedicated machine.
+torch.set_num_threads(int(os.environ.get("PIPELINE_TEST_THREADS", "1")))
+try:
+    torch.set_num_interop_threads(1)
+except RuntimeError:  # already set (e.g. torch used before this module was imported)
+    pass
+
+from pipeline.decode import ffmpeg_binary  # noqa: E402  (after the thread settings above)
+from pipeline.stylize import CONTENT_LAYER, STYLE_LAYERS, StyleSettings  # noqa: E402
+from pipeline.vgg import VGG19, caffe_convention  # noqa: E402
+from pipeline.video import JobEvents, VideoJob  # noqa: E402
+
+TESTS = Path(__file__).resolve().parent
+STYLE = TESTS.parent / "samples" / "ihc.png"
+# The video job's plumbing tests: tiny frames, few iterations.
+SETTINGS = {"size": 32, "iterations": 2, "seed": 3}
+ITERATIONS_FIRST = 3
+
+# The VGG-19 configuration of Simonyan & Zisserman (table 1, column E): output channels of each
+# conv per block. Written out here independently of pipeline.vgg.
+VGG19_BLOCKS = ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512))
+
+
+def build_tiny_vgg(*, width: int = 4, seed: int = 0, pooling: str = "max", layers=None):
+    """A VGG-19-shaped network (same layers, names and pooling) with random weights and few
+    channels: `width * 2**(block-1)` per conv of a block, so it runs in microseconds.
+
+    For tests where the real weights are not the point (plumbing, shapes, batching, CLI-free core).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    weights, in_channels = {}, 3
+    for b, convs in enumerate(VGG19_BLOCKS, 1):
+        channels = width * min(2 ** (b - 1), 8)
+        for c in range(1, len(convs) + 1):
+            scale = (2.0 / (9 * in_channels)) ** 0.5
+            weight = torch.randn(channels, in_channels, 3, 3, generator=generator) * scale
+            bias = torch.randn(channels, generator=generator) * 0.01
+            weights[f"conv{b}_{c}"] = (weight, bias)
+            in_channels = channels
+    return VGG19(weights, caffe_convention(), layers=layers or (CONTENT_LAYER, *STYLE_LAYERS), pooling=pooling)
+
+
+def tree_state(folder: Path) -> dict[str, str]:
+    """Every directory and every file's content hash: 'nothing existing changed' (and nothing added)."""
+    state = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            state[os.path.relpath(os.path.join(root, name), folder)] = "dir"
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                state[os.path.relpath(os.path.join(root, name), folder)] = hashlib.sha256(f.read()).hexdigest()
+    return state
+
+
+def make_clip(
+    path: Path,
+    *,
+    frames: int,
+    rate: str = "25",
+    audio: str | None = None,
+    size: str = "48x32",
+    faststart: bool = False,
+    **video_options,
+) -> Path:
+    """A testsrc2 clip of `frames` frames at `rate`, with a sine tone encoded as `audio` if given."""
+    streams = [ffmpeg.input(f"testsrc2=size={size}:rate={rate}", f="lavfi")]
+    options = {"vcodec": "libx264", "pix_fmt": "yuv420p", "frames:v": frames, **video_options}
+    if audio:
+        seconds = float(frames / Fraction(rate))
+        streams.append(ffmpeg.input(f"sine=frequency=440:sample_rate=44100:duration={seconds}", f="lavfi"))
+        options["acodec"] = audio
+    if faststart:
+        options["movflags"] = "+faststart"
+    ffmpeg.output(*streams, str(path), **options).global_args("-nostdin").run(
+        cmd=ffmpeg_binary(), quiet=True, overwrite_output=True
+    )
+    return path
+
+
+def make_job(clip: Path, out_dir: Path, **overrides) -> VideoJob:
+    """A video job writing out_dir/out.mp4, with SETTINGS (and `settings`) and the other `overrides`."""
+    settings = StyleSettings(**SETTINGS | overrides.pop("settings", {}))
+    # The plain warm start: these tests are about the job's plumbing (the flow-warped start has
+    # its own tests in test_video_temporal.py); the flow stage and the flicker report still run.
+    options = {"iterations_first": ITERATIONS_FIRST, "device": "cpu", "flow": "none"} | overrides
+    return VideoJob(input=clip, styles=(STYLE,), output=out_dir / "out.mp4", settings=settings, **options)
+
+
+class Recorder(JobEvents):
+    """Records the frames a run stylizes; raises Stop at the first iteration of frame `stop_at`."""
+
+    class Stop(Exception):
+        pass
+
+    def __init__(self, stop_at: int | None = None):
+        self.stop_at = stop_at
+        self.started: list[int] = []
+        self.messages: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.messages.append(text)
+
+    def frame_started(self, index: int, iterations: int) -> None:
+        self.started.append(index)
+
+    def iteration(self, progress) -> None:
+        if self.started and self.started[-1] == self.stop_at:
+            raise Recorder.Stop
+
+
+def mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in sorted(folder.iterdir())}
