@@ -12,7 +12,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import ffmpeg
+import numpy as np
 import torch
+from PIL import Image
+from typer.testing import CliRunner
 
 # The test machines have 2 cores shared with other jobs. With more than one intra-op thread,
 # OpenMP workers spin-wait for each other on oversubscribed cores and a 0.5 s optimization was
@@ -24,6 +27,7 @@ try:
 except RuntimeError:  # already set (e.g. torch used before this module was imported)
     pass
 
+from pipeline.cli import app, main  # noqa: E402
 from pipeline.decode import ffmpeg_binary  # noqa: E402  (after the thread settings above)
 from pipeline.stylize import CONTENT_LAYER, STYLE_LAYERS, StyleSettings  # noqa: E402
 from pipeline.vgg import VGG19, caffe_convention  # noqa: E402
@@ -129,3 +133,31 @@ class Recorder(JobEvents):
 
 def mtimes(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in sorted(folder.iterdir())}
+
+
+# --- the image and archive commands ------------------------------------------------------------
+
+FAST = ["--size", "32", "--iterations", "2"]  # `stylize image` at test size
+
+
+def photo(width: int, height: int, seed: int) -> Image.Image:
+    """A smooth random picture (low-frequency noise), closer to a photo than white noise."""
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray((rng.random((4, 4, 3)) * 255).astype(np.uint8))
+    return small.resize((width, height), Image.BICUBIC)
+
+
+def stylize_images(*args) -> int:
+    """`stylize images ARGS...` in this process; its exit status."""
+    return main(["images", *map(str, args)])
+
+
+def invoke(args, **kwargs):
+    """A command through Typer's test runner, wide enough that no message wraps."""
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200", "NO_COLOR": "1"}, **kwargs)
+
+
+def assert_ok(result):
+    assert result.exception is None, f"{result.exception!r}\n{result.output}"
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import photo
+from helpers import stylize_images as stylize
 from pipeline import archive, tree
 from pipeline.cli import main
 from pipeline.atomic import is_temporary
@@ -25,13 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 STYLE = ROOT / "samples" / "ihc.png"
 WEIRD = 'my "best"; photo – Zürich ü.png'  # spaces, quotes, a semicolon, non-ASCII letters
 NON_UTF8 = os.fsdecode(b"caf\xe9 latin-1.png")  # a name that is not UTF-8, as old archives have
-
-
-def photo(width: int, height: int, seed: int) -> Image.Image:
-    """A smooth random picture (low-frequency noise), closer to a photo than white noise."""
-    rng = np.random.default_rng(seed)
-    small = Image.fromarray((rng.random((4, 4, 3)) * 255).astype(np.uint8))
-    return small.resize((width, height), Image.BICUBIC)
 
 
 def bomb_png(path: Path, width: int = 30000, height: int = 30000) -> None:
@@ -90,10 +85,6 @@ def make_tree(root: Path) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
     photo(48, 32, 11).save(root / ".thumbnails" / "thumb.png")
     (root / "nested" / "loop").symlink_to("..", target_is_directory=True)  # a symlink loop
     return good, bad
-
-
-def stylize(*args) -> int:
-    return main(["images", *map(str, args)])
 
 
 def snapshot(folder: Path) -> dict[str, int]:

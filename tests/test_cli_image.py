@@ -20,15 +20,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
+from helpers import FAST, assert_ok, invoke
 from pipeline import cli
 from pipeline.cli import app, main
 from pipeline.display import human_number
 from pipeline.errors import InputError
 from pipeline.stylize import StyleSettings
 
-FAST = ["--size", "32", "--iterations", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -53,18 +52,8 @@ def ws(tmp_path, small_images) -> Path:
     return tmp_path
 
 
-def invoke(args, **kwargs):
-    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200", "NO_COLOR": "1"}, **kwargs)
-
-
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def assert_ok(result):
-    assert result.exception is None, f"{result.exception!r}\n{result.output}"
-    assert result.exit_code == 0, result.output
-    assert "Traceback" not in result.output
 
 
 def assert_one_line_error(result, *expected: str, code: int = 2) -> str:

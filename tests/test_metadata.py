@@ -16,8 +16,8 @@ import pytest
 import torch
 from PIL import ExifTags, Image, ImageCms
 
-from test_archive import STYLE, photo, stylize
-from test_cli_image import FAST, assert_ok, invoke
+from helpers import FAST, STYLE, assert_ok, invoke, photo
+from helpers import stylize_images as stylize
 from pipeline import archive
 from pipeline.errors import InputError, WriteError
 from pipeline.images import Metadata, load_photo, save_image
