@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import make_clip
 from pipeline.atomic import EXIT_STATUS, is_temporary
 from pipeline.decode import ffmpeg_binary
 
@@ -79,13 +80,7 @@ def temporaries(folder: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     """4 frames of 48x32 with sound."""
-    path = tmp_path_factory.mktemp("commit-clip") / "clip.mp4"
-    video = ffmpeg.input("testsrc2=size=48x32:rate=25", f="lavfi")
-    audio = ffmpeg.input("sine=frequency=440:sample_rate=44100:duration=0.16", f="lavfi")
-    ffmpeg.output(video, audio, str(path), vcodec="libx264", pix_fmt="yuv420p", acodec="aac", **{"frames:v": 4}).global_args("-nostdin").run(
-        cmd=ffmpeg_binary(), quiet=True, overwrite_output=True
-    )
-    return path
+    return make_clip(tmp_path_factory.mktemp("commit-clip") / "clip.mp4", frames=4, audio="aac")
 
 
 def decoded_frames(video: Path) -> bytes:
