@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= out
 
-.PHONY: demo test torture bench install clean
+.PHONY: demo test torture bench bench-video install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,3 +44,8 @@ clean:
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py
+
+# Video quality (issue 17): iterations, time, flicker, losses and sharpness retention per --flow
+# mode on the sample clip and a 150-frame synthetic pan; BENCH_VIDEO="--frames 40 --size 96" runs it short.
+bench-video: $(STAMP)
+	$(BIN)/python bench/video_quality.py $(BENCH_VIDEO)

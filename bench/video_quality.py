@@ -1,0 +1,162 @@
+"""Video quality benchmark (issue 17; not a test): runs `stylize video` on the sample clip and on a
+synthetic long shot of camera motion, once per mode, and prints per mode the mean iterations per
+warm-started frame, wall seconds per frame, flicker (the job's own report: mean masked warping
+error, as `stylize flicker`), the mean style and content loss of the frames (pipeline/score.py, the
+evaluator of `stylize score`, here at the frames' own size), and sharpness retention.
+
+Sharpness retention = (mean Laplacian variance of the last 20 stylized frames / that of the first
+20) / (the same ratio for the input frames): 1 means the texture stays as crisp as the footage
+allows; the bilinear warp of each warm start, compounded over a long shot, pulls it below 1.
+
+    python bench/video_quality.py [--size 128] [--frames 150] [--modes default,none,independent]
+        [--clips carphone,pan] [--out bench-results/video]
+
+Results go to OUT/video_quality.md (and .json) too. Deterministic: the same command gives the same
+frames (each job runs with --seed 0 on the CPU), so rerunning resumes the finished jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import imageio_ffmpeg
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+STYLE = ROOT / "samples/ihc.png"
+CLIPS = {"carphone": ROOT / "samples/carphone.mp4", "pan": None}  # pan: synthesized into OUT
+# Extra `stylize video` options per mode; "default" is the CLI's defaults.
+MODES = {
+    "independent": ["--flow", "independent"],
+    "none": ["--flow", "none"],
+    "default": [],
+}
+EDGE = 20  # frames at each end of the shot for sharpness retention
+
+
+def make_pan(path: Path, frames: int) -> Path:
+    """A long shot of steady camera motion: the cat photo scaled up and panned across, 25 fps."""
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seconds = frames / 25
+    # 320x240 window moving left to right over a 1350 px wide image at a constant speed.
+    crop = f"crop=320:240:x='(iw-320)*t/{seconds:.3f}':y='(ih-240)/2'"
+    command = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-loop", "1", "-i", str(ROOT / "samples/chelsea.png"),
+        "-vf", f"scale=1350:-2,{crop},format=yuv420p", "-r", "25", "-frames:v", str(frames),
+        "-c:v", "libx264", "-crf", "12", str(path) + ".tmp.mp4",
+    ]  # fmt: skip
+    subprocess.run(command, check=True)
+    Path(str(path) + ".tmp.mp4").rename(path)
+    return path
+
+
+def sharpness(paths: list[Path]) -> float:
+    """Mean variance of the Laplacian of the grey frames: a standard focus/blur measure."""
+    values = []
+    for p in paths:
+        grey = cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2GRAY).astype(np.float64)
+        values.append(cv2.Laplacian(grey, cv2.CV_64F).var())
+    return float(np.mean(values))
+
+
+def retention(styled: list[Path], content: list[Path]) -> float:
+    edge = min(EDGE, len(styled) // 2)
+    out = sharpness(styled[-edge:]) / sharpness(styled[:edge])
+    src = sharpness(content[-edge:]) / sharpness(content[:edge])
+    return out / src
+
+
+def frame_losses(styled: list[Path], content: list[Path], step: int) -> tuple[float, float]:
+    """Mean content and style loss of every step-th frame with the fixed evaluator (score.py)."""
+    from pipeline.images import load_image
+    from pipeline.score import reference_losses, reference_vgg
+
+    vgg, style = reference_vgg(), load_image(STYLE)
+    picked = list(zip(styled, content))[::step]
+    results = []
+    for out, src in picked:
+        out_image = load_image(out)
+        size = max(out_image.shape[-2:])
+        results.append(reference_losses(out_image, load_image(src), [style], vgg=vgg, size=size))
+    return float(np.mean([r["content"] for r in results])), float(np.mean([r["style"] for r in results]))
+
+
+def run_mode(clip: Path, name: str, extra: list[str], args: argparse.Namespace) -> dict:
+    output = args.out / f"{name}.mp4"
+    command = [
+        sys.executable, "-m", "pipeline.cli", "video", str(clip), "--style", str(STYLE), "-o", str(output),
+        "--size", str(args.size), "--seed", "0", "--device", args.device, "--flow-workers", "1",
+        *(["--duration", f"{args.frames / args.fps:.4f}"] if args.frames else []), *extra, *args.extra,
+    ]  # fmt: skip
+    began = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(ROOT)})
+    wall = time.perf_counter() - began
+    if done.returncode != 0:
+        raise SystemExit(f"{name}: stylize video failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    work = Path(str(output) + ".work")
+    styled = sorted((work / "styled").glob("[0-9]*.png"))
+    content = sorted((work / "frames").glob("[0-9]*.png"))[: len(styled)]
+    stats = [json.loads(p.with_suffix(".json").read_text()) for p in styled]
+    warm = [s for s in stats if s.get("start") not in ("init", "cut")]
+    record = json.loads((work / "job.json").read_text())
+    flicker = record.get("report", {}).get("flicker", {})
+    content_loss, style_loss = frame_losses(styled, content, args.score_every)
+    return {
+        "mode": name.split("-", 1)[1], "frames": len(styled),
+        "iterations_warm": float(np.mean([s["iterations"] for s in warm])) if warm else float("nan"),
+        "seconds_per_frame": float(np.mean([s["seconds"] for s in stats])),
+        "wall_per_frame": wall / max(1, len(styled)),
+        "redone": sum(1 for s in stats if s.get("redone")),
+        "flicker": flicker.get("output", float("nan")), "flicker_input": flicker.get("input", float("nan")),
+        "content": content_loss, "style": style_loss, "sharpness_retention": retention(styled, content),
+    }  # fmt: skip
+
+
+def table(clip: str, rows: list[dict]) -> str:
+    head = "| mode | frames | iters/warm frame | s/frame | flicker (input) | content | style | sharpness ret. |"
+    lines = [f"**{clip}**", "", head, "|" + "---|" * 8]
+    for r in rows:
+        lines.append(
+            f"| {r['mode']} | {r['frames']} | {r['iterations_warm']:.1f} | {r['seconds_per_frame']:.2f} | "
+            f"{r['flicker']:.4g} ({r['flicker_input']:.4g}) | {r['content']:.4g} | {r['style']:.4g} | "
+            f"{r['sharpness_retention']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--frames", type=int, default=150, help="frames per clip (0: the whole clip)")
+    parser.add_argument("--fps", type=float, default=25.0, help="the clips' frame rate (for --duration)")
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--clips", default=",".join(CLIPS))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--score-every", type=int, default=5, help="score every n-th frame's losses")
+    parser.add_argument("--out", type=Path, help="default: bench-results/video/SIZEpx-FRAMESf")
+    parser.add_argument("extra", nargs="*", help="more `stylize video` options for every mode (after --)")
+    args = parser.parse_args()
+    args.out = args.out or ROOT / f"bench-results/video/{args.size}px-{args.frames}f"
+    args.out.mkdir(parents=True, exist_ok=True)
+    report, results = [f"`{' '.join(sys.argv)}`", ""], {}
+    for clip_name in args.clips.split(","):
+        clip = CLIPS[clip_name] or make_pan(args.out / f"pan-{max(args.frames, 150)}.mp4", max(args.frames, 150))
+        rows = [run_mode(clip, f"{clip_name}-{m}", MODES[m], args) for m in args.modes.split(",")]
+        results[clip_name] = rows
+        report += [table(clip_name, rows), ""]
+        print(report[-2], "\n", flush=True)
+    (args.out / "video_quality.md").write_text("\n".join(report))
+    (args.out / "video_quality.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
