@@ -476,3 +476,13 @@ def test_flicker_report_is_summed_from_per_pair_records_equal_to_measuring_the_f
     assert measured == report
     kept = [r for r in records[1:] if r["cut_score"] <= report["scene_threshold"]]
     assert report["output"] == pytest.approx(np.mean([r["output"] for r in kept]), rel=1e-12)
+
+
+def test_status_shows_the_work_directory_size(reference):
+    work = reference / "out.mp4.work"
+    size = sum(f.stat().st_size for f in work.rglob("*") if f.is_file())
+    lines = [line for line in status_lines(work) if line.startswith("work directory: ")]
+    assert len(lines) == 1, status_lines(work)
+    value, unit = lines[0].split()[2:4]
+    scale = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9}[unit]
+    assert abs(float(value) * scale - size) <= 0.06 * size, (lines[0], size)
