@@ -28,6 +28,33 @@ def pair_errors(pair_file: Path, sequences: Sequence[tuple[Path, Path]]) -> tupl
     return pair.cut_score, [warping_error(read_rgb(a), read_rgb(b), pair) for a, b in sequences]
 
 
+def pair_flicker(pair: FramePair, sequences: dict[str, tuple[Path, Path]]) -> dict:
+    """One pair's figures as a frame's statistics record them under "flicker" (report_video_data.py):
+    each sequence's masked warping error and the pair's cut score. Read from the saved frame files,
+    as measure_flicker reads them, so the job's report is the same figure whether it is summed from
+    these records as frames finish or measured at the end."""
+    return {name: warping_error(read_rgb(a), read_rgb(b), pair) for name, (a, b) in sequences.items()} | {
+        "cut_score": pair.cut_score
+    }
+
+
+def summarize(results: list[tuple[float, list[float]]], names: list[str], scene_threshold: float) -> dict:
+    """The mean masked warping error per sequence over the pairs (frames 2, 3, ...) that are not
+    scene cuts; `results` holds each pair's (cut score, errors in the order of `names`)."""
+    cuts = [i for i, (score, _) in enumerate(results, 2) if score > scene_threshold]
+    kept = [errors for score, errors in results if score <= scene_threshold]
+    report = {name: (float(np.mean([e[k] for e in kept])) if kept else 0.0) for k, name in enumerate(names)}
+    return report | {"pairs": len(kept), "cuts": cuts, "scene_threshold": scene_threshold}
+
+
+def recorded_flicker(records: list[dict | None], names: list[str], scene_threshold: float) -> dict | None:
+    """The report from per-pair records (frames 2..total, in order), or None if any is missing:
+    nothing but the records is needed, no frames or flow kept to the end."""
+    if any(not record or any(name not in record for name in [*names, "cut_score"]) for record in records):
+        return None
+    return summarize([(r["cut_score"], [r[name] for name in names]) for r in records], names, scene_threshold)
+
+
 def measure_flicker(
     *, flow_dir: Path, sequences: dict[str, Path], total: int, scene_threshold: float, workers: int | None = None
 ) -> dict:
@@ -43,10 +70,7 @@ def measure_flicker(
         for i in range(2, total + 1)
     )
     results = Parallel(n_jobs=workers or default_workers(), batch_size="auto")(tasks)
-    cuts = [i for i, (score, _) in enumerate(results, 2) if score > scene_threshold]
-    kept = [errors for score, errors in results if score <= scene_threshold]
-    report = {name: (float(np.mean([e[k] for e in kept])) if kept else 0.0) for k, name in enumerate(names)}
-    return report | {"pairs": len(kept), "cuts": cuts, "scene_threshold": scene_threshold}
+    return summarize(results, names, scene_threshold)
 
 
 def flicker_line(flicker: dict) -> str:

@@ -11,7 +11,7 @@ from .errors import InputError
 from .flicker import flicker_line
 from .manifest import JobManifest, WorkDirLock, read_json
 from .outputs import output_is_recorded
-from .workdir import FrameStore, is_work_dir
+from .workdir import FrameStore, human_bytes, is_work_dir
 
 STAGES = ("decode", "flow", "stylize", "encode")
 
@@ -37,6 +37,7 @@ def video_status_lines(work_dir: Path) -> list[str]:
     if data.get("video"):
         lines.append(input_line(inputs.get("video"), data["video"]))
     lines.append(f"output: {inputs.get('output')}")
+    lines.append(f"work directory: {human_bytes(tree_bytes(work_dir))} on disk (frames, flow pairs, records)")
     store = FrameStore(work_dir)
     for name in STAGES:
         stage = data.get("stages", {}).get(name, {})
@@ -50,6 +51,17 @@ def video_status_lines(work_dir: Path) -> list[str]:
     if flicker:
         lines.append(flicker_line(flicker))
     return lines
+
+
+def tree_bytes(folder: Path) -> int:
+    """The size of every file under `folder` (a file removed while we look counts nothing)."""
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except OSError:
+            pass
+    return total
 
 
 def input_line(path: str | None, video: dict) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Iterator
@@ -25,7 +26,7 @@ from .decode import VideoInfo, count_frames, extract_frames, frame_size, probe
 from .devices import pick_device
 from .encode import encode_video, output_rate
 from .errors import WriteError
-from .flicker import measure_flicker
+from .flicker import measure_flicker, pair_flicker, recorded_flicker
 from .flowstage import FlowStage
 from .images import load_image, save_image
 from .manifest import JobManifest, WorkDirLock, file_fingerprint, hash_settings, timestamp, write_json
@@ -346,6 +347,8 @@ class VideoRun:
         seconds = time.perf_counter() - began
         save_image(result.image, self.store.styled(index))
         stats = self.frame_stats(index, start, result, seconds)
+        if index > 1:
+            stats["flicker"] = self.pair_record(index, pairs(index))
         # The statistics file is the frame's commit record: written last, atomically.
         write_json(self.store.stats(index), stats)
         self.log(
@@ -356,6 +359,26 @@ class VideoRun:
         )
         self.manifest.update("stylize", done=index)
         self.events.frame_finished(index, stats)
+
+    def pair_record(self, index: int, pair) -> dict:
+        """The pair (index - 1, index)'s flicker figures, recorded with the frame as it finishes so
+        the report needs no frames or flow kept to the end; the flow hash says which flow made them."""
+        store = self.store
+        sequences = {
+            "output": (store.styled(index - 1), store.styled(index)),
+            "input": (store.content(index - 1), store.content(index)),
+        }
+        return pair_flicker(pair, sequences) | {"flow": self.hashes["flow"]}
+
+    def recorded_report(self, total: int) -> dict | None:
+        """The report summed from the frames' per-pair records; None if any is missing or was
+        made with another flow (then the report is measured from the files)."""
+        records = []
+        for index in range(2, total + 1):
+            path = self.store.stats(index)
+            record = json.loads(path.read_text()).get("flicker") if path.exists() else None
+            records.append(record if record and record.get("flow") == self.hashes["flow"] else None)
+        return recorded_flicker(records, ["output", "input"], self.job.scene_threshold)
 
     def frame_stats(self, index: int, start: FrameStart, result: StyleResult, seconds: float) -> dict:
         final = result.final_terms
@@ -376,11 +399,14 @@ class VideoRun:
     def report(self) -> None:
         """The flicker of the stylized frames and of the content frames into job.json's "report"."""
         job, total = self.job, self.manifest.stage("decode")["frames"]
-        self.events.message(f"measuring flicker over {total - 1} frame pairs")
-        flicker = measure_flicker(
-            flow_dir=self.store.flow_dir, sequences={"output": self.store.styled_dir, "input": self.store.frames_dir},
-            total=total, scene_threshold=job.scene_threshold, workers=job.flow_workers,
-        )  # fmt: skip
+        flicker = self.recorded_report(total)
+        if flicker is None:
+            self.events.message(f"measuring flicker over {total - 1} frame pairs")
+            flicker = measure_flicker(
+                flow_dir=self.store.flow_dir,
+                sequences={"output": self.store.styled_dir, "input": self.store.frames_dir},
+                total=total, scene_threshold=job.scene_threshold, workers=job.flow_workers,
+            )  # fmt: skip
         self.manifest.data["report"] = {
             "key": self.report_key,
             "flicker": flicker,

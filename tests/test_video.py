@@ -456,3 +456,33 @@ def test_frame_timing_option_follows_the_ffmpeg_version(tmp_path, monkeypatch, b
         assert passthrough_timestamps() == {option: "passthrough"}
     finally:
         ffmpeg_version.cache_clear()
+
+
+def test_flicker_report_is_summed_from_per_pair_records_equal_to_measuring_the_files(reference):
+    """Each finished frame records its pair's flicker figures, so the report needs no frames or flow
+    kept to the end; summed, they give exactly what measuring the kept files gives."""
+    from pipeline.flicker import measure_flicker
+
+    work = reference / "out.mp4.work"
+    manifest = read_json(work / "job.json")
+    records = [read_json(work / "styled" / f"{i:06d}.json").get("flicker") for i in range(1, 7)]
+    assert records[0] is None and all(set(r) >= {"output", "input", "cut_score", "flow"} for r in records[1:])
+    assert all(r["flow"] == manifest["stages"]["flow"]["hash"] for r in records[1:])
+    report = manifest["report"]["flicker"]
+    measured = measure_flicker(
+        flow_dir=work / "flow", sequences={"output": work / "styled", "input": work / "frames"}, total=6,
+        scene_threshold=report["scene_threshold"], workers=1,
+    )  # fmt: skip
+    assert measured == report
+    kept = [r for r in records[1:] if r["cut_score"] <= report["scene_threshold"]]
+    assert report["output"] == pytest.approx(np.mean([r["output"] for r in kept]), rel=1e-12)
+
+
+def test_status_shows_the_work_directory_size(reference):
+    work = reference / "out.mp4.work"
+    size = sum(f.stat().st_size for f in work.rglob("*") if f.is_file())
+    lines = [line for line in status_lines(work) if line.startswith("work directory: ")]
+    assert len(lines) == 1, status_lines(work)
+    value, unit = lines[0].split()[2:4]
+    scale = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9}[unit]
+    assert abs(float(value) * scale - size) <= 0.06 * size, (lines[0], size)
