@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import time
@@ -11,8 +10,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, WriteError
 from .atomic import atomic_path
+from .errors import InputError, WriteError
 
 
 def writable_directory(directory: Path, what: str) -> None:
@@ -121,17 +120,6 @@ class WorkDirLock:
             self.fd = None
 
 
-def file_fingerprint(path: Path, chunk: int = 1 << 20) -> str:
-    """Size and the first and last MiB: tells files apart without reading hours of video, and
-    survives the file being moved or copied (its path and mtime are not part of it)."""
-    h = hashlib.sha256()
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        h.update(f.read(chunk))
-        if size > chunk:
-            f.seek(max(chunk, size - chunk))
-            h.update(f.read(chunk))
-    return f"{size}:{h.hexdigest()[:16]}"
 
 
 def timestamp() -> str:
@@ -139,9 +127,6 @@ def timestamp() -> str:
     return datetime.now().isoformat(timespec="seconds")
 
 
-def hash_settings(values: dict) -> str:
-    """A short stable hash of JSON-able settings, to tell whether a stage's outputs are current."""
-    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class JobManifest:

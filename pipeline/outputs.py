@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import InputError
-from .manifest import JobManifest, file_fingerprint, timestamp, writable_directory
+from .hashing import file_fingerprint
+from .manifest import JobManifest, timestamp, writable_directory
 
 STAGE = "encode"  # the stage that places the output
 

@@ -14,7 +14,6 @@ input (flicker.py) goes into job.json under "report".
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -28,8 +27,10 @@ from .encode import encode_video, output_rate
 from .errors import WriteError
 from .flicker import measure_flicker, pair_flicker, recorded_flicker
 from .flowstage import FlowStage
-from .images import load_image, save_image
-from .manifest import JobManifest, WorkDirLock, file_fingerprint, hash_settings, timestamp, write_json
+from .hashing import file_fingerprint, file_sha256
+from .hashing import settings_hash as hash_settings
+from .images import load_image, load_styles, save_image
+from .manifest import JobManifest, WorkDirLock, timestamp, write_json
 from .outputs import OutputRecord
 from .stylize import StyleResult, Stylizer
 from .temporal import FrameStart, Pairs, WarmStart, make_starter
@@ -61,7 +62,8 @@ def run_video(job: VideoJob, *, events: JobEvents | None = None, vgg: VGG19 | No
 
 
 def file_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    """A style or init image's content, as stage settings record it (16 hex digits)."""
+    return file_sha256(path)[:16]
 
 
 def stage_settings(job: VideoJob, info: VideoInfo, size: tuple[int, int], starter: WarmStart) -> dict[str, dict]:
@@ -323,7 +325,7 @@ class VideoRun:
         self.log(f"stylize: {done} of {total} frames finished before, starting at frame {done + 1}")
         settings = self.job.settings
         # One Stylizer per job: the network is loaded and the style targets computed once.
-        styles = [load_image(path, max(16, round(settings.size * settings.style_scale))) for path in self.job.styles]
+        styles = load_styles(self.job.styles, settings)
         stylizer = Stylizer(styles, settings, device=self.device, vgg=self.vgg)
         previous = load_image(self.store.styled(done)) if done else None
         for index in range(done + 1, total + 1):
