@@ -33,6 +33,7 @@ demo: $(STAMP)
 # The video job's report goes here (a third line) once video jobs write one.
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 # Jobs SIGKILLed many times at random moments (tests/test_crash_resume.py); TORTURE_SEED=N varies them.

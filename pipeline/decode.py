@@ -21,10 +21,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
 import ffmpeg
 
@@ -37,7 +37,9 @@ from .workdir import frame_pattern
 
 # Common rates that ffmpeg's header prints rounded (29.97, 23.98, ...); timestamps are snapped to
 # these when they agree within STANDARD_RATE_TOLERANCE, so 29.97 fps stays exactly 30000/1001.
-STANDARD_RATES = tuple(Fraction(r) for r in ("24000/1001", "24", "25", "30000/1001", "30", "48", "50", "60000/1001", "60", "120"))
+STANDARD_RATES = tuple(
+    Fraction(r) for r in ("24000/1001", "24", "25", "30000/1001", "30", "48", "50", "60000/1001", "60", "120")
+)
 STANDARD_RATE_TOLERANCE = 0.005
 # ffmpeg's demuxers report a file that stops early with one of these.
 TRUNCATION_MESSAGES = re.compile(r"partial file|ended prematurely|truncat", re.IGNORECASE)
@@ -71,7 +73,9 @@ def ffmpeg_version(binary: str) -> tuple[int, int]:
     """(major, minor) from `ffmpeg -version`; a build without a release number (a git snapshot)
     counts as recent."""
     try:
-        first = subprocess.run([binary, "-version"], capture_output=True, text=True, timeout=30).stdout.partition("\n")[0]
+        first = subprocess.run([binary, "-version"], capture_output=True, text=True, timeout=30).stdout.partition("\n")[
+            0
+        ]
     except (OSError, subprocess.SubprocessError):
         return (99, 0)
     match = re.match(r"ffmpeg version n?(\d+)\.(\d+)", first)
@@ -114,7 +118,7 @@ class VideoInfo:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "VideoInfo":
+    def from_dict(cls, data: dict) -> VideoInfo:
         return cls(**data | {"audio": tuple(AudioStream(**a) for a in data["audio"])})
 
 
@@ -145,7 +149,9 @@ def _dies_with(parent: int):
     return set_death_signal
 
 
-def run_ffmpeg(stream_spec, *, what: Path | str, on_progress: ProgressHook | None = None, total: int | None = None) -> None:
+def run_ffmpeg(
+    stream_spec, *, what: Path | str, on_progress: ProgressHook | None = None, total: int | None = None
+) -> None:
     """Run an ffmpeg-python graph, reporting frames written; raise with ffmpeg's last error line."""
     spec = stream_spec.global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-nostats", "-progress", "pipe:1")
     args = spec.compile(cmd=ffmpeg_binary(), overwrite_output=True)
@@ -179,7 +185,6 @@ def run_ffmpeg(stream_spec, *, what: Path | str, on_progress: ProgressHook | Non
         raise PipelineError(f"{what}: ffmpeg failed: {reason}")
 
 
-
 def _run_capture(stream_spec, path: Path) -> tuple[subprocess.CompletedProcess, str]:
     """Run ffmpeg; return it and its stderr with the input's name replaced by INPUT_NAME: the
     parsing below must not trip over a name holding a newline, or the word 'truncated'."""
@@ -207,7 +212,9 @@ def _header(stderr: str) -> list[str]:
 def _ffmpeg_reason(stderr: str) -> str:
     """ffmpeg's most specific complaint, without its `[demuxer @ 0x...]` prefix."""
     lines = [re.sub(r"^\[[^\]]*\]\s*", "", line).strip() for line in stderr.splitlines()]
-    lines = [line for line in lines if line and not line.startswith(("Error opening input", "Input #", "Stream ", "  "))]
+    lines = [
+        line for line in lines if line and not line.startswith(("Error opening input", "Input #", "Stream ", "  "))
+    ]
     for line in lines:
         if "moov atom not found" in line or "Invalid data" in line:
             return line
@@ -304,7 +311,9 @@ def parse_header(path: Path, header: list[str]) -> Streams:
 def packet_timestamps(path: Path) -> tuple[list[int], Fraction, int]:
     """The timestamps of every video packet (sorted), their time base and the longest packet
     duration, from the packets stream-copied into framecrc; refuse a truncated file."""
-    listing, listing_errors = _run_capture(ffmpeg.input(str(path))["V:0"].output("pipe:1", c="copy", f="framecrc"), path)
+    listing, listing_errors = _run_capture(
+        ffmpeg.input(str(path))["V:0"].output("pipe:1", c="copy", f="framecrc"), path
+    )
     truncated = TRUNCATION_MESSAGES.search(listing_errors)
     if truncated or listing.returncode != 0:
         reason = truncated.group(0) if truncated else _ffmpeg_reason(listing_errors)
@@ -335,7 +344,9 @@ def first_frame_size(path: Path, stderr: str) -> tuple[int, int, Fraction]:
     return max(1, round(width * sar)), height, sar
 
 
-def frame_timing(stamps: list[int], time_base: Fraction, last_duration: int, stderr: str) -> tuple[Fraction, bool, float]:
+def frame_timing(
+    stamps: list[int], time_base: Fraction, last_duration: int, stderr: str
+) -> tuple[Fraction, bool, float]:
     """The frame rate, whether it is variable, and the video's duration in seconds."""
     shown = re.search(r"config in time_base: \S+ frame_rate: (\d+)/(\d+)", stderr)
     nominal = Fraction(int(shown.group(1)), int(shown.group(2))) if shown and int(shown.group(2)) else None
@@ -432,8 +443,12 @@ def extract_frames(
         count = len(list(tmp.glob("*.png")))
         if count == 0:
             # The file may last longer than its video stream (a longer sound track): name both.
-            stream = f"{info.video_duration:.2f} s of video" + (f" in {info.duration:.2f} s" if info.duration - info.video_duration >= 0.01 else "")
-            raise InputError(f"{info.path}: no video frames in the selected range (--start {frames.start:g}; it holds {stream})")
+            stream = f"{info.video_duration:.2f} s of video" + (
+                f" in {info.duration:.2f} s" if info.duration - info.video_duration >= 0.01 else ""
+            )
+            raise InputError(
+                f"{info.path}: no video frames in the selected range (--start {frames.start:g}; it holds {stream})"
+            )
         if dest.exists():
             shutil.rmtree(dest)
         replace(tmp, dest)

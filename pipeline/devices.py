@@ -102,5 +102,6 @@ def out_of_memory_message(size: int | None, device: torch.device | str, shape: t
         what += f" ({shape[1]}x{shape[0]})"
     smaller = [f"--size {max(16, size // 2)}"] if size and size > 16 else []
     if device.type == "cpu":
-        return f"{what} needs more memory than this machine has free; try {' or '.join(smaller) or 'closing other programs'}"
+        remedy = " or ".join(smaller) or "closing other programs"
+        return f"{what} needs more memory than this machine has free; try {remedy}"
     return f"{what} needs more GPU memory than {device} has free; try {' or '.join([*smaller, '--device cpu'])}"

@@ -10,7 +10,15 @@ from rich.columns import Columns
 from rich.console import Console
 from rich.padding import Padding
 from rich.panel import Panel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
@@ -66,7 +74,7 @@ class ImageDisplay:
         self.progress = iteration_progress(disable=disable)
         self.bar: IterationBar | None = None
 
-    def __enter__(self) -> "ImageDisplay":
+    def __enter__(self) -> ImageDisplay:
         self.progress.start()
         return self
 
@@ -108,7 +116,7 @@ class ArchiveProgress:
         self.task = None
         self.done = self.failed = 0
 
-    def __enter__(self) -> "ArchiveProgress":
+    def __enter__(self) -> ArchiveProgress:
         self.progress.__enter__()
         return self
 
@@ -171,14 +179,16 @@ class JobDisplay:
     def __init__(self, title: str, *, disable: bool = False):
         self.title = title
         # A frame can take minutes; rich's default 30 s speed window would never see two of them.
-        self.progress = Progress(*iteration_progress().columns, console=console, disable=disable, speed_estimate_period=3600)
+        self.progress = Progress(
+            *iteration_progress().columns, console=console, disable=disable, speed_estimate_period=3600
+        )
         self.disable = disable
         self.jobs = None
         self.frame: IterationBar | None = None
         self.session_started = 0.0
         self.session_frames = 0
 
-    def __enter__(self) -> "JobDisplay":
+    def __enter__(self) -> JobDisplay:
         self.progress.start()
         return self
 

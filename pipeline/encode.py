@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
 import ffmpeg
 
@@ -39,7 +39,9 @@ DEFAULT_CRF = 18
 def container_for(output: Path | str) -> str:
     suffix = Path(output).suffix.lower()
     if suffix not in CONTAINERS:
-        raise InputError(f"{output}: unsupported video format {suffix or '(no extension)'}; use one of {', '.join(CONTAINERS)}")
+        raise InputError(
+            f"{output}: unsupported video format {suffix or '(no extension)'}; use one of {', '.join(CONTAINERS)}"
+        )
     return CONTAINERS[suffix]
 
 

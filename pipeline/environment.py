@@ -23,7 +23,9 @@ def gpu_check() -> Check:
         names = []
         for index in range(torch.cuda.device_count()):
             free, total = torch.cuda.mem_get_info(index)
-            names.append(f"cuda:{index} {torch.cuda.get_device_name(index)} ({free / 2**30:.1f} of {total / 2**30:.1f} GiB free)")
+            names.append(
+                f"cuda:{index} {torch.cuda.get_device_name(index)} ({free / 2**30:.1f} of {total / 2**30:.1f} GiB free)"
+            )
         return Check("GPU", True, "; ".join(names), essential=False)
     from .devices import mps_available
 
@@ -37,7 +39,9 @@ def ffmpeg_check() -> Check:
 
     try:
         binary = ffmpeg_binary()
-        first_line = subprocess.run([binary, "-version"], capture_output=True, text=True, timeout=30).stdout.splitlines()[0]
+        first_line = subprocess.run(
+            [binary, "-version"], capture_output=True, text=True, timeout=30
+        ).stdout.splitlines()[0]
     except (PipelineError, OSError, IndexError, subprocess.TimeoutExpired) as exc:
         return Check("ffmpeg", False, f"not usable: {exc}")
     return Check("ffmpeg", True, f"{binary} ({first_line})")

@@ -6,8 +6,8 @@ its stylized frames and its content frames; `stylize flicker` (`video_flicker`) 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from joblib import Parallel, delayed

@@ -9,9 +9,9 @@ with it brings it onto the current frame.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import cv2
 import numpy as np
@@ -42,7 +42,7 @@ class FramePair:
                 np.savez_compressed(f, flow_back=self.flow_back, reliability=self.reliability, cut_score=self.cut_score)
 
     @classmethod
-    def load(cls, path: Path | str) -> "FramePair":
+    def load(cls, path: Path | str) -> FramePair:
         with np.load(path) as data:
             return cls(data["flow_back"], data["reliability"], float(data["cut_score"]))
 
@@ -65,7 +65,9 @@ def _sample(field: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """field(x + flow(x)), bilinear, with the border replicated."""
     h, w = flow.shape[:2]
     grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    return cv2.remap(field, grid_x + flow[..., 0], grid_y + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.remap(
+        field, grid_x + flow[..., 0], grid_y + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
 
 
 def reliability_mask(flow_back: np.ndarray, flow_forward: np.ndarray, *, smooth: float = 1.0) -> np.ndarray:

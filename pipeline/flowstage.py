@@ -73,7 +73,7 @@ class FlowStage:
     def path(self, index: int) -> Path:
         return self.flow_dir / frame_name(index, ".npz")
 
-    def start(self) -> "FlowStage":
+    def start(self) -> FlowStage:
         self.flow_dir.mkdir(parents=True, exist_ok=True)
         self._ready = {i for i in range(2, self.total + 1) if self.path(i).exists()}
         self.ready_before = frozenset(self._ready)
@@ -88,7 +88,9 @@ class FlowStage:
         # joblib pulls tasks from this generator as workers free up, so `close` stops the
         # dispatching at once; the few pairs already handed out finish and are kept.
         tasks = (
-            delayed(compute_pair)(i, self.frames_dir / frame_name(i - 1), self.frames_dir / frame_name(i), self.path(i), self.preset)
+            delayed(compute_pair)(
+                i, self.frames_dir / frame_name(i - 1), self.frames_dir / frame_name(i), self.path(i), self.preset
+            )
             for i in itertools.takewhile(lambda _: not self._stop.is_set(), todo)
         )
         try:
@@ -126,14 +128,17 @@ class FlowStage:
             self._wait_for(index)
         if self._thread is not None:
             self._thread.join()
-        return {i: self._scores[i] if i in self._scores else FramePair.load_cut_score(self.path(i)) for i in range(2, self.total + 1)}
+        return {
+            i: self._scores[i] if i in self._scores else FramePair.load_cut_score(self.path(i))
+            for i in range(2, self.total + 1)
+        }
 
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
 
-    def __enter__(self) -> "FlowStage":
+    def __enter__(self) -> FlowStage:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -29,7 +29,15 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 # bytes per RGB pixel and open_photo makes a few copies, so this is about 2 GB at the peak. A
 # header is 20 bytes, so without this a few tiny files could take a machine's memory.
 DECODE_PIXELS = 1 << 27
-SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
+SAVE_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+}
 # Output formats that hold EXIF and an ICC profile (BMP holds neither).
 METADATA_FORMATS = {"JPEG", "PNG", "WEBP", "TIFF"}
 # Tags of a source's first IFD that describe how its own file stores the pixels (a TIFF's whole
@@ -82,7 +90,10 @@ def read_metadata(image: Image.Image) -> Metadata:
             exif[ExifTags.Base.Orientation] = 1
         data = exif.tobytes() if len(exif) else None
     except Exception as exc:  # anything at all in a corrupt block; Pillow itself only warns
-        return Metadata(icc_profile=icc, problem=f"its EXIF could not be read ({type(exc).__name__}: {one_line(str(exc))}); the output has none")
+        return Metadata(
+            icc_profile=icc,
+            problem=f"its EXIF could not be read ({type(exc).__name__}: {one_line(str(exc))}); the output has none",
+        )
     raw = image.info.get("exif")
     # 20 bytes: "Exif\0\0", the TIFF header, an empty directory. More, yet no tag: corrupt.
     if data is None and isinstance(raw, bytes) and len(raw) > 20:
@@ -233,7 +244,9 @@ def load_styles(paths: Sequence[Path | str], settings: StyleSettings) -> list[to
     return [load_image(path, long_side) for path in paths]
 
 
-def load_photo(path: Path | str, long_side: int | None = None, *, with_metadata: bool = True) -> tuple[torch.Tensor, Metadata | None]:
+def load_photo(
+    path: Path | str, long_side: int | None = None, *, with_metadata: bool = True
+) -> tuple[torch.Tensor, Metadata | None]:
     """load_image, and the metadata to give its stylized copy (save_image's `metadata`)."""
     image, metadata = open_photo(path, with_metadata=with_metadata, long_side=long_side)
     return to_tensor(image), metadata
@@ -242,7 +255,10 @@ def load_photo(path: Path | str, long_side: int | None = None, *, with_metadata:
 def save_format(path: Path | str) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in SAVE_FORMATS:
-        raise InputError(f"{path}: unsupported output format {suffix or '(no extension)'}; use one of {', '.join(sorted(SAVE_FORMATS))}")
+        raise InputError(
+            f"{path}: unsupported output format {suffix or '(no extension)'}; use one of "
+            f"{', '.join(sorted(SAVE_FORMATS))}"
+        )
     return SAVE_FORMATS[suffix]
 
 
@@ -278,7 +294,9 @@ def save_image(
     problems = [metadata.problem] if metadata and metadata.problem else []
     keep = {}
     if metadata and image_format in METADATA_FORMATS:
-        keep = {name: value for name, value in (("exif", metadata.exif), ("icc_profile", metadata.icc_profile)) if value}
+        keep = {
+            name: value for name, value in (("exif", metadata.exif), ("icc_profile", metadata.icc_profile)) if value
+        }
     # If the metadata cannot be written (EXIF too long for a JPEG marker, a tag Pillow cannot
     # encode), the EXIF goes first, then the ICC profile: the photo is never lost over them.
     attempts = [keep, {k: v for k, v in keep.items() if k != "exif"}, {}]
@@ -295,7 +313,10 @@ def save_image(
                     if fallback is None or (isinstance(exc, OSError) and exc.errno is not None):
                         raise  # the file's own failure (a full disk, ...), not the metadata's
                     dropped = " and ".join(METADATA_NAMES[k] for k in extra if k not in fallback)
-                    problems.append(f"its {dropped} could not be written ({type(exc).__name__}: {one_line(str(exc))}); the output has none")
+                    problems.append(
+                        f"its {dropped} could not be written ({type(exc).__name__}: {one_line(str(exc))}); the output "
+                        "has none"
+                    )
             if before_rename is not None:
                 before_rename(tmp, "; ".join(problems) or None)
     except OSError as exc:

@@ -22,7 +22,7 @@ steepest descent.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -58,7 +58,7 @@ class WorkDirLock:
         self.path = Path(work_dir) / ".lock"
         self.fd: int | None = None
 
-    def __enter__(self) -> "WorkDirLock":
+    def __enter__(self) -> WorkDirLock:
         # A refused run removes the .lock it created while still holding it (workdir.py,
         # CreatedByThisRun): a lock taken on a file no longer under that name holds nothing, so
         # it is taken again on the file that is there now.
@@ -120,13 +120,9 @@ class WorkDirLock:
             self.fd = None
 
 
-
-
 def timestamp() -> str:
     """Now, as job records give times."""
     return datetime.now().isoformat(timespec="seconds")
-
-
 
 
 class JobManifest:
@@ -143,7 +139,10 @@ class JobManifest:
         self.path = Path(work_dir) / self.FILE
         data = read_json(self.path)
         if data is not None and data.get("kind") != kind:
-            raise InputError(f"{self.path}: work directory belongs to a {data.get('kind')!r} job, not a {kind!r} job; use another --work-dir")
+            raise InputError(
+                f"{self.path}: work directory belongs to a {data.get('kind')!r} job, not a {kind!r} job; use another "
+                "--work-dir"
+            )
         self.data = data or {"kind": kind, "version": 1, "inputs": {}, "stages": {}}
 
     def stage(self, name: str) -> dict:

@@ -10,7 +10,7 @@ Every term keeps one value per image of the batch, so that batched images stay i
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn

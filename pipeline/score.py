@@ -9,7 +9,7 @@ relu1_1..relu5_1), every image resized to REFERENCE_SIZE on its long side, total
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

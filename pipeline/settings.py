@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 from .errors import InputError
 from .hashing import settings_hash
@@ -80,7 +81,7 @@ class StyleSettings:
             raise InputError("one style layer weight is needed per style layer")
 
     @classmethod
-    def from_preset(cls, preset: str, **overrides) -> "StyleSettings":
+    def from_preset(cls, preset: str, **overrides) -> StyleSettings:
         if preset not in PRESETS:
             raise InputError(f"--preset {preset!r}: must be one of {', '.join(PRESETS)}")
         return cls(**(PRESETS[preset] | overrides))

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,16 +23,40 @@ from .devices import configure_precision, is_out_of_memory
 from .errors import InputError
 from .lbfgs import BatchedLBFGS
 from .losses import ContentLoss, TVLoss
-from .objective import IMAGE, RGB, LayerApply, LuminanceOnly, Network, Objective, Scale, TermLog
-from .objective import blended_gram_targets, style_term
+from .objective import (
+    IMAGE,
+    RGB,
+    LayerApply,
+    LuminanceOnly,
+    Network,
+    Objective,
+    Scale,
+    TermLog,
+    blended_gram_targets,
+    style_term,
+)
 from .settings import CONTENT_LAYER, MAX_ITERATIONS, MAX_SEED, PRESETS, STYLE_LAYERS, StyleSettings
 from .vgg import VGG19, load_vgg19
 
 # Also imported from here by the CLI, the video and archive jobs, the evaluator and the tests.
 __all__ = [
-    "CONTENT_LAYER", "MAX_ITERATIONS", "MAX_SEED", "PRESETS", "REFERENCE_PIXELS", "STYLE_LAYERS", "ExtraLoss",
-    "Progress", "ProgressCallback", "StyleResult", "StyleSettings", "Stylizer", "blended_gram_targets",
-    "resize_long_side", "resize_to", "scale_sizes", "split_iterations",
+    "CONTENT_LAYER",
+    "MAX_ITERATIONS",
+    "MAX_SEED",
+    "PRESETS",
+    "REFERENCE_PIXELS",
+    "STYLE_LAYERS",
+    "ExtraLoss",
+    "Progress",
+    "ProgressCallback",
+    "StyleResult",
+    "StyleSettings",
+    "Stylizer",
+    "blended_gram_targets",
+    "resize_long_side",
+    "resize_to",
+    "scale_sizes",
+    "split_iterations",
 ]
 
 # alpha is given for an output of this many pixels (see Stylizer.objective).

@@ -17,8 +17,8 @@ giving the flow pair that carries frame i-1 onto frame i (the running flow stage
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 

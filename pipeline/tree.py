@@ -49,7 +49,9 @@ def selected(rel: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
     return not any(match(p) for p in exclude)
 
 
-def walk(input_dir: Path, output_dir: Path, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+def walk(
+    input_dir: Path, output_dir: Path, include: Sequence[str] = (), exclude: Sequence[str] = ()
+) -> tuple[list[str], list[str]]:
     """Image files under input_dir as sorted relative POSIX paths, and the directories that
     could not be listed. Hidden files and folders and the output tree are skipped; directory
     symlinks are followed, each real directory once, so that a link loop ends."""
@@ -57,7 +59,9 @@ def walk(input_dir: Path, output_dir: Path, include: Sequence[str] = (), exclude
     skip = output_dir.resolve()
     seen: set[tuple[int, int]] = set()
     found, errors = [], []
-    for root, dirs, files in os.walk(input_dir, followlinks=True, onerror=lambda e: errors.append(one_line(f"{e.filename}: {e.strerror}"))):
+    for root, dirs, files in os.walk(
+        input_dir, followlinks=True, onerror=lambda e: errors.append(one_line(f"{e.filename}: {e.strerror}"))
+    ):
         stat = os.stat(root)
         if (stat.st_dev, stat.st_ino) in seen or Path(root).resolve() == skip:
             dirs.clear()
@@ -177,7 +181,9 @@ def output_target(output_dir: Path, name: str, *, create: bool = False) -> Path:
                 raise WriteError(folder, exc) from None
             mode = os.lstat(folder).st_mode
         if stat.S_ISLNK(mode):
-            raise InputError(f"{folder}: is a symbolic link; outputs are never written through one (it may lead elsewhere)")
+            raise InputError(
+                f"{folder}: is a symbolic link; outputs are never written through one (it may lead elsewhere)"
+            )
         if not stat.S_ISDIR(mode):
             raise InputError(f"{folder}: is in the way of an output folder (not a directory)")
     return output_dir / name
@@ -218,4 +224,6 @@ def replaceable(target: Path, *, known: Collection[str | None], overwrite: bool)
         return fingerprint
     kinds = {stat.S_IFREG: "a file", stat.S_IFLNK: "a symbolic link", **FILE_KINDS}
     what = kinds.get(stat.S_IFMT(mode), "something")
-    raise InputError(f"{target}: {what} that this job did not write is in the way; left as it is (--overwrite replaces it)")
+    raise InputError(
+        f"{target}: {what} that this job did not write is in the way; left as it is (--overwrite replaces it)"
+    )

@@ -7,8 +7,8 @@ Callers always pass RGB images in 0..1; each set of weights carries its own inpu
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from torch import nn

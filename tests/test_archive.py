@@ -20,8 +20,8 @@ from PIL import Image
 from helpers import photo
 from helpers import stylize_images as stylize
 from pipeline import archive, tree
-from pipeline.cli import main
 from pipeline.atomic import is_temporary
+from pipeline.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 STYLE = ROOT / "samples" / "ihc.png"
@@ -160,7 +160,9 @@ def test_resume_after_kill(tmp_path):
     after = archive.read_records(out)
     assert all(r["status"] == "done" and r["attempts"] == 1 for r in after.values()) and len(after) == 6
     now = snapshot(out)
-    assert {path: now[path] for path in finished if path in now} == {p: t for p, t in finished.items() if not is_temporary(Path(p).name)}
+    assert {path: now[path] for path in finished if path in now} == {
+        p: t for p, t in finished.items() if not is_temporary(Path(p).name)
+    }
     assert not [p for p in now if is_temporary(Path(p).name)]  # the killed run's temporaries are gone
     assert json.loads((out / ".stylize" / "archive.json").read_text())["state"] == "finished"
 
@@ -226,7 +228,9 @@ def test_retry_failed_and_changed_inputs(tmp_path):
     assert stylize(source, *fast[:-3], "--iterations", 3, "--format", "webp", "-q") == 0  # new settings: all redone
     records = archive.read_records(out)
     assert {r["output"] for r in records.values()} == {"a.webp", "b.webp", "c.webp"}
-    assert {r["settings_hash"] for r in records.values()} != {old_hash} and len({r["settings_hash"] for r in records.values()}) == 1
+    assert {r["settings_hash"] for r in records.values()} != {old_hash} and len(
+        {r["settings_hash"] for r in records.values()}
+    ) == 1
     assert all(Image.open(out / f"{name}.webp").format == "WEBP" for name in "abc")
 
 
@@ -242,9 +246,16 @@ def test_dask_backend_matches_local(tmp_path):
 
     assert stylize(source, "-o", tmp_path / "local", *fast) == 1
     # Worker processes, as on a real cluster: the job and batches really travel pickled.
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, env={"OMP_NUM_THREADS": "1"})
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, env={"OMP_NUM_THREADS": "1"}
+    )
     with cluster:
-        assert stylize(source, "-o", tmp_path / "dask", *fast, "--backend", "dask", "--scheduler", cluster.scheduler_address) == 1
+        assert (
+            stylize(
+                source, "-o", tmp_path / "dask", *fast, "--backend", "dask", "--scheduler", cluster.scheduler_address
+            )
+            == 1
+        )
 
     local, dask = archive.read_records(tmp_path / "local"), archive.read_records(tmp_path / "dask")
     assert {r: v["status"] for r, v in local.items()} == {r: v["status"] for r, v in dask.items()}
@@ -296,7 +307,13 @@ def test_walk_names_and_options(tmp_path):
     assert tree.walk(source, tmp_path, include=["*.jpg"])[0] == ["B.JPG", "a.jpg"]
     assert tree.walk(source, tmp_path, exclude=["raw/*"])[0] == ["B.JPG", "a.jpg", "a.png"]
 
-    assert tree.output_names(rels, None) == {"B.JPG": "B.JPG", "a.jpg": "a.jpg", "a.png": "a.png", "raw/d.gif": "raw/d.png", "raw/x/c.png": "raw/x/c.png"}
+    assert tree.output_names(rels, None) == {
+        "B.JPG": "B.JPG",
+        "a.jpg": "a.jpg",
+        "a.png": "a.png",
+        "raw/d.gif": "raw/d.png",
+        "raw/x/c.png": "raw/x/c.png",
+    }
     names = tree.output_names(rels, "png")
     assert names["a.png"] == "a.png" and names["a.jpg"] == "a.jpg.png" and names["B.JPG"] == "B.png"
     assert len(set(names.values())) == len(names)
@@ -305,7 +322,12 @@ def test_walk_names_and_options(tmp_path):
     shapes = {item: (24, 32) if i < 5 else (32, 24) for i, item in enumerate(items)}
     sizes = lambda batches: [(b.shape, len(b.items)) for b in batches]  # noqa: E731
     assert sizes(archive.make_batches(shapes, lambda shape: 4)) == [((24, 32), 4), ((24, 32), 1), ((32, 24), 2)]
-    assert sizes(archive.make_batches(shapes, lambda shape: 4, workers=2)) == [((24, 32), 3), ((24, 32), 2), ((32, 24), 1), ((32, 24), 1)]
+    assert sizes(archive.make_batches(shapes, lambda shape: 4, workers=2)) == [
+        ((24, 32), 3),
+        ((24, 32), 2),
+        ((32, 24), 1),
+        ((32, 24), 1),
+    ]
     assert archive.auto_batch_size((384, 512), None) == 1  # CPU
     assert archive.auto_batch_size((384, 512), 80 << 30) > archive.auto_batch_size((384, 512), 8 << 30) >= 1
     assert archive.parse_devices("cpu") == ("cpu",)

@@ -40,7 +40,9 @@ def clip(path: Path, frames: int = 4, audio: bool = False) -> None:
     if audio:
         streams.append(ffmpeg.input("sine=duration=0.16", f="lavfi"))
         options["acodec"] = "aac"
-    ffmpeg.output(*streams, str(path), **options).global_args("-nostdin").run(cmd=ffmpeg_binary(), quiet=True, overwrite_output=True)
+    ffmpeg.output(*streams, str(path), **options).global_args("-nostdin").run(
+        cmd=ffmpeg_binary(), quiet=True, overwrite_output=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +76,9 @@ def template(tmp_path_factory) -> Path:
     long.unlink()
     (ws / "empty.mp4").write_bytes(b"")
     (ws / "text.mp4").write_text("not a video\n")
-    ffmpeg.input("sine=duration=0.3", f="lavfi").output(str(ws / "sound.m4a"), acodec="aac").global_args("-nostdin").run(cmd=ffmpeg_binary(), quiet=True)
+    ffmpeg.input("sine=duration=0.3", f="lavfi").output(str(ws / "sound.m4a"), acodec="aac").global_args(
+        "-nostdin"
+    ).run(cmd=ffmpeg_binary(), quiet=True)
 
     # Work directories for status: a video job's with a torn job.json, an archive's likewise.
     (ws / "torn.work").mkdir()
@@ -130,59 +134,183 @@ IMAGES = ["@photos", "-s", "@style.png", "-o", "@styled"]
 
 CASES = [
     # --- image -------------------------------------------------------------------------------------
-    pytest.param(["image", "@missing.png", "-s", "@style.png", *FAST], ["missing.png", "not found"], id="image-content-missing"),
-    pytest.param(["image", "@content.png", "-s", "@missing.png", *FAST], ["missing.png", "not found"], id="image-style-missing"),
-    pytest.param(["image", *IMAGE, "--init", "@missing.png", *FAST], ["missing.png", "not found"], id="image-init-missing"),
+    pytest.param(
+        ["image", "@missing.png", "-s", "@style.png", *FAST], ["missing.png", "not found"], id="image-content-missing"
+    ),
+    pytest.param(
+        ["image", "@content.png", "-s", "@missing.png", *FAST], ["missing.png", "not found"], id="image-style-missing"
+    ),
+    pytest.param(
+        ["image", *IMAGE, "--init", "@missing.png", *FAST], ["missing.png", "not found"], id="image-init-missing"
+    ),
     pytest.param(["image", *IMAGE, "--weights", "@missing.pt", *FAST], ["missing.pt"], id="image-weights-missing"),
-    pytest.param(["image", "@adir", "-s", "@style.png", "-o", "@out.png", *FAST], ["adir", "directory"], id="image-content-dir"),
-    pytest.param(["image", "@content.png", "-s", "@adir", "-o", "@out.png", *FAST], ["adir", "directory"], id="image-style-dir"),
+    pytest.param(
+        ["image", "@adir", "-s", "@style.png", "-o", "@out.png", *FAST], ["adir", "directory"], id="image-content-dir"
+    ),
+    pytest.param(
+        ["image", "@content.png", "-s", "@adir", "-o", "@out.png", *FAST], ["adir", "directory"], id="image-style-dir"
+    ),
     pytest.param(["image", *IMAGE, "--init", "@adir", *FAST], ["adir", "directory"], id="image-init-dir"),
     pytest.param(["image", *IMAGE, "--weights", "@adir", *FAST], ["adir"], id="image-weights-dir"),
-    pytest.param(["image", "@text.png", "-s", "@style.png", "-o", "@out.png", *FAST], ["text.png", "not an image"], id="image-content-text"),
-    pytest.param(["image", "@truncated.png", "-s", "@style.png", "-o", "@out.png", *FAST], ["truncated.png", "truncated"], id="image-content-truncated"),
-    pytest.param(["image", "@empty.png", "-s", "@style.png", "-o", "@out.png", *FAST], ["empty.png"], id="image-content-empty"),
-    pytest.param(["image", "@content.png", "-s", "@truncated.png", "-o", "@out.png", *FAST], ["truncated.png"], id="image-style-truncated"),
-    pytest.param(["image", "@content.png", "-s", "@empty.png", "-o", "@out.png", *FAST], ["empty.png"], id="image-style-empty"),
+    pytest.param(
+        ["image", "@text.png", "-s", "@style.png", "-o", "@out.png", *FAST],
+        ["text.png", "not an image"],
+        id="image-content-text",
+    ),
+    pytest.param(
+        ["image", "@truncated.png", "-s", "@style.png", "-o", "@out.png", *FAST],
+        ["truncated.png", "truncated"],
+        id="image-content-truncated",
+    ),
+    pytest.param(
+        ["image", "@empty.png", "-s", "@style.png", "-o", "@out.png", *FAST], ["empty.png"], id="image-content-empty"
+    ),
+    pytest.param(
+        ["image", "@content.png", "-s", "@truncated.png", "-o", "@out.png", *FAST],
+        ["truncated.png"],
+        id="image-style-truncated",
+    ),
+    pytest.param(
+        ["image", "@content.png", "-s", "@empty.png", "-o", "@out.png", *FAST], ["empty.png"], id="image-style-empty"
+    ),
     pytest.param(["image", *IMAGE, "--init", "@text.png", *FAST], ["text.png"], id="image-init-text"),
-    pytest.param(["image", *IMAGE, "--weights", "@content.png", *FAST], ["content.png"], id="image-weights-not-weights"),
-    pytest.param(["image", "@clip.mp4", "-s", "@style.png", "-o", "@out.png", *FAST], ["clip.mp4"], id="image-content-is-a-video"),
-    pytest.param(["image", "@content.png", "-s", "@style.png", "-o", "@content.png", "--overwrite", *FAST], ["content.png", "same file"], id="image-output-is-content"),
-    pytest.param(["image", "@content.png", "-s", "@style.png", "-o", "@style.png", "--overwrite", *FAST], ["style.png", "same file"], id="image-output-is-style"),
-    pytest.param(["image", "@out-sheet.png", "-s", "@style.png", "-o", "@out.png", "--sheet", "--overwrite", *FAST], ["out-sheet.png", "same file"], id="image-sheet-would-overwrite-the-content"),
+    pytest.param(
+        ["image", *IMAGE, "--weights", "@content.png", *FAST], ["content.png"], id="image-weights-not-weights"
+    ),
+    pytest.param(
+        ["image", "@clip.mp4", "-s", "@style.png", "-o", "@out.png", *FAST], ["clip.mp4"], id="image-content-is-a-video"
+    ),
+    pytest.param(
+        ["image", "@content.png", "-s", "@style.png", "-o", "@content.png", "--overwrite", *FAST],
+        ["content.png", "same file"],
+        id="image-output-is-content",
+    ),
+    pytest.param(
+        ["image", "@content.png", "-s", "@style.png", "-o", "@style.png", "--overwrite", *FAST],
+        ["style.png", "same file"],
+        id="image-output-is-style",
+    ),
+    pytest.param(
+        ["image", "@out-sheet.png", "-s", "@style.png", "-o", "@out.png", "--sheet", "--overwrite", *FAST],
+        ["out-sheet.png", "same file"],
+        id="image-sheet-would-overwrite-the-content",
+    ),
     pytest.param(["image", *IMAGE[:-1], "@adir", *FAST], ["adir", "directory"], id="image-output-is-a-dir"),
     pytest.param(["image", *IMAGE[:-1], "@afile.txt/out.png", *FAST], ["afile.txt"], id="image-output-under-a-file"),
     pytest.param(["image", *IMAGE[:-1], "@out.gif", *FAST], ["out.gif", "unsupported"], id="image-output-format"),
-    pytest.param(["image", "@content.png", "-s", "@style.png", "-s", "@style2.jpg", "-o", "@out.png", "--style-blend", "1", *FAST], ["--style-blend"], id="image-blend-count-conflict"),
+    pytest.param(
+        [
+            "image",
+            "@content.png",
+            "-s",
+            "@style.png",
+            "-s",
+            "@style2.jpg",
+            "-o",
+            "@out.png",
+            "--style-blend",
+            "1",
+            *FAST,
+        ],
+        ["--style-blend"],
+        id="image-blend-count-conflict",
+    ),
     pytest.param(["image", *IMAGE, "--device", "tpu", *FAST[:-3]], ["--device"], id="image-device-unknown"),
-    pytest.param(["image", f"@{ODD} truncated.png", "-s", "@style.png", "-o", "@out.png", *FAST], ["truncated.png", "\\n"], id="image-odd-name-truncated"),
-    pytest.param(["image", f"@{ODD} missing.png", "-s", "@style.png", "-o", "@out.png", *FAST], ["missing.png", "not found"], id="image-odd-name-missing"),
+    pytest.param(
+        ["image", f"@{ODD} truncated.png", "-s", "@style.png", "-o", "@out.png", *FAST],
+        ["truncated.png", "\\n"],
+        id="image-odd-name-truncated",
+    ),
+    pytest.param(
+        ["image", f"@{ODD} missing.png", "-s", "@style.png", "-o", "@out.png", *FAST],
+        ["missing.png", "not found"],
+        id="image-odd-name-missing",
+    ),
     *negative_and_absurd("image", IMAGE, FAST, STYLE_NUMBERS),
     # --- video -------------------------------------------------------------------------------------
-    pytest.param(["video", "@missing.mp4", "-s", "@style.png", *FAST], ["missing.mp4", "not found"], id="video-input-missing"),
-    pytest.param(["video", "@clip.mp4", "-s", "@missing.png", "-o", "@out.mp4", *FAST], ["missing.png", "not found"], id="video-style-missing"),
-    pytest.param(["video", *VIDEO, "--init", "@missing.png", *FAST], ["missing.png", "not found"], id="video-init-missing"),
-    pytest.param(["video", "@adir", "-s", "@style.png", "-o", "@out.mp4", *FAST], ["adir", "directory"], id="video-input-dir"),
-    pytest.param(["video", "@clip.mp4", "-s", "@adir", "-o", "@out.mp4", *FAST], ["adir", "directory"], id="video-style-dir"),
-    pytest.param(["video", "@text.mp4", "-s", "@style.png", "-o", "@out.mp4", *FAST], ["text.mp4", "not a video"], id="video-input-text"),
-    pytest.param(["video", "@truncated.mp4", "-s", "@style.png", "-o", "@out.mp4", *FAST], ["truncated.mp4", "truncated"], id="video-input-truncated"),
-    pytest.param(["video", "@empty.mp4", "-s", "@style.png", "-o", "@out.mp4", *FAST], ["empty.mp4", "empty"], id="video-input-empty"),
-    pytest.param(["video", "@sound.m4a", "-s", "@style.png", "-o", "@out.mp4", *FAST], ["sound.m4a", "no video stream"], id="video-input-audio-only"),
-    pytest.param(["video", "@content.png", "-s", "@style.png", "-o", "@out.mp4", *FAST], ["content.png", "still image"], id="video-input-still-image"),
-    pytest.param(["video", "@clip.mp4", "-s", "@truncated.png", "-o", "@out.mp4", *FAST], ["truncated.png"], id="video-style-truncated"),
+    pytest.param(
+        ["video", "@missing.mp4", "-s", "@style.png", *FAST], ["missing.mp4", "not found"], id="video-input-missing"
+    ),
+    pytest.param(
+        ["video", "@clip.mp4", "-s", "@missing.png", "-o", "@out.mp4", *FAST],
+        ["missing.png", "not found"],
+        id="video-style-missing",
+    ),
+    pytest.param(
+        ["video", *VIDEO, "--init", "@missing.png", *FAST], ["missing.png", "not found"], id="video-init-missing"
+    ),
+    pytest.param(
+        ["video", "@adir", "-s", "@style.png", "-o", "@out.mp4", *FAST], ["adir", "directory"], id="video-input-dir"
+    ),
+    pytest.param(
+        ["video", "@clip.mp4", "-s", "@adir", "-o", "@out.mp4", *FAST], ["adir", "directory"], id="video-style-dir"
+    ),
+    pytest.param(
+        ["video", "@text.mp4", "-s", "@style.png", "-o", "@out.mp4", *FAST],
+        ["text.mp4", "not a video"],
+        id="video-input-text",
+    ),
+    pytest.param(
+        ["video", "@truncated.mp4", "-s", "@style.png", "-o", "@out.mp4", *FAST],
+        ["truncated.mp4", "truncated"],
+        id="video-input-truncated",
+    ),
+    pytest.param(
+        ["video", "@empty.mp4", "-s", "@style.png", "-o", "@out.mp4", *FAST],
+        ["empty.mp4", "empty"],
+        id="video-input-empty",
+    ),
+    pytest.param(
+        ["video", "@sound.m4a", "-s", "@style.png", "-o", "@out.mp4", *FAST],
+        ["sound.m4a", "no video stream"],
+        id="video-input-audio-only",
+    ),
+    pytest.param(
+        ["video", "@content.png", "-s", "@style.png", "-o", "@out.mp4", *FAST],
+        ["content.png", "still image"],
+        id="video-input-still-image",
+    ),
+    pytest.param(
+        ["video", "@clip.mp4", "-s", "@truncated.png", "-o", "@out.mp4", *FAST],
+        ["truncated.png"],
+        id="video-style-truncated",
+    ),
     pytest.param(["video", *VIDEO, "--init", "@adir", *FAST], ["adir", "directory"], id="video-init-dir"),
     pytest.param(["video", *VIDEO, "--init", "@text.png", *FAST], ["text.png", "not an image"], id="video-init-text"),
-    pytest.param(["video", "@clip.mp4", "-s", "@empty.png", "-o", "@out.mp4", *FAST], ["empty.png"], id="video-style-empty"),
-    pytest.param(["video", "@clip.mp4", "-s", "@style.png", "-o", "@clip.mp4", "--overwrite", *FAST], ["clip.mp4", "same file"], id="video-output-is-input"),
+    pytest.param(
+        ["video", "@clip.mp4", "-s", "@empty.png", "-o", "@out.mp4", *FAST], ["empty.png"], id="video-style-empty"
+    ),
+    pytest.param(
+        ["video", "@clip.mp4", "-s", "@style.png", "-o", "@clip.mp4", "--overwrite", *FAST],
+        ["clip.mp4", "same file"],
+        id="video-output-is-input",
+    ),
     pytest.param(["video", *VIDEO[:-1], "@adir", *FAST], ["adir", "directory"], id="video-output-is-a-dir"),
     pytest.param(["video", *VIDEO[:-1], "@out.avi", *FAST], ["out.avi", "unsupported"], id="video-output-format"),
     pytest.param(["video", *VIDEO, "--work-dir", "@afile.txt", *FAST], ["afile.txt"], id="video-work-dir-is-a-file"),
-    pytest.param(["video", *VIDEO, "--work-dir", "@mine", *FAST], ["mine", "other files"], id="video-work-dir-holds-other-files"),
-    pytest.param(["video", *VIDEO, "--work-dir", "@out.mp4", *FAST], ["--work-dir", "out.mp4"], id="video-work-dir-is-the-output"),
+    pytest.param(
+        ["video", *VIDEO, "--work-dir", "@mine", *FAST], ["mine", "other files"], id="video-work-dir-holds-other-files"
+    ),
+    pytest.param(
+        ["video", *VIDEO, "--work-dir", "@out.mp4", *FAST], ["--work-dir", "out.mp4"], id="video-work-dir-is-the-output"
+    ),
     pytest.param(["video", *VIDEO, "--start", "1000", *FAST], ["--start"], id="video-start-after-the-end"),
     pytest.param(["video", *VIDEO, "--flow", "raft", *FAST], ["--flow"], id="video-flow-unknown"),
-    pytest.param(["video", *VIDEO, "-s", "@style2.jpg", "--style-blend", "1,2,3", *FAST], ["--style-blend"], id="video-blend-count-conflict"),
-    pytest.param(["video", *VIDEO, "--flow", "none", "--temporal-weight", "1e10", *FAST], ["--temporal-weight", "--flow none"], id="video-temporal-weight-without-flow"),
-    pytest.param(["video", f"@{ODD} missing.mp4", "-s", "@style.png", "-o", "@out.mp4", *FAST], ["missing.mp4", "\\n"], id="video-odd-name-missing"),
+    pytest.param(
+        ["video", *VIDEO, "-s", "@style2.jpg", "--style-blend", "1,2,3", *FAST],
+        ["--style-blend"],
+        id="video-blend-count-conflict",
+    ),
+    pytest.param(
+        ["video", *VIDEO, "--flow", "none", "--temporal-weight", "1e10", *FAST],
+        ["--temporal-weight", "--flow none"],
+        id="video-temporal-weight-without-flow",
+    ),
+    pytest.param(
+        ["video", f"@{ODD} missing.mp4", "-s", "@style.png", "-o", "@out.mp4", *FAST],
+        ["missing.mp4", "\\n"],
+        id="video-odd-name-missing",
+    ),
     *negative_and_absurd("video", VIDEO, FAST, STYLE_NUMBERS),
     *negative_and_absurd(
         "video",
@@ -201,23 +329,75 @@ CASES = [
         },
     ),
     # --- images ------------------------------------------------------------------------------------
-    pytest.param(["images", "@missing", "-s", "@style.png", "-o", "@styled", *FAST_IMAGES], ["missing", "not found"], id="images-input-missing"),
-    pytest.param(["images", "@afile.txt", "-s", "@style.png", "-o", "@styled", *FAST_IMAGES], ["afile.txt", "not a directory"], id="images-input-is-a-file"),
-    pytest.param(["images", "@photos", "-s", "@missing.png", "-o", "@styled", *FAST_IMAGES], ["missing.png", "not found"], id="images-style-missing"),
-    pytest.param(["images", "@photos", "-s", "@adir", "-o", "@styled", *FAST_IMAGES], ["adir", "directory"], id="images-style-dir"),
-    pytest.param(["images", "@photos", "-s", "@truncated.png", "-o", "@styled", *FAST_IMAGES], ["truncated.png"], id="images-style-truncated"),
-    pytest.param(["images", "@photos", "-s", "@empty.png", "-o", "@styled", *FAST_IMAGES], ["empty.png"], id="images-style-empty"),
-    pytest.param(["images", "@photos", "-s", "@style.png", "-o", "@photos", *FAST_IMAGES], ["photos"], id="images-output-is-input"),
-    pytest.param(["images", "@photos", "-s", "@style.png", "-o", "@photos/sub/styled", *FAST_IMAGES], ["inside the input"], id="images-output-inside-input"),
-    pytest.param(["images", "@photos/sub", "-s", "@style.png", "-o", "@photos", *FAST_IMAGES], ["photos", "must not hold"], id="images-output-holds-input"),
-    pytest.param(["images", "@photos", "-s", "@style.png", "-o", "@afile.txt", *FAST_IMAGES], ["afile.txt", "not a directory"], id="images-output-is-a-file"),
+    pytest.param(
+        ["images", "@missing", "-s", "@style.png", "-o", "@styled", *FAST_IMAGES],
+        ["missing", "not found"],
+        id="images-input-missing",
+    ),
+    pytest.param(
+        ["images", "@afile.txt", "-s", "@style.png", "-o", "@styled", *FAST_IMAGES],
+        ["afile.txt", "not a directory"],
+        id="images-input-is-a-file",
+    ),
+    pytest.param(
+        ["images", "@photos", "-s", "@missing.png", "-o", "@styled", *FAST_IMAGES],
+        ["missing.png", "not found"],
+        id="images-style-missing",
+    ),
+    pytest.param(
+        ["images", "@photos", "-s", "@adir", "-o", "@styled", *FAST_IMAGES],
+        ["adir", "directory"],
+        id="images-style-dir",
+    ),
+    pytest.param(
+        ["images", "@photos", "-s", "@truncated.png", "-o", "@styled", *FAST_IMAGES],
+        ["truncated.png"],
+        id="images-style-truncated",
+    ),
+    pytest.param(
+        ["images", "@photos", "-s", "@empty.png", "-o", "@styled", *FAST_IMAGES], ["empty.png"], id="images-style-empty"
+    ),
+    pytest.param(
+        ["images", "@photos", "-s", "@style.png", "-o", "@photos", *FAST_IMAGES],
+        ["photos"],
+        id="images-output-is-input",
+    ),
+    pytest.param(
+        ["images", "@photos", "-s", "@style.png", "-o", "@photos/sub/styled", *FAST_IMAGES],
+        ["inside the input"],
+        id="images-output-inside-input",
+    ),
+    pytest.param(
+        ["images", "@photos/sub", "-s", "@style.png", "-o", "@photos", *FAST_IMAGES],
+        ["photos", "must not hold"],
+        id="images-output-holds-input",
+    ),
+    pytest.param(
+        ["images", "@photos", "-s", "@style.png", "-o", "@afile.txt", *FAST_IMAGES],
+        ["afile.txt", "not a directory"],
+        id="images-output-is-a-file",
+    ),
     pytest.param(["images", *IMAGES, "--init", "@content.png", *FAST_IMAGES], ["--init"], id="images-init-image"),
     pytest.param(["images", *IMAGES, "--format", "gif", *FAST_IMAGES], ["--format"], id="images-format-unknown"),
-    pytest.param(["images", *IMAGES, "--batch-size", "many", *FAST_IMAGES], ["--batch-size"], id="images-batch-size-word"),
-    pytest.param(["images", *IMAGES, "--device", "cpu,cpu", *FAST_IMAGES[:-3]], ["--device cpu,cpu", "twice"], id="images-device-twice"),
+    pytest.param(
+        ["images", *IMAGES, "--batch-size", "many", *FAST_IMAGES], ["--batch-size"], id="images-batch-size-word"
+    ),
+    pytest.param(
+        ["images", *IMAGES, "--device", "cpu,cpu", *FAST_IMAGES[:-3]],
+        ["--device cpu,cpu", "twice"],
+        id="images-device-twice",
+    ),
     # --devices is the old spelling, kept as an alias; messages name the option --device
-    pytest.param(["images", *IMAGES, "--backend", "dask", "--devices", "cpu", *FAST_IMAGES[:-3]], ["--device applies"], id="images-dask-with-devices"),
-    pytest.param(["images", *IMAGES, "--scheduler", "tcp://127.0.0.1:1", *FAST_IMAGES], ["--scheduler", "--backend dask"], id="images-scheduler-without-dask"),
+    pytest.param(
+        ["images", *IMAGES, "--backend", "dask", "--devices", "cpu", *FAST_IMAGES[:-3]],
+        ["--device applies"],
+        id="images-dask-with-devices",
+    ),
+    pytest.param(
+        ["images", *IMAGES, "--scheduler", "tcp://127.0.0.1:1", *FAST_IMAGES],
+        ["--scheduler", "--backend dask"],
+        id="images-scheduler-without-dask",
+    ),
     pytest.param(["images", *IMAGES, "--backend", "spark", *FAST_IMAGES], ["--backend"], id="images-backend-unknown"),
     *negative_and_absurd("images", IMAGES, FAST_IMAGES, STYLE_NUMBERS),
     *negative_and_absurd("images", IMAGES, FAST_IMAGES, {"--quality": (-1, 0, 101), "--batch-size": (-1, 0, 10**6)}),
@@ -228,30 +408,104 @@ CASES = [
     pytest.param(["status", "@torn.work"], ["job.json", "unreadable"], id="status-torn-job-record"),
     pytest.param(["status", "@torn-archive"], ["archive.json", "unreadable"], id="status-torn-archive-record"),
     # --- score -------------------------------------------------------------------------------------
-    pytest.param(["score", "@missing.png", "-c", "@content.png", "-s", "@style.png", "--device", "cpu"], ["missing.png", "not found"], id="score-output-missing"),
-    pytest.param(["score", "@content.png", "-c", "@missing.png", "-s", "@style.png", "--device", "cpu"], ["missing.png", "not found"], id="score-content-missing"),
-    pytest.param(["score", "@content.png", "-c", "@content.png", "-s", "@missing.png", "--device", "cpu"], ["missing.png", "not found"], id="score-style-missing"),
-    pytest.param(["score", "@adir", "-c", "@content.png", "-s", "@style.png", "--device", "cpu"], ["adir", "directory"], id="score-output-dir"),
-    pytest.param(["score", "@truncated.png", "-c", "@content.png", "-s", "@style.png", "--device", "cpu"], ["truncated.png"], id="score-output-truncated"),
-    pytest.param(["score", "@clip.mp4", "-c", "@content.png", "-s", "@style.png", "--device", "cpu"], ["clip.mp4", "not an image"], id="score-output-is-a-video"),
-    pytest.param(["score", "@content.png", "-c", "@empty.png", "-s", "@style.png", "--device", "cpu"], ["empty.png"], id="score-content-empty"),
-    pytest.param(["score", "@content.png", "-c", "@content.png", "-s", "@text.png", "--device", "cpu"], ["text.png"], id="score-style-text"),
-    pytest.param(["score", "@content.png", "-c", "@content.png", "-s", "@style.png", "-s", "@style2.jpg", "--style-blend", "1", "--device", "cpu"], ["--style-blend"], id="score-blend-count-conflict"),
-    *negative_and_absurd("score", ["@content.png", "-c", "@content.png", "-s", "@style.png"], ["--device", "cpu"], {"--size": (-512, 0, 10**9), "--style-blend": ("-1",)}),
+    pytest.param(
+        ["score", "@missing.png", "-c", "@content.png", "-s", "@style.png", "--device", "cpu"],
+        ["missing.png", "not found"],
+        id="score-output-missing",
+    ),
+    pytest.param(
+        ["score", "@content.png", "-c", "@missing.png", "-s", "@style.png", "--device", "cpu"],
+        ["missing.png", "not found"],
+        id="score-content-missing",
+    ),
+    pytest.param(
+        ["score", "@content.png", "-c", "@content.png", "-s", "@missing.png", "--device", "cpu"],
+        ["missing.png", "not found"],
+        id="score-style-missing",
+    ),
+    pytest.param(
+        ["score", "@adir", "-c", "@content.png", "-s", "@style.png", "--device", "cpu"],
+        ["adir", "directory"],
+        id="score-output-dir",
+    ),
+    pytest.param(
+        ["score", "@truncated.png", "-c", "@content.png", "-s", "@style.png", "--device", "cpu"],
+        ["truncated.png"],
+        id="score-output-truncated",
+    ),
+    pytest.param(
+        ["score", "@clip.mp4", "-c", "@content.png", "-s", "@style.png", "--device", "cpu"],
+        ["clip.mp4", "not an image"],
+        id="score-output-is-a-video",
+    ),
+    pytest.param(
+        ["score", "@content.png", "-c", "@empty.png", "-s", "@style.png", "--device", "cpu"],
+        ["empty.png"],
+        id="score-content-empty",
+    ),
+    pytest.param(
+        ["score", "@content.png", "-c", "@content.png", "-s", "@text.png", "--device", "cpu"],
+        ["text.png"],
+        id="score-style-text",
+    ),
+    pytest.param(
+        [
+            "score",
+            "@content.png",
+            "-c",
+            "@content.png",
+            "-s",
+            "@style.png",
+            "-s",
+            "@style2.jpg",
+            "--style-blend",
+            "1",
+            "--device",
+            "cpu",
+        ],
+        ["--style-blend"],
+        id="score-blend-count-conflict",
+    ),
+    *negative_and_absurd(
+        "score",
+        ["@content.png", "-c", "@content.png", "-s", "@style.png"],
+        ["--device", "cpu"],
+        {"--size": (-512, 0, 10**9), "--style-blend": ("-1",)},
+    ),
     # --- flicker -----------------------------------------------------------------------------------
-    pytest.param(["flicker", "@missing.mp4", "-r", "@clip.mp4"], ["missing.mp4", "not found"], id="flicker-output-missing"),
-    pytest.param(["flicker", "@clip.mp4", "-r", "@missing.mp4"], ["missing.mp4", "not found"], id="flicker-reference-missing"),
+    pytest.param(
+        ["flicker", "@missing.mp4", "-r", "@clip.mp4"], ["missing.mp4", "not found"], id="flicker-output-missing"
+    ),
+    pytest.param(
+        ["flicker", "@clip.mp4", "-r", "@missing.mp4"], ["missing.mp4", "not found"], id="flicker-reference-missing"
+    ),
     pytest.param(["flicker", "@adir", "-r", "@clip.mp4"], ["adir", "directory"], id="flicker-output-dir"),
-    pytest.param(["flicker", "@clip.mp4", "-r", "@truncated.mp4"], ["truncated.mp4", "truncated"], id="flicker-reference-truncated"),
+    pytest.param(
+        ["flicker", "@clip.mp4", "-r", "@truncated.mp4"],
+        ["truncated.mp4", "truncated"],
+        id="flicker-reference-truncated",
+    ),
     pytest.param(["flicker", "@empty.mp4", "-r", "@clip.mp4"], ["empty.mp4", "empty"], id="flicker-output-empty"),
-    pytest.param(["flicker", "@sound.m4a", "-r", "@clip.mp4"], ["sound.m4a", "no video stream"], id="flicker-output-audio-only"),
+    pytest.param(
+        ["flicker", "@sound.m4a", "-r", "@clip.mp4"], ["sound.m4a", "no video stream"], id="flicker-output-audio-only"
+    ),
     pytest.param(["flicker", "@text.mp4", "-r", "@clip.mp4"], ["text.mp4", "not a video"], id="flicker-output-text"),
     pytest.param(["flicker", "@clip.mp4", "-r", "@short.mp4"], ["frames"], id="flicker-different-lengths"),
-    pytest.param(["flicker", f"@{ODD}.mp4", "-r", "@missing.mp4"], ["missing.mp4"], id="flicker-odd-output-missing-reference"),
-    *negative_and_absurd("flicker", ["@clip.mp4", "-r", "@clip.mp4"], [], {"--size": (-64, 0, 10**9), "--scene-threshold": (-1, 2)}),
+    pytest.param(
+        ["flicker", f"@{ODD}.mp4", "-r", "@missing.mp4"], ["missing.mp4"], id="flicker-odd-output-missing-reference"
+    ),
+    *negative_and_absurd(
+        "flicker", ["@clip.mp4", "-r", "@clip.mp4"], [], {"--size": (-64, 0, 10**9), "--scene-threshold": (-1, 2)}
+    ),
     # --- usage errors, for every command ---------------------------------------------------------
-    *[pytest.param([command, "--no-such-option"], ["--no-such-option"], id=f"{command}-unknown-option") for command in ("image", "video", "images", "status", "score", "flicker")],
-    *[pytest.param([command], ["Missing"], id=f"{command}-nothing-given") for command in ("image", "video", "images", "status", "score", "flicker")],
+    *[
+        pytest.param([command, "--no-such-option"], ["--no-such-option"], id=f"{command}-unknown-option")
+        for command in ("image", "video", "images", "status", "score", "flicker")
+    ],
+    *[
+        pytest.param([command], ["Missing"], id=f"{command}-nothing-given")
+        for command in ("image", "video", "images", "status", "score", "flicker")
+    ],
 ]
 
 
@@ -299,9 +553,12 @@ def test_odd_file_names_work_and_reach_ffmpeg_as_arguments_never_through_a_shell
     with Image.open(ws / f"{ODD} out.png") as image:
         assert image.size == (32, 24)
     assert (ws / f"{ODD} styled" / ODD / f"{ODD}.png").is_file()
-    frames, _ = ffmpeg.input(str(ws / f"{ODD} out.mp4")).output("pipe:", format="rawvideo", pix_fmt="rgb24").run(cmd=ffmpeg_binary(), capture_stdout=True, quiet=True)
+    frames, _ = (
+        ffmpeg.input(str(ws / f"{ODD} out.mp4"))
+        .output("pipe:", format="rawvideo", pix_fmt="rgb24")
+        .run(cmd=ffmpeg_binary(), capture_stdout=True, quiet=True)
+    )
     assert len(frames) == 4 * 32 * 20 * 3
     assert any(str(ws / f"{ODD}.mp4") in args for args in started)  # the name went through as one argument
     assert not list(ws.rglob("pwned*")) and not list(ROOT.glob("pwned*"))
     assert json.loads((ws / f"{ODD} out.mp4.work" / "job.json").read_text())["stages"]["encode"]["status"] == "done"
-

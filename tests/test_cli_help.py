@@ -113,7 +113,7 @@ def test_stylize_alone_lists_each_command_on_one_line_and_where_to_start():
     assert [re.match(r"│ (\w+)", lines[i]).group(1) for i in rows] == list(GROUP.list_commands(None))
     assert rows == list(range(rows[0], rows[0] + len(rows))), "a command's description took two lines"
     assert lines[rows[-1] + 1].startswith("╰"), result.stdout
-    start = result.stdout[result.stdout.index("Start here"):]
+    start = result.stdout[result.stdout.index("Start here") :]
     for first in ("stylize video", "stylize images", "stylize doctor"):
         assert first in start, result.stdout
     assert CliRunner().invoke(cli.app, [], env={"COLUMNS": "80"}).exit_code == 0

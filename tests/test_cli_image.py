@@ -29,7 +29,6 @@ from pipeline.errors import InputError
 from pipeline.stylize import StyleSettings
 
 
-
 @pytest.fixture(scope="module")
 def small_images(tmp_path_factory, chelsea_path, ihc_path) -> Path:
     """Small copies of the samples (loading them is then instant), a second style, a red init
@@ -129,7 +128,22 @@ def test_output_into_a_new_directory(ws):
 
 def test_log_json_writes_the_history(ws):
     out = ws / "out.png"
-    result = invoke(["image", ws / "content.png", "--style", ws / "style.png", "-o", out, "-q", "--log-json", "--size", "32", "--iterations", "3"])
+    result = invoke(
+        [
+            "image",
+            ws / "content.png",
+            "--style",
+            ws / "style.png",
+            "-o",
+            out,
+            "-q",
+            "--log-json",
+            "--size",
+            "32",
+            "--iterations",
+            "3",
+        ]
+    )
     assert_ok(result)
     log = json.loads(out.with_suffix(".json").read_text())
     history = log["history"]
@@ -165,7 +179,9 @@ STILL = ["--optimizer", "adam", "--learning-rate", "1e-7", "--iterations", "1", 
 
 def test_init_content_starts_from_the_content(ws):
     out = ws / "out.png"
-    assert_ok(invoke(["image", ws / "content.png", "--style", ws / "style.png", "-o", out, "--init", "content", *STILL]))
+    assert_ok(
+        invoke(["image", ws / "content.png", "--style", ws / "style.png", "-o", out, "--init", "content", *STILL])
+    )
     result = image_array(out)
     expected = _expected_content(ws, (result.shape[1], result.shape[0]))
     assert np.abs(result - expected).mean() < 0.03
@@ -184,7 +200,9 @@ def test_init_noise_starts_from_noise(ws):
 
 def test_init_path_starts_from_that_image_resized(ws):
     out = ws / "out.png"
-    assert_ok(invoke(["image", ws / "content.png", "--style", ws / "style.png", "-o", out, "--init", ws / "red.png", *STILL]))
+    assert_ok(
+        invoke(["image", ws / "content.png", "--style", ws / "style.png", "-o", out, "--init", ws / "red.png", *STILL])
+    )
     result = image_array(out)
     assert result.shape[:2] in ((21, 32), (22, 32))
     assert (result[..., 0] > 0.98).all() and (result[..., 1:] < 0.02).all()
@@ -227,7 +245,10 @@ def test_report_shows_content_styles_result_and_the_loss_curve(ws):
     with Image.open(io.BytesIO(base64.b64decode(thumbs[-1]))) as thumb:
         assert thumb.format == "WEBP" and max(thumb.size) == 160
         # The result's thumbnail is the result: its mean colour is the output's.
-        assert np.abs(np.asarray(thumb.convert("RGB"), float).mean((0, 1)) / 255 - image_array(out).mean((0, 1))).max() < 0.03
+        assert (
+            np.abs(np.asarray(thumb.convert("RGB"), float).mean((0, 1)) / 255 - image_array(out).mean((0, 1))).max()
+            < 0.03
+        )
     (plot,) = re.findall(r'src="data:image/svg\+xml;base64,([^"]+)"', html)
     svg = base64.b64decode(plot).decode()
     assert "iteration" in svg and "total" in svg and "content" in svg and "style" in svg
@@ -254,7 +275,10 @@ def test_a_report_that_cannot_be_written_is_a_warning(ws, monkeypatch):
     result = invoke(["image", ws / "content.png", "--style", ws / "style.png", "-o", out, "--report", "-q", *FAST])
     assert_ok(result)
     assert out.is_file() and not (ws / "out-report.html").exists()
-    assert result.stderr.strip() == f"warning: the report was not written: {ws / 'out-report.html'}: RuntimeError: the plot failed"
+    assert (
+        result.stderr.strip()
+        == f"warning: the report was not written: {ws / 'out-report.html'}: RuntimeError: the plot failed"
+    )
 
 
 def test_image_job_as_a_library(ws):
@@ -294,8 +318,23 @@ def test_style_images_are_loaded_at_style_scale_times_size_and_never_below_16_px
 
 def test_cpu_device_and_options_in_any_case(ws):
     out = ws / "out.png"
-    args = ["--device", "cpu", "--optimizer", "LBFGS", "--pooling", "AVG", "--tv-weight", "1", "--style-scale", "0.5", "--seed", "3"]
-    assert_ok(invoke(["image", ws / "content.png", "--style", ws / "style.png", "-o", out, "-q", "--log-json", *args, *FAST]))
+    args = [
+        "--device",
+        "cpu",
+        "--optimizer",
+        "LBFGS",
+        "--pooling",
+        "AVG",
+        "--tv-weight",
+        "1",
+        "--style-scale",
+        "0.5",
+        "--seed",
+        "3",
+    ]
+    assert_ok(
+        invoke(["image", ws / "content.png", "--style", ws / "style.png", "-o", out, "-q", "--log-json", *args, *FAST])
+    )
     settings = json.loads(out.with_suffix(".json").read_text())["settings"]
     assert settings["optimizer"] == "lbfgs" and settings["pooling"] == "avg"
     assert settings["tv_weight"] == 1.0 and settings["style_scale"] == 0.5 and settings["seed"] == 3
@@ -311,7 +350,9 @@ def test_same_seed_same_output_bytes(ws):
 def test_a_flat_grey_content_image_is_stylized(ws):
     """A uniform photo is valid input; the run must finish (L-BFGS must not diverge to inf)."""
     out = ws / "out.png"
-    result = invoke(["image", ws / "grey.png", "--style", ws / "style.png", "-o", out, "-q", "--size", "32", "--iterations", "6"])
+    result = invoke(
+        ["image", ws / "grey.png", "--style", ws / "style.png", "-o", out, "-q", "--size", "32", "--iterations", "6"]
+    )
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert_ok(result)
     assert out.is_file()
@@ -358,34 +399,85 @@ BAD_INPUTS = [
     ("size-negative", "content.png", ["style.png"], "out.png", ["--size", "-64"], ["--size"]),
     ("size-absurd", "content.png", ["style.png"], "out.png", ["--size", "1000000"], ["--size", "1000000"]),
     ("unknown-weights-name", "content.png", ["style.png"], "out.png", ["--weights", "vgg16"], ["vgg16"]),
-    ("weights-not-a-weights-file", "content.png", ["style.png"], "out.png", ["--weights", "notimage.png"], ["notimage.png"]),
+    (
+        "weights-not-a-weights-file",
+        "content.png",
+        ["style.png"],
+        "out.png",
+        ["--weights", "notimage.png"],
+        ["notimage.png"],
+    ),
     ("output-extension-gif", "content.png", ["style.png"], "out.gif", [], ["out.gif", ".gif"]),
     ("output-extension-txt", "content.png", ["style.png"], "out.txt", [], ["out.txt"]),
     ("output-no-extension", "content.png", ["style.png"], "out", [], ["out"]),
     ("output-is-the-content", "content.png", ["style.png"], "content.png", ["--overwrite"], ["content.png"]),
     ("output-is-the-style", "content.png", ["style.png"], "style.png", ["--overwrite"], ["style.png"]),
     ("output-is-the-init", "content.png", ["style.png"], "red.png", ["--overwrite", "--init", "red.png"], ["red.png"]),
-    ("blend-not-numbers", "content.png", ["style.png", "style2.jpg"], "out.png", ["--style-blend", "a,b"], ["--style-blend"]),
-    ("blend-wrong-count", "content.png", ["style.png", "style2.jpg"], "out.png", ["--style-blend", "0.5"], ["--style-blend"]),
+    (
+        "blend-not-numbers",
+        "content.png",
+        ["style.png", "style2.jpg"],
+        "out.png",
+        ["--style-blend", "a,b"],
+        ["--style-blend"],
+    ),
+    (
+        "blend-wrong-count",
+        "content.png",
+        ["style.png", "style2.jpg"],
+        "out.png",
+        ["--style-blend", "0.5"],
+        ["--style-blend"],
+    ),
     ("blend-too-many", "content.png", ["style.png"], "out.png", ["--style-blend", "0.5,0.3,0.2"], ["--style-blend"]),
-    ("blend-all-zero", "content.png", ["style.png", "style2.jpg"], "out.png", ["--style-blend", "0,0"], ["--style-blend"]),
-    ("blend-negative", "content.png", ["style.png", "style2.jpg"], "out.png", ["--style-blend", "1.5,-0.5"], ["--style-blend"]),
+    (
+        "blend-all-zero",
+        "content.png",
+        ["style.png", "style2.jpg"],
+        "out.png",
+        ["--style-blend", "0,0"],
+        ["--style-blend"],
+    ),
+    (
+        "blend-negative",
+        "content.png",
+        ["style.png", "style2.jpg"],
+        "out.png",
+        ["--style-blend", "1.5,-0.5"],
+        ["--style-blend"],
+    ),
     ("device-unknown", "content.png", ["style.png"], "out.png", ["--device", "tpu"], ["--device", "tpu"]),
     ("init-missing", "content.png", ["style.png"], "out.png", ["--init", "noinit.png"], ["noinit.png"]),
     ("init-not-an-image", "content.png", ["style.png"], "out.png", ["--init", "notimage.png"], ["notimage.png"]),
     ("optimizer-unknown", "content.png", ["style.png"], "out.png", ["--optimizer", "sgd"], ["--optimizer", "sgd"]),
     ("pooling-unknown", "content.png", ["style.png"], "out.png", ["--pooling", "min"], ["--pooling"]),
     ("iterations-zero", "content.png", ["style.png"], "out.png", ["--iterations", "0"], ["--iterations"]),
-    ("content-weight-negative", "content.png", ["style.png"], "out.png", ["--content-weight", "-1"], ["--content-weight"]),
+    (
+        "content-weight-negative",
+        "content.png",
+        ["style.png"],
+        "out.png",
+        ["--content-weight", "-1"],
+        ["--content-weight"],
+    ),
     ("style-weight-nan", "content.png", ["style.png"], "out.png", ["--style-weight", "nan"], ["--style-weight"]),
     ("style-scale-zero", "content.png", ["style.png"], "out.png", ["--style-scale", "0"], ["--style-scale"]),
     ("learning-rate-zero", "content.png", ["style.png"], "out.png", ["--learning-rate", "0"], ["--learning-rate"]),
-    ("preserve-color-unknown", "content.png", ["style.png"], "out.png", ["--preserve-color", "sepia"], ["--preserve-color"]),
+    (
+        "preserve-color-unknown",
+        "content.png",
+        ["style.png"],
+        "out.png",
+        ["--preserve-color", "sepia"],
+        ["--preserve-color"],
+    ),
     ("preset-unknown", "content.png", ["style.png"], "out.png", ["--preset", "ultra"], ["--preset"]),
 ]
 
 
-@pytest.mark.parametrize("content, styles, output, extra, words", [case[1:] for case in BAD_INPUTS], ids=[case[0] for case in BAD_INPUTS])
+@pytest.mark.parametrize(
+    "content, styles, output, extra, words", [case[1:] for case in BAD_INPUTS], ids=[case[0] for case in BAD_INPUTS]
+)
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(ws, content, styles, output, extra, words):
     out = output(ws) if callable(output) else ws / output
     extra = [str(ws / a) if a.endswith(".png") and not a.startswith("-") else a for a in extra]
@@ -400,7 +492,9 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(ws, content, styles, o
 @pytest.mark.parametrize("device", ["cuda", "cuda:1", "CUDA"])
 def test_device_cuda_without_cuda(ws, device):
     before = snapshot(ws)
-    result = invoke(["image", ws / "content.png", "--style", ws / "style.png", "-o", ws / "out.png", "--device", device, *FAST])
+    result = invoke(
+        ["image", ws / "content.png", "--style", ws / "style.png", "-o", ws / "out.png", "--device", device, *FAST]
+    )
     assert_one_line_error(result, "--device", "CUDA")
     assert snapshot(ws) == before
 
@@ -430,7 +524,9 @@ def test_existing_output_is_refused_before_any_work(ws, monkeypatch):
     monkeypatch.setattr("pipeline.stylize.load_vgg19", no_network)
     out = _existing(ws)
     before = snapshot(ws)
-    assert_one_line_error(invoke(["image", ws / "content.png", "--style", ws / "style.png", "-o", out, *FAST]), "exists")
+    assert_one_line_error(
+        invoke(["image", ws / "content.png", "--style", ws / "style.png", "-o", out, *FAST]), "exists"
+    )
     assert snapshot(ws) == before
 
 
@@ -439,7 +535,9 @@ def test_existing_json_log_is_not_overwritten_without_overwrite(ws):
     user's and must be refused like an existing image, not silently replaced."""
     (ws / "out.json").write_text('{"mine": true}\n')
     before = snapshot(ws)
-    result = invoke(["image", ws / "content.png", "--style", ws / "style.png", "-o", ws / "out.png", "--log-json", *FAST])
+    result = invoke(
+        ["image", ws / "content.png", "--style", ws / "style.png", "-o", ws / "out.png", "--log-json", *FAST]
+    )
     assert_one_line_error(result, "out.json")
     assert snapshot(ws) == before
 
@@ -464,7 +562,19 @@ def test_torchvision_weights_offline_is_one_line(ws, monkeypatch):
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     before = snapshot(ws)
-    result = invoke(["image", ws / "content.png", "--style", ws / "style.png", "-o", ws / "out.png", "--weights", "torchvision", *FAST])
+    result = invoke(
+        [
+            "image",
+            ws / "content.png",
+            "--style",
+            ws / "style.png",
+            "-o",
+            ws / "out.png",
+            "--weights",
+            "torchvision",
+            *FAST,
+        ]
+    )
     assert_one_line_error(result, "torchvision")
     assert snapshot(ws) == before
 
@@ -523,7 +633,9 @@ def test_main_non_integer_size(capsys, ws):
 
 
 def test_main_unknown_option(capsys, ws):
-    assert "--colour" in _main_error(capsys, ["image", ws / "content.png", "--style", ws / "style.png", "--colour", "red"])
+    assert "--colour" in _main_error(
+        capsys, ["image", ws / "content.png", "--style", ws / "style.png", "--colour", "red"]
+    )
 
 
 def test_main_missing_style(capsys, ws):
@@ -574,12 +686,29 @@ def test_warnings_from_the_engine_are_one_line(capsys, ws, monkeypatch):
     stylize = Stylizer.stylize
 
     def warning_stylize(self, *args, **kwargs):
-        warnings.warn("--cuda-graphs: recording the iteration failed (reason\nmore); continuing without", GraphCaptureWarning)
+        warnings.warn(
+            "--cuda-graphs: recording the iteration failed (reason\nmore); continuing without", GraphCaptureWarning
+        )
         return stylize(self, *args, **kwargs)
 
     monkeypatch.setattr(Stylizer, "stylize", warning_stylize)
     out = ws / "out.png"
-    assert main(["image", str(ws / "content.png"), "--style", str(ws / "style.png"), "-o", str(out), "-q", "--cuda-graphs", *FAST]) == 0
+    assert (
+        main(
+            [
+                "image",
+                str(ws / "content.png"),
+                "--style",
+                str(ws / "style.png"),
+                "-o",
+                str(out),
+                "-q",
+                "--cuda-graphs",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().err.splitlines() == [
         "warning: --cuda-graphs: recording the iteration failed (reason\\nmore); continuing without"
     ]
@@ -642,7 +771,9 @@ def test_image_help_lists_every_option_with_its_default():
         "--device": "auto",
     }
     for option, value in expected.items():
-        row = next((line for line in text.splitlines() if re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", line)), "")
+        row = next(
+            (line for line in text.splitlines() if re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", line)), ""
+        )
         shown = human_number(value)  # as a person writes it: 1e4, not 10000.0
         assert f"[default: {shown}]" in row, f"{option}: no '[default: {shown}]' in {row!r}"
     for option in ("--style", "--output", "--overwrite", "--log-json", "--style-blend", "--quiet", "-o", "-s"):

@@ -54,7 +54,9 @@ def check_stopped_and_resumed(case: dict, reference_status: int, products: calla
     """Exit statuses, and that nothing finished was placed twice."""
     assert "error" not in case, case.get("error")
     stopped, resumed = case["stopped"], case["resumed"]
-    assert stopped["status"] == EXIT_STATUS, f"stop at rename {case['stop_at']}: exit {stopped['status']}\n{stopped['output']}"
+    assert stopped["status"] == EXIT_STATUS, (
+        f"stop at rename {case['stop_at']}: exit {stopped['status']}\n{stopped['output']}"
+    )
     assert len(stopped["renamed"]) == case["stop_at"], stopped["renamed"]
     assert resumed["status"] == reference_status and "Traceback" not in resumed["output"], (
         f"after a stop right after rename {case['stop_at']} ({stopped['renamed'][-1]}): "
@@ -84,7 +86,11 @@ def clip(tmp_path_factory) -> Path:
 
 
 def decoded_frames(video: Path) -> bytes:
-    out, _ = ffmpeg.input(str(video)).output("pipe:", format="rawvideo", pix_fmt="rgb24").run(cmd=ffmpeg_binary(), capture_stdout=True, quiet=True)
+    out, _ = (
+        ffmpeg.input(str(video))
+        .output("pipe:", format="rawvideo", pix_fmt="rgb24")
+        .run(cmd=ffmpeg_binary(), capture_stdout=True, quiet=True)
+    )
     return out
 
 
@@ -93,7 +99,21 @@ def frame_files(work: Path) -> dict[str, bytes]:
 
 
 def test_video_job_stopped_after_every_rename_resumes_to_the_same_result(clip, tmp_path):
-    argv = ["video", str(clip), "-s", str(STYLE), "-o", "{case}/out.mp4", "--iterations-first", "3", "--device", "cpu", "--flow-workers", "1", *COMMON]
+    argv = [
+        "video",
+        str(clip),
+        "-s",
+        str(STYLE),
+        "-o",
+        "{case}/out.mp4",
+        "--iterations-first",
+        "3",
+        "--device",
+        "cpu",
+        "--flow-workers",
+        "1",
+        *COMMON,
+    ]
     summary = run_driver(tmp_path, argv)
     reference = summary["reference"]
     assert reference["reference"]["status"] == 0, reference["reference"]["output"]
@@ -131,7 +151,11 @@ def photos(tmp_path_factory) -> Path:
 
 
 def output_files(out: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and ".stylize" not in p.parts}
+    return {
+        str(p.relative_to(out)): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and ".stylize" not in p.parts
+    }
 
 
 def test_archive_job_stopped_after_every_rename_resumes_to_the_same_result(photos, tmp_path):
@@ -142,7 +166,10 @@ def test_archive_job_stopped_after_every_rename_resumes_to_the_same_result(photo
     ref_out = Path(reference["case"]) / "out"
     expected = output_files(ref_out)
     assert len(expected) == 3
-    records = {r["source"]: r["status"] for r in map(json.loads, (p.read_text() for p in (ref_out / ".stylize" / "records").glob("*.json")))}
+    records = {
+        r["source"]: r["status"]
+        for r in map(json.loads, (p.read_text() for p in (ref_out / ".stylize" / "records").glob("*.json")))
+    }
 
     def products(path: str) -> bool:  # the stylized images; records and archive.json are rewritten by design
         return "/.stylize/" not in path
@@ -152,6 +179,9 @@ def test_archive_job_stopped_after_every_rename_resumes_to_the_same_result(photo
         out = Path(case["case"]) / "out"
         where = f"stopped right after rename {case['stop_at']} ({case['stopped']['renamed'][-1]})"
         assert output_files(out) == expected, where
-        got = {r["source"]: r["status"] for r in map(json.loads, (p.read_text() for p in (out / ".stylize" / "records").glob("[0-9a-f]*.json")))}
+        got = {
+            r["source"]: r["status"]
+            for r in map(json.loads, (p.read_text() for p in (out / ".stylize" / "records").glob("[0-9a-f]*.json")))
+        }
         assert got == records, where
         assert temporaries(out) == [], where

@@ -114,7 +114,9 @@ class Kills:
     stderr: str = ""  # of the run that ended by itself
 
 
-def kill_and_resume(command: list[str], lock: Path, rng: random.Random, window: float, after_kill: Callable[[], str], max_kills: int) -> Kills:
+def kill_and_resume(
+    command: list[str], lock: Path, rng: random.Random, window: float, after_kill: Callable[[], str], max_kills: int
+) -> Kills:
     """Start `command`; once it holds the lock, wait a random part of `window` and SIGKILL it;
     check the invariants; start it again; ... until a run ends by itself (or max_kills is
     reached, then one last run is left to finish)."""
@@ -159,7 +161,9 @@ def torture(new_round: Callable[[int], Round], min_kills: int, seed: str, window
     rounds: list[Kills] = []
     while sum(k.landed for k in rounds) < min_kills:
         command, lock, after_kill, finished = new_round(len(rounds))
-        kills = kill_and_resume(command, lock, rng, window, after_kill, max_kills=min_kills - sum(k.landed for k in rounds))
+        kills = kill_and_resume(
+            command, lock, rng, window, after_kill, max_kills=min_kills - sum(k.landed for k in rounds)
+        )
         rounds.append(kills)
         finished(kills)
     for index, kills in enumerate(rounds):  # shown with pytest -s, and on failure
@@ -198,7 +202,11 @@ class Unchanged:
 
 
 def decoded_frames(video: Path) -> bytes:
-    out, _ = ffmpeg.input(str(video)).output("pipe:", format="rawvideo", pix_fmt="rgb24").run(cmd=ffmpeg_binary(), capture_stdout=True, quiet=True)
+    out, _ = (
+        ffmpeg.input(str(video))
+        .output("pipe:", format="rawvideo", pix_fmt="rgb24")
+        .run(cmd=ffmpeg_binary(), capture_stdout=True, quiet=True)
+    )
     return out
 
 
@@ -210,9 +218,9 @@ def clip(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("torture-clip") / "clip with spaces.mp4"
     video = ffmpeg.input("testsrc2=size=48x32:rate=25", f="lavfi")
     audio = ffmpeg.input("sine=frequency=440:sample_rate=44100:duration=0.32", f="lavfi")
-    ffmpeg.output(video, audio, str(path), vcodec="libx264", pix_fmt="yuv420p", acodec="aac", **{"frames:v": 8}).global_args("-nostdin").run(
-        cmd=ffmpeg_binary(), quiet=True, overwrite_output=True
-    )
+    ffmpeg.output(
+        video, audio, str(path), vcodec="libx264", pix_fmt="yuv420p", acodec="aac", **{"frames:v": 8}
+    ).global_args("-nostdin").run(cmd=ffmpeg_binary(), quiet=True, overwrite_output=True)
     return path
 
 
@@ -259,13 +267,19 @@ def check_video_after_kill(work: Path, output: Path, unchanged: Unchanged) -> st
         assert decoded_frames(output)
     unchanged.check_and_add(finished + files["flow"])
     stages = (manifest or {}).get("stages", {})
-    return " ".join(f"{name}:{stage['status']}" for name, stage in stages.items()) + f" {len(files['stats'])}/8" if stages else "no job.json"
+    return (
+        " ".join(f"{name}:{stage['status']}" for name, stage in stages.items()) + f" {len(files['stats'])}/8"
+        if stages
+        else "no job.json"
+    )
 
 
 def check_video_finished(work: Path, output: Path, reference: Path, unchanged: Unchanged) -> None:
     ref_work = reference.with_name("out.mp4.work")
     manifest = json.loads((work / "job.json").read_text())
-    assert {name: stage["status"] for name, stage in manifest["stages"].items()} == {n: "done" for n in manifest["stages"]}
+    assert {name: stage["status"] for name, stage in manifest["stages"].items()} == {
+        n: "done" for n in manifest["stages"]
+    }
     files, ref_files = video_files(work), video_files(ref_work)
     for kind in ("frames", "styled"):
         assert [p.name for p in files[kind]] == [p.name for p in ref_files[kind]] and len(files[kind]) == 8
@@ -276,7 +290,9 @@ def check_video_finished(work: Path, output: Path, reference: Path, unchanged: U
             assert all(np.array_equal(a[key], b[key]) for key in b.files), path
     assert decoded_frames(output) == decoded_frames(reference)
     measured = json.loads((ref_work / "job.json").read_text()).get("report", {}).get("flicker", {})
-    assert {k: v for k, v in manifest["report"]["flicker"].items() if k != "measured"} == {k: v for k, v in measured.items() if k != "measured"}
+    assert {k: v for k, v in manifest["report"]["flicker"].items() if k != "measured"} == {
+        k: v for k, v in measured.items() if k != "measured"
+    }
     # Each frame is logged once, by the run that finished it (a run killed after finishing a
     # frame but before its log line leaves none).
     logged = Counter(re.findall(r" frame (\d{6})/", (work / "job.log").read_text()))
@@ -285,7 +301,9 @@ def check_video_finished(work: Path, output: Path, reference: Path, unchanged: U
     assert leftovers(work, {".lock"}) == [] and leftovers(output.parent, {".lock"}) == []
 
 
-@pytest.mark.parametrize("kills", [pytest.param(MIN_KILLS, id="short"), pytest.param(LONG_KILLS, id="long", marks=pytest.mark.torture)])
+@pytest.mark.parametrize(
+    "kills", [pytest.param(MIN_KILLS, id="short"), pytest.param(LONG_KILLS, id="long", marks=pytest.mark.torture)]
+)
 def test_video_job_killed_at_random_moments_resumes_to_the_same_result(clip, video_reference, tmp_path, kills):
     reference, window = video_reference
 
@@ -315,7 +333,16 @@ def photos(tmp_path_factory) -> Path:
     (root / "a b" / "c").mkdir(parents=True)
     rng = np.random.default_rng(0)
     sizes = [(48, 32), (32, 48), (40, 40)]
-    names = ["0.png", "a b/1.jpg", "a b/2 'x'.png", "a b/c/3;.png", "a b/c/4.webp", "5 ü.png", "a b/6.png", "a b/c/7.jpg"]
+    names = [
+        "0.png",
+        "a b/1.jpg",
+        "a b/2 'x'.png",
+        "a b/c/3;.png",
+        "a b/c/4.webp",
+        "5 ü.png",
+        "a b/6.png",
+        "a b/c/7.jpg",
+    ]
     for i, name in enumerate(names):
         small = Image.fromarray((rng.random((4, 4, 3)) * 255).astype(np.uint8))
         small.resize(sizes[i % 3], Image.BICUBIC).save(root / name)
@@ -351,10 +378,14 @@ def check_archive_after_kill(out: Path, unchanged: Unchanged) -> str:
 def check_archive_finished(out: Path, reference: Path, unchanged: Unchanged) -> None:
     records, expected = archive.read_records(out), archive.read_records(reference)
     assert len(records) == 9
-    assert {k: (r["status"], r["output"]) for k, r in records.items()} == {k: (r["status"], r["output"]) for k, r in expected.items()}
+    assert {k: (r["status"], r["output"]) for k, r in records.items()} == {
+        k: (r["status"], r["output"]) for k, r in expected.items()
+    }
     for record in expected.values():
         if record["status"] == "done":
-            assert complete_image(out / record["output"]) == (reference / record["output"]).read_bytes(), record["source"]
+            assert complete_image(out / record["output"]) == (reference / record["output"]).read_bytes(), record[
+                "source"
+            ]
     assert json.loads((out / ".stylize" / "archive.json").read_text())["state"] == "finished"
     done = Counter(re.findall(r" INFO done (.+) -> ", (out / ".stylize" / "log.txt").read_text()))
     assert max(done.values()) == 1, done
@@ -362,7 +393,9 @@ def check_archive_finished(out: Path, reference: Path, unchanged: Unchanged) -> 
     assert leftovers(out, {".stylize", ".lock"}) == []
 
 
-@pytest.mark.parametrize("kills", [pytest.param(MIN_KILLS, id="short"), pytest.param(LONG_KILLS, id="long", marks=pytest.mark.torture)])
+@pytest.mark.parametrize(
+    "kills", [pytest.param(MIN_KILLS, id="short"), pytest.param(LONG_KILLS, id="long", marks=pytest.mark.torture)]
+)
 def test_archive_job_killed_at_random_moments_resumes_to_the_same_result(photos, archive_reference, tmp_path, kills):
     reference, window = archive_reference
 

@@ -95,7 +95,11 @@ def test_a_failed_recording_warns_once_and_continues_eagerly(monkeypatch):
     step, executed = counting_step(cuda)
     cuda.install(monkeypatch, step)
     graphed = GraphedStep(step, enabled=True, warmup=2)
-    with pytest.warns(GraphCaptureWarning, match=r"^--cuda-graphs: recording the iteration failed \(operation not permitted when stream is capturing\); continuing without$"):
+    with pytest.warns(
+        GraphCaptureWarning,
+        match=r"^--cuda-graphs: recording the iteration failed "
+        r"\(operation not permitted when stream is capturing\); continuing without$",
+    ):
         for _ in range(6):
             graphed()
     assert len(executed) == 6
@@ -140,7 +144,12 @@ class Trace(TorchDispatchMode):
 
 @pytest.mark.parametrize(
     "settings, bf16",
-    [({}, False), ({}, True), ({"preserve_color": "luminance", "tv_weight": 1.0}, False), ({"preserve_color": "histogram"}, False)],
+    [
+        ({}, False),
+        ({}, True),
+        ({"preserve_color": "luminance", "tv_weight": 1.0}, False),
+        ({"preserve_color": "histogram"}, False),
+    ],
     ids=["default", "bf16-autocast", "luminance-tv", "histogram"],
 )
 def test_every_iteration_is_the_same_recording(monkeypatch, settings, bf16):

@@ -34,10 +34,10 @@ import pipeline.encode
 import pipeline.images
 import pipeline.manifest
 from pipeline import archive, signals
+from pipeline.atomic import atomic_path
 from pipeline.cli import main
 from pipeline.decode import ffmpeg_binary, run_ffmpeg
 from pipeline.errors import WriteError
-from pipeline.atomic import atomic_path
 from pipeline.vgg import VGG19
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,9 @@ def image_bytes(path: Path) -> bytes:
 def clip(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("failures-clip") / "clip.mp4"
     video = ffmpeg.input("testsrc2=size=48x32:rate=25", f="lavfi")
-    ffmpeg.output(video, str(path), vcodec="libx264", pix_fmt="yuv420p", **{"frames:v": 6}).global_args("-nostdin").run(cmd=ffmpeg_binary(), quiet=True)
+    ffmpeg.output(video, str(path), vcodec="libx264", pix_fmt="yuv420p", **{"frames:v": 6}).global_args("-nostdin").run(
+        cmd=ffmpeg_binary(), quiet=True
+    )
     return path
 
 
@@ -139,13 +141,32 @@ def memory_cap(monkeypatch, *, pixels: int | None = None, when=None):
 def test_out_of_memory_in_image_names_the_size_and_what_to_try(tmp_path, capsys, monkeypatch):
     content = photo(tmp_path / "content.png", 48, 36, 1)
     with memory_cap(monkeypatch, pixels=100) as cap:
-        code, err = run(["image", content, "-s", STYLE, "-o", tmp_path / "out.png", "--size", 32, "--iterations", 2, "--device", "cpu", "-q"], capsys)
+        code, err = run(
+            [
+                "image",
+                content,
+                "-s",
+                STYLE,
+                "-o",
+                tmp_path / "out.png",
+                "--size",
+                32,
+                "--iterations",
+                2,
+                "--device",
+                "cpu",
+                "-q",
+            ],
+            capsys,
+        )
     assert cap["refused"] >= 1
     assert code == 1 and err == ["error: --size 32 needs more memory than this machine has free; try --size 16"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["content.png"]
 
 
-def test_out_of_memory_in_video_stops_with_one_line_keeps_frames_and_resumes(clip, video_reference, tmp_path, capsys, monkeypatch):
+def test_out_of_memory_in_video_stops_with_one_line_keeps_frames_and_resumes(
+    clip, video_reference, tmp_path, capsys, monkeypatch
+):
     out = tmp_path / "out.mp4"
     work = tmp_path / "out.mp4.work"
     # The GPU fills up (another process took memory) once two frames are finished.
@@ -165,12 +186,16 @@ def test_out_of_memory_in_video_stops_with_one_line_keeps_frames_and_resumes(cli
     assert_resumed_video_equals_reference(out, video_reference, finished)
 
 
-def test_out_of_memory_in_archive_halves_the_batch_then_records_the_image_and_retries_it_next_run(photos, tmp_path, capsys, monkeypatch):
+def test_out_of_memory_in_archive_halves_the_batch_then_records_the_image_and_retries_it_next_run(
+    photos, tmp_path, capsys, monkeypatch
+):
     out = tmp_path / "out"
     # A batch of three 32x24 images holds 2304 pixels: over the budget of 1600, which takes a
     # batch of two, the square photo (1024) and the style image at --style-scale 0.5 (16x16).
     with memory_cap(monkeypatch, pixels=1600) as cap:
-        code, err = run(["images", photos, "-s", STYLE, "-o", out, "--batch-size", 3, "--style-scale", 0.5, *IMAGES_ARGS], capsys)
+        code, err = run(
+            ["images", photos, "-s", STYLE, "-o", out, "--batch-size", 3, "--style-scale", 0.5, *IMAGES_ARGS], capsys
+        )
     assert code == 0, err
     records = archive.read_records(out)
     assert cap["refused"] >= 1 and all(r["status"] == "done" for r in records.values())
@@ -182,7 +207,10 @@ def test_out_of_memory_in_archive_halves_the_batch_then_records_the_image_and_re
     assert code == 1 and err[-1].startswith("error: 1 of 5 images failed")
     square = archive.read_records(out)["square.png"]
     assert square["status"] == "failed" and square["transient"]
-    assert square["error"] == f"{photos / 'square.png'}: --size 32 (32x32) needs more memory than this machine has free; try --size 16"
+    assert (
+        square["error"]
+        == f"{photos / 'square.png'}: --size 32 (32x32) needs more memory than this machine has free; try --size 16"
+    )
     finished = {k: v for k, v in snapshot(out).items() if not k.startswith(".stylize") and "square" not in k}
     assert len(finished) == 4
 
@@ -222,14 +250,18 @@ def disk_full(monkeypatch, when):
             monkeypatch.setattr(module, "atomic_path", real)
 
 
-def test_full_disk_stops_the_video_job_cleanly_and_it_resumes_once_there_is_space(clip, video_reference, tmp_path, capsys, monkeypatch):
+def test_full_disk_stops_the_video_job_cleanly_and_it_resumes_once_there_is_space(
+    clip, video_reference, tmp_path, capsys, monkeypatch
+):
     out = tmp_path / "out.mp4"
     work = tmp_path / "out.mp4.work"
     with disk_full(monkeypatch, when=lambda: (work / "styled" / "000003.json").exists()) as failures:
         code, err = run(["video", clip, "-s", STYLE, "-o", out, *VIDEO_ARGS], capsys)
     assert failures["writes"] >= 1
     assert code == 1 and len(err) == 1
-    assert re.fullmatch(r"error: \S+: no space left on the device; free some space and run the same command again", err[0]), err
+    assert re.fullmatch(
+        r"error: \S+: no space left on the device; free some space and run the same command again", err[0]
+    ), err
     # The write that failed is job.json's, after frame 3's statistics (its commit record): the
     # manifest on disk is the last good one, and it may lag that frame, as after a kill.
     manifest = json.loads((work / "job.json").read_text())
@@ -243,7 +275,9 @@ def test_full_disk_stops_the_video_job_cleanly_and_it_resumes_once_there_is_spac
     assert_resumed_video_equals_reference(out, video_reference, finished)
 
 
-def test_full_disk_stops_the_archive_instead_of_failing_every_image_and_it_resumes(photos, tmp_path, capsys, monkeypatch):
+def test_full_disk_stops_the_archive_instead_of_failing_every_image_and_it_resumes(
+    photos, tmp_path, capsys, monkeypatch
+):
     out = tmp_path / "out"
     done = lambda: sum(r["status"] == "done" for r in archive.read_records(out).values())
     with disk_full(monkeypatch, when=lambda: done() >= 2):
@@ -267,7 +301,9 @@ def small_disk(tmp_path):
     """A 2 MB tmpfs (needs root; skipped elsewhere), unmounted after the test."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, check=False)
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, check=False
+    )
     if made.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({made.stderr.decode().strip()})")
     try:
@@ -297,7 +333,9 @@ def fill_when(disk: Path, trigger) -> threading.Thread:
 
 
 @pytest.mark.parametrize("kind", ["video", "images"])
-def test_a_really_full_disk_mid_job_stops_cleanly_and_the_job_resumes_after_space_is_freed(kind, clip, photos, small_disk, capsys):
+def test_a_really_full_disk_mid_job_stops_cleanly_and_the_job_resumes_after_space_is_freed(
+    kind, clip, photos, small_disk, capsys
+):
     """Whichever write meets the full disk (a frame, a record, the manifest, the log, ffmpeg's
     output), the job ends with one line and exit 1, and resumes when the filler is deleted."""
     if kind == "video":
@@ -318,7 +356,9 @@ def test_a_really_full_disk_mid_job_stops_cleanly_and_the_job_resumes_after_spac
         image_bytes(path)
     # Records of finished work; job.json, archive.json and the report's caches are rewritten by design.
     rewritten = ("job.json", "archive.json", "report-files")
-    finished = {k: v for k, v in snapshot(small_disk).items() if k.endswith(".json") and not any(r in k for r in rewritten)}
+    finished = {
+        k: v for k, v in snapshot(small_disk).items() if k.endswith(".json") and not any(r in k for r in rewritten)
+    }
     assert finished
 
     (small_disk / "filler").unlink()
@@ -355,10 +395,17 @@ def manifest_done(work: Path) -> int:
 
 @pytest.mark.parametrize(
     "kind, signum, status",
-    [("video", signal.SIGTERM, 143), ("video", signal.SIGINT, 130), ("images", signal.SIGTERM, 143), ("images", signal.SIGINT, 130)],
+    [
+        ("video", signal.SIGTERM, 143),
+        ("video", signal.SIGINT, 130),
+        ("images", signal.SIGTERM, 143),
+        ("images", signal.SIGINT, 130),
+    ],
     ids=["video-SIGTERM", "video-SIGINT", "images-SIGTERM", "images-SIGINT"],
 )
-def test_signals_stop_after_the_current_write_record_progress_and_say_how_to_resume(kind, signum, status, clip, photos, video_reference, tmp_path, capsys):
+def test_signals_stop_after_the_current_write_record_progress_and_say_how_to_resume(
+    kind, signum, status, clip, photos, video_reference, tmp_path, capsys
+):
     if kind == "video":
         out = tmp_path / "out.mp4"
         argv = ["video", clip, "-s", STYLE, "-o", out, *VIDEO_ARGS]
@@ -368,7 +415,9 @@ def test_signals_stop_after_the_current_write_record_progress_and_say_how_to_res
         out = tmp_path / "out"
         argv = ["images", photos, "-s", STYLE, "-o", out, *IMAGES_ARGS, "--iterations", 40]
         progressed = lambda: any(r["status"] == "done" for r in archive.read_records(out).values())
-    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *map(str, argv)], env=ENV, cwd=ROOT, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", *map(str, argv)], env=ENV, cwd=ROOT, stderr=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 90
         while not progressed():
@@ -390,7 +439,12 @@ def test_signals_stop_after_the_current_write_record_progress_and_say_how_to_res
         work = tmp_path / "out.mp4.work"
         stage = json.loads((work / "job.json").read_text())["stages"]["stylize"]
         assert 1 <= stage["done"] < 6 and stage["status"] == "running"
-        assert (work / "job.log").read_text().splitlines()[-1].endswith(f"stopped: {'Terminated' if signum == signal.SIGTERM else 'KeyboardInterrupt'}")
+        assert (
+            (work / "job.log")
+            .read_text()
+            .splitlines()[-1]
+            .endswith(f"stopped: {'Terminated' if signum == signal.SIGTERM else 'KeyboardInterrupt'}")
+        )
         # Progress is recorded: each finished frame has its statistics file (its commit record),
         # and the manifest's count may lag the last one, as the resumed run expects.
         recorded = sorted(p.name for p in (work / "styled").glob("*.json"))

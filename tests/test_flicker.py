@@ -38,7 +38,31 @@ def preview(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("flicker-range")
     clip = make_clip(d / "clip.mp4", frames=14)
     output = d / "preview.mp4"
-    code = main([str(a) for a in ["video", clip, "-s", STYLE, "-o", output, *RANGE, "--size", 32, "--iterations", 1, "--iterations-first", 1, "--flow-workers", 1, "--device", "cpu", "-q"]])
+    code = main(
+        [
+            str(a)
+            for a in [
+                "video",
+                clip,
+                "-s",
+                STYLE,
+                "-o",
+                output,
+                *RANGE,
+                "--size",
+                32,
+                "--iterations",
+                1,
+                "--iterations-first",
+                1,
+                "--flow-workers",
+                1,
+                "--device",
+                "cpu",
+                "-q",
+            ]
+        ]
+    )
     assert code == 0
     # The same frames cut by ffmpeg's filters instead of our decoder: trim keeps frames 2..11
     # (end_frame is the first one dropped), select every 2nd of those, timestamps made regular
@@ -46,7 +70,9 @@ def preview(tmp_path_factory) -> dict[str, Path]:
     video = ffmpeg.input(str(clip))["v"].trim(start_frame=2, end_frame=12).setpts("PTS-STARTPTS")
     video = video.filter("select", "not(mod(n,2))").setpts("N/FRAME_RATE/TB")
     cut = d / "cut.mkv"
-    video.output(str(cut), vcodec="libx264", qp=0, pix_fmt="yuv420p").global_args("-nostdin").run(cmd=ffmpeg_binary(), quiet=True)
+    video.output(str(cut), vcodec="libx264", qp=0, pix_fmt="yuv420p").global_args("-nostdin").run(
+        cmd=ffmpeg_binary(), quiet=True
+    )
     return {"clip": clip, "output": output, "work": d / "preview.mp4.work", "cut": cut}
 
 
@@ -87,14 +113,34 @@ def test_counts_that_still_differ_are_one_line_naming_both_files_counts_and_what
     output, clip = preview["output"], preview["clip"]
     cases = [
         # The whole clip: the frame rates give the --every-nth away.
-        ([], [f"{output}: has 5 frames at 12.5 fps", f"{clip} has 14 at 25 fps (the whole video)", "--start, --duration and --every-nth", "(the frame rates suggest --every-nth 2)"]),
+        (
+            [],
+            [
+                f"{output}: has 5 frames at 12.5 fps",
+                f"{clip} has 14 at 25 fps (the whole video)",
+                "--start, --duration and --every-nth",
+                "(the frame rates suggest --every-nth 2)",
+            ],
+        ),
         # --every-nth right, the range not given: no hint about the rate, the options still named.
-        (["--every-nth", 2], [f"{clip} has 7 at 25 fps (1 frame in 2)", "--start, --duration and --every-nth stylize video was given"]),
-        (["--start", 0.08, "--every-nth", 3], [f"{clip} has 4 at 25 fps (from 0.08 s, 1 frame in 3)", "suggest --every-nth 2"]),
+        (
+            ["--every-nth", 2],
+            [f"{clip} has 7 at 25 fps (1 frame in 2)", "--start, --duration and --every-nth stylize video was given"],
+        ),
+        (
+            ["--start", 0.08, "--every-nth", 3],
+            [f"{clip} has 4 at 25 fps (from 0.08 s, 1 frame in 3)", "suggest --every-nth 2"],
+        ),
     ]
     for extra, words in cases:
         code, out, err = cli(["flicker", output, "-r", clip, *extra], capsys)
-        assert code == 2 and out == "" and len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err
+        assert (
+            code == 2
+            and out == ""
+            and len(err.splitlines()) == 1
+            and err.startswith("error: ")
+            and "Traceback" not in err
+        ), err
         for word in words:
             assert word in err, (word, err)
     assert "suggest" not in cli(["flicker", output, "-r", clip, "--every-nth", 2], capsys)[2]

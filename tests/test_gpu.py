@@ -55,7 +55,9 @@ def test_cuda_graph_replay_gives_the_eager_result(images, precision):
     eager = Stylizer([style], StyleSettings(iterations=30, precision=precision), device="cuda").stylize(content)
     with warnings.catch_warnings():
         warnings.simplefilter("error", GraphCaptureWarning)  # a failed capture would only be slower
-        graphed = Stylizer([style], StyleSettings(iterations=30, precision=precision, cuda_graphs=True), device="cuda").stylize(content)
+        graphed = Stylizer(
+            [style], StyleSettings(iterations=30, precision=precision, cuda_graphs=True), device="cuda"
+        ).stylize(content)
     assert len(graphed.history) == 30
     losses = torch.tensor([h["loss"] for h in eager.history]), torch.tensor([h["loss"] for h in graphed.history])
     assert torch.allclose(*losses, rtol=1e-3)
@@ -66,7 +68,9 @@ def test_cuda_graph_replay_gives_the_eager_result(images, precision):
 def test_no_synchronisation_inside_the_loop_on_the_gpu(images, cuda_graphs, preserve_color):
     """CUDA's own count of the operations that make the host wait (torch's sync debug mode)."""
     content, style = images
-    settings = StyleSettings(iterations=4, precision="bf16", cuda_graphs=cuda_graphs, preserve_color=preserve_color, tv_weight=1.0)
+    settings = StyleSettings(
+        iterations=4, precision="bf16", cuda_graphs=cuda_graphs, preserve_color=preserve_color, tv_weight=1.0
+    )
     stylizer = Stylizer([style], settings, device="cuda")
     temporal = {"temporal": TemporalLoss(content.flip(3).cuda(), torch.ones(1, 1, *content.shape[-2:], device="cuda"))}
     stylizer.stylize(content, iterations=8, extra_losses=temporal)  # cuDNN's benchmark, lazy set-up

@@ -74,7 +74,9 @@ def test_gram_matrix_against_numpy_loops():
 
 def test_gram_matrix_of_half_precision_is_fp32():
     """Accumulated in fp32: 16-bit features (autocast) must not overflow or lose the sum."""
-    x = torch.full((1, 2, 64, 64), 8.0, dtype=torch.float16)  # each entry 8*8 * 4096 positions = 262144 > fp16 max 65504
+    x = torch.full(
+        (1, 2, 64, 64), 8.0, dtype=torch.float16
+    )  # each entry 8*8 * 4096 positions = 262144 > fp16 max 65504
     gram = gram_matrix(x)
     assert gram.dtype == torch.float32
     assert torch.isfinite(gram).all()

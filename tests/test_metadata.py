@@ -93,7 +93,9 @@ def test_metadata_is_read_from_every_format_that_holds_it(tmp_path, suffix):
     assert save_image(tensor, tmp_path / "out.jpg", metadata=metadata) is None
     assert_camera_metadata(tmp_path / "out.jpg", (24, 16))
     with Image.open(tmp_path / "out.jpg") as image:  # a TIFF's own layout tags stay behind
-        assert not {ExifTags.Base.StripOffsets, ExifTags.Base.ImageWidth, ExifTags.Base.BitsPerSample} & set(image.getexif())
+        assert not {ExifTags.Base.StripOffsets, ExifTags.Base.ImageWidth, ExifTags.Base.BitsPerSample} & set(
+            image.getexif()
+        )
 
 
 def test_bmp_holds_no_metadata_and_that_is_not_a_problem(tmp_path):
@@ -110,9 +112,26 @@ def exif_with_thumbnail(thumbnail: bytes) -> bytes:
     make_at = 8 + ifd_size
     ifd1_at = make_at + len(make)
     thumbnail_at = ifd1_at + ifd_size
-    ifd0 = struct.pack("<H", 2) + struct.pack("<HHII", 0x010F, 2, len(make), make_at) + struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0)
-    ifd1 = struct.pack("<H", 2) + struct.pack("<HHII", 0x0201, 4, 1, thumbnail_at) + struct.pack("<HHII", 0x0202, 4, 1, len(thumbnail))
-    tiff = b"II*\x00" + struct.pack("<I", 8) + ifd0 + struct.pack("<I", ifd1_at) + make + ifd1 + struct.pack("<I", 0) + thumbnail
+    ifd0 = (
+        struct.pack("<H", 2)
+        + struct.pack("<HHII", 0x010F, 2, len(make), make_at)
+        + struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0)
+    )
+    ifd1 = (
+        struct.pack("<H", 2)
+        + struct.pack("<HHII", 0x0201, 4, 1, thumbnail_at)
+        + struct.pack("<HHII", 0x0202, 4, 1, len(thumbnail))
+    )
+    tiff = (
+        b"II*\x00"
+        + struct.pack("<I", 8)
+        + ifd0
+        + struct.pack("<I", ifd1_at)
+        + make
+        + ifd1
+        + struct.pack("<I", 0)
+        + thumbnail
+    )
     return b"Exif\x00\x00" + tiff
 
 
@@ -207,7 +226,11 @@ def test_archive_outputs_keep_the_photos_metadata(tmp_path):
     assert stylize(source, "-s", STYLE, "-o", out, "--size", 32, "--iterations", 2, "-q") == 0
 
     records = archive.read_records(out)
-    assert {rel: r["status"] for rel, r in records.items()} == {"trip/camera.jpg": "done", "plain.png": "done", "broken.jpg": "done"}
+    assert {rel: r["status"] for rel, r in records.items()} == {
+        "trip/camera.jpg": "done",
+        "plain.png": "done",
+        "broken.jpg": "done",
+    }
     assert_camera_metadata(out / "trip" / "camera.jpg", (21, 32))
     assert_no_metadata(out / "plain.png", (32, 21))
     assert_no_metadata(out / "broken.jpg", (32, 21))
@@ -216,7 +239,10 @@ def test_archive_outputs_keep_the_photos_metadata(tmp_path):
     assert "broken.jpg: its EXIF is corrupt" in (out / ".stylize" / "log.txt").read_text()
 
     # Another output format: the same metadata.
-    assert stylize(source, "-s", STYLE, "-o", tmp_path / "webp", "--size", 32, "--iterations", 2, "--format", "webp", "-q") == 0
+    assert (
+        stylize(source, "-s", STYLE, "-o", tmp_path / "webp", "--size", 32, "--iterations", 2, "--format", "webp", "-q")
+        == 0
+    )
     assert_camera_metadata(tmp_path / "webp" / "trip" / "camera.webp", (21, 32))
 
 

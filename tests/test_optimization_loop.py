@@ -128,7 +128,19 @@ def test_image_command_warns_and_writes_the_full_size_after_out_of_memory(monkey
 
     refuse_large_inputs(monkeypatch, pixels=5000)
     out = tmp_path / "out.png"
-    args = ["image", "samples/chelsea.png", "-s", "samples/ihc.png", "--size", "128", "--iterations", "4", "-o", str(out), "-q"]
+    args = [
+        "image",
+        "samples/chelsea.png",
+        "-s",
+        "samples/ihc.png",
+        "--size",
+        "128",
+        "--iterations",
+        "4",
+        "-o",
+        str(out),
+        "-q",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert load_image(out).shape[-2:] == (85, 128)
@@ -147,7 +159,23 @@ def test_archive_records_an_image_finished_at_a_smaller_scale(monkeypatch, tmp_p
     shutil.copy("samples/chelsea.png", photos / "cat.png")
     refuse_large_inputs(monkeypatch, pixels=5000)
     out = tmp_path / "out"
-    code = main(["images", str(photos), "-s", "samples/ihc.png", "-o", str(out), "--size", "128", "--iterations", "4", "--devices", "cpu", "-q"])
+    code = main(
+        [
+            "images",
+            str(photos),
+            "-s",
+            "samples/ihc.png",
+            "-o",
+            str(out),
+            "--size",
+            "128",
+            "--iterations",
+            "4",
+            "--devices",
+            "cpu",
+            "-q",
+        ]
+    )
     assert code == 0
     [record] = archive.read_records(out).values()
     assert record["status"] == "done" and record["optimized_size"] == [42, 64]

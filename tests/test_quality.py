@@ -8,10 +8,10 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.color import luminance, match_color_histogram, rgb_to_yiq, yiq_to_rgb
+from pipeline.errors import InputError
 from pipeline.images import load_image
 from pipeline.score import reference_losses, reference_vgg
 from pipeline.stylize import PRESETS, StyleSettings, Stylizer, scale_sizes, split_iterations
-from pipeline.errors import InputError
 
 CONTENT, STYLE = "samples/chelsea.png", "samples/ihc.png"
 
@@ -102,7 +102,22 @@ def test_presets_parse_and_explicit_options_win():
 
 def test_cli_preset_with_override(tmp_path):
     out = tmp_path / "out.png"
-    args = ["image", CONTENT, "-s", STYLE, "--size", "32", "--preset", "fast", "--iterations", "3", "-o", str(out), "--log-json", "-q"]
+    args = [
+        "image",
+        CONTENT,
+        "-s",
+        STYLE,
+        "--size",
+        "32",
+        "--preset",
+        "fast",
+        "--iterations",
+        "3",
+        "-o",
+        str(out),
+        "--log-json",
+        "-q",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     record = json.loads(out.with_suffix(".json").read_text())
@@ -125,7 +140,9 @@ def test_evaluator_is_stable_and_ranks_a_stylized_image_below_the_content(images
 def test_score_and_sheet_commands(tmp_path):
     out = tmp_path / "out.png"
     runner = CliRunner()
-    made = runner.invoke(app, ["image", CONTENT, "-s", STYLE, "--size", "48", "--iterations", "10", "-o", str(out), "--sheet", "-q"])
+    made = runner.invoke(
+        app, ["image", CONTENT, "-s", STYLE, "--size", "48", "--iterations", "10", "-o", str(out), "--sheet", "-q"]
+    )
     assert made.exit_code == 0, made.output
     sheet = load_image(tmp_path / "out-sheet.png")
     result = load_image(out)
@@ -133,7 +150,9 @@ def test_score_and_sheet_commands(tmp_path):
     assert sheet.shape[-1] > 2.5 * result.shape[-1]  # content, style and result side by side
     scores = []
     for image in (out, CONTENT):
-        scored = runner.invoke(app, ["score", str(image), "-c", CONTENT, "-s", STYLE, "--size", "48", "--json", "--device", "cpu"])
+        scored = runner.invoke(
+            app, ["score", str(image), "-c", CONTENT, "-s", STYLE, "--size", "48", "--json", "--device", "cpu"]
+        )
         assert scored.exit_code == 0, scored.output
         scores.append(json.loads(scored.stdout))
     assert scores[0]["style"] < scores[1]["style"]

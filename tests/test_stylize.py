@@ -103,7 +103,9 @@ def test_style_weight_zero_from_content_stays_at_the_content(real_vgg, content, 
 
 
 def _tv(image: torch.Tensor) -> float:
-    return float(((image[..., 1:, :] - image[..., :-1, :]) ** 2).sum() + ((image[..., 1:] - image[..., :-1]) ** 2).sum())
+    return float(
+        ((image[..., 1:, :] - image[..., :-1, :]) ** 2).sum() + ((image[..., 1:] - image[..., :-1]) ** 2).sum()
+    )
 
 
 def test_tv_weight_adds_a_tv_term_and_smooths(real_vgg, content, style):
@@ -294,8 +296,8 @@ def test_blend_weights_are_normalised(real_vgg, two_styles):
     small = targets_for(real_vgg, two_styles, style_blend=(0.7, 0.3))
     large = targets_for(real_vgg, two_styles, style_blend=(7.0, 3.0))
     a, b = own_targets(real_vgg, two_styles[0]), own_targets(real_vgg, two_styles[1])
-    for s, l, ta, tb in zip(small, large, a, b):
-        torch.testing.assert_close(s, l, rtol=1e-5, atol=1e-4)
+    for s, big, ta, tb in zip(small, large, a, b):
+        torch.testing.assert_close(s, big, rtol=1e-5, atol=1e-4)
         torch.testing.assert_close(s, 0.7 * ta + 0.3 * tb, rtol=1e-4, atol=1e-3)
 
 
@@ -369,7 +371,10 @@ def test_bad_settings_raise_input_error(field, value):
     assert message and "\n" not in message
 
 
-@pytest.mark.parametrize("field, value", [("size", 16), ("size", 16384), ("iterations", 1), ("style_weight", 0.0), ("style_blend", (0.0, 1.0))])
+@pytest.mark.parametrize(
+    "field, value",
+    [("size", 16), ("size", 16384), ("iterations", 1), ("style_weight", 0.0), ("style_blend", (0.0, 1.0))],
+)
 def test_edge_settings_are_accepted(field, value):
     assert getattr(StyleSettings(**{field: value}), field) == value
 
@@ -385,7 +390,12 @@ def test_settings_hash_is_stable():
     # Across processes too (no per-process salt such as Python's hash()).
     code = "from pipeline.stylize import StyleSettings; print(StyleSettings(size=64, seed=3).hash())"
     other = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ | {"PYTHONHASHSEED": "123"}, timeout=120
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=os.environ | {"PYTHONHASHSEED": "123"},
+        timeout=120,
     )
     assert other.stdout.strip() == StyleSettings(size=64, seed=3).hash()
 

@@ -23,7 +23,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import ITERATIONS_FIRST, SETTINGS, STYLE, TESTS, Recorder, build_tiny_vgg, make_clip, make_job, mtimes, tree_state
+from helpers import (
+    ITERATIONS_FIRST,
+    SETTINGS,
+    STYLE,
+    TESTS,
+    Recorder,
+    build_tiny_vgg,
+    make_clip,
+    make_job,
+    mtimes,
+    tree_state,
+)
 from pipeline.cli import main
 from pipeline.decode import ffmpeg_binary, probe
 from pipeline.errors import InputError
@@ -43,7 +54,9 @@ def clips(tmp_path_factory) -> dict[str, Path]:
         "empty": d / "empty.mp4",
         "text": d / "notes.mp4",
     }
-    ffmpeg.input("sine=duration=0.5", f="lavfi").output(str(clips["sound_only"]), acodec="aac").run(cmd=ffmpeg_binary(), quiet=True)
+    ffmpeg.input("sine=duration=0.5", f="lavfi").output(str(clips["sound_only"]), acodec="aac").run(
+        cmd=ffmpeg_binary(), quiet=True
+    )
     clips["empty"].write_bytes(b"")
     clips["text"].write_text("this is not a video\n")
     whole = make_clip(d / "whole.mp4", frames=50, size="64x48", audio="aac", faststart=True)
@@ -89,7 +102,9 @@ def test_probe_reads_rate_size_rotation_audio_and_variable_rate(clips, tmp_path)
     assert probe(clips["silent"]).audio == () and probe(clips["silent"]).rate == 25
 
     rotated = tmp_path / "rotated.mp4"
-    ffmpeg.input(str(clips["silent"]), display_rotation=90).output(str(rotated), c="copy").run(cmd=ffmpeg_binary(), quiet=True)
+    ffmpeg.input(str(clips["silent"]), display_rotation=90).output(str(rotated), c="copy").run(
+        cmd=ffmpeg_binary(), quiet=True
+    )
     info = probe(rotated)
     assert (info.width, info.height, abs(info.rotation)) == (32, 48, 90)
 
@@ -107,12 +122,19 @@ def test_video_job_keeps_rate_duration_audio_and_records_every_frame(clips, refe
     assert [a.codec for a in probe(out).audio] == ["aac"]
     work = reference / "out.mp4.work"
     manifest = read_json(work / "job.json")
-    assert {name: stage["status"] for name, stage in manifest["stages"].items()} == {"decode": "done", "flow": "done", "stylize": "done", "encode": "done"}
+    assert {name: stage["status"] for name, stage in manifest["stages"].items()} == {
+        "decode": "done",
+        "flow": "done",
+        "stylize": "done",
+        "encode": "done",
+    }
     assert manifest["stages"]["stylize"]["done"] == 6 and manifest["stages"]["encode"]["audio"] == "copy"
     stats = [read_json(work / "styled" / f"{i:06d}.json") for i in range(1, 7)]
     assert [(s["start"], s["iterations"]) for s in stats] == [("init", ITERATIONS_FIRST)] + [("previous", 2)] * 5
     assert all(s["stage_hash"] == manifest["stages"]["stylize"]["hash"] for s in stats)
-    frame_lines = re.findall(r" frame (\d{6})/000006 start=(\w+) iterations=(\d+) loss=", (work / "job.log").read_text())
+    frame_lines = re.findall(
+        r" frame (\d{6})/000006 start=(\w+) iterations=(\d+) loss=", (work / "job.log").read_text()
+    )
     assert frame_lines == [("000001", "init", "3")] + [(f"{i:06d}", "previous", "2") for i in range(2, 7)]
     # A second run finds everything done and touches nothing.
     before = mtimes(work / "styled"), out.stat().st_mtime_ns
@@ -152,7 +174,12 @@ def test_interrupted_from_the_callback_resumes_without_recomputing_finished_fram
         run_video(job, events=Recorder(stop_at=3), vgg=build_tiny_vgg())
     stage = read_json(work / "job.json")["stages"]["stylize"]
     assert (stage["status"], stage["done"]) == ("running", 2)
-    assert sorted(p.name for p in (work / "styled").iterdir()) == ["000001.json", "000001.png", "000002.json", "000002.png"]
+    assert sorted(p.name for p in (work / "styled").iterdir()) == [
+        "000001.json",
+        "000001.png",
+        "000002.json",
+        "000002.png",
+    ]
     assert not job.output.exists()
     finished, decoded = mtimes(work / "styled"), mtimes(work / "frames")
 
@@ -186,7 +213,14 @@ run_video(job, events=Slow(), vgg=build_tiny_vgg())
 
 def test_sigkilled_run_resumes_without_recomputing_finished_frames(clips, reference, tmp_path):
     job = make_job(clips["ntsc"], tmp_path)
-    script = KILLED_RUN.format(tests=str(TESTS), clip=str(job.input), style=str(STYLE), output=str(job.output), settings=SETTINGS, first=ITERATIONS_FIRST)
+    script = KILLED_RUN.format(
+        tests=str(TESTS),
+        clip=str(job.input),
+        style=str(STYLE),
+        output=str(job.output),
+        settings=SETTINGS,
+        first=ITERATIONS_FIRST,
+    )
     # stderr into a file: readable for the failure message while the process still runs.
     stderr = tempfile.TemporaryFile()
     process = subprocess.Popen([sys.executable, "-c", script], cwd=TESTS.parent, stderr=stderr)
@@ -242,14 +276,22 @@ def test_changed_settings_invalidate_exactly_the_stages_that_depend_on_them(clip
 
     # A style setting: the stylized frames and the output, not the decoded frames.
     events = Recorder()
-    run_video(make_job(clip, tmp_path, duration=0.16, crf=30, settings={"style_weight": 1e3}), events=events, vgg=build_tiny_vgg())
+    run_video(
+        make_job(clip, tmp_path, duration=0.16, crf=30, settings={"style_weight": 1e3}),
+        events=events,
+        vgg=build_tiny_vgg(),
+    )
     assert events.started == [1, 2, 3, 4] and mtimes(work / "frames") == decoded
     assert all(mtimes(work / "styled")[name] != styled[name] for name in styled)
     assert any("stylize: settings changed (style_weight)" in m for m in events.messages)
 
     # --size: everything.
     events = Recorder()
-    run_video(make_job(clip, tmp_path, duration=0.16, crf=30, settings={"style_weight": 1e3, "size": 24}), events=events, vgg=build_tiny_vgg())
+    run_video(
+        make_job(clip, tmp_path, duration=0.16, crf=30, settings={"style_weight": 1e3, "size": 24}),
+        events=events,
+        vgg=build_tiny_vgg(),
+    )
     assert events.started == [1, 2, 3, 4]
     assert all(mtimes(work / "frames")[name] != decoded[name] for name in decoded)
     assert Image.open(work / "frames" / "000001.png").size == (24, 16)
@@ -352,11 +394,31 @@ def test_too_little_disk_is_refused_up_front_and_finished_frames_are_kept(clips,
     before = tree_state(tmp_path)
 
     monkeypatch.setattr(shutil, "disk_usage", low_disk)
-    code, err = cli(["video", job.input, "-s", STYLE, "-o", job.output, "--size", 32, "--iterations", 2, "--iterations-first", ITERATIONS_FIRST, "--seed", 3], capsys)
+    code, err = cli(
+        [
+            "video",
+            job.input,
+            "-s",
+            STYLE,
+            "-o",
+            job.output,
+            "--size",
+            32,
+            "--iterations",
+            2,
+            "--iterations-first",
+            ITERATIONS_FIRST,
+            "--seed",
+            3,
+        ],
+        capsys,
+    )
     assert code == 2 and len(err.splitlines()) == 1
     assert "not enough disk space for 6 frames of 32x20" in err and str(job.work) in err
     # A changed input that turns out truncated is refused before anything of the job is touched.
-    code, err = cli(["video", clips["truncated"], "-s", STYLE, "-o", job.output, "--size", 32, "--work-dir", job.work], capsys)
+    code, err = cli(
+        ["video", clips["truncated"], "-s", STYLE, "-o", job.output, "--size", 32, "--work-dir", job.work], capsys
+    )
     assert code == 2 and "truncated" in err
     assert mtimes(job.work / "styled") == finished and (job.work / "job.json").read_bytes() == manifest
     # The resumable job's directory is intact: its .lock, job.log and every frame, as they were.
@@ -409,8 +471,13 @@ def test_a_refused_job_leaves_the_file_system_as_it_found_it(clips, tmp_path, ca
     # and only decoding finds no frames, after job.json and job.log were written.
     longer = tmp_path / "sources" / "longer-sound.mp4"
     longer.parent.mkdir()
-    streams = [ffmpeg.input("testsrc2=size=48x32:rate=25:duration=0.16", f="lavfi"), ffmpeg.input("sine=duration=2", f="lavfi")]
-    ffmpeg.output(*streams, str(longer), vcodec="libx264", pix_fmt="yuv420p", acodec="aac").global_args("-nostdin").run(cmd=ffmpeg_binary(), quiet=True)
+    streams = [
+        ffmpeg.input("testsrc2=size=48x32:rate=25:duration=0.16", f="lavfi"),
+        ffmpeg.input("sine=duration=2", f="lavfi"),
+    ]
+    ffmpeg.output(*streams, str(longer), vcodec="libx264", pix_fmt="yuv420p", acodec="aac").global_args("-nostdin").run(
+        cmd=ffmpeg_binary(), quiet=True
+    )
     state = tree_state(tmp_path)
     for extra in (["-o", tmp_path / "late" / "out.mp4"], ["-o", tmp_path / "out.mp4", "--work-dir", tmp_path / "mine"]):
         code, err = cli(["video", longer, *fast, "--start", 1, *extra], capsys)
@@ -422,7 +489,28 @@ def test_a_refused_job_leaves_the_file_system_as_it_found_it(clips, tmp_path, ca
 def test_cli_video_with_real_weights_then_status(clips, tmp_path, capsys):
     clip = make_clip(tmp_path / "three.mp4", frames=3, audio="aac")
     out = tmp_path / "styled.mp4"
-    code = main([str(a) for a in ["video", clip, "-s", STYLE, "-o", out, "--size", 32, "--iterations", 1, "--iterations-first", 2, "--device", "cpu", "-q"]])
+    code = main(
+        [
+            str(a)
+            for a in [
+                "video",
+                clip,
+                "-s",
+                STYLE,
+                "-o",
+                out,
+                "--size",
+                32,
+                "--iterations",
+                1,
+                "--iterations-first",
+                2,
+                "--device",
+                "cpu",
+                "-q",
+            ]
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert capsys.readouterr().out.strip() == str(out)
     assert_matches_input(out, clip)

@@ -26,9 +26,9 @@ from pipeline.errors import PipelineError
 from pipeline.flow import FramePair, frame_pair, to_tensor, warp
 from pipeline.flowstage import FlowStage
 from pipeline.manifest import read_json
+from pipeline.status import status_lines
 from pipeline.stylize import StyleSettings
 from pipeline.temporal import FlowWarmStart
-from pipeline.status import status_lines
 from pipeline.video import VideoJob, run_video
 from pipeline.videojob import DEFAULT_SCENE_THRESHOLD
 from pipeline.workdir import FrameStore
@@ -75,7 +75,13 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 
 def make_job(clip: Path, out_dir: Path, **overrides) -> VideoJob:
     settings = StyleSettings(**{"size": WIDTH, "iterations": 3, "seed": 1} | overrides.pop("settings", {}))
-    options = {"iterations_first": 5, "device": "cpu", "flow": "dis", "flow_workers": 1, "stop_tolerance": 0.0} | overrides
+    options = {
+        "iterations_first": 5,
+        "device": "cpu",
+        "flow": "dis",
+        "flow_workers": 1,
+        "stop_tolerance": 0.0,
+    } | overrides
     return VideoJob(input=clip, styles=(STYLE,), output=out_dir / "out.mp4", settings=settings, **options)
 
 
@@ -88,12 +94,15 @@ def test_a_cut_starts_a_new_shot_with_first_frame_iterations_and_no_temporal_ter
     result = run_video(job, vgg=build_tiny_vgg())
     stats = frame_stats(job.work)
     assert [(s["start"], s["iterations"]) for s in stats] == [
-        ("init", 5), ("warped", 3), ("warped", 3), ("warped", 3), ("cut", 5), ("warped", 3), ("warped", 3), ("warped", 3),
+        ("init", 5), ("warped", 3), ("warped", 3), ("warped", 3),
+        ("cut", 5), ("warped", 3), ("warped", 3), ("warped", 3),
     ]  # fmt: skip
     # The temporal term is in every warm-started frame, and not across the cut.
     assert ["temporal" in s["terms"] for s in stats] == [False, True, True, True, False, True, True, True]
     assert stats[4]["cut_score"] > DEFAULT_SCENE_THRESHOLD
-    assert all(s["cut_score"] < DEFAULT_SCENE_THRESHOLD and s["reliable"] > 0.8 for i, s in enumerate(stats) if i not in (0, 4))
+    assert all(
+        s["cut_score"] < DEFAULT_SCENE_THRESHOLD and s["reliable"] > 0.8 for i, s in enumerate(stats) if i not in (0, 4)
+    )
     manifest = read_json(job.work / "job.json")
     assert manifest["stages"]["stylize"]["shots"] == [[1, 4], [5, 8]]
     assert manifest["stages"]["flow"]["status"] == "done"
@@ -119,7 +128,9 @@ def test_warped_start_takes_unreliable_pixels_from_the_content_and_the_temporal_
         return FramePair.load(store.pair(index))
 
     stylized = to_tensor(texture(5, HEIGHT, WIDTH))  # stands for the stylized frame 1
-    starter = FlowWarmStart(iterations_first=9, iterations=4, temporal_weight=2.0, scene_threshold=0.6, stop_tolerance=1e-3)
+    starter = FlowWarmStart(
+        iterations_first=9, iterations=4, temporal_weight=2.0, scene_threshold=0.6, stop_tolerance=1e-3
+    )
     start = starter.start(2, to_tensor(content), stylized, pairs)
     assert (start.source, start.iterations, start.stop_tolerance) == ("warped", 4, 1e-3)
 
@@ -202,7 +213,9 @@ def test_flow_stage_resumes_and_a_new_preset_redoes_flow_and_styled_frames_not_d
     after = mtimes(flow_dir)
     assert sorted(after) == [f"{i:06d}.npz" for i in range(2, 9)]
     assert {k: after[k] for k in kept} == kept
-    assert f"flow: {len(kept)} of 7 pairs there before, {7 - len(kept)} to compute" in (job.work / "job.log").read_text()
+    assert (
+        f"flow: {len(kept)} of 7 pairs there before, {7 - len(kept)} to compute" in (job.work / "job.log").read_text()
+    )
     styled = mtimes(job.work / "styled")
 
     events = Recorder()
@@ -236,14 +249,23 @@ def three_ways(clips, tmp_path_factory, real_vgg) -> dict[str, Path]:
 
 
 def test_flow_and_temporal_loss_flicker_far_less_than_independent_frames(three_ways):
-    reports = {flow: read_json(output.with_name("out.mp4.work") / "job.json")["report"]["flicker"] for flow, output in three_ways.items()}
+    reports = {
+        flow: read_json(output.with_name("out.mp4.work") / "job.json")["report"]["flicker"]
+        for flow, output in three_ways.items()
+    }
     flicker = {flow: report["output"] for flow, report in reports.items()}
     assert flicker["dis"] < 0.5 * flicker["independent"], flicker
     assert flicker["dis"] < 0.7 * flicker["none"], flicker
     # The input is the same clip each time, and it barely flickers: the flow follows the square.
     assert len({report["input"] for report in reports.values()}) == 1 and reports["dis"]["input"] < 20
-    starts = {flow: [s["start"] for s in frame_stats(output.with_name("out.mp4.work"))] for flow, output in three_ways.items()}
-    assert starts == {"independent": ["init"] * 6, "none": ["init"] + ["previous"] * 5, "dis": ["init"] + ["warped"] * 5}
+    starts = {
+        flow: [s["start"] for s in frame_stats(output.with_name("out.mp4.work"))] for flow, output in three_ways.items()
+    }
+    assert starts == {
+        "independent": ["init"] * 6,
+        "none": ["init"] + ["previous"] * 5,
+        "dis": ["init"] + ["warped"] * 5,
+    }
 
 
 def cli(args: list, capsys) -> tuple[int, str, str]:
@@ -282,7 +304,9 @@ def test_flicker_command_bad_inputs_are_one_line_errors_with_exit_2(clips, tmp_p
     ]
     for args, message in cases:
         code, out, err = cli(["flicker", *args], capsys)
-        assert code == 2 and out == "" and len(err.splitlines()) == 1 and err.startswith("error: ") and message in err, (args, err)
+        assert (
+            code == 2 and out == "" and len(err.splitlines()) == 1 and err.startswith("error: ") and message in err
+        ), (args, err)
 
 
 def test_video_command_rejects_bad_temporal_options_with_exit_2(clips, tmp_path, capsys):
