@@ -161,3 +161,13 @@ def assert_ok(result):
     assert result.exception is None, f"{result.exception!r}\n{result.output}"
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
+
+
+def decoded_frames(video: Path) -> bytes:
+    """Every frame of `video` as raw RGB: what two outputs must agree on, whatever their encoding."""
+    out, _ = (
+        ffmpeg.input(str(video))
+        .output("pipe:", format="rawvideo", pix_fmt="rgb24")
+        .run(cmd=ffmpeg_binary(), capture_stdout=True, quiet=True)
+    )
+    return out

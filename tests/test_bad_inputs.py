@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import tree_state
+from helpers import decoded_frames, tree_state
 from pipeline.cli import main
 from pipeline.decode import ffmpeg_binary
 
@@ -553,11 +553,7 @@ def test_odd_file_names_work_and_reach_ffmpeg_as_arguments_never_through_a_shell
     with Image.open(ws / f"{ODD} out.png") as image:
         assert image.size == (32, 24)
     assert (ws / f"{ODD} styled" / ODD / f"{ODD}.png").is_file()
-    frames, _ = (
-        ffmpeg.input(str(ws / f"{ODD} out.mp4"))
-        .output("pipe:", format="rawvideo", pix_fmt="rgb24")
-        .run(cmd=ffmpeg_binary(), capture_stdout=True, quiet=True)
-    )
+    frames = decoded_frames(ws / f"{ODD} out.mp4")
     assert len(frames) == 4 * 32 * 20 * 3
     assert any(str(ws / f"{ODD}.mp4") in args for args in started)  # the name went through as one argument
     assert not list(ws.rglob("pwned*")) and not list(ROOT.glob("pwned*"))

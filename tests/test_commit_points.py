@@ -21,14 +21,12 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import ffmpeg
 import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import make_clip
+from helpers import decoded_frames, make_clip
 from pipeline.atomic import EXIT_STATUS, is_temporary
-from pipeline.decode import ffmpeg_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 STYLE = ROOT / "samples" / "ihc.png"
@@ -83,15 +81,6 @@ def temporaries(folder: Path) -> list[str]:
 def clip(tmp_path_factory) -> Path:
     """4 frames of 48x32 with sound."""
     return make_clip(tmp_path_factory.mktemp("commit-clip") / "clip.mp4", frames=4, audio="aac")
-
-
-def decoded_frames(video: Path) -> bytes:
-    out, _ = (
-        ffmpeg.input(str(video))
-        .output("pipe:", format="rawvideo", pix_fmt="rgb24")
-        .run(cmd=ffmpeg_binary(), capture_stdout=True, quiet=True)
-    )
-    return out
 
 
 def frame_files(work: Path) -> dict[str, bytes]:

@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import decoded_frames
 from pipeline import archive
 from pipeline.decode import ffmpeg_binary
 
@@ -199,15 +200,6 @@ class Unchanged:
             assert path.stat().st_mtime_ns == self.mtimes[path], f"{path} was written again after it was finished"
         for path in paths:
             self.mtimes.setdefault(path, path.stat().st_mtime_ns)
-
-
-def decoded_frames(video: Path) -> bytes:
-    out, _ = (
-        ffmpeg.input(str(video))
-        .output("pipe:", format="rawvideo", pix_fmt="rgb24")
-        .run(cmd=ffmpeg_binary(), capture_stdout=True, quiet=True)
-    )
-    return out
 
 
 # --- the video job ------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 import ffmpeg
 import pytest
 
-from helpers import Recorder, build_tiny_vgg, make_clip, make_job, tree_state
+from helpers import Recorder, build_tiny_vgg, decoded_frames, make_clip, make_job, tree_state
 from pipeline import signals
 from pipeline.cli import main
 from pipeline.decode import ffmpeg_binary, probe, run_ffmpeg
@@ -44,12 +44,6 @@ def stylize(*args) -> list[str]:
 def run(command: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
     options = {"cwd": ROOT, "stdin": subprocess.DEVNULL, "capture_output": True, "text": True, "timeout": 600}
     return subprocess.run(command, env=env or ENV, **options)
-
-
-def decoded_frames(video: Path) -> bytes:
-    raw = ffmpeg.input(str(video)).output("pipe:", format="rawvideo", pix_fmt="rgb24")
-    out, _ = raw.run(cmd=ffmpeg_binary(), capture_stdout=True, quiet=True)
-    return out
 
 
 def wait_for(condition, process: subprocess.Popen, what: str) -> None:
