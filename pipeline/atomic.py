@@ -36,18 +36,21 @@ _renames_lock = threading.Lock()
 
 
 def replace(source: Path | str, destination: Path | str) -> None:
-    """os.replace, counted for the commit-point test (see the module's docstring)."""
+    """os.replace, counted for the commit-point test (see the module's docstring).
+
+    The rename, its count, its log line and the hook's exit happen under one lock: with renames
+    on several threads (the flow stage's, a report writer's), the N-th logged rename is the N-th
+    on disk, and the process exits before any other thread can place a file after it."""
     global _renames
-    os.replace(source, destination)
     with _renames_lock:
+        os.replace(source, destination)
         _renames += 1
-        count = _renames
-    log = os.environ.get(RENAME_COUNT_ENV)
-    if log:
-        with open(log, "a", encoding="utf-8") as f:
-            f.write(f"{count} {destination}\n")
-    if EXIT_AFTER_RENAMES and count >= EXIT_AFTER_RENAMES:
-        os._exit(EXIT_STATUS)
+        log = os.environ.get(RENAME_COUNT_ENV)
+        if log:
+            with open(log, "a", encoding="utf-8") as f:
+                f.write(f"{_renames} {destination}\n")
+        if EXIT_AFTER_RENAMES and _renames >= EXIT_AFTER_RENAMES:
+            os._exit(EXIT_STATUS)
 
 
 def is_temporary(name: str) -> bool:
