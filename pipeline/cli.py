@@ -381,6 +381,17 @@ def video(
             help="Delete the decoded frames, optical flow and stylized frames after a successful encode.",
         ),
     ] = False,
+    keep_frames: Annotated[
+        bool,
+        option(
+            "--keep-frames",
+            panel=IO,
+            help=(
+                "Keep every decoded and stylized frame and flow pair, for inspection; by default only what a "
+                "resume needs is kept, so the work directory stays small whatever the video's length."
+            ),
+        ),
+    ] = False,
     flow: Annotated[
         Literal["dis", "none", "independent"],
         option(
@@ -446,7 +457,8 @@ def video(
     job = VideoJob(
         input=input_file, styles=tuple(style), output=output or input_file.with_name(f"{input_file.stem}-stylized.mp4"),
         settings=settings, init_path=init_path, work_dir=work_dir, iterations_first=iterations_first,
-        start=start, duration=duration, every_nth=every_nth, crf=crf, clean=clean, overwrite=overwrite, device=device,
+        start=start, duration=duration, every_nth=every_nth, crf=crf, clean=clean, keep_frames=keep_frames,
+        overwrite=overwrite, device=device,
         flow=flow, flow_preset=flow_preset, temporal_weight=temporal_weight, scene_threshold=scene_threshold,
         stop_tolerance=stop_tolerance, flow_workers=flow_workers,
     )  # fmt: skip

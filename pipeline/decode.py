@@ -133,7 +133,7 @@ _PRCTL = _linux_prctl()  # looked up here, not in the forked child
 _PR_SET_PDEATHSIG = 1
 
 
-def _dies_with(parent: int):
+def dies_with(parent: int):
     """A preexec_fn making the child get SIGKILL when this process dies (Linux). The closed
     progress pipe does not stop ffmpeg 9 (it ignores SIGPIPE and the failed writes), so a SIGKILLed
     job would leave its ffmpeg decoding into a folder the resumed job deletes, or encoding for an
@@ -157,10 +157,10 @@ def run_ffmpeg(
     args = spec.compile(cmd=ffmpeg_binary(), overwrite_output=True)
     # stderr goes to a file: a pipe left unread while we follow stdout could fill up and stall ffmpeg.
     with tempfile.TemporaryFile() as stderr:
-        # A SIGKILLed job takes its ffmpeg along (_dies_with), so no orphan decodes on into a
+        # A SIGKILLed job takes its ffmpeg along (dies_with), so no orphan decodes on into a
         # folder that the resumed job is deleting.
         with subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, preexec_fn=_dies_with(os.getpid())
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, preexec_fn=dies_with(os.getpid())
         ) as process:
             try:
                 for line in process.stdout:
@@ -209,7 +209,7 @@ def _header(stderr: str) -> list[str]:
     return header
 
 
-def _ffmpeg_reason(stderr: str) -> str:
+def ffmpeg_reason(stderr: str) -> str:
     """ffmpeg's most specific complaint, without its `[demuxer @ 0x...]` prefix."""
     lines = [re.sub(r"^\[[^\]]*\]\s*", "", line).strip() for line in stderr.splitlines()]
     lines = [
@@ -316,7 +316,7 @@ def packet_timestamps(path: Path) -> tuple[list[int], Fraction, int]:
     )
     truncated = TRUNCATION_MESSAGES.search(listing_errors)
     if truncated or listing.returncode != 0:
-        reason = truncated.group(0) if truncated else _ffmpeg_reason(listing_errors)
+        reason = truncated.group(0) if truncated else ffmpeg_reason(listing_errors)
         raise InputError(f"{path}: truncated or incomplete file ({reason}); re-download or re-export it")
     time_base, stamps, last_duration = None, [], 0
     for line in listing.stdout.decode(errors="replace").splitlines():
@@ -337,7 +337,7 @@ def first_frame_size(path: Path, stderr: str) -> tuple[int, int, Fraction]:
     """Width and height in square pixels, and the sample aspect ratio, of the frame showinfo printed."""
     frame = re.search(r"\bn:\s*0 .*?\bsar:(\d+)/(\d+) s:(\d+)x(\d+)", stderr)
     if not frame:
-        raise InputError(f"{path}: the first video frame cannot be decoded ({_ffmpeg_reason(stderr)})")
+        raise InputError(f"{path}: the first video frame cannot be decoded ({ffmpeg_reason(stderr)})")
     sar_num, sar_den, width, height = (int(g) for g in frame.groups())
     sar = Fraction(sar_num, sar_den) if sar_num and sar_den else Fraction(1)
     # Square pixels, as players show the frame (ffmpeg's own convention: scale the width).
@@ -373,10 +373,10 @@ def probe(path: Path | str) -> VideoInfo:
     done, stderr = _run_capture(first_frame, path)
     header = _header(stderr)
     if not header:
-        raise InputError(f"{path}: not a video file or truncated ({_ffmpeg_reason(stderr)})")
+        raise InputError(f"{path}: not a video file or truncated ({ffmpeg_reason(stderr)})")
     streams = parse_header(path, header)
     if done.returncode != 0:
-        raise InputError(f"{path}: video stream cannot be read ({_ffmpeg_reason(stderr)})")
+        raise InputError(f"{path}: video stream cannot be read ({ffmpeg_reason(stderr)})")
     stamps, time_base, last_duration = packet_timestamps(path)
     width, height, sar = first_frame_size(path, stderr)
     rate, variable, video_duration = frame_timing(stamps, time_base, last_duration, stderr)
@@ -411,6 +411,27 @@ def count_frames(info: VideoInfo, frames: FrameRange = ALL) -> int:
     return -(-count // frames.every_nth)
 
 
+def decoded_video(info: VideoInfo, size: tuple[int, int], frames: FrameRange = ALL):
+    """The ffmpeg-python graph of the range's frames at `size` (square pixels): the one chain that
+    both extract_frames and the video job's streaming decode (framestream.py) use, so that both
+    give the same pixels."""
+    video = ffmpeg.input(info.path, **frames.trim_options())["V:0"]
+    if info.variable_frame_rate:
+        video = video.filter("fps", fps=info.frame_rate)
+    if frames.every_nth > 1:
+        video = video.filter("framestep", step=frames.every_nth)
+    return video.filter("scale", size[0], size[1], flags="lanczos").filter("setsar", 1)
+
+
+def no_frames_message(info: VideoInfo, frames: FrameRange) -> str:
+    """Why a range gave no frames; the file may last longer than its video stream (a longer sound
+    track): name both."""
+    stream = f"{info.video_duration:.2f} s of video" + (
+        f" in {info.duration:.2f} s" if info.duration - info.video_duration >= 0.01 else ""
+    )
+    return f"{info.path}: no video frames in the selected range (--start {frames.start:g}; it holds {stream})"
+
+
 def extract_frames(
     info: VideoInfo,
     dest: Path,
@@ -427,12 +448,7 @@ def extract_frames(
     dest = Path(dest)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
-        video = ffmpeg.input(info.path, **frames.trim_options())["V:0"]
-        if info.variable_frame_rate:
-            video = video.filter("fps", fps=info.frame_rate)
-        if frames.every_nth > 1:
-            video = video.filter("framestep", step=frames.every_nth)
-        video = video.filter("scale", size[0], size[1], flags="lanczos").filter("setsar", 1)
+        video = decoded_video(info, size, frames)
         output = video.output(str(tmp / frame_pattern()), start_number=1, pix_fmt="rgb24", **passthrough_timestamps())
         try:
             run_ffmpeg(output, what=info.path, on_progress=on_progress)
@@ -442,13 +458,7 @@ def extract_frames(
             raise InputError(str(exc)) from None
         count = len(list(tmp.glob("*.png")))
         if count == 0:
-            # The file may last longer than its video stream (a longer sound track): name both.
-            stream = f"{info.video_duration:.2f} s of video" + (
-                f" in {info.duration:.2f} s" if info.duration - info.video_duration >= 0.01 else ""
-            )
-            raise InputError(
-                f"{info.path}: no video frames in the selected range (--start {frames.start:g}; it holds {stream})"
-            )
+            raise InputError(no_frames_message(info, frames))
         if dest.exists():
             shutil.rmtree(dest)
         replace(tmp, dest)

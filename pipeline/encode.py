@@ -76,7 +76,7 @@ def audio_codec_for(container: str, audio: tuple[AudioStream, ...]) -> str | Non
 
 
 def encode_video(
-    frames: Path,
+    frames: Path | list[Path],
     output: Path,
     *,
     frame_rate: Fraction | str,
@@ -89,6 +89,8 @@ def encode_video(
     after_commit: Callable[[], None] | None = None,
 ) -> str | None:
     """Encode frames/000001.png, ... into `output`; return how the audio went in (copy, aac, None).
+    `frames` may instead be a list of video-only chunk files (chunks.py): they are joined without
+    re-encoding (ffmpeg's concat demuxer, stream copy) and the audio is muxed once over them.
 
     `trim` selects the same range of the audio as was decoded for the frames (its start and duration).
     `before_commit(finished_temporary_file, audio)` runs between the encode and the rename that
@@ -118,15 +120,42 @@ def encode_video(
     return audio_codec
 
 
+def concat_list(chunks: list[Path]) -> Path:
+    """The concat demuxer's list of `chunks` (all in one folder), written beside them under a
+    temporary's name. The entries are the chunks' own names, relative to the list: safe whatever
+    the work directory's path holds (quotes, newlines)."""
+    folder = chunks[0].parent
+    fd, name = tempfile.mkstemp(prefix=".concat.", suffix=".tmp.txt", dir=folder)
+    with os.fdopen(fd, "w", encoding="utf-8") as listing:
+        for chunk in chunks:
+            if chunk.parent != folder or not chunk.name.replace(".", "").isalnum():
+                raise PipelineError(f"{chunk}: not a chunk of {folder}")
+            listing.write(f"file '{chunk.name}'\n")
+    return Path(name)
+
+
 def _encode(frames, output, container, frame_rate, crf, audio, trim, on_progress, hooks) -> None:
+    listing = concat_list(frames) if isinstance(frames, list) else None
+    try:
+        if listing is not None:
+            streams = [ffmpeg.input(str(listing), f="concat", safe=0)["v"]]
+            options = {"vcodec": "copy", "f": container}
+        else:
+            streams = [ffmpeg.input(str(Path(frames) / frame_pattern()), framerate=frame_rate, start_number=1)]
+            options = {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": crf, "f": container}
+        _mux(streams, options, output, audio, trim, on_progress, hooks)
+    finally:
+        if listing is not None:
+            listing.unlink(missing_ok=True)
+
+
+def _mux(streams, options, output, audio, trim, on_progress, hooks) -> None:
     audio_source, audio_codec = audio
-    streams = [ffmpeg.input(str(Path(frames) / frame_pattern()), framerate=frame_rate, start_number=1)]
-    options = {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": crf, "f": container}
     if audio_codec is not None:
         # '?' keeps ffmpeg going if the source lost its audio since it was probed.
         streams.append(ffmpeg.input(str(audio_source), **trim.trim_options())["a?"])
         options["acodec"] = audio_codec
-    if container in ("mp4", "mov"):
+    if options["f"] in ("mp4", "mov"):
         options["movflags"] = "+faststart"  # playable while still downloading
     output = Path(output)
     before_commit, after_commit = hooks

@@ -2,30 +2,45 @@
 
     WORK_DIR/flow/000002.npz   frame 2 back to frame 1: backward flow, reliability, cut score
 
-`FlowStage` computes the missing pairs in a background thread that drives a joblib `Parallel`
-(loky processes, results as they finish), so the stylize loop on the GPU only ever waits for the
-one pair it needs next. Pairs are dispatched in frame order and DIS is far faster than the
-optimization, so in practice that pair is long finished. A pair file counts as done once it
-exists: each is written under a temporary name and renamed (FramePair.save), so a killed job
-resumes with the pairs it had and computes only the rest.
+`FlowStage` computes the missing pairs in a background thread that feeds a pool of worker
+processes (joblib's loky executor; in the thread itself with one worker), so the stylize loop on
+the GPU only ever waits for the one pair it needs next. Pairs are dispatched in frame order as
+their frames arrive (`available`: the streaming decode's `wait`), at most two per worker ahead,
+and DIS is far faster than the optimization, so in practice the pair needed is long finished. A
+pair file counts as done once it exists: each is written under a temporary name and renamed
+(FramePair.save), so a killed job resumes with the pairs it had and computes only the rest.
+
+A pair is named by its frames (`pair_name`): the adjacent pair carrying frame i-1 onto frame i
+by its later frame alone (000002.npz), any other by both (000001-000005.npz), so that pairs
+between non-adjacent frames can live beside the adjacent ones.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED
+from concurrent.futures import wait as wait_futures
 from pathlib import Path
 
 import cv2
 import numpy as np
-from joblib import Parallel, delayed
+from joblib.externals.loky import get_reusable_executor
 
 from .errors import PipelineError
 from .flow import FramePair, frame_pair
 from .workdir import frame_name
 
+PAIR_GLOB = "[0-9]*.npz"
 WAIT_POLL = 0.5  # seconds: how often a waiting stylize loop looks up (Ctrl-C stays responsive)
+
+
+def pair_name(earlier: int, later: int) -> str:
+    """The file name of the pair carrying frame `earlier` onto frame `later`."""
+    if earlier == later - 1:
+        return frame_name(later, ".npz")
+    return f"{frame_name(earlier, '')}-{frame_name(later, '.npz')}"
 
 
 def default_workers() -> int:
@@ -51,15 +66,22 @@ def compute_pair(index: int, previous: Path, current: Path, output: Path, preset
 
 
 class FlowStage:
-    """Computes WORK/flow/NNNNNN.npz for frames 2..total in the background; `wait(i)` returns
-    the pair of frame i as soon as it exists. Use as a context manager, or call `close`."""
+    """Computes WORK/flow/NNNNNN.npz for frames `first`.. in the background: up to `total`, or
+    as long as `available(i)` (which may block until frame i is decoded) says frame i exists.
+    `wait(i)` returns the pair of frame i as soon as it exists. Use as a context manager, or
+    call `close`."""
 
-    def __init__(self, *, frames_dir: Path, flow_dir: Path, total: int, preset: str, workers: int | None = None):
+    def __init__(
+        self, *, frames_dir: Path, flow_dir: Path, total: int | None = None, preset: str, workers: int | None = None,
+        first: int = 2, available: Callable[[int], bool] | None = None,
+    ):  # fmt: skip
         self.frames_dir = Path(frames_dir)
         self.flow_dir = Path(flow_dir)
         self.total = total
         self.preset = preset
         self.workers = workers or default_workers()
+        self.first = max(2, first)
+        self.available = available or (lambda index: total is not None and index <= total)
         self.computed: list[int] = []  # pairs this stage computed
         self.ready_before: frozenset[int] = frozenset()  # pairs found on disk by `start`
         self._scores: dict[int, float] = {}
@@ -71,35 +93,37 @@ class FlowStage:
         self._thread: threading.Thread | None = None
 
     def path(self, index: int) -> Path:
-        return self.flow_dir / frame_name(index, ".npz")
+        return self.flow_dir / pair_name(index - 1, index)
 
     def start(self) -> FlowStage:
         self.flow_dir.mkdir(parents=True, exist_ok=True)
-        self._ready = {i for i in range(2, self.total + 1) if self.path(i).exists()}
+        self._ready = {
+            int(p.stem) for p in self.flow_dir.glob(PAIR_GLOB) if p.stem.isdigit() and int(p.stem) >= self.first
+        }
         self.ready_before = frozenset(self._ready)
-        todo = [i for i in range(2, self.total + 1) if i not in self._ready]
-        if todo:
-            self._running = True
-            self._thread = threading.Thread(target=self._run, args=(todo,), name="flow-stage", daemon=True)
-            self._thread.start()
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name="flow-stage", daemon=True)
+        self._thread.start()
         return self
 
-    def _run(self, todo: list[int]) -> None:
-        # joblib pulls tasks from this generator as workers free up, so `close` stops the
-        # dispatching at once; the few pairs already handed out finish and are kept.
-        tasks = (
-            delayed(compute_pair)(
-                i, self.frames_dir / frame_name(i - 1), self.frames_dir / frame_name(i), self.path(i), self.preset
-            )
-            for i in itertools.takewhile(lambda _: not self._stop.is_set(), todo)
-        )
+    def _todo(self) -> Iterator[int]:
+        """The pairs to compute, in frame order, as their frames arrive."""
+        index = self.first
+        while not self._stop.is_set() and self.available(index):
+            if index not in self._ready:
+                yield index
+            index += 1
+
+    def _task(self, index: int) -> tuple:
+        return (index, self.frames_dir / frame_name(index - 1), self.frames_dir / frame_name(index), self.path(index))
+
+    def _run(self) -> None:
         try:
-            for index, score in Parallel(n_jobs=self.workers, return_as="generator_unordered")(tasks):
-                with self._changed:
-                    self._scores[index] = score
-                    self._ready.add(index)
-                    self.computed.append(index)
-                    self._changed.notify_all()
+            if self.workers == 1:
+                for index in self._todo():
+                    self._done(*compute_pair(*self._task(index), self.preset))
+            else:
+                self._run_pool()
         except BaseException as exc:  # handed to the thread that waits, which raises it
             with self._changed:
                 self._error = exc
@@ -107,6 +131,26 @@ class FlowStage:
             with self._changed:
                 self._running = False
                 self._changed.notify_all()
+
+    def _run_pool(self) -> None:
+        # At most two pairs per worker in flight: `close` stops the dispatching at once, and the
+        # few pairs already handed out finish and are kept.
+        executor, pending = get_reusable_executor(max_workers=self.workers), set()
+        for index in self._todo():
+            pending.add(executor.submit(compute_pair, *self._task(index), self.preset))
+            while len(pending) >= 2 * self.workers:
+                done, pending = wait_futures(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    self._done(*future.result())
+        for future in pending:
+            self._done(*future.result())
+
+    def _done(self, index: int, score: float) -> None:
+        with self._changed:
+            self._scores[index] = score
+            self._ready.add(index)
+            self.computed.append(index)
+            self._changed.notify_all()
 
     def _wait_for(self, index: int) -> None:
         with self._changed:
@@ -123,14 +167,15 @@ class FlowStage:
         return FramePair.load(self.path(index))
 
     def finish(self) -> dict[int, float]:
-        """Wait for every pair; return each frame's cut score (frames 2..total)."""
-        for index in range(2, self.total + 1):
-            self._wait_for(index)
+        """Wait for every pair (frames `first`..total); return each one's cut score."""
         if self._thread is not None:
             self._thread.join()
+        if self._error is not None:
+            raise PipelineError(f"optical flow failed: {self._error}") from self._error
+        last = max([self.total or 0, *self._ready])
         return {
             i: self._scores[i] if i in self._scores else FramePair.load_cut_score(self.path(i))
-            for i in range(2, self.total + 1)
+            for i in range(self.first, last + 1)
         }
 
     def close(self) -> None:

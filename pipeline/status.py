@@ -37,8 +37,11 @@ def video_status_lines(work_dir: Path) -> list[str]:
     if data.get("video"):
         lines.append(input_line(inputs.get("video"), data["video"]))
     lines.append(f"output: {inputs.get('output')}")
-    lines.append(f"work directory: {human_bytes(tree_bytes(work_dir))} on disk (frames, flow pairs, records)")
+    lines.append(f"work directory: {human_bytes(tree_bytes(work_dir))} on disk (frames, flow pairs, chunks, records)")
     store = FrameStore(work_dir)
+    chunks = chunk_line(store)
+    if chunks:
+        lines.append(chunks)
     for name in STAGES:
         stage = data.get("stages", {}).get(name, {})
         status = stage_status(name, stage, data, store, running=bool(holder))
@@ -51,6 +54,20 @@ def video_status_lines(work_dir: Path) -> list[str]:
     if flicker:
         lines.append(flicker_line(flicker))
     return lines
+
+
+def chunk_line(store: FrameStore) -> str | None:
+    """The chunks encoded so far (chunks.py): how many, which frames, their size."""
+    records = [read_json(path, default={}) for path in sorted(store.chunks_dir.glob("[0-9]*.json"))]
+    done = [r for r in records if (store.chunks_dir / f"{r.get('first', 0):06d}.mp4").exists()]
+    if not done:
+        return None
+    size = sum((store.chunks_dir / f"{r['first']:06d}.mp4").stat().st_size for r in done)
+    frames = sum(r["last"] - r["first"] + 1 for r in done)
+    return (
+        f"chunks: {len(done)} done, {frames} frames encoded (frames {done[0]['first']}-{done[-1]['last']}), "
+        f"{human_bytes(size)}"
+    )
 
 
 def tree_bytes(folder: Path) -> int:
@@ -101,7 +118,10 @@ def stage_detail(name: str, stage: dict, status: str, store: FrameStore) -> str:
         done = store.pair_count() if status != "cleaned" else stage["total"]
         return f", {done}/{stage['total']} frame pairs"
     if name == "stylize" and "total" in stage:
-        done, total = stage.get("done", 0), stage["total"]
+        # The job records its count at the start and end of a run, not per frame: the frames'
+        # statistics files (their commit records) say how far a running or killed job got.
+        total = stage["total"]
+        done = stage.get("done", 0) if status in ("done", "cleaned") else min(total, store.stats_count())
         detail = f", {done}/{total} frames done, {total - done} remaining"
         if len(stage.get("shots", [])) > 1:
             cuts = ", ".join(str(first) for first, _ in stage["shots"][1:])

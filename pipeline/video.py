@@ -1,41 +1,40 @@
-"""A video job: decode -> flow -> stylize -> report -> encode, each stage checkpointed so that a
-killed job resumes. The work directory's layout is in workdir.py; the job itself in videojob.py.
+"""A video job: decode -> flow -> stylize -> chunks -> report -> output, streamed so that the work
+directory stays the same size whatever the video's length, and checkpointed so that a killed job
+resumes. The work directory's layout is in workdir.py; the job itself in videojob.py; the
+streaming loop over the frames (decode window, flow, stylize, chunks) in videorange.py.
 
 Each stage's hash covers everything its outputs depend on, the previous stage's hash included:
 a changed style setting invalidates the stylized frames and the output but not the decoded
-frames; a changed --size invalidates everything; a changed --crf only the output. A stylized
-frame counts as finished once its statistics file exists (written after the frame, atomically).
-The flow stage depends on the decoded frames and its DIS preset; the stylize stage depends on the
-flow stage only under --flow dis. The flow pairs are computed on CPU workers while the frames are
-stylized (flowstage.py). Once frames and flow are complete, the flicker of the output and of the
-input (flicker.py) goes into job.json under "report".
+frames; a changed --size invalidates everything; a changed --crf the chunks and the output (and,
+as the stylized frames were deleted once encoded, those too unless --keep-frames kept them). A
+stylized frame counts as finished once its statistics file exists (written after the frame,
+atomically), or once it is in a finished chunk. The stylized frames' records carry their flow
+pair's flicker figures, so the stylize stage depends on the flow stage's settings; the flicker of
+the output and of the input goes into job.json under "report", summed from those records.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
-
-from .decode import VideoInfo, count_frames, extract_frames, frame_size, probe
+from .chunks import ChunkStore, chunk_key
+from .decode import VideoInfo, count_frames, frame_size, probe
 from .devices import pick_device
 from .encode import encode_video, output_rate
-from .errors import WriteError
-from .flicker import measure_flicker, pair_flicker, recorded_flicker
-from .flowstage import FlowStage
+from .errors import PipelineError, WriteError
+from .flicker import measure_flicker, recorded_flicker
 from .hashing import file_fingerprint, file_sha256
 from .hashing import settings_hash as hash_settings
-from .images import load_image, load_styles, save_image
-from .manifest import JobManifest, WorkDirLock, timestamp, write_json
+from .images import load_image
+from .manifest import JobManifest, WorkDirLock, timestamp
 from .outputs import OutputRecord
-from .stylize import StyleResult, Stylizer
-from .temporal import FrameStart, Pairs, WarmStart, make_starter
+from .temporal import WarmStart, make_starter
 from .vgg import VGG19
 from .videojob import JobEvents, VideoJob, VideoResult, check_paths
+from .videorange import RangeContext, RangeRun
 from .workdir import (
     KIND,
     CreatedByThisRun,
@@ -44,6 +43,7 @@ from .workdir import (
     Kept,
     check_disk_space,
     clean,
+    prune,
     remove_dir,
     remove_leftovers,
 )
@@ -77,7 +77,9 @@ def stage_settings(job: VideoJob, info: VideoInfo, size: tuple[int, int], starte
         "duration": job.duration,
         "every_nth": job.every_nth,
     }
-    # The flow is computed on the decoded frames: their size comes with the decode hash.
+    # The flow is computed on the decoded frames: their size comes with the decode hash. The
+    # stylize stage depends on it whatever the starter: each frame's record holds its pair's
+    # flicker figures, and the frames they were measured on are gone once the job moves on.
     flow = {
         "decode": hash_settings(decode),
         "flow_method": "dis",
@@ -86,7 +88,7 @@ def stage_settings(job: VideoJob, info: VideoInfo, size: tuple[int, int], starte
     }
     stylize = {
         "decode": hash_settings(decode),
-        **({"flow": hash_settings(flow)} if starter.uses_flow else {}),
+        "flow": hash_settings(flow),
         **job.settings.to_dict(),
         "styles": [file_hash(p) for p in job.styles],
         "init_image": file_hash(job.init_path) if job.init_path else None,
@@ -99,7 +101,7 @@ def stage_settings(job: VideoJob, info: VideoInfo, size: tuple[int, int], starte
 class VideoRun:
     """One run of a video job. What every stage needs is on self: the job, its probed input and
     frame size, the frame starter, the frame store, and once the work directory is locked the
-    manifest, each stage's settings and hash, and the log."""
+    manifest, each stage's settings and hash, the chunks and the log."""
 
     manifest: JobManifest
     output: OutputRecord
@@ -116,6 +118,10 @@ class VideoRun:
         init_image = load_image(job.init_path) if job.init_path else None
         self.starter = make_starter(job, init_image=init_image, device=self.device)
         self.store = FrameStore(job.work)
+        self.estimate = count_frames(self.info, job.frame_range)
+        # The output's rate: from the probed count, as the chunks are encoded before the decode
+        # has counted the frames (exact for constant-rate sources; encode.output_rate).
+        self.rate = output_rate(self.info, self.estimate, job.frame_range)
 
     def run(self) -> VideoResult:
         """In the locked work directory: what is left of the job, after checking that the disk
@@ -124,44 +130,77 @@ class VideoRun:
         self.output = OutputRecord(self.manifest, self.job.output, overwrite=self.job.overwrite)
         self.settings = stage_settings(self.job, self.info, self.size, self.starter)
         self.hashes = {name: hash_settings(values) for name, values in self.settings.items()}
+        self.chunks = ChunkStore(self.job.work, chunk_key(self.hashes["stylize"], self.job.crf, self.rate))
         if self.output.is_finished(self.hashes["encode"]):
             return self.already_done()
         self.output.refuse_to_replace()
         kept = self.kept()
-        expected = (
-            self.manifest.stage("decode")["frames"] if kept.decoded else count_frames(self.info, self.job.frame_range)
-        )
-        check_disk_space(self.store, kept, expected, self.size)
+        total = self.manifest.stage("decode").get("frames") if kept.decoded else None
+        disk = check_disk_space(self.store, kept, total or self.estimate, self.size, keep_frames=self.job.keep_frames)
         with self.logged():
+            self.log(f"disk: {disk}")
             remove_leftovers(self.store, self.job.output)
             self.record_inputs()
             self.invalidate()
-            return self.stages(kept)
+            return self.stages()
 
-    def stages(self, kept: Kept) -> VideoResult:
-        """The stages still to do, in order."""
-        stylized = []
-        if not (kept.stylize_complete and self.report_current()):
-            if not kept.decoded:
-                self.decode()
-            with self.flow() as flows:
-                if not kept.stylize_complete:
-                    stylized = self.stylize(flows.wait)
-                self.finish_flow(flows)
-            self.report()
-        frames = self.manifest.stage("stylize")["total"]
-        audio = self.encode(frames)
+    def stages(self) -> VideoResult:
+        """The stages still to do, in order: the streaming loop, the report, the output."""
+        decode = self.manifest.stage("decode")
+        total = decode["frames"] if decode.get("status") == "done" else None
+        chunked = self.chunks.done()[-1].last if self.chunks.done() else 0
+        done = self.store.finished_count(self.hashes["stylize"], chunked, total)
+        if not self.job.keep_frames:
+            prune(self.store, done=done, chunked=chunked)
+        stylized = self.stylize_range(done, chunked, total) if total is None or chunked < total else []
+        total = self.manifest.stage("decode")["frames"]
+        if not self.report_current():
+            self.report(total)
+        audio = self.encode(total)
+        if not self.job.keep_frames:
+            prune(self.store, done=total, chunked=total, over=True)
         if self.job.clean:
             clean(self.store, self.manifest, self.log)
         return VideoResult(
-            self.job.output, self.job.work, frames, stylized, audio, report=self.manifest.data.get("report")
+            self.job.output, self.job.work, total, stylized, audio, report=self.manifest.data.get("report")
         )
+
+    def stylize_range(self, done: int, chunked: int, total: int | None) -> list[int]:
+        """The streaming loop over the range's frames (videorange.py); the stages' records once
+        at the start and once at the end, never per frame."""
+        for name in ("decode", "flow"):
+            if self.manifest.stage(name).get("status") != "done":
+                self.manifest.stage(name).update(status="running", started=timestamp())
+        self.manifest.update("stylize", status="running", total=total or self.estimate, done=done)
+        self.events.stage("stylize", total=total or self.estimate, done=done)
+        context = RangeContext(
+            job=self.job, info=self.info, size=self.size, store=self.store, chunks=self.chunks,
+            starter=self.starter, hashes=self.hashes, rate=self.rate, estimate=total or self.estimate,
+            events=self.events, log=self.log, device=self.device, vgg=self.vgg,
+        )  # fmt: skip
+        loop = RangeRun(context, done=done, chunked=chunked, total=total, on_end=self.range_finished)
+        try:
+            loop.run()
+        finally:
+            # One record of how far it got, also when stopped (Ctrl-C, an error): `stylize status`.
+            if self.manifest.stage("stylize").get("status") != "done":
+                with contextlib.suppress(WriteError):
+                    self.manifest.update("stylize", done=loop.done)
+        return loop.stylized
+
+    def range_finished(self, loop: RangeRun) -> None:
+        """Every frame of the range is stylized (its last chunks are still to encode)."""
+        total, (width, height) = loop.total, self.size
+        self.manifest.stage("decode").update(status="done", frames=total, width=width, height=height)
+        self.manifest.stage("flow").update(status="done", total=total - 1, finished=timestamp())
+        self.manifest.update("stylize", status="done", total=total, done=total, finished=timestamp())
+        self.log(f"stylize: done, {total} frames ({len(loop.stylized)} by this run)")
 
     # --- before the stages: what is done, what is still valid ----------------------------------
 
     def already_done(self) -> VideoResult:
         """The output is this job's: finish what a run killed after placing it left to do (the
-        record that it is done, an interrupted --clean or a new one, the leftovers)."""
+        record that it is done, the pruning, an interrupted --clean or a new one, the leftovers)."""
         self.output.settle()
         folders = self.store.folders()
         pending = any(
@@ -169,6 +208,10 @@ class VideoRun:
         )
         asked = self.job.clean and any(self.manifest.stage(name).get("status") != "cleaned" for name, _ in folders)
         remove_leftovers(self.store, self.job.output)
+        stage = self.manifest.stage("encode")
+        frames, audio, report = stage.get("frames", 0), stage.get("audio"), self.manifest.data.get("report")
+        if not self.job.keep_frames:
+            prune(self.store, done=frames, chunked=frames, over=True)
         if pending or asked:
             log = JobLog(self.job.work / "job.log")
             try:
@@ -176,8 +219,6 @@ class VideoRun:
             finally:
                 log.close()
         self.events.message(f"{self.job.output}: already done (work directory {self.job.work})")
-        stage = self.manifest.stage("encode")
-        frames, audio, report = stage.get("frames", 0), stage.get("audio"), self.manifest.data.get("report")
         return VideoResult(self.job.output, self.job.work, frames, [], audio, already_done=True, report=report)
 
     def current(self, name: str) -> bool:
@@ -188,18 +229,11 @@ class VideoRun:
 
     def kept(self) -> Kept:
         """Which stages' outputs stay valid, and how far they got."""
-        stylize, decode = self.manifest.stage("stylize"), self.manifest.stage("decode")
         stylized = self.current("stylize")
-        complete = stylized and stylize.get("status") == "done" and self.store.styled_count() == stylize.get("total")
-        decoded = (
-            self.manifest.is_current("decode", self.hashes["decode"])
-            and decode.get("status") == "done"
-            and self.store.decoded_count() == decode.get("frames")
-        )
-        flow = self.current("flow")
+        chunks = self.chunks.done() if stylized else []
         return Kept(
-            decoded=decoded, flow=flow, stylized=stylized, stylize_complete=complete,
-            styled_done=stylize.get("done", 0) if stylized else 0, pairs_done=self.store.pair_count() if flow else 0,
+            decoded=self.current("decode"), flow=self.current("flow"), stylized=stylized,
+            chunks=not self.chunks.stale(), chunked=chunks[-1].last if chunks else 0,
         )  # fmt: skip
 
     @contextlib.contextmanager
@@ -231,7 +265,7 @@ class VideoRun:
 
     def invalidate(self) -> None:
         """Each stage whose settings changed (or whose folder was cleaned) starts over: its
-        folder goes, its record is reset to the new settings."""
+        folder goes, its record is reset to the new settings. Chunks of other settings go too."""
         folders = dict(self.store.folders())
         for name in ("decode", "flow", "stylize", "encode"):
             if self.current(name):
@@ -248,6 +282,9 @@ class VideoRun:
             if folder is not None:
                 remove_dir(folder)
             self.manifest.reset(name, self.hashes[name], self.settings[name])
+        if self.chunks.stale():
+            self.log("chunks: made with other settings; discarding chunks/")
+            remove_dir(self.chunks.dir)
         self.manifest.save()
 
     @property
@@ -261,154 +298,36 @@ class VideoRun:
     def report_current(self) -> bool:
         return (self.manifest.data.get("report") or {}).get("key") == self.report_key
 
-    # --- the stages --------------------------------------------------------------------------
+    # --- after the loop: the report and the output ---------------------------------------------
 
-    def decode(self) -> None:
-        job, (width, height) = self.job, self.size
-        expected = count_frames(self.info, job.frame_range)
-        self.events.stage("decode", total=expected)
-        self.manifest.update("decode", status="running", started=timestamp())
-        self.log(f"decode: {job.input} -> frames/ at {width}x{height}, about {expected} frames")
-        count = extract_frames(
-            self.info,
-            self.store.frames_dir,
-            size=self.size,
-            frames=job.frame_range,
-            on_progress=self.events.stage_progress,
-        )
-        self.manifest.update("decode", status="done", frames=count, width=width, height=height, finished=timestamp())
-        self.log(f"decode: done, {count} frames")
-
-    def flow(self) -> FlowStage:
-        """Start computing the missing flow pairs in the background; its `wait` gives each pair."""
-        job, total = self.job, self.manifest.stage("decode")["frames"]
-        flows = FlowStage(
-            frames_dir=self.store.frames_dir,
-            flow_dir=self.store.flow_dir,
-            total=total,
-            preset=job.flow_preset,
-            workers=job.flow_workers,
-        )
-        flows.start()
-        missing = total - 1 - len(flows.ready_before)
-        if missing:
-            self.manifest.update("flow", status="running", total=total - 1, started=timestamp())
-            self.log(
-                f"flow: {len(flows.ready_before)} of {total - 1} pairs there before, {missing} to compute "
-                f"(DIS {job.flow_preset}, {flows.workers} workers)"
-            )
-        return flows
-
-    def finish_flow(self, flows: FlowStage) -> None:
-        """Wait for the last pairs; record the scene cuts, and the shots they made under --flow dis."""
-        scores = flows.finish()
-        cuts = [index for index, score in scores.items() if score > self.job.scene_threshold]
-        if self.manifest.stage("flow").get("status") != "done":
-            self.manifest.update("flow", status="done", total=flows.total - 1, finished=timestamp())
-            self.log(f"flow: done, {flows.total - 1} pairs ({len(flows.computed)} computed by this run)")
-        if self.starter.uses_flow:
-            # Each shot is [first frame, last frame]; a cut at frame i ends a shot at i-1.
-            firsts = [1, *cuts]
-            self.manifest.update("stylize", shots=[[a, b - 1] for a, b in zip(firsts, [*cuts, flows.total + 1])])
-
-    def stylize(self, pairs: Pairs) -> list[int]:
-        """Stylize every unfinished frame in order; return the indices stylized by this call."""
-        total = self.manifest.stage("decode")["frames"]
-        self.store.styled_dir.mkdir(exist_ok=True)
-        recorded = self.manifest.stage("stylize").get("done", 0)
-        done = self.store.finished_count(total, recorded, self.hashes["stylize"])
-        self.manifest.update("stylize", status="running", total=total, done=done)
-        self.events.stage("stylize", total=total, done=done)
-        if done == total:
-            self.manifest.update("stylize", status="done", finished=timestamp())
-            return []
-        self.log(f"stylize: {done} of {total} frames finished before, starting at frame {done + 1}")
-        settings = self.job.settings
-        # One Stylizer per job: the network is loaded and the style targets computed once.
-        styles = load_styles(self.job.styles, settings)
-        stylizer = Stylizer(styles, settings, device=self.device, vgg=self.vgg)
-        previous = load_image(self.store.styled(done)) if done else None
-        for index in range(done + 1, total + 1):
-            self.stylize_frame(stylizer, index, total, previous, pairs)
-            # The next frame starts from this one as saved, so a resumed run starts from the same image.
-            previous = load_image(self.store.styled(index))
-        self.manifest.update("stylize", status="done", finished=timestamp())
-        return list(range(done + 1, total + 1))
-
-    def stylize_frame(
-        self, stylizer: Stylizer, index: int, total: int, previous: torch.Tensor | None, pairs: Pairs
-    ) -> None:
-        content = load_image(self.store.content(index))
-        start = self.starter.start(index, content, previous, pairs)
-        self.events.frame_started(index, start.iterations)
-        began = time.perf_counter()
-        result = stylizer.stylize(
-            content, init=start.init, iterations=start.iterations, extra_losses=start.extra_losses,
-            callback=self.events.iteration, stop_tolerance=start.stop_tolerance, stop_window=start.stop_window,
-        )  # fmt: skip
-        seconds = time.perf_counter() - began
-        save_image(result.image, self.store.styled(index))
-        stats = self.frame_stats(index, start, result, seconds)
-        if index > 1:
-            stats["flicker"] = self.pair_record(index, pairs(index))
-        # The statistics file is the frame's commit record: written last, atomically.
-        write_json(self.store.stats(index), stats)
-        self.log(
-            f"frame {index:06d}/{total:06d} start={start.source} iterations={result.iterations} "
-            f"loss={stats['loss']:.5g} "
-            + " ".join(f"{k}={v:.4g}" for k, v in stats["terms"].items())
-            + f" seconds={seconds:.2f}"
-        )
-        self.manifest.update("stylize", done=index)
-        self.events.frame_finished(index, stats)
-
-    def pair_record(self, index: int, pair) -> dict:
-        """The pair (index - 1, index)'s flicker figures, recorded with the frame as it finishes so
-        the report needs no frames or flow kept to the end; the flow hash says which flow made them."""
-        store = self.store
-        sequences = {
-            "output": (store.styled(index - 1), store.styled(index)),
-            "input": (store.content(index - 1), store.content(index)),
-        }
-        return pair_flicker(pair, sequences) | {"flow": self.hashes["flow"]}
-
-    def recorded_report(self, total: int) -> dict | None:
-        """The report summed from the frames' per-pair records; None if any is missing or was
-        made with another flow (then the report is measured from the files)."""
+    def flicker_records(self, total: int) -> list[dict | None]:
+        """Each frame's record of its pair's flicker (frames 2..total); None where missing or made
+        with another flow. Read once, at the end of the job."""
         records = []
         for index in range(2, total + 1):
             path = self.store.stats(index)
             record = json.loads(path.read_text()).get("flicker") if path.exists() else None
             records.append(record if record and record.get("flow") == self.hashes["flow"] else None)
-        return recorded_flicker(records, ["output", "input"], self.job.scene_threshold)
+        return records
 
-    def frame_stats(self, index: int, start: FrameStart, result: StyleResult, seconds: float) -> dict:
-        final = result.final_terms
-        return {
-            "frame": index,
-            "stage_hash": self.hashes["stylize"],
-            "start": start.source,
-            **start.stats,
-            "iterations": result.iterations,
-            "loss": final.get("loss"),
-            "terms": {k: v for k, v in final.items() if k != "loss"},
-            "loss_history": [record["loss"] for record in result.history],
-            "seconds": round(seconds, 3),
-            "device": str(self.device),
-            "finished": timestamp(),
-        }
-
-    def report(self) -> None:
-        """The flicker of the stylized frames and of the content frames into job.json's "report"."""
-        job, total = self.job, self.manifest.stage("decode")["frames"]
-        flicker = self.recorded_report(total)
+    def report(self, total: int) -> None:
+        """The flicker of the stylized frames and of the content frames into job.json's "report",
+        summed from the frames' records; the shots they make under --flow dis."""
+        job, records = self.job, self.flicker_records(total)
+        flicker = recorded_flicker(records, ["output", "input"], job.scene_threshold)
         if flicker is None:
+            if not job.keep_frames:
+                raise PipelineError(f"{self.store.work_dir}: frames without their flicker record; run again")
             self.events.message(f"measuring flicker over {total - 1} frame pairs")
             flicker = measure_flicker(
                 flow_dir=self.store.flow_dir,
                 sequences={"output": self.store.styled_dir, "input": self.store.frames_dir},
                 total=total, scene_threshold=job.scene_threshold, workers=job.flow_workers,
             )  # fmt: skip
+        if self.starter.uses_flow:
+            # Each shot is [first frame, last frame]; a cut at frame i ends a shot at i-1.
+            cuts = flicker["cuts"]
+            self.manifest.stage("stylize")["shots"] = [[a, b - 1] for a, b in zip([1, *cuts], [*cuts, total + 1])]
         self.manifest.data["report"] = {
             "key": self.report_key,
             "flicker": flicker,
@@ -422,18 +341,23 @@ class VideoRun:
         )
 
     def encode(self, frames: int) -> str | None:
+        """The chunks joined into the output (stream copy), with the audio of the whole range."""
         job, info = self.job, self.info
-        rate = output_rate(info, frames, job.frame_range)
+        chunks = [self.chunks.video(chunk.first) for chunk in self.chunks.done()]
         self.events.stage("encode", total=frames)
-        self.manifest.update("encode", status="running", started=timestamp())
+        ranges = [[chunk.first, chunk.last] for chunk in self.chunks.done()]  # the report marks their starts
+        self.manifest.update("encode", status="running", started=timestamp(), chunks=ranges)
         # The record first, then the rename (outputs.py): a kill right after the rename leaves an
         # output the next run knows, by fingerprint, as its own.
         audio = encode_video(
-            self.store.styled_dir, job.output, frame_rate=rate, crf=job.crf,
+            chunks, job.output, frame_rate=self.rate, crf=job.crf,
             audio_source=job.input if info.audio else None, audio=info.audio, trim=job.frame_range,
             on_progress=self.events.stage_progress,
             before_commit=lambda finished, audio: self.output.placing(finished, frames=frames, audio=audio),
             after_commit=self.output.placed,
         )  # fmt: skip
-        self.log(f"encode: done, {job.output} ({frames} frames at {float(rate):.3f} fps, audio {audio or 'none'})")
+        self.log(
+            f"encode: done, {job.output} ({frames} frames at {float(self.rate):.3f} fps in {len(chunks)} chunks, "
+            f"audio {audio or 'none'})"
+        )
         return audio

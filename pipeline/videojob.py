@@ -52,6 +52,7 @@ class VideoJob:
     every_nth: int = 1
     crf: int = DEFAULT_CRF
     clean: bool = False
+    keep_frames: bool = False  # keep every decoded and stylized frame and flow pair (for inspection)
     overwrite: bool = False
     device: str = "auto"
     flow: str = DEFAULT_FLOW  # dis: flow-warped start + temporal loss; none: previous frame; independent

@@ -2,9 +2,15 @@
 
     WORK_DIR/job.json            the job record (manifest.JobManifest)
     WORK_DIR/job.log             one line per stylized frame, and the stage events (JobLog)
-    WORK_DIR/frames/000001.png   decoded content frames
+    WORK_DIR/frames/000001.png   decoded content frames, a window ahead of the stylizer (framestream.py)
     WORK_DIR/flow/000002.npz     optical flow from frame 2 back to frame 1 (flowstage.py)
     WORK_DIR/styled/000001.png   stylized frames, each with styled/000001.json (its statistics)
+    WORK_DIR/chunks/000001.mp4   stylized frames encoded, up to CHUNK_FRAMES a chunk (chunks.py)
+
+Only what a resume needs is kept (prune, videorange.Retention): the content frames from the last
+finished one on, the flow pairs not used yet, the stylized frames not yet in a chunk and the last
+finished one (the next frame's warm start), every frame's statistics file and the chunks. With
+--keep-frames, everything stays.
 
 Frame files are named by `frame_name` alone (ffmpeg gets the same names from `frame_pattern`).
 Also here: what a killed run leaves behind, what a refused run must take back, and whether the
@@ -36,6 +42,9 @@ BYTES_PER_PIXEL = 3
 STATS_BYTES = 16 * 1024
 # A flow pair: a compressed float32 flow and mask, measured at 7-8 bytes per pixel of a frame.
 PAIR_BYTES_PER_PIXEL = 8
+# The streaming job's bounds: content frames decoded ahead of the stylizer, stylized frames a chunk holds.
+DECODE_WINDOW = 16
+CHUNK_FRAMES = 100
 # A work directory holds at least one of these from the moment a job first locks it.
 OWN_FILES = (JobManifest.FILE, ".lock", "job.log")
 
@@ -58,6 +67,7 @@ class FrameStore:
         self.frames_dir = self.work_dir / "frames"
         self.styled_dir = self.work_dir / "styled"
         self.flow_dir = self.work_dir / "flow"
+        self.chunks_dir = self.work_dir / "chunks"
 
     def content(self, index: int) -> Path:
         return self.frames_dir / frame_name(index)
@@ -78,21 +88,22 @@ class FrameStore:
         stats = read_json(self.stats(index), default=None)
         return stats is not None and stats.get("stage_hash") == stage_hash
 
-    def finished_count(self, total: int, recorded: int, stage_hash: str) -> int:
-        """How many frames, from the first, are stylized. Frames up to the job record's count
-        (`recorded`) need only be there; beyond it (the frame in hand when a run was killed) the
-        statistics file decides. Either way each is checked once, in order."""
-        done = 0
-        while done < total and (
-            self.styled(done + 1).exists() and self.stats(done + 1).exists()
-            if done < recorded
-            else self.finished(done + 1, stage_hash)
-        ):
+    def finished_count(self, stage_hash: str, chunked: int, total: int | None) -> int:
+        """How many frames, from the first, are finished: those in finished chunks (up to
+        `chunked`), then each whose stylized frame is there with a statistics file of this
+        `stage_hash`, in order. Only the frames after the last chunk are looked at (at most a
+        chunk's worth), so this costs the same at any point of a long video."""
+        done = chunked
+        while (total is None or done < total) and self.finished(done + 1, stage_hash):
             done += 1
         return done
 
     def decoded_count(self) -> int:
         return sum(1 for _ in self.frames_dir.glob(FRAME_GLOB))
+
+    def stats_count(self) -> int:
+        """Frames with a statistics file (finished, of whatever settings: the folder goes when they change)."""
+        return sum(1 for _ in self.styled_dir.glob("[0-9]*.json"))
 
     def styled_count(self) -> int:
         return sum(1 for _ in self.styled_dir.glob(FRAME_GLOB))
@@ -146,8 +157,10 @@ def remove_leftovers(store: FrameStore, output: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
     for leftover in (
         *work.glob(".*.tmp*"),
+        *store.frames_dir.glob(".*.tmp*"),
         *store.styled_dir.glob(".*.tmp*"),
         *store.flow_dir.glob(".*.tmp*"),
+        *store.chunks_dir.glob(".*.tmp*"),
         *output.parent.glob(f".{output.name}.*.tmp{output.suffix}"),
     ):
         leftover.unlink(missing_ok=True)
@@ -164,7 +177,29 @@ def clean(store: FrameStore, manifest: JobManifest, log: JobLog) -> None:
         manifest.save()
     for _, folder in folders:
         remove_dir(folder)
-    log("cleaned: frames/, flow/ and styled/ removed")
+    remove_dir(store.chunks_dir)  # what the output was joined from; an encode stage's output is the file
+    log("cleaned: frames/, flow/, styled/ and chunks/ removed")
+
+
+def prune(store: FrameStore, *, done: int, chunked: int, over: bool = False) -> None:
+    """Delete what no resume needs, after a kill or once the job is `over` (its output placed):
+    content frames before the last finished one (`done`; it is the next pair's first frame), the
+    flow pairs up to it, the stylized frames in chunks (up to `chunked`) but the last finished.
+    Lists the folders, so it runs at the start and the end of a run; while frames finish,
+    videorange.Retention deletes file by file."""
+
+    def index(path: Path) -> int:
+        return int(path.stem) if path.stem.isdigit() else 0
+
+    for path in store.frames_dir.glob(FRAME_GLOB):
+        if over or index(path) < done:
+            path.unlink(missing_ok=True)
+    for path in store.flow_dir.glob(PAIR_GLOB):
+        if over or index(path) <= done:
+            path.unlink(missing_ok=True)
+    for path in store.styled_dir.glob(FRAME_GLOB):
+        if over or (index(path) <= chunked and index(path) != done):
+            path.unlink(missing_ok=True)
 
 
 def refuse_foreign_work_dir(work: Path) -> None:
@@ -238,12 +273,11 @@ class Kept:
     """What of a work directory a run keeps: which stages' folders are still valid, and how far
     the kept ones got."""
 
-    decoded: bool  # frames/ holds every frame, made with the current settings
+    decoded: bool  # frames/ holds frames made with the current settings
     flow: bool  # flow/'s pairs were made with the current settings
     stylized: bool  # styled/'s frames were made with the current settings
-    stylize_complete: bool  # ... and all of them are there
-    styled_done: int = 0
-    pairs_done: int = 0
+    chunks: bool = True  # chunks/ holds chunks of the current settings only
+    chunked: int = 0  # frames in finished chunks
 
 
 def dir_bytes(path: Path) -> int:
@@ -258,21 +292,38 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def check_disk_space(store: FrameStore, kept: Kept, expected: int, size: tuple[int, int]) -> None:
+def check_disk_space(
+    store: FrameStore, kept: Kept, expected: int, size: tuple[int, int], *, keep_frames: bool = False
+) -> str:
     """Refuse, before anything is deleted or decoded, a job the disk cannot hold: `expected`
-    frames of `size`, less what is kept, against the free space plus what invalidation frees."""
+    frames of `size`, less what is kept, against the free space plus what invalidation frees.
+    The streaming job needs a bounded window (decoded frames ahead, flow pairs, the stylized
+    frames of one chunk), plus what grows with the video: the statistics files, the chunks and
+    the output joined from them. Returns the estimate, in words, for the log."""
     pixels = size[0] * size[1]
     frame_bytes = pixels * BYTES_PER_PIXEL
-    needed = 0 if kept.decoded or kept.stylize_complete else expected * frame_bytes
-    # The stylized frames still to come with their statistics, and the encoded output.
-    needed += max(0, expected - kept.styled_done) * (frame_bytes + STATS_BYTES) + expected * frame_bytes // 10
-    needed += max(0, expected - 1 - kept.pairs_done) * pixels * PAIR_BYTES_PER_PIXEL
-    freed = (0 if kept.decoded else dir_bytes(store.frames_dir)) + (0 if kept.stylized else dir_bytes(store.styled_dir))
-    freed += 0 if kept.flow else dir_bytes(store.flow_dir)
+    remaining = max(0, expected - kept.chunked)
+    # Encoded H.264 at the default quality: well under a tenth of the raw frames.
+    encoded = expected * frame_bytes // 10
+    if keep_frames:
+        window = remaining * (2 * frame_bytes + pixels * PAIR_BYTES_PER_PIXEL)
+        what = f"{remaining} frames kept (--keep-frames)"
+    else:
+        window = (DECODE_WINDOW + 2) * frame_bytes + (CHUNK_FRAMES + 2) * frame_bytes
+        window += (DECODE_WINDOW + 1) * pixels * PAIR_BYTES_PER_PIXEL
+        what = f"a window of {DECODE_WINDOW} decoded and {CHUNK_FRAMES} stylized frames"
+    needed = window + remaining * STATS_BYTES + encoded * 2 - (kept.chunked * frame_bytes // 10)
+    freed = dir_bytes(store.frames_dir) if not kept.decoded else 0
+    freed += (0 if kept.stylized else dir_bytes(store.styled_dir)) + (0 if kept.flow else dir_bytes(store.flow_dir))
+    freed += 0 if kept.chunks else dir_bytes(store.chunks_dir)
     free = shutil.disk_usage(store.work_dir).free + freed
+    estimate = (
+        f"about {human_bytes(needed)} needed ({what} at {size[0]}x{size[1]}, the chunks and the output), "
+        f"{human_bytes(free)} free"
+    )
     if needed > free:
         raise InputError(
-            f"{store.work_dir}: not enough disk space for {expected} frames of {size[0]}x{size[1]}: about "
-            f"{human_bytes(needed)} needed, {human_bytes(free)} free; free some space or use a smaller "
-            "--size, --duration, --every-nth, or another --work-dir"
+            f"{store.work_dir}: not enough disk space for {expected} frames of {size[0]}x{size[1]}: {estimate}; "
+            "free some space or use a smaller --size, --duration, --every-nth, or another --work-dir"
         )
+    return estimate

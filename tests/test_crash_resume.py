@@ -192,11 +192,16 @@ class Unchanged:
     """Files that were finished at some point, with their modification times: finished work
     must never be written again."""
 
-    def __init__(self):
+    def __init__(self, *, may_delete: bool = False):
         self.mtimes: dict[Path, int] = {}
+        # The streaming video job deletes finished files no resume needs: gone is fine, but one
+        # that comes back (written again) is caught.
+        self.may_delete = may_delete
 
     def check_and_add(self, paths) -> None:
         for path in self.mtimes:
+            if self.may_delete and not path.exists():
+                continue
             assert path.stat().st_mtime_ns == self.mtimes[path], f"{path} was written again after it was finished"
         for path in paths:
             self.mtimes.setdefault(path, path.stat().st_mtime_ns)
@@ -232,6 +237,7 @@ def video_files(work: Path) -> dict[str, list[Path]]:
         "styled": sorted((work / "styled").glob("[0-9]*.png")),
         "stats": sorted((work / "styled").glob("[0-9]*.json")),
         "flow": sorted((work / "flow").glob("[0-9]*.npz")),
+        "chunks": sorted((work / "chunks").glob("[0-9]*.mp4")),
     }
 
 
@@ -243,21 +249,23 @@ def check_video_after_kill(work: Path, output: Path, unchanged: Unchanged) -> st
     files = video_files(work)
     for path in files["frames"] + files["styled"]:
         complete_image(path)
+    # The streaming job keeps only what a resume needs: a finished frame's stylized image goes once
+    # it is in a chunk, its content frame and flow pair once the next frame is finished. Whatever
+    # is under a final name is complete and never written again (a deleted file never comes back).
     finished = []
     for stats_path in files["stats"]:
         stats = json.loads(stats_path.read_text())
         png = stats_path.with_suffix(".png")
-        assert png.exists(), f"{stats_path} is there but not its frame"
         if stats["stage_hash"] == manifest["stages"]["stylize"].get("hash"):
-            finished += [png, stats_path]
+            finished += [stats_path, *([png] if png.exists() else [])]
     for path in files["flow"]:
         with np.load(path) as pair:
             [pair[key] for key in pair.files]
-    if manifest and manifest["stages"].get("decode", {}).get("status") == "done":
-        finished += files["frames"]
+    for path in files["chunks"]:
+        assert decoded_frames(path), f"{path}: an unreadable chunk"
     if output.exists():
         assert decoded_frames(output)
-    unchanged.check_and_add(finished + files["flow"])
+    unchanged.check_and_add(finished + files["frames"] + files["flow"] + files["chunks"])
     stages = (manifest or {}).get("stages", {})
     return (
         " ".join(f"{name}:{stage['status']}" for name, stage in stages.items()) + f" {len(files['stats'])}/8"
@@ -273,10 +281,13 @@ def check_video_finished(work: Path, output: Path, reference: Path, unchanged: U
         n: "done" for n in manifest["stages"]
     }
     files, ref_files = video_files(work), video_files(ref_work)
+    # What the finished job keeps: every frame's statistics and the chunks, no frames or flow.
+    assert len(files["stats"]) == 8 and files["frames"] == files["styled"] == files["flow"] == []
     for kind in ("frames", "styled"):
-        assert [p.name for p in files[kind]] == [p.name for p in ref_files[kind]] and len(files[kind]) == 8
-        for path, ref in zip(files[kind], ref_files[kind]):
-            assert complete_image(path) == ref.read_bytes(), f"{path} differs from the uninterrupted run"
+        assert [p.name for p in files[kind]] == [p.name for p in ref_files[kind]]
+    assert [p.name for p in files["chunks"]] == [p.name for p in ref_files["chunks"]] != []
+    for path, ref in zip(files["chunks"], ref_files["chunks"]):
+        assert path.read_bytes() == ref.read_bytes(), f"{path} differs from the uninterrupted run's chunk"
     for path, ref in zip(files["flow"], ref_files["flow"], strict=True):
         with np.load(path) as a, np.load(ref) as b:
             assert all(np.array_equal(a[key], b[key]) for key in b.files), path
@@ -302,7 +313,7 @@ def test_video_job_killed_at_random_moments_resumes_to_the_same_result(clip, vid
     def new_round(index: int):
         output = tmp_path / f"round {index}" / "out.mp4"
         work = output.with_name("out.mp4.work")
-        unchanged = Unchanged()
+        unchanged = Unchanged(may_delete=True)
         command = stylize("video", clip, "-s", STYLE, "-o", output, *VIDEO_ARGS)
 
         def finished(kills: Kills) -> None:

@@ -63,7 +63,8 @@ def video_job(tmp_path_factory) -> Path:
          "-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip)],
         check=True,
     )  # fmt: skip
-    cli("video", clip, "--style", STYLE, "-o", d / "out.mp4", "--iterations-first", "3", *TINY)
+    # --keep-frames: the report's thumbnails and its own measure of the pairs need the frames and the flow.
+    cli("video", clip, "--style", STYLE, "-o", d / "out.mp4", "--iterations-first", "3", "--keep-frames", *TINY)
     work = d / "out.mp4.work"
     run = cli("report", work)
     assert run.stdout.strip() == str(work / "report.html")

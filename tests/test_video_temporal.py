@@ -90,7 +90,7 @@ def frame_stats(work: Path) -> list[dict]:
 
 
 def test_a_cut_starts_a_new_shot_with_first_frame_iterations_and_no_temporal_term(clips, tmp_path):
-    job = make_job(clips["cut"], tmp_path)
+    job = make_job(clips["cut"], tmp_path, keep_frames=True)  # the flow pairs are looked at below
     result = run_video(job, vgg=build_tiny_vgg())
     stats = frame_stats(job.work)
     assert [(s["start"], s["iterations"]) for s in stats] == [
@@ -196,7 +196,7 @@ def test_flow_stage_failure_is_raised_in_the_waiting_thread_not_a_hang(tmp_path)
 
 
 def test_flow_stage_resumes_and_a_new_preset_redoes_flow_and_styled_frames_not_decoding(clips, tmp_path):
-    job = make_job(clips["cut"], tmp_path)
+    job = make_job(clips["cut"], tmp_path, keep_frames=True)  # the pairs and frames are looked at below
     with pytest.raises(Recorder.Stop):
         run_video(job, events=Recorder(stop_at=3), vgg=build_tiny_vgg())
     flow_dir = job.work / "flow"
@@ -219,7 +219,9 @@ def test_flow_stage_resumes_and_a_new_preset_redoes_flow_and_styled_frames_not_d
     styled = mtimes(job.work / "styled")
 
     events = Recorder()
-    run_video(make_job(clips["cut"], tmp_path, flow_preset="ultrafast"), events=events, vgg=build_tiny_vgg())
+    run_video(
+        make_job(clips["cut"], tmp_path, flow_preset="ultrafast", keep_frames=True), events=events, vgg=build_tiny_vgg()
+    )
     assert events.started == list(range(1, 9))
     assert mtimes(job.work / "frames") == decoded
     assert all(mtimes(flow_dir)[name] != after[name] for name in after)

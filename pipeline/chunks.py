@@ -1,0 +1,152 @@
+"""Chunks: the stylized frames encoded as they finish, so that they need not be kept to the end.
+
+    WORK/chunks/000001.mp4    frames 1..100 (named by the first), H.264 yuv420p, video only
+    WORK/chunks/000001.json   its record: first, last, key, fingerprint
+
+A chunk holds at most CHUNK_FRAMES frames and never spans a scene cut: it ends before a frame
+whose cut score exceeds --scene-threshold (ChunkPlan), so that each shot's frames lie in chunks
+of their own (issue 16 stylizes shots concurrently and encodes each into its own chunks). The
+record is written before the video's rename (DESIGN.md's commit rule: before a file is placed
+under a final name, the records already say whose it will be); a chunk counts as done once both
+are there. A finished chunk is never encoded again. At the end encode.encode_video joins them
+with ffmpeg's concat demuxer (stream copy: no re-encode) and muxes the audio once over the range.
+
+The chunks' key covers what their pixels depend on: the stylize stage's hash, --crf and the frame
+rate. Chunks of another key are discarded as a whole (their frames are then stylized again, as
+their stylized frames were deleted once encoded, unless --keep-frames kept them).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import ffmpeg
+
+from .atomic import UMASK, replace
+from .decode import run_ffmpeg
+from .errors import WriteError
+from .hashing import file_fingerprint, settings_hash
+from .manifest import read_json, write_json
+from .signals import deferred
+from .workdir import CHUNK_FRAMES, frame_name, frame_pattern
+
+CHUNK_GLOB = "[0-9]*.json"
+
+
+def chunk_key(stylize_hash: str, crf: int, rate: Fraction) -> str:
+    return settings_hash({"stylize": stylize_hash, "crf": crf, "frame_rate": str(rate), "codec": "libx264"})
+
+
+@dataclass(frozen=True)
+class Chunk:
+    first: int
+    last: int
+
+    @property
+    def frames(self) -> int:
+        return self.last - self.first + 1
+
+
+class ChunkPlan:
+    """Where chunks end, decided frame by frame as frames finish (the same decisions whether the
+    frames are finished in one run or replayed from their records after a resume): before a scene
+    cut, and after CHUNK_FRAMES frames."""
+
+    def __init__(self, start: int, scene_threshold: float, size: int = CHUNK_FRAMES):
+        self.start, self.threshold, self.size = start, scene_threshold, size
+
+    def finished(self, index: int, cut_score: float | None) -> list[Chunk]:
+        """Frame `index` (with its pair's cut score, None for a first frame) is finished: the chunks
+        to encode now."""
+        ready = []
+        if index > self.start and cut_score is not None and cut_score > self.threshold:
+            ready.append(Chunk(self.start, index - 1))
+            self.start = index
+        if index - self.start + 1 >= self.size:
+            ready.append(Chunk(self.start, index))
+            self.start = index + 1
+        return ready
+
+    def end(self, total: int) -> list[Chunk]:
+        """The video has `total` frames, all finished: the last chunk."""
+        ready = [Chunk(self.start, total)] if self.start <= total else []
+        self.start = total + 1
+        return ready
+
+
+class ChunkStore:
+    """WORK/chunks/: the chunks of one key."""
+
+    def __init__(self, work_dir: Path, key: str):
+        self.dir = Path(work_dir) / "chunks"
+        self.key = key
+
+    def video(self, first: int) -> Path:
+        return self.dir / frame_name(first, ".mp4")
+
+    def record(self, first: int) -> Path:
+        return self.dir / frame_name(first, ".json")
+
+    def records(self) -> list[dict]:
+        """Every chunk record in the folder, in frame order (whatever its key)."""
+        if not self.dir.is_dir():
+            return []
+        return [read_json(path, default={}) for path in sorted(self.dir.glob(CHUNK_GLOB))]
+
+    def stale(self) -> bool:
+        """Whether the folder holds chunks of another key."""
+        return any(record.get("key") != self.key for record in self.records())
+
+    def done(self) -> list[Chunk]:
+        """The finished chunks from frame 1 on, in order, up to the first one missing: a chunk is
+        finished once its record (of this key) and its video (of the recorded size) are there."""
+        chunks, first = [], 1
+        for record in self.records():
+            video = self.video(first)
+            if record.get("first") != first or record.get("key") != self.key or not video.exists():
+                break
+            if str(video.stat().st_size) != str(record.get("fingerprint", "")).split(":")[0]:
+                break
+            chunks.append(Chunk(first, record["last"]))
+            first = record["last"] + 1
+        return chunks
+
+    def encode(self, styled_dir: Path, chunk: Chunk, *, rate: Fraction, crf: int) -> None:
+        """Encode styled_dir's frames chunk.first..chunk.last as the chunk; record, then place it."""
+        self.dir.mkdir(exist_ok=True)
+        video = self.video(chunk.first)
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{video.name}.", suffix=".tmp.mp4", dir=self.dir)
+            os.fchmod(fd, 0o666 & ~UMASK)
+            os.close(fd)
+        except OSError as exc:
+            raise WriteError(video, exc) from None
+        tmp = Path(name)
+        try:
+            frames = ffmpeg.input(str(Path(styled_dir) / frame_pattern()), framerate=str(rate), start_number=chunk.first)
+            output = frames.output(
+                str(tmp), vcodec="libx264", pix_fmt="yuv420p", crf=crf, f="mp4", **{"frames:v": chunk.frames}
+            )
+            run_ffmpeg(output, what=video)
+            record = {
+                "first": chunk.first, "last": chunk.last, "key": self.key, "fingerprint": file_fingerprint(tmp),
+                "frame_rate": str(rate),
+            }  # fmt: skip
+            with deferred():
+                # A run stopped between the record and the rename encodes the chunk again: the same
+                # bytes (x264 is deterministic), so the record stands as it is.
+                if read_json(self.record(chunk.first), default=None) != record:
+                    write_json(self.record(chunk.first), record)
+                try:
+                    replace(tmp, video)
+                except OSError as exc:
+                    raise WriteError(video, exc) from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def bytes(self) -> int:
+        return sum(path.stat().st_size for path in self.dir.glob("[0-9]*.mp4")) if self.dir.is_dir() else 0

@@ -1,0 +1,202 @@
+"""The video job's decode, streamed: frames are decoded a bounded window ahead of the stylizer.
+
+ffmpeg decodes the range (decode.decoded_video: the same filter chain as extract_frames, so the
+same pixels) as raw RGB into a pipe; a thread reads one frame at a time and writes it as
+frames/NNNNNN.png (atomically) only while it is at most `window` frames ahead of the frame the
+job is working on. Past that the thread stops reading, the pipe fills and ffmpeg waits: the
+backpressure that keeps the work directory's frames/ at a window's size, whatever the video's
+length.
+
+Resume and any start frame: the stream decodes from the range's start and skips (does not
+write) the frames before `first` and those already on disk. Decoding from the start is the one
+way that gives exactly the frames an uninterrupted decode gives whatever the codec (B-frames,
+open GOPs, variable frame rate resampled by the fps filter, --every-nth's framestep all count
+frames from the range's start); it costs one decode of the skipped part, which at the job's
+small sizes runs at hundreds of frames per second, next to a second or more per stylized frame.
+A seek by timestamp would be faster for a resume deep into a film, but the fps and framestep
+filters would then count from the seek point: not safe without a test on such clips (a note for
+issue 16, whose shots start mid-range).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .atomic import atomic_path
+from .decode import (
+    VideoInfo,
+    decoded_video,
+    dies_with,
+    ffmpeg_binary,
+    ffmpeg_reason,
+    no_frames_message,
+    passthrough_timestamps,
+)
+from .errors import InputError, WriteError
+from .framerange import FrameRange
+from .signals import child_signal, exception_for, pending
+from .workdir import DECODE_WINDOW, frame_name
+
+WAIT_POLL = 0.5  # seconds: a waiting stylize loop looks up this often (Ctrl-C stays responsive)
+
+
+class FrameStream:
+    """Writes the range's frames `first`, first+1, ... as frames_dir/NNNNNN.png in a background
+    thread, at most `window` frames past the last one the job `consumed`. `wait(i)` says whether
+    frame i is there (blocking until it is, or until the video ended before it). Use as a
+    context manager, or call `close`."""
+
+    def __init__(
+        self, info: VideoInfo, frames_dir: Path, *, size: tuple[int, int], frames: FrameRange, first: int = 1,
+        window: int = DECODE_WINDOW, known_total: int | None = None,
+    ):  # fmt: skip
+        self.info, self.frames_dir, self.size, self.frames = info, Path(frames_dir), size, frames
+        self.first, self.window = max(1, first), max(1, window)
+        self.total: int | None = None  # frames in the range, once the decode reached its end
+        self.written = 0  # frames this stream wrote (the others were there before, or skipped)
+        self._known_total = known_total
+        self._consumed = self.first - 1
+        self._decoded = 0  # frames decoded so far (written, found on disk, or skipped)
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._process: subprocess.Popen | None = None
+
+    def path(self, index: int) -> Path:
+        return self.frames_dir / frame_name(index)
+
+    def start(self) -> FrameStream:
+        total = self._known_total
+        if total is not None and all(self.path(i).exists() for i in range(self.first, total + 1)):
+            self.total = self._decoded = total  # every frame still needed is on disk: nothing to decode
+            return self
+        self._thread = threading.Thread(target=self._run, name="frame-stream", daemon=True)
+        self._thread.start()
+        return self
+
+    def consumed(self, index: int) -> None:
+        """The job is done with frames up to `index`: the stream may run `window` frames past it."""
+        with self._changed:
+            self._consumed = max(self._consumed, index)
+            self._changed.notify_all()
+
+    def wait(self, index: int) -> bool:
+        """Whether the range has a frame `index`; once this returns True its file is there."""
+        with self._changed:
+            while True:
+                if index <= self._decoded:
+                    return True
+                if self.total is not None:
+                    return index <= self.total
+                if self._error is not None:
+                    raise self._error
+                if self._stop.is_set():  # closed: a flow thread waiting here must not wait for ever
+                    return False
+                self._changed.wait(WAIT_POLL)
+
+    def _run(self) -> None:
+        try:
+            self._decode()
+        except BaseException as exc:  # handed to the waiting thread, which raises it
+            with self._changed:
+                self._error = exc
+                self._changed.notify_all()
+
+    def _command(self) -> list[str]:
+        output = decoded_video(self.info, self.size, self.frames).output(
+            "pipe:1", f="rawvideo", pix_fmt="rgb24", **passthrough_timestamps()
+        )
+        return output.global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-nostats").compile(
+            cmd=ffmpeg_binary()
+        )
+
+    def _decode(self) -> None:
+        width, height = self.size
+        frame_bytes = width * height * 3
+        with tempfile.TemporaryFile() as stderr:
+            # stderr to a file: a pipe nobody reads could fill and stall ffmpeg. A SIGKILLed job
+            # takes its ffmpeg along (decode.dies_with).
+            self._process = subprocess.Popen(
+                self._command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
+                preexec_fn=dies_with(os.getpid()),
+            )  # fmt: skip
+            with self._process as process:
+                index = 0
+                while not self._stop.is_set():
+                    data = process.stdout.read(frame_bytes)
+                    if len(data) < frame_bytes:
+                        break
+                    index += 1
+                    self._place(index, data)
+                if self._stop.is_set():
+                    process.kill()
+            stderr.seek(0)
+            errors = stderr.read().decode(errors="replace")
+        if self._stop.is_set():
+            return
+        self._finish(index, process.returncode, errors)
+
+    def _place(self, index: int, data: bytes) -> None:
+        """Frame `index`: skipped before `first` and when on disk, else written once the window allows."""
+        if index >= self.first and not self.path(index).exists():
+            with self._changed:
+                while index > self._consumed + self.window and not self._stop.is_set():
+                    self._changed.wait(WAIT_POLL)
+            if self._stop.is_set():
+                return
+            self._write(index, data)
+            self.written += 1
+        with self._changed:
+            self._decoded = index
+            self._changed.notify_all()
+
+    def _write(self, index: int, data: bytes) -> None:
+        width, height = self.size
+        rgb = np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
+        path = self.path(index)
+        try:
+            # Made with the first frame, not before: a range found empty leaves no folder behind.
+            self.frames_dir.mkdir(exist_ok=True)
+            with atomic_path(path) as tmp:
+                if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+                    raise OSError(f"cannot write {tmp}")
+        except OSError as exc:
+            raise WriteError(path, exc) from None
+
+    def _finish(self, count: int, returncode: int, errors: str) -> None:
+        if returncode != 0:
+            # Ctrl-C or SIGTERM to the process group reached ffmpeg too: the job was interrupted.
+            signum = child_signal(returncode) or pending()
+            if signum is not None:
+                raise exception_for(signum)
+            raise InputError(f"{self.info.path}: ffmpeg failed: {ffmpeg_reason(errors)}")
+        if count == 0:
+            raise InputError(no_frames_message(self.info, self.frames))
+        with self._changed:
+            self.total = count
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._changed:
+            self._changed.notify_all()
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self) -> FrameStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
