@@ -156,7 +156,7 @@ def main() -> None:
         rows.append(run_one(args.out, frames, args.size))
         print(json.dumps(rows[-1]), flush=True)
     (args.out / "long-video.json").write_text(json.dumps(rows, indent=1))
-    print("\nlong video (streaming job, --size %d, 1 iteration a frame, CPU)" % args.size)
+    print(f"\nlong video (streaming job, --size {args.size}, 1 iteration a frame, CPU)")
     print("| frames | peak window | 150 frames' data | chunks | records | peak RSS MB | frames/s w/o optimizer "
           "| s/frame first third | last third |")  # fmt: skip
     print("|" + " --- |" * 9)
@@ -164,7 +164,8 @@ def main() -> None:
         print(
             f"| {r['frames']} | {r['peak_window_bytes'] / 1e6:.2f} MB | {150 * r['frame_data_bytes'] / 1e6:.2f} MB "
             f"| {r['peak_chunks_bytes'] / 1e6:.2f} MB | {r['peak_records_bytes'] / 1e6:.2f} MB | {r['peak_rss_mb']} "
-            f"| {r['frames_per_s_without_optimizer']} | {r['s_per_frame_first_third']} | {r['s_per_frame_last_third']} |"
+            f"| {r['frames_per_s_without_optimizer']} | {r['s_per_frame_first_third']} "
+            f"| {r['s_per_frame_last_third']} |"
         )
 
 

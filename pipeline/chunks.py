@@ -127,7 +127,8 @@ class ChunkStore:
             raise WriteError(video, exc) from None
         tmp = Path(name)
         try:
-            frames = ffmpeg.input(str(Path(styled_dir) / frame_pattern()), framerate=str(rate), start_number=chunk.first)
+            pattern = str(Path(styled_dir) / frame_pattern())
+            frames = ffmpeg.input(pattern, framerate=str(rate), start_number=chunk.first)
             output = frames.output(
                 str(tmp), vcodec="libx264", pix_fmt="yuv420p", crf=crf, f="mp4", **{"frames:v": chunk.frames}
             )

@@ -28,12 +28,10 @@ from pathlib import Path
 
 import ffmpeg
 
-from .atomic import replace
 from .errors import InputError, PipelineError, WriteError
 from .framerange import ALL, FrameRange
 from .images import fit_long_side
 from .signals import child_signal, exception_for, pending
-from .workdir import frame_pattern
 
 # Common rates that ffmpeg's header prints rounded (29.97, 23.98, ...); timestamps are snapped to
 # these when they agree within STANDARD_RATE_TOLERANCE, so 29.97 fps stays exactly 30000/1001.
@@ -409,59 +407,3 @@ def count_frames(info: VideoInfo, frames: FrameRange = ALL) -> int:
     if not info.variable_frame_rate and frames.start == 0 and frames.duration is None:
         count = info.frames
     return -(-count // frames.every_nth)
-
-
-def decoded_video(info: VideoInfo, size: tuple[int, int], frames: FrameRange = ALL):
-    """The ffmpeg-python graph of the range's frames at `size` (square pixels): the one chain that
-    both extract_frames and the video job's streaming decode (framestream.py) use, so that both
-    give the same pixels."""
-    video = ffmpeg.input(info.path, **frames.trim_options())["V:0"]
-    if info.variable_frame_rate:
-        video = video.filter("fps", fps=info.frame_rate)
-    if frames.every_nth > 1:
-        video = video.filter("framestep", step=frames.every_nth)
-    return video.filter("scale", size[0], size[1], flags="lanczos").filter("setsar", 1)
-
-
-def no_frames_message(info: VideoInfo, frames: FrameRange) -> str:
-    """Why a range gave no frames; the file may last longer than its video stream (a longer sound
-    track): name both."""
-    stream = f"{info.video_duration:.2f} s of video" + (
-        f" in {info.duration:.2f} s" if info.duration - info.video_duration >= 0.01 else ""
-    )
-    return f"{info.path}: no video frames in the selected range (--start {frames.start:g}; it holds {stream})"
-
-
-def extract_frames(
-    info: VideoInfo,
-    dest: Path,
-    *,
-    size: tuple[int, int],
-    frames: FrameRange = ALL,
-    on_progress: ProgressHook | None = None,
-) -> int:
-    """Decode the selected frames as dest/000001.png, ... (RGB, square pixels); return the count.
-
-    The frames appear in `dest` only when all are written: ffmpeg writes into a temporary
-    directory beside it, renamed at the end, so an interrupted decode leaves nothing half done.
-    """
-    dest = Path(dest)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
-    try:
-        video = decoded_video(info, size, frames)
-        output = video.output(str(tmp / frame_pattern()), start_number=1, pix_fmt="rgb24", **passthrough_timestamps())
-        try:
-            run_ffmpeg(output, what=info.path, on_progress=on_progress)
-        except WriteError:
-            raise  # the disk, not the video
-        except PipelineError as exc:
-            raise InputError(str(exc)) from None
-        count = len(list(tmp.glob("*.png")))
-        if count == 0:
-            raise InputError(no_frames_message(info, frames))
-        if dest.exists():
-            shutil.rmtree(dest)
-        replace(tmp, dest)
-        return count
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 from joblib import Parallel, delayed
 
-from .decode import VideoInfo, extract_frames, frame_size, probe
+from .decode import VideoInfo, frame_size, probe
 from .errors import InputError
 from .flow import DIS_PRESETS, FramePair, warping_error
 from .flowstage import FlowStage, default_workers, read_rgb
 from .framerange import FrameRange
+from .framestream import extract_frames
 from .videojob import DEFAULT_FLOW_PRESET, DEFAULT_SCENE_THRESHOLD
 from .workdir import frame_name
 

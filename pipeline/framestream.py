@@ -1,4 +1,7 @@
-"""The video job's decode, streamed: frames are decoded a bounded window ahead of the stylizer.
+"""Decoding a video's frames to files: all at once (extract_frames, for `stylize flicker`), or
+streamed, for the video job (FrameStream); both through one filter chain (decoded_video).
+
+The video job's decode, streamed: frames are decoded a bounded window ahead of the stylizer.
 
 ffmpeg decodes the range (decode.decoded_video: the same filter chain as extract_frames, so the
 same pixels) as raw RGB into a pipe; a thread reads one frame at a time and writes it as
@@ -21,30 +24,88 @@ issue 16, whose shots start mid-range).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
 from pathlib import Path
 
 import cv2
+import ffmpeg
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_path, replace
 from .decode import (
+    ProgressHook,
     VideoInfo,
-    decoded_video,
     dies_with,
     ffmpeg_binary,
     ffmpeg_reason,
-    no_frames_message,
     passthrough_timestamps,
+    run_ffmpeg,
 )
-from .errors import InputError, WriteError
-from .framerange import FrameRange
+from .errors import InputError, PipelineError, WriteError
+from .framerange import ALL, FrameRange
 from .signals import child_signal, exception_for, pending
-from .workdir import DECODE_WINDOW, frame_name
+from .workdir import DECODE_WINDOW, frame_name, frame_pattern
 
 WAIT_POLL = 0.5  # seconds: a waiting stylize loop looks up this often (Ctrl-C stays responsive)
+
+
+def decoded_video(info: VideoInfo, size: tuple[int, int], frames: FrameRange = ALL):
+    """The ffmpeg-python graph of the range's frames at `size` (square pixels): the one chain that
+    both extract_frames and the video job's streaming decode (framestream.py) use, so that both
+    give the same pixels."""
+    video = ffmpeg.input(info.path, **frames.trim_options())["V:0"]
+    if info.variable_frame_rate:
+        video = video.filter("fps", fps=info.frame_rate)
+    if frames.every_nth > 1:
+        video = video.filter("framestep", step=frames.every_nth)
+    return video.filter("scale", size[0], size[1], flags="lanczos").filter("setsar", 1)
+
+
+def no_frames_message(info: VideoInfo, frames: FrameRange) -> str:
+    """Why a range gave no frames; the file may last longer than its video stream (a longer sound
+    track): name both."""
+    stream = f"{info.video_duration:.2f} s of video" + (
+        f" in {info.duration:.2f} s" if info.duration - info.video_duration >= 0.01 else ""
+    )
+    return f"{info.path}: no video frames in the selected range (--start {frames.start:g}; it holds {stream})"
+
+
+def extract_frames(
+    info: VideoInfo,
+    dest: Path,
+    *,
+    size: tuple[int, int],
+    frames: FrameRange = ALL,
+    on_progress: ProgressHook | None = None,
+) -> int:
+    """Decode the selected frames as dest/000001.png, ... (RGB, square pixels); return the count.
+
+    The frames appear in `dest` only when all are written: ffmpeg writes into a temporary
+    directory beside it, renamed at the end, so an interrupted decode leaves nothing half done.
+    """
+    dest = Path(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        video = decoded_video(info, size, frames)
+        output = video.output(str(tmp / frame_pattern()), start_number=1, pix_fmt="rgb24", **passthrough_timestamps())
+        try:
+            run_ffmpeg(output, what=info.path, on_progress=on_progress)
+        except WriteError:
+            raise  # the disk, not the video
+        except PipelineError as exc:
+            raise InputError(str(exc)) from None
+        count = len(list(tmp.glob("*.png")))
+        if count == 0:
+            raise InputError(no_frames_message(info, frames))
+        if dest.exists():
+            shutil.rmtree(dest)
+        replace(tmp, dest)
+        return count
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class FrameStream:
@@ -199,4 +260,3 @@ class FrameStream:
 
     def __exit__(self, *exc) -> None:
         self.close()
-

@@ -18,10 +18,10 @@ import pytest
 
 from helpers import Recorder, build_tiny_vgg, decoded_frames, make_clip, make_job, mtimes
 from pipeline.chunks import ChunkPlan
-from pipeline.decode import extract_frames, ffmpeg_binary, probe
+from pipeline.decode import ffmpeg_binary, probe
 from pipeline.flowstage import read_rgb
 from pipeline.framerange import FrameRange
-from pipeline.framestream import FrameStream
+from pipeline.framestream import FrameStream, extract_frames
 from pipeline.manifest import read_json
 from pipeline.status import status_lines
 from pipeline.video import run_video
@@ -35,8 +35,7 @@ def long_clip(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("long-clip") / "long.mp4"
     first, second = CUT - 1, FRAMES - CUT + 1
     graph = (
-        f"[0:v]trim=end_frame={first}[a];[1:v]trim=end_frame={second},setpts=PTS-STARTPTS[b];"
-        "[a][b]concat=n=2:v=1[v]"
+        f"[0:v]trim=end_frame={first}[a];[1:v]trim=end_frame={second},setpts=PTS-STARTPTS[b];[a][b]concat=n=2:v=1[v]"
     )
     seconds = FRAMES / 25
     subprocess.run(
