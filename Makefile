@@ -43,8 +43,11 @@ torture: $(STAMP)
 clean:
 	rm -rf $(OUT) .pytest_cache
 
+# Then the long-video scale benchmark (issue 15): synthetic clips of 1,000 and 3,000 frames with
+# three cuts, --size 96, one iteration a frame on the CPU; BENCH_LONG="--frames 300 900" runs it shorter.
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/long_video.py $(BENCH_LONG)
 
 # Video quality (issue 17): iterations, time, flicker, losses and sharpness retention per --flow
 # mode on the sample clip and a 150-frame synthetic pan; BENCH_VIDEO="--frames 40 --size 96" runs it short.

@@ -115,7 +115,9 @@ def stage_detail(name: str, stage: dict, status: str, store: FrameStore) -> str:
     if name == "decode" and "frames" in stage:
         return f", {stage['frames']} frames at {stage.get('width')}x{stage.get('height')}"
     if name == "flow" and "total" in stage:
-        done = store.pair_count() if status != "cleaned" else stage["total"]
+        # The streaming job deletes each pair once its later frame is finished: a finished stage
+        # counts them all; a running one counts those on disk (computed, not used yet).
+        done = stage["total"] if stage.get("status") in ("done", "cleaned") else store.pair_count()
         return f", {done}/{stage['total']} frame pairs"
     if name == "stylize" and "total" in stage:
         # The job records its count at the start and end of a run, not per frame: the frames'
