@@ -259,6 +259,8 @@ def video(
     flicker = (result.report or {}).get("flicker")
     if flicker and not quiet:
         console.print(flicker_line(flicker), markup=False, highlight=False, soft_wrap=True)
+    if result.report_page is not None and result.report_page.is_file() and not quiet:
+        console.print(f"report: {result.report_page}", markup=False, highlight=False, soft_wrap=True)
     typer.echo(str(result.output))
 
 

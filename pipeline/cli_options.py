@@ -207,7 +207,7 @@ CleanOpt = Annotated[
     option(
         "--clean",
         panel=IO,
-        help="Delete the decoded frames, optical flow and stylized frames after a successful encode.",
+        help="Delete the decoded frames, optical flow and stylized frames after a successful encode; the report stays.",
     ),
 ]
 FlowOpt = Annotated[

@@ -32,6 +32,8 @@ from .hashing import settings_hash as hash_settings
 from .images import load_image, load_styles, save_image
 from .manifest import JobManifest, WorkDirLock, timestamp, write_json
 from .outputs import OutputRecord
+from .report_live import LiveReport
+from .report_video import JOB_FLICKER_BUDGET, write_video_report
 from .stylize import StyleResult, Stylizer
 from .temporal import FrameStart, Pairs, WarmStart, make_starter
 from .vgg import VGG19
@@ -132,7 +134,7 @@ class VideoRun:
             self.manifest.stage("decode")["frames"] if kept.decoded else count_frames(self.info, self.job.frame_range)
         )
         check_disk_space(self.store, kept, expected, self.size)
-        with self.logged():
+        with self.logged(), self.live.last_page(lambda: JOB_FLICKER_BUDGET):
             remove_leftovers(self.store, self.job.output)
             self.record_inputs()
             self.invalidate()
@@ -151,11 +153,13 @@ class VideoRun:
             self.report()
         frames = self.manifest.stage("stylize")["total"]
         audio = self.encode(frames)
+        self.live.finish(JOB_FLICKER_BUDGET)  # before --clean takes the frames its thumbnails come from
         if self.job.clean:
             clean(self.store, self.manifest, self.log)
         return VideoResult(
-            self.job.output, self.job.work, frames, stylized, audio, report=self.manifest.data.get("report")
-        )
+            self.job.output, self.job.work, frames, stylized, audio, report=self.manifest.data.get("report"),
+            report_page=self.job.work / "report.html",
+        )  # fmt: skip
 
     # --- before the stages: what is done, what is still valid ----------------------------------
 
@@ -209,6 +213,11 @@ class VideoRun:
         if not self.manifest.path.exists():
             self.manifest.save()
         self.log = JobLog(self.job.work / "job.log")
+        # WORK/report.html, kept current from the stylize loop and written once more at the end.
+        self.live = LiveReport(
+            lambda running, budget: write_video_report(self.job.work, running=running, flicker_budget=budget),
+            budget=JOB_FLICKER_BUDGET, warn=lambda message: self.log(f"warning: {message}"),
+        )  # fmt: skip
         try:
             yield
         except BaseException as exc:
@@ -328,8 +337,10 @@ class VideoRun:
         styles = load_styles(self.job.styles, settings)
         stylizer = Stylizer(styles, settings, device=self.device, vgg=self.vgg)
         previous = load_image(self.store.styled(done)) if done else None
+        self.live.when_due()  # the first page: the job's settings and what was done before
         for index in range(done + 1, total + 1):
             self.stylize_frame(stylizer, index, total, previous, pairs)
+            self.live.when_due()
             # The next frame starts from this one as saved, so a resumed run starts from the same image.
             previous = load_image(self.store.styled(index))
         self.manifest.update("stylize", status="done", finished=timestamp())

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import atomic, cli  # noqa: E402  (after the path above)
+from pipeline import atomic, cli, report_video  # noqa: E402, F401  (after the path; the report once, as torch)
 
 
 def run_child(argv: list[str], *, exit_after: int, renames: Path, output: Path, timeout: float) -> int:
