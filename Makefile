@@ -30,7 +30,7 @@ demo: $(STAMP)
 	@echo
 	@echo "video:  $(OUT)/carphone-ihc.mp4 (frames, job record and log in $(OUT)/carphone-ihc.mp4.work)"
 	@echo "images: $(OUT)/photos-ihc/ (the tree of samples/photos, stylized; records in $(OUT)/photos-ihc/.stylize)"
-# The video job's report goes here (a third line) once video jobs write one.
+	@echo "reports: $(OUT)/carphone-ihc.mp4.work/report.html and $(OUT)/photos-ihc/.stylize/report.html (open in a browser)"
 
 test: $(STAMP)
 	$(BIN)/ruff check .

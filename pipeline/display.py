@@ -292,7 +292,9 @@ def param_row(param, ctx) -> tuple[Text, Text, Text]:
     if param.param_type_name == "argument":
         names, value = (param.metavar or param.name).upper(), ""
     else:
-        names = ", ".join(param.opts) + (" / " + ", ".join(param.secondary_opts) if param.secondary_opts else "")
+        # click builds --help's names from a set, whose order changes from run to run: sort those.
+        opts = sorted(param.opts, key=len) if param.name == "help" else param.opts
+        names = ", ".join(opts) + (" / " + ", ".join(param.secondary_opts) if param.secondary_opts else "")
         value = metavar(param, ctx)
     cell = Text(names, style="bold cyan")
     if value:

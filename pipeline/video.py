@@ -31,6 +31,8 @@ from .hashing import settings_hash as hash_settings
 from .images import load_image
 from .manifest import JobManifest, WorkDirLock, timestamp
 from .outputs import OutputRecord
+from .report_live import LiveReport
+from .report_video import JOB_FLICKER_BUDGET, write_video_report
 from .temporal import WarmStart, make_starter
 from .vgg import VGG19
 from .videojob import JobEvents, VideoJob, VideoResult, check_paths
@@ -137,7 +139,7 @@ class VideoRun:
         kept = self.kept()
         total = self.manifest.stage("decode").get("frames") if kept.decoded else None
         disk = check_disk_space(self.store, kept, total or self.estimate, self.size, keep_frames=self.job.keep_frames)
-        with self.logged():
+        with self.logged(), self.live.last_page(lambda: JOB_FLICKER_BUDGET):
             self.log(f"disk: {disk}")
             remove_leftovers(self.store, self.job.output)
             self.record_inputs()
@@ -157,13 +159,15 @@ class VideoRun:
         if not self.report_current():
             self.report(total)
         audio = self.encode(total)
+        self.live.finish(JOB_FLICKER_BUDGET)  # before --clean takes the frames its thumbnails come from
         if not self.job.keep_frames:
             prune(self.store, done=total, chunked=total, over=True)
         if self.job.clean:
             clean(self.store, self.manifest, self.log)
         return VideoResult(
-            self.job.output, self.job.work, total, stylized, audio, report=self.manifest.data.get("report")
-        )
+            self.job.output, self.job.work, total, stylized, audio, report=self.manifest.data.get("report"),
+            report_page=self.job.work / "report.html",
+        )  # fmt: skip
 
     def stylize_range(self, done: int, chunked: int, total: int | None) -> list[int]:
         """The streaming loop over the range's frames (videorange.py); the stages' records once
@@ -176,7 +180,7 @@ class VideoRun:
         context = RangeContext(
             job=self.job, info=self.info, size=self.size, store=self.store, chunks=self.chunks,
             starter=self.starter, hashes=self.hashes, rate=self.rate, estimate=total or self.estimate,
-            events=self.events, log=self.log, device=self.device, vgg=self.vgg,
+            events=self.events, log=self.log, device=self.device, vgg=self.vgg, tick=self.live.when_due,
         )  # fmt: skip
         loop = RangeRun(context, done=done, chunked=chunked, total=total, on_end=self.range_finished)
         try:
@@ -243,6 +247,11 @@ class VideoRun:
         if not self.manifest.path.exists():
             self.manifest.save()
         self.log = JobLog(self.job.work / "job.log")
+        # WORK/report.html, kept current from the stylize loop and written once more at the end.
+        self.live = LiveReport(
+            lambda running, budget: write_video_report(self.job.work, running=running, flicker_budget=budget),
+            budget=JOB_FLICKER_BUDGET, warn=lambda message: self.log(f"warning: {message}"),
+        )  # fmt: skip
         try:
             yield
         except BaseException as exc:

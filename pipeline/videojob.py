@@ -151,3 +151,4 @@ class VideoResult:
     audio: str | None  # copy, aac or None
     already_done: bool = False
     report: dict | None = None  # job.json's "report": the flicker of output and input
+    report_page: Path | None = None  # WORK/report.html, as the run left it

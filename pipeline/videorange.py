@@ -53,6 +53,7 @@ class RangeContext:
     log: JobLog
     device: torch.device
     vgg: VGG19 | None = None
+    tick: Callable[[], None] = lambda: None  # after each frame: the live report, when due
 
 
 class Retention:
@@ -131,6 +132,7 @@ class RangeRun:
                 f"(decoding {stream.window} frames ahead; flow on {flows.workers} workers)"
             )
             stylizer, previous = None, load_image(c.store.styled(self.done)) if self.done else None
+            c.tick()  # the first page: the job's settings and what was done before
             index = self.done + 1
             while stream.wait(index):
                 if stylizer is None:  # one per range: the network loaded, the style targets computed once
@@ -140,6 +142,7 @@ class RangeRun:
                 # The next frame starts from this one as saved, so a resumed run starts from the same image.
                 previous = load_image(c.store.styled(index))
                 stream.consumed(index)
+                c.tick()
                 index += 1
             self.total = stream.total
 

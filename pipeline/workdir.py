@@ -30,6 +30,7 @@ from typing import TextIO
 from .atomic import is_temporary, replace
 from .errors import InputError, WriteError
 from .manifest import JobManifest, read_json
+from .report_html import FILES_DIR
 
 KIND = "video"  # job.json's "kind" in a video job's work directory
 DIGITS = 6
@@ -161,6 +162,7 @@ def remove_leftovers(store: FrameStore, output: Path) -> None:
         *store.styled_dir.glob(".*.tmp*"),
         *store.flow_dir.glob(".*.tmp*"),
         *store.chunks_dir.glob(".*.tmp*"),
+        *(work / FILES_DIR).glob(".*.tmp*"),  # the report's thumbnails and plots
         *output.parent.glob(f".{output.name}.*.tmp{output.suffix}"),
     ):
         leftover.unlink(missing_ok=True)

@@ -7,7 +7,7 @@ child runs the CLI's `main` in-process, exactly as `stylize` would, and ends wit
 
 SPEC (JSON): argv (with "{case}" standing for the case's own directory), cases (a directory),
 sample (at most this many stop points besides the last ten), parallel (cases at once), timeout
-(seconds for one run). For the reference run and each stop point N it records, in
+(seconds for one run). For the reference run and each stop point N (every rename but the report pages') it records, in
 CASES/summary.json: the exit statuses of the stopped run and of the resumed one, and the files
 each run placed under a final name, in order (pipeline.atomic.replace's count log).
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -24,7 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import atomic, cli  # noqa: E402  (after the path above)
+from pipeline import atomic, cli, report_video  # noqa: E402, F401  (after the path; the report once, as torch)
+
+REPORT = re.compile(r"/report[^/]*\.html$|/report-files/")  # a job's report page and its files
 
 
 def run_child(argv: list[str], *, exit_after: int, renames: Path, output: Path, timeout: float) -> int:
@@ -99,7 +102,11 @@ def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     reference = run_case(spec, "reference", 0)
     summary = {"reference": reference, "cases": []}
-    points = stop_points(len(reference["reference"]["renamed"]), spec["sample"])
+    # The report pages are no stop points: they are rebuilt from the records at any time (a kill
+    # while one is written is the random-kill test's), and each would double the runs.
+    job_renames = [n for n, path in enumerate(reference["reference"]["renamed"], 1) if not REPORT.search(path)]
+    points = [job_renames[i - 1] for i in stop_points(len(job_renames), spec["sample"])]
+    summary["job_renames"] = job_renames
     running: dict[int, Path] = {}  # pid of a case's process -> where it writes its result
     for n in points:
         while len(running) >= spec["parallel"]:

@@ -78,6 +78,14 @@ def test_help_fits_80_columns_with_every_option_whole(name, env):
         assert f"[{'|'.join(choices)}]" in text, f"{option}: choices {choices} not listed in:\n{text}"
 
 
+def test_help_lists_its_own_option_the_same_way_every_run():
+    # click keeps --help's names in a set: without sorting, the order followed the hash seed.
+    for seed in ("0", "1", "2", "3"):
+        result = stylize("status", "--help", env={"PYTHONHASHSEED": seed, "COLUMNS": "80"})
+        assert result.returncode == 0, result.stderr
+        assert "-h, --help" in result.stdout, f"PYTHONHASHSEED={seed}:\n{result.stdout}"
+
+
 def test_choices_are_declared_where_the_issue_found_str():
     choices = {**declared_choices("video"), **declared_choices("images")}
     for option in ("--flow", "--pooling", "--preserve-color", "--precision", "--preset", "--flow-preset"):

@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import archive, report_archive
+from helpers import build_tiny_vgg, make_clip, make_job
+from pipeline import archive, report_archive, report_live, video
 from pipeline.decode import ffmpeg_binary
 from pipeline.errors import WriteError
 from pipeline.manifest import WorkDirLock, read_json, write_json
@@ -31,6 +32,8 @@ from pipeline.report_flicker import pair_figures
 from pipeline.report_video import write_video_report
 from pipeline.report_video_data import VideoLayout, read_state
 from pipeline.settings import StyleSettings
+from pipeline.video import run_video
+from pipeline.videojob import JobEvents
 
 ROOT = Path(__file__).resolve().parents[1]
 STYLE = ROOT / "samples" / "ihc.png"
@@ -66,6 +69,7 @@ def video_job(tmp_path_factory) -> Path:
     # --keep-frames: the report's thumbnails and its own measure of the pairs need the frames and the flow.
     cli("video", clip, "--style", STYLE, "-o", d / "out.mp4", "--iterations-first", "3", "--keep-frames", *TINY)
     work = d / "out.mp4.work"
+    assert "12 of 12 stylized" in (work / "report.html").read_text()  # the job's own last page
     run = cli("report", work)
     assert run.stdout.strip() == str(work / "report.html")
     return work
@@ -173,6 +177,58 @@ def test_archive_report_pages(archive_job, tmp_path, monkeypatch):
     assert not (out / ".stylize" / "report-2.html").exists()  # a page no longer in the gallery goes
 
 
+# --- the video job writes its report ------------------------------------------------------------
+
+
+def test_a_running_video_job_writes_its_report_and_rewrites_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(report_live, "REPORT_SECONDS", 0.0)  # rewritten after every frame
+    job = make_job(make_clip(tmp_path / "clip.mp4", frames=4), tmp_path)
+    page, seen = job.work / "report.html", {}
+
+    class Watch(JobEvents):
+        def frame_started(self, index: int, iterations: int) -> None:
+            seen[index] = page.read_text()
+
+    result = run_video(job, events=Watch(), vgg=build_tiny_vgg())
+    assert sorted(seen) == [1, 2, 3, 4]
+    for index, html in seen.items():  # the page as each frame starts: the frames before it
+        assert 'http-equiv="refresh"' in html and f"running (process {os.getpid()})" in html
+        assert f"{index - 1} of 4 stylized" in html
+    html = page.read_text()
+    assert result.report_page == page
+    assert 'http-equiv="refresh"' not in html and "finished" in html and "4 of 4 stylized" in html
+    for src in re.findall(r'src="([^"]+)"', html):
+        assert (job.work / src).is_file(), src
+
+
+def test_a_video_job_with_clean_keeps_a_whole_last_page(tmp_path):
+    # --keep-frames: the streaming job deletes each frame once encoded; the thumbnails need them all.
+    job = make_job(make_clip(tmp_path / "clip.mp4", frames=3), tmp_path, clean=True, keep_frames=True)
+    run_video(job, vgg=build_tiny_vgg())
+    assert not (job.work / "styled").exists()  # --clean took the frames, after the last page
+    html = (job.work / "report.html").read_text()
+    assert "finished" in html and "3 of 3 stylized" in html
+    assert re.findall(r"<figcaption>frame (\d+)</figcaption>", html) == ["1", "2", "3"]  # the strip
+    sources = re.findall(r'src="([^"]+)"', html)
+    assert len(sources) > 6 and all((job.work / src).is_file() for src in sources)  # thumbnails and plot
+
+
+def test_a_video_report_that_cannot_be_written_is_a_warning_and_the_job_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(report_live, "REPORT_SECONDS", 0.0)
+
+    def disk_full(work_dir, **kwargs):
+        raise WriteError(Path(work_dir) / "report.html", OSError(errno.ENOSPC, "No space left"))
+
+    monkeypatch.setattr(video, "write_video_report", disk_full)
+    job = make_job(make_clip(tmp_path / "clip.mp4", frames=2), tmp_path)
+    result = run_video(job, vgg=build_tiny_vgg())
+    assert result.frames == 2 and job.output.is_file() and not (job.work / "report.html").exists()
+    log = (job.work / "job.log").read_text()
+    warnings = [line for line in log.splitlines() if "warning: the report could not be written" in line]
+    # Before frame 1, after frames 1 and 2, and the last page: each a warning, and the job finished.
+    assert len(warnings) == 4 and "no space left" in warnings[0], log
+
+
 # --- the archive job writes its report ----------------------------------------------------------
 
 
@@ -195,7 +251,7 @@ def run_tiny_archive(tmp_path: Path, on_record) -> tuple[archive.Summary, Path]:
 
 
 def test_a_running_archive_job_writes_its_report_and_rewrites_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(archive, "REPORT_SECONDS", 0.0)  # rewritten after every record
+    monkeypatch.setattr(report_live, "REPORT_SECONDS", 0.0)  # rewritten after every record
     seen = []
 
     def on_record(record):  # called after the job has (or has not) rewritten its report
@@ -217,7 +273,7 @@ def test_a_running_archive_job_writes_its_report_and_rewrites_it(tmp_path, monke
 
 
 def test_a_running_archive_job_rewrites_its_report_at_most_every_report_seconds(tmp_path, monkeypatch):
-    monkeypatch.setattr(archive, "REPORT_SECONDS", 3600.0)
+    monkeypatch.setattr(report_live, "REPORT_SECONDS", 3600.0)
     seen = []
     summary, page = run_tiny_archive(tmp_path, lambda record: seen.append(page_text(tmp_path)))
     # The first record writes the page; the next two come within the hour: no rewrite until the end.
@@ -230,7 +286,7 @@ def page_text(tmp_path: Path) -> str:
 
 
 def test_a_report_that_cannot_be_written_is_a_warning_and_the_job_goes_on(tmp_path, monkeypatch):
-    monkeypatch.setattr(archive, "REPORT_SECONDS", 0.0)
+    monkeypatch.setattr(report_live, "REPORT_SECONDS", 0.0)
 
     def disk_full(output_dir, **kwargs):
         raise WriteError(Path(output_dir) / ".stylize" / "report.html", OSError(errno.ENOSPC, "No space left"))
