@@ -19,13 +19,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .flow import FramePair, to_tensor, warp, warping_error
+from .flow import FramePair, warping_error
+from .report_frames import WORST, styled_thumb, warped_rgb, warped_thumb
 from .report_html import write_text
 from .report_thumbs import thumbnail, thumbnail_of
 from .report_video_data import VideoState
 
 CACHE = "flicker.json"
-WORST = 6  # pairs shown as thumbnails
 DEFAULT_SCENE_THRESHOLD = 0.6  # video.DEFAULT_SCENE_THRESHOLD, for records that do not say
 
 
@@ -102,28 +102,15 @@ def worst_pairs(figures: dict[int, dict], count: int = WORST) -> list[int]:
     return [i for _, i in sorted(ranked, reverse=True)[:count]]
 
 
-def warped_previous(state: VideoState, index: int) -> np.ndarray | None:
-    """The stylized frame index-1 warped onto frame index, as 8-bit RGB (what the flicker compares)."""
-    previous = _rgb(state.layout.stylized(index - 1))
-    try:
-        pair = FramePair.load(state.layout.pair(index))
-    except (OSError, ValueError, KeyError):
-        return None
-    if previous is None:
-        return None
-    warped = warp(to_tensor(previous), pair.flow_back)[0].permute(1, 2, 0).numpy()
-    return (warped * 255).round().clip(0, 255).astype(np.uint8)
-
-
 def worst_thumbnails(state: VideoState, worst: list[int]) -> dict[int, tuple[Path | None, Path | None]]:
-    """index -> (warped previous output, current output) thumbnails, made once each; None
-    where the files they come from are gone."""
-    out, tag = {}, state.stylize_hash[:8]
+    """index -> (warped previous output, current output) thumbnails, made once each (by the job
+    as the frame finished, report_frames, or here from the files); None where those are gone."""
+    out, files, stylize = {}, state.layout.files, state.stylize_hash
     for index in worst:
-        warped = state.layout.files / f"{tag}-w{index:06d}-warped.webp"
-        current = state.layout.files / f"{tag}-s{index:06d}.webp"
+        warped, current = warped_thumb(files, stylize, index), styled_thumb(files, stylize, index)
+        make = lambda i=index: warped_rgb(state.layout.stylized(i - 1), state.layout.pair(i))  # noqa: E731
         out[index] = (
-            warped if thumbnail_of(lambda i=index: warped_previous(state, i), warped) else None,
+            warped if thumbnail_of(make, warped) else None,
             current if thumbnail(state.layout.stylized(index), current) else None,
         )
     return out

@@ -8,6 +8,7 @@ records (report_video_data.py), so a killed job's report is current up to its la
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
@@ -15,13 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from .report_flicker import pair_figures, worst_pairs, worst_thumbnails
+from .report_frames import content_thumb, strip_indices, styled_thumb
 from .report_html import FILES_DIR as FILES
 from .report_html import REPORT_FILE, esc, img, link_from, page, progress_bar, state_badge, table, write_text
 from .report_plots import video_plot
 from .report_thumbs import THUMB_SIZE, prune, thumbnail
 from .report_video_data import VideoLayout, VideoState, read_state
 
-STRIP = 12  # evenly spaced frames in the strip
 RATE_WINDOW = 50  # frames/s over the last this many finished frames
 # Seconds of new flicker measurements per rewrite of a running job's report (the rest waits for
 # the next rewrite); `stylize report` measures everything.
@@ -173,24 +174,25 @@ def flicker_summary(state: VideoState, figures: dict[int, dict]) -> str:
     return f"<h2>Flicker</h2>{table(rows)}{note}"
 
 
-def strip_indices(total: int, count: int = STRIP) -> list[int]:
-    """Evenly spaced frames over the whole job: the same picks on every rewrite, so each
-    thumbnail is made once, as soon as its frame is finished."""
-    if total <= 0:
-        return []
-    count = min(count, total)
-    return sorted({1 + round(k * (total - 1) / max(count - 1, 1)) for k in range(count)})
-
-
 def strip_thumbnails(state: VideoState) -> tuple[list[tuple[int, Path | None, Path | None]], list[Path]]:
-    decode_tag, style_tag = (state.stage("decode").get("hash") or "")[:8], state.stylize_hash[:8]
-    strip, kept = [], []
-    for index in strip_indices(state.total):
+    """The strip's frames and their thumbnails. A pick whose frame is gone and was not kept as a
+    thumbnail (the decode found another count than the probe the job picked from) shows the
+    nearest frame that was."""
+    files, decode, stylize = state.layout.files, state.stage("decode").get("hash") or "", state.stylize_hash
+    kept_frames = sorted(
+        int(m.group(1)) for p in files.glob(f"{stylize[:8]}-s*.webp") if (m := re.search(r"-s(\d{6,})\.webp$", p.name))
+    )
+    strip, kept, used = [], [], set()
+    for pick in strip_indices(state.total):
+        index = pick
+        if not state.layout.stylized(pick).exists() and not styled_thumb(files, stylize, pick).is_file():
+            near = [i for i in kept_frames if i not in used and content_thumb(files, decode, i).is_file()]
+            index = min(near, key=lambda i: abs(i - pick)) if near else pick
+        used.add(index)
         if index not in state.frames:
             strip.append((index, None, None))
             continue
-        content = state.layout.files / f"{decode_tag}-c{index:06d}.webp"
-        styled = state.layout.files / f"{style_tag}-s{index:06d}.webp"
+        content, styled = content_thumb(files, decode, index), styled_thumb(files, stylize, index)
         content = content if thumbnail(state.layout.content(index), content) else None
         styled = styled if thumbnail(state.layout.stylized(index), styled) else None
         kept += [p for p in (content, styled) if p]

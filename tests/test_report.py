@@ -97,6 +97,7 @@ def test_video_report_from_records(video_job):
     assert "finished" in html and "12 of 12 stylized" in html
     strip = re.findall(r"<figcaption>frame (\d+)</figcaption>", html)
     assert strip == [str(i) for i in range(1, 13)]  # 12 frames: every one of them
+    assert "not available" not in html
     for src in re.findall(r'src="([^"]+)"', html):
         assert (video_job / src).is_file(), src
     svg = (video_job / "report-files" / "video.svg").read_text()
@@ -110,6 +111,24 @@ def test_video_report_from_records(video_job):
     assert len(kept) == mean["pairs"] == 10
     assert np.mean(kept) == pytest.approx(mean["output"], rel=1e-5)
     assert len(re.findall(r"frames \d+&rarr;\d+: output", html)) == 6  # the worst pairs
+
+
+def test_video_report_pictures_are_made_as_frames_finish_and_outlive_them(tmp_path, monkeypatch):
+    """A streaming job deletes frames and flow pairs as it goes, long before the report's next
+    rewrite: the pictures the report shows are made as each frame finishes (report_frames), so a
+    page built after every frame is gone is still whole. Here the job writes no page at all."""
+    monkeypatch.setattr(video, "write_video_report", lambda work_dir, **kwargs: Path(work_dir) / "report.html")
+    job = make_job(make_clip(tmp_path / "clip.mp4", frames=8), tmp_path)
+    run_video(job, vgg=build_tiny_vgg())
+    for folder in ("frames", "flow"):
+        shutil.rmtree(job.work / folder, ignore_errors=True)
+    for frame in (job.work / "styled").glob("*.png"):
+        frame.unlink()
+    html = write_video_report(job.work).read_text()
+    assert re.findall(r"<figcaption>frame (\d+)</figcaption>", html) == [str(i) for i in range(1, 9)]
+    assert len(re.findall(r"frames \d+&rarr;\d+: output", html)) == 6 and "not available" not in html
+    for src in re.findall(r'src="([^"]+)"', html):
+        assert (job.work / src).is_file(), src
 
 
 def test_video_report_rewrites_are_cheap_and_prefer_recorded_flicker(video_job, tmp_path):
