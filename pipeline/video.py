@@ -31,6 +31,7 @@ from .hashing import settings_hash as hash_settings
 from .images import load_image
 from .manifest import JobManifest, WorkDirLock, timestamp
 from .outputs import OutputRecord
+from .report_frames import FrameThumbnails
 from .report_live import LiveReport
 from .report_video import JOB_FLICKER_BUDGET, write_video_report
 from .temporal import WarmStart, make_starter
@@ -159,7 +160,7 @@ class VideoRun:
         if not self.report_current():
             self.report(total)
         audio = self.encode(total)
-        self.live.finish(JOB_FLICKER_BUDGET)  # before --clean takes the frames its thumbnails come from
+        self.live.finish(JOB_FLICKER_BUDGET)  # before the last frames its thumbnails come from go
         if not self.job.keep_frames:
             prune(self.store, done=total, chunked=total, over=True)
         if self.job.clean:
@@ -181,6 +182,10 @@ class VideoRun:
             job=self.job, info=self.info, size=self.size, store=self.store, chunks=self.chunks,
             starter=self.starter, hashes=self.hashes, rate=self.rate, estimate=total or self.estimate,
             events=self.events, log=self.log, device=self.device, vgg=self.vgg, tick=self.live.when_due,
+            recorded=FrameThumbnails(
+                self.job.work, hashes=self.hashes, expected=total or self.estimate,
+                scene_threshold=self.job.scene_threshold, warn=lambda message: self.log(f"warning: {message}"),
+            ).frame_finished,
         )  # fmt: skip
         loop = RangeRun(context, done=done, chunked=chunked, total=total, on_end=self.range_finished)
         try:

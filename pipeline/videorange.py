@@ -54,6 +54,8 @@ class RangeContext:
     device: torch.device
     vgg: VGG19 | None = None
     tick: Callable[[], None] = lambda: None  # after each frame: the live report, when due
+    # A frame's statistics are written, its files still there: the report's pictures of it.
+    recorded: Callable[[int, dict], None] = lambda index, stats: None
 
 
 class Retention:
@@ -164,6 +166,7 @@ class RangeRun:
             stats["flicker"] = self.pair_record(index, pairs(index))
         # The statistics file is the frame's commit record: written last, atomically.
         write_json(c.store.stats(index), stats)
+        c.recorded(index, stats)
         self.done = index
         self.stylized.append(index)
         c.log(
