@@ -33,7 +33,7 @@ from .images import load_image, load_styles, save_image
 from .manifest import JobManifest, WorkDirLock, timestamp, write_json
 from .outputs import OutputRecord
 from .stylize import StyleResult, Stylizer
-from .temporal import FrameStart, Pairs, WarmStart, make_starter
+from .temporal import FrameStart, Pairs, WarmStart, make_starter, redo_if_stalled
 from .vgg import VGG19
 from .videojob import JobEvents, VideoJob, VideoResult, check_paths
 from .workdir import (
@@ -346,9 +346,10 @@ class VideoRun:
             content, init=start.init, iterations=start.iterations, extra_losses=start.extra_losses,
             callback=self.events.iteration, stop_tolerance=start.stop_tolerance, stop_window=start.stop_window,
         )  # fmt: skip
+        result, redone = redo_if_stalled(stylizer, content, start, result, self.recorded_loss(index - 1))
         seconds = time.perf_counter() - began
         save_image(result.image, self.store.styled(index))
-        stats = self.frame_stats(index, start, result, seconds)
+        stats = self.frame_stats(index, start, result, seconds) | ({"redone": True} if redone else {})
         if index > 1:
             stats["flicker"] = self.pair_record(index, pairs(index))
         # The statistics file is the frame's commit record: written last, atomically.
@@ -359,8 +360,14 @@ class VideoRun:
             + " ".join(f"{k}={v:.4g}" for k, v in stats["terms"].items())
             + f" seconds={seconds:.2f}"
         )
-        self.manifest.update("stylize", done=index)
+        redone_frames = sorted({*self.manifest.stage("stylize").get("redone", []), *([index] if redone else [])})
+        self.manifest.update("stylize", done=index, **({"redone": redone_frames} if redone_frames else {}))
         self.events.frame_finished(index, stats)
+
+    def recorded_loss(self, index: int) -> float | None:
+        """Frame `index`'s final loss as its statistics record it (None before the first frame)."""
+        path = self.store.stats(index)
+        return json.loads(path.read_text()).get("loss") if index >= 1 and path.exists() else None
 
     def pair_record(self, index: int, pair) -> dict:
         """The pair (index - 1, index)'s flicker figures, recorded with the frame as it finishes so
