@@ -132,11 +132,11 @@ def run_mode(clip: Path, name: str, extra: list[str], args: argparse.Namespace) 
 
 
 def table(clip: str, rows: list[dict]) -> str:
-    head = "| mode | frames | iters/warm frame | s/frame | flicker (input) | content | style | sharpness ret. |"
-    lines = [f"**{clip}**", "", head, "|" + "---|" * 8]
+    head = "| mode | frames | iters/warm frame | redone | s/frame | flicker (input) | content | style | sharpness ret. |"
+    lines = [f"**{clip}**", "", head, "|" + "---|" * 9]
     for r in rows:
         lines.append(
-            f"| {r['mode']} | {r['frames']} | {r['iterations_warm']:.1f} | {r['seconds_per_frame']:.2f} | "
+            f"| {r['mode']} | {r['frames']} | {r['iterations_warm']:.1f} | {r['redone']} | {r['seconds_per_frame']:.2f} | "
             f"{r['flicker']:.4g} ({r['flicker_input']:.4g}) | {r['content']:.4g} | {r['style']:.4g} | "
             f"{r['sharpness_retention']:.3f} |"
         )
