@@ -29,12 +29,8 @@ DEFAULT_TEMPORAL_WEIGHT = 3e9
 # Cut scores of consecutive frames of one shot stay well below this, those across a cut above.
 DEFAULT_SCENE_THRESHOLD = 0.6
 # Warm-started frames stop once the loss fell by less than this fraction over STOP_WINDOW
-# iterations: a still shot then costs a few iterations, a moving one a few dozen. Measured (README,
-# "Video quality"): 3e-2 stops warm frames after ~40 iterations instead of ~180 at 1e-3, with less
-# flicker, the same style loss and sharpness retention (the rest of the descent mostly re-tunes the
-# texture to the new pooling grid after the warp; temporal.redo_if_stalled catches a frame that
-# stops too early).
-DEFAULT_STOP_TOLERANCE = 3e-2
+# iterations: a still shot then costs a few iterations, a moving one its full --iterations.
+DEFAULT_STOP_TOLERANCE = 1e-3
 STOP_WINDOW = 10
 # Absurd values are refused rather than run: a typo'd count would spawn processes or iterate for ever.
 MAX_FLOW_WORKERS = 256
