@@ -128,6 +128,8 @@ def stage_detail(name: str, stage: dict, status: str, store: FrameStore) -> str:
         if len(stage.get("shots", [])) > 1:
             cuts = ", ".join(str(first) for first, _ in stage["shots"][1:])
             detail += f", {len(stage['shots'])} shots (scene cuts at frames {cuts})"
+        if stage.get("redone"):
+            detail += f", {len(stage['redone'])} frames redone after stopping too early"
         return detail
     if name == "encode" and stage.get("status") in ("placing", "done"):
         return f", {stage.get('frames')} frames, audio {stage.get('audio') or 'none'}"

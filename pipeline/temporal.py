@@ -24,7 +24,7 @@ import torch
 
 from .flow import FramePair, warp
 from .losses import TemporalLoss
-from .stylize import ExtraLoss
+from .stylize import ExtraLoss, StyleResult, Stylizer
 from .videojob import STOP_WINDOW, VideoJob
 
 Pairs = Callable[[int], FramePair]  # frame index -> the pair carrying frame index-1 onto it
@@ -170,6 +170,35 @@ class WeightedLoss:
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         return self.weight * self.loss(image)
+
+
+# The guard against frames that stop too early (artistic-videos #52: L-BFGS can stop after a couple
+# of iterations and leave one blurry frame in fifteen). A warm frame that stopped within
+# STALL_ITERATIONS with a final loss above STALL_RATIO x its neighbour's (the previous frame's, as
+# recorded) is run again from where it stopped with a fresh L-BFGS history and no early stop. Its
+# loss should be close to the neighbour's: consecutive frames of a shot differ by a few pixels.
+STALL_ITERATIONS = 2 * STOP_WINDOW
+STALL_RATIO = 1.5
+
+
+def stalled(start: FrameStart, result: StyleResult, neighbour_loss: float | None) -> bool:
+    """Whether a warm-started frame stopped too early: few iterations, loss far above its neighbour's."""
+    if start.source not in ("warped", "previous") or not neighbour_loss or neighbour_loss <= 0:
+        return False
+    loss = result.final_terms.get("loss", 0.0)
+    return result.iterations <= STALL_ITERATIONS and loss > STALL_RATIO * neighbour_loss
+
+
+def redo_if_stalled(
+    stylizer: Stylizer, content: torch.Tensor, start: FrameStart, result: StyleResult, neighbour_loss: float | None
+) -> tuple[StyleResult, bool]:
+    """The frame's result, run again with fresh optimizer state if it stalled; and whether it was."""
+    if not stalled(start, result, neighbour_loss):
+        return result, False
+    again = stylizer.stylize(content, init=result.image, iterations=start.iterations, extra_losses=start.extra_losses)
+    again.iterations += result.iterations
+    again.history = result.history + again.history
+    return again, True
 
 
 def make_starter(job: VideoJob, *, init_image: torch.Tensor | None, device: torch.device | str) -> WarmStart:

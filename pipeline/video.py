@@ -202,7 +202,15 @@ class VideoRun:
         total, (width, height) = loop.total, self.size
         self.manifest.stage("decode").update(status="done", frames=total, width=width, height=height)
         self.manifest.stage("flow").update(status="done", total=total - 1, finished=timestamp())
-        self.manifest.update("stylize", status="done", total=total, done=total, finished=timestamp())
+        redone = sorted({*self.manifest.stage("stylize").get("redone", []), *loop.redone})
+        self.manifest.update(
+            "stylize",
+            status="done",
+            total=total,
+            done=total,
+            finished=timestamp(),
+            **({"redone": redone} if redone else {}),
+        )
         self.log(f"stylize: done, {total} frames ({len(loop.stylized)} by this run)")
 
     # --- before the stages: what is done, what is still valid ----------------------------------

@@ -29,7 +29,7 @@ from .framestream import FrameStream
 from .images import load_image, load_styles, save_image
 from .manifest import timestamp, write_json
 from .stylize import StyleResult, Stylizer
-from .temporal import FrameStart, Pairs, WarmStart
+from .temporal import FrameStart, Pairs, WarmStart, redo_if_stalled
 from .vgg import VGG19
 from .videojob import JobEvents, VideoJob
 from .workdir import FrameStore, JobLog
@@ -93,6 +93,7 @@ class RangeRun:
         self.retention = Retention(context.store, context.job.keep_frames, chunked)
         self.plan = ChunkPlan(chunked + 1, context.job.scene_threshold)
         self.stylized: list[int] = []
+        self.redone: list[int] = []  # frames of this run stylized again after stopping too early
 
     def cut_score(self, index: int) -> float | None:
         record = json.loads(self.c.store.stats(index).read_text()).get("flicker") or {}
@@ -158,10 +159,14 @@ class RangeRun:
             content, init=start.init, iterations=start.iterations, extra_losses=start.extra_losses,
             callback=c.events.iteration, stop_tolerance=start.stop_tolerance, stop_window=start.stop_window,
         )  # fmt: skip
+        # A warm frame that stopped far too early is run again with a fresh optimizer (temporal.py).
+        result, redone = redo_if_stalled(stylizer, content, start, result, self.recorded_loss(index - 1))
         seconds = time.perf_counter() - began
         c.store.styled_dir.mkdir(exist_ok=True)
         save_image(result.image, c.store.styled(index))
-        stats = self.frame_stats(index, start, result, seconds)
+        stats = self.frame_stats(index, start, result, seconds) | ({"redone": True} if redone else {})
+        if redone:
+            self.redone.append(index)
         if index > 1:
             stats["flicker"] = self.pair_record(index, pairs(index))
         # The statistics file is the frame's commit record: written last, atomically.
@@ -178,6 +183,11 @@ class RangeRun:
         self.retention.frame_finished(index)
         self.encode(self.plan.finished(index, stats.get("flicker", {}).get("cut_score")))
         c.events.frame_finished(index, stats)
+
+    def recorded_loss(self, index: int) -> float | None:
+        """Frame `index`'s final loss as its statistics record it (None before the first frame)."""
+        path = self.c.store.stats(index)
+        return json.loads(path.read_text()).get("loss") if index >= 1 and path.exists() else None
 
     def pair_record(self, index: int, pair) -> dict:
         """The pair (index - 1, index)'s flicker figures, recorded with the frame as it finishes so

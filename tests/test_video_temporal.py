@@ -238,6 +238,37 @@ def test_warm_started_frames_of_a_still_shot_stop_early(clips, tmp_path):
     assert all(s["start"] == "warped" and s["iterations"] < 30 for s in stats[1:]), [s["iterations"] for s in stats]
 
 
+def test_a_warm_frame_that_stopped_early_far_above_its_neighbour_is_run_again(tmp_path):
+    from pipeline.stylize import Stylizer
+    from pipeline.temporal import FrameStart, redo_if_stalled
+
+    stylizer = Stylizer([to_tensor(texture(3, 32, 32))], StyleSettings(size=WIDTH, seed=1), vgg=build_tiny_vgg())
+    content = to_tensor(shot(1, seed=0)[0])
+    start = FrameStart(content, 40, source="warped", stop_tolerance=1.0, stop_window=3)
+    # A tolerance of 1 stops after the window: a frame that stopped within a few iterations.
+    stopped = stylizer.stylize(content, init=start.init, iterations=40, stop_tolerance=1.0, stop_window=3)
+    loss = stopped.final_terms["loss"]
+    assert stopped.iterations == 4
+    kept, redone = redo_if_stalled(stylizer, content, start, stopped, neighbour_loss=loss)
+    assert (kept, redone) == (stopped, False)  # as good as its neighbour: kept
+    again, redone = redo_if_stalled(stylizer, content, start, stopped, neighbour_loss=loss / 10)
+    assert redone and again.iterations == 4 + 40 and again.final_terms["loss"] < loss
+    # First frames of a shot have no neighbour to compare with.
+    first = FrameStart(None, 40, source="init")
+    assert redo_if_stalled(stylizer, content, first, stopped, neighbour_loss=loss / 10)[1] is False
+
+
+def test_redone_frames_are_counted_in_the_job_record_and_shown_by_status(clips, tmp_path, monkeypatch):
+    monkeypatch.setattr("pipeline.temporal.STALL_RATIO", 0.0)  # every warm frame counts as stalled
+    job = make_job(clips["short"], tmp_path, stop_tolerance=0.5)
+    run_video(job, vgg=build_tiny_vgg())
+    stats = frame_stats(job.work)
+    assert [s.get("redone", False) for s in stats] == [False, True, True, True]
+    assert all(s["iterations"] > 3 for s in stats[1:])  # the first run's iterations and the redo's
+    assert read_json(job.work / "job.json")["stages"]["stylize"]["redone"] == [2, 3, 4]
+    assert "3 frames redone after stopping too early" in "\n".join(status_lines(job.work))
+
+
 @pytest.fixture(scope="module")
 def three_ways(clips, tmp_path_factory, real_vgg) -> dict[str, Path]:
     """The moving clip stylized independently, with the plain warm start, and with flow + the
