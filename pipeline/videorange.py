@@ -171,9 +171,9 @@ class RangeRun:
             stats["flicker"] = self.pair_record(index, pairs(index))
         # The statistics file is the frame's commit record: written last, atomically.
         write_json(c.store.stats(index), stats)
-        c.recorded(index, stats)
-        self.done = index
+        self.done = index  # at once: a stop from here on records the frame as finished
         self.stylized.append(index)
+        c.recorded(index, stats)
         c.log(
             f"frame {index:06d}/{self.total or c.estimate:06d} start={start.source} "
             f"iterations={result.iterations} loss={stats['loss']:.5g} "
