@@ -94,6 +94,7 @@ class RangeRun:
         self.plan = ChunkPlan(chunked + 1, context.job.scene_threshold)
         self.stylized: list[int] = []
         self.redone: list[int] = []  # frames of this run stylized again after stopping too early
+        self.previous_loss: float | None = None  # the last finished frame's loss: the stall guard's neighbour
 
     def cut_score(self, index: int) -> float | None:
         record = json.loads(self.c.store.stats(index).read_text()).get("flicker") or {}
@@ -135,6 +136,7 @@ class RangeRun:
                 f"(decoding {stream.window} frames ahead; flow on {flows.workers} workers)"
             )
             stylizer, previous = None, load_image(c.store.styled(self.done)) if self.done else None
+            self.previous_loss = self.recorded_loss(self.done)  # then kept from each frame's statistics
             c.tick()  # the first page: the job's settings and what was done before
             index = self.done + 1
             while stream.wait(index):
@@ -160,7 +162,7 @@ class RangeRun:
             callback=c.events.iteration, stop_tolerance=start.stop_tolerance, stop_window=start.stop_window,
         )  # fmt: skip
         # A warm frame that stopped far too early is run again with a fresh optimizer (temporal.py).
-        result, redone = redo_if_stalled(stylizer, content, start, result, self.recorded_loss(index - 1))
+        result, redone = redo_if_stalled(stylizer, content, start, result, self.previous_loss)
         seconds = time.perf_counter() - began
         c.store.styled_dir.mkdir(exist_ok=True)
         save_image(result.image, c.store.styled(index))
@@ -171,7 +173,7 @@ class RangeRun:
             stats["flicker"] = self.pair_record(index, pairs(index))
         # The statistics file is the frame's commit record: written last, atomically.
         write_json(c.store.stats(index), stats)
-        self.done = index  # at once: a stop from here on records the frame as finished
+        self.done, self.previous_loss = index, stats["loss"]  # at once: a stop from here on records the frame
         self.stylized.append(index)
         c.recorded(index, stats)
         c.log(
@@ -185,7 +187,8 @@ class RangeRun:
         c.events.frame_finished(index, stats)
 
     def recorded_loss(self, index: int) -> float | None:
-        """Frame `index`'s final loss as its statistics record it (None before the first frame)."""
+        """Frame `index`'s final loss as its statistics record it (None before the first frame):
+        read once, where a run resumes."""
         path = self.c.store.stats(index)
         return json.loads(path.read_text()).get("loss") if index >= 1 and path.exists() else None
 
