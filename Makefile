@@ -45,9 +45,12 @@ clean:
 
 # Then the long-video scale benchmark (issue 15): synthetic clips of 1,000 and 3,000 frames with
 # three cuts, --size 96, one iteration a frame on the CPU; BENCH_LONG="--frames 300 900" runs it shorter.
+# Then shots in parallel (issue 16): two Dask workers against one on a clip of four shots, and the
+# flicker at the seams of --max-shot-frames on the sample clip; BENCH_SHOTS="--frames-per-shot 10" is shorter.
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/long_video.py $(BENCH_LONG)
+	$(BIN)/python bench/shots.py $(BENCH_SHOTS)
 
 # Video quality (issue 17): iterations, time, flicker, losses and sharpness retention per --flow
 # mode on the sample clip and a 150-frame synthetic pan; BENCH_VIDEO="--frames 40 --size 96" runs it short.

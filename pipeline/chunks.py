@@ -35,10 +35,18 @@ from .signals import deferred
 from .workdir import CHUNK_FRAMES, frame_name, frame_pattern
 
 CHUNK_GLOB = "[0-9]*.json"
+# No B-frames in chunks: x264 gives a chunk with B-frames a decoding delay (its first timestamps
+# negative) and a chunk of a frame or two none, and the concat demuxer, joining the two by stream
+# copy, then packs timestamps together: players and decoders drop and repeat frames around it.
+# Short chunks are common (a shot of a few frames, a seam of --segment-overlap frames); at the
+# same --crf the quality is the same and the file a little larger.
+BFRAMES = 0
 
 
 def chunk_key(stylize_hash: str, crf: int, rate: Fraction) -> str:
-    return settings_hash({"stylize": stylize_hash, "crf": crf, "frame_rate": str(rate), "codec": "libx264"})
+    return settings_hash(
+        {"stylize": stylize_hash, "crf": crf, "frame_rate": str(rate), "codec": "libx264", "bframes": BFRAMES}
+    )
 
 
 @dataclass(frozen=True)
@@ -102,18 +110,27 @@ class ChunkStore:
         return any(record.get("key") != self.key for record in self.records())
 
     def done(self) -> list[Chunk]:
-        """The finished chunks from frame 1 on, in order, up to the first one missing: a chunk is
-        finished once its record (of this key) and its video (of the recorded size) are there."""
-        chunks, first = [], 1
+        """Every finished chunk, in frame order: a chunk is finished once its record (of this key)
+        and its video (of the recorded size) are there. Shots finish in any order, so the chunks
+        done need not follow one another (`chunked_from` finds a shot's)."""
+        chunks = []
         for record in self.records():
+            first, last = record.get("first"), record.get("last")
+            if not isinstance(first, int) or not isinstance(last, int) or record.get("key") != self.key:
+                continue
             video = self.video(first)
-            if record.get("first") != first or record.get("key") != self.key or not video.exists():
-                break
-            if str(video.stat().st_size) != str(record.get("fingerprint", "")).split(":")[0]:
-                break
-            chunks.append(Chunk(first, record["last"]))
-            first = record["last"] + 1
+            if video.exists() and str(video.stat().st_size) == str(record.get("fingerprint", "")).split(":")[0]:
+                chunks.append(Chunk(first, last))
         return chunks
+
+    def chunked_from(self, first: int, last: int, done: list[Chunk] | None = None) -> int:
+        """The last frame of the finished chunks that follow one another from frame `first` on,
+        within first..last (first - 1 if the first is not done)."""
+        by_first = {chunk.first: chunk for chunk in (self.done() if done is None else done)}
+        end = first - 1
+        while end + 1 in by_first and by_first[end + 1].last <= last:
+            end = by_first[end + 1].last
+        return end
 
     def encode(self, styled_dir: Path, chunk: Chunk, *, rate: Fraction, crf: int) -> None:
         """Encode styled_dir's frames chunk.first..chunk.last as the chunk; record, then place it."""
@@ -130,8 +147,9 @@ class ChunkStore:
             pattern = str(Path(styled_dir) / frame_pattern())
             frames = ffmpeg.input(pattern, framerate=str(rate), start_number=chunk.first)
             output = frames.output(
-                str(tmp), vcodec="libx264", pix_fmt="yuv420p", crf=crf, f="mp4", **{"frames:v": chunk.frames}
-            )
+                str(tmp), vcodec="libx264", pix_fmt="yuv420p", crf=crf, bf=BFRAMES, f="mp4",
+                **{"frames:v": chunk.frames},
+            )  # fmt: skip
             run_ffmpeg(output, what=video)
             record = {
                 "first": chunk.first, "last": chunk.last, "key": self.key, "fingerprint": file_fingerprint(tmp),

@@ -236,14 +236,20 @@ def video(
     scene_threshold: opts.SceneThresholdOpt = video_defaults.DEFAULT_SCENE_THRESHOLD,
     stop_tolerance: opts.StopToleranceOpt = video_defaults.DEFAULT_STOP_TOLERANCE,
     flow_workers: opts.FlowWorkersOpt = None,
-    device: opts.DeviceOpt = "auto",
+    device: opts.DevicesOpt = "auto",
+    backend: opts.BackendOpt = "local",
+    scheduler: opts.SchedulerOpt = None,
+    max_shot_frames: opts.MaxShotFramesOpt = None,
+    segment_overlap: opts.SegmentOverlapOpt = video_defaults.DEFAULT_SEGMENT_OVERLAP,
     overwrite: opts.OverwriteOpt = False,
     quiet: opts.QuietOpt = False,
     *,
     settings: StyleSettings,
     init_path: Path | None,
 ) -> None:
-    """Stylize a video file frame by frame, keeping its frame rate and sound; safe to kill and run again."""
+    """Stylize a video file frame by frame, keeping its frame rate and sound; safe to kill and run again.
+
+    Shots (between scene cuts) run at once, one per device of --devices or on a Dask cluster."""
     from .display import JobDisplay, console
     from .flicker import flicker_line
     from .video import VideoJob, run_video
@@ -254,7 +260,8 @@ def video(
         start=start, duration=duration, every_nth=every_nth, crf=crf, clean=clean, keep_frames=keep_frames,
         overwrite=overwrite, device=device,
         flow=flow, flow_preset=flow_preset, temporal_weight=temporal_weight, scene_threshold=scene_threshold,
-        stop_tolerance=stop_tolerance, flow_workers=flow_workers,
+        stop_tolerance=stop_tolerance, flow_workers=flow_workers, backend=backend, scheduler=scheduler,
+        max_shot_frames=max_shot_frames, segment_overlap=segment_overlap,
     )  # fmt: skip
     with JobDisplay(f"{job.input} -> {job.output} (work directory {job.work})", disable=quiet) as display:
         result = run_video(job, events=display)

@@ -262,6 +262,18 @@ FlowWorkersOpt = Annotated[
         help="CPU processes computing optical flow beside the GPU (default: one per core but one, at most 8).",
     ),
 ]
+MaxShotFramesOpt = Annotated[
+    int | None,
+    no_default(
+        "--max-shot-frames",
+        panel=DEVICES,
+        help="Split shots longer than this into segments that run at once on several devices, each starting afresh "
+        "and cross-faded into the next over --segment-overlap frames; default: never split.",
+    ),
+]
+SegmentOverlapOpt = Annotated[
+    int, option(panel=DEVICES, help="Frames two segments of a long shot share, cross-faded (--max-shot-frames).")
+]
 
 # --- flicker --------------------------------------------------------------------------------------
 StylizedVideoArg = Annotated[Path, argument("OUTPUT", "The stylized video.", panel=None)]

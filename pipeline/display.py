@@ -185,8 +185,10 @@ class JobDisplay:
         self.disable = disable
         self.jobs = None
         self.frame: IterationBar | None = None
+        self.stage_name = ""
         self.session_started = 0.0
         self.session_frames = 0
+        self.frames_done = 0
 
     def __enter__(self) -> JobDisplay:
         self.progress.start()
@@ -207,7 +209,8 @@ class JobDisplay:
         if self.jobs is None:
             self.message(self.title)
         self.jobs = self.progress.add_task(name, total=total, completed=done, speed="", loss="")
-        self.session_started, self.session_frames = time.perf_counter(), 0
+        self.stage_name, self.session_started, self.session_frames = name, time.perf_counter(), 0
+        self.frames_done = done
 
     def stage_progress(self, done: int) -> None:
         if self.jobs is not None:
@@ -226,12 +229,20 @@ class JobDisplay:
             self.frame(event)
 
     def frame_finished(self, index: int, stats: dict) -> None:
+        # Counted, not the index: shots finish their frames in any order (videoshots.py).
         self.session_frames += 1
+        self.frames_done += 1
         elapsed = time.perf_counter() - self.session_started
         rate = self.session_frames / elapsed if elapsed > 0 else 0.0
         self.progress.update(
-            self.jobs, completed=index, speed=f"{rate:.3g} frames/s", loss=f"loss {stats.get('loss') or 0:.4g}"
-        )
+            self.jobs, completed=self.frames_done, speed=f"{rate:.3g} frames/s",
+            loss=f"loss {stats.get('loss') or 0:.4g}",
+        )  # fmt: skip
+
+    def shots(self, running: int, finished: int, total: int) -> None:
+        if self.jobs is not None:
+            description = f"{self.stage_name} ({running} shots running, {finished} of {total} done)"
+            self.progress.update(self.jobs, description=description)
 
 
 # --- command help ------------------------------------------------------------------------------

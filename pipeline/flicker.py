@@ -43,7 +43,8 @@ def summarize(results: list[tuple[float, list[float]]], names: list[str], scene_
     """The mean masked warping error per sequence over the pairs (frames 2, 3, ...) that are not
     scene cuts; `results` holds each pair's (cut score, errors in the order of `names`)."""
     cuts = [i for i, (score, _) in enumerate(results, 2) if score > scene_threshold]
-    kept = [errors for score, errors in results if score <= scene_threshold]
+    # Errors of None: a pair across the seam of two segments of a shot (shots.py), not measured.
+    kept = [errors for score, errors in results if score <= scene_threshold and None not in errors]
     report = {name: (float(np.mean([e[k] for e in kept])) if kept else 0.0) for k, name in enumerate(names)}
     return report | {"pairs": len(kept), "cuts": cuts, "scene_threshold": scene_threshold}
 

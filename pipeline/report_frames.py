@@ -76,13 +76,13 @@ class FrameThumbnails:
 
     def __init__(
         self, work_dir: Path, *, hashes: dict[str, str], expected: int, scene_threshold: float,
-        warn: Callable[[str], None],
+        warn: Callable[[str], None], worst: str = WORST_RECORD,
     ):  # fmt: skip
         self.layout = VideoLayout(Path(work_dir))
         self.files = self.layout.files
         self.hashes, self.threshold, self.warn = hashes, scene_threshold, warn
         self.strip = set(strip_indices(expected))
-        self.worst_path = self.files / WORST_RECORD
+        self.worst_path = self.files / worst  # one a shot: shots run at once, in other processes too
         try:
             record = json.loads(self.worst_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from .errors import InputError
 from .flicker import flicker_line
 from .manifest import JobManifest, WorkDirLock, read_json
 from .outputs import output_is_recorded
+from .shots import read_shot_records
 from .workdir import FrameStore, human_bytes, is_work_dir
 
 STAGES = ("decode", "flow", "stylize", "encode")
@@ -47,6 +49,7 @@ def video_status_lines(work_dir: Path) -> list[str]:
         status = stage_status(name, stage, data, store, running=bool(holder))
         settings = f" (settings {stage['hash']})" if stage.get("hash") else ""
         lines.append(f"{name}: {status}{stage_detail(name, stage, status, store)}{settings}")
+    lines += shot_lines(work_dir, data, store, running=bool(holder))
     shown = shown_settings(data.get("stages", {}))
     if shown:
         lines.append("settings: " + " ".join(f"{k}={v}" for k, v in sorted(shown.items())))
@@ -54,6 +57,65 @@ def video_status_lines(work_dir: Path) -> list[str]:
     if flicker:
         lines.append(flicker_line(flicker))
     return lines
+
+
+MAX_SHOT_LINES = 40
+
+
+def shot_lines(work_dir: Path, data: dict, store: FrameStore, *, running: bool) -> list[str]:
+    """Each shot (videoshots.py): its frames, its state, frames finished, and where it ran."""
+    records = {record.get("first"): record for record in read_shot_records(work_dir)}
+    stage = data.get("stages", {}).get("stylize", {})
+    planned = {first: last for first, last in stage.get("segments") or stage.get("shots") or []}
+    firsts = sorted({*planned, *(first for first in records if isinstance(first, int))})
+    if len(firsts) <= 1 and not records:
+        return []
+    states = [shot_state(first, records.get(first), planned.get(first), store, running=running) for first in firsts]
+    counts = {state: sum(1 for _, s in states if s == state) for state in ("running", "done", "stopped", "waiting")}
+    lines = ["shots: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n) + f" (of {len(firsts)})"]
+    if running:
+        lines[0] += speed(records.values(), store, total=stage.get("total"))
+    lines += [f"  {text}" for text, _ in states[:MAX_SHOT_LINES]]
+    if len(states) > MAX_SHOT_LINES:
+        lines.append(f"  ... and {len(states) - MAX_SHOT_LINES} more shots")
+    return lines
+
+
+def shot_state(first: int, record: dict | None, last: int | None, store: FrameStore, *, running: bool) -> tuple:
+    """One shot's line and its state (running, done, stopped: its run was killed, waiting)."""
+    if record is None:
+        return f"shot {first}-{last}: waiting", "waiting"
+    last = record.get("last", last)
+    state = record.get("state", "running")
+    if state == "running":
+        state = "running" if running else "stopped"
+    done = record.get("done", 0) if state == "done" else finished_from(store, first, last)
+    where = f" on {record.get('device')} at {record.get('where')}" if record.get("where") else ""
+    redone = f", {len(record['redone'])} redone" if record.get("redone") else ""
+    return f"shot {first}-{last}: {state}, {done} of {last - first + 1} frames{redone}{where}", state
+
+
+def speed(records, store: FrameStore, *, total: int | None) -> str:
+    """Frames per second over the shots running now (each since it started) and the time left."""
+    now, rate = datetime.now(), 0.0
+    for record in records:
+        if record.get("state") != "running" or "started" not in record:
+            continue
+        seconds = (now - datetime.fromisoformat(record["started"])).total_seconds()
+        finished = finished_from(store, record["first"], record["last"]) - record.get("done", 0)
+        rate += finished / seconds if seconds > 0 else 0.0
+    if rate <= 0 or not total:
+        return ""
+    left = max(0, total - min(total, store.stats_count())) / rate
+    return f"; {rate:.3g} frames/s, " + (f"about {left / 60:.0f} min left" if left >= 60 else f"{left:.0f} s left")
+
+
+def finished_from(store: FrameStore, first: int, last: int) -> int:
+    """Frames of first..last with a statistics file, counted in order from the first."""
+    index = first
+    while index <= last and store.stats(index).exists():
+        index += 1
+    return index - first
 
 
 def chunk_line(store: FrameStore) -> str | None:

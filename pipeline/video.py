@@ -17,27 +17,34 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .archive_backends import connect
 from .chunks import ChunkStore, chunk_key
+from .cuts import CutScan, Scan
 from .decode import VideoInfo, count_frames, frame_size, probe
-from .devices import pick_device
+from .devices import parse_devices, pick_device
 from .encode import encode_video, output_rate
 from .errors import PipelineError, WriteError
 from .flicker import measure_flicker, recorded_flicker
+from .flowstage import default_workers
 from .hashing import file_fingerprint, file_sha256
 from .hashing import settings_hash as hash_settings
 from .images import load_image
 from .manifest import JobManifest, WorkDirLock, timestamp
 from .outputs import OutputRecord
-from .report_frames import FrameThumbnails
 from .report_live import LiveReport
 from .report_video import JOB_FLICKER_BUDGET, write_video_report
+from .seams import Seams
+from .shotprogress import ShotProgress
+from .shots import Shot, longest_first, plan_shots
 from .temporal import WarmStart, make_starter
 from .vgg import VGG19
 from .videojob import JobEvents, VideoJob, VideoResult, check_paths
-from .videorange import RangeContext, RangeRun
+from .videoshots import Listener, ShotTask, run_shots
 from .workdir import (
     KIND,
     CreatedByThisRun,
@@ -96,6 +103,9 @@ def stage_settings(job: VideoJob, info: VideoInfo, size: tuple[int, int], starte
         "styles": [file_hash(p) for p in job.styles],
         "init_image": file_hash(job.init_path) if job.init_path else None,
         **starter.settings(),
+        # Segments start afresh and are cross-faded (shots.py): other frames. Off: the hash as before.
+        **({"max_shot_frames": job.max_shot_frames, "segment_overlap": job.segment_overlap}
+           if job.max_shot_frames else {}),  # fmt: skip
     }
     encode = {"stylize": hash_settings(stylize), "crf": job.crf, "output": str(job.output.resolve())}
     return {"decode": decode, "flow": flow, "stylize": stylize, "encode": encode}
@@ -113,7 +123,9 @@ class VideoRun:
     def __init__(self, job: VideoJob, events: JobEvents, vgg: VGG19 | None):
         """Everything that can be checked before the work directory is locked."""
         self.job, self.events, self.vgg = job, events, vgg
-        self.device = pick_device(job.device)
+        # Local: the devices the shots run on (the first also builds the starter, for its settings).
+        self.devices = tuple(str(d) for d in parse_devices(job.device)) if job.backend == "local" else None
+        self.device = pick_device(self.devices[0] if self.devices else "auto")
         self.info = probe(job.input)
         job.frame_range.check_within(job.input, self.info.duration)
         check_paths(job)
@@ -139,79 +151,125 @@ class VideoRun:
         self.output.refuse_to_replace()
         kept = self.kept()
         total = self.manifest.stage("decode").get("frames") if kept.decoded else None
-        disk = check_disk_space(self.store, kept, total or self.estimate, self.size, keep_frames=self.job.keep_frames)
-        with self.logged(), self.live.last_page(lambda: JOB_FLICKER_BUDGET):
-            self.log(f"disk: {disk}")
-            remove_leftovers(self.store, self.job.output)
-            self.record_inputs()
-            self.invalidate()
-            return self.stages()
+        with connect(self.job.backend, self.devices, self.job.scheduler) as self.workers:
+            disk = check_disk_space(
+                self.store, kept, total or self.estimate, self.size, keep_frames=self.job.keep_frames,
+                shots_at_once=self.workers.count,
+            )  # fmt: skip
+            with self.logged(), self.live.last_page(lambda: JOB_FLICKER_BUDGET):
+                return self.stages_after_checks(disk)
+
+    def stages_after_checks(self, disk: str) -> VideoResult:
+        """Every check passed: from here on, the run changes the work directory."""
+        self.log(f"disk: {disk}")
+        remove_leftovers(self.store, self.job.output)
+        self.record_inputs()
+        self.invalidate()
+        return self.stages()
 
     def stages(self) -> VideoResult:
-        """The stages still to do, in order: the streaming loop, the report, the output."""
-        decode = self.manifest.stage("decode")
-        total = decode["frames"] if decode.get("status") == "done" else None
-        chunked = self.chunks.done()[-1].last if self.chunks.done() else 0
-        done = self.store.finished_count(self.hashes["stylize"], chunked, total)
-        if not self.job.keep_frames:
-            prune(self.store, done=done, chunked=chunked)
-        stylized = self.stylize_range(done, chunked, total) if total is None or chunked < total else []
-        total = self.manifest.stage("decode")["frames"]
+        """The stages still to do, in order: the cut scan, the shots, the report, the output."""
+        scan = self.scan()
+        shots = self.plan(scan)
+        stylized = self.stylize_shots(shots, scan)
         if not self.report_current():
-            self.report(total)
-        audio = self.encode(total)
+            self.report(scan.total)
+        audio = self.encode(scan.total)
         self.live.finish(JOB_FLICKER_BUDGET)  # before the last frames its thumbnails come from go
         if not self.job.keep_frames:
-            prune(self.store, done=total, chunked=total, over=True)
+            prune(self.store, done=scan.total, chunked=scan.total, over=True)
         if self.job.clean:
             clean(self.store, self.manifest, self.log)
         return VideoResult(
-            self.job.output, self.job.work, total, stylized, audio, report=self.manifest.data.get("report"),
+            self.job.output, self.job.work, scan.total, stylized, audio, report=self.manifest.data.get("report"),
             report_page=self.job.work / "report.html",
         )  # fmt: skip
 
-    def stylize_range(self, done: int, chunked: int, total: int | None) -> list[int]:
-        """The streaming loop over the range's frames (videorange.py); the stages' records once
-        at the start and once at the end, never per frame."""
+    def scan(self) -> Scan:
+        """Every frame of the range counted and, under --flow dis, every pair's cut score, before
+        any frame is stylized (cuts.py): the shots are known before they start."""
+        scan = self.cut_scan()
+        recorded = scan.recorded()
+        if recorded is not None:
+            return recorded
+        self.events.stage("scan", total=self.estimate)
+        self.log(f"scan: counting the frames{' and scoring cuts' if scan.preset else ''} ({scan.workers} workers)")
+        result = scan.run(self.info, self.size, self.job.frame_range, self.events.stage_progress)
+        cuts = result.cuts(self.job.scene_threshold) if scan.preset else []
+        self.log(f"scan: {result.total} frames, {len(cuts)} scene cuts{' at ' + str(cuts) if cuts else ''}")
+        return result
+
+    def cut_scan(self) -> CutScan:
+        preset = self.job.flow_preset if self.starter.uses_flow else None
+        key = hash_settings({"decode": self.hashes["decode"], "flow_preset": preset})
+        return CutScan(self.job.work, key=key, preset=preset, workers=self.job.flow_workers or default_workers())
+
+    def plan(self, scan: Scan) -> list[Shot]:
+        """The shots: at the scan's cuts under --flow dis (else the range is one shot: a frame of
+        --flow none starts from the one before, whatever it shows), long ones split into
+        segments by --max-shot-frames. The job's record keeps both (the report marks the shots)."""
+        job, stage = self.job, self.manifest.stage("stylize")
+        cuts = scan.cuts(job.scene_threshold) if self.starter.uses_flow else []
+        shots = plan_shots(cuts, scan.total)
+        if self.starter.uses_flow:
+            stage["shots"] = [[shot.first, shot.last] for shot in shots]
+        if not job.max_shot_frames:
+            return shots
+        segments = plan_shots(cuts, scan.total, max_frames=job.max_shot_frames, overlap=job.segment_overlap)
+        stage["segments"] = [[shot.first, shot.last] for shot in segments]
+        return segments
+
+    def stylize_shots(self, shots: list[Shot], scan: Scan) -> list[int]:
+        """The shots not finished yet, longest first, on the workers (videoshots.py); the stages'
+        records once at the start and once at the end, never per frame."""
+        total = scan.total
+        progress = ShotProgress(self.store, self.chunks, self.hashes["stylize"], shots)
         for name in ("decode", "flow"):
             if self.manifest.stage(name).get("status") != "done":
                 self.manifest.stage(name).update(status="running", started=timestamp())
-        self.manifest.update("stylize", status="running", total=total or self.estimate, done=done)
-        self.events.stage("stylize", total=total or self.estimate, done=done)
-        context = RangeContext(
-            job=self.job, info=self.info, size=self.size, store=self.store, chunks=self.chunks,
-            starter=self.starter, hashes=self.hashes, rate=self.rate, estimate=total or self.estimate,
-            events=self.events, log=self.log, device=self.device, vgg=self.vgg, tick=self.live.when_due,
-            recorded=FrameThumbnails(
-                self.job.work, hashes=self.hashes, expected=total or self.estimate,
-                scene_threshold=self.job.scene_threshold, warn=lambda message: self.log(f"warning: {message}"),
-            ).frame_finished,
+        self.manifest.stage("decode").update(frames=total)
+        self.manifest.update("stylize", status="running", total=total, done=progress.done)
+        if not self.job.keep_frames:
+            progress.prune()
+        todo = longest_first(shot for shot in shots if not progress.finished(shot))
+        self.events.stage("stylize", total=total, done=progress.done)
+        self.log(
+            f"stylize: {progress.done} of {total} frames finished before; {len(todo)} of {len(shots)} shots to do "
+            f"on {self.workers.count} {'Dask workers' if self.job.backend == 'dask' else 'devices'}"
+        )
+        task = ShotTask(
+            job=self.job, info=self.info, size=self.size, hashes=self.hashes, rate=self.rate, total=total,
+            run=f"{os.getpid()}-{time.time_ns()}", devices=self.devices, scan_key=self.cut_scan().key,
+            starts={shot.first: scan.scores.get(shot.first, 0.0) for shot in shots if shot.first > 1},
         )  # fmt: skip
-        loop = RangeRun(context, done=done, chunked=chunked, total=total, on_end=self.range_finished)
+        results = []
         try:
-            loop.run()
+            listener = Listener(self.events, self.live.when_due, progress, vgg=self.vgg)
+            results = run_shots(task, todo, self.workers, listener)
+            remove_leftovers(self.store, self.job.output)  # of a Dask worker that died mid-write
+            Seams(
+                self.job.work, self.chunks, self.hashes["stylize"], rate=self.rate, crf=self.job.crf,
+                keep=self.job.keep_frames,
+            ).make_missing(shots)  # fmt: skip
         finally:
             # One record of how far it got, also when stopped (Ctrl-C, an error): `stylize status`.
             if self.manifest.stage("stylize").get("status") != "done":
                 with contextlib.suppress(WriteError):
-                    self.manifest.update("stylize", done=loop.done)
-        return loop.stylized
+                    self.manifest.update("stylize", done=progress.count())
+        self.shots_finished(total, results)
+        return sorted(index for result in results for index in result.get("stylized_frames", []))
 
-    def range_finished(self, loop: RangeRun) -> None:
-        """Every frame of the range is stylized (its last chunks are still to encode)."""
-        total, (width, height) = loop.total, self.size
+    def shots_finished(self, total: int, results: list[dict]) -> None:
+        """Every frame is stylized and every chunk encoded."""
+        width, height = self.size
         self.manifest.stage("decode").update(status="done", frames=total, width=width, height=height)
         self.manifest.stage("flow").update(status="done", total=total - 1, finished=timestamp())
-        redone = sorted({*self.manifest.stage("stylize").get("redone", []), *loop.redone})
+        redone = sorted({*self.manifest.stage("stylize").get("redone", []), *(i for r in results for i in r["redone"])})
         self.manifest.update(
-            "stylize",
-            status="done",
-            total=total,
-            done=total,
-            finished=timestamp(),
+            "stylize", status="done", total=total, done=total, finished=timestamp(),
             **({"redone": redone} if redone else {}),
-        )
-        self.log(f"stylize: done, {total} frames ({len(loop.stylized)} by this run)")
+        )  # fmt: skip
+        self.log(f"stylize: done, {total} frames ({sum(r['stylized'] for r in results)} by this run)")
 
     # --- before the stages: what is done, what is still valid ----------------------------------
 
@@ -250,7 +308,7 @@ class VideoRun:
         chunks = self.chunks.done() if stylized else []
         return Kept(
             decoded=self.current("decode"), flow=self.current("flow"), stylized=stylized,
-            chunks=not self.chunks.stale(), chunked=chunks[-1].last if chunks else 0,
+            chunks=not self.chunks.stale(), chunked=sum(chunk.frames for chunk in chunks),
         )  # fmt: skip
 
     @contextlib.contextmanager
@@ -307,6 +365,10 @@ class VideoRun:
         if self.chunks.stale():
             self.log("chunks: made with other settings; discarding chunks/")
             remove_dir(self.chunks.dir)
+        if self.cut_scan().stale():
+            remove_dir(self.cut_scan().dir)
+        if not self.current("stylize"):
+            remove_dir(self.job.work / "shots")  # the shots' records: of the frames just discarded
         self.manifest.save()
 
     @property
@@ -346,10 +408,6 @@ class VideoRun:
                 sequences={"output": self.store.styled_dir, "input": self.store.frames_dir},
                 total=total, scene_threshold=job.scene_threshold, workers=job.flow_workers,
             )  # fmt: skip
-        if self.starter.uses_flow:
-            # Each shot is [first frame, last frame]; a cut at frame i ends a shot at i-1.
-            cuts = flicker["cuts"]
-            self.manifest.stage("stylize")["shots"] = [[a, b - 1] for a, b in zip([1, *cuts], [*cuts, total + 1])]
         self.manifest.data["report"] = {
             "key": self.report_key,
             "flicker": flicker,
@@ -364,10 +422,14 @@ class VideoRun:
 
     def encode(self, frames: int) -> str | None:
         """The chunks joined into the output (stream copy), with the audio of the whole range."""
-        job, info = self.job, self.info
-        chunks = [self.chunks.video(chunk.first) for chunk in self.chunks.done()]
+        job, info, done = self.job, self.info, self.chunks.done()
+        covered = self.chunks.chunked_from(1, frames, done)
+        if covered != frames:
+            raise PipelineError(f"{self.chunks.dir}: no chunk of frame {covered + 1} on; run again")
+        done = [chunk for chunk in done if chunk.last <= frames]
+        chunks = [self.chunks.video(chunk.first) for chunk in done]
         self.events.stage("encode", total=frames)
-        ranges = [[chunk.first, chunk.last] for chunk in self.chunks.done()]  # the report marks their starts
+        ranges = [[chunk.first, chunk.last] for chunk in done]  # the report marks their starts
         self.manifest.update("encode", status="running", started=timestamp(), chunks=ranges)
         # The record first, then the rename (outputs.py): a kill right after the rename leaves an
         # output the next run knows, by fingerprint, as its own.

@@ -12,6 +12,7 @@ from .errors import InputError
 from .framerange import FrameRange
 from .images import open_rgb
 from .manifest import writable_directory
+from .shots import DEFAULT_SEGMENT_OVERLAP
 from .stylize import MAX_ITERATIONS, Progress, StyleSettings
 from .workdir import refuse_foreign_work_dir
 
@@ -34,6 +35,8 @@ DEFAULT_STOP_TOLERANCE = 1e-3
 STOP_WINDOW = 10
 # Absurd values are refused rather than run: a typo'd count would spawn processes or iterate for ever.
 MAX_FLOW_WORKERS = 256
+MAX_SHOT_FRAMES = 10_000_000
+MAX_SEGMENT_OVERLAP = 1000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +64,10 @@ class VideoJob:
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD
     stop_tolerance: float = DEFAULT_STOP_TOLERANCE
     flow_workers: int | None = None  # default: flowstage.default_workers()
+    backend: str = "local"  # local: shots on --devices' threads; dask: on the cluster at `scheduler`
+    scheduler: str | None = None  # the Dask scheduler's address
+    max_shot_frames: int | None = None  # longer shots are split into segments (shots.py); None: never
+    segment_overlap: int = DEFAULT_SEGMENT_OVERLAP  # frames two segments share, cross-faded
 
     def __post_init__(self):
         self.frame_range  # noqa: B018  (checks --start, --duration and --every-nth)
@@ -71,6 +78,22 @@ class VideoJob:
         if not self.styles:
             raise InputError("at least one --style image is needed")
         self._check_flow()
+        self._check_shots()
+
+    def _check_shots(self) -> None:
+        if self.backend not in ("local", "dask"):
+            raise InputError(f"--backend {self.backend!r}: must be 'local' or 'dask'")
+        if self.backend == "dask" and self.device != "auto":
+            raise InputError("--device applies to --backend local; Dask workers use their own devices")
+        if self.backend == "local" and self.scheduler:
+            raise InputError("--scheduler applies to --backend dask; add --backend dask to run on that cluster")
+        if self.max_shot_frames is not None and not 2 <= self.max_shot_frames <= MAX_SHOT_FRAMES:
+            raise InputError(f"--max-shot-frames {self.max_shot_frames}: must be between 2 and {MAX_SHOT_FRAMES}")
+        limit = (self.max_shot_frames or 2 * MAX_SEGMENT_OVERLAP) // 2
+        if not 0 <= self.segment_overlap <= limit:
+            raise InputError(
+                f"--segment-overlap {self.segment_overlap}: must be between 0 and half of --max-shot-frames ({limit})"
+            )
 
     def _check_flow(self) -> None:
         if self.flow not in FLOW_MODES:
@@ -140,6 +163,8 @@ class JobEvents:
     def iteration(self, progress: Progress) -> None: ...
 
     def frame_finished(self, index: int, stats: dict) -> None: ...
+
+    def shots(self, running: int, finished: int, total: int) -> None: ...
 
 
 @dataclass

@@ -1,14 +1,14 @@
-"""One range of a video job's frames, stylized in order on one device: the streaming loop.
+"""One shot of a video job's frames, stylized in order on one device: the streaming loop.
 
     decode window (framestream.py) -> flow pairs (flowstage.py) -> stylize -> chunks (chunks.py)
 
-`RangeRun.run(first)` stylizes frames `first`, first+1, ... to the end of the range: each frame
-waits for its content frame from the streaming decode and, where the starter or the flicker
-record needs it, its flow pair; once its statistics file (its commit record) is written, what
-no resume needs any more goes (`Retention`); every finished chunk is encoded at once. A job is one
-such range today; issue 16 runs one per shot, each on its own device, so everything here is per
-frame or per chunk (per-frame files, no shared record rewritten per frame) and takes its range
-and device from its caller.
+`RangeRun(context, shot).run()` stylizes the shot's unfinished frames: each frame waits for its
+content frame from the streaming decode and, where the starter or the flicker record needs it,
+its flow pair; once its statistics file (its commit record) is written, what no resume needs any
+more goes (`Retention`); every finished chunk is encoded at once. The job runs one per shot
+(shots.py), several at once on several devices or Dask workers (videoshots.py): everything here
+is per frame or per chunk (per-frame files, no shared record rewritten per frame), and no shot
+touches another's files.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from .flowstage import FlowStage
 from .framestream import FrameStream
 from .images import load_image, load_styles, save_image
 from .manifest import timestamp, write_json
+from .seams import Seams
+from .shots import Shot
 from .stylize import StyleResult, Stylizer
 from .temporal import FrameStart, Pairs, WarmStart, redo_if_stalled
 from .vgg import VGG19
@@ -56,23 +58,38 @@ class RangeContext:
     tick: Callable[[], None] = lambda: None  # after each frame: the live report, when due
     # A frame's statistics are written, its files still there: the report's pictures of it.
     recorded: Callable[[int, dict], None] = lambda index, stats: None
+    made_stylizer: Stylizer | None = None  # one made before, on this device (videoshots.py keeps one per device)
+    # The cut scan's fingerprints of frames first..last (cuts.py): the decode seeks to a shot's frames.
+    fingerprints: Callable[[int, int], dict[int, str]] | None = None
+
+    def stylizer(self) -> Stylizer:
+        """The job's stylizer on this range's device: the network and the style targets."""
+        if self.made_stylizer is None:
+            settings, styles = self.job.settings, self.job.styles
+            self.made_stylizer = Stylizer(load_styles(styles, settings), settings, device=self.device, vgg=self.vgg)
+        return self.made_stylizer
 
 
 class Retention:
     """Deletes, as frames and chunks finish, what no resume needs: a content frame once the next
     frame is finished (its pair is used up), a flow pair once its later frame is finished (its
     flicker figures are in that frame's record), a stylized frame once it is in a chunk, except
-    the last finished one (the next frame's warm start). `--keep-frames` keeps everything."""
+    the last finished one (the next frame's warm start). `--keep-frames` keeps everything. Only
+    the shot's own content frames and pairs (`own`, first..last): the frame before its first is
+    another shot's, and the frames a segment shares with its neighbour go with their seam (seams.py)."""
 
-    def __init__(self, store: FrameStore, keep: bool, chunked: int):
-        self.store, self.keep, self.chunked = store, keep, chunked
+    def __init__(self, store: FrameStore, keep: bool, chunked: int, own: tuple[int, int]):
+        self.store, self.keep, self.chunked, (self.first, self.last) = store, keep, chunked, own
 
     def frame_finished(self, index: int) -> None:
-        if not self.keep:
+        if self.keep:
+            return
+        if self.first <= index - 1 <= self.last:
             self.store.content(index - 1).unlink(missing_ok=True)
+        if self.first <= index <= self.last:
             self.store.pair(index).unlink(missing_ok=True)
-            if index - 1 <= self.chunked:  # the warm start of this frame, in a chunk already
-                self.store.styled(index - 1).unlink(missing_ok=True)
+        if self.first <= index - 1 <= self.chunked:  # the warm start of this frame, in a chunk already
+            self.store.styled(index - 1).unlink(missing_ok=True)
 
     def chunk_placed(self, chunk: Chunk, done: int) -> None:
         self.chunked = chunk.last
@@ -81,80 +98,97 @@ class Retention:
                 self.store.styled(index).unlink(missing_ok=True)
 
 
+def resume_point(shot: Shot, store: FrameStore, chunks: ChunkStore, stage_hash: str, done: list[Chunk] | None = None):
+    """Where a shot resumes: (the last frame of its finished chunks, its last finished frame).
+    A segment's chunks are the seam before it (seams.py), then its own: those count also while
+    the seam is still to make."""
+    chunked = chunks.chunked_from(shot.first, shot.last, done)
+    own_first = shot.first + shot.overlap
+    if shot.overlap and chunked < own_first and chunks.chunked_from(own_first, shot.last, done) >= own_first:
+        chunked = chunks.chunked_from(own_first, shot.last, done)
+    return chunked, store.finished_count(stage_hash, chunked, shot.last)
+
+
 class RangeRun:
-    """Stylizes the range's unfinished frames in order, encoding chunks as they fill."""
+    """Stylizes a shot's unfinished frames in order (resuming after `done`), encoding its chunks as
+    they fill. Its first frame starts afresh (temporal.py: a cut, or a segment's start, shots.py),
+    whatever ran before it, so shots can run in any order and at once."""
 
     def __init__(
-        self, context: RangeContext, *, done: int, chunked: int, total: int | None,
+        self, context: RangeContext, shot: Shot, *, done: int, chunked: int, start_score: float | None = None,
         on_end: Callable[[RangeRun], None] = lambda loop: None,
     ):  # fmt: skip
-        self.c, self.on_end = context, on_end
-        self.done, self.total = done, total  # frames finished; the range's length once known
-        self.retention = Retention(context.store, context.job.keep_frames, chunked)
-        self.plan = ChunkPlan(chunked + 1, context.job.scene_threshold)
+        self.c, self.shot, self.on_end = context, shot, on_end
+        self.done, self.total = max(done, shot.first - 1), shot.last  # frames finished; the shot's last
+        self.start_score = start_score  # the cut scan's score of the pair before the shot (cuts.py)
+        own = (shot.first + shot.overlap, shot.own_last)  # the frames it shares with no other segment
+        self.retention = Retention(context.store, context.job.keep_frames, chunked, own)
+        self.plan = ChunkPlan(max(chunked + 1, own[0]), context.job.scene_threshold)
         self.stylized: list[int] = []
         self.redone: list[int] = []  # frames of this run stylized again after stopping too early
         self.previous_loss: float | None = None  # the last finished frame's loss: the stall guard's neighbour
 
     def cut_score(self, index: int) -> float | None:
         record = json.loads(self.c.store.stats(index).read_text()).get("flicker") or {}
-        return record.get("cut_score")
+        return record.get("cut_score") if index > self.shot.first else None
 
     def run(self) -> int:
-        """Stylize to the end of the range (resuming after `done`); return the range's length."""
+        """Stylize to the end of the shot; return how many frames it has."""
         # Frames finished before whose chunk was not placed yet: the same decisions as when they finished.
-        for index in range(self.plan.start, self.done + 1):
+        for index in range(self.plan.start, min(self.done, self.shot.own_last) + 1):
             self.encode(self.plan.finished(index, self.cut_score(index)))
-        if self.total is None or self.done < self.total:
+        if self.done < self.total:
             self.stylize_rest()
         self.on_end(self)  # every frame is finished: the caller records it before the last chunk
-        self.encode(self.plan.end(self.total))
-        return self.total
+        self.encode(self.plan.end(self.shot.own_last))
+        if self.shot.tail:  # the seam with the next segment, if that one has done its part (seams.py)
+            self.seam(Shot(self.shot.last - self.shot.tail + 1, self.shot.last, overlap=self.shot.tail))
+        return self.shot.frames
 
     def stylize_rest(self) -> None:
-        c = self.c
+        c, shot = self.c, self.shot
+        resumed = self.done >= shot.first  # frames of this shot finished before: the last is the warm start
+        first = self.done if resumed else shot.first
         stream = FrameStream(
-            c.info, c.store.frames_dir, size=c.size, frames=c.job.frame_range, first=max(1, self.done),
-            known_total=self.total,
+            c.info, c.store.frames_dir, size=c.size, frames=c.job.frame_range, first=first, last=shot.last,
+            fingerprints=c.fingerprints(first, shot.last) if c.fingerprints else None,
         )  # fmt: skip
         flows = FlowStage(
             frames_dir=c.store.frames_dir, flow_dir=c.store.flow_dir, preset=c.job.flow_preset,
-            workers=c.job.flow_workers, first=self.done + 1, available=stream.wait,
+            workers=c.job.flow_workers, first=max(self.done, shot.first) + 1, available=stream.wait,
         )  # fmt: skip
         # The stream closes first (exits run in reverse): a flow thread waiting for a frame is let go.
         with flows, stream:
             stream.start().wait(self.done + 1)  # a range without frames is refused before the flow starts
             flows.start()
-            # Pairs up to frame `done` were used (and deleted, unless kept); those after it found on disk.
-            there = max(0, self.done - 1) + len(flows.ready_before)
             c.log(
-                f"flow: {there} of {c.estimate - 1} pairs there before, {max(0, c.estimate - 1 - there)} to compute "
-                f"(DIS {c.job.flow_preset}, {flows.workers} workers)"
+                f"shot {shot.text()}: {self.done - shot.first + 1} frames finished before, starting at frame "
+                f"{self.done + 1} on {c.device} (decoding {stream.window} frames ahead; flow on {flows.workers} "
+                f"workers, {len(flows.ready_before)} pairs there before)"
             )
-            c.log(
-                f"stylize: {self.done} frames finished before, starting at frame {self.done + 1} "
-                f"(decoding {stream.window} frames ahead; flow on {flows.workers} workers)"
-            )
-            stylizer, previous = None, load_image(c.store.styled(self.done)) if self.done else None
-            self.previous_loss = self.recorded_loss(self.done)  # then kept from each frame's statistics
+            stylizer, previous = None, load_image(c.store.styled(self.done)) if resumed else None
+            self.previous_loss = self.recorded_loss(self.done) if resumed else None  # then kept from each frame's
             c.tick()  # the first page: the job's settings and what was done before
             index = self.done + 1
-            while stream.wait(index):
-                if stylizer is None:  # one per range: the network loaded, the style targets computed once
-                    settings = c.job.settings
-                    stylizer = Stylizer(load_styles(c.job.styles, settings), settings, device=c.device, vgg=c.vgg)
+            while index <= shot.last and stream.wait(index):
+                if stylizer is None:  # one per shot: the network loaded, the style targets computed once
+                    stylizer = c.stylizer()
                 self.stylize_frame(stylizer, index, previous, flows.wait)
                 # The next frame starts from this one as saved, so a resumed run starts from the same image.
                 previous = load_image(c.store.styled(index))
                 stream.consumed(index)
                 c.tick()
                 index += 1
-            self.total = stream.total
+        if stream.sought is False:
+            c.log(f"shot {shot.text()}: the seek to frame {first} landed elsewhere; decoded from the range's start")
 
     def stylize_frame(self, stylizer: Stylizer, index: int, previous: torch.Tensor | None, pairs: Pairs) -> None:
         c = self.c
         content = load_image(c.store.content(index))
         start = c.starter.start(index, content, previous, pairs)
+        if index == self.shot.first and index > 1:  # afresh: a cut, or where a segment starts (shots.py)
+            start.source = "segment" if self.shot.overlap else "cut"
+            start.stats["cut_score"] = self.start_score
         c.events.frame_started(index, start.iterations)
         began = time.perf_counter()
         result = stylizer.stylize(
@@ -164,26 +198,32 @@ class RangeRun:
         # A warm frame that stopped far too early is run again with a fresh optimizer (temporal.py).
         result, redone = redo_if_stalled(stylizer, content, start, result, self.previous_loss)
         seconds = time.perf_counter() - began
-        c.store.styled_dir.mkdir(exist_ok=True)
+        c.store.styled(index).parent.mkdir(exist_ok=True)
         save_image(result.image, c.store.styled(index))
         stats = self.frame_stats(index, start, result, seconds) | ({"redone": True} if redone else {})
         if redone:
             self.redone.append(index)
-        if index > 1:
+        if index > self.shot.first:
             stats["flicker"] = self.pair_record(index, pairs(index))
+        elif index > 1:  # the pair across the shot's start: a cut, or a seam measured on the output
+            stats["flicker"] = {"cut_score": self.start_score, "output": None, "input": None, "flow": c.hashes["flow"]}
         # The statistics file is the frame's commit record: written last, atomically.
         write_json(c.store.stats(index), stats)
         self.done, self.previous_loss = index, stats["loss"]  # at once: a stop from here on records the frame
         self.stylized.append(index)
-        c.recorded(index, stats)
+        if index >= self.shot.first + self.shot.overlap:  # a segment's head is shown by the segment before it
+            c.recorded(index, stats)
         c.log(
-            f"frame {index:06d}/{self.total or c.estimate:06d} start={start.source} "
+            f"frame {index:06d}/{c.estimate:06d} start={start.source} "
             f"iterations={result.iterations} loss={stats['loss']:.5g} "
             + " ".join(f"{k}={v:.4g}" for k, v in stats["terms"].items())
             + f" seconds={seconds:.2f}"
         )
         self.retention.frame_finished(index)
-        self.encode(self.plan.finished(index, stats.get("flicker", {}).get("cut_score")))
+        if index <= self.shot.own_last:
+            self.encode(self.plan.finished(index, stats.get("flicker", {}).get("cut_score")))
+        if index == self.shot.first + self.shot.overlap - 1:  # its head is done: the seam, if the segment before is
+            self.seam(self.shot)
         c.events.frame_finished(index, stats)
 
     def recorded_loss(self, index: int) -> float | None:
@@ -217,6 +257,12 @@ class RangeRun:
             "device": str(self.c.device),
             "finished": timestamp(),
         }
+
+    def seam(self, after: Shot) -> None:
+        c = self.c
+        seams = Seams(c.job.work, c.chunks, c.hashes["stylize"], rate=c.rate, crf=c.job.crf, keep=c.job.keep_frames)
+        if seams.try_seam(after):
+            c.log(f"seam: frames {after.first}-{after.first + after.overlap - 1} cross-faded and encoded")
 
     def encode(self, chunks: list[Chunk]) -> None:
         c = self.c

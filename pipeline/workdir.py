@@ -69,6 +69,7 @@ class FrameStore:
         self.styled_dir = self.work_dir / "styled"
         self.flow_dir = self.work_dir / "flow"
         self.chunks_dir = self.work_dir / "chunks"
+        self.seams_dir = self.work_dir / "seams"  # a segment's versions of the frames it shares (seams.py)
 
     def content(self, index: int) -> Path:
         return self.frames_dir / frame_name(index)
@@ -154,7 +155,7 @@ def remove_leftovers(store: FrameStore, output: Path) -> None:
     half-written files, an encode never renamed (its ffmpeg may still be running: unlinking is
     safe, it writes on into nothing)."""
     work = store.work_dir
-    for leftover in (*work.glob(".frames-*"), *work.glob(".*-stale-*")):
+    for leftover in (*work.glob(".frames-*"), *work.glob(".*-stale-*"), *store.seams_dir.glob(".fade-*")):
         shutil.rmtree(leftover, ignore_errors=True)
     for leftover in (
         *work.glob(".*.tmp*"),
@@ -162,6 +163,10 @@ def remove_leftovers(store: FrameStore, output: Path) -> None:
         *store.styled_dir.glob(".*.tmp*"),
         *store.flow_dir.glob(".*.tmp*"),
         *store.chunks_dir.glob(".*.tmp*"),
+        *store.seams_dir.glob(".*.tmp*"),
+        *store.seams_dir.glob(".lock-*"),  # a seam's: no segment runs before the run starts (seams.py)
+        *(work / "cuts").glob(".*.tmp*"),
+        *(work / "shots").glob(".*.tmp*"),
         *(work / FILES_DIR).glob(".*.tmp*"),  # the report's thumbnails and plots
         *output.parent.glob(f".{output.name}.*.tmp{output.suffix}"),
     ):
@@ -180,28 +185,35 @@ def clean(store: FrameStore, manifest: JobManifest, log: JobLog) -> None:
     for _, folder in folders:
         remove_dir(folder)
     remove_dir(store.chunks_dir)  # what the output was joined from; an encode stage's output is the file
-    log("cleaned: frames/, flow/, styled/ and chunks/ removed")
+    remove_dir(store.seams_dir)
+    log("cleaned: frames/, flow/, styled/, seams/ and chunks/ removed")
 
 
-def prune(store: FrameStore, *, done: int, chunked: int, over: bool = False) -> None:
+def prune(
+    store: FrameStore, *, done: int, chunked: int, over: bool = False, first: int = 1, last: int | None = None
+) -> None:
     """Delete what no resume needs, after a kill or once the job is `over` (its output placed):
     content frames before the last finished one (`done`; it is the next pair's first frame), the
-    flow pairs up to it, the stylized frames in chunks (up to `chunked`) but the last finished.
-    Lists the folders, so it runs at the start and the end of a run; while frames finish,
+    flow pairs up to it, the stylized frames in chunks (up to `chunked`) but the last finished;
+    of the frames first..last only (one shot's: shotprogress.py prunes shot by shot). Lists the
+    folders, so it runs at the start and the end of a run; while frames finish,
     videorange.Retention deletes file by file."""
 
-    def index(path: Path) -> int:
-        return int(path.stem) if path.stem.isdigit() else 0
+    def mine(path: Path) -> int | None:
+        index = int(path.stem) if path.stem.isdigit() else 0
+        return index if over or first <= index <= (last if last is not None else index) else None
 
     for path in store.frames_dir.glob(FRAME_GLOB):
-        if over or index(path) < done:
+        if (index := mine(path)) is not None and (over or index < done):
             path.unlink(missing_ok=True)
     for path in store.flow_dir.glob(PAIR_GLOB):
-        if over or index(path) <= done:
+        if (index := mine(path)) is not None and (over or index <= done):
             path.unlink(missing_ok=True)
     for path in store.styled_dir.glob(FRAME_GLOB):
-        if over or (index(path) <= chunked and index(path) != done):
+        if (index := mine(path)) is not None and (over or (index <= chunked and index != done)):
             path.unlink(missing_ok=True)
+    for path in store.seams_dir.glob(FRAME_GLOB) if over else ():
+        path.unlink(missing_ok=True)
 
 
 def refuse_foreign_work_dir(work: Path) -> None:
@@ -295,7 +307,8 @@ def human_bytes(n: float) -> str:
 
 
 def check_disk_space(
-    store: FrameStore, kept: Kept, expected: int, size: tuple[int, int], *, keep_frames: bool = False
+    store: FrameStore, kept: Kept, expected: int, size: tuple[int, int], *, keep_frames: bool = False,
+    shots_at_once: int = 1,
 ) -> str:
     """Refuse, before anything is deleted or decoded, a job the disk cannot hold: `expected`
     frames of `size`, less what is kept, against the free space plus what invalidation frees.
@@ -311,9 +324,11 @@ def check_disk_space(
         window = remaining * (2 * frame_bytes + pixels * PAIR_BYTES_PER_PIXEL)
         what = f"{remaining} frames kept (--keep-frames)"
     else:
+        # One window for each shot running at once (videoshots.py).
         window = (DECODE_WINDOW + 2) * frame_bytes + (CHUNK_FRAMES + 2) * frame_bytes
-        window += (DECODE_WINDOW + 1) * pixels * PAIR_BYTES_PER_PIXEL
+        window = shots_at_once * (window + (DECODE_WINDOW + 1) * pixels * PAIR_BYTES_PER_PIXEL)
         what = f"a window of {DECODE_WINDOW} decoded and {CHUNK_FRAMES} stylized frames"
+        what += f" for each of {shots_at_once} shots at once" if shots_at_once > 1 else ""
     needed = window + remaining * STATS_BYTES + encoded * 2 - (kept.chunked * frame_bytes // 10)
     freed = dir_bytes(store.frames_dir) if not kept.decoded else 0
     freed += (0 if kept.stylized else dir_bytes(store.styled_dir)) + (0 if kept.flow else dir_bytes(store.flow_dir))

@@ -311,6 +311,27 @@ CASES = [
         ["missing.mp4", "\\n"],
         id="video-odd-name-missing",
     ),
+    # Shots in parallel (issue 16): the same device and cluster options as `images`, refused alike.
+    pytest.param(
+        ["video", *VIDEO, "--device", "cpu,cpu", *FAST[:-3]], ["--device cpu,cpu", "twice"], id="video-device-twice"
+    ),
+    pytest.param(
+        ["video", *VIDEO, "--backend", "dask", "--devices", "cpu", *FAST[:-3]],
+        ["--device applies"],
+        id="video-dask-with-devices",
+    ),
+    pytest.param(
+        ["video", *VIDEO, "--scheduler", "tcp://127.0.0.1:1", *FAST],
+        ["--scheduler", "--backend dask"],
+        id="video-scheduler-without-dask",
+    ),
+    pytest.param(["video", *VIDEO, "--backend", "spark", *FAST], ["--backend"], id="video-backend-unknown"),
+    pytest.param(
+        ["video", *VIDEO, "--max-shot-frames", "10", "--segment-overlap", "6", *FAST],
+        ["--segment-overlap 6", "half of --max-shot-frames"],
+        id="video-overlap-over-half-a-segment",
+    ),
+    *negative_and_absurd("video", VIDEO, FAST, {"--max-shot-frames": (-1, 0, 1, 10**12), "--segment-overlap": (-1,)}),
     *negative_and_absurd("video", VIDEO, FAST, STYLE_NUMBERS),
     *negative_and_absurd(
         "video",

@@ -36,10 +36,10 @@ RUN_TIMEOUT = 120  # seconds for one run of a tiny job, on a loaded 2-core machi
 COMMON = ["--size", "32", "--iterations", "2", "--seed", "3", "-q"]
 
 
-def run_driver(tmp_path: Path, argv: list[str]) -> dict:
+def run_driver(tmp_path: Path, argv: list[str], sample: int = SAMPLE) -> dict:
     cases = tmp_path / "cases"
     cases.mkdir()
-    spec = {"argv": argv, "cases": str(cases), "sample": SAMPLE, "parallel": 2, "timeout": RUN_TIMEOUT}
+    spec = {"argv": argv, "cases": str(cases), "sample": sample, "parallel": 2, "timeout": RUN_TIMEOUT}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     driver = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "commit_driver.py"), str(tmp_path / "spec.json")],
@@ -88,7 +88,15 @@ def frame_files(work: Path) -> dict[str, bytes]:
     return {str(p.relative_to(work)): p.read_bytes() for p in sorted(work.glob("styled/[0-9]*.png"))}
 
 
-def test_video_job_stopped_after_every_rename_resumes_to_the_same_result(clip, tmp_path):
+# Segments: a long shot split in two that share a frame, cross-faded (seams.py): the later one's
+# version, the seam's chunk and what it uses up are commit points too. Sampled: 12 evenly spaced
+# stop points and the last ten (the whole run of both would double the suite's time).
+VARIANTS = {"plain": ([], SAMPLE), "segments": (["--max-shot-frames", "3", "--segment-overlap", "1"], 12)}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_video_job_stopped_after_every_rename_resumes_to_the_same_result(clip, tmp_path, variant):
+    extra, sample = VARIANTS[variant]
     argv = [
         "video",
         str(clip),
@@ -103,16 +111,22 @@ def test_video_job_stopped_after_every_rename_resumes_to_the_same_result(clip, t
         "--flow-workers",
         "1",
         *COMMON,
+        *extra,
     ]
-    summary = run_driver(tmp_path, argv)
+    summary = run_driver(tmp_path, argv, sample)
     reference = summary["reference"]
     assert reference["reference"]["status"] == 0, reference["reference"]["output"]
     ref_dir = Path(reference["case"])
     ref_frames, ref_styled = decoded_frames(ref_dir / "out.mp4"), frame_files(ref_dir / "out.mp4.work")
-    assert len(summary["cases"]) == len(summary["job_renames"]) <= SAMPLE  # every rename but the report's
+    if variant == "plain":
+        assert len(summary["cases"]) == len(summary["job_renames"]) <= SAMPLE  # every rename but the report's
+    else:
+        assert "seam: frames 3-3 cross-faded" in (ref_dir / "out.mp4.work" / "job.log").read_text()
 
     def products(path: str) -> bool:  # what a job makes; job.json is rewritten by design
-        return path.endswith(("out.mp4", ".png", ".npz", "/frames")) or "/styled/" in path or "/chunks/" in path
+        return path.endswith(("out.mp4", ".png", ".npz", "/frames")) or any(
+            f"/{folder}/" in path for folder in ("styled", "chunks", "seams")
+        )
 
     for case in summary["cases"]:
         check_stopped_and_resumed(case, 0, products)

@@ -21,7 +21,9 @@ from pipeline.chunks import ChunkPlan
 from pipeline.decode import ffmpeg_binary, probe
 from pipeline.flowstage import read_rgb
 from pipeline.framerange import FrameRange
-from pipeline.framestream import FrameStream, extract_frames
+from pipeline import framestream
+from pipeline.errors import PipelineError
+from pipeline.framestream import FrameStream, extract_frames, fingerprint
 from pipeline.manifest import read_json
 from pipeline.status import status_lines
 from pipeline.video import run_video
@@ -162,6 +164,47 @@ def test_the_streamed_decode_gives_the_frames_of_a_whole_decode_from_any_first_f
         assert names == [f"{i:06d}.png" for i in range(first, count + 1)]
         for name in names:
             assert np.array_equal(read_rgb(folder / name), read_rgb(whole / name)), (first, name)
+
+
+@pytest.mark.parametrize(
+    "frames", [FrameRange(), FrameRange(start=0.2), FrameRange(start=0.13, duration=1.1)], ids=["all", "start", "odd"]
+)
+def test_a_shot_seeks_to_its_first_frame_and_gets_the_frames_of_a_whole_decode(tmp_path, frames, monkeypatch):
+    """Issue 16: a shot deep into a film seeks (shots start anywhere); every frame is checked
+    against the cut scan's fingerprint, and a seek that lands elsewhere falls back to the start."""
+    clip = make_clip(tmp_path / "bframes.mp4", frames=40, size="64x48", bf=3, g=12)
+    info = probe(clip)
+    whole = tmp_path / "whole"
+    count = extract_frames(info, whole, size=(32, 24), frames=frames)
+    prints = {i: fingerprint(read_rgb(whole / f"{i:06d}.png")) for i in range(1, count + 1)}
+    seek = framestream.seek_range
+    for first, last, astray in ((2, count, False), (13, 20, False), (count - 1, count, False), (9, 15, True)):
+        # astray: a seek that lands a frame late (as on a file whose timestamps lie)
+        monkeypatch.setattr(framestream, "seek_range", lambda i, f, n: seek(i, f, n + 1) if astray else seek(i, f, n))
+        folder = tmp_path / f"from-{first}"
+        with FrameStream(info, folder, size=(32, 24), frames=frames, first=first, last=last, fingerprints=prints) as s:
+            s.start()
+            index = first
+            while s.wait(index):
+                s.consumed(index)
+                index += 1
+            assert s.sought is (not astray) and s.total == last and s.written == last - first + 1
+        names = sorted(p.name for p in folder.glob("*.png"))
+        assert names == [f"{i:06d}.png" for i in range(first, last + 1)]
+        for name in names:
+            assert np.array_equal(read_rgb(folder / name), read_rgb(whole / name)), (first, name)
+
+
+def test_a_frame_that_decodes_differently_from_its_scan_stops_the_job(tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", frames=10)
+    info = probe(clip)
+    prints = {3: "0" * 16}  # not frame 3's
+    with FrameStream(info, tmp_path / "frames", size=(32, 24), frames=FrameRange(), fingerprints=prints) as stream:
+        stream.start()
+        with pytest.raises(PipelineError, match="frame 3 decodes differently"):
+            for index in range(1, 11):
+                stream.wait(index)
+                stream.consumed(index)
 
 
 def test_the_streamed_decode_stays_a_window_ahead_of_the_consumer(tmp_path):

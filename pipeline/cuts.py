@@ -1,0 +1,170 @@
+"""The cut scan: before any frame is stylized, the range is decoded once, into memory only, to
+count its frames, to fingerprint each one and, under --flow dis, to give every pair of
+consecutive frames its cut score (flow.frame_pair's: the figure the flow stage records with each
+pair). The job then knows its shots (shots.py) before it starts, and can stylize them at once on
+several devices (issue 16): the cut decision for the whole range is made here, once, and every
+schedule follows it.
+
+    WORK/cuts/000001.json   frames 1..500: {"key", "first", "fingerprints": [...], "scores": [...]}
+                            (score i: the pair of frames i-1 and i; None for frame 1); the last
+                            block also has "total"
+
+A block of SCAN_BLOCK frames is written (atomically) as soon as it fills, so a killed scan
+resumes where it was: the decode runs from the range's start again (the one exact way,
+framestream.py) and only the frames not recorded are looked at. The scan is done once a block
+with "total" is there. The flow stage computes the pairs again while stylizing; keeping them from
+here would cost 8 bytes a pixel for every frame of the film (issue 15's bound).
+
+The fingerprints (8 bytes of BLAKE2b of each frame's RGB) let a shot's decode seek straight to
+its first frame and check, frame by frame, that it gets exactly the frames of a decode from the
+range's start (framestream.FrameStream).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from joblib.externals.loky import get_reusable_executor
+
+from .decode import VideoInfo
+from .flow import frame_pair
+from .framerange import FrameRange
+from .framestream import RawDecode, fingerprint
+from .manifest import read_json, write_json
+from .workdir import frame_name
+
+SCAN_BLOCK = 500  # frames a record: a killed scan of a film loses at most this many
+
+
+@dataclass(frozen=True)
+class Scan:
+    """The range's frame count and each pair's cut score (pair i: frame i-1 onto frame i; none
+    without flow)."""
+
+    total: int
+    scores: dict[int, float] = field(default_factory=dict)
+
+    def cuts(self, threshold: float) -> list[int]:
+        """The frames that start a new shot: their pair's cut score is over `threshold`."""
+        return [index for index, score in sorted(self.scores.items()) if score > threshold]
+
+
+def cut_score(previous: np.ndarray, current: np.ndarray, preset: str) -> float:
+    """A worker's task: the pair's cut score, as the flow stage's pair of these frames has it."""
+    cv2.setNumThreads(1)  # the parallelism is across pairs (flowstage.compute_pair does the same)
+    return frame_pair(previous, current, preset).cut_score
+
+
+class CutScan:
+    """WORK/cuts/: the scan's records for one key (the decode's settings and the flow preset, or
+    None: frames counted and fingerprinted, no scores)."""
+
+    def __init__(self, work_dir: Path, *, key: str, preset: str | None, workers: int = 1):
+        self.dir = Path(work_dir) / "cuts"
+        self.key, self.preset, self.workers = key, preset, max(1, workers)
+
+    def path(self, first: int) -> Path:
+        return self.dir / frame_name(first, ".json")
+
+    def stale(self) -> bool:
+        """Whether the folder holds a scan of other settings (it goes as a whole)."""
+        paths = sorted(self.dir.glob("[0-9]*.json")) if self.dir.is_dir() else []
+        return any(read_json(path, default={}).get("key") != self.key for path in paths)
+
+    def blocks(self) -> list[dict]:
+        """This key's blocks that follow one another from frame 1."""
+        blocks, expected = [], 1
+        while (block := read_json(self.path(expected), default={})).get("key") == self.key:
+            blocks.append(block)
+            expected += len(block["fingerprints"])
+            if "total" in block:
+                break
+        return blocks
+
+    def recorded(self) -> Scan | None:
+        """The finished scan, if its records are all there."""
+        blocks = self.blocks()
+        if not blocks or "total" not in blocks[-1]:
+            return None
+        scores = [score for block in blocks for score in block["scores"]]
+        return Scan(blocks[-1]["total"], {i: s for i, s in enumerate(scores, 1) if s is not None})
+
+    def fingerprints(self, first: int, last: int) -> dict[int, str]:
+        """Frames first..last's fingerprints, from the records of a finished scan."""
+        found, start = {}, 1 + (first - 1) // SCAN_BLOCK * SCAN_BLOCK
+        while start <= last:
+            block = read_json(self.path(start), default={})
+            if block.get("key") != self.key:
+                break
+            found |= {i: f for i, f in enumerate(block["fingerprints"], start) if first <= i <= last}
+            start += len(block["fingerprints"])
+        return found
+
+    def run(
+        self, info: VideoInfo, size: tuple[int, int], frames: FrameRange, on_progress: Callable[[int], None]
+    ) -> Scan:
+        """Decode the range, look at the frames not recorded yet, record them block by block."""
+        done = self.recorded()
+        if done is not None:
+            return done
+        known = [score for block in self.blocks() for score in block["scores"]]
+        block = Block(self, first=1 + len(known))
+        decode, pending, previous = RawDecode(info, size, frames), deque(), None
+        executor = get_reusable_executor(max_workers=self.workers) if self.preset and self.workers > 1 else None
+        for index, rgb in enumerate(decode, 1):
+            if index >= block.first:
+                if not self.preset or previous is None:
+                    pending.append(None)
+                elif executor is None:
+                    pending.append(cut_score(previous, rgb, self.preset))
+                else:  # in order, at most two pairs a worker in flight
+                    pending.append(executor.submit(cut_score, previous, rgb, self.preset))
+                block.frames.append(fingerprint(rgb))
+                while len(pending) > 2 * self.workers or (pending and not hasattr(pending[0], "result")):
+                    block.add(pending.popleft())
+            previous = rgb
+            if index % 25 == 0:
+                on_progress(index)
+        while pending:
+            block.add(pending.popleft())
+        block.close(total=decode.count)
+        on_progress(decode.count)
+        scores = [*known, *block.all_scores]
+        return Scan(decode.count, {i: s for i, s in enumerate(scores, 1) if s is not None})
+
+
+class Block:
+    """The frames being recorded: written as a block of SCAN_BLOCK fills, the rest at the end.
+    `frames` holds the fingerprints of the frames looked at, `add` takes their scores in order."""
+
+    def __init__(self, scan: CutScan, first: int):
+        self.scan, self.first, self.start = scan, first, first
+        self.frames: list[str] = []
+        self.scores: list[float | None] = []
+        self.all_scores: list[float | None] = []
+
+    def add(self, score) -> None:
+        score = score.result() if hasattr(score, "result") else score
+        self.scores.append(None if score is None else round(float(score), 6))
+        self.all_scores.append(self.scores[-1])
+        if len(self.scores) == SCAN_BLOCK:
+            self.write()
+
+    def write(self, **extra) -> None:
+        count = len(self.scores)
+        self.scan.dir.mkdir(parents=True, exist_ok=True)
+        record = {
+            "key": self.scan.key, "first": self.start, "fingerprints": self.frames[:count], "scores": self.scores,
+            **extra,
+        }  # fmt: skip
+        write_json(self.scan.path(self.start), record)
+        self.start += count
+        self.frames, self.scores = self.frames[count:], []
+
+    def close(self, total: int) -> None:
+        self.write(total=total)

@@ -1,0 +1,66 @@
+"""The shot plan: where a video is cut into independently stylized ranges, and the segments of a
+long shot with their cross-fade."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.shots import Shot, longest_first, owners, plan_shots
+
+
+def test_shots_start_at_frame_one_and_at_each_cut():
+    assert plan_shots([5, 9], 12) == [Shot(1, 4), Shot(5, 8), Shot(9, 12)]
+    assert plan_shots([], 3) == [Shot(1, 3)]
+    # A cut on frame 1 or past the end is no new shot; repeated cuts count once.
+    assert plan_shots([1, 13, 9, 9], 12) == [Shot(1, 8), Shot(9, 12)]
+    assert plan_shots([2, 3], 3) == [Shot(1, 1), Shot(2, 2), Shot(3, 3)]
+
+
+def test_every_frame_belongs_to_exactly_one_shot_without_segments():
+    shots = plan_shots([4, 7, 30], 40)
+    by_frame = owners(shots)
+    assert sorted(by_frame) == list(range(1, 41))
+    assert all(len(owned) == 1 for owned in by_frame.values())
+
+
+@pytest.mark.parametrize("frames, max_frames, overlap", [(100, 30, 12), (31, 30, 12), (61, 30, 0), (25, 10, 5), (9, 2, 1)])
+def test_a_long_shot_is_split_into_overlapping_segments_that_cover_it(frames, max_frames, overlap):
+    segments = plan_shots([], frames, max_frames=max_frames, overlap=overlap)
+    assert segments[0].first == 1 and segments[-1].last == frames
+    assert all(s.frames <= max_frames for s in segments)
+    assert segments[0].overlap == 0
+    for before, after in zip(segments, segments[1:]):
+        assert after.first == before.last - overlap + 1 and after.overlap == overlap == before.tail
+        assert before.own_last == after.first - 1
+        assert after.frames > overlap  # a segment is more than its overlap
+    by_frame = owners(segments)
+    assert sorted(by_frame) == list(range(1, frames + 1))
+    assert max(len(owned) for owned in by_frame.values()) == (2 if overlap and len(segments) > 1 else 1)
+
+
+def test_segments_stay_inside_their_shot():
+    segments = plan_shots([20], 50, max_frames=10, overlap=3)
+    assert all(s.last < 20 or s.first >= 20 for s in segments)
+    assert [s for s in segments if s.first == 20] == [Shot(20, 29, tail=3)]  # the cut starts afresh: no overlap
+    assert [s.tail for s in segments if s.last in (19, 50)] == [0, 0]  # nothing after a shot's last segment
+
+
+def test_the_cross_fade_weights_sum_to_one_over_the_overlap():
+    before, after = plan_shots([], 40, max_frames=20, overlap=4)[:2]
+    overlap = range(after.first, before.last + 1)
+    assert len(overlap) == 4
+    weights = [after.fade_weight(i) for i in overlap]
+    assert weights == pytest.approx([0.2, 0.4, 0.6, 0.8])  # rising, never 0 or 1 inside
+    assert all(before.fade_weight(i) == 1.0 for i in overlap)  # the earlier segment's own overlap is 0
+    assert after.fade_weight(before.last + 1) == 1.0
+
+
+def test_longest_shots_are_handed_out_first():
+    shots = plan_shots([3, 10, 12], 20)
+    assert [s.frames for s in longest_first(shots)] == [9, 7, 2, 2]
+    assert [s.first for s in longest_first(shots)][2:] == [1, 10]  # ties in frame order
+
+
+def test_an_overlap_over_half_a_segment_is_refused():
+    with pytest.raises(ValueError, match="overlap 6 must be"):
+        plan_shots([], 50, max_frames=10, overlap=6)
