@@ -4,7 +4,7 @@ on every device. This module is the job; each stage lives in a module named afte
   check      the options and the style images, before anything is made (make_job here)
   plan       archive_plan: the tree against the records of earlier runs (archive_records) and
              the output names (tree); each image's shape from its header; batches of one shape
-  execute    archive_backends: the batches on local threads or a Dask cluster, each one run by
+  execute    archive_backends: the batches on local threads or a Dask cluster (backends.py), each one run by
              archive_worker (decode, stylize on a free device, encode, write its record)
   summarize  here: count and log each record as it comes, say in archive.json how the run ended,
              and keep OUTPUT/.stylize/report.html (report_archive) current: at most every
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .archive_backends import BACKENDS, Workers, connect
+from .archive_backends import run_batches
 from .archive_plan import Plan, auto_batch_size, make_batches, plan_run, preflight_all
 from .archive_records import (
     RECORDS_DIR,
@@ -50,6 +50,7 @@ from .archive_records import (
 from .archive_status import is_archive, running_pid, status_lines
 from .archive_worker import parse_devices
 from .atomic import is_temporary
+from .backends import BACKENDS, Workers, connect
 from .errors import InputError, WriteError, one_line
 from .hashing import file_sha256
 from .images import load_styles
@@ -94,7 +95,7 @@ class ArchiveOptions:
     overwrite: bool = False  # replace files in the output tree that this job did not write
     batch_size: int | None = None  # None: automatic (free GPU memory, 1 on CPU)
     devices: str = "auto"
-    backend: str = "local"  # a name in archive_backends.BACKENDS
+    backend: str = "local"  # a name in backends.BACKENDS
     scheduler: str | None = None  # the Dask scheduler's address
 
 
@@ -327,7 +328,7 @@ def execute(job: Job, todo: list[Item], workers: Workers, options: ArchiveOption
             yield failure(job, probed.item, probed.error, transient=probed.transient)
     fixed, free = options.batch_size, workers.free_memory
     batches = make_batches(shapes, lambda shape: fixed or auto_batch_size(shape, free), workers.count)
-    yield from BACKENDS[options.backend](job, batches, workers)
+    yield from run_batches(job, batches, workers)
 
 
 def summarize(

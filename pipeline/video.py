@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .archive_backends import connect
+from .backends import connect
 from .chunks import ChunkStore, chunk_key
 from .cuts import CutScan, Scan
 from .decode import VideoInfo, count_frames, frame_size, probe

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from .backends import BACKENDS
 from .encode import DEFAULT_CRF, container_for
 from .errors import InputError
 from .framerange import FrameRange
@@ -81,8 +82,8 @@ class VideoJob:
         self._check_shots()
 
     def _check_shots(self) -> None:
-        if self.backend not in ("local", "dask"):
-            raise InputError(f"--backend {self.backend!r}: must be 'local' or 'dask'")
+        if self.backend not in BACKENDS:
+            raise InputError(f"--backend {self.backend!r}: must be {' or '.join(map(repr, BACKENDS))}")
         if self.backend == "dask" and self.device != "auto":
             raise InputError("--device applies to --backend local; Dask workers use their own devices")
         if self.backend == "local" and self.scheduler:

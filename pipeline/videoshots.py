@@ -7,11 +7,10 @@ order, longest first, anywhere. Every schedule gives the same frames.
 
     WORK/shots/000001.json   a shot's record: its frames, state, frames done, where it ran
 
-The two backends share one signature, `backend(task, shots, workers)`, and yield each shot's
-result as it finishes, as the archive's do (archive_backends.py, whose `connect` finds the
-workers): 'local' runs one thread per device of --devices, 'dask' the cluster's workers through
-joblib's dask backend (the task, style images and all, scattered to each worker once; workers
-need the work directory's path and this package). A worker that dies mid-shot loses only its
+The shots run where the archive's batches do (backends.py, whose `connect` finds the workers):
+'local' runs one thread per device of --devices, 'dask' the cluster's workers through joblib's
+dask backend (the task, style images and all, scattered to each worker once; workers need the
+work directory's path and this package). A worker that dies mid-shot loses only its
 unfinished frame: Dask runs the task again elsewhere, and the shot resumes from its last
 finished frame, as a killed job does.
 
@@ -33,9 +32,8 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import torch
-from joblib import Parallel, delayed, parallel_config
 
-from .archive_backends import Workers
+from .backends import Workers, run_tasks
 from .chunks import ChunkStore, chunk_key
 from .cuts import CutScan
 from .decode import VideoInfo
@@ -233,36 +231,17 @@ def shot_context(task: ShotTask, shot: Shot, device: torch.device, listener: Lis
     return context
 
 
-def run_tasks(task: ShotTask, shots: list[Shot]) -> Iterator[dict]:
-    """Every shot as a joblib task, on whichever joblib backend is configured around it."""
-    tasks = (delayed(run_shot)(task, shot) for shot in shots)
-    yield from Parallel(return_as="generator_unordered")(tasks)
-
-
-def local_backend(task: ShotTask, shots: list[Shot], workers: Workers) -> Iterator[dict]:
-    try:
-        with parallel_config(backend="threading", n_jobs=workers.count):
-            yield from run_tasks(task, shots)
-    finally:
-        WORKER.stop(task.run)  # threads cannot be killed: their shots stop at the next iteration
-
-
-def dask_backend(task: ShotTask, shots: list[Shot], workers: Workers) -> Iterator[dict]:
-    with parallel_config(backend="dask", client=workers.client, scatter=[task]):
-        yield from run_tasks(task, shots)
-
-
-Backend = Callable[[ShotTask, list[Shot], Workers], Iterator[dict]]
-BACKENDS: dict[str, Backend] = {"local": local_backend, "dask": dask_backend}
-
-
 def run_shots(task: ShotTask, shots: list[Shot], workers: Workers, listener: Listener) -> list[dict]:
     """Run the shots on the job's backend; return their results. One place at a time (one
     device, local): in this thread, every iteration shown. Several: each frame shown as its
     record appears (ShotProgress's watcher)."""
-    backend = BACKENDS[task.job.backend]
-    if task.job.backend == "local" and workers.count == 1:
+
+    def run() -> list[dict]:
+        stop = lambda: WORKER.stop(task.run)  # noqa: E731  (threads stop at their shots' next iteration)
+        return list(run_tasks(run_shot, task, shots, workers=workers, threads=workers.count, stop=stop))
+
+    if workers.client is None and workers.count == 1:
         WORKER.listeners[task.run] = listener
-        return list(backend(task, shots, workers))
+        return run()
     with listener.progress.watching(listener.events, listener.tick):
-        return list(backend(task, shots, workers))
+        return run()

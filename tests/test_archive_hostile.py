@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import archive, archive_backends, tree
+from pipeline import archive, backends, tree
 from pipeline.cli import main
 from pipeline.errors import InputError
 from pipeline.images import load_photo, open_photo, plan_decode
@@ -443,7 +443,7 @@ def test_a_large_jpeg_is_decoded_reduced_to_the_shape_the_header_promised(tmp_pa
 
 def test_refused_dask_jobs_leave_the_file_system_as_they_found_it(tmp_path, monkeypatch, capsys):
     pytest.importorskip("distributed")
-    monkeypatch.setattr(archive_backends, "CONNECT_TIMEOUT", 2)
+    monkeypatch.setattr(backends, "CONNECT_TIMEOUT", 2)
     source = tmp_path / "in"
     source.mkdir()
     photo(40, 30, 1).save(source / "a.png")

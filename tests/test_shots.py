@@ -23,7 +23,9 @@ def test_every_frame_belongs_to_exactly_one_shot_without_segments():
     assert all(len(owned) == 1 for owned in by_frame.values())
 
 
-@pytest.mark.parametrize("frames, max_frames, overlap", [(100, 30, 12), (31, 30, 12), (61, 30, 0), (25, 10, 5), (9, 2, 1)])
+@pytest.mark.parametrize(
+    "frames, max_frames, overlap", [(100, 30, 12), (31, 30, 12), (61, 30, 0), (25, 10, 5), (9, 2, 1)]
+)
 def test_a_long_shot_is_split_into_overlapping_segments_that_cover_it(frames, max_frames, overlap):
     segments = plan_shots([], frames, max_frames=max_frames, overlap=overlap)
     assert segments[0].first == 1 and segments[-1].last == frames

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 from helpers import Recorder, build_tiny_vgg, decoded_frames, make_clip, make_job, mtimes
+from pipeline import framestream
 from pipeline.chunks import ChunkPlan
 from pipeline.decode import ffmpeg_binary, probe
+from pipeline.errors import PipelineError
 from pipeline.flowstage import read_rgb
 from pipeline.framerange import FrameRange
-from pipeline import framestream
-from pipeline.errors import PipelineError
 from pipeline.framestream import FrameStream, extract_frames, fingerprint
 from pipeline.manifest import read_json
 from pipeline.status import status_lines
