@@ -50,7 +50,7 @@ from .archive_records import (
 from .archive_status import is_archive, running_pid, status_lines
 from .archive_worker import parse_devices
 from .atomic import is_temporary
-from .backends import BACKENDS, Workers, connect
+from .backends import Workers, check_backend, connect
 from .errors import InputError, WriteError, one_line
 from .hashing import file_sha256
 from .images import load_styles
@@ -158,12 +158,7 @@ def run_archive(
 
 
 def check_options(options: ArchiveOptions) -> None:
-    if options.backend not in BACKENDS:
-        raise InputError(f"--backend {options.backend!r}: must be {' or '.join(map(repr, BACKENDS))}")
-    if options.backend == "dask" and options.devices != "auto":
-        raise InputError("--device applies to --backend local; Dask workers use their own devices")
-    if options.backend == "local" and options.scheduler:
-        raise InputError("--scheduler applies to --backend dask; add --backend dask to run on that cluster")
+    check_backend(options.backend, options.devices, options.scheduler)
     if options.batch_size is not None and options.batch_size < 1:
         raise InputError(f"--batch-size {options.batch_size}: must be at least 1 (or auto)")
 

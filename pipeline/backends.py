@@ -25,6 +25,16 @@ BACKENDS = ("local", "dask")  # --backend's names
 CONNECT_TIMEOUT = 30
 
 
+def check_backend(backend: str, devices: str, scheduler: str | None) -> None:
+    """--backend with --device and --scheduler, as every command that runs on workers takes them."""
+    if backend not in BACKENDS:
+        raise InputError(f"--backend {backend!r}: must be {' or '.join(map(repr, BACKENDS))}")
+    if backend == "dask" and devices != "auto":
+        raise InputError("--device applies to --backend local; Dask workers use their own devices")
+    if backend == "local" and scheduler:
+        raise InputError("--scheduler applies to --backend dask; add --backend dask to run on that cluster")
+
+
 @dataclass(frozen=True)
 class Workers:
     """What runs the tasks: how many devices or Dask workers, the least free GPU memory over

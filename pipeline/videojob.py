@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .backends import BACKENDS
+from .backends import check_backend
 from .encode import DEFAULT_CRF, container_for
 from .errors import InputError
 from .framerange import FrameRange
@@ -82,12 +82,7 @@ class VideoJob:
         self._check_shots()
 
     def _check_shots(self) -> None:
-        if self.backend not in BACKENDS:
-            raise InputError(f"--backend {self.backend!r}: must be {' or '.join(map(repr, BACKENDS))}")
-        if self.backend == "dask" and self.device != "auto":
-            raise InputError("--device applies to --backend local; Dask workers use their own devices")
-        if self.backend == "local" and self.scheduler:
-            raise InputError("--scheduler applies to --backend dask; add --backend dask to run on that cluster")
+        check_backend(self.backend, self.device, self.scheduler)
         if self.max_shot_frames is not None and not 2 <= self.max_shot_frames <= MAX_SHOT_FRAMES:
             raise InputError(f"--max-shot-frames {self.max_shot_frames}: must be between 2 and {MAX_SHOT_FRAMES}")
         limit = (self.max_shot_frames or 2 * MAX_SEGMENT_OVERLAP) // 2
