@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +34,7 @@ from pipeline.decode import ffmpeg_binary, probe  # noqa: E402  (after the path 
 from pipeline.flicker import pair_errors  # noqa: E402
 from pipeline.flowstage import FlowStage  # noqa: E402
 from pipeline.framestream import extract_frames  # noqa: E402
+from pipeline.seams import cross_fade  # noqa: E402
 from pipeline.shots import plan_shots  # noqa: E402
 from pipeline.workdir import frame_name  # noqa: E402
 
@@ -86,18 +89,37 @@ def speedup(args: argparse.Namespace) -> None:
     print(f"  speedup of two workers over one: {times[1] / times[2]:.2f}x; outputs identical: {same}")
 
 
-def pair_figures(output: Path, reference: Path, size: tuple[int, int], work: Path) -> list[float]:
-    """The output's masked warping error for each pair (frame i-1, frame i), i = 2.., on the input's flow."""
+def pair_figures(output: Path, reference: Path, size: tuple[int, int], work: Path, frames: Path | None = None):
+    """The masked warping error of each pair (frame i-1, frame i), i = 2.., on the input's flow:
+    of the output video's frames, or of the PNGs in `frames` (the stylized frames before encoding)."""
     folders = {name: work / name for name in ("output", "input", "flow")}
+    work.mkdir(parents=True, exist_ok=True)
     total = extract_frames(probe(reference), folders["input"], size=size)
-    extract_frames(probe(output), folders["output"], size=size)
+    if frames is None:
+        extract_frames(probe(output), folders["output"], size=size)
     with FlowStage(frames_dir=folders["input"], flow_dir=folders["flow"], total=total, preset="medium") as flows:
         flows.start().finish()
+    source = frames or folders["output"]
     figures = []
     for index in range(2, total + 1):
-        frames = (folders["output"] / frame_name(index - 1), folders["output"] / frame_name(index))
-        figures.append(pair_errors(folders["flow"] / frame_name(index, ".npz"), [frames])[1][0])
+        pair = (source / frame_name(index - 1), source / frame_name(index))
+        figures.append(pair_errors(folders["flow"] / frame_name(index, ".npz"), [pair])[1][0])
     return figures
+
+
+def cross_faded(work: Path, segments: list, folder: Path) -> Path:
+    """The segments job's frames as the output holds them, before encoding: each frame's own
+    version, and over each overlap the cross-fade of both (kept by --keep-frames)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in sorted((work / "styled").glob("[0-9]*.png")):
+        index = int(path.stem)
+        later = next((s for s in segments if s.overlap and s.first <= index < s.first + s.overlap), None)
+        target = folder / path.name
+        if later is None:
+            shutil.copyfile(path, target)
+        else:
+            cv2.imwrite(str(target), cross_fade(path, work / "seams" / path.name, later.fade_weight(index)))
+    return folder
 
 
 def seams(args: argparse.Namespace) -> None:
@@ -110,14 +132,25 @@ def seams(args: argparse.Namespace) -> None:
     segments = plan_shots([], total, max_frames=args.max_shot_frames, overlap=args.segment_overlap)
     # Pair i (frames i-1, i) is at a seam when frame i is in a cross-fade or is the first after one.
     at_seam = {i for s in segments if s.overlap for i in range(s.first, s.first + s.overlap + 1)}
-    size = tuple(int(x) for x in (probe(outputs["one shot"]).width, probe(outputs["one shot"]).height))
-    print(f"  sample clip: {total} frames, segments {[(s.first, s.last) for s in segments]}")
-    for name, output in outputs.items():
-        figures = pair_figures(output, clip, size, args.out / f"pairs-{name.replace(' ', '-')}")
+    info = probe(outputs["one shot"])
+    size = (info.width, info.height)
+    print(f"  sample clip: {total} frames, segments {[(s.first, s.last) for s in segments]}; mean masked warping "
+          "error of the pairs at the seams (in a cross-fade or just after) and of the other pairs:")  # fmt: skip
+    work = {name: Path(f"{output}.work") for name, output in outputs.items()}
+    measured = {
+        "one shot, stylized frames": (outputs["one shot"], work["one shot"] / "styled"),
+        "segments, stylized frames cross-faded": (
+            outputs["segments"], cross_faded(work["segments"], segments, args.out / "faded")
+        ),
+        "one shot, output video": (outputs["one shot"], None),
+        "segments, output video": (outputs["segments"], None),
+    }
+    for name, (output, frames) in measured.items():
+        figures = pair_figures(output, clip, size, args.out / f"pairs-{name.replace(' ', '-')}", frames)
         seam = [e for i, e in enumerate(figures, 2) if i in at_seam]
         other = [e for i, e in enumerate(figures, 2) if i not in at_seam]
-        print(f"  {name}: seam pairs {np.mean(seam):.1f} (max {np.max(seam):.1f}, {len(seam)} pairs), "
-              f"other pairs {np.mean(other):.1f} ({len(other)} pairs)", flush=True)  # fmt: skip
+        print(f"  {name}: seams {np.mean(seam):.1f} (max {np.max(seam):.1f}, {len(seam)} pairs), "
+              f"others {np.mean(other):.1f} (max {np.max(other):.1f}, {len(other)} pairs)", flush=True)  # fmt: skip
 
 
 def main() -> None:

@@ -48,9 +48,11 @@ class ShotProgress:
         return sum(self.frames_done(shot) for shot in self.shots)
 
     def prune(self) -> None:
-        """What a killed run left that no shot needs (workdir.prune, shot by shot)."""
+        """What a killed run left that no shot needs (workdir.prune, shot by shot; a segment's head
+        is the segment before it's, until their seam is made)."""
         for shot in self.shots:
-            prune(self.stores[shot], done=self.last[shot], chunked=self.chunked[shot], first=shot.first, last=shot.last)
+            first = shot.first + shot.overlap
+            prune(self.stores[shot], done=self.last[shot], chunked=self.chunked[shot], first=first, last=shot.last)
 
     def advance(self) -> Iterator[tuple[int, dict]]:
         """The frames finished since the last look, with their statistics."""

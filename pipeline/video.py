@@ -1,7 +1,9 @@
-"""A video job: decode -> flow -> stylize -> chunks -> report -> output, streamed so that the work
-directory stays the same size whatever the video's length, and checkpointed so that a killed job
-resumes. The work directory's layout is in workdir.py; the job itself in videojob.py; the
-streaming loop over the frames (decode window, flow, stylize, chunks) in videorange.py.
+"""A video job: cut scan -> shots (decode -> flow -> stylize -> chunks, each) -> report -> output,
+streamed so that the work directory stays the same size whatever the video's length, and
+checkpointed so that a killed job resumes. The work directory's layout is in workdir.py; the
+job itself in videojob.py; the scan that decides the shots in cuts.py and shots.py; the shots on
+devices or a Dask cluster in videoshots.py; the streaming loop over a shot's frames (decode
+window, flow, stylize, chunks) in videorange.py.
 
 Each stage's hash covers everything its outputs depend on, the previous stage's hash included:
 a changed style setting invalidates the stylized frames and the output but not the decoded

@@ -206,8 +206,10 @@ def test_a_clean_killed_halfway_is_finished_by_the_next_run_and_status_says_what
 
     again = run(command)
     assert again.returncode == 0, again.stderr
-    # What stays: the records and the report (its thumbnails are what is left to look at).
-    assert sorted(p.name for p in work.iterdir()) == [".lock", "job.json", "job.log", "report-files", "report.html"]
+    # What stays: the records (the job's, the cut scan's, the shots') and the report (its thumbnails
+    # are what is left to look at).
+    kept = [".lock", "cuts", "job.json", "job.log", "report-files", "report.html", "shots"]
+    assert sorted(p.name for p in work.iterdir()) == kept
     report = status_lines(work)
     for name in ("decode", "flow", "stylize"):
         assert any(line.startswith(f"{name}: cleaned") for line in report), report
@@ -371,7 +373,8 @@ def test_clean_on_a_finished_job_removes_its_folders_once(clip, tmp_path):
     output = job.output.read_bytes()
     cleaning = make_job(clip, tmp_path, clean=True)
     assert run_video(cleaning, vgg=build_tiny_vgg()).already_done
-    assert sorted(p.name for p in job.work.iterdir()) == [".lock", "job.json", "job.log", "report-files", "report.html"]
+    kept = [".lock", "cuts", "job.json", "job.log", "report-files", "report.html", "shots"]
+    assert sorted(p.name for p in job.work.iterdir()) == kept
     assert job.output.read_bytes() == output
     log = (job.work / "job.log").read_text()
     assert log.count("cleaned: ") == 1

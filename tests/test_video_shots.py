@@ -23,6 +23,7 @@ import pytest
 
 from helpers import decoded_frames, make_job
 from pipeline.decode import ffmpeg_binary
+from pipeline.display import JobDisplay
 from pipeline.flowstage import read_rgb
 from pipeline.manifest import read_json
 from pipeline.seams import cross_fade
@@ -189,3 +190,14 @@ def test_long_shots_split_into_segments_are_cross_faded_at_their_seams(cut_clip,
         assert (seam["first"], seam["last"]) == (segment.first, segment.first + segment.overlap - 1)
     lines = status_lines(job.work)
     assert any(line.strip().startswith("shot 11-16: done") for line in lines), lines
+
+
+def test_the_display_counts_frames_across_shots_and_names_the_shots_running():
+    with JobDisplay("a job", disable=True) as display:
+        display.stage("stylize", total=10, done=2)
+        display.frame_finished(7, {"loss": 1.0})  # shots finish frames in any order: counted, not indexed
+        display.frame_finished(3, {"loss": 1.0})
+        display.shots(2, 1, 4)
+        task = display.progress.tasks[-1]
+        assert task.completed == 4 and task.total == 10
+        assert task.description == "stylize (2 shots running, 1 of 4 done)"
