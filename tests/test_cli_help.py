@@ -134,7 +134,8 @@ def test_stylize_alone_lists_each_command_on_one_line_and_where_to_start():
 def test_every_stylizing_command_takes_device(name):
     (param,) = [p for p in GROUP.commands[name].params if p.name == "device"]
     assert param.opts[0] == "--device"
-    assert param.opts[1:] == (["--devices"] if name == "images" else [])  # the old spelling, kept
+    # images: the old spelling, kept; video: shots run on several devices (issue 16)
+    assert param.opts[1:] == (["--devices"] if name in ("images", "video") else [])
 
 
 def test_parse_devices_one_function_for_every_command():

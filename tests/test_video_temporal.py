@@ -106,7 +106,8 @@ def test_a_cut_starts_a_new_shot_with_first_frame_iterations_and_no_temporal_ter
     manifest = read_json(job.work / "job.json")
     assert manifest["stages"]["stylize"]["shots"] == [[1, 4], [5, 8]]
     assert manifest["stages"]["flow"]["status"] == "done"
-    assert sorted(p.name for p in (job.work / "flow").iterdir()) == [f"{i:06d}.npz" for i in range(2, 9)]
+    # A shot starts afresh: the pair across the cut (frame 5) is scored by the cut scan, not kept.
+    assert sorted(p.name for p in (job.work / "flow").iterdir()) == [f"{i:06d}.npz" for i in (2, 3, 4, 6, 7, 8)]
     # The flicker report skips the cut and nothing else, and is what the run returned.
     flicker = result.report["flicker"]
     assert flicker["cuts"] == [5] and flicker["pairs"] == 6
@@ -211,12 +212,12 @@ def test_flow_stage_resumes_and_a_new_preset_redoes_flow_and_styled_frames_not_d
     run_video(job, events=events, vgg=build_tiny_vgg())
     assert events.started == list(range(3, 9))
     after = mtimes(flow_dir)
-    assert sorted(after) == [f"{i:06d}.npz" for i in range(2, 9)]
+    assert sorted(after) == [f"{i:06d}.npz" for i in (2, 3, 4, 6, 7, 8)]  # frame 5 starts a shot
     assert {k: after[k] for k in kept} == kept
-    assert (
-        f"flow: {len(kept)} of 7 pairs there before, {7 - len(kept)} to compute" in (job.work / "job.log").read_text()
-    )
+    # Each shot says what it found: the first resumes at frame 3 with its pairs on disk.
+    assert "shot 1-4: 2 frames finished before, starting at frame 3" in (job.work / "job.log").read_text()
     styled = mtimes(job.work / "styled")
+    decoded = mtimes(job.work / "frames")  # the second shot's frames too, decoded by this run
 
     events = Recorder()
     run_video(
