@@ -1,21 +1,29 @@
 """Scale benchmark of the streaming video job (issue 15), `make bench`'s "long video" section; not a test.
 
-For each length, a synthetic clip with motion and a hard cut every 250 frames (testsrc2, mandelbrot,
-testsrc2 mirrored, mandelbrot elsewhere, in turn; generated on the fly, 320x180 at 25 fps) is stylized by
-`stylize video` at --size 96 with one iteration a frame on the CPU, as a separate process. While
-it runs, the work directory is sampled every 0.2 s. It prints, for each length:
+Every length is the first N frames of one synthetic clip (320x180 at 25 fps, generated on the
+fly for the longest length): a hard cut every 250 frames, the shots cycling through testsrc2,
+mandelbrot, testsrc2 mirrored and mandelbrot elsewhere, each shot from its source's start, so
+1,000 frames are one whole cycle and 3,000 frames three of them: the lengths differ in nothing
+but their length. Each is stylized by `stylize video` at --size 96 with one iteration a frame on
+the CPU, as a separate process. While it runs, the work directory and the job's memory are
+sampled every 0.2 s (the timeline goes to OUT/timeline-N.jsonl as it is taken). It prints, for
+each length:
 
   - the peak size of the work directory's window (frames/, styled/ images, flow/, temporaries):
-    what the issue bounds; and, apart, the records (job.json, job.log, the frames' statistics)
-    and the chunks, which grow with the length (they are the output being made, a few hundred
-    bytes of record per frame); the output itself is not in the work directory;
+    what the issue bounds, with each part's peak and the parts at the window's peak; and, apart,
+    the records (job.json, job.log, the frames' statistics, the report's files) and the chunks,
+    which grow with the length (they are the output being made, a few hundred bytes of record per
+    frame); the output itself is not in the work directory;
   - frames/s of everything but the optimizer: frames / (wall time - the frames' own optimizer
     seconds, from their statistics), and the time per frame in the first and the last third of
     the video, from the job log, in all and outside the optimizer (does bookkeeping grow with the
     frame index?);
-  - the peak resident memory of the job's process.
+  - the peak resident memory (VmRSS) of the job's process, and of it with its children (the
+    decoder, the chunk encoder, flow workers), and the peak up to frame 100, 250, 500, 1000, ...:
+    a plateau, or growth with the frame count? wait4's ru_maxrss is printed too: it also holds
+    transient peaks between samples (loading the network) and those of reaped children.
 
-    python bench/long_video.py [--frames 1000 3000] [--size 96] [--out bench-results/long-video]
+    python bench/long_video.py [--frames 1000 3000] [--longest N] [--size 96] [--out bench-results/long-video]
 """
 
 from __future__ import annotations
@@ -126,11 +134,13 @@ def tree_rss(pid: int) -> tuple[int, int]:
 
 class Sampler:
     """Samples the work directory and the job's memory every 0.2 s in a thread, keeping the peaks
-    and a timeline (seconds, frames finished, window bytes, RSS kB of the job and of its tree)."""
+    and a timeline (seconds, frames finished, window bytes, RSS kB of the job and of its tree),
+    appended to `log` as it is sampled, so that a run stopped before its end still leaves it."""
 
-    def __init__(self, work: Path):
+    def __init__(self, work: Path, log: Path):
         self.work, self.peaks = work, {"window": 0, "chunks": 0, "records": 0, "rss_kb": 0, "tree_rss_kb": 0}
         self.timeline: list[tuple[float, int, int, int, int]] = []
+        self.log = log
         self.pid, self.done, self.at_peak = 0, threading.Event(), {}
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -143,7 +153,7 @@ class Sampler:
         self.thread.join()
 
     def _run(self) -> None:
-        count = 0
+        count, log = 0, self.log.open("w", encoding="utf-8")
         while not self.done.is_set():
             now, finished = sizes(self.work, full=count % 25 == 0) if self.work.is_dir() else ({}, 0)
             rss, tree = tree_rss(self.pid)
@@ -157,8 +167,11 @@ class Sampler:
                 self.timeline.append(
                     (round(time.perf_counter() - self.began, 1), finished, now.get("window", 0), rss, tree)
                 )
+                log.write(json.dumps([*self.timeline[-1], now]) + "\n")
+                log.flush()
             count += 1
             self.done.wait(0.2)
+        log.close()
 
     def rss_at(self, frames: int) -> tuple[int, int]:
         """Peak RSS kB (job, tree) over the samples up to `frames` frames finished."""
@@ -183,7 +196,7 @@ def run_one(out: Path, frames: int, longest: int, size: int) -> dict:
         sys.executable, "-m", "pipeline.cli", "video", str(clip), "-s", str(STYLE), "-o", str(output),
         "--size", str(size), "--iterations-first", "1", "--iterations", "1", "--device", "cpu", "-q", "--overwrite",
     ]  # fmt: skip
-    sampler = Sampler(work)
+    sampler = Sampler(work, out / f"timeline-{frames}.jsonl")
     began = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT)
     sampler.start(process.pid)
@@ -193,7 +206,6 @@ def run_one(out: Path, frames: int, longest: int, size: int) -> dict:
     sampler.stop()
     if status != 0:
         raise SystemExit(f"stylize video failed on the {frames}-frame clip (status {status})")
-    (out / f"timeline-{frames}.json").write_text(json.dumps(sampler.timeline))
     stats = [json.loads(p.read_text()) for p in sorted((work / "styled").glob("[0-9]*.json"))]
     optimizer = sum(s["seconds"] for s in stats)
     stamps = frame_times((work / "job.log").read_text())
