@@ -109,27 +109,32 @@ class ChunkStore:
         """Whether the folder holds chunks of another key."""
         return any(record.get("key") != self.key for record in self.records())
 
+    def finished(self, first: int) -> Chunk | None:
+        """The chunk from frame `first`, if finished: its record (of this key) and its video (of the
+        recorded size) are there."""
+        record = read_json(self.record(first), default={})
+        last, video = record.get("last"), self.video(first)
+        if record.get("first") != first or not isinstance(last, int) or record.get("key") != self.key:
+            return None
+        if not video.exists() or str(video.stat().st_size) != str(record.get("fingerprint", "")).split(":")[0]:
+            return None
+        return Chunk(first, last)
+
     def done(self) -> list[Chunk]:
-        """Every finished chunk, in frame order: a chunk is finished once its record (of this key)
-        and its video (of the recorded size) are there. Shots finish in any order, so the chunks
-        done need not follow one another (`chunked_from` finds a shot's)."""
-        chunks = []
-        for record in self.records():
-            first, last = record.get("first"), record.get("last")
-            if not isinstance(first, int) or not isinstance(last, int) or record.get("key") != self.key:
-                continue
-            video = self.video(first)
-            if video.exists() and str(video.stat().st_size) == str(record.get("fingerprint", "")).split(":")[0]:
-                chunks.append(Chunk(first, last))
-        return chunks
+        """Every finished chunk, in frame order. Shots finish in any order, so the chunks done need
+        not follow one another (`chunked_from` finds a shot's)."""
+        paths = self.dir.glob(CHUNK_GLOB) if self.dir.is_dir() else ()
+        firsts = sorted(int(path.stem) for path in paths if path.stem.isdigit())
+        return [chunk for chunk in map(self.finished, firsts) if chunk is not None]
 
     def chunked_from(self, first: int, last: int, done: list[Chunk] | None = None) -> int:
         """The last frame of the finished chunks that follow one another from frame `first` on,
-        within first..last (first - 1 if the first is not done)."""
-        by_first = {chunk.first: chunk for chunk in (self.done() if done is None else done)}
+        within first..last (first - 1 if the first is not done). Looks up those chunks' records
+        only, unless `done` (every finished chunk) is given."""
+        known = {chunk.first: chunk for chunk in done} if done is not None else None
         end = first - 1
-        while end + 1 in by_first and by_first[end + 1].last <= last:
-            end = by_first[end + 1].last
+        while (chunk := known.get(end + 1) if known is not None else self.finished(end + 1)) and chunk.last <= last:
+            end = chunk.last
         return end
 
     def encode(self, styled_dir: Path, chunk: Chunk, *, rate: Fraction, crf: int) -> None:

@@ -83,7 +83,7 @@ class Seams:
         """Make the seam before segment `after` if both versions are finished and no one else is
         making it; return whether it is done."""
         chunk = seam_of(after)
-        if chunk in self.chunks.done():
+        if self.chunks.finished(chunk.first) == chunk:
             return True
         earlier, later = FrameStore(self.work), SeamStore(self.work, after)
         if not all(versions_finished(store, chunk, self.stage_hash) for store in (earlier, later)):
@@ -98,7 +98,7 @@ class Seams:
             raise WriteError(lock, exc) from None
         try:
             os.close(fd)
-            if chunk not in self.chunks.done():
+            if self.chunks.finished(chunk.first) != chunk:
                 self.make(earlier, later, after)
             return True
         finally:

@@ -50,7 +50,7 @@ class RangeContext:
     starter: WarmStart
     hashes: dict[str, str]
     rate: Fraction  # the chunks' frame rate
-    estimate: int  # frames in the range, as probed (the decode tells the exact count at its end)
+    estimate: int  # frames in the range, as the cut scan counted them (cuts.py)
     events: JobEvents
     log: JobLog
     device: torch.device
@@ -115,11 +115,10 @@ class RangeRun:
     whatever ran before it, so shots can run in any order and at once."""
 
     def __init__(
-        self, context: RangeContext, shot: Shot, *, done: int, chunked: int, start_score: float | None = None,
-        on_end: Callable[[RangeRun], None] = lambda loop: None,
+        self, context: RangeContext, shot: Shot, *, done: int, chunked: int, start_score: float | None = None
     ):  # fmt: skip
-        self.c, self.shot, self.on_end = context, shot, on_end
-        self.done, self.total = max(done, shot.first - 1), shot.last  # frames finished; the shot's last
+        self.c, self.shot = context, shot
+        self.done = max(done, shot.first - 1)  # the shot's last finished frame
         self.start_score = start_score  # the cut scan's score of the pair before the shot (cuts.py)
         own = (shot.first + shot.overlap, shot.own_last)  # the frames it shares with no other segment
         self.retention = Retention(context.store, context.job.keep_frames, chunked, own)
@@ -137,9 +136,8 @@ class RangeRun:
         # Frames finished before whose chunk was not placed yet: the same decisions as when they finished.
         for index in range(self.plan.start, min(self.done, self.shot.own_last) + 1):
             self.encode(self.plan.finished(index, self.cut_score(index)))
-        if self.done < self.total:
+        if self.done < self.shot.last:
             self.stylize_rest()
-        self.on_end(self)  # every frame is finished: the caller records it before the last chunk
         self.encode(self.plan.end(self.shot.own_last))
         if self.shot.tail:  # the seam with the next segment, if that one has done its part (seams.py)
             self.seam(Shot(self.shot.last - self.shot.tail + 1, self.shot.last, overlap=self.shot.tail))
