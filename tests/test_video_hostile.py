@@ -74,25 +74,25 @@ def reference(clip, tmp_path_factory) -> Path:
 # --- Ctrl-C and SIGTERM to the process group at each stage --------------------------------------
 
 STALLING_FFMPEG = """#!/bin/sh
-# Stands for an ffmpeg that takes long: tells the test it started, then waits before running.
+# Stands for an ffmpeg that takes long at one stage: tells the test it started, then waits before running.
 case "$*" in
-  *libx264*) touch "{marks}/encode" ;;
-  *rgb24*) touch "{marks}/decode" ;;
+  *{pattern}*) touch "{marks}/{stage}" ;;
   *) exec "{real}" "$@" ;;
 esac
 sleep 60
 exec "{real}" "$@"
 """
+STALLED = {"encode": "libx264", "decode": "rgb24"}  # what the stage's ffmpeg command line holds
 
 
-def stalling_ffmpeg(folder: Path) -> Path:
-    """An FFMPEG_BINARY that stalls decodes and encodes (the probes run at once), so that the test
-    can signal the job while its ffmpeg runs; the process group's signal kills it as it would
-    ffmpeg (which gets it too when the user presses Ctrl-C)."""
+def stalling_ffmpeg(folder: Path, stage: str) -> Path:
+    """An FFMPEG_BINARY that stalls the stage's decodes or encodes (the other calls run at once),
+    so that the test can signal the job while its ffmpeg runs; the process group's signal kills
+    it as it would ffmpeg (which gets it too when the user presses Ctrl-C)."""
     marks = folder / "marks"
     marks.mkdir(parents=True)
     script = folder / "ffmpeg"
-    script.write_text(STALLING_FFMPEG.format(marks=marks, real=ffmpeg_binary()))
+    script.write_text(STALLING_FFMPEG.format(marks=marks, real=ffmpeg_binary(), stage=stage, pattern=STALLED[stage]))
     script.chmod(0o755)
     return script
 
@@ -112,7 +112,7 @@ def test_a_signal_to_the_process_group_at_any_stage_stops_the_job_and_the_same_c
     command = stylize("video", clip, "-s", STYLE, "-o", out, *ARGS)
     env = ENV
     if stage != "stylize":
-        wrapper = stalling_ffmpeg(tmp_path / "bin")
+        wrapper = stalling_ffmpeg(tmp_path / "bin", stage)
         env = ENV | {"FFMPEG_BINARY": str(wrapper)}
         reached = lambda: (wrapper.parent / "marks" / stage).exists()
     else:
