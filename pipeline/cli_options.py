@@ -254,6 +254,14 @@ StopToleranceOpt = Annotated[
         f"{video_defaults.STOP_WINDOW} iterations; 0 runs all --iterations.",
     ),
 ]
+LongTermOpt = Annotated[
+    str,
+    option(
+        panel=VIDEO,
+        help="Earlier frames the temporal loss holds each frame to (--flow dis), e.g. 1,2,4: frame i-k where frames "
+        "nearer do not cover a pixel (Ruder et al.'s long-term consistency). 1: the previous frame alone.",
+    ),
+]
 FlowWorkersOpt = Annotated[
     int | None,
     no_default(

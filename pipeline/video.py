@@ -154,7 +154,7 @@ class VideoRun:
         chunked = self.chunks.done()[-1].last if self.chunks.done() else 0
         done = self.store.finished_count(self.hashes["stylize"], chunked, total)
         if not self.job.keep_frames:
-            prune(self.store, done=done, chunked=chunked)
+            prune(self.store, done=done, chunked=chunked, reach=self.job.reach)
         stylized = self.stylize_range(done, chunked, total) if total is None or chunked < total else []
         total = self.manifest.stage("decode")["frames"]
         if not self.report_current():

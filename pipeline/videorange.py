@@ -24,12 +24,12 @@ import torch
 from .chunks import Chunk, ChunkPlan, ChunkStore
 from .decode import VideoInfo
 from .flicker import pair_flicker
-from .flowstage import FlowStage
+from .flowstage import FlowStage, pair_name
 from .framestream import FrameStream
 from .images import load_image, load_styles, save_image
 from .manifest import timestamp, write_json
 from .stylize import StyleResult, Stylizer
-from .temporal import FrameStart, Pairs, WarmStart, redo_if_stalled
+from .temporal import EarlierFrames, FrameStart, Pairs, WarmStart, redo_if_stalled
 from .vgg import VGG19
 from .videojob import JobEvents, VideoJob
 from .workdir import FrameStore, JobLog
@@ -62,22 +62,27 @@ class Retention:
     """Deletes, as frames and chunks finish, what no resume needs: a content frame once the next
     frame is finished (its pair is used up), a flow pair once its later frame is finished (its
     flicker figures are in that frame's record), a stylized frame once it is in a chunk, except
-    the last finished one (the next frame's warm start). `--keep-frames` keeps everything."""
+    the last finished one (the next frame's warm start). `--keep-frames` keeps everything.
+    With `long_term` (--long-term 1,2,4), the last max(k) content and stylized frames stay: the
+    next frames' long-term pairs and temporal terms read them, also after a resume."""
 
-    def __init__(self, store: FrameStore, keep: bool, chunked: int):
-        self.store, self.keep, self.chunked = store, keep, chunked
+    def __init__(self, store: FrameStore, keep: bool, chunked: int, long_term: tuple[int, ...] = (1,)):
+        self.store, self.keep, self.chunked, self.long_term = store, keep, chunked, long_term
+        self.reach = max(long_term)
 
     def frame_finished(self, index: int) -> None:
         if not self.keep:
-            self.store.content(index - 1).unlink(missing_ok=True)
-            self.store.pair(index).unlink(missing_ok=True)
-            if index - 1 <= self.chunked:  # the warm start of this frame, in a chunk already
-                self.store.styled(index - 1).unlink(missing_ok=True)
+            gone = index - self.reach  # no later frame reads this one
+            self.store.content(gone).unlink(missing_ok=True)
+            for k in (k for k in self.long_term if k < index):
+                self.store.flow_dir.joinpath(pair_name(index - k, index)).unlink(missing_ok=True)
+            if gone <= self.chunked:  # in a chunk already
+                self.store.styled(gone).unlink(missing_ok=True)
 
     def chunk_placed(self, chunk: Chunk, done: int) -> None:
         self.chunked = chunk.last
         if not self.keep:
-            for index in range(chunk.first, min(chunk.last, done - 1) + 1):
+            for index in range(chunk.first, min(chunk.last, done - self.reach) + 1):
                 self.store.styled(index).unlink(missing_ok=True)
 
 
@@ -90,7 +95,7 @@ class RangeRun:
     ):  # fmt: skip
         self.c, self.on_end = context, on_end
         self.done, self.total = done, total  # frames finished; the range's length once known
-        self.retention = Retention(context.store, context.job.keep_frames, chunked)
+        self.retention = Retention(context.store, context.job.keep_frames, chunked, context.job.long_term)
         self.plan = ChunkPlan(chunked + 1, context.job.scene_threshold)
         self.stylized: list[int] = []
         self.redone: list[int] = []  # frames of this run stylized again after stopping too early
@@ -119,7 +124,7 @@ class RangeRun:
         )  # fmt: skip
         flows = FlowStage(
             frames_dir=c.store.frames_dir, flow_dir=c.store.flow_dir, preset=c.job.flow_preset,
-            workers=c.job.flow_workers, first=self.done + 1, available=stream.wait,
+            workers=c.job.flow_workers, first=self.done + 1, available=stream.wait, offsets=c.job.long_term,
         )  # fmt: skip
         # The stream closes first (exits run in reverse): a flow thread waiting for a frame is let go.
         with flows, stream:
@@ -143,7 +148,7 @@ class RangeRun:
                 if stylizer is None:  # one per range: the network loaded, the style targets computed once
                     settings = c.job.settings
                     stylizer = Stylizer(load_styles(c.job.styles, settings), settings, device=c.device, vgg=c.vgg)
-                self.stylize_frame(stylizer, index, previous, flows.wait)
+                self.stylize_frame(stylizer, index, previous, EarlierFrames(c.store, flows))
                 # The next frame starts from this one as saved, so a resumed run starts from the same image.
                 previous = load_image(c.store.styled(index))
                 stream.consumed(index)

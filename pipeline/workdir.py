@@ -183,24 +183,27 @@ def clean(store: FrameStore, manifest: JobManifest, log: JobLog) -> None:
     log("cleaned: frames/, flow/, styled/ and chunks/ removed")
 
 
-def prune(store: FrameStore, *, done: int, chunked: int, over: bool = False) -> None:
+def prune(store: FrameStore, *, done: int, chunked: int, over: bool = False, reach: int = 1) -> None:
     """Delete what no resume needs, after a kill or once the job is `over` (its output placed):
     content frames before the last finished one (`done`; it is the next pair's first frame), the
     flow pairs up to it, the stylized frames in chunks (up to `chunked`) but the last finished.
-    Lists the folders, so it runs at the start and the end of a run; while frames finish,
-    videorange.Retention deletes file by file."""
+    With --long-term 1,2,4 the last `reach` (4) content and stylized frames stay, for the next
+    frames' long-term pairs and terms. Lists the folders, so it runs at the start and the end of
+    a run; while frames finish, videorange.Retention deletes file by file."""
 
     def index(path: Path) -> int:
-        return int(path.stem) if path.stem.isdigit() else 0
+        """A frame's number; a pair's later frame's (NNNNNN.npz, or EEEEEE-NNNNNN.npz long-term)."""
+        stem = path.stem.rpartition("-")[2]
+        return int(stem) if stem.isdigit() else 0
 
     for path in store.frames_dir.glob(FRAME_GLOB):
-        if over or index(path) < done:
+        if over or index(path) <= done - reach:
             path.unlink(missing_ok=True)
     for path in store.flow_dir.glob(PAIR_GLOB):
         if over or index(path) <= done:
             path.unlink(missing_ok=True)
     for path in store.styled_dir.glob(FRAME_GLOB):
-        if over or (index(path) <= chunked and index(path) != done):
+        if over or index(path) <= min(chunked, done - reach):
             path.unlink(missing_ok=True)
 
 
