@@ -39,6 +39,8 @@ MODES = {
     "default": [],
     # Warm frames stopped at a 3% loss change over 10 iterations (default 0.1%): ~4x fewer iterations.
     "stop-3e-2": ["--stop-tolerance", "0.03"],
+    # Ruder et al.'s long-term temporal loss against frames i-1, i-2 and i-4, closest-first masks.
+    "long-term": ["--long-term", "1,2,4"],
 }
 EDGE = 20  # frames at each end of the shot for sharpness retention
 
