@@ -235,6 +235,7 @@ def video(
     temporal_weight: opts.TemporalWeightOpt = video_defaults.DEFAULT_TEMPORAL_WEIGHT,
     scene_threshold: opts.SceneThresholdOpt = video_defaults.DEFAULT_SCENE_THRESHOLD,
     stop_tolerance: opts.StopToleranceOpt = video_defaults.DEFAULT_STOP_TOLERANCE,
+    stop_change: opts.StopChangeOpt = video_defaults.DEFAULT_STOP_CHANGE,
     flow_workers: opts.FlowWorkersOpt = None,
     long_term: opts.LongTermOpt = "1",
     device: opts.DeviceOpt = "auto",
@@ -255,7 +256,8 @@ def video(
         start=start, duration=duration, every_nth=every_nth, crf=crf, clean=clean, keep_frames=keep_frames,
         overwrite=overwrite, device=device,
         flow=flow, flow_preset=flow_preset, temporal_weight=temporal_weight, scene_threshold=scene_threshold,
-        stop_tolerance=stop_tolerance, flow_workers=flow_workers, long_term=video_defaults.parse_long_term(long_term),
+        stop_tolerance=stop_tolerance, stop_change=stop_change, flow_workers=flow_workers,
+        long_term=video_defaults.parse_long_term(long_term),
     )  # fmt: skip
     with JobDisplay(f"{job.input} -> {job.output} (work directory {job.work})", disable=quiet) as display:
         result = run_video(job, events=display)

@@ -254,6 +254,14 @@ StopToleranceOpt = Annotated[
         f"{video_defaults.STOP_WINDOW} iterations; 0 runs all --iterations.",
     ),
 ]
+StopChangeOpt = Annotated[
+    float,
+    option(
+        panel=VIDEO,
+        help="Warm-started frames also stop once the image moved by less than this many levels (0..255, mean) over "
+        f"{video_defaults.STOP_WINDOW} iterations; 0: off.",
+    ),
+]
 LongTermOpt = Annotated[
     str,
     option(

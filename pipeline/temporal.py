@@ -88,6 +88,7 @@ class FrameStart:
     source: str = "init"  # for the log and the statistics: where the start image came from
     stop_tolerance: float = 0.0  # Stylizer.stylize's early stopping; 0: all iterations
     stop_window: int = STOP_WINDOW
+    stop_change: float = 0.0  # and the rule on the image (0..255 levels over stop_window); 0: off
     stats: dict = field(default_factory=dict)  # added to the frame's statistics (cut score, ...)
 
 
@@ -109,24 +110,29 @@ class WarmStart:
         iterations: int,
         init_image: torch.Tensor | None = None,
         stop_tolerance: float = 0.0,
+        stop_change: float = 0.0,
     ):
         self.iterations_first = iterations_first
         self.iterations = iterations
         self.init_image = init_image
         self.stop_tolerance = stop_tolerance
+        self.stop_change = stop_change
 
     def settings(self) -> dict:
-        return {
+        settings = {
             "warm_start": self.name,
             "iterations_first": self.iterations_first,
             "stop_tolerance": self.stop_tolerance,
             "stop_window": STOP_WINDOW,
         }
+        # Only where set: the jobs of the releases before --stop-change keep their stylize stage's hash.
+        return settings | ({"stop_change": self.stop_change} if self.stop_change else {})
 
     def start(self, index: int, content: torch.Tensor, previous: torch.Tensor | None, pairs: Pairs) -> FrameStart:
         if previous is None:
             return FrameStart(self.init_image, self.iterations_first, source="init")
-        return FrameStart(previous, self.iterations, source="previous", stop_tolerance=self.stop_tolerance)
+        stop = {"stop_tolerance": self.stop_tolerance, "stop_change": self.stop_change}
+        return FrameStart(previous, self.iterations, source="previous", **stop)
 
 
 class IndependentStart(WarmStart):
@@ -156,6 +162,7 @@ class FlowWarmStart(WarmStart):
         temporal_weight: float,
         scene_threshold: float,
         stop_tolerance: float = 0.0,
+        stop_change: float = 0.0,
         device: torch.device | str = "cpu",
         long_term: tuple[int, ...] = DEFAULT_LONG_TERM,
     ):
@@ -164,6 +171,7 @@ class FlowWarmStart(WarmStart):
             iterations=iterations,
             init_image=init_image,
             stop_tolerance=stop_tolerance,
+            stop_change=stop_change,
         )
         self.temporal_weight = temporal_weight
         self.scene_threshold = scene_threshold
@@ -217,6 +225,7 @@ class FlowWarmStart(WarmStart):
             source="warped",
             stop_tolerance=self.stop_tolerance,
             stop_window=STOP_WINDOW,
+            stop_change=self.stop_change,
             stats=stats,
         )
 
@@ -293,10 +302,11 @@ def make_starter(job: VideoJob, *, init_image: torch.Tensor | None, device: torc
         return IndependentStart(iterations_first=first, iterations=iterations, init_image=init_image)
     if job.flow == "none":
         return WarmStart(
-            iterations_first=first, iterations=iterations, init_image=init_image, stop_tolerance=job.stop_tolerance
-        )
+            iterations_first=first, iterations=iterations, init_image=init_image, stop_tolerance=job.stop_tolerance,
+            stop_change=job.stop_change,
+        )  # fmt: skip
     return FlowWarmStart(
         iterations_first=first, iterations=iterations, init_image=init_image, temporal_weight=job.temporal_weight,
-        scene_threshold=job.scene_threshold, stop_tolerance=job.stop_tolerance, device=device,
-        long_term=job.long_term,
+        scene_threshold=job.scene_threshold, stop_tolerance=job.stop_tolerance, stop_change=job.stop_change,
+        device=device, long_term=job.long_term,
     )  # fmt: skip

@@ -32,6 +32,9 @@ DEFAULT_SCENE_THRESHOLD = 0.6
 # iterations: a still shot then costs a few iterations, a moving one its full --iterations.
 DEFAULT_STOP_TOLERANCE = 1e-3
 STOP_WINDOW = 10
+# And once the image moved by less than this many 0..255 levels (mean per value) over STOP_WINDOW
+# iterations; 0: off (README, "Video quality").
+DEFAULT_STOP_CHANGE = 0.0
 # --long-term: the temporal loss applies against these earlier stylized frames (Ruder et al. 2016,
 # "long-term consistency"; 1: the previous frame alone). Each frame further back keeps its content
 # frame, stylized frame and flow pair on disk that much longer, hence a bound.
@@ -67,6 +70,7 @@ class VideoJob:
     stop_tolerance: float = DEFAULT_STOP_TOLERANCE
     flow_workers: int | None = None  # default: flowstage.default_workers()
     long_term: tuple[int, ...] = DEFAULT_LONG_TERM  # frames i-k the temporal loss applies against
+    stop_change: float = DEFAULT_STOP_CHANGE  # warm frames also stop once the image moves less (levels)
 
     def __post_init__(self):
         self.frame_range  # noqa: B018  (checks --start, --duration and --every-nth)
@@ -91,6 +95,8 @@ class VideoJob:
             raise InputError(f"--scene-threshold {self.scene_threshold}: must be between 0 and 1 (1: never cut)")
         if not 0 <= self.stop_tolerance < 1:
             raise InputError(f"--stop-tolerance {self.stop_tolerance}: must be >= 0 (0: never stop early) and < 1")
+        if not math.isfinite(self.stop_change) or not 0 <= self.stop_change < 255:
+            raise InputError(f"--stop-change {self.stop_change}: must be >= 0 (0: off) and < 255 levels")
         if self.flow_workers is not None and not 1 <= self.flow_workers <= MAX_FLOW_WORKERS:
             raise InputError(f"--flow-workers {self.flow_workers}: must be between 1 and {MAX_FLOW_WORKERS}")
         self._check_long_term()

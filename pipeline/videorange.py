@@ -165,6 +165,7 @@ class RangeRun:
         result = stylizer.stylize(
             content, init=start.init, iterations=start.iterations, extra_losses=start.extra_losses,
             callback=c.events.iteration, stop_tolerance=start.stop_tolerance, stop_window=start.stop_window,
+            stop_change=start.stop_change,
         )  # fmt: skip
         # A warm frame that stopped far too early is run again with a fresh optimizer (temporal.py).
         result, redone = redo_if_stalled(stylizer, content, start, result, self.previous_loss)

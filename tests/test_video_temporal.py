@@ -242,6 +242,15 @@ def test_warm_started_frames_of_a_still_shot_stop_early(clips, tmp_path):
     assert all(s["start"] == "warped" and s["iterations"] < 30 for s in stats[1:]), [s["iterations"] for s in stats]
 
 
+def test_stop_change_stops_warm_frames_of_a_still_shot_once_the_image_settles(clips, tmp_path):
+    job = make_job(clips["still"], tmp_path, settings={"iterations": 60}, iterations_first=60, stop_change=2.0)
+    run_video(job, vgg=build_tiny_vgg())
+    stats = frame_stats(job.work)
+    assert stats[0]["iterations"] == 60  # the first frame of a shot always gets all of them
+    assert all(s["start"] == "warped" and s["iterations"] < 60 for s in stats[1:]), [s["iterations"] for s in stats]
+    assert read_json(job.work / "job.json")["stages"]["stylize"]["settings"]["stop_change"] == 2.0
+
+
 def test_a_warm_frame_that_stopped_early_far_above_its_neighbour_is_run_again(tmp_path):
     from pipeline.stylize import Stylizer
     from pipeline.temporal import FrameStart, redo_if_stalled
@@ -354,6 +363,7 @@ def test_video_command_rejects_bad_temporal_options_with_exit_2(clips, tmp_path,
         ("--scene-threshold", 1.5, "--scene-threshold 1.5"),
         ("--stop-tolerance", -0.1, "--stop-tolerance -0.1"),
         ("--flow-workers", 0, "--flow-workers 0"),
+        ("--stop-change", -1, "--stop-change -1.0"),
         ("--long-term", "2,4", "--long-term 2,4: must start with 1"),
         ("--long-term", "1,x", "--long-term 1,x: must be whole numbers"),
         ("--long-term", "1,2.5", "--long-term 1,2.5: must be whole numbers"),
@@ -363,6 +373,9 @@ def test_video_command_rejects_bad_temporal_options_with_exit_2(clips, tmp_path,
     ]:
         code, _, err = cli(["video", clips["short"], "-s", STYLE, "-o", tmp_path / "o.mp4", option, value], capsys)
         assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+    no_flow = ["--flow", "none", "--long-term", "1,2"]
+    code, _, err = cli(["video", clips["short"], "-s", STYLE, "-o", tmp_path / "o.mp4", *no_flow], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "--long-term applies to --flow dis only" in err, err
     assert not (tmp_path / "o.mp4.work").exists()
 
 
