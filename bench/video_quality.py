@@ -41,6 +41,8 @@ MODES = {
     "stop-3e-2": ["--stop-tolerance", "0.03"],
     # Ruder et al.'s long-term temporal loss against frames i-1, i-2 and i-4, closest-first masks.
     "long-term": ["--long-term", "1,2,4"],
+    # Warm frames also stop once the image moved less than 1 level (0..255) over 10 iterations.
+    "change-1": ["--stop-change", "1.0"],
 }
 EDGE = 20  # frames at each end of the shot for sharpness retention
 
