@@ -108,7 +108,7 @@ def run_mode(clip: Path, name: str, extra: list[str], args: argparse.Namespace) 
     output = args.out / f"{name}.mp4"
     command = [
         sys.executable, "-m", "pipeline.cli", "video", str(clip), "--style", str(STYLE), "-o", str(output),
-        "--size", str(args.size), "--seed", "0", "--device", args.device, "--flow-workers", "1",
+        "--size", str(args.size), "--seed", "0", "--device", args.device, "--flow-workers", "1", "--keep-frames",
         *(["--duration", f"{args.frames / args.fps:.4f}"] if args.frames else []), *extra, *args.extra,
     ]  # fmt: skip
     began = time.perf_counter()
