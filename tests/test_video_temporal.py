@@ -189,6 +189,29 @@ def test_flow_stage_on_joblib_workers_computes_only_missing_pairs(tmp_path):
     assert {k: v for k, v in mtimes(flow_dir).items() if k != "000005.npz"} == before
 
 
+def test_flow_stage_computes_long_term_pairs_and_skips_those_whose_earlier_frame_is_gone(tmp_path):
+    frames = frames_dir(tmp_path, shot(6, seed=0))
+    flow_dir = tmp_path / "flow"
+    (frames / "000001.png").unlink()  # as before a range's first frame: (1, 3) and (1, 5) cannot be made
+    with FlowStage(
+        frames_dir=frames, flow_dir=flow_dir, total=6, preset="fast", workers=1, first=3, offsets=(1, 2, 4)
+    ) as flows:
+        flows.start()
+        far = flows.pair(2, 6)
+        assert far.flow_back.shape == (HEIGHT, WIDTH, 2)
+        with pytest.raises(PipelineError, match="optical flow from frame 1 to frame 5 is missing"):
+            flows.pair(1, 5)
+        flows.finish()
+    assert sorted(flows.computed_long) == [(2, 4), (2, 6), (3, 5), (4, 6)]
+    names = sorted(p.name for p in flow_dir.iterdir())
+    assert names == ["000002-000004.npz", "000002-000006.npz", "000003-000005.npz", "000003.npz", "000004-000006.npz",
+                     "000004.npz", "000005.npz", "000006.npz"]  # fmt: skip
+    # The pair between the frames themselves: frame 2 carried onto frame 6, not onto frame 5.
+    read = [cv2.cvtColor(cv2.imread(str(frames / f"{i:06d}.png")), cv2.COLOR_BGR2RGB) for i in (2, 5, 6)]
+    assert np.allclose(far.flow_back, frame_pair(read[0], read[2], "fast").flow_back)
+    assert not np.allclose(far.flow_back, frame_pair(read[0], read[1], "fast").flow_back)
+
+
 def test_flow_stage_failure_is_raised_in_the_waiting_thread_not_a_hang(tmp_path):
     frames = frames_dir(tmp_path, shot(3, seed=0))
     (frames / "000003.png").write_bytes(b"not a png")
