@@ -110,7 +110,8 @@ class FrameStore:
         return sum(1 for _ in self.styled_dir.glob(FRAME_GLOB))
 
     def pair_count(self) -> int:
-        return sum(1 for _ in self.flow_dir.glob(PAIR_GLOB))
+        """Adjacent pairs (NNNNNN.npz); --long-term's others (EEEEEE-NNNNNN.npz) do not count."""
+        return sum(1 for path in self.flow_dir.glob(PAIR_GLOB) if path.stem.isdigit())
 
     def folders(self) -> tuple[tuple[str, Path], ...]:
         """Each stage's folder, by stage name: what --clean removes."""

@@ -206,6 +206,7 @@ def test_flow_stage_computes_long_term_pairs_and_skips_those_whose_earlier_frame
     names = sorted(p.name for p in flow_dir.iterdir())
     assert names == ["000002-000004.npz", "000002-000006.npz", "000003-000005.npz", "000003.npz", "000004-000006.npz",
                      "000004.npz", "000005.npz", "000006.npz"]  # fmt: skip
+    assert FrameStore(tmp_path).pair_count() == 4  # what `stylize status` counts: the adjacent pairs
     # The pair between the frames themselves: frame 2 carried onto frame 6, not onto frame 5.
     read = [cv2.cvtColor(cv2.imread(str(frames / f"{i:06d}.png")), cv2.COLOR_BGR2RGB) for i in (2, 5, 6)]
     assert np.allclose(far.flow_back, frame_pair(read[0], read[2], "fast").flow_back)
