@@ -76,9 +76,13 @@ def compute_pair(key: Key, previous: Path, current: Path, output: Path, preset: 
     # The parallelism is across pairs; OpenCV's own thread pool in every worker would oversubscribe.
     cv2.setNumThreads(1)
     earlier, later = key
-    if earlier != later - 1 and not previous.exists():
-        return key, None
-    pair = frame_pair(read_rgb(previous), read_rgb(current), preset)
+    try:
+        images = read_rgb(previous), read_rgb(current)
+    except PipelineError:
+        if earlier != later - 1:  # another shot's frame, deleted as that shot moved on: not needed
+            return key, None
+        raise
+    pair = frame_pair(*images, preset)
     pair.save(output)
     return key, pair.cut_score
 
@@ -86,13 +90,15 @@ def compute_pair(key: Key, previous: Path, current: Path, output: Path, preset: 
 class FlowStage:
     """Computes WORK/flow/NNNNNN.npz for frames `first`.. in the background: up to `total`, or
     as long as `available(i)` (which may block until frame i is decoded) says frame i exists;
-    for each frame i the pairs from frames i-k, k in `offsets` (1: the adjacent pair alone).
+    for each frame i the pairs from frames i-k, k in `offsets` (1: the adjacent pair alone), i-k
+    not before `earliest` (the adjacent pair always: the flicker record needs it).
     `wait(i)` returns the pair of frame i as soon as it exists, `pair(i - k, i)` any other. Use
     as a context manager, or call `close`."""
 
     def __init__(
         self, *, frames_dir: Path, flow_dir: Path, total: int | None = None, preset: str, workers: int | None = None,
         first: int = 2, available: Callable[[int], bool] | None = None, offsets: tuple[int, ...] = (1,),
+        earliest: int = 1,
     ):  # fmt: skip
         self.frames_dir = Path(frames_dir)
         self.flow_dir = Path(flow_dir)
@@ -103,6 +109,7 @@ class FlowStage:
         # The farthest first: by the time the adjacent pair (the one the stylize loop waits for) is
         # done, so are the others, whose earlier frames may go once that frame is finished.
         self.offsets = tuple(sorted(offsets, reverse=True))
+        self.earliest = earliest  # no long-term pair from a frame before this one (a shot's first frame)
         self.available = available or (lambda index: total is not None and index <= total)
         self.computed: list[int] = []  # adjacent pairs this stage computed (by their later frame)
         self.computed_long: list[Key] = []  # and the others
@@ -133,7 +140,7 @@ class FlowStage:
         """The pairs to compute, in frame order, as their frames arrive."""
         index = self.first
         while not self._stop.is_set() and self.available(index):
-            for key in ((index - k, index) for k in self.offsets if index - k >= 1):
+            for key in ((index - k, index) for k in self.offsets if index - k >= min(self.earliest, index - 1)):
                 if key not in self._ready:
                     yield key
             index += 1

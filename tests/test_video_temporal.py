@@ -207,6 +207,13 @@ def test_flow_stage_computes_long_term_pairs_and_skips_those_whose_earlier_frame
     assert names == ["000002-000004.npz", "000002-000006.npz", "000003-000005.npz", "000003.npz", "000004-000006.npz",
                      "000004.npz", "000005.npz", "000006.npz"]  # fmt: skip
     assert FrameStore(tmp_path).pair_count() == 4  # what `stylize status` counts: the adjacent pairs
+    # A shot starting at frame 3: no long-term pair reaches before it (the frames there are another shot's).
+    with FlowStage(
+        frames_dir=frames, flow_dir=tmp_path / "shot", total=6, preset="fast", workers=1, first=3,
+        offsets=(1, 2, 4), earliest=3,
+    ) as flows:
+        flows.start().finish()
+    assert sorted(flows.computed_long) == [(3, 5), (4, 6)] and sorted(flows.computed) == [3, 4, 5, 6]
     # The pair between the frames themselves: frame 2 carried onto frame 6, not onto frame 5.
     read = [cv2.cvtColor(cv2.imread(str(frames / f"{i:06d}.png")), cv2.COLOR_BGR2RGB) for i in (2, 5, 6)]
     assert np.allclose(far.flow_back, frame_pair(read[0], read[2], "fast").flow_back)
