@@ -39,6 +39,10 @@ MODES = {
     "default": [],
     # Warm frames stopped at a 3% loss change over 10 iterations (default 0.1%): ~4x fewer iterations.
     "stop-3e-2": ["--stop-tolerance", "0.03"],
+    # Ruder et al.'s long-term temporal loss against frames i-1, i-2 and i-4, closest-first masks.
+    "long-term": ["--long-term", "1,2,4"],
+    # Warm frames also stop once the image moved less than 1 level (0..255) over 10 iterations.
+    "change-1": ["--stop-change", "1.0"],
 }
 EDGE = 20  # frames at each end of the shot for sharpness retention
 
@@ -104,7 +108,7 @@ def run_mode(clip: Path, name: str, extra: list[str], args: argparse.Namespace) 
     output = args.out / f"{name}.mp4"
     command = [
         sys.executable, "-m", "pipeline.cli", "video", str(clip), "--style", str(STYLE), "-o", str(output),
-        "--size", str(args.size), "--seed", "0", "--device", args.device, "--flow-workers", "1",
+        "--size", str(args.size), "--seed", "0", "--device", args.device, "--flow-workers", "1", "--keep-frames",
         *(["--duration", f"{args.frames / args.fps:.4f}"] if args.frames else []), *extra, *args.extra,
     ]  # fmt: skip
     began = time.perf_counter()

@@ -235,7 +235,9 @@ def video(
     temporal_weight: opts.TemporalWeightOpt = video_defaults.DEFAULT_TEMPORAL_WEIGHT,
     scene_threshold: opts.SceneThresholdOpt = video_defaults.DEFAULT_SCENE_THRESHOLD,
     stop_tolerance: opts.StopToleranceOpt = video_defaults.DEFAULT_STOP_TOLERANCE,
+    stop_change: opts.StopChangeOpt = video_defaults.DEFAULT_STOP_CHANGE,
     flow_workers: opts.FlowWorkersOpt = None,
+    long_term: opts.LongTermOpt = "1",
     device: opts.DevicesOpt = "auto",
     backend: opts.BackendOpt = "local",
     scheduler: opts.SchedulerOpt = None,
@@ -260,8 +262,9 @@ def video(
         start=start, duration=duration, every_nth=every_nth, crf=crf, clean=clean, keep_frames=keep_frames,
         overwrite=overwrite, device=device,
         flow=flow, flow_preset=flow_preset, temporal_weight=temporal_weight, scene_threshold=scene_threshold,
-        stop_tolerance=stop_tolerance, flow_workers=flow_workers, backend=backend, scheduler=scheduler,
-        max_shot_frames=max_shot_frames, segment_overlap=segment_overlap,
+        stop_tolerance=stop_tolerance, stop_change=stop_change, flow_workers=flow_workers, backend=backend,
+        scheduler=scheduler, max_shot_frames=max_shot_frames, segment_overlap=segment_overlap,
+        long_term=video_defaults.parse_long_term(long_term),
     )  # fmt: skip
     with JobDisplay(f"{job.input} -> {job.output} (work directory {job.work})", disable=quiet) as display:
         result = run_video(job, events=display)

@@ -254,6 +254,22 @@ StopToleranceOpt = Annotated[
         f"{video_defaults.STOP_WINDOW} iterations; 0 runs all --iterations.",
     ),
 ]
+StopChangeOpt = Annotated[
+    float,
+    option(
+        panel=VIDEO,
+        help="Warm-started frames also stop once the image moved by less than this many levels (0..255, mean) over "
+        f"{video_defaults.STOP_WINDOW} iterations; 0: off.",
+    ),
+]
+LongTermOpt = Annotated[
+    str,
+    option(
+        panel=VIDEO,
+        help="Earlier frames the temporal loss holds each frame to (--flow dis), e.g. 1,2,4: frame i-k where frames "
+        "nearer do not cover a pixel (Ruder et al.'s long-term consistency). 1: the previous frame alone.",
+    ),
+]
 FlowWorkersOpt = Annotated[
     int | None,
     no_default(

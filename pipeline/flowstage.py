@@ -12,7 +12,11 @@ pair file counts as done once it exists: each is written under a temporary name 
 
 A pair is named by its frames (`pair_name`): the adjacent pair carrying frame i-1 onto frame i
 by its later frame alone (000002.npz), any other by both (000001-000005.npz), so that pairs
-between non-adjacent frames can live beside the adjacent ones.
+between non-adjacent frames can live beside the adjacent ones. With `offsets` (--long-term 1,2,4)
+the stage also computes, for each frame i, the pairs carrying frames i-2 and i-4 onto it, on the
+content frames as the adjacent ones; their cut scores are not recorded (the adjacent pairs' are).
+A long-term pair whose earlier frame is not there (before the range, or already gone because no
+frame of the shot reads it) is skipped, not an error: only a wait for it is.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from .flow import FramePair, frame_pair
 from .workdir import frame_name
 
 PAIR_GLOB = "[0-9]*.npz"
+Key = tuple[int, int]  # (earlier, later): the pair carrying frame `earlier` onto frame `later`
 WAIT_POLL = 0.5  # seconds: how often a waiting stylize loop looks up (Ctrl-C stays responsive)
 
 
@@ -41,6 +46,15 @@ def pair_name(earlier: int, later: int) -> str:
     if earlier == later - 1:
         return frame_name(later, ".npz")
     return f"{frame_name(earlier, '')}-{frame_name(later, '.npz')}"
+
+
+def pair_key(name: str) -> Key | None:
+    """The inverse of pair_name: (earlier, later) from a pair file's name, None for other files."""
+    stem = name.removesuffix(".npz")
+    if stem.isdigit():
+        return int(stem) - 1, int(stem)
+    earlier, _, later = stem.partition("-")
+    return (int(earlier), int(later)) if earlier.isdigit() and later.isdigit() else None
 
 
 def default_workers() -> int:
@@ -56,24 +70,35 @@ def read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def compute_pair(index: int, previous: Path, current: Path, output: Path, preset: str) -> tuple[int, float]:
-    """A worker's task: the pair carrying `previous` onto `current`, written to `output`."""
+def compute_pair(key: Key, previous: Path, current: Path, output: Path, preset: str) -> tuple[Key, float | None]:
+    """A worker's task: the pair carrying `previous` onto `current`, written to `output`; a
+    long-term pair whose earlier frame is gone is skipped (score None)."""
     # The parallelism is across pairs; OpenCV's own thread pool in every worker would oversubscribe.
     cv2.setNumThreads(1)
-    pair = frame_pair(read_rgb(previous), read_rgb(current), preset)
+    earlier, later = key
+    try:
+        images = read_rgb(previous), read_rgb(current)
+    except PipelineError:
+        if earlier != later - 1:  # another shot's frame, deleted as that shot moved on: not needed
+            return key, None
+        raise
+    pair = frame_pair(*images, preset)
     pair.save(output)
-    return index, pair.cut_score
+    return key, pair.cut_score
 
 
 class FlowStage:
     """Computes WORK/flow/NNNNNN.npz for frames `first`.. in the background: up to `total`, or
-    as long as `available(i)` (which may block until frame i is decoded) says frame i exists.
-    `wait(i)` returns the pair of frame i as soon as it exists. Use as a context manager, or
-    call `close`."""
+    as long as `available(i)` (which may block until frame i is decoded) says frame i exists;
+    for each frame i the pairs from frames i-k, k in `offsets` (1: the adjacent pair alone), i-k
+    not before `earliest` (the adjacent pair always: the flicker record needs it).
+    `wait(i)` returns the pair of frame i as soon as it exists, `pair(i - k, i)` any other. Use
+    as a context manager, or call `close`."""
 
     def __init__(
         self, *, frames_dir: Path, flow_dir: Path, total: int | None = None, preset: str, workers: int | None = None,
-        first: int = 2, available: Callable[[int], bool] | None = None,
+        first: int = 2, available: Callable[[int], bool] | None = None, offsets: tuple[int, ...] = (1,),
+        earliest: int = 1,
     ):  # fmt: skip
         self.frames_dir = Path(frames_dir)
         self.flow_dir = Path(flow_dir)
@@ -81,11 +106,17 @@ class FlowStage:
         self.preset = preset
         self.workers = workers or default_workers()
         self.first = max(2, first)
+        # The farthest first: by the time the adjacent pair (the one the stylize loop waits for) is
+        # done, so are the others, whose earlier frames may go once that frame is finished.
+        self.offsets = tuple(sorted(offsets, reverse=True))
+        self.earliest = earliest  # no long-term pair from a frame before this one (a shot's first frame)
         self.available = available or (lambda index: total is not None and index <= total)
-        self.computed: list[int] = []  # pairs this stage computed
-        self.ready_before: frozenset[int] = frozenset()  # pairs found on disk by `start`
+        self.computed: list[int] = []  # adjacent pairs this stage computed (by their later frame)
+        self.computed_long: list[Key] = []  # and the others
+        self.ready_before: frozenset[int] = frozenset()  # adjacent pairs found on disk by `start`
         self._scores: dict[int, float] = {}
-        self._ready: set[int] = set()
+        self._ready: set[Key] = set()
+        self._skipped: set[Key] = set()
         self._error: BaseException | None = None
         self._running = False
         self._stop = threading.Event()
@@ -97,31 +128,33 @@ class FlowStage:
 
     def start(self) -> FlowStage:
         self.flow_dir.mkdir(parents=True, exist_ok=True)
-        self._ready = {
-            int(p.stem) for p in self.flow_dir.glob(PAIR_GLOB) if p.stem.isdigit() and int(p.stem) >= self.first
-        }
-        self.ready_before = frozenset(self._ready)
+        keys = (pair_key(p.name) for p in self.flow_dir.glob(PAIR_GLOB))
+        self._ready = {key for key in keys if key is not None and key[1] >= self.first}
+        self.ready_before = frozenset(later for earlier, later in self._ready if earlier == later - 1)
         self._running = True
         self._thread = threading.Thread(target=self._run, name="flow-stage", daemon=True)
         self._thread.start()
         return self
 
-    def _todo(self) -> Iterator[int]:
+    def _todo(self) -> Iterator[Key]:
         """The pairs to compute, in frame order, as their frames arrive."""
         index = self.first
         while not self._stop.is_set() and self.available(index):
-            if index not in self._ready:
-                yield index
+            for key in ((index - k, index) for k in self.offsets if index - k >= min(self.earliest, index - 1)):
+                if key not in self._ready:
+                    yield key
             index += 1
 
-    def _task(self, index: int) -> tuple:
-        return (index, self.frames_dir / frame_name(index - 1), self.frames_dir / frame_name(index), self.path(index))
+    def _task(self, key: Key) -> tuple:
+        earlier, later = key
+        frames, output = self.frames_dir, self.flow_dir / pair_name(earlier, later)
+        return key, frames / frame_name(earlier), frames / frame_name(later), output
 
     def _run(self) -> None:
         try:
             if self.workers == 1:
-                for index in self._todo():
-                    self._done(*compute_pair(*self._task(index), self.preset))
+                for key in self._todo():
+                    self._done(*compute_pair(*self._task(key), self.preset))
             else:
                 self._run_pool()
         except BaseException as exc:  # handed to the thread that waits, which raises it
@@ -136,8 +169,8 @@ class FlowStage:
         # At most two pairs per worker in flight: `close` stops the dispatching at once, and the
         # few pairs already handed out finish and are kept.
         executor, pending = get_reusable_executor(max_workers=self.workers), set()
-        for index in self._todo():
-            pending.add(executor.submit(compute_pair, *self._task(index), self.preset))
+        for key in self._todo():
+            pending.add(executor.submit(compute_pair, *self._task(key), self.preset))
             while len(pending) >= 2 * self.workers:
                 done, pending = wait_futures(pending, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -145,26 +178,38 @@ class FlowStage:
         for future in pending:
             self._done(*future.result())
 
-    def _done(self, index: int, score: float) -> None:
+    def _done(self, key: Key, score: float | None) -> None:
+        earlier, later = key
         with self._changed:
-            self._scores[index] = score
-            self._ready.add(index)
-            self.computed.append(index)
+            if score is None:
+                self._skipped.add(key)
+            else:
+                self._ready.add(key)
+                if earlier == later - 1:
+                    self._scores[later] = score
+                    self.computed.append(later)
+                else:
+                    self.computed_long.append(key)
             self._changed.notify_all()
 
-    def _wait_for(self, index: int) -> None:
+    def _wait_for(self, key: Key) -> Path:
+        path = self.flow_dir / pair_name(*key)
         with self._changed:
-            while index not in self._ready:
+            while key not in self._ready:
                 if self._error is not None:
                     raise PipelineError(f"optical flow failed: {self._error}") from self._error
-                if not self._running:
-                    raise PipelineError(f"optical flow for frame {index} is missing ({self.path(index)})")
+                if key in self._skipped or not self._running:
+                    raise PipelineError(f"optical flow from frame {key[0]} to frame {key[1]} is missing ({path})")
                 self._changed.wait(WAIT_POLL)
+        return path
 
     def wait(self, index: int) -> FramePair:
         """The pair carrying frame index-1 onto frame index, once it is on disk."""
-        self._wait_for(index)
-        return FramePair.load(self.path(index))
+        return FramePair.load(self._wait_for((index - 1, index)))
+
+    def pair(self, earlier: int, later: int) -> FramePair:
+        """The pair carrying frame `earlier` onto frame `later` (an offset of the stage's), once on disk."""
+        return FramePair.load(self._wait_for((earlier, later)))
 
     def finish(self) -> dict[int, float]:
         """Wait for every pair (frames `first`..total); return each one's cut score."""
@@ -172,7 +217,7 @@ class FlowStage:
             self._thread.join()
         if self._error is not None:
             raise PipelineError(f"optical flow failed: {self._error}") from self._error
-        last = max([self.total or 0, *self._ready])
+        last = max([self.total or 0, *(later for _, later in self._ready)])
         return {
             i: self._scores[i] if i in self._scores else FramePair.load_cut_score(self.path(i))
             for i in range(self.first, last + 1)

@@ -27,8 +27,8 @@ WATCH_SECONDS = 0.5  # how often the watcher looks at the frames' records
 class ShotProgress:
     """Each shot's finished chunks and last finished frame."""
 
-    def __init__(self, store: FrameStore, chunks: ChunkStore, stage_hash: str, shots: list[Shot]):
-        self.stage_hash, self.shots = stage_hash, shots
+    def __init__(self, store: FrameStore, chunks: ChunkStore, stage_hash: str, shots: list[Shot], reach: int = 1):
+        self.stage_hash, self.shots, self.reach = stage_hash, shots, reach
         self.stores = {shot: store_for(store.work_dir, shot) for shot in shots}  # a segment's head is in seams/
         done = chunks.done()
         points = {shot: resume_point(shot, self.stores[shot], chunks, stage_hash, done) for shot in shots}
@@ -51,8 +51,8 @@ class ShotProgress:
         """What a killed run left that no shot needs (workdir.prune, shot by shot; a segment's head
         is the segment before it's, until their seam is made)."""
         for shot in self.shots:
-            first = shot.first + shot.overlap
-            prune(self.stores[shot], done=self.last[shot], chunked=self.chunked[shot], first=first, last=shot.last)
+            own = (shot.first + shot.overlap, shot.last)
+            prune(self.stores[shot], done=self.last[shot], chunked=self.chunked[shot], reach=self.reach, own=own)
 
     def advance(self) -> Iterator[tuple[int, dict]]:
         """The frames finished since the last look, with their statistics."""

@@ -142,16 +142,37 @@ def resize_to(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 @dataclass(frozen=True)
 class EarlyStop:
     """Stop once the loss fell by less than `tolerance` (a fraction) over the last `window`
-    iterations; a tolerance of 0 never stops. For warm-started video frames."""
+    iterations; a tolerance of 0 never stops. For warm-started video frames. With `change`, stop
+    also once the image moved by less than that many 0..255 levels per value on average over the
+    last `window` iterations (issue 17: a rule on the image, not the loss; see ImageSettled)."""
 
     tolerance: float = 0.0
     window: int = 10
+    change: float = 0.0
 
     def reached(self, losses: Sequence[float]) -> bool:
         if self.tolerance <= 0 or len(losses) <= self.window:
             return False
         before, now = losses[-self.window - 1], losses[-1]
         return (before - now) / max(abs(before), 1e-30) < self.tolerance
+
+
+class ImageSettled:
+    """EarlyStop's rule on the image: at every `window`-th iteration (looked at where the loss is
+    read back, so `window` should be a multiple of report_every), the mean absolute change of the
+    optimized values since the last look, in 0..255 levels, against `change`. A loss can keep
+    falling slowly while the picture no longer changes visibly."""
+
+    def __init__(self, stop: EarlyStop):
+        self.stop, self.snapshot = stop, None
+
+    def reached(self, variable: torch.Tensor, iteration: int) -> bool:
+        if self.stop.change <= 0 or iteration % self.stop.window:
+            return False
+        current = variable.detach()
+        moved = None if self.snapshot is None else float((current - self.snapshot).abs().mean()) * 255  # SYNC
+        self.snapshot = current.clone()
+        return moved is not None and moved < self.stop.change
 
 
 @dataclass(kw_only=True)
@@ -307,6 +328,7 @@ class Stylizer:
         stop_tolerance: float = 0.0,
         stop_window: int = 10,
         shrink_on_out_of_memory: bool = False,
+        stop_change: float = 0.0,
     ) -> StyleResult:
         """Optimize an image (B, 3, H, W), RGB 0..1, to carry the style and keep the content.
 
@@ -315,7 +337,8 @@ class Stylizer:
         at full size. The loss is read back from the device (a synchronisation) and `callback`
         called every `report_every` iterations (default: 1 on CPU, 10 on a GPU) and at the end.
         With `stop_tolerance`, the optimization stops early once the loss fell by less than that
-        fraction over the last `stop_window` iterations (for warm-started video frames).
+        fraction over the last `stop_window` iterations (for warm-started video frames), and with
+        `stop_change` once the image moved less than that (0..255 levels, EarlyStop).
 
         With `shrink_on_out_of_memory`, running out of memory at a fine scale keeps the last scale
         that fitted, upsampled to the full size, and at the coarsest scale adds a coarser one;
@@ -327,7 +350,7 @@ class Stylizer:
         iterations = self.settings.iterations if iterations is None else iterations
         if report_every is None:
             report_every = 1 if self.device.type == "cpu" else 10
-        stop = EarlyStop(stop_tolerance, stop_window)
+        stop = EarlyStop(stop_tolerance, stop_window, stop_change)
         while True:
             result = StyleResult(image=content)
             run = _Run(iterations=iterations, callback=callback, report_every=report_every, stop=stop, result=result)
@@ -399,6 +422,7 @@ class Stylizer:
         graphs = self.settings.cuda_graphs and self.settings.optimizer == "lbfgs" and self.device.type == "cuda"
         step = GraphedStep(iteration, enabled=graphs)
         losses: list[float] = []
+        settled = ImageSettled(run.stop)
         try:
             for i in range(1, iterations + 1):
                 # Step (with --cuda-graphs: one graph replay).
@@ -407,8 +431,8 @@ class Stylizer:
                     continue
                 # Report. SYNC: the log of the iterations since the last report comes back in one read.
                 losses += run.report(log.read(i - len(losses)), len(losses))
-                # Early stop: the loss hardly fell over the last window.
-                if run.stop.reached(losses):
+                # Early stop: the loss hardly fell, or the image hardly moved, over the last window.
+                if run.stop.reached(losses) or settled.reached(variable, i):
                     iterations = i
                     break
         finally:

@@ -10,8 +10,18 @@ score exceeds `--scene-threshold` starts a new shot: first-frame iterations from
 temporal term. `--flow none` is the plain warm start (WarmStart); `--flow independent` stylizes
 every frame on its own (the baseline flicker is measured against).
 
+`--long-term 1,2,4` (Ruder, Dosovitskiy and Brox 2018, "long-term consistency") adds the same
+temporal loss against the stylized frames i-2 and i-4, each warped by the flow from its content
+frame to frame i, with "closest first" masks: frame i-k counts for a pixel only as far as nearer
+frames do not cover it, c_long(i-k) = max(c(i-k) - sum_{j<k} c(i-j), 0). Where the previous frame
+is reliable nothing changes; a pixel disoccluded for a frame or two (a passing hand, the border of
+a pan) is held to how it was stylized before, instead of restyled from the content. Never across a
+cut, nor before the range's first frame (it starts from --init, like a cut): frames of another
+shot are not there to read.
+
 A starter sees the frame index, its content, the previous stylized frame and `pairs`: a callable
-giving the flow pair that carries frame i-1 onto frame i (the running flow stage's `wait`).
+giving the flow pair that carries frame i-1 onto frame i (the running flow stage's `wait`); for
+--long-term, an `EarlierFrames`, which also reads the earlier frames and their pairs.
 """
 
 from __future__ import annotations
@@ -23,11 +33,48 @@ from dataclasses import dataclass, field
 import torch
 
 from .flow import FramePair, warp
+from .flowstage import FlowStage
+from .images import load_image
 from .losses import TemporalLoss
+from .manifest import read_json
 from .stylize import ExtraLoss, StyleResult, Stylizer
-from .videojob import STOP_WINDOW, VideoJob
+from .videojob import DEFAULT_LONG_TERM, STOP_WINDOW, VideoJob
+from .workdir import FrameStore
 
 Pairs = Callable[[int], FramePair]  # frame index -> the pair carrying frame index-1 onto it
+
+
+class EarlierFrames:
+    """The frames before the current one, as --long-term reads them: a `Pairs` (the adjacent
+    pair, from the flow stage) that also gives the pair from any earlier frame, that frame's
+    stylized image as saved (so a resumed run reads what an uninterrupted one did), and whether
+    it began a shot (its statistics record its start)."""
+
+    def __init__(self, store: FrameStore, flows: FlowStage):
+        self.store, self.flows = store, flows
+
+    def __call__(self, index: int) -> FramePair:
+        return self.flows.wait(index)
+
+    def pair(self, earlier: int, later: int) -> FramePair:
+        return self.flows.pair(earlier, later)
+
+    def styled(self, index: int) -> torch.Tensor:
+        return load_image(self.store.styled(index))
+
+    def began_shot(self, index: int) -> bool:
+        path = self.store.stats(index)
+        return not path.exists() or read_json(path).get("start") in ("init", "cut", "segment")
+
+
+def closest_first(masks: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Ruder et al.'s long-term masks, nearest frame first: each keeps what the nearer ones' masks
+    leave uncovered, c_long(k) = max(c(k) - sum_{j<k} c(j), 0)."""
+    out, covered = [], torch.zeros_like(masks[0])
+    for mask in masks:
+        out.append((mask - covered).clamp(min=0))
+        covered = covered + mask
+    return out
 
 
 @dataclass
@@ -41,6 +88,7 @@ class FrameStart:
     source: str = "init"  # for the log and the statistics: where the start image came from
     stop_tolerance: float = 0.0  # Stylizer.stylize's early stopping; 0: all iterations
     stop_window: int = STOP_WINDOW
+    stop_change: float = 0.0  # and the rule on the image (0..255 levels over stop_window); 0: off
     stats: dict = field(default_factory=dict)  # added to the frame's statistics (cut score, ...)
 
 
@@ -62,24 +110,29 @@ class WarmStart:
         iterations: int,
         init_image: torch.Tensor | None = None,
         stop_tolerance: float = 0.0,
+        stop_change: float = 0.0,
     ):
         self.iterations_first = iterations_first
         self.iterations = iterations
         self.init_image = init_image
         self.stop_tolerance = stop_tolerance
+        self.stop_change = stop_change
 
     def settings(self) -> dict:
-        return {
+        settings = {
             "warm_start": self.name,
             "iterations_first": self.iterations_first,
             "stop_tolerance": self.stop_tolerance,
             "stop_window": STOP_WINDOW,
         }
+        # Only where set: the jobs of the releases before --stop-change keep their stylize stage's hash.
+        return settings | ({"stop_change": self.stop_change} if self.stop_change else {})
 
     def start(self, index: int, content: torch.Tensor, previous: torch.Tensor | None, pairs: Pairs) -> FrameStart:
         if previous is None:
             return FrameStart(self.init_image, self.iterations_first, source="init")
-        return FrameStart(previous, self.iterations, source="previous", stop_tolerance=self.stop_tolerance)
+        stop = {"stop_tolerance": self.stop_tolerance, "stop_change": self.stop_change}
+        return FrameStart(previous, self.iterations, source="previous", **stop)
 
 
 class IndependentStart(WarmStart):
@@ -109,20 +162,28 @@ class FlowWarmStart(WarmStart):
         temporal_weight: float,
         scene_threshold: float,
         stop_tolerance: float = 0.0,
+        stop_change: float = 0.0,
         device: torch.device | str = "cpu",
+        long_term: tuple[int, ...] = DEFAULT_LONG_TERM,
     ):
         super().__init__(
             iterations_first=iterations_first,
             iterations=iterations,
             init_image=init_image,
             stop_tolerance=stop_tolerance,
+            stop_change=stop_change,
         )
         self.temporal_weight = temporal_weight
         self.scene_threshold = scene_threshold
         self.device = torch.device(device)
+        self.long_term = tuple(long_term)
 
     def settings(self) -> dict:
-        return super().settings() | {"temporal_weight": self.temporal_weight, "scene_threshold": self.scene_threshold}
+        settings = {"temporal_weight": self.temporal_weight, "scene_threshold": self.scene_threshold}
+        # Only where set: the jobs of the releases before --long-term keep their stylize stage's hash.
+        if self.long_term != DEFAULT_LONG_TERM:
+            settings["long_term"] = list(self.long_term)
+        return super().settings() | settings
 
     def start(self, index: int, content: torch.Tensor, previous: torch.Tensor | None, pairs: Pairs) -> FrameStart:
         if previous is None:
@@ -143,14 +204,20 @@ class FlowWarmStart(WarmStart):
         warped = warp(previous, pair.flow_back)
         reliability = torch.from_numpy(pair.reliability).to(self.device)[None, None]
         init = reliability * warped + (1 - reliability) * content
-        extra_losses = {}
-        if self.temporal_weight > 0:
-            extra_losses["temporal"] = WeightedLoss(TemporalLoss(warped, reliability), self.temporal_weight)
         stats = {
             "cut_score": round(pair.cut_score, 4),
             "reliable": round(float(pair.reliability.mean()), 4),
             "flow_wait": waited,
         }
+        extra_losses = {}
+        if self.temporal_weight > 0:
+            targets = [(warped, reliability), *self.earlier(index, pairs)]
+            masks = closest_first([mask for _, mask in targets])
+            terms = [TemporalLoss(target, mask) for (target, _), mask in zip(targets, masks)]
+            extra_losses["temporal"] = WeightedLoss(SumLoss(terms), self.temporal_weight)
+            if len(terms) > 1:  # how far back it reached, and what the earlier frames hold beyond frame i-1
+                stats["long_term"] = list(self.long_term[: len(terms)])
+                stats["reliable_long"] = round(float(sum(masks[1:]).mean()), 4)
         return FrameStart(
             init,
             self.iterations,
@@ -158,8 +225,35 @@ class FlowWarmStart(WarmStart):
             source="warped",
             stop_tolerance=self.stop_tolerance,
             stop_window=STOP_WINDOW,
+            stop_change=self.stop_change,
             stats=stats,
         )
+
+
+    def earlier(self, index: int, frames: Pairs) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """For --long-term: frame i-k's stylized image warped onto frame `index` and its pair's
+        reliability, for each k > 1 whose frame is in this frame's shot (nearest first)."""
+        back = [k for k in self.long_term[1:] if index - k >= 1]
+        if not back:
+            return []
+        # The shot's first frame among the frames read (frame 1 began one): the farthest back i-k may be.
+        first = next((j for j in range(index - 1, max(index - back[-1], 1), -1) if frames.began_shot(j)), 1)
+        out = []
+        for k in (k for k in back if index - k >= first):
+            pair = frames.pair(index - k, index)
+            styled = frames.styled(index - k).to(self.device, torch.float32)
+            out.append((warp(styled, pair.flow_back), torch.from_numpy(pair.reliability).to(self.device)[None, None]))
+        return out
+
+
+class SumLoss:
+    """The sum of loss terms: the temporal terms of --long-term, one per earlier frame."""
+
+    def __init__(self, terms: list):
+        self.terms = terms
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return sum(term(image) for term in self.terms)
 
 
 class WeightedLoss:
@@ -208,9 +302,11 @@ def make_starter(job: VideoJob, *, init_image: torch.Tensor | None, device: torc
         return IndependentStart(iterations_first=first, iterations=iterations, init_image=init_image)
     if job.flow == "none":
         return WarmStart(
-            iterations_first=first, iterations=iterations, init_image=init_image, stop_tolerance=job.stop_tolerance
-        )
+            iterations_first=first, iterations=iterations, init_image=init_image, stop_tolerance=job.stop_tolerance,
+            stop_change=job.stop_change,
+        )  # fmt: skip
     return FlowWarmStart(
         iterations_first=first, iterations=iterations, init_image=init_image, temporal_weight=job.temporal_weight,
-        scene_threshold=job.scene_threshold, stop_tolerance=job.stop_tolerance, device=device,
+        scene_threshold=job.scene_threshold, stop_tolerance=job.stop_tolerance, stop_change=job.stop_change,
+        device=device, long_term=job.long_term,
     )  # fmt: skip

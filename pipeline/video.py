@@ -225,7 +225,7 @@ class VideoRun:
         """The shots not finished yet, longest first, on the workers (videoshots.py); the stages'
         records once at the start and once at the end, never per frame."""
         total = scan.total
-        progress = ShotProgress(self.store, self.chunks, self.hashes["stylize"], shots)
+        progress = ShotProgress(self.store, self.chunks, self.hashes["stylize"], shots, reach=self.job.reach)
         for name in ("decode", "flow"):
             if self.manifest.stage(name).get("status") != "done":
                 self.manifest.stage(name).update(status="running", started=timestamp())

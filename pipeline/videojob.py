@@ -34,6 +34,14 @@ DEFAULT_SCENE_THRESHOLD = 0.6
 # iterations: a still shot then costs a few iterations, a moving one its full --iterations.
 DEFAULT_STOP_TOLERANCE = 1e-3
 STOP_WINDOW = 10
+# And once the image moved by less than this many 0..255 levels (mean per value) over STOP_WINDOW
+# iterations; 0: off (README, "Video quality").
+DEFAULT_STOP_CHANGE = 0.0
+# --long-term: the temporal loss applies against these earlier stylized frames (Ruder et al. 2016,
+# "long-term consistency"; 1: the previous frame alone). Each frame further back keeps its content
+# frame, stylized frame and flow pair on disk that much longer, hence a bound.
+DEFAULT_LONG_TERM = (1,)
+MAX_LONG_TERM = 16
 # Absurd values are refused rather than run: a typo'd count would spawn processes or iterate for ever.
 MAX_FLOW_WORKERS = 256
 MAX_SHOT_FRAMES = 10_000_000
@@ -69,6 +77,8 @@ class VideoJob:
     scheduler: str | None = None  # the Dask scheduler's address
     max_shot_frames: int | None = None  # longer shots are split into segments (shots.py); None: never
     segment_overlap: int = DEFAULT_SEGMENT_OVERLAP  # frames two segments share, cross-faded
+    long_term: tuple[int, ...] = DEFAULT_LONG_TERM  # frames i-k the temporal loss applies against
+    stop_change: float = DEFAULT_STOP_CHANGE  # warm frames also stop once the image moves less (levels)
 
     def __post_init__(self):
         self.frame_range  # noqa: B018  (checks --start, --duration and --every-nth)
@@ -104,8 +114,24 @@ class VideoJob:
             raise InputError(f"--scene-threshold {self.scene_threshold}: must be between 0 and 1 (1: never cut)")
         if not 0 <= self.stop_tolerance < 1:
             raise InputError(f"--stop-tolerance {self.stop_tolerance}: must be >= 0 (0: never stop early) and < 1")
+        if not math.isfinite(self.stop_change) or not 0 <= self.stop_change < 255:
+            raise InputError(f"--stop-change {self.stop_change}: must be >= 0 (0: off) and < 255 levels")
         if self.flow_workers is not None and not 1 <= self.flow_workers <= MAX_FLOW_WORKERS:
             raise InputError(f"--flow-workers {self.flow_workers}: must be between 1 and {MAX_FLOW_WORKERS}")
+        self._check_long_term()
+
+    def _check_long_term(self) -> None:
+        text = ",".join(str(k) for k in self.long_term)
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in self.long_term):
+            raise InputError(f"--long-term {text}: must be whole numbers such as 1,2,4")
+        if not self.long_term or self.long_term[0] != 1:
+            raise InputError(f"--long-term {text}: must start with 1 (the previous frame), as in 1,2,4")
+        if any(b <= a for a, b in zip(self.long_term, self.long_term[1:])):
+            raise InputError(f"--long-term {text}: must increase, as in 1,2,4")
+        if self.long_term[-1] > MAX_LONG_TERM:
+            raise InputError(f"--long-term {text}: frames at most {MAX_LONG_TERM} back")
+        if self.flow != "dis" and self.long_term != DEFAULT_LONG_TERM:
+            raise InputError(f"--long-term applies to --flow dis only, not --flow {self.flow}")
 
     @property
     def frame_range(self) -> FrameRange:
@@ -116,8 +142,21 @@ class VideoJob:
         return self.work_dir if self.work_dir is not None else self.output.with_name(self.output.name + ".work")
 
     @property
+    def reach(self) -> int:
+        """How many frames back a frame's start reads: what the work directory keeps that long."""
+        return self.long_term[-1]
+
+    @property
     def first_iterations(self) -> int:
         return self.iterations_first if self.iterations_first is not None else 2 * self.settings.iterations
+
+
+def parse_long_term(text: str) -> tuple[int, ...]:
+    """--long-term's comma-separated list ("1,2,4"); VideoJob checks the values."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise InputError(f"--long-term {text}: must be whole numbers separated by commas, such as 1,2,4") from None
 
 
 def check_paths(job: VideoJob) -> None:

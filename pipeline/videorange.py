@@ -24,14 +24,14 @@ import torch
 from .chunks import Chunk, ChunkPlan, ChunkStore
 from .decode import VideoInfo
 from .flicker import pair_flicker
-from .flowstage import FlowStage
+from .flowstage import FlowStage, pair_name
 from .framestream import FrameStream
 from .images import load_image, load_styles, save_image
 from .manifest import timestamp, write_json
 from .seams import Seams
 from .shots import Shot
 from .stylize import StyleResult, Stylizer
-from .temporal import FrameStart, Pairs, WarmStart, redo_if_stalled
+from .temporal import EarlierFrames, FrameStart, Pairs, WarmStart, redo_if_stalled
 from .vgg import VGG19
 from .videojob import JobEvents, VideoJob
 from .workdir import FrameStore, JobLog
@@ -76,25 +76,32 @@ class Retention:
     flicker figures are in that frame's record), a stylized frame once it is in a chunk, except
     the last finished one (the next frame's warm start). `--keep-frames` keeps everything. Only
     the shot's own content frames and pairs (`own`, first..last): the frame before its first is
-    another shot's, and the frames a segment shares with its neighbour go with their seam (seams.py)."""
+    another shot's, and the frames a segment shares with its neighbour go with their seam (seams.py).
+    With `long_term` (--long-term 1,2,4), the last max(k) content and stylized frames stay: the
+    next frames' long-term pairs and temporal terms read them, also after a resume."""
 
-    def __init__(self, store: FrameStore, keep: bool, chunked: int, own: tuple[int, int]):
+    def __init__(
+        self, store: FrameStore, keep: bool, chunked: int, own: tuple[int, int], long_term: tuple[int, ...] = (1,)
+    ):  # fmt: skip
         self.store, self.keep, self.chunked, (self.first, self.last) = store, keep, chunked, own
+        self.long_term, self.reach = long_term, max(long_term)
 
     def frame_finished(self, index: int) -> None:
         if self.keep:
             return
-        if self.first <= index - 1 <= self.last:
-            self.store.content(index - 1).unlink(missing_ok=True)
+        gone = index - self.reach  # no later frame reads this one
+        if self.first <= gone <= self.last:
+            self.store.content(gone).unlink(missing_ok=True)
         if self.first <= index <= self.last:
-            self.store.pair(index).unlink(missing_ok=True)
-        if self.first <= index - 1 <= self.chunked:  # the warm start of this frame, in a chunk already
-            self.store.styled(index - 1).unlink(missing_ok=True)
+            for k in self.long_term:
+                self.store.flow_dir.joinpath(pair_name(index - k, index)).unlink(missing_ok=True)
+        if self.first <= gone <= self.chunked:  # in a chunk already
+            self.store.styled(gone).unlink(missing_ok=True)
 
     def chunk_placed(self, chunk: Chunk, done: int) -> None:
         self.chunked = chunk.last
         if not self.keep:
-            for index in range(chunk.first, min(chunk.last, done - 1) + 1):
+            for index in range(chunk.first, min(chunk.last, done - self.reach) + 1):
                 self.store.styled(index).unlink(missing_ok=True)
 
 
@@ -121,7 +128,7 @@ class RangeRun:
         self.done = max(done, shot.first - 1)  # the shot's last finished frame
         self.start_score = start_score  # the cut scan's score of the pair before the shot (cuts.py)
         own = (shot.first + shot.overlap, shot.own_last)  # the frames it shares with no other segment
-        self.retention = Retention(context.store, context.job.keep_frames, chunked, own)
+        self.retention = Retention(context.store, context.job.keep_frames, chunked, own, context.job.long_term)
         self.plan = ChunkPlan(max(chunked + 1, own[0]), context.job.scene_threshold)
         self.stylized: list[int] = []
         self.redone: list[int] = []  # frames of this run stylized again after stopping too early
@@ -154,6 +161,7 @@ class RangeRun:
         flows = FlowStage(
             frames_dir=c.store.frames_dir, flow_dir=c.store.flow_dir, preset=c.job.flow_preset,
             workers=c.job.flow_workers, first=max(self.done, shot.first) + 1, available=stream.wait,
+            offsets=c.job.long_term, earliest=shot.first,
         )  # fmt: skip
         # The stream closes first (exits run in reverse): a flow thread waiting for a frame is let go.
         with flows, stream:
@@ -171,7 +179,7 @@ class RangeRun:
             while index <= shot.last and stream.wait(index):
                 if stylizer is None:  # one per shot: the network loaded, the style targets computed once
                     stylizer = c.stylizer()
-                self.stylize_frame(stylizer, index, previous, flows.wait)
+                self.stylize_frame(stylizer, index, previous, EarlierFrames(c.store, flows))
                 # The next frame starts from this one as saved, so a resumed run starts from the same image.
                 previous = load_image(c.store.styled(index))
                 stream.consumed(index)
@@ -192,6 +200,7 @@ class RangeRun:
         result = stylizer.stylize(
             content, init=start.init, iterations=start.iterations, extra_losses=start.extra_losses,
             callback=c.events.iteration, stop_tolerance=start.stop_tolerance, stop_window=start.stop_window,
+            stop_change=start.stop_change,
         )  # fmt: skip
         # A warm frame that stopped far too early is run again with a fresh optimizer (temporal.py).
         result, redone = redo_if_stalled(stylizer, content, start, result, self.previous_loss)

@@ -111,7 +111,8 @@ class FrameStore:
         return sum(1 for _ in self.styled_dir.glob(FRAME_GLOB))
 
     def pair_count(self) -> int:
-        return sum(1 for _ in self.flow_dir.glob(PAIR_GLOB))
+        """Adjacent pairs (NNNNNN.npz); --long-term's others (EEEEEE-NNNNNN.npz) do not count."""
+        return sum(1 for path in self.flow_dir.glob(PAIR_GLOB) if path.stem.isdigit())
 
     def folders(self) -> tuple[tuple[str, Path], ...]:
         """Each stage's folder, by stage name: what --clean removes."""
@@ -189,28 +190,31 @@ def clean(store: FrameStore, manifest: JobManifest, log: JobLog) -> None:
     log("cleaned: frames/, flow/, styled/, seams/ and chunks/ removed")
 
 
-def prune(
-    store: FrameStore, *, done: int, chunked: int, over: bool = False, first: int = 1, last: int | None = None
-) -> None:
+def prune(store: FrameStore, *, done: int, chunked: int, over: bool = False, reach: int = 1, own=(1, None)) -> None:
     """Delete what no resume needs, after a kill or once the job is `over` (its output placed):
     content frames before the last finished one (`done`; it is the next pair's first frame), the
     flow pairs up to it, the stylized frames in chunks (up to `chunked`) but the last finished;
-    of the frames first..last only (one shot's: shotprogress.py prunes shot by shot). Lists the
-    folders, so it runs at the start and the end of a run; while frames finish,
-    videorange.Retention deletes file by file."""
+    of the frames `own` (first, last) only (one shot's: shotprogress.py prunes shot by shot).
+    With --long-term 1,2,4 the last `reach` (4) content and stylized frames stay, for the next
+    frames' long-term pairs and terms. Lists the folders, so it runs at the start and the end of
+    a run; while frames finish, videorange.Retention deletes file by file."""
+    first, last = own
 
     def mine(path: Path) -> int | None:
-        index = int(path.stem) if path.stem.isdigit() else 0
+        """A frame's number, or a pair's later frame's (NNNNNN.npz, or EEEEEE-NNNNNN.npz long-term),
+        if the frame is one of `own`'s."""
+        stem = path.stem.rpartition("-")[2]
+        index = int(stem) if stem.isdigit() else 0
         return index if over or first <= index <= (last if last is not None else index) else None
 
     for path in store.frames_dir.glob(FRAME_GLOB):
-        if (index := mine(path)) is not None and (over or index < done):
+        if (index := mine(path)) is not None and (over or index <= done - reach):
             path.unlink(missing_ok=True)
     for path in store.flow_dir.glob(PAIR_GLOB):
         if (index := mine(path)) is not None and (over or index <= done):
             path.unlink(missing_ok=True)
     for path in store.styled_dir.glob(FRAME_GLOB):
-        if (index := mine(path)) is not None and (over or (index <= chunked and index != done)):
+        if (index := mine(path)) is not None and (over or index <= min(chunked, done - reach)):
             path.unlink(missing_ok=True)
     for path in store.seams_dir.glob(FRAME_GLOB) if over else ():
         path.unlink(missing_ok=True)

@@ -462,3 +462,27 @@ def test_names_other_modules_import_from_stylize_are_still_there():
     missing = [name for name in stylize.__all__ if not hasattr(stylize, name)]
     assert not missing
     assert stylize.StyleSettings is settings.StyleSettings and stylize.MAX_ITERATIONS == settings.MAX_ITERATIONS
+
+
+def test_image_settled_stops_once_the_image_moves_less_than_the_given_levels():
+    from pipeline.stylize import EarlyStop, ImageSettled
+
+    settled = ImageSettled(EarlyStop(window=5, change=1.0))
+    image = torch.zeros(1, 3, 4, 4)
+    assert not settled.reached(image, 5)  # the first look only takes the snapshot
+    assert not settled.reached(image + 2 / 255, 7)  # looked at every 5th iteration only
+    assert not settled.reached(image + 2 / 255, 10)  # moved 2 levels since iteration 5
+    assert settled.reached(image + 2.5 / 255, 15)  # moved half a level since iteration 10
+    assert not ImageSettled(EarlyStop(window=5)).reached(image, 5)  # change 0: never
+
+
+def test_stop_change_ends_a_converged_warm_start_early():
+    from helpers import build_tiny_vgg
+
+    style = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    content = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(1))
+    stylizer = Stylizer([style], StyleSettings(size=24, seed=1), vgg=build_tiny_vgg())
+    done = stylizer.stylize(content, iterations=60)
+    again = stylizer.stylize(content, init=done.image, iterations=60, stop_window=5, stop_change=0.5)
+    assert again.iterations < 60
+    assert stylizer.stylize(content, init=done.image, iterations=12, stop_window=5).iterations == 12

@@ -10,7 +10,10 @@ Plumbing tests use the tiny random VGG of helpers.py; the flicker comparison use
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -19,7 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import Recorder, build_tiny_vgg, mtimes
+from helpers import Recorder, build_tiny_vgg, decoded_frames, mtimes
+from pipeline.atomic import EXIT_STATUS, RENAME_COUNT_ENV
 from pipeline.cli import main
 from pipeline.decode import ffmpeg_binary
 from pipeline.errors import PipelineError
@@ -28,7 +32,7 @@ from pipeline.flowstage import FlowStage
 from pipeline.manifest import read_json
 from pipeline.status import status_lines
 from pipeline.stylize import StyleSettings
-from pipeline.temporal import FlowWarmStart
+from pipeline.temporal import FlowWarmStart, closest_first
 from pipeline.video import VideoJob, run_video
 from pipeline.videojob import DEFAULT_SCENE_THRESHOLD
 from pipeline.workdir import FrameStore
@@ -186,6 +190,37 @@ def test_flow_stage_on_joblib_workers_computes_only_missing_pairs(tmp_path):
     assert {k: v for k, v in mtimes(flow_dir).items() if k != "000005.npz"} == before
 
 
+def test_flow_stage_computes_long_term_pairs_and_skips_those_whose_earlier_frame_is_gone(tmp_path):
+    frames = frames_dir(tmp_path, shot(6, seed=0))
+    flow_dir = tmp_path / "flow"
+    (frames / "000001.png").unlink()  # as before a range's first frame: (1, 3) and (1, 5) cannot be made
+    with FlowStage(
+        frames_dir=frames, flow_dir=flow_dir, total=6, preset="fast", workers=1, first=3, offsets=(1, 2, 4)
+    ) as flows:
+        flows.start()
+        far = flows.pair(2, 6)
+        assert far.flow_back.shape == (HEIGHT, WIDTH, 2)
+        with pytest.raises(PipelineError, match="optical flow from frame 1 to frame 5 is missing"):
+            flows.pair(1, 5)
+        flows.finish()
+    assert sorted(flows.computed_long) == [(2, 4), (2, 6), (3, 5), (4, 6)]
+    names = sorted(p.name for p in flow_dir.iterdir())
+    assert names == ["000002-000004.npz", "000002-000006.npz", "000003-000005.npz", "000003.npz", "000004-000006.npz",
+                     "000004.npz", "000005.npz", "000006.npz"]  # fmt: skip
+    assert FrameStore(tmp_path).pair_count() == 4  # what `stylize status` counts: the adjacent pairs
+    # A shot starting at frame 3: no long-term pair reaches before it (the frames there are another shot's).
+    with FlowStage(
+        frames_dir=frames, flow_dir=tmp_path / "shot", total=6, preset="fast", workers=1, first=3,
+        offsets=(1, 2, 4), earliest=3,
+    ) as flows:
+        flows.start().finish()
+    assert sorted(flows.computed_long) == [(3, 5), (4, 6)] and sorted(flows.computed) == [3, 4, 5, 6]
+    # The pair between the frames themselves: frame 2 carried onto frame 6, not onto frame 5.
+    read = [cv2.cvtColor(cv2.imread(str(frames / f"{i:06d}.png")), cv2.COLOR_BGR2RGB) for i in (2, 5, 6)]
+    assert np.allclose(far.flow_back, frame_pair(read[0], read[2], "fast").flow_back)
+    assert not np.allclose(far.flow_back, frame_pair(read[0], read[1], "fast").flow_back)
+
+
 def test_flow_stage_failure_is_raised_in_the_waiting_thread_not_a_hang(tmp_path):
     frames = frames_dir(tmp_path, shot(3, seed=0))
     (frames / "000003.png").write_bytes(b"not a png")
@@ -237,6 +272,15 @@ def test_warm_started_frames_of_a_still_shot_stop_early(clips, tmp_path):
     stats = frame_stats(job.work)
     assert stats[0]["iterations"] == 60  # the first frame of a shot always gets all of them
     assert all(s["start"] == "warped" and s["iterations"] < 30 for s in stats[1:]), [s["iterations"] for s in stats]
+
+
+def test_stop_change_stops_warm_frames_of_a_still_shot_once_the_image_settles(clips, tmp_path):
+    job = make_job(clips["still"], tmp_path, settings={"iterations": 60}, iterations_first=60, stop_change=2.0)
+    run_video(job, vgg=build_tiny_vgg())
+    stats = frame_stats(job.work)
+    assert stats[0]["iterations"] == 60  # the first frame of a shot always gets all of them
+    assert all(s["start"] == "warped" and s["iterations"] < 60 for s in stats[1:]), [s["iterations"] for s in stats]
+    assert read_json(job.work / "job.json")["stages"]["stylize"]["settings"]["stop_change"] == 2.0
 
 
 def test_a_warm_frame_that_stopped_early_far_above_its_neighbour_is_run_again(tmp_path):
@@ -351,7 +395,89 @@ def test_video_command_rejects_bad_temporal_options_with_exit_2(clips, tmp_path,
         ("--scene-threshold", 1.5, "--scene-threshold 1.5"),
         ("--stop-tolerance", -0.1, "--stop-tolerance -0.1"),
         ("--flow-workers", 0, "--flow-workers 0"),
+        ("--stop-change", -1, "--stop-change -1.0"),
+        ("--long-term", "2,4", "--long-term 2,4: must start with 1"),
+        ("--long-term", "1,x", "--long-term 1,x: must be whole numbers"),
+        ("--long-term", "1,2.5", "--long-term 1,2.5: must be whole numbers"),
+        ("--long-term", "0,1", "--long-term 0,1: must start with 1"),
+        ("--long-term", "1,4,2", "--long-term 1,4,2: must increase"),
+        ("--long-term", "1,2,32", "--long-term 1,2,32: frames at most 16 back"),
     ]:
         code, _, err = cli(["video", clips["short"], "-s", STYLE, "-o", tmp_path / "o.mp4", option, value], capsys)
         assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+    no_flow = ["--flow", "none", "--long-term", "1,2"]
+    code, _, err = cli(["video", clips["short"], "-s", STYLE, "-o", tmp_path / "o.mp4", *no_flow], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "--long-term applies to --flow dis only" in err, err
     assert not (tmp_path / "o.mp4.work").exists()
+
+
+# --- long-term consistency (--long-term) --------------------------------------------------------
+
+
+def test_long_term_masks_are_closest_first():
+    near = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.5, 0.0])
+    middle = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 0.3])
+    far = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    masks = closest_first([near, middle, far])
+    assert torch.equal(masks[0], near)  # the previous frame keeps its whole mask
+    # Frame i-2 counts only where frame i-1 does not; frame i-4 only where neither does.
+    assert torch.allclose(masks[1], torch.tensor([0.0, 0.0, 1.0, 0.0, 0.5, 0.3]))
+    assert torch.allclose(masks[2], torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0, 0.7]))
+    # Where the masks are 0/1, the pixels are shared out: each counts once at most.
+    assert torch.all(sum(masks) <= 1.0 + 1e-6) and torch.all(sum(masks) >= far - 1e-6)
+
+
+def test_long_term_terms_reach_back_within_the_shot_only(clips, tmp_path):
+    job = make_job(clips["cut"], tmp_path / "cut", long_term=(1, 2, 4))
+    run_video(job, vgg=build_tiny_vgg())
+    stats = frame_stats(job.work)
+    assert [s["start"] for s in stats] == ["init", "warped", "warped", "warped", "cut", "warped", "warped", "warped"]
+    # Frame 4 has no frame 0; frame 6 reaches frame 5 only (frame 4 is the other shot's); 7 and 8
+    # reach two back, never four (frames 3 and 4 are across the cut).
+    assert [s.get("long_term") for s in stats] == [None, None, [1, 2], [1, 2], None, None, [1, 2], [1, 2]]
+    assert all(0 <= s["reliable_long"] <= 1 for s in stats if "long_term" in s)
+    assert "temporal" in stats[2]["terms"] and "temporal" not in stats[4]["terms"]
+    manifest = read_json(job.work / "job.json")
+    assert manifest["stages"]["stylize"]["settings"]["long_term"] == [1, 2, 4]
+    # Nothing of the earlier frames is left once the job is over.
+    assert not list((job.work / "flow").glob("*.npz")) and not list((job.work / "frames").glob("*.png"))
+
+    moving = make_job(clips["moving"], tmp_path / "moving", long_term=(1, 2, 4))
+    run_video(moving, vgg=build_tiny_vgg())
+    assert [s.get("long_term") for s in frame_stats(moving.work)] == [None, None, [1, 2], [1, 2], [1, 2, 4], [1, 2, 4]]
+    # Without --long-term the stylize stage's settings (its hash) are those of the releases before it.
+    plain = FlowWarmStart(iterations_first=2, iterations=1, temporal_weight=1.0, scene_threshold=0.6)
+    assert "long_term" not in plain.settings()
+
+
+def cli_run(args: list, env: dict) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "pipeline.cli", *map(str, args)]
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_long_term_job_killed_after_a_frame_resumes_to_the_same_frames(clips, tmp_path):
+    """Frames i-2 and i-4 must still be there after a kill: the resumed run makes the same frames."""
+    base_env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    args = [
+        "video", clips["moving"], "-s", STYLE, "--size", 32, "--iterations", 2, "--iterations-first", 3,
+        "--seed", 3, "--device", "cpu", "--flow-workers", 1, "--long-term", "1,2,4", "-q",
+    ]  # fmt: skip
+    log = tmp_path / "renames.txt"
+    reference = cli_run([*args, "-o", tmp_path / "ref" / "out.mp4"], base_env | {RENAME_COUNT_ENV: str(log)})
+    assert reference.returncode == 0, reference.stderr
+    renames = [line.split(" ", 1) for line in log.read_text().splitlines()]
+    # Right after frame 4's record (frame 5 then reads frames 4, 3 and 1) and right after frame 5's image.
+    stops = [int(n) for n, path in renames if path.endswith(("styled/000004.json", "styled/000005.png"))]
+    assert len(stops) == 2, renames
+    ref_work = tmp_path / "ref" / "out.mp4.work"
+    for stop in stops:
+        out = tmp_path / f"stop{stop}" / "out.mp4"
+        stopped = cli_run([*args, "-o", out], base_env | {"PIPELINE_EXIT_AFTER_RENAMES": str(stop)})
+        assert stopped.returncode == EXIT_STATUS, stopped.stderr
+        resumed = cli_run([*args, "-o", out], base_env)
+        assert resumed.returncode == 0, resumed.stderr
+        assert decoded_frames(out) == decoded_frames(tmp_path / "ref" / "out.mp4"), f"stopped at rename {stop}"
+        for ref, again in zip(frame_stats(ref_work), frame_stats(out.with_name("out.mp4.work")), strict=True):
+            same = ("frame", "start", "iterations", "loss", "terms", "long_term", "reliable_long")
+            assert {k: ref.get(k) for k in same} == {k: again.get(k) for k in same}, f"stopped at rename {stop}"
