@@ -43,6 +43,8 @@ MODES = {
     "long-term": ["--long-term", "1,2,4"],
     # Warm frames also stop once the image moved less than 1 level (0..255) over 10 iterations.
     "change-1": ["--stop-change", "1.0"],
+    # The stylized frame carried onto the next with a bicubic warp instead of a bilinear one.
+    "bicubic": ["--warp", "bicubic"],
 }
 EDGE = 20  # frames at each end of the shot for sharpness retention
 

@@ -236,6 +236,7 @@ def video(
     scene_threshold: opts.SceneThresholdOpt = video_defaults.DEFAULT_SCENE_THRESHOLD,
     stop_tolerance: opts.StopToleranceOpt = video_defaults.DEFAULT_STOP_TOLERANCE,
     stop_change: opts.StopChangeOpt = video_defaults.DEFAULT_STOP_CHANGE,
+    warp: opts.WarpOpt = video_defaults.DEFAULT_WARP,
     flow_workers: opts.FlowWorkersOpt = None,
     long_term: opts.LongTermOpt = "1",
     device: opts.DevicesOpt = "auto",
@@ -264,7 +265,7 @@ def video(
         flow=flow, flow_preset=flow_preset, temporal_weight=temporal_weight, scene_threshold=scene_threshold,
         stop_tolerance=stop_tolerance, stop_change=stop_change, flow_workers=flow_workers, backend=backend,
         scheduler=scheduler, max_shot_frames=max_shot_frames, segment_overlap=segment_overlap,
-        long_term=video_defaults.parse_long_term(long_term),
+        long_term=video_defaults.parse_long_term(long_term), warp=warp,
     )  # fmt: skip
     with JobDisplay(f"{job.input} -> {job.output} (work directory {job.work})", disable=quiet) as display:
         result = run_video(job, events=display)

@@ -262,6 +262,14 @@ StopChangeOpt = Annotated[
         f"{video_defaults.STOP_WINDOW} iterations; 0: off.",
     ),
 ]
+WarpOpt = Annotated[
+    str,
+    option(
+        panel=VIDEO,
+        help="How a stylized frame is carried onto the next by the flow (the warm start and the temporal loss's "
+        "target): bilinear or bicubic (keeps the texture sharper over a long shot).",
+    ),
+]
 LongTermOpt = Annotated[
     str,
     option(

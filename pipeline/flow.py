@@ -116,8 +116,9 @@ def frame_pair(previous: np.ndarray, current: np.ndarray, preset: str = "medium"
     return FramePair(flow_back, reliability, cut_score)
 
 
-def warp(image: torch.Tensor, flow_back: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Bring the previous frame (B, C, H, W) onto the current one: image(x + flow_back(x))."""
+def warp(image: torch.Tensor, flow_back: np.ndarray | torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """Bring the previous frame (B, C, H, W) onto the current one: image(x + flow_back(x)),
+    interpolated by `mode` (grid_sample's: bilinear or bicubic)."""
     flow = torch.as_tensor(flow_back, dtype=torch.float32, device=image.device)
     h, w = flow.shape[:2]
     ys, xs = torch.meshgrid(torch.arange(h, device=image.device), torch.arange(w, device=image.device), indexing="ij")
@@ -125,7 +126,7 @@ def warp(image: torch.Tensor, flow_back: np.ndarray | torch.Tensor) -> torch.Ten
     grid_x = (xs + flow[..., 0]) * (2 / max(w - 1, 1)) - 1
     grid_y = (ys + flow[..., 1]) * (2 / max(h - 1, 1)) - 1
     grid = torch.stack([grid_x, grid_y], dim=-1).unsqueeze(0).expand(image.shape[0], -1, -1, -1)
-    return F.grid_sample(image.float(), grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return F.grid_sample(image.float(), grid, mode=mode, padding_mode="border", align_corners=True)
 
 
 def to_tensor(frame: np.ndarray) -> torch.Tensor:

@@ -38,10 +38,33 @@ from .images import load_image
 from .losses import TemporalLoss
 from .manifest import read_json
 from .stylize import ExtraLoss, StyleResult, Stylizer
-from .videojob import DEFAULT_LONG_TERM, STOP_WINDOW, VideoJob
+from .videojob import DEFAULT_LONG_TERM, DEFAULT_SCENE_THRESHOLD, STOP_WINDOW, VideoJob
 from .workdir import FrameStore
 
 Pairs = Callable[[int], FramePair]  # frame index -> the pair carrying frame index-1 onto it
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartPlan:
+    """How the frames of a shot start and when they stop: the job's temporal settings (their
+    defaults and checks are VideoJob's, videojob.py)."""
+
+    iterations_first: int  # a shot's first frame, from --init
+    iterations: int  # each later frame, at most
+    stop_tolerance: float = 0.0
+    stop_change: float = 0.0
+    temporal_weight: float = 0.0
+    scene_threshold: float = DEFAULT_SCENE_THRESHOLD
+    long_term: tuple[int, ...] = DEFAULT_LONG_TERM
+    warp: str = "bilinear"  # how a stylized frame is carried onto the next: grid_sample's mode
+
+    @classmethod
+    def of(cls, job: VideoJob) -> StartPlan:
+        return cls(
+            iterations_first=job.first_iterations, iterations=job.settings.iterations,
+            stop_tolerance=job.stop_tolerance, stop_change=job.stop_change, temporal_weight=job.temporal_weight,
+            scene_threshold=job.scene_threshold, long_term=job.long_term, warp=job.warp,
+        )  # fmt: skip
 
 
 class EarlierFrames:
@@ -103,36 +126,32 @@ class WarmStart:
     name = "previous-frame"
     uses_flow = False  # True: the stylize stage depends on the flow stage
 
-    def __init__(
-        self,
-        *,
-        iterations_first: int,
-        iterations: int,
-        init_image: torch.Tensor | None = None,
-        stop_tolerance: float = 0.0,
-        stop_change: float = 0.0,
-    ):
-        self.iterations_first = iterations_first
-        self.iterations = iterations
-        self.init_image = init_image
-        self.stop_tolerance = stop_tolerance
-        self.stop_change = stop_change
+    def __init__(self, plan: StartPlan, *, init_image: torch.Tensor | None = None, device: torch.device | str = "cpu"):
+        self.plan, self.init_image, self.device = plan, init_image, torch.device(device)
 
     def settings(self) -> dict:
+        plan = self.plan
         settings = {
             "warm_start": self.name,
-            "iterations_first": self.iterations_first,
-            "stop_tolerance": self.stop_tolerance,
+            "iterations_first": plan.iterations_first,
+            "stop_tolerance": plan.stop_tolerance,
             "stop_window": STOP_WINDOW,
         }
         # Only where set: the jobs of the releases before --stop-change keep their stylize stage's hash.
-        return settings | ({"stop_change": self.stop_change} if self.stop_change else {})
+        return settings | ({"stop_change": plan.stop_change} if plan.stop_change else {})
+
+    def first(self, source: str = "init", stats: dict | None = None) -> FrameStart:
+        """A shot's first frame: from --init with --iterations-first, no temporal term."""
+        return FrameStart(self.init_image, self.plan.iterations_first, source=source, stats=stats or {})
+
+    def warm(self, init: torch.Tensor, source: str, **more) -> FrameStart:
+        """A later frame: from `init` with --iterations and the early stops."""
+        plan = self.plan
+        stop = {"stop_tolerance": plan.stop_tolerance, "stop_window": STOP_WINDOW, "stop_change": plan.stop_change}
+        return FrameStart(init, plan.iterations, source=source, **stop, **more)
 
     def start(self, index: int, content: torch.Tensor, previous: torch.Tensor | None, pairs: Pairs) -> FrameStart:
-        if previous is None:
-            return FrameStart(self.init_image, self.iterations_first, source="init")
-        stop = {"stop_tolerance": self.stop_tolerance, "stop_change": self.stop_change}
-        return FrameStart(previous, self.iterations, source="previous", **stop)
+        return self.first() if previous is None else self.warm(previous, "previous")
 
 
 class IndependentStart(WarmStart):
@@ -141,10 +160,10 @@ class IndependentStart(WarmStart):
     name = "independent"
 
     def settings(self) -> dict:
-        return {"warm_start": self.name, "iterations_first": self.iterations_first}
+        return {"warm_start": self.name, "iterations_first": self.plan.iterations_first}
 
     def start(self, index: int, content: torch.Tensor, previous: torch.Tensor | None, pairs: Pairs) -> FrameStart:
-        return FrameStart(self.init_image, self.iterations_first, source="init")
+        return self.first()
 
 
 class FlowWarmStart(WarmStart):
@@ -153,87 +172,52 @@ class FlowWarmStart(WarmStart):
     name = "flow"
     uses_flow = True  # the stylize stage's hash includes the flow stage's
 
-    def __init__(
-        self,
-        *,
-        iterations_first: int,
-        iterations: int,
-        init_image: torch.Tensor | None = None,
-        temporal_weight: float,
-        scene_threshold: float,
-        stop_tolerance: float = 0.0,
-        stop_change: float = 0.0,
-        device: torch.device | str = "cpu",
-        long_term: tuple[int, ...] = DEFAULT_LONG_TERM,
-    ):
-        super().__init__(
-            iterations_first=iterations_first,
-            iterations=iterations,
-            init_image=init_image,
-            stop_tolerance=stop_tolerance,
-            stop_change=stop_change,
-        )
-        self.temporal_weight = temporal_weight
-        self.scene_threshold = scene_threshold
-        self.device = torch.device(device)
-        self.long_term = tuple(long_term)
-
     def settings(self) -> dict:
-        settings = {"temporal_weight": self.temporal_weight, "scene_threshold": self.scene_threshold}
-        # Only where set: the jobs of the releases before --long-term keep their stylize stage's hash.
-        if self.long_term != DEFAULT_LONG_TERM:
-            settings["long_term"] = list(self.long_term)
+        plan = self.plan
+        settings = {"temporal_weight": plan.temporal_weight, "scene_threshold": plan.scene_threshold}
+        # Only where set: the jobs of the releases before --long-term and --warp keep their stylize stage's hash.
+        if plan.long_term != DEFAULT_LONG_TERM:
+            settings["long_term"] = list(plan.long_term)
+        if plan.warp != "bilinear":
+            settings["warp"] = plan.warp
         return super().settings() | settings
 
     def start(self, index: int, content: torch.Tensor, previous: torch.Tensor | None, pairs: Pairs) -> FrameStart:
         if previous is None:
-            return FrameStart(self.init_image, self.iterations_first, source="init")
+            return self.first()
         waited = time.perf_counter()
         pair = pairs(index)
         # Seconds the device sat idle for the flow stage: near 0 unless the CPUs are far too slow.
         waited = round(time.perf_counter() - waited, 3)
-        if pair.cut_score > self.scene_threshold:
-            return FrameStart(
-                self.init_image,
-                self.iterations_first,
-                source="cut",
-                stats={"cut_score": round(pair.cut_score, 4), "flow_wait": waited},
-            )
+        stats = {"cut_score": round(pair.cut_score, 4), "flow_wait": waited}
+        if pair.cut_score > self.plan.scene_threshold:
+            return self.first("cut", stats)
         # On the stylizer's device: the warp and the blend are a few kernels there.
         previous, content = previous.to(self.device, torch.float32), content.to(self.device, torch.float32)
-        warped = warp(previous, pair.flow_back)
+        warped = self.warp(previous, pair)
         reliability = torch.from_numpy(pair.reliability).to(self.device)[None, None]
         init = reliability * warped + (1 - reliability) * content
-        stats = {
-            "cut_score": round(pair.cut_score, 4),
-            "reliable": round(float(pair.reliability.mean()), 4),
-            "flow_wait": waited,
-        }
+        stats["reliable"] = round(float(pair.reliability.mean()), 4)
         extra_losses = {}
-        if self.temporal_weight > 0:
+        if self.plan.temporal_weight > 0:
             targets = [(warped, reliability), *self.earlier(index, pairs)]
             masks = closest_first([mask for _, mask in targets])
             terms = [TemporalLoss(target, mask) for (target, _), mask in zip(targets, masks)]
-            extra_losses["temporal"] = WeightedLoss(SumLoss(terms), self.temporal_weight)
+            extra_losses["temporal"] = WeightedLoss(SumLoss(terms), self.plan.temporal_weight)
             if len(terms) > 1:  # how far back it reached, and what the earlier frames hold beyond frame i-1
-                stats["long_term"] = list(self.long_term[: len(terms)])
+                stats["long_term"] = list(self.plan.long_term[: len(terms)])
                 stats["reliable_long"] = round(float(sum(masks[1:]).mean()), 4)
-        return FrameStart(
-            init,
-            self.iterations,
-            extra_losses,
-            source="warped",
-            stop_tolerance=self.stop_tolerance,
-            stop_window=STOP_WINDOW,
-            stop_change=self.stop_change,
-            stats=stats,
-        )
+        return self.warm(init, "warped", extra_losses=extra_losses, stats=stats)
 
+    def warp(self, stylized: torch.Tensor, pair: FramePair) -> torch.Tensor:
+        """A stylized frame carried onto the current one by the pair's flow, with --warp's
+        interpolation (bicubic overshoots a little at edges: clamped to the image's range)."""
+        return warp(stylized, pair.flow_back, mode=self.plan.warp).clamp(0, 1)
 
     def earlier(self, index: int, frames: Pairs) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """For --long-term: frame i-k's stylized image warped onto frame `index` and its pair's
         reliability, for each k > 1 whose frame is in this frame's shot (nearest first)."""
-        back = [k for k in self.long_term[1:] if index - k >= 1]
+        back = [k for k in self.plan.long_term[1:] if index - k >= 1]
         if not back:
             return []
         # The shot's first frame among the frames read (frame 1 began one): the farthest back i-k may be.
@@ -242,7 +226,7 @@ class FlowWarmStart(WarmStart):
         for k in (k for k in back if index - k >= first):
             pair = frames.pair(index - k, index)
             styled = frames.styled(index - k).to(self.device, torch.float32)
-            out.append((warp(styled, pair.flow_back), torch.from_numpy(pair.reliability).to(self.device)[None, None]))
+            out.append((self.warp(styled, pair), torch.from_numpy(pair.reliability).to(self.device)[None, None]))
         return out
 
 
@@ -297,16 +281,5 @@ def redo_if_stalled(
 
 def make_starter(job: VideoJob, *, init_image: torch.Tensor | None, device: torch.device | str) -> WarmStart:
     """The frame starter for the job's --flow."""
-    first, iterations = job.first_iterations, job.settings.iterations
-    if job.flow == "independent":
-        return IndependentStart(iterations_first=first, iterations=iterations, init_image=init_image)
-    if job.flow == "none":
-        return WarmStart(
-            iterations_first=first, iterations=iterations, init_image=init_image, stop_tolerance=job.stop_tolerance,
-            stop_change=job.stop_change,
-        )  # fmt: skip
-    return FlowWarmStart(
-        iterations_first=first, iterations=iterations, init_image=init_image, temporal_weight=job.temporal_weight,
-        scene_threshold=job.scene_threshold, stop_tolerance=job.stop_tolerance, stop_change=job.stop_change,
-        device=device, long_term=job.long_term,
-    )  # fmt: skip
+    kind = {"independent": IndependentStart, "none": WarmStart}.get(job.flow, FlowWarmStart)
+    return kind(StartPlan.of(job), init_image=init_image, device=device)

@@ -41,6 +41,11 @@ DEFAULT_STOP_CHANGE = 0.0
 # "long-term consistency"; 1: the previous frame alone). Each frame further back keeps its content
 # frame, stylized frame and flow pair on disk that much longer, hence a bound.
 DEFAULT_LONG_TERM = (1,)
+# How a stylized frame is carried onto the next (the warm start and the temporal loss's target):
+# a bilinear warp by a half pixel halves the Laplacian variance of a stylized texture, and the
+# temporal loss then holds the next frame to that blur (README, "Video quality").
+WARP_MODES = ("bilinear", "bicubic")
+DEFAULT_WARP = "bilinear"
 MAX_LONG_TERM = 16
 # Absurd values are refused rather than run: a typo'd count would spawn processes or iterate for ever.
 MAX_FLOW_WORKERS = 256
@@ -79,6 +84,7 @@ class VideoJob:
     segment_overlap: int = DEFAULT_SEGMENT_OVERLAP  # frames two segments share, cross-faded
     long_term: tuple[int, ...] = DEFAULT_LONG_TERM  # frames i-k the temporal loss applies against
     stop_change: float = DEFAULT_STOP_CHANGE  # warm frames also stop once the image moves less (levels)
+    warp: str = DEFAULT_WARP  # the interpolation that carries a stylized frame onto the next
 
     def __post_init__(self):
         self.frame_range  # noqa: B018  (checks --start, --duration and --every-nth)
@@ -118,6 +124,10 @@ class VideoJob:
             raise InputError(f"--stop-change {self.stop_change}: must be >= 0 (0: off) and < 255 levels")
         if self.flow_workers is not None and not 1 <= self.flow_workers <= MAX_FLOW_WORKERS:
             raise InputError(f"--flow-workers {self.flow_workers}: must be between 1 and {MAX_FLOW_WORKERS}")
+        if self.warp not in WARP_MODES:
+            raise InputError(f"--warp {self.warp!r}: must be one of {', '.join(WARP_MODES)}")
+        if self.flow != "dis" and self.warp != DEFAULT_WARP:
+            raise InputError(f"--warp applies to --flow dis only, not --flow {self.flow}")
         self._check_long_term()
 
     def _check_long_term(self) -> None:

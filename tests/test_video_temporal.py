@@ -32,9 +32,9 @@ from pipeline.flowstage import FlowStage
 from pipeline.manifest import read_json
 from pipeline.status import status_lines
 from pipeline.stylize import StyleSettings
-from pipeline.temporal import FlowWarmStart, closest_first
+from pipeline.temporal import FlowWarmStart, StartPlan, closest_first
 from pipeline.video import VideoJob, run_video
-from pipeline.videojob import DEFAULT_SCENE_THRESHOLD
+from pipeline.videojob import DEFAULT_SCENE_THRESHOLD, WARP_MODES
 from pipeline.workdir import FrameStore
 
 STYLE = Path(__file__).resolve().parents[1] / "samples" / "ihc.png"
@@ -133,9 +133,8 @@ def test_warped_start_takes_unreliable_pixels_from_the_content_and_the_temporal_
         return FramePair.load(store.pair(index))
 
     stylized = to_tensor(texture(5, HEIGHT, WIDTH))  # stands for the stylized frame 1
-    starter = FlowWarmStart(
-        iterations_first=9, iterations=4, temporal_weight=2.0, scene_threshold=0.6, stop_tolerance=1e-3
-    )
+    plan = StartPlan(iterations_first=9, iterations=4, temporal_weight=2.0, scene_threshold=0.6, stop_tolerance=1e-3)
+    starter = FlowWarmStart(plan)
     start = starter.start(2, to_tensor(content), stylized, pairs)
     assert (start.source, start.iterations, start.stop_tolerance) == ("warped", 4, 1e-3)
 
@@ -402,13 +401,43 @@ def test_video_command_rejects_bad_temporal_options_with_exit_2(clips, tmp_path,
         ("--long-term", "0,1", "--long-term 0,1: must start with 1"),
         ("--long-term", "1,4,2", "--long-term 1,4,2: must increase"),
         ("--long-term", "1,2,32", "--long-term 1,2,32: frames at most 16 back"),
+        ("--warp", "nearest", "--warp 'nearest': must be one of bilinear, bicubic"),
     ]:
         code, _, err = cli(["video", clips["short"], "-s", STYLE, "-o", tmp_path / "o.mp4", option, value], capsys)
         assert code == 2 and len(err.splitlines()) == 1 and message in err, err
     no_flow = ["--flow", "none", "--long-term", "1,2"]
     code, _, err = cli(["video", clips["short"], "-s", STYLE, "-o", tmp_path / "o.mp4", *no_flow], capsys)
     assert code == 2 and len(err.splitlines()) == 1 and "--long-term applies to --flow dis only" in err, err
+    no_flow = ["--flow", "independent", "--warp", "bicubic"]
+    code, _, err = cli(["video", clips["short"], "-s", STYLE, "-o", tmp_path / "o.mp4", *no_flow], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "--warp applies to --flow dis only" in err, err
     assert not (tmp_path / "o.mp4.work").exists()
+
+
+def laplacian_variance(image: torch.Tensor) -> float:
+    gray = (image[0].mean(0) * 255).numpy().astype(np.float32)
+    return float(cv2.Laplacian(gray, cv2.CV_32F).var())
+
+
+def test_bicubic_warp_keeps_a_texture_sharper_than_bilinear_and_the_starter_uses_it():
+    """The cause of the softening over a long shot: a bilinear warp by half a pixel averages
+    neighbouring pixels, and every warm start and temporal target of a moving shot goes through it."""
+    texture = to_tensor(np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8))
+    flow = np.zeros((32, 48, 2), np.float32)
+    flow[..., 0] = 0.5  # the whole picture moved by half a pixel
+    sharp, bilinear = laplacian_variance(texture), laplacian_variance(warp(texture, flow))
+    bicubic = laplacian_variance(warp(texture, flow, mode="bicubic"))
+    assert bilinear < 0.5 * sharp and bicubic > 1.3 * bilinear, (sharp, bilinear, bicubic)
+    # Whole-pixel motion moves the texture as it is, either way.
+    flow[..., 0] = 1.0
+    assert torch.allclose(warp(texture, flow, mode="bicubic")[..., 1:-2], texture[..., 2:-1], atol=1e-5)
+
+    pair = FramePair(flow_back=flow * 0.5, reliability=np.ones((32, 48), np.float32), cut_score=0.0)
+    plans = {mode: StartPlan(iterations_first=2, iterations=1, temporal_weight=1.0, warp=mode) for mode in WARP_MODES}
+    inits = {mode: FlowWarmStart(plan).start(2, texture, texture, lambda i: pair).init for mode, plan in plans.items()}
+    assert laplacian_variance(inits["bicubic"]) > 1.3 * laplacian_variance(inits["bilinear"])
+    assert FlowWarmStart(plans["bicubic"]).settings()["warp"] == "bicubic"
+    assert "warp" not in FlowWarmStart(plans["bilinear"]).settings()  # the hash of jobs before --warp
 
 
 # --- long-term consistency (--long-term) --------------------------------------------------------
@@ -446,7 +475,7 @@ def test_long_term_terms_reach_back_within_the_shot_only(clips, tmp_path):
     run_video(moving, vgg=build_tiny_vgg())
     assert [s.get("long_term") for s in frame_stats(moving.work)] == [None, None, [1, 2], [1, 2], [1, 2, 4], [1, 2, 4]]
     # Without --long-term the stylize stage's settings (its hash) are those of the releases before it.
-    plain = FlowWarmStart(iterations_first=2, iterations=1, temporal_weight=1.0, scene_threshold=0.6)
+    plain = FlowWarmStart(StartPlan(iterations_first=2, iterations=1, temporal_weight=1.0, scene_threshold=0.6))
     assert "long_term" not in plain.settings()
 
 
