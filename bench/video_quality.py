@@ -45,6 +45,9 @@ MODES = {
     "change-1": ["--stop-change", "1.0"],
     # The stylized frame carried onto the next with a bicubic warp instead of a bilinear one.
     "bicubic": ["--warp", "bicubic"],
+    # A shot's first frame settled in 4 rounds (resampled between them as a warm start is).
+    "settle-4": ["--first-rounds", "4"],
+    "bicubic-settle-4": ["--warp", "bicubic", "--first-rounds", "4"],
 }
 EDGE = 20  # frames at each end of the shot for sharpness retention
 

@@ -270,6 +270,14 @@ WarpOpt = Annotated[
         "target): bilinear or bicubic (keeps the texture sharper over a long shot).",
     ),
 ]
+FirstRoundsOpt = Annotated[
+    int,
+    option(
+        panel=VIDEO,
+        help="A shot's first frame runs its iterations in this many rounds, resampled between them as a warm start "
+        "is, so the shot starts in the look its later frames keep (1: one run).",
+    ),
+]
 LongTermOpt = Annotated[
     str,
     option(

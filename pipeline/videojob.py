@@ -46,6 +46,10 @@ DEFAULT_LONG_TERM = (1,)
 # temporal loss then holds the next frame to that blur (README, "Video quality").
 WARP_MODES = ("bilinear", "bicubic")
 DEFAULT_WARP = "bilinear"
+# A shot's first frame settles in this many rounds, resampled between them as a warm start is
+# (temporal.py, "Settling"); 1: one run from the content, as before.
+DEFAULT_FIRST_ROUNDS = 1
+MAX_FIRST_ROUNDS = 16
 MAX_LONG_TERM = 16
 # Absurd values are refused rather than run: a typo'd count would spawn processes or iterate for ever.
 MAX_FLOW_WORKERS = 256
@@ -85,6 +89,7 @@ class VideoJob:
     long_term: tuple[int, ...] = DEFAULT_LONG_TERM  # frames i-k the temporal loss applies against
     stop_change: float = DEFAULT_STOP_CHANGE  # warm frames also stop once the image moves less (levels)
     warp: str = DEFAULT_WARP  # the interpolation that carries a stylized frame onto the next
+    first_rounds: int = DEFAULT_FIRST_ROUNDS  # a shot's first frame settles in this many runs
 
     def __post_init__(self):
         self.frame_range  # noqa: B018  (checks --start, --duration and --every-nth)
@@ -128,6 +133,10 @@ class VideoJob:
             raise InputError(f"--warp {self.warp!r}: must be one of {', '.join(WARP_MODES)}")
         if self.flow != "dis" and self.warp != DEFAULT_WARP:
             raise InputError(f"--warp applies to --flow dis only, not --flow {self.flow}")
+        if not 1 <= self.first_rounds <= MAX_FIRST_ROUNDS:
+            raise InputError(f"--first-rounds {self.first_rounds}: must be between 1 and {MAX_FIRST_ROUNDS}")
+        if self.flow != "dis" and self.first_rounds != DEFAULT_FIRST_ROUNDS:
+            raise InputError(f"--first-rounds applies to --flow dis only, not --flow {self.flow}")
         self._check_long_term()
 
     def _check_long_term(self) -> None:

@@ -31,7 +31,7 @@ from .manifest import timestamp, write_json
 from .seams import Seams
 from .shots import Shot
 from .stylize import StyleResult, Stylizer
-from .temporal import EarlierFrames, FrameStart, Pairs, WarmStart, redo_if_stalled
+from .temporal import EarlierFrames, FrameStart, Pairs, WarmStart, optimize_frame
 from .vgg import VGG19
 from .videojob import JobEvents, VideoJob
 from .workdir import FrameStore, JobLog
@@ -197,13 +197,7 @@ class RangeRun:
             start.stats["cut_score"] = self.start_score
         c.events.frame_started(index, start.iterations)
         began = time.perf_counter()
-        result = stylizer.stylize(
-            content, init=start.init, iterations=start.iterations, extra_losses=start.extra_losses,
-            callback=c.events.iteration, stop_tolerance=start.stop_tolerance, stop_window=start.stop_window,
-            stop_change=start.stop_change,
-        )  # fmt: skip
-        # A warm frame that stopped far too early is run again with a fresh optimizer (temporal.py).
-        result, redone = redo_if_stalled(stylizer, content, start, result, self.previous_loss)
+        result, redone = optimize_frame(stylizer, content, start, c.events.iteration, self.previous_loss)
         seconds = time.perf_counter() - began
         c.store.styled(index).parent.mkdir(exist_ok=True)
         save_image(result.image, c.store.styled(index))

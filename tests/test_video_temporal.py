@@ -29,10 +29,11 @@ from pipeline.decode import ffmpeg_binary
 from pipeline.errors import PipelineError
 from pipeline.flow import FramePair, frame_pair, to_tensor, warp
 from pipeline.flowstage import FlowStage
+from pipeline.images import load_image
 from pipeline.manifest import read_json
 from pipeline.status import status_lines
 from pipeline.stylize import StyleSettings
-from pipeline.temporal import FlowWarmStart, StartPlan, closest_first
+from pipeline.temporal import FlowWarmStart, StartPlan, closest_first, resample
 from pipeline.video import VideoJob, run_video
 from pipeline.videojob import DEFAULT_SCENE_THRESHOLD, WARP_MODES
 from pipeline.workdir import FrameStore
@@ -209,8 +210,14 @@ def test_flow_stage_computes_long_term_pairs_and_skips_those_whose_earlier_frame
     assert FrameStore(tmp_path).pair_count() == 4  # what `stylize status` counts: the adjacent pairs
     # A shot starting at frame 3: no long-term pair reaches before it (the frames there are another shot's).
     with FlowStage(
-        frames_dir=frames, flow_dir=tmp_path / "shot", total=6, preset="fast", workers=1, first=3,
-        offsets=(1, 2, 4), earliest=3,
+        frames_dir=frames,
+        flow_dir=tmp_path / "shot",
+        total=6,
+        preset="fast",
+        workers=1,
+        first=3,
+        offsets=(1, 2, 4),
+        earliest=3,
     ) as flows:
         flows.start().finish()
     assert sorted(flows.computed_long) == [(3, 5), (4, 6)] and sorted(flows.computed) == [3, 4, 5, 6]
@@ -438,6 +445,34 @@ def test_bicubic_warp_keeps_a_texture_sharper_than_bilinear_and_the_starter_uses
     assert laplacian_variance(inits["bicubic"]) > 1.3 * laplacian_variance(inits["bilinear"])
     assert FlowWarmStart(plans["bicubic"]).settings()["warp"] == "bicubic"
     assert "warp" not in FlowWarmStart(plans["bilinear"]).settings()  # the hash of jobs before --warp
+
+
+def test_a_shots_first_frame_settles_in_rounds_within_its_iterations(clips, tmp_path):
+    """--first-rounds: a shot's first frame runs its iterations in rounds, resampled between them
+    (the cold start's grain shed before the shot starts); warm frames are not touched."""
+    plan = StartPlan(iterations_first=7, iterations=3, temporal_weight=1.0, first_rounds=3, warp="bicubic")
+    start = FlowWarmStart(plan).first()
+    assert (start.rounds, start.resample, start.iterations) == (3, "bicubic", 7)
+    texture = to_tensor(np.random.default_rng(1).integers(0, 256, (24, 32, 3), dtype=np.uint8))
+    assert laplacian_variance(resample(texture, "bilinear")) < 0.5 * laplacian_variance(texture)
+
+    runs = {}
+    for rounds in (1, 3):
+        job = make_job(clips["cut"], tmp_path / str(rounds), first_rounds=rounds, keep_frames=True)
+        run_video(job, vgg=build_tiny_vgg())
+        runs[rounds] = job
+    settled, plain = frame_stats(runs[3].work), frame_stats(runs[1].work)
+    # Both shot starts (frame 1 and the cut) keep --iterations-first in all, their history whole.
+    assert [(s["start"], s["iterations"], len(s["loss_history"])) for s in settled[:2]] == [
+        ("init", 5, 5),
+        ("warped", 3, 3),
+    ]
+    assert (settled[4]["start"], settled[4]["iterations"]) == ("cut", 5)
+    assert read_json(runs[3].work / "job.json")["stages"]["stylize"]["settings"]["first_rounds"] == 3
+    assert "first_rounds" not in read_json(runs[1].work / "job.json")["stages"]["stylize"]["settings"]
+    first = [load_image(job.work / "styled" / "000001.png") for job in runs.values()]
+    assert not torch.equal(*first)
+    assert settled[0]["loss"] != plain[0]["loss"]
 
 
 # --- long-term consistency (--long-term) --------------------------------------------------------
