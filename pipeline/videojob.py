@@ -47,8 +47,10 @@ DEFAULT_LONG_TERM = (1,)
 WARP_MODES = ("bilinear", "bicubic")
 DEFAULT_WARP = "bilinear"
 # A shot's first frame settles in this many rounds, resampled between them as a warm start is
-# (temporal.py, "Settling"); 1: one run from the content, as before.
-DEFAULT_FIRST_ROUNDS = 1
+# (temporal.py, "Settling"); 1: one run from the content, as before. Measured on a 150-frame pan
+# at 64 px (README, "Video quality"): the first 20 frames no longer start crisper than the rest
+# of the shot, at 2% less flicker and the same style loss and iterations.
+DEFAULT_FIRST_ROUNDS = 4
 MAX_FIRST_ROUNDS = 16
 MAX_LONG_TERM = 16
 # Absurd values are refused rather than run: a typo'd count would spawn processes or iterate for ever.
