@@ -48,6 +48,8 @@ MODES = {
     # A shot's first frame settled in 4 rounds (resampled between them as a warm start is).
     "settle-4": ["--first-rounds", "4"],
     "bicubic-settle-4": ["--warp", "bicubic", "--first-rounds", "4"],
+    # And warm frames stopped once the image moves less than 3 levels over 10 iterations.
+    "bicubic-settle-4-change-3": ["--warp", "bicubic", "--first-rounds", "4", "--stop-change", "3"],
 }
 EDGE = 20  # frames at each end of the shot for sharpness retention
 
