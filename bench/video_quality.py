@@ -48,6 +48,7 @@ MODES = {
     # A shot's first frame settled in 4 rounds (resampled between them as a warm start is).
     "settle-4": ["--first-rounds", "4"],
     "bicubic-settle-4": ["--warp", "bicubic", "--first-rounds", "4"],
+    "passes-3": ["--passes", "3"],
 }
 EDGE = 20  # frames at each end of the shot for sharpness retention
 
