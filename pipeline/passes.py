@@ -33,10 +33,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from joblib.externals.loky import get_reusable_executor
 
 from .atomic import replace
-from .flow import FramePair, frame_pair
-from .flowstage import pair_name, read_rgb
+from .errors import PipelineError
+from .flow import FramePair
+from .flowstage import compute_pair, default_workers, pair_name
 from .images import load_image, save_image
 from .losses import TemporalLoss
 from .manifest import read_json, timestamp, write_json
@@ -132,16 +134,28 @@ class Passes:
                         path.unlink()
 
     def reverse_pairs(self, frames: list[int]) -> None:
-        """The pairs carrying frame i+1 onto frame i, computed once (FramePair.save is atomic)."""
+        """The pairs carrying frame i+1 onto frame i, computed once (FramePair.save is atomic), on
+        the flow stage's workers: the device waits for them once per shot."""
         began = time.perf_counter()
-        made = 0
-        for index in sorted(frames):
-            path = self.store.flow_dir / pair_name(index + 1, index)
-            if index < self.shot.last and not path.exists():
-                content = read_rgb(self.store.content(index + 1)), read_rgb(self.store.content(index))
-                frame_pair(*content, self.c.job.flow_preset).save(path)
-                made += 1
-        self.c.log(f"shot {self.shot.text()}: {made} reverse flow pairs in {time.perf_counter() - began:.1f} s")
+        todo = [i for i in sorted(frames) if i < self.shot.last and not self.reverse_path(i).exists()]
+        tasks = [
+            ((i + 1, i), self.store.content(i + 1), self.store.content(i), self.reverse_path(i), self.c.job.flow_preset)
+            for i in todo
+        ]  # fmt: skip
+        workers = min(self.c.job.flow_workers or default_workers(), len(tasks))
+        if workers > 1:
+            results = list(get_reusable_executor(max_workers=workers).map(compute_pair, *zip(*tasks)))
+        else:
+            results = [compute_pair(*task) for task in tasks]
+        missing = [later for (_, later), score in results if score is None]
+        if missing:  # compute_pair skips a pair whose frame is gone; these are all needed
+            frame = self.store.content(missing[0] + 1)
+            raise PipelineError(f"{frame}: a content frame a later pass needs is missing; run again")
+        seconds = time.perf_counter() - began
+        self.c.log(f"shot {self.shot.text()}: {len(todo)} reverse flow pairs in {seconds:.1f} s on {workers} workers")
+
+    def reverse_path(self, index: int) -> Path:
+        return self.store.flow_dir / pair_name(index + 1, index)
 
     def pair(self, earlier: int, later: int) -> FramePair | None:
         """The pair carrying frame `earlier` onto `later`; None across a cut (not one frame to the other)."""
