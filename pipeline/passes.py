@@ -44,7 +44,7 @@ from .losses import TemporalLoss
 from .manifest import read_json, timestamp, write_json
 from .shots import Shot
 from .stylize import Stylizer
-from .temporal import FlowWarmStart, FrameStart, SumLoss, WeightedLoss
+from .temporal import FlowWarmStart, FrameStart, SumLoss, WeightedLoss, optimize_frame
 from .workdir import FrameStore, frame_name
 
 # delta: how much of the neighbour updated in this pass a frame starts from, where the flow
@@ -182,6 +182,8 @@ class Passes:
         if targets and self.starter.plan.temporal_weight > 0:
             terms = SumLoss([TemporalLoss(target, mask) for target, mask in targets])
             extra["temporal"] = WeightedLoss(terms, self.starter.plan.temporal_weight)
+        # Its source is no warm start's: the stall guard (temporal.stalled) compares a frame with the one
+        # before it in a single pass, which a later pass has no equivalent of.
         return self.starter.warm(init, f"pass{p}", extra_losses=extra, stats=stats)
 
     def frame(self, stylizer: Stylizer, index: int, p: int) -> None:
@@ -191,11 +193,7 @@ class Passes:
         content = load_image(self.store.content(index))
         c.events.frame_started(index, start.iterations)
         began = time.perf_counter()
-        result = stylizer.stylize(
-            content, init=start.init, iterations=start.iterations, extra_losses=start.extra_losses,
-            callback=c.events.iteration, stop_tolerance=start.stop_tolerance, stop_window=start.stop_window,
-            stop_change=start.stop_change,
-        )  # fmt: skip
+        result, _ = optimize_frame(stylizer, content, start, c.events.iteration, None)  # no stall guard: see `start`
         seconds = time.perf_counter() - began
         save_image(result.image, pass_image(self.store, index, p))
         stats = read_json(self.store.stats(index))
