@@ -43,13 +43,14 @@ MODES = {
     "long-term": ["--long-term", "1,2,4"],
     # Warm frames also stop once the image moved less than 1 level (0..255) over 10 iterations.
     "change-1": ["--stop-change", "1.0"],
+    # The releases before issue 17's end: a shot's first frame in one run from the content.
+    "first-rounds-1": ["--first-rounds", "1"],
     # The stylized frame carried onto the next with a bicubic warp instead of a bilinear one.
     "bicubic": ["--warp", "bicubic"],
-    # A shot's first frame settled in 4 rounds (resampled between them as a warm start is).
-    "settle-4": ["--first-rounds", "4"],
-    "bicubic-settle-4": ["--warp", "bicubic", "--first-rounds", "4"],
-    # And warm frames stopped once the image moves less than 3 levels over 10 iterations.
-    "bicubic-settle-4-change-3": ["--warp", "bicubic", "--first-rounds", "4", "--stop-change", "3"],
+    # Warm frames also stopped once the image moves less than 3 levels over 10 iterations (~25).
+    "change-3": ["--stop-change", "3"],
+    # Ruder et al.'s multi-pass: 2 more passes over each shot, alternating direction.
+    "passes-3": ["--passes", "3"],
 }
 EDGE = 20  # frames at each end of the shot for sharpness retention
 

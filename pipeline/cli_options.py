@@ -278,6 +278,15 @@ FirstRoundsOpt = Annotated[
         "is, so the shot starts in the look its later frames keep (1: one run).",
     ),
 ]
+PassesOpt = Annotated[
+    int,
+    option(
+        panel=VIDEO,
+        help="Passes over each shot, in alternating directions, each frame blended with its neighbours and held to "
+        "both (Ruder et al. 2018's multi-pass; for strong camera motion). Keeps the shot's frames on disk until its "
+        "last pass: bound it with --max-shot-frames.",
+    ),
+]
 LongTermOpt = Annotated[
     str,
     option(

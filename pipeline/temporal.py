@@ -58,6 +58,7 @@ class StartPlan:
     long_term: tuple[int, ...] = DEFAULT_LONG_TERM
     warp: str = "bilinear"  # how a stylized frame is carried onto the next: grid_sample's mode
     first_rounds: int = 1  # a shot's first frame settles in this many rounds (settle)
+    passes: int = 1  # --passes: passes over each shot (passes.py)
 
     @classmethod
     def of(cls, job: VideoJob) -> StartPlan:
@@ -66,6 +67,7 @@ class StartPlan:
             stop_tolerance=job.stop_tolerance, stop_change=job.stop_change, temporal_weight=job.temporal_weight,
             scene_threshold=job.scene_threshold, long_term=job.long_term, warp=job.warp,
             first_rounds=job.first_rounds,
+            passes=job.passes,
         )  # fmt: skip
 
 
@@ -186,6 +188,8 @@ class FlowWarmStart(WarmStart):
             settings["warp"] = plan.warp
         if plan.first_rounds != 1:
             settings["first_rounds"] = plan.first_rounds
+        if plan.passes > 1:
+            settings["passes"] = plan.passes
         return super().settings() | settings
 
     def first(self, source: str = "init", stats: dict | None = None) -> FrameStart:

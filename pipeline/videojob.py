@@ -53,6 +53,9 @@ DEFAULT_WARP = "bilinear"
 DEFAULT_FIRST_ROUNDS = 4
 MAX_FIRST_ROUNDS = 16
 MAX_LONG_TERM = 16
+# --passes: Ruder, Dosovitskiy and Brox's multi-pass algorithm (2018, passes.py); each pass costs
+# about what the first does, hence a bound.
+MAX_PASSES = 8
 # Absurd values are refused rather than run: a typo'd count would spawn processes or iterate for ever.
 MAX_FLOW_WORKERS = 256
 MAX_SHOT_FRAMES = 10_000_000
@@ -92,6 +95,7 @@ class VideoJob:
     stop_change: float = DEFAULT_STOP_CHANGE  # warm frames also stop once the image moves less (levels)
     warp: str = DEFAULT_WARP  # the interpolation that carries a stylized frame onto the next
     first_rounds: int = DEFAULT_FIRST_ROUNDS  # a shot's first frame settles in this many runs
+    passes: int = 1  # passes over each shot, in alternating directions (passes.py)
 
     def __post_init__(self):
         self.frame_range  # noqa: B018  (checks --start, --duration and --every-nth)
@@ -140,6 +144,13 @@ class VideoJob:
         if self.flow != "dis" and self.first_rounds != DEFAULT_FIRST_ROUNDS:
             raise InputError(f"--first-rounds applies to --flow dis only, not --flow {self.flow}")
         self._check_long_term()
+        self._check_passes()
+
+    def _check_passes(self) -> None:
+        if not 1 <= self.passes <= MAX_PASSES:
+            raise InputError(f"--passes {self.passes}: must be between 1 and {MAX_PASSES}")
+        if self.flow != "dis" and self.passes != 1:
+            raise InputError(f"--passes applies to --flow dis only, not --flow {self.flow}")
 
     def _check_long_term(self) -> None:
         text = ",".join(str(k) for k in self.long_term)
@@ -164,8 +175,9 @@ class VideoJob:
 
     @property
     def reach(self) -> int:
-        """How many frames back a frame's start reads: what the work directory keeps that long."""
-        return self.long_term[-1]
+        """How many frames back a frame's start reads: what the work directory keeps that long.
+        With --passes > 1 a later pass reads every frame of the shot again: all of it is kept."""
+        return self.long_term[-1] if self.passes == 1 else MAX_SHOT_FRAMES
 
     @property
     def first_iterations(self) -> int:

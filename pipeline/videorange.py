@@ -28,13 +28,14 @@ from .flowstage import FlowStage, pair_name
 from .framestream import FrameStream
 from .images import load_image, load_styles, save_image
 from .manifest import timestamp, write_json
+from .passes import Passes
 from .seams import Seams
 from .shots import Shot
 from .stylize import StyleResult, Stylizer
 from .temporal import EarlierFrames, FrameStart, Pairs, WarmStart, optimize_frame
 from .vgg import VGG19
 from .videojob import JobEvents, VideoJob
-from .workdir import FrameStore, JobLog
+from .workdir import FrameStore, JobLog, prune
 
 
 @dataclass
@@ -78,16 +79,18 @@ class Retention:
     the shot's own content frames and pairs (`own`, first..last): the frame before its first is
     another shot's, and the frames a segment shares with its neighbour go with their seam (seams.py).
     With `long_term` (--long-term 1,2,4), the last max(k) content and stylized frames stay: the
-    next frames' long-term pairs and temporal terms read them, also after a resume."""
+    next frames' long-term pairs and temporal terms read them, also after a resume. With `hold`
+    (--passes > 1) nothing goes as frames finish: the later passes read the whole shot again."""
 
     def __init__(
-        self, store: FrameStore, keep: bool, chunked: int, own: tuple[int, int], long_term: tuple[int, ...] = (1,)
+        self, store: FrameStore, keep: bool, chunked: int, own: tuple[int, int], long_term: tuple[int, ...] = (1,),
+        hold: bool = False,
     ):  # fmt: skip
         self.store, self.keep, self.chunked, (self.first, self.last) = store, keep, chunked, own
-        self.long_term, self.reach = long_term, max(long_term)
+        self.long_term, self.reach, self.hold = long_term, max(long_term), hold
 
     def frame_finished(self, index: int) -> None:
-        if self.keep:
+        if self.keep or self.hold:
             return
         gone = index - self.reach  # no later frame reads this one
         if self.first <= gone <= self.last:
@@ -128,7 +131,10 @@ class RangeRun:
         self.done = max(done, shot.first - 1)  # the shot's last finished frame
         self.start_score = start_score  # the cut scan's score of the pair before the shot (cuts.py)
         own = (shot.first + shot.overlap, shot.own_last)  # the frames it shares with no other segment
-        self.retention = Retention(context.store, context.job.keep_frames, chunked, own, context.job.long_term)
+        self.passes = context.job.passes  # > 1: the shot's chunks wait for its last pass (passes.py)
+        self.retention = Retention(
+            context.store, context.job.keep_frames, chunked, own, context.job.long_term, hold=self.passes > 1
+        )
         self.plan = ChunkPlan(max(chunked + 1, own[0]), context.job.scene_threshold)
         self.stylized: list[int] = []
         self.redone: list[int] = []  # frames of this run stylized again after stopping too early
@@ -140,15 +146,38 @@ class RangeRun:
 
     def run(self) -> int:
         """Stylize to the end of the shot; return how many frames it has."""
+        if self.passes > 1:
+            self.all_passes()
         # Frames finished before whose chunk was not placed yet: the same decisions as when they finished.
         for index in range(self.plan.start, min(self.done, self.shot.own_last) + 1):
             self.encode(self.plan.finished(index, self.cut_score(index)))
         if self.done < self.shot.last:
             self.stylize_rest()
         self.encode(self.plan.end(self.shot.own_last))
+        if self.passes > 1:
+            self.passes_done()
         if self.shot.tail:  # the seam with the next segment, if that one has done its part (seams.py)
             self.seam(Shot(self.shot.last - self.shot.tail + 1, self.shot.last, overlap=self.shot.tail))
         return self.shot.frames
+
+    def all_passes(self) -> None:
+        """--passes > 1: the first pass (the usual loop, where it stopped), then the others
+        (passes.py); the chunks follow, as for frames finished before a resume."""
+        passes = Passes(self)
+        self.done = passes.first_pass_done()
+        if self.done < self.shot.last:
+            self.stylize_rest()
+        passes.all(self.c.stylizer)
+        self.done = self.shot.last
+
+    def passes_done(self) -> None:
+        """The shot's chunks are encoded: its head's seam, if the segment before is done, and what
+        the passes kept goes (workdir.prune, of the shot's own frames; the tail's go with its seam)."""
+        if self.shot.overlap:
+            self.seam(self.shot)
+        if not self.c.job.keep_frames:
+            own = (self.shot.first + self.shot.overlap, self.shot.own_last)
+            prune(self.c.store, done=self.shot.own_last, chunked=self.retention.chunked, own=own)
 
     def stylize_rest(self) -> None:
         c, shot = self.c, self.shot
@@ -204,6 +233,8 @@ class RangeRun:
         stats = self.frame_stats(index, start, result, seconds) | ({"redone": True} if redone else {})
         if redone:
             self.redone.append(index)
+        if self.passes > 1:  # the first of several: final after the last (passes.py)
+            stats |= {"pass": 1, "pass_iterations": [result.iterations], "final": False}
         if index > self.shot.first:
             stats["flicker"] = self.pair_record(index, pairs(index))
         elif index > 1:  # the pair across the shot's start: a cut, or a seam measured on the output
@@ -212,20 +243,28 @@ class RangeRun:
         write_json(c.store.stats(index), stats)
         self.done, self.previous_loss = index, stats["loss"]  # at once: a stop from here on records the frame
         self.stylized.append(index)
-        if index >= self.shot.first + self.shot.overlap:  # a segment's head is shown by the segment before it
-            c.recorded(index, stats)
+        if self.passes == 1 and index >= self.shot.first + self.shot.overlap:  # a segment's head: shown by
+            c.recorded(index, stats)  # the segment before it; with --passes, once final (passes.py)
         c.log(
             f"frame {index:06d}/{c.estimate:06d} start={start.source} "
             f"iterations={result.iterations} loss={stats['loss']:.5g} "
             + " ".join(f"{k}={v:.4g}" for k, v in stats["terms"].items())
             + f" seconds={seconds:.2f}"
         )
+        if self.passes > 1:
+            return
         self.retention.frame_finished(index)
         if index <= self.shot.own_last:
             self.encode(self.plan.finished(index, stats.get("flicker", {}).get("cut_score")))
         if index == self.shot.first + self.shot.overlap - 1:  # its head is done: the seam, if the segment before is
             self.seam(self.shot)
         c.events.frame_finished(index, stats)
+
+    def finished(self, index: int, stats: dict) -> None:
+        """Frame `index` is final after its last pass (passes.py): the report's pictures of it, the display."""
+        if index >= self.shot.first + self.shot.overlap:
+            self.c.recorded(index, stats)
+        self.c.events.frame_finished(index, stats)
 
     def recorded_loss(self, index: int) -> float | None:
         """Frame `index`'s final loss as its statistics record it (None before the first frame):

@@ -88,7 +88,8 @@ class FrameStore:
         if not self.styled(index).exists():
             return False
         stats = read_json(self.stats(index), default=None)
-        return stats is not None and stats.get("stage_hash") == stage_hash
+        # A frame of --passes > 1 is finished once final: its last pass and that pass's flicker record (passes.py).
+        return stats is not None and stats.get("stage_hash") == stage_hash and stats.get("final", True)
 
     def finished_count(self, stage_hash: str, chunked: int, total: int | None) -> int:
         """How many frames, from the first, are finished: those in finished chunks (up to
