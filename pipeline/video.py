@@ -156,7 +156,7 @@ class VideoRun:
         with connect(self.job.backend, self.devices, self.job.scheduler) as self.workers:
             disk = check_disk_space(
                 self.store, kept, total or self.estimate, self.size, keep_frames=self.job.keep_frames,
-                shots_at_once=self.workers.count,
+                shots_at_once=self.workers.count, held=self.job.held_frames(total or self.estimate),
             )  # fmt: skip
             with self.logged(), self.live.last_page(lambda: JOB_FLICKER_BUDGET):
                 return self.stages_after_checks(disk)

@@ -173,6 +173,10 @@ class VideoJob:
     def work(self) -> Path:
         return self.work_dir if self.work_dir is not None else self.output.with_name(self.output.name + ".work")
 
+    def held_frames(self, frames: int) -> int:
+        """Frames one shot keeps on disk whole (--passes > 1): at most a segment's, or the range's."""
+        return min(frames, self.max_shot_frames or frames) if self.passes > 1 else 0
+
     @property
     def reach(self) -> int:
         """How many frames back a frame's start reads: what the work directory keeps that long.

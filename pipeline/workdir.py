@@ -313,13 +313,14 @@ def human_bytes(n: float) -> str:
 
 def check_disk_space(
     store: FrameStore, kept: Kept, expected: int, size: tuple[int, int], *, keep_frames: bool = False,
-    shots_at_once: int = 1,
+    shots_at_once: int = 1, held: int = 0,
 ) -> str:
     """Refuse, before anything is deleted or decoded, a job the disk cannot hold: `expected`
     frames of `size`, less what is kept, against the free space plus what invalidation frees.
     The streaming job needs a bounded window (decoded frames ahead, flow pairs, the stylized
     frames of one chunk), plus what grows with the video: the statistics files, the chunks and
-    the output joined from them. Returns the estimate, in words, for the log."""
+    the output joined from them. With --passes a shot holds all its frames (up to `held`) and
+    their pairs both ways until its last pass. Returns the estimate, in words, for the log."""
     pixels = size[0] * size[1]
     frame_bytes = pixels * BYTES_PER_PIXEL
     remaining = max(0, expected - kept.chunked)
@@ -333,6 +334,9 @@ def check_disk_space(
         window = (DECODE_WINDOW + 2) * frame_bytes + (CHUNK_FRAMES + 2) * frame_bytes
         window = shots_at_once * (window + (DECODE_WINDOW + 1) * pixels * PAIR_BYTES_PER_PIXEL)
         what = f"a window of {DECODE_WINDOW} decoded and {CHUNK_FRAMES} stylized frames"
+        if held:
+            window += shots_at_once * held * (2 * frame_bytes + 2 * pixels * PAIR_BYTES_PER_PIXEL)
+            what += f" and {held} frames of a shot held for --passes"
         what += f" for each of {shots_at_once} shots at once" if shots_at_once > 1 else ""
     needed = window + remaining * STATS_BYTES + encoded * 2 - (kept.chunked * frame_bytes // 10)
     freed = dir_bytes(store.frames_dir) if not kept.decoded else 0

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +22,7 @@ import torch
 from helpers import build_tiny_vgg, decoded_frames, make_clip, make_job, tree_state
 from pipeline.atomic import EXIT_STATUS, RENAME_COUNT_ENV
 from pipeline.cli import main
+from pipeline.errors import InputError
 from pipeline.flow import FramePair
 from pipeline.flowstage import pair_name
 from pipeline.images import save_image
@@ -28,7 +31,7 @@ from pipeline.shots import Shot
 from pipeline.temporal import FlowWarmStart, StartPlan
 from pipeline.video import run_video
 from pipeline.videojob import MAX_PASSES
-from pipeline.workdir import FrameStore
+from pipeline.workdir import FrameStore, Kept, check_disk_space
 
 TESTS = Path(__file__).resolve().parent
 H, W = 16, 20
@@ -177,3 +180,26 @@ def test_bad_passes_refused_with_one_line(clip, tmp_path, capsys, extra, words):
     assert code == 2 and len(lines) == 1 and "Traceback" not in captured.err, captured.err
     assert all(word in lines[0] for word in words), lines[0]
     assert tree_state(tmp_path) == before
+
+
+def test_the_disk_check_counts_the_whole_shot_that_passes_hold(tmp_path, monkeypatch):
+    """With --passes a shot's frames and both pairs stay until its last pass: a disk that holds
+    the streaming window but not a shot of frames is refused before anything starts."""
+    store = FrameStore(tmp_path / "work")
+    store.work_dir.mkdir()
+    kept = Kept(decoded=False, flow=False, stylized=False)
+    units = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}
+
+    def needed(estimate: str) -> float:
+        number, unit = re.search(r"about ([0-9.]+) (\w+) needed", estimate).groups()
+        return float(number) * units[unit]
+
+    streaming = check_disk_space(store, kept, 300, (320, 180))
+    whole = check_disk_space(store, kept, 300, (320, 180), held=300)
+    assert "held for --passes" not in streaming and "300 frames of a shot held for --passes" in whole
+    assert needed(whole) > needed(streaming) + 300 * 320 * 180 * 3  # at least the stylized frames
+    between = int((needed(whole) + needed(streaming)) / 2)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(between, 0, between))
+    check_disk_space(store, kept, 300, (320, 180))
+    with pytest.raises(InputError, match="not enough disk space for 300 frames"):
+        check_disk_space(store, kept, 300, (320, 180), held=300)
