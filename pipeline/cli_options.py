@@ -263,7 +263,7 @@ StopChangeOpt = Annotated[
     ),
 ]
 WarpOpt = Annotated[
-    str,
+    Literal["bilinear", "bicubic"],
     option(
         panel=VIDEO,
         help="How a stylized frame is carried onto the next by the flow (the warm start and the temporal loss's "

@@ -88,7 +88,7 @@ def test_help_lists_its_own_option_the_same_way_every_run():
 
 def test_choices_are_declared_where_the_issue_found_str():
     choices = {**declared_choices("video"), **declared_choices("images")}
-    for option in ("--flow", "--pooling", "--preserve-color", "--precision", "--preset", "--flow-preset"):
+    for option in ("--flow", "--pooling", "--preserve-color", "--precision", "--preset", "--flow-preset", "--warp"):
         assert option in choices, option
     assert choices["--optimizer"] == ["lbfgs", "adam"]
     assert choices["--preserve-color"] == ["none", "luminance", "histogram"]

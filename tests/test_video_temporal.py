@@ -408,7 +408,7 @@ def test_video_command_rejects_bad_temporal_options_with_exit_2(clips, tmp_path,
         ("--long-term", "0,1", "--long-term 0,1: must start with 1"),
         ("--long-term", "1,4,2", "--long-term 1,4,2: must increase"),
         ("--long-term", "1,2,32", "--long-term 1,2,32: frames at most 16 back"),
-        ("--warp", "nearest", "--warp 'nearest': must be one of bilinear, bicubic"),
+        ("--warp", "nearest", "'--warp': 'nearest' is not one of 'bilinear', 'bicubic'"),  # checked by click
     ]:
         code, _, err = cli(["video", clips["short"], "-s", STYLE, "-o", tmp_path / "o.mp4", option, value], capsys)
         assert code == 2 and len(err.splitlines()) == 1 and message in err, err
