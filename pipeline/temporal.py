@@ -19,6 +19,12 @@ a pan) is held to how it was stylized before, instead of restyled from the conte
 cut, nor before the range's first frame (it starts from --init, like a cut): frames of another
 shot are not there to read.
 
+`--warp` chooses the interpolation that carries a stylized frame onto the next (bilinear, or
+bicubic: sharper, at some flicker on real motion). `--first-rounds` settles a shot's first frame:
+its iterations in rounds, resampled between them as a warm start is, so the shot starts in the
+look its warm successors keep (see "Settling" below). `optimize_frame` runs one frame as its start
+says, then the guard against frames that stop too early.
+
 A starter sees the frame index, its content, the previous stylized frame and `pairs`: a callable
 giving the flow pair that carries frame i-1 onto frame i (the running flow stage's `wait`); for
 --long-term, an `EarlierFrames`, which also reads the earlier frames and their pairs.
