@@ -120,7 +120,7 @@ class Passes:
                 self.c.tick()
             current += 1
         for index in range(self.shot.first, self.shot.last + 1):  # any a stop left between commit and record
-            self.settle(index)
+            self.make_final(index)
 
     def finish_renames(self, passes: dict[int, int]) -> None:
         """A pass image whose statistics are committed takes the frame's name; any other goes."""
@@ -213,10 +213,10 @@ class Passes:
             f"loss={stats['loss']:.5g} seconds={seconds:.2f}"
         )
         if p == self.total:  # its flicker record, and its neighbour's, once both sides are final
-            self.settle(index)
-            self.settle(index + 1)
+            self.make_final(index)
+            self.make_final(index + 1)
 
-    def settle(self, index: int) -> None:
+    def make_final(self, index: int) -> None:
         """Frame `index` of the last pass becomes final: its flicker record measured again against
         the final images of it and the frame before it (which must be of the last pass too)."""
         if not self.shot.first <= index <= self.shot.last:

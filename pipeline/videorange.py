@@ -204,11 +204,11 @@ class RangeRun:
             stylizer, previous = None, load_image(c.store.styled(self.done)) if resumed else None
             self.previous_loss = self.recorded_loss(self.done) if resumed else None  # then kept from each frame's
             c.tick()  # the first page: the job's settings and what was done before
-            index = self.done + 1
+            index, earlier = self.done + 1, EarlierFrames(c.store, flows)
             while index <= shot.last and stream.wait(index):
                 if stylizer is None:  # one per shot: the network loaded, the style targets computed once
                     stylizer = c.stylizer()
-                self.stylize_frame(stylizer, index, previous, EarlierFrames(c.store, flows))
+                self.stylize_frame(stylizer, index, previous, earlier)
                 # The next frame starts from this one as saved, so a resumed run starts from the same image.
                 previous = load_image(c.store.styled(index))
                 stream.consumed(index)

@@ -191,7 +191,10 @@ def clean(store: FrameStore, manifest: JobManifest, log: JobLog) -> None:
     log("cleaned: frames/, flow/, styled/, seams/ and chunks/ removed")
 
 
-def prune(store: FrameStore, *, done: int, chunked: int, over: bool = False, reach: int = 1, own=(1, None)) -> None:
+def prune(
+    store: FrameStore, *, done: int, chunked: int, over: bool = False, reach: int = 1,
+    own: tuple[int, int | None] = (1, None),
+) -> None:  # fmt: skip
     """Delete what no resume needs, after a kill or once the job is `over` (its output placed):
     content frames before the last finished one (`done`; it is the next pair's first frame), the
     flow pairs up to it, the stylized frames in chunks (up to `chunked`) but the last finished;
