@@ -239,6 +239,7 @@ def video(
     warp: opts.WarpOpt = video_defaults.DEFAULT_WARP,
     first_rounds: opts.FirstRoundsOpt = video_defaults.DEFAULT_FIRST_ROUNDS,
     passes: opts.PassesOpt = 1,
+    lbfgs_history: opts.LbfgsHistoryOpt = video_defaults.DEFAULT_LBFGS_HISTORY,
     flow_workers: opts.FlowWorkersOpt = None,
     long_term: opts.LongTermOpt = "1",
     device: opts.DevicesOpt = "auto",
@@ -268,6 +269,7 @@ def video(
         stop_tolerance=stop_tolerance, stop_change=stop_change, flow_workers=flow_workers, backend=backend,
         scheduler=scheduler, max_shot_frames=max_shot_frames, segment_overlap=segment_overlap,
         long_term=video_defaults.parse_long_term(long_term), warp=warp, first_rounds=first_rounds, passes=passes,
+        lbfgs_history=lbfgs_history,
     )  # fmt: skip
     with JobDisplay(f"{job.input} -> {job.output} (work directory {job.work})", disable=quiet) as display:
         result = run_video(job, events=display)

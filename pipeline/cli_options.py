@@ -278,6 +278,14 @@ FirstRoundsOpt = Annotated[
         "is, so the shot starts in the look its later frames keep (1: one run).",
     ),
 ]
+LbfgsHistoryOpt = Annotated[
+    int,
+    option(
+        panel=VIDEO,
+        help="Curvature pairs L-BFGS keeps for each frame: more reach a warm frame's optimum in fewer iterations; "
+        "each costs two frame-sized buffers (at 1080p, 50 pairs take 2.5 GB).",
+    ),
+]
 PassesOpt = Annotated[
     int,
     option(

@@ -21,7 +21,7 @@ from .color import gray, luminance, match_color_histogram, match_luminance
 from .cudagraph import GraphedStep
 from .devices import configure_precision, is_out_of_memory
 from .errors import InputError
-from .lbfgs import BatchedLBFGS
+from .lbfgs import HISTORY_SIZE, BatchedLBFGS
 from .losses import ContentLoss, TVLoss
 from .objective import (
     IMAGE,
@@ -184,6 +184,7 @@ class _Run:
     report_every: int
     stop: EarlyStop
     result: StyleResult
+    history_size: int = HISTORY_SIZE  # L-BFGS's curvature pairs
     scales: int = 1
     scale: int = 1  # 1-based, the one being optimized
     started: float = field(default_factory=time.perf_counter)
@@ -329,6 +330,7 @@ class Stylizer:
         stop_window: int = 10,
         shrink_on_out_of_memory: bool = False,
         stop_change: float = 0.0,
+        history_size: int = HISTORY_SIZE,
     ) -> StyleResult:
         """Optimize an image (B, 3, H, W), RGB 0..1, to carry the style and keep the content.
 
@@ -338,7 +340,8 @@ class Stylizer:
         called every `report_every` iterations (default: 1 on CPU, 10 on a GPU) and at the end.
         With `stop_tolerance`, the optimization stops early once the loss fell by less than that
         fraction over the last `stop_window` iterations (for warm-started video frames), and with
-        `stop_change` once the image moved less than that (0..255 levels, EarlyStop).
+        `stop_change` once the image moved less than that (0..255 levels, EarlyStop). L-BFGS keeps
+        `history_size` curvature pairs (two image-sized buffers each).
 
         With `shrink_on_out_of_memory`, running out of memory at a fine scale keeps the last scale
         that fitted, upsampled to the full size, and at the coarsest scale adds a coarser one;
@@ -353,7 +356,10 @@ class Stylizer:
         stop = EarlyStop(stop_tolerance, stop_window, stop_change)
         while True:
             result = StyleResult(image=content)
-            run = _Run(iterations=iterations, callback=callback, report_every=report_every, stop=stop, result=result)
+            run = _Run(
+                iterations=iterations, callback=callback, report_every=report_every, stop=stop, result=result,
+                history_size=history_size,
+            )  # fmt: skip
             try:
                 self._run_scales(content, sizes, init, extra_losses, run)
                 return run.result
@@ -405,7 +411,7 @@ class Stylizer:
         variable = objective.variable_from(start).requires_grad_(True)
         if self.settings.optimizer == "lbfgs":
             # One curvature history per image, so that batchmates do not influence each other.
-            optimizer = BatchedLBFGS(variable, lr=1)
+            optimizer = BatchedLBFGS(variable, lr=1, history_size=run.history_size)
         else:
             optimizer = ProjectedAdam(variable, lr=self.settings.learning_rate)
         log = TermLog(objective.names, min(run.report_every, iterations), self.device)

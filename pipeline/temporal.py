@@ -41,6 +41,7 @@ import torch
 from .flow import FramePair, warp
 from .flowstage import FlowStage
 from .images import load_image
+from .lbfgs import HISTORY_SIZE
 from .losses import TemporalLoss
 from .manifest import read_json
 from .stylize import ExtraLoss, StyleResult, Stylizer, split_iterations
@@ -65,6 +66,7 @@ class StartPlan:
     warp: str = "bilinear"  # how a stylized frame is carried onto the next: grid_sample's mode
     first_rounds: int = 1  # a shot's first frame settles in this many rounds (settle)
     passes: int = 1  # --passes: passes over each shot (passes.py)
+    lbfgs_history: int = HISTORY_SIZE  # L-BFGS's curvature pairs for every frame
 
     @classmethod
     def of(cls, job: VideoJob) -> StartPlan:
@@ -72,8 +74,7 @@ class StartPlan:
             iterations_first=job.first_iterations, iterations=job.settings.iterations,
             stop_tolerance=job.stop_tolerance, stop_change=job.stop_change, temporal_weight=job.temporal_weight,
             scene_threshold=job.scene_threshold, long_term=job.long_term, warp=job.warp,
-            first_rounds=job.first_rounds,
-            passes=job.passes,
+            first_rounds=job.first_rounds, passes=job.passes, lbfgs_history=job.lbfgs_history,
         )  # fmt: skip
 
 
@@ -125,6 +126,7 @@ class FrameStart:
     stats: dict = field(default_factory=dict)  # added to the frame's statistics (cut score, ...)
     rounds: int = 1  # the iterations in this many runs, the image resampled between them (settle)
     resample: str = "bilinear"  # how: --warp's interpolation, as a warm start is carried
+    history: int = HISTORY_SIZE  # L-BFGS's curvature pairs
 
 
 class WarmStart:
@@ -150,17 +152,25 @@ class WarmStart:
             "stop_window": STOP_WINDOW,
         }
         # Only where set: the jobs of the releases before --stop-change keep their stylize stage's hash.
-        return settings | ({"stop_change": plan.stop_change} if plan.stop_change else {})
+        return settings | ({"stop_change": plan.stop_change} if plan.stop_change else {}) | self.history_setting()
+
+    def history_setting(self) -> dict:
+        """--lbfgs-history for the stage's hash, where it is not the releases' before it (20)."""
+        history = self.plan.lbfgs_history
+        return {"lbfgs_history": history} if history != HISTORY_SIZE else {}
 
     def first(self, source: str = "init", stats: dict | None = None) -> FrameStart:
         """A shot's first frame: from --init with --iterations-first, no temporal term."""
-        return FrameStart(self.init_image, self.plan.iterations_first, source=source, stats=stats or {})
+        plan = self.plan
+        return FrameStart(
+            self.init_image, plan.iterations_first, source=source, stats=stats or {}, history=plan.lbfgs_history
+        )
 
     def warm(self, init: torch.Tensor, source: str, **more) -> FrameStart:
         """A later frame: from `init` with --iterations and the early stops."""
         plan = self.plan
         stop = {"stop_tolerance": plan.stop_tolerance, "stop_window": STOP_WINDOW, "stop_change": plan.stop_change}
-        return FrameStart(init, plan.iterations, source=source, **stop, **more)
+        return FrameStart(init, plan.iterations, source=source, history=plan.lbfgs_history, **stop, **more)
 
     def start(self, index: int, content: torch.Tensor, previous: torch.Tensor | None, pairs: Pairs) -> FrameStart:
         return self.first() if previous is None else self.warm(previous, "previous")
@@ -172,7 +182,7 @@ class IndependentStart(WarmStart):
     name = "independent"
 
     def settings(self) -> dict:
-        return {"warm_start": self.name, "iterations_first": self.plan.iterations_first}
+        return {"warm_start": self.name, "iterations_first": self.plan.iterations_first} | self.history_setting()
 
     def start(self, index: int, content: torch.Tensor, previous: torch.Tensor | None, pairs: Pairs) -> FrameStart:
         return self.first()
@@ -295,7 +305,10 @@ def redo_if_stalled(
     """The frame's result, run again with fresh optimizer state if it stalled; and whether it was."""
     if not stalled(start, result, neighbour_loss):
         return result, False
-    again = stylizer.stylize(content, init=result.image, iterations=start.iterations, extra_losses=start.extra_losses)
+    again = stylizer.stylize(
+        content, init=result.image, iterations=start.iterations, extra_losses=start.extra_losses,
+        history_size=start.history,
+    )  # fmt: skip
     return chained(result, again), True
 
 
@@ -340,6 +353,7 @@ def optimize_frame(
         run = stylizer.stylize(
             content, init=init, iterations=share, extra_losses=start.extra_losses, callback=callback,
             stop_tolerance=start.stop_tolerance, stop_window=start.stop_window, stop_change=start.stop_change,
+            history_size=start.history,
         )  # fmt: skip
         result = run if result is None else chained(result, run)
     # A warm frame that stopped far too early is run again with a fresh optimizer.

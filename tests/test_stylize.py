@@ -486,3 +486,29 @@ def test_stop_change_ends_a_converged_warm_start_early():
     again = stylizer.stylize(content, init=done.image, iterations=60, stop_window=5, stop_change=0.5)
     assert again.iterations < 60
     assert stylizer.stylize(content, init=done.image, iterations=12, stop_window=5).iterations == 12
+
+
+def test_history_size_is_the_curvature_pairs_lbfgs_keeps():
+    """stylize(history_size=): video jobs keep more pairs than images (--lbfgs-history). Two pairs
+    and twenty agree while the history has not filled, and differ once pairs are dropped."""
+    from helpers import build_tiny_vgg
+    from pipeline import lbfgs
+
+    style = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    content = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(1))
+    stylizer = Stylizer([style], StyleSettings(size=24, seed=1), vgg=build_tiny_vgg())
+    made = []
+    original = lbfgs.BatchedLBFGS.__init__
+
+    def recording(self, image, **options):
+        original(self, image, **options)
+        made.append(self.capacity)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lbfgs.BatchedLBFGS, "__init__", recording)
+        short = {n: stylizer.stylize(content, iterations=n, history_size=2).image for n in (3, 12)}
+        assert made == [2, 2]
+    long = {n: stylizer.stylize(content, iterations=n, history_size=20).image for n in (3, 12)}
+    assert torch.allclose(short[3], long[3], atol=1e-5)  # pairs 1 and 2: the same steps
+    assert not torch.allclose(short[12], long[12])
+    assert stylizer.stylize(content, iterations=12).image.equal(long[12])  # the default: lbfgs.HISTORY_SIZE

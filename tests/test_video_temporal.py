@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from helpers import Recorder, build_tiny_vgg, decoded_frames, mtimes
+from pipeline import lbfgs
 from pipeline.atomic import EXIT_STATUS, RENAME_COUNT_ENV
 from pipeline.cli import main
 from pipeline.decode import ffmpeg_binary
@@ -35,7 +36,7 @@ from pipeline.status import status_lines
 from pipeline.stylize import StyleSettings
 from pipeline.temporal import FlowWarmStart, StartPlan, closest_first, resample
 from pipeline.video import VideoJob, run_video
-from pipeline.videojob import DEFAULT_SCENE_THRESHOLD, WARP_MODES
+from pipeline.videojob import DEFAULT_LBFGS_HISTORY, DEFAULT_SCENE_THRESHOLD, MAX_LBFGS_HISTORY, WARP_MODES
 from pipeline.workdir import FrameStore
 
 STYLE = Path(__file__).resolve().parents[1] / "samples" / "ihc.png"
@@ -409,6 +410,8 @@ def test_video_command_rejects_bad_temporal_options_with_exit_2(clips, tmp_path,
         ("--long-term", "1,4,2", "--long-term 1,4,2: must increase"),
         ("--long-term", "1,2,32", "--long-term 1,2,32: frames at most 16 back"),
         ("--warp", "nearest", "'--warp': 'nearest' is not one of 'bilinear', 'bicubic'"),  # checked by click
+        ("--lbfgs-history", 0, f"--lbfgs-history 0: must be between 1 and {MAX_LBFGS_HISTORY}"),
+        ("--lbfgs-history", MAX_LBFGS_HISTORY + 1, f"--lbfgs-history {MAX_LBFGS_HISTORY + 1}"),
     ]:
         code, _, err = cli(["video", clips["short"], "-s", STYLE, "-o", tmp_path / "o.mp4", option, value], capsys)
         assert code == 2 and len(err.splitlines()) == 1 and message in err, err
@@ -445,6 +448,31 @@ def test_bicubic_warp_keeps_a_texture_sharper_than_bilinear_and_the_starter_uses
     assert laplacian_variance(inits["bicubic"]) > 1.3 * laplacian_variance(inits["bilinear"])
     assert FlowWarmStart(plans["bicubic"]).settings()["warp"] == "bicubic"
     assert "warp" not in FlowWarmStart(plans["bilinear"]).settings()  # the hash of jobs before --warp
+
+
+def test_lbfgs_history_reaches_every_frame_and_the_stylize_stage_hash(clips, tmp_path, monkeypatch):
+    """--lbfgs-history: every frame's optimization (first, warm, and a stalled frame's rerun) keeps
+    that many curvature pairs; the stylize stage's settings carry it unless it is the 20 of the
+    releases before it (their jobs keep their hash)."""
+    plan = StartPlan(iterations_first=5, iterations=3, temporal_weight=1.0, lbfgs_history=7)
+    starter = FlowWarmStart(plan)
+    assert starter.first().history == 7 and starter.warm(torch.zeros(1, 3, 4, 4), "warped").history == 7
+    assert starter.settings()["lbfgs_history"] == 7
+    assert "lbfgs_history" not in FlowWarmStart(StartPlan(iterations_first=5, iterations=3)).settings()
+    assert make_job(clips["short"], tmp_path / "default").lbfgs_history == DEFAULT_LBFGS_HISTORY
+
+    made = []
+    original = lbfgs.BatchedLBFGS.__init__
+
+    def recording(self, image, **options):
+        original(self, image, **options)
+        made.append(self.capacity)
+
+    monkeypatch.setattr(lbfgs.BatchedLBFGS, "__init__", recording)
+    job = make_job(clips["short"], tmp_path / "job", settings={"iterations": 4}, iterations_first=4, lbfgs_history=3)
+    run_video(job, vgg=build_tiny_vgg())
+    assert len(made) >= len(frame_stats(job.work)) and set(made) == {3}  # a stalled frame adds its rerun
+    assert read_json(job.work / "job.json")["stages"]["stylize"]["settings"]["lbfgs_history"] == 3
 
 
 def test_a_shots_first_frame_settles_in_rounds_within_its_iterations(clips, tmp_path):
