@@ -1,15 +1,16 @@
-"""Video quality benchmark (issue 17; not a test): runs `stylize video` on the sample clip and on a
-synthetic long shot of camera motion, once per mode, and prints per mode the mean iterations per
-warm-started frame, wall seconds per frame, flicker (the job's own report: mean masked warping
-error, as `stylize flicker`), the mean style and content loss of the frames (pipeline/score.py, the
-evaluator of `stylize score`, here at the frames' own size), and sharpness retention.
+"""Video quality benchmark (issue 17; not a test): runs `stylize video` on the sample clip, on a
+synthetic long shot of camera motion and on synthetic handheld shake, once per mode, and prints
+per mode the mean iterations per warm-started frame, wall seconds per frame, flicker (the job's
+own report: mean masked warping error, as `stylize flicker`), the mean style and content loss of
+the frames (pipeline/score.py, the evaluator of `stylize score`, here at the frames' own size),
+and sharpness retention.
 
 Sharpness retention = (mean Laplacian variance of the last 20 stylized frames / that of the first
 20) / (the same ratio for the input frames): 1 means the texture stays as crisp as the footage
 allows; the bilinear warp of each warm start, compounded over a long shot, pulls it below 1.
 
     python bench/video_quality.py [--size 128] [--frames 150] [--modes default,none,independent]
-        [--clips carphone,pan] [--out bench-results/video]
+        [--clips carphone,pan,shake] [--out bench-results/video]
 
 Results go to OUT/video_quality.md (and .json) too. Deterministic: the same command gives the same
 frames (each job runs with --seed 0 on the CPU), so rerunning resumes the finished jobs.
@@ -31,19 +32,24 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 STYLE = ROOT / "samples/ihc.png"
-CLIPS = {"carphone": ROOT / "samples/carphone.mp4", "pan": None}  # pan: synthesized into OUT
+CLIPS = {"carphone": ROOT / "samples/carphone.mp4", "pan": None, "shake": None}  # pan, shake: synthesized into OUT
+SHAKE_FRAMES = 75
 # Extra `stylize video` options per mode; "default" is the CLI's defaults.
 MODES = {
     "independent": ["--flow", "independent"],
     "none": ["--flow", "none"],
     "default": [],
+    # The releases before --lbfgs-history: 20 curvature pairs, warm frames stopped at a 0.1% loss change.
+    "previous-default": ["--lbfgs-history", "20", "--stop-tolerance", "0.001"],
+    # The default's 50 pairs with the previous stopping rule.
+    "stop-1e-3": ["--stop-tolerance", "0.001"],
     # Warm frames stopped at a 3% loss change over 10 iterations (default 0.1%): ~4x fewer iterations.
     "stop-3e-2": ["--stop-tolerance", "0.03"],
     # Ruder et al.'s long-term temporal loss against frames i-1, i-2 and i-4, closest-first masks.
     "long-term": ["--long-term", "1,2,4"],
     # Warm frames also stop once the image moved less than 1 level (0..255) over 10 iterations.
     "change-1": ["--stop-change", "1.0"],
-    # The releases before issue 17's end: a shot's first frame in one run from the content.
+    # The releases before the settled first frame: a shot's first frame in one run from the content.
     "first-rounds-1": ["--first-rounds", "1"],
     # The stylized frame carried onto the next with a bicubic warp instead of a bilinear one.
     "bicubic": ["--warp", "bicubic"],
@@ -79,6 +85,32 @@ def make_pan(path: Path, frames: int) -> Path:
     strip.unlink()
     Path(str(path) + ".tmp.mp4").rename(path)
     return path
+
+
+def make_shake(path: Path) -> Path:
+    """Handheld camera shake, 25 fps, SHAKE_FRAMES frames: a 300x200 window over the coffee photo
+    moved by two sines in each direction at unrelated frequencies (up to 12 px, turning back and
+    forth, never repeating within the clip): motion like the sample clip's, but of the whole frame."""
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = "30+8*sin(2*PI*0.9*t)+4*sin(2*PI*2.3*t+1)"
+    y = "20+5*sin(2*PI*0.7*t+2)+3*sin(2*PI*1.7*t)"
+    command = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-loop", "1",
+        "-i", str(ROOT / "samples/photos/coffee.jpg"),
+        "-vf", f"crop=300:200:x='{x}':y='{y}',format=yuv420p", "-r", "25", "-frames:v", str(SHAKE_FRAMES),
+        "-c:v", "libx264", "-crf", "12", str(path) + ".tmp.mp4",
+    ]  # fmt: skip
+    subprocess.run(command, check=True)
+    Path(str(path) + ".tmp.mp4").rename(path)
+    return path
+
+
+def clip_path(name: str, out: Path, frames: int) -> Path:
+    if name == "pan":
+        return make_pan(out / f"pan-{max(frames, 150)}.mp4", max(frames, 150))
+    return make_shake(out / "shake.mp4") if name == "shake" else CLIPS[name]
 
 
 def sharpness(paths: list[Path]) -> float:
@@ -174,7 +206,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     report, results = [f"`{' '.join(sys.argv)}`", ""], {}
     for clip_name in args.clips.split(","):
-        clip = CLIPS[clip_name] or make_pan(args.out / f"pan-{max(args.frames, 150)}.mp4", max(args.frames, 150))
+        clip = clip_path(clip_name, args.out, args.frames)
         rows = [run_mode(clip, f"{clip_name}-{m}", MODES[m], args) for m in args.modes.split(",")]
         results[clip_name] = rows
         report += [table(clip_name, rows), ""]
