@@ -239,7 +239,7 @@ def video(
     warp: opts.WarpOpt = video_defaults.DEFAULT_WARP,
     first_rounds: opts.FirstRoundsOpt = video_defaults.DEFAULT_FIRST_ROUNDS,
     passes: opts.PassesOpt = 1,
-    lbfgs_history: opts.LbfgsHistoryOpt = video_defaults.DEFAULT_LBFGS_HISTORY,
+    lbfgs_history: opts.LbfgsHistoryOpt = None,
     flow_workers: opts.FlowWorkersOpt = None,
     long_term: opts.LongTermOpt = "1",
     device: opts.DevicesOpt = "auto",

@@ -17,6 +17,7 @@ from .devices import DEVICE_HELP, is_out_of_memory, out_of_memory_message
 from .display import HELP_PANELS, console
 from .errors import PipelineError, one_line
 from .flow import DIS_PRESETS
+from .lbfgs import HISTORY_SIZE
 from .signals import Terminated
 from .signals import exit_code as signal_exit_code
 
@@ -279,11 +280,12 @@ FirstRoundsOpt = Annotated[
     ),
 ]
 LbfgsHistoryOpt = Annotated[
-    int,
-    option(
+    int | None,
+    no_default(
         panel=VIDEO,
         help="Curvature pairs L-BFGS keeps for each frame: more reach a warm frame's optimum in fewer iterations; "
-        "each costs two frame-sized buffers (at 1080p, 50 pairs take 2.5 GB).",
+        f"each costs two frame-sized float32 buffers. Default: {video_defaults.DEFAULT_LBFGS_HISTORY} within "
+        f"{video_defaults.LBFGS_HISTORY_BYTES / 1e9:g} GB (up to 1080p), never fewer than {HISTORY_SIZE}.",
     ),
 ]
 PassesOpt = Annotated[

@@ -69,12 +69,13 @@ class StartPlan:
     lbfgs_history: int = HISTORY_SIZE  # L-BFGS's curvature pairs for every frame
 
     @classmethod
-    def of(cls, job: VideoJob) -> StartPlan:
+    def of(cls, job: VideoJob, size: tuple[int, int]) -> StartPlan:
+        """The plan for the job's frames of `size` (H, W): the L-BFGS history depends on it."""
         return cls(
             iterations_first=job.first_iterations, iterations=job.settings.iterations,
             stop_tolerance=job.stop_tolerance, stop_change=job.stop_change, temporal_weight=job.temporal_weight,
             scene_threshold=job.scene_threshold, long_term=job.long_term, warp=job.warp,
-            first_rounds=job.first_rounds, passes=job.passes, lbfgs_history=job.lbfgs_history,
+            first_rounds=job.first_rounds, passes=job.passes, lbfgs_history=job.history_pairs(size),
         )  # fmt: skip
 
 
@@ -360,7 +361,9 @@ def optimize_frame(
     return redo_if_stalled(stylizer, content, start, result, neighbour_loss)
 
 
-def make_starter(job: VideoJob, *, init_image: torch.Tensor | None, device: torch.device | str) -> WarmStart:
-    """The frame starter for the job's --flow."""
+def make_starter(
+    job: VideoJob, size: tuple[int, int], *, init_image: torch.Tensor | None, device: torch.device | str
+) -> WarmStart:
+    """The frame starter for the job's --flow, for frames of `size` (H, W)."""
     kind = {"independent": IndependentStart, "none": WarmStart}.get(job.flow, FlowWarmStart)
-    return kind(StartPlan.of(job), init_image=init_image, device=device)
+    return kind(StartPlan.of(job, size), init_image=init_image, device=device)

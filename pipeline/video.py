@@ -133,7 +133,7 @@ class VideoRun:
         check_paths(job)
         self.size = frame_size(self.info, job.settings.size)
         init_image = load_image(job.init_path) if job.init_path else None
-        self.starter = make_starter(job, init_image=init_image, device=self.device)
+        self.starter = make_starter(job, self.size, init_image=init_image, device=self.device)
         self.store = FrameStore(job.work)
         self.estimate = count_frames(self.info, job.frame_range)
         # The output's rate: from the probed count, as the chunks are encoded before the decode

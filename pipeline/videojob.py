@@ -12,6 +12,7 @@ from .encode import DEFAULT_CRF, container_for
 from .errors import InputError
 from .framerange import FrameRange
 from .images import open_rgb
+from .lbfgs import HISTORY_SIZE
 from .manifest import writable_directory
 from .shots import DEFAULT_SEGMENT_OVERLAP
 from .stylize import MAX_ITERATIONS, Progress, StyleSettings
@@ -59,8 +60,11 @@ MAX_FIRST_ROUNDS = 16
 # lbfgs.HISTORY_SIZE, 20). A warm frame starts near its optimum, where the slow tail of the
 # descent is what costs iterations, and a longer history models that tail better: on the sample
 # clip at 64 px, 50 pairs reached a lower style loss than 20 in 5% fewer iterations, 100 no better
-# than 50. Memory: two image-sized float32 buffers a pair, 2.5 GB at 1080p.
+# than 50. Memory: two frame-sized float32 buffers a pair. Unless --lbfgs-history is given, the
+# pairs are bounded by LBFGS_HISTORY_BYTES (50 pairs at 1080p) and never fewer than the releases
+# before kept: a 4K job's history takes the memory it took then, not 2.5 times more.
 DEFAULT_LBFGS_HISTORY = 50
+LBFGS_HISTORY_BYTES = 2.5e9
 MAX_LBFGS_HISTORY = 200
 MAX_LONG_TERM = 16
 # --passes: Ruder, Dosovitskiy and Brox's multi-pass algorithm (2018, passes.py); each pass costs
@@ -106,7 +110,7 @@ class VideoJob:
     warp: str = DEFAULT_WARP  # the interpolation that carries a stylized frame onto the next
     first_rounds: int = DEFAULT_FIRST_ROUNDS  # a shot's first frame settles in this many runs
     passes: int = 1  # passes over each shot, in alternating directions (passes.py)
-    lbfgs_history: int = DEFAULT_LBFGS_HISTORY  # L-BFGS's curvature pairs for each frame
+    lbfgs_history: int | None = None  # L-BFGS's curvature pairs for each frame; None: history_pairs decides
 
     def __post_init__(self):
         self.frame_range  # noqa: B018  (checks --start, --duration and --every-nth)
@@ -150,7 +154,7 @@ class VideoJob:
             raise InputError(f"--warp {self.warp!r}: must be one of {', '.join(WARP_MODES)}")
         if self.flow != "dis" and self.warp != DEFAULT_WARP:
             raise InputError(f"--warp applies to --flow dis only, not --flow {self.flow}")
-        if not 1 <= self.lbfgs_history <= MAX_LBFGS_HISTORY:
+        if self.lbfgs_history is not None and not 1 <= self.lbfgs_history <= MAX_LBFGS_HISTORY:
             raise InputError(f"--lbfgs-history {self.lbfgs_history}: must be between 1 and {MAX_LBFGS_HISTORY}")
         if not 1 <= self.first_rounds <= MAX_FIRST_ROUNDS:
             raise InputError(f"--first-rounds {self.first_rounds}: must be between 1 and {MAX_FIRST_ROUNDS}")
@@ -158,6 +162,14 @@ class VideoJob:
             raise InputError(f"--first-rounds applies to --flow dis only, not --flow {self.flow}")
         self._check_long_term()
         self._check_passes()
+
+    def history_pairs(self, size: tuple[int, int]) -> int:
+        """The curvature pairs L-BFGS keeps for frames of `size` (H, W): --lbfgs-history, or
+        DEFAULT_LBFGS_HISTORY within LBFGS_HISTORY_BYTES and at least lbfgs.HISTORY_SIZE."""
+        if self.lbfgs_history is not None:
+            return self.lbfgs_history
+        pair = 2 * 4 * 3 * size[0] * size[1]  # a step and a gradient change, float32 RGB
+        return max(HISTORY_SIZE, min(DEFAULT_LBFGS_HISTORY, int(LBFGS_HISTORY_BYTES // pair)))
 
     def _check_passes(self) -> None:
         if not 1 <= self.passes <= MAX_PASSES:

@@ -221,7 +221,7 @@ def shot_context(task: ShotTask, shot: Shot, device: torch.device, listener: Lis
     context = RangeContext(
         job=replace(job, flow_workers=flow_workers), info=task.info, size=task.size, store=store_for(job.work, shot),
         chunks=ChunkStore(job.work, chunk_key(task.hashes["stylize"], job.crf, task.rate)),
-        starter=make_starter(job, init_image=init_image, device=device), hashes=task.hashes, rate=task.rate,
+        starter=make_starter(job, task.size, init_image=init_image, device=device), hashes=task.hashes, rate=task.rate,
         estimate=task.total, events=ShotEvents(task.run, listener), log=log, device=device,
         vgg=listener.vgg if listener else None, tick=listener.tick if listener else lambda: None,
         recorded=thumbnails.frame_finished,

@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -31,12 +32,19 @@ from pipeline.errors import PipelineError
 from pipeline.flow import FramePair, frame_pair, to_tensor, warp
 from pipeline.flowstage import FlowStage
 from pipeline.images import load_image
+from pipeline.lbfgs import HISTORY_SIZE
 from pipeline.manifest import read_json
 from pipeline.status import status_lines
 from pipeline.stylize import StyleSettings
 from pipeline.temporal import FlowWarmStart, StartPlan, closest_first, resample
 from pipeline.video import VideoJob, run_video
-from pipeline.videojob import DEFAULT_LBFGS_HISTORY, DEFAULT_SCENE_THRESHOLD, MAX_LBFGS_HISTORY, WARP_MODES
+from pipeline.videojob import (
+    DEFAULT_LBFGS_HISTORY,
+    DEFAULT_SCENE_THRESHOLD,
+    LBFGS_HISTORY_BYTES,
+    MAX_LBFGS_HISTORY,
+    WARP_MODES,
+)
 from pipeline.workdir import FrameStore
 
 STYLE = Path(__file__).resolve().parents[1] / "samples" / "ihc.png"
@@ -459,7 +467,12 @@ def test_lbfgs_history_reaches_every_frame_and_the_stylize_stage_hash(clips, tmp
     assert starter.first().history == 7 and starter.warm(torch.zeros(1, 3, 4, 4), "warped").history == 7
     assert starter.settings()["lbfgs_history"] == 7
     assert "lbfgs_history" not in FlowWarmStart(StartPlan(iterations_first=5, iterations=3)).settings()
-    assert make_job(clips["short"], tmp_path / "default").lbfgs_history == DEFAULT_LBFGS_HISTORY
+    # By default, DEFAULT_LBFGS_HISTORY pairs within LBFGS_HISTORY_BYTES, and never fewer than the 20 before.
+    default = make_job(clips["short"], tmp_path / "default")
+    assert default.history_pairs((1080, 1920)) == DEFAULT_LBFGS_HISTORY
+    assert default.history_pairs((1440, 2560)) == int(LBFGS_HISTORY_BYTES // (24 * 1440 * 2560)) < DEFAULT_LBFGS_HISTORY
+    assert default.history_pairs((2160, 3840)) == HISTORY_SIZE
+    assert replace(default, lbfgs_history=7).history_pairs((2160, 3840)) == 7
 
     made = []
     original = lbfgs.BatchedLBFGS.__init__
