@@ -326,11 +326,9 @@ class Stylizer:
         extra_losses: dict[str, ExtraLoss] | None = None,
         callback: ProgressCallback | None = None,
         report_every: int | None = None,
-        stop_tolerance: float = 0.0,
-        stop_window: int = 10,
-        shrink_on_out_of_memory: bool = False,
-        stop_change: float = 0.0,
+        stop: EarlyStop | None = None,
         history_size: int = HISTORY_SIZE,
+        shrink_on_out_of_memory: bool = False,
     ) -> StyleResult:
         """Optimize an image (B, 3, H, W), RGB 0..1, to carry the style and keep the content.
 
@@ -338,10 +336,9 @@ class Stylizer:
         start) is already a good start, so it is refined at full size only. `extra_losses` apply
         at full size. The loss is read back from the device (a synchronisation) and `callback`
         called every `report_every` iterations (default: 1 on CPU, 10 on a GPU) and at the end.
-        With `stop_tolerance`, the optimization stops early once the loss fell by less than that
-        fraction over the last `stop_window` iterations (for warm-started video frames), and with
-        `stop_change` once the image moved less than that (0..255 levels, EarlyStop). L-BFGS keeps
-        `history_size` curvature pairs (two image-sized buffers each).
+        With `stop`, the optimization stops early once the loss fell by less than its tolerance, or
+        the image moved less than its change, over its window (EarlyStop; for warm-started video
+        frames). L-BFGS keeps `history_size` curvature pairs (two image-sized buffers each).
 
         With `shrink_on_out_of_memory`, running out of memory at a fine scale keeps the last scale
         that fitted, upsampled to the full size, and at the coarsest scale adds a coarser one;
@@ -353,7 +350,7 @@ class Stylizer:
         iterations = self.settings.iterations if iterations is None else iterations
         if report_every is None:
             report_every = 1 if self.device.type == "cpu" else 10
-        stop = EarlyStop(stop_tolerance, stop_window, stop_change)
+        stop = stop or EarlyStop()
         while True:
             result = StyleResult(image=content)
             run = _Run(

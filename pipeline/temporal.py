@@ -44,7 +44,7 @@ from .images import load_image
 from .lbfgs import HISTORY_SIZE
 from .losses import TemporalLoss
 from .manifest import read_json
-from .stylize import ExtraLoss, StyleResult, Stylizer, split_iterations
+from .stylize import EarlyStop, ExtraLoss, StyleResult, Stylizer, split_iterations
 from .videojob import DEFAULT_LONG_TERM, DEFAULT_SCENE_THRESHOLD, STOP_WINDOW, VideoJob
 from .workdir import FrameStore
 
@@ -121,9 +121,7 @@ class FrameStart:
     iterations: int
     extra_losses: dict[str, ExtraLoss] = field(default_factory=dict)
     source: str = "init"  # for the log and the statistics: where the start image came from
-    stop_tolerance: float = 0.0  # Stylizer.stylize's early stopping; 0: all iterations
-    stop_window: int = STOP_WINDOW
-    stop_change: float = 0.0  # and the rule on the image (0..255 levels over stop_window); 0: off
+    stop: EarlyStop = EarlyStop()  # Stylizer.stylize's early stopping; the default: all iterations
     stats: dict = field(default_factory=dict)  # added to the frame's statistics (cut score, ...)
     rounds: int = 1  # the iterations in this many runs, the image resampled between them (settle)
     resample: str = "bilinear"  # how: --warp's interpolation, as a warm start is carried
@@ -170,8 +168,8 @@ class WarmStart:
     def warm(self, init: torch.Tensor, source: str, **more) -> FrameStart:
         """A later frame: from `init` with --iterations and the early stops."""
         plan = self.plan
-        stop = {"stop_tolerance": plan.stop_tolerance, "stop_window": STOP_WINDOW, "stop_change": plan.stop_change}
-        return FrameStart(init, plan.iterations, source=source, history=plan.lbfgs_history, **stop, **more)
+        stop = EarlyStop(plan.stop_tolerance, STOP_WINDOW, plan.stop_change)
+        return FrameStart(init, plan.iterations, source=source, stop=stop, history=plan.lbfgs_history, **more)
 
     def start(self, index: int, content: torch.Tensor, previous: torch.Tensor | None, pairs: Pairs) -> FrameStart:
         return self.first() if previous is None else self.warm(previous, "previous")
@@ -353,8 +351,7 @@ def optimize_frame(
         init = start.init if result is None else resample(result.image, start.resample)
         run = stylizer.stylize(
             content, init=init, iterations=share, extra_losses=start.extra_losses, callback=callback,
-            stop_tolerance=start.stop_tolerance, stop_window=start.stop_window, stop_change=start.stop_change,
-            history_size=start.history,
+            stop=start.stop, history_size=start.history,
         )  # fmt: skip
         result = run if result is None else chained(result, run)
     # A warm frame that stopped far too early is run again with a fresh optimizer.

@@ -6,7 +6,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from pipeline.images import load_image
 from pipeline.losses import TemporalLoss
-from pipeline.stylize import StyleSettings, Stylizer
+from pipeline.stylize import EarlyStop, StyleSettings, Stylizer
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +33,11 @@ def test_reports_every_n_iterations_but_records_all(stylizer, content):
 
 def test_early_stopping_on_small_relative_change(stylizer, content):
     # A tolerance of 100% stops as soon as one window has been seen.
-    result = stylizer.stylize(content, iterations=30, stop_tolerance=1.0, stop_window=3)
+    result = stylizer.stylize(content, iterations=30, stop=EarlyStop(tolerance=1.0, window=3))
     assert result.iterations == 4
     assert len(result.history) == 4
     # A tolerance of 0 never stops early.
-    assert stylizer.stylize(content, iterations=6, stop_tolerance=0.0).iterations == 6
+    assert stylizer.stylize(content, iterations=6, stop=EarlyStop(tolerance=0.0)).iterations == 6
 
 
 def test_bf16_overflow_falls_back_to_fp32(content):
@@ -295,6 +295,4 @@ def test_luminance_only_objective_optimizes_y_and_takes_colour_from_the_content(
     ],
 )
 def test_early_stop_compares_the_loss_a_window_apart(losses, tolerance, window, stops):
-    from pipeline.stylize import EarlyStop
-
     assert EarlyStop(tolerance, window).reached(losses) is stops

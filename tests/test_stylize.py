@@ -16,7 +16,7 @@ import torch
 
 from pipeline.errors import InputError
 from pipeline.images import load_image
-from pipeline.stylize import REFERENCE_PIXELS, STYLE_LAYERS, Progress, StyleSettings, Stylizer
+from pipeline.stylize import REFERENCE_PIXELS, STYLE_LAYERS, EarlyStop, Progress, StyleSettings, Stylizer
 
 SIZE = 48
 
@@ -465,7 +465,7 @@ def test_names_other_modules_import_from_stylize_are_still_there():
 
 
 def test_image_settled_stops_once_the_image_moves_less_than_the_given_levels():
-    from pipeline.stylize import EarlyStop, ImageSettled
+    from pipeline.stylize import ImageSettled
 
     settled = ImageSettled(EarlyStop(window=5, change=1.0))
     image = torch.zeros(1, 3, 4, 4)
@@ -483,9 +483,9 @@ def test_stop_change_ends_a_converged_warm_start_early():
     content = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(1))
     stylizer = Stylizer([style], StyleSettings(size=24, seed=1), vgg=build_tiny_vgg())
     done = stylizer.stylize(content, iterations=60)
-    again = stylizer.stylize(content, init=done.image, iterations=60, stop_window=5, stop_change=0.5)
+    again = stylizer.stylize(content, init=done.image, iterations=60, stop=EarlyStop(window=5, change=0.5))
     assert again.iterations < 60
-    assert stylizer.stylize(content, init=done.image, iterations=12, stop_window=5).iterations == 12
+    assert stylizer.stylize(content, init=done.image, iterations=12, stop=EarlyStop(window=5)).iterations == 12
 
 
 def test_history_size_is_the_curvature_pairs_lbfgs_keeps():

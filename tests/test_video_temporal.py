@@ -35,7 +35,7 @@ from pipeline.images import load_image
 from pipeline.lbfgs import HISTORY_SIZE
 from pipeline.manifest import read_json
 from pipeline.status import status_lines
-from pipeline.stylize import StyleSettings
+from pipeline.stylize import EarlyStop, StyleSettings
 from pipeline.temporal import FlowWarmStart, StartPlan, closest_first, resample
 from pipeline.video import VideoJob, run_video
 from pipeline.videojob import (
@@ -146,7 +146,7 @@ def test_warped_start_takes_unreliable_pixels_from_the_content_and_the_temporal_
     plan = StartPlan(iterations_first=9, iterations=4, temporal_weight=2.0, scene_threshold=0.6, stop_tolerance=1e-3)
     starter = FlowWarmStart(plan)
     start = starter.start(2, to_tensor(content), stylized, pairs)
-    assert (start.source, start.iterations, start.stop_tolerance) == ("warped", 4, 1e-3)
+    assert (start.source, start.iterations, start.stop.tolerance) == ("warped", 4, 1e-3)
 
     warped = warp(stylized, pair.flow_back)
     reliable, unreliable = pair.reliability == 1, pair.reliability == 0
@@ -304,9 +304,9 @@ def test_a_warm_frame_that_stopped_early_far_above_its_neighbour_is_run_again(tm
 
     stylizer = Stylizer([to_tensor(texture(3, 32, 32))], StyleSettings(size=WIDTH, seed=1), vgg=build_tiny_vgg())
     content = to_tensor(shot(1, seed=0)[0])
-    start = FrameStart(content, 40, source="warped", stop_tolerance=1.0, stop_window=3)
+    start = FrameStart(content, 40, source="warped", stop=EarlyStop(tolerance=1.0, window=3))
     # A tolerance of 1 stops after the window: a frame that stopped within a few iterations.
-    stopped = stylizer.stylize(content, init=start.init, iterations=40, stop_tolerance=1.0, stop_window=3)
+    stopped = stylizer.stylize(content, init=start.init, iterations=40, stop=start.stop)
     loss = stopped.final_terms["loss"]
     assert stopped.iterations == 4
     kept, redone = redo_if_stalled(stylizer, content, start, stopped, neighbour_loss=loss)
