@@ -34,8 +34,9 @@ DEFAULT_SCENE_THRESHOLD = 0.6
 # Warm-started frames stop once the loss fell by less than this fraction over STOP_WINDOW
 # iterations: a still shot then costs a few iterations, a moving one up to its --iterations.
 # With DEFAULT_LBFGS_HISTORY's 50 pairs, 3e-3 took a third fewer iterations than the releases
-# before (20 pairs, 1e-3) on three clips at 64 px, at style loss within 2% and flicker within 5%
-# of theirs, both lower on the sample clip (README, "Video quality").
+# before (20 pairs, 1e-3) on three clips at 64 px and the sample clip at 128 px, at style loss
+# within 2% and flicker within 7% of theirs, both lower on the sample clip at 64 px (README,
+# "Video quality"); 1e-3 with 50 pairs saves 5-9% at no loss.
 DEFAULT_STOP_TOLERANCE = 3e-3
 STOP_WINDOW = 10
 # And once the image moved by less than this many 0..255 levels (mean per value) over STOP_WINDOW
