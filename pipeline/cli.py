@@ -264,12 +264,11 @@ def video(
         input=input_file, styles=tuple(style), output=output or input_file.with_name(f"{input_file.stem}-stylized.mp4"),
         settings=settings, init_path=init_path, work_dir=work_dir, iterations_first=iterations_first,
         start=start, duration=duration, every_nth=every_nth, crf=crf, clean=clean, keep_frames=keep_frames,
-        overwrite=overwrite, device=device,
+        overwrite=overwrite, device=device, lbfgs_history=lbfgs_history,
         flow=flow, flow_preset=flow_preset, temporal_weight=temporal_weight, scene_threshold=scene_threshold,
         stop_tolerance=stop_tolerance, stop_change=stop_change, flow_workers=flow_workers, backend=backend,
         scheduler=scheduler, max_shot_frames=max_shot_frames, segment_overlap=segment_overlap,
         long_term=video_defaults.parse_long_term(long_term), warp=warp, first_rounds=first_rounds, passes=passes,
-        lbfgs_history=lbfgs_history,
     )  # fmt: skip
     with JobDisplay(f"{job.input} -> {job.output} (work directory {job.work})", disable=quiet) as display:
         result = run_video(job, events=display)
