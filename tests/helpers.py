@@ -63,6 +63,20 @@ def build_tiny_vgg(*, width: int = 4, seed: int = 0, pooling: str = "max", layer
     return VGG19(weights, caffe_convention(), layers=layers or (CONTENT_LAYER, *STYLE_LAYERS), pooling=pooling)
 
 
+def lbfgs_capacities(monkeypatch) -> list[int]:
+    """The history size of every BatchedLBFGS made from now on (until `monkeypatch` is undone), in order."""
+    from pipeline import lbfgs
+
+    made, original = [], lbfgs.BatchedLBFGS.__init__
+
+    def recording(self, image, **options):
+        original(self, image, **options)
+        made.append(self.capacity)
+
+    monkeypatch.setattr(lbfgs.BatchedLBFGS, "__init__", recording)
+    return made
+
+
 def tree_state(folder: Path) -> dict[str, str]:
     """Every directory and every file's content hash: 'nothing existing changed' (and nothing added)."""
     state = {}

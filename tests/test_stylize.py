@@ -491,21 +491,13 @@ def test_stop_change_ends_a_converged_warm_start_early():
 def test_history_size_is_the_curvature_pairs_lbfgs_keeps():
     """stylize(history_size=): video jobs keep more pairs than images (--lbfgs-history). Two pairs
     and twenty agree while the history has not filled, and differ once pairs are dropped."""
-    from helpers import build_tiny_vgg
-    from pipeline import lbfgs
+    from helpers import build_tiny_vgg, lbfgs_capacities
 
     style = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
     content = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(1))
     stylizer = Stylizer([style], StyleSettings(size=24, seed=1), vgg=build_tiny_vgg())
-    made = []
-    original = lbfgs.BatchedLBFGS.__init__
-
-    def recording(self, image, **options):
-        original(self, image, **options)
-        made.append(self.capacity)
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(lbfgs.BatchedLBFGS, "__init__", recording)
+        made = lbfgs_capacities(patch)
         short = {n: stylizer.stylize(content, iterations=n, history_size=2).image for n in (3, 12)}
         assert made == [2, 2]
     long = {n: stylizer.stylize(content, iterations=n, history_size=20).image for n in (3, 12)}

@@ -23,8 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import Recorder, build_tiny_vgg, decoded_frames, mtimes
-from pipeline import lbfgs
+from helpers import Recorder, build_tiny_vgg, decoded_frames, lbfgs_capacities, mtimes
 from pipeline.atomic import EXIT_STATUS, RENAME_COUNT_ENV
 from pipeline.cli import main
 from pipeline.decode import ffmpeg_binary
@@ -474,14 +473,7 @@ def test_lbfgs_history_reaches_every_frame_and_the_stylize_stage_hash(clips, tmp
     assert default.history_pairs((2160, 3840)) == HISTORY_SIZE
     assert replace(default, lbfgs_history=7).history_pairs((2160, 3840)) == 7
 
-    made = []
-    original = lbfgs.BatchedLBFGS.__init__
-
-    def recording(self, image, **options):
-        original(self, image, **options)
-        made.append(self.capacity)
-
-    monkeypatch.setattr(lbfgs.BatchedLBFGS, "__init__", recording)
+    made = lbfgs_capacities(monkeypatch)
     job = make_job(clips["short"], tmp_path / "job", settings={"iterations": 4}, iterations_first=4, lbfgs_history=3)
     run_video(job, vgg=build_tiny_vgg())
     assert len(made) >= len(frame_stats(job.work)) and set(made) == {3}  # a stalled frame adds its rerun
