@@ -32,7 +32,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 STYLE = ROOT / "samples/ihc.png"
-CLIPS = {"carphone": ROOT / "samples/carphone.mp4", "pan": None, "shake": None}  # pan, shake: synthesized into OUT
 SHAKE_FRAMES = 75
 # Extra `stylize video` options per mode; "default" is the CLI's defaults.
 MODES = {
@@ -75,15 +74,8 @@ def make_pan(path: Path, frames: int) -> Path:
     strip = path.with_suffix(".strip.png")
     cv2.imwrite(str(strip), np.hstack([photo, photo[:, ::-1], photo]))
     seconds, period = frames / 25, 2 * photo.shape[1]
-    crop = f"crop=320:240:x='{period}*t/{seconds:.3f}':y='(ih-240)/2'"
-    command = [
-        imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-loop", "1", "-i", str(strip),
-        "-vf", f"{crop},format=yuv420p", "-r", "25", "-frames:v", str(frames),
-        "-c:v", "libx264", "-crf", "12", str(path) + ".tmp.mp4",
-    ]  # fmt: skip
-    subprocess.run(command, check=True)
+    render_crop(strip, f"crop=320:240:x='{period}*t/{seconds:.3f}':y='(ih-240)/2'", frames, path)
     strip.unlink()
-    Path(str(path) + ".tmp.mp4").rename(path)
     return path
 
 
@@ -96,21 +88,28 @@ def make_shake(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     x = "30+8*sin(2*PI*0.9*t)+4*sin(2*PI*2.3*t+1)"
     y = "20+5*sin(2*PI*0.7*t+2)+3*sin(2*PI*1.7*t)"
+    render_crop(ROOT / "samples/photos/coffee.jpg", f"crop=300:200:x='{x}':y='{y}'", SHAKE_FRAMES, path)
+    return path
+
+
+def render_crop(still: Path, crop: str, frames: int, path: Path) -> None:
+    """`frames` frames at 25 fps of ffmpeg's `crop` filter moving over a still image, encoded
+    near-losslessly into `path` (whole or not at all: written beside it, then renamed)."""
     command = [
-        imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-loop", "1",
-        "-i", str(ROOT / "samples/photos/coffee.jpg"),
-        "-vf", f"crop=300:200:x='{x}':y='{y}',format=yuv420p", "-r", "25", "-frames:v", str(SHAKE_FRAMES),
+        imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-loop", "1", "-i", str(still),
+        "-vf", f"{crop},format=yuv420p", "-r", "25", "-frames:v", str(frames),
         "-c:v", "libx264", "-crf", "12", str(path) + ".tmp.mp4",
     ]  # fmt: skip
     subprocess.run(command, check=True)
     Path(str(path) + ".tmp.mp4").rename(path)
-    return path
 
 
-def clip_path(name: str, out: Path, frames: int) -> Path:
-    if name == "pan":
-        return make_pan(out / f"pan-{max(frames, 150)}.mp4", max(frames, 150))
-    return make_shake(out / "shake.mp4") if name == "shake" else CLIPS[name]
+# Each clip, given the output folder and --frames: the sample clip, or one synthesized into OUT.
+CLIPS = {
+    "carphone": lambda out, frames: ROOT / "samples/carphone.mp4",
+    "pan": lambda out, frames: make_pan(out / f"pan-{max(frames, 150)}.mp4", max(frames, 150)),
+    "shake": lambda out, frames: make_shake(out / "shake.mp4"),
+}
 
 
 def sharpness(paths: list[Path]) -> float:
@@ -206,7 +205,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     report, results = [f"`{' '.join(sys.argv)}`", ""], {}
     for clip_name in args.clips.split(","):
-        clip = clip_path(clip_name, args.out, args.frames)
+        clip = CLIPS[clip_name](args.out, args.frames)
         rows = [run_mode(clip, f"{clip_name}-{m}", MODES[m], args) for m in args.modes.split(",")]
         results[clip_name] = rows
         report += [table(clip_name, rows), ""]
