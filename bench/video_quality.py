@@ -38,8 +38,11 @@ MODES = {
     "independent": ["--flow", "independent"],
     "none": ["--flow", "none"],
     "default": [],
-    # The releases before --lbfgs-history: 20 curvature pairs, warm frames stopped at a 0.1% loss change.
-    "previous-default": ["--lbfgs-history", "20", "--stop-tolerance", "0.001"],
+    # The releases before --lbfgs-history: 20 curvature pairs, warm frames stopped at a 0.1% loss
+    # change, the pixels where the flow is unreliable started from the content.
+    "previous-default": ["--lbfgs-history", "20", "--stop-tolerance", "0.001", "--unreliable-start", "content"],
+    # The release before --unreliable-start: the default but for those pixels, started from the content.
+    "content-start": ["--unreliable-start", "content"],
     # The default's 50 pairs with the previous stopping rule.
     "stop-1e-3": ["--stop-tolerance", "0.001"],
     # Warm frames stopped at a 3% loss change over 10 iterations (default 0.1%): ~4x fewer iterations.

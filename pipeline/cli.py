@@ -237,6 +237,7 @@ def video(
     stop_tolerance: opts.StopToleranceOpt = video_defaults.DEFAULT_STOP_TOLERANCE,
     stop_change: opts.StopChangeOpt = video_defaults.DEFAULT_STOP_CHANGE,
     warp: opts.WarpOpt = video_defaults.DEFAULT_WARP,
+    unreliable_start: opts.UnreliableStartOpt = video_defaults.DEFAULT_UNRELIABLE_START,
     first_rounds: opts.FirstRoundsOpt = video_defaults.DEFAULT_FIRST_ROUNDS,
     passes: opts.PassesOpt = 1,
     lbfgs_history: opts.LbfgsHistoryOpt = None,
@@ -259,12 +260,11 @@ def video(
     from .display import JobDisplay, console
     from .flicker import flicker_line
     from .video import VideoJob, run_video
-
     job = VideoJob(
         input=input_file, styles=tuple(style), output=output or input_file.with_name(f"{input_file.stem}-stylized.mp4"),
         settings=settings, init_path=init_path, work_dir=work_dir, iterations_first=iterations_first,
         start=start, duration=duration, every_nth=every_nth, crf=crf, clean=clean, keep_frames=keep_frames,
-        overwrite=overwrite, device=device, lbfgs_history=lbfgs_history,
+        overwrite=overwrite, device=device, lbfgs_history=lbfgs_history, unreliable_start=unreliable_start,
         flow=flow, flow_preset=flow_preset, temporal_weight=temporal_weight, scene_threshold=scene_threshold,
         stop_tolerance=stop_tolerance, stop_change=stop_change, flow_workers=flow_workers, backend=backend,
         scheduler=scheduler, max_shot_frames=max_shot_frames, segment_overlap=segment_overlap,

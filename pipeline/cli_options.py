@@ -271,6 +271,15 @@ WarpOpt = Annotated[
         "target): bilinear or bicubic (keeps the texture sharper over a long shot).",
     ),
 ]
+UnreliableStartOpt = Annotated[
+    Literal["warped", "content"],
+    option(
+        panel=VIDEO,
+        help="Where the flow cannot be trusted (occlusions, motion boundaries, the frame's border), a frame starts "
+        "from the warped previous frame (warped) or from its content frame (content: the look the releases before "
+        "gave, at more iterations a frame).",
+    ),
+]
 FirstRoundsOpt = Annotated[
     int,
     option(

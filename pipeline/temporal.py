@@ -2,13 +2,15 @@
 of a video job.
 
 `--flow dis`: the previous stylized frame is warped onto the current one by the backward optical
-flow of the content frames; where the flow cannot be trusted (occlusions, motion boundaries,
-pixels from outside the frame) the content frame fills in. The optimization starts there and
-adds `--temporal-weight` x TemporalLoss (losses.py) against the warped frame, so that the
-reliable pixels stay put while the occluded ones are free to take the style. A pair whose cut
-score exceeds `--scene-threshold` starts a new shot: first-frame iterations from --init, no
-temporal term. `--flow none` is the plain warm start (WarmStart); `--flow independent` stylizes
-every frame on its own (the baseline flicker is measured against).
+flow of the content frames. The optimization starts there and adds `--temporal-weight` x
+TemporalLoss (losses.py) against the warped frame, masked by the flow's reliability, so that the
+reliable pixels stay put while those where the flow cannot be trusted (occlusions, motion
+boundaries, pixels from outside the frame) are free to follow the content loss. Those pixels start
+from the warped frame too (`--unreliable-start warped`, as Ruder et al. initialize), or from the
+content frame (`content`, the releases before: a cold start's work on them in every frame). A
+pair whose cut score exceeds `--scene-threshold` starts a new shot: first-frame iterations from
+--init, no temporal term. `--flow none` is the plain warm start (WarmStart); `--flow
+independent` stylizes every frame on its own (the baseline flicker is measured against).
 
 `--long-term 1,2,4` (Ruder, Dosovitskiy and Brox 2018, "long-term consistency") adds the same
 temporal loss against the stylized frames i-2 and i-4, each warped by the flow from its content
@@ -64,6 +66,7 @@ class StartPlan:
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD
     long_term: tuple[int, ...] = DEFAULT_LONG_TERM
     warp: str = "bilinear"  # how a stylized frame is carried onto the next: grid_sample's mode
+    unreliable_start: str = "content"  # where the flow is unreliable, a warm frame starts from: warped or content
     first_rounds: int = 1  # a shot's first frame settles in this many rounds (settle)
     passes: int = 1  # --passes: passes over each shot (passes.py)
     lbfgs_history: int = HISTORY_SIZE  # L-BFGS's curvature pairs for every frame
@@ -75,6 +78,7 @@ class StartPlan:
             iterations_first=job.first_iterations, iterations=job.settings.iterations,
             stop_tolerance=job.stop_tolerance, stop_change=job.stop_change, temporal_weight=job.temporal_weight,
             scene_threshold=job.scene_threshold, long_term=job.long_term, warp=job.warp,
+            unreliable_start=job.unreliable_start,
             first_rounds=job.first_rounds, passes=job.passes, lbfgs_history=job.history_pairs(size),
         )  # fmt: skip
 
@@ -196,11 +200,13 @@ class FlowWarmStart(WarmStart):
     def settings(self) -> dict:
         plan = self.plan
         settings = {"temporal_weight": plan.temporal_weight, "scene_threshold": plan.scene_threshold}
-        # Only where set: the jobs of the releases before --long-term and --warp keep their stylize stage's hash.
+        # Only where set: the jobs of the releases before --long-term, --warp, ... keep their stylize stage's hash.
         if plan.long_term != DEFAULT_LONG_TERM:
             settings["long_term"] = list(plan.long_term)
         if plan.warp != "bilinear":
             settings["warp"] = plan.warp
+        if plan.unreliable_start != "content":
+            settings["unreliable_start"] = plan.unreliable_start
         if plan.first_rounds != 1:
             settings["first_rounds"] = plan.first_rounds
         if plan.passes > 1:
@@ -227,7 +233,7 @@ class FlowWarmStart(WarmStart):
         previous, content = previous.to(self.device, torch.float32), content.to(self.device, torch.float32)
         warped = self.warp(previous, pair)
         reliability = torch.from_numpy(pair.reliability).to(self.device)[None, None]
-        init = reliability * warped + (1 - reliability) * content
+        init = warped if self.plan.unreliable_start == "warped" else reliability * warped + (1 - reliability) * content
         stats["reliable"] = round(float(pair.reliability.mean()), 4)
         extra_losses = {}
         if self.plan.temporal_weight > 0:

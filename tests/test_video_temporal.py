@@ -42,6 +42,7 @@ from pipeline.videojob import (
     DEFAULT_SCENE_THRESHOLD,
     LBFGS_HISTORY_BYTES,
     MAX_LBFGS_HISTORY,
+    UNRELIABLE_STARTS,
     WARP_MODES,
 )
 from pipeline.workdir import FrameStore
@@ -417,17 +418,19 @@ def test_video_command_rejects_bad_temporal_options_with_exit_2(clips, tmp_path,
         ("--long-term", "1,4,2", "--long-term 1,4,2: must increase"),
         ("--long-term", "1,2,32", "--long-term 1,2,32: frames at most 16 back"),
         ("--warp", "nearest", "'--warp': 'nearest' is not one of 'bilinear', 'bicubic'"),  # checked by click
+        ("--unreliable-start", "noise", "'--unreliable-start': 'noise' is not one of 'warped', 'content'"),
         ("--lbfgs-history", 0, f"--lbfgs-history 0: must be between 1 and {MAX_LBFGS_HISTORY}"),
         ("--lbfgs-history", MAX_LBFGS_HISTORY + 1, f"--lbfgs-history {MAX_LBFGS_HISTORY + 1}"),
     ]:
         code, _, err = cli(["video", clips["short"], "-s", STYLE, "-o", tmp_path / "o.mp4", option, value], capsys)
         assert code == 2 and len(err.splitlines()) == 1 and message in err, err
-    no_flow = ["--flow", "none", "--long-term", "1,2"]
-    code, _, err = cli(["video", clips["short"], "-s", STYLE, "-o", tmp_path / "o.mp4", *no_flow], capsys)
-    assert code == 2 and len(err.splitlines()) == 1 and "--long-term applies to --flow dis only" in err, err
-    no_flow = ["--flow", "independent", "--warp", "bicubic"]
-    code, _, err = cli(["video", clips["short"], "-s", STYLE, "-o", tmp_path / "o.mp4", *no_flow], capsys)
-    assert code == 2 and len(err.splitlines()) == 1 and "--warp applies to --flow dis only" in err, err
+    for no_flow in (
+        ["--flow", "none", "--long-term", "1,2"],
+        ["--flow", "independent", "--warp", "bicubic"],
+        ["--flow", "none", "--unreliable-start", "content"],
+    ):
+        code, _, err = cli(["video", clips["short"], "-s", STYLE, "-o", tmp_path / "o.mp4", *no_flow], capsys)
+        assert code == 2 and len(err.splitlines()) == 1 and f"{no_flow[2]} applies to --flow dis only" in err, err
     assert not (tmp_path / "o.mp4.work").exists()
 
 
@@ -455,6 +458,39 @@ def test_bicubic_warp_keeps_a_texture_sharper_than_bilinear_and_the_starter_uses
     assert laplacian_variance(inits["bicubic"]) > 1.3 * laplacian_variance(inits["bilinear"])
     assert FlowWarmStart(plans["bicubic"]).settings()["warp"] == "bicubic"
     assert "warp" not in FlowWarmStart(plans["bilinear"]).settings()  # the hash of jobs before --warp
+
+
+def test_unreliable_pixels_start_from_the_warped_frame_or_the_content_as_asked(clips, tmp_path):
+    """--unreliable-start: where the flow cannot be trusted a warm frame starts from the warped
+    previous frame (the default, as Ruder et al.) or from its content (the releases before); the
+    reliable pixels start warped either way, and the temporal loss is masked the same way."""
+    rng = np.random.default_rng(2)
+    previous, content = (to_tensor(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)) for _ in range(2))
+    flow = np.zeros((24, 32, 2), np.float32)
+    flow[..., 0] = 1.0  # whole-pixel motion: the warp moves the texture as it is
+    reliability = np.ones((24, 32), np.float32)
+    reliability[:, 20:] = 0.0  # a disoccluded band
+    pair = FramePair(flow_back=flow, reliability=reliability, cut_score=0.0)
+    warped = warp(previous, flow)
+    starts = {}
+    for mode in UNRELIABLE_STARTS:
+        plan = StartPlan(iterations_first=2, iterations=1, temporal_weight=1.0, unreliable_start=mode)
+        starts[mode] = FlowWarmStart(plan).start(2, content, previous, lambda i: pair)
+    for start in starts.values():
+        assert torch.allclose(start.init[..., :20], warped[..., :20])
+        temporal = start.extra_losses["temporal"]
+        assert temporal(warped).item() == 0 and temporal(content).item() > 0
+        masked_only = warped.clone()
+        masked_only[..., 20:] = content[..., 20:]  # differs from the target where it is not trusted only
+        assert temporal(masked_only).item() == 0
+    assert torch.allclose(starts["warped"].init, warped)
+    assert torch.allclose(starts["content"].init[..., 20:], content[..., 20:])
+    # The default is the warped start, and it is in the stylize stage's hash; the releases before
+    # started from the content and their jobs keep their hash.
+    default = make_job(clips["short"], tmp_path / "default")
+    assert StartPlan.of(default, (24, 32)).unreliable_start == "warped"
+    assert FlowWarmStart(StartPlan.of(default, (24, 32))).settings()["unreliable_start"] == "warped"
+    assert "unreliable_start" not in FlowWarmStart(StartPlan(iterations_first=2, iterations=1)).settings()
 
 
 def test_lbfgs_history_reaches_every_frame_and_the_stylize_stage_hash(clips, tmp_path, monkeypatch):
