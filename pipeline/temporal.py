@@ -230,10 +230,11 @@ class FlowWarmStart(WarmStart):
         if pair.cut_score > self.plan.scene_threshold:
             return self.first("cut", stats)
         # On the stylizer's device: the warp and the blend are a few kernels there.
-        previous, content = previous.to(self.device, torch.float32), content.to(self.device, torch.float32)
-        warped = self.warp(previous, pair)
+        warped = self.warp(previous.to(self.device, torch.float32), pair)
         reliability = torch.from_numpy(pair.reliability).to(self.device)[None, None]
-        init = warped if self.plan.unreliable_start == "warped" else reliability * warped + (1 - reliability) * content
+        init = warped
+        if self.plan.unreliable_start == "content":  # the content frame only where the flow is unreliable
+            init = reliability * warped + (1 - reliability) * content.to(self.device, torch.float32)
         stats["reliable"] = round(float(pair.reliability.mean()), 4)
         extra_losses = {}
         if self.plan.temporal_weight > 0:
