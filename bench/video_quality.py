@@ -10,7 +10,7 @@ Sharpness retention = (mean Laplacian variance of the last 20 stylized frames / 
 allows; the bilinear warp of each warm start, compounded over a long shot, pulls it below 1.
 
     python bench/video_quality.py [--size 128] [--frames 150] [--modes default,none,independent]
-        [--clips carphone,pan,shake] [--out bench-results/video]
+        [--clips carphone,pan,shake,path/to/own.mp4] [--out bench-results/video]
 
 Results go to OUT/video_quality.md (and .json) too. Deterministic: the same command gives the same
 frames (each job runs with --seed 0 on the CPU), so rerunning resumes the finished jobs.
@@ -115,6 +115,17 @@ CLIPS = {
 }
 
 
+def clip_of(name: str, out: Path, frames: int) -> tuple[str, Path]:
+    """A --clips entry and its video: one of CLIPS, or the path of a video file of one's own
+    (held-out footage), named by its file name."""
+    if name in CLIPS:
+        return name, CLIPS[name](out, frames)
+    path = Path(name)
+    if not path.is_file():
+        raise SystemExit(f"{name}: neither a clip of the benchmark ({', '.join(CLIPS)}) nor a video file")
+    return path.stem, path.resolve()
+
+
 def sharpness(paths: list[Path]) -> float:
     """Mean variance of the Laplacian of the grey frames: a standard focus/blur measure."""
     values = []
@@ -129,6 +140,27 @@ def retention(styled: list[Path], content: list[Path]) -> float:
     out = sharpness(styled[-edge:]) / sharpness(styled[:edge])
     src = sharpness(content[-edge:]) / sharpness(content[:edge])
     return out / src
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+def farneback_flicker(styled: list[Path], content: list[Path]) -> float:
+    """Flicker as `stylize flicker` measures it (the masked warping error, cuts skipped), but with
+    Farneback's flow instead of the DIS flow the stylizer itself was held to: a stylizer could
+    look steady by its own flow's masks alone, not by this one's."""
+    from pipeline.flow import flicker, pair_of_flows
+    from pipeline.videojob import DEFAULT_SCENE_THRESHOLD
+
+    def flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        grey = [cv2.cvtColor(x, cv2.COLOR_RGB2GRAY) for x in (a, b)]
+        # 3 levels, 7 px windows: frames of 64-256 px; 5 px polynomials smoothed by 1.1 (OpenCV's advice).
+        return cv2.calcOpticalFlowFarneback(*grey, None, 0.5, 3, 7, 5, 5, 1.1, 0)
+
+    frames = [read_rgb(p) for p in content]
+    pairs = [None] + [pair_of_flows(a, b, flow(b, a), flow(a, b)) for a, b in zip(frames, frames[1:])]
+    return flicker((read_rgb(p) for p in styled), pairs, scene_threshold=DEFAULT_SCENE_THRESHOLD)
 
 
 def frame_losses(styled: list[Path], content: list[Path], step: int) -> tuple[float, float]:
@@ -173,20 +205,23 @@ def run_mode(clip: Path, name: str, extra: list[str], args: argparse.Namespace) 
         "wall_per_frame": wall / max(1, len(styled)),
         "redone": sum(1 for s in stats if s.get("redone")),
         "flicker": flicker.get("output", float("nan")), "flicker_input": flicker.get("input", float("nan")),
+        "flicker_farneback": farneback_flicker(styled, content),
         "content": content_loss, "style": style_loss, "sharpness_retention": retention(styled, content),
     }  # fmt: skip
 
 
 def table(clip: str, rows: list[dict]) -> str:
     head = (
-        "| mode | frames | iters/warm frame | redone | s/frame | flicker (input) | content | style | sharpness ret. |"
+        "| mode | frames | iters/warm frame | redone | s/frame | flicker (input) | flicker, Farneback | content | style"
+        " | sharpness ret. |"
     )
-    lines = [f"**{clip}**", "", head, "|" + "---|" * 9]
+    lines = [f"**{clip}**", "", head, "|" + "---|" * 10]
     for r in rows:
         lines.append(
             f"| {r['mode']} | {r['frames']} | {r['iterations_warm']:.1f} | {r['redone']} | "
             f"{r['seconds_per_frame']:.2f} | "
-            f"{r['flicker']:.4g} ({r['flicker_input']:.4g}) | {r['content']:.4g} | {r['style']:.4g} | "
+            f"{r['flicker']:.4g} ({r['flicker_input']:.4g}) | {r['flicker_farneback']:.4g} | "
+            f"{r['content']:.4g} | {r['style']:.4g} | "
             f"{r['sharpness_retention']:.3f} |"
         )
     return "\n".join(lines)
@@ -198,7 +233,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=150, help="frames per clip (0: the whole clip)")
     parser.add_argument("--fps", type=float, default=25.0, help="the clips' frame rate (for --duration)")
     parser.add_argument("--modes", default=",".join(MODES))
-    parser.add_argument("--clips", default=",".join(CLIPS))
+    parser.add_argument("--clips", default=",".join(CLIPS), help="clip names, or paths of video files of your own")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--score-every", type=int, default=5, help="score every n-th frame's losses")
     parser.add_argument("--out", type=Path, help="default: bench-results/video/SIZEpx-FRAMESf")
@@ -207,8 +242,9 @@ def main() -> None:
     args.out = args.out or ROOT / f"bench-results/video/{args.size}px-{args.frames}f"
     args.out.mkdir(parents=True, exist_ok=True)
     report, results = [f"`{' '.join(sys.argv)}`", ""], {}
-    for clip_name in args.clips.split(","):
-        clip = CLIPS[clip_name](args.out, args.frames)
+    # Every clip found or made before the first job runs: a mistyped path fails at once, not hours in.
+    clips = [clip_of(name, args.out, args.frames) for name in args.clips.split(",")]
+    for clip_name, clip in clips:
         rows = [run_mode(clip, f"{clip_name}-{m}", MODES[m], args) for m in args.modes.split(",")]
         results[clip_name] = rows
         report += [table(clip_name, rows), ""]

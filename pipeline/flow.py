@@ -108,8 +108,13 @@ def histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 def frame_pair(previous: np.ndarray, current: np.ndarray, preset: str = "medium") -> FramePair:
     """Flow, reliability and a scene-cut score for two consecutive content frames."""
-    flow_back = dis_flow(current, previous, preset)
-    flow_forward = dis_flow(previous, current, preset)
+    return pair_of_flows(previous, current, dis_flow(current, previous, preset), dis_flow(previous, current, preset))
+
+
+def pair_of_flows(
+    previous: np.ndarray, current: np.ndarray, flow_back: np.ndarray, flow_forward: np.ndarray
+) -> FramePair:
+    """The pair of two frames given their flows either way, from DIS or from any other estimator."""
     reliability = reliability_mask(flow_back, flow_forward)
     # A cut shows as colours that change wholesale or as flow that cannot be trusted anywhere.
     cut_score = max(histogram_distance(previous, current), 1.0 - float(reliability.mean()))
