@@ -284,8 +284,8 @@ FirstRoundsOpt = Annotated[
     int,
     option(
         panel=VIDEO,
-        help="A shot's first frame runs its iterations in this many rounds, resampled between them as a warm start "
-        "is, so the shot starts in the look its later frames keep (1: one run).",
+        help="A shot's first frame runs cold, then this many rounds in all: each later one 50 iterations from the "
+        "image resampled as a warm start is, so the shot starts in the look its later frames keep (1: one run).",
     ),
 ]
 LbfgsHistoryOpt = Annotated[

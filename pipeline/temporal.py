@@ -23,9 +23,9 @@ shot are not there to read.
 
 `--warp` chooses the interpolation that carries a stylized frame onto the next (bilinear, or
 bicubic: sharper, at some flicker on real motion). `--first-rounds` settles a shot's first frame:
-its iterations in rounds, resampled between them as a warm start is, so the shot starts in the
-look its warm successors keep (see "Settling" below). `optimize_frame` runs one frame as its start
-says, then the guard against frames that stop too early.
+a cold run, then short runs, each from the image resampled as a warm start is, so the shot
+starts in the look its warm successors keep (see "Settling" below). `optimize_frame` runs one
+frame as its start says, then the guard against frames that stop too early.
 
 A starter sees the frame index, its content, the previous stylized frame and `pairs`: a callable
 giving the flow pair that carries frame i-1 onto frame i (the running flow stage's `wait`); for
@@ -46,7 +46,7 @@ from .images import load_image
 from .lbfgs import HISTORY_SIZE
 from .losses import TemporalLoss
 from .manifest import read_json
-from .stylize import EarlyStop, ExtraLoss, StyleResult, Stylizer, split_iterations
+from .stylize import EarlyStop, ExtraLoss, StyleResult, Stylizer
 from .videojob import DEFAULT_LONG_TERM, DEFAULT_SCENE_THRESHOLD, STOP_WINDOW, VideoJob
 from .workdir import FrameStore
 
@@ -207,8 +207,9 @@ class FlowWarmStart(WarmStart):
             settings["warp"] = plan.warp
         if plan.unreliable_start != "content":
             settings["unreliable_start"] = plan.unreliable_start
-        if plan.first_rounds != 1:
+        if plan.first_rounds != 1:  # and the cold run first, whole: the releases before split them equally
             settings["first_rounds"] = plan.first_rounds
+            settings["settle_iterations"] = SETTLE_ITERATIONS
         if plan.passes > 1:
             settings["passes"] = plan.passes
         return super().settings() | settings
@@ -330,13 +331,23 @@ def chained(before: StyleResult, after: StyleResult) -> StyleResult:
 # start does: at 64 px on the pan, warm frames keep about a third of the first frame's Laplacian
 # variance (a bilinear warp) at a lower style loss. The cold frame's extra high-frequency grain is
 # residue of its start from the content image, which the chain sheds within its first ~5-10 frames:
-# a crisp-then-soft "pop" at every cut. So the first frame runs its iterations in `rounds` runs,
-# the image resampled between them by a half-pixel shift and back, with the warm starts'
-# interpolation: it starts the shot where its successors will stay (README, "Video quality").
+# a crisp-then-soft "pop" at every cut. So the first frame runs cold to (near) its optimum, then
+# `rounds` - 1 short runs, the image resampled before each by a half-pixel shift and back with the
+# warm starts' interpolation: it starts the shot where its successors will stay (README, "Video
+# quality"). The cold run comes first and whole because the warm frames keep the texture the first
+# frame laid out: resampling it while it was still forming (the releases before split the
+# iterations equally) left a layout whose style loss the whole shot kept, 2% higher at 128 px.
 SETTLE_SHIFT = 0.5  # pixels, diagonally: the largest blur a warm start's fractional shift causes
-# Each round restarts L-BFGS, which needs some iterations to gather curvature: fewer rounds where
-# the first frame's iterations are few (the measured default: 600 in 4 rounds of 150).
-MIN_ROUND_ITERATIONS = 50
+# Each settling run: enough for L-BFGS to gather curvature and restore the grain the shift took
+# (the measured default: 600 iterations as 550 cold and one run of 50).
+SETTLE_ITERATIONS = 50
+
+
+def settle_shares(iterations: int, rounds: int) -> list[int]:
+    """A first frame's iterations by run: the cold run, then up to `rounds` - 1 settling runs of
+    SETTLE_ITERATIONS, as many as leave the cold run at least half."""
+    settling = max(0, min(rounds - 1, iterations // (2 * SETTLE_ITERATIONS)))
+    return [iterations - settling * SETTLE_ITERATIONS] + [SETTLE_ITERATIONS] * settling
 
 
 def resample(image: torch.Tensor, mode: str) -> torch.Tensor:
@@ -351,10 +362,10 @@ def optimize_frame(
     """One frame's optimization as `start` says (in its rounds), then the stall guard; the
     result, and whether the guard ran it again."""
     result = None
-    rounds = max(1, min(start.rounds, start.iterations // MIN_ROUND_ITERATIONS))
-    if rounds > 1:
-        start.stats["rounds"] = rounds
-    for share in split_iterations(start.iterations, rounds):
+    shares = settle_shares(start.iterations, start.rounds)
+    if len(shares) > 1:
+        start.stats["rounds"] = len(shares)
+    for share in shares:
         init = start.init if result is None else resample(result.image, start.resample)
         run = stylizer.stylize(
             content, init=init, iterations=share, extra_losses=start.extra_losses, callback=callback,

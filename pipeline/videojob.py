@@ -61,11 +61,12 @@ DEFAULT_WARP = "bilinear"
 # "Video quality").
 UNRELIABLE_STARTS = ("warped", "content")
 DEFAULT_UNRELIABLE_START = "warped"
-# A shot's first frame settles in this many rounds, resampled between them as a warm start is
-# (temporal.py, "Settling"); 1: one run from the content, as before. Measured on a 150-frame pan
-# at 64 px (README, "Video quality"): the first 20 frames no longer start crisper than the rest
-# of the shot, at 2% less flicker and the same style loss and iterations.
-DEFAULT_FIRST_ROUNDS = 4
+# A shot's first frame settles: a cold run, then this many rounds in all, each later one from the
+# image resampled as a warm start is (temporal.py, "Settling"); 1: the cold run alone. Measured on
+# the sample clip at 64 and 128 px and the shake (README, "Video quality"): 2 rounds gave the
+# lowest style loss, sharpness retention nearest 1 on the sample clip and flicker within 3% of the
+# lowest; after 4, the first frame came out softer than the shot's later frames.
+DEFAULT_FIRST_ROUNDS = 2
 MAX_FIRST_ROUNDS = 16
 # The curvature pairs L-BFGS keeps for every frame of a video job (lbfgs.py; images keep
 # lbfgs.HISTORY_SIZE, 20). A warm frame starts near its optimum, where the slow tail of the
