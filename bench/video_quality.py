@@ -142,15 +142,12 @@ def retention(styled: list[Path], content: list[Path]) -> float:
     return out / src
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-
-
 def farneback_flicker(styled: list[Path], content: list[Path]) -> float:
     """Flicker as `stylize flicker` measures it (the masked warping error, cuts skipped), but with
     Farneback's flow instead of the DIS flow the stylizer itself was held to: a stylizer could
     look steady by its own flow's masks alone, not by this one's."""
     from pipeline.flow import flicker, pair_of_flows
+    from pipeline.flowstage import read_rgb
     from pipeline.videojob import DEFAULT_SCENE_THRESHOLD
 
     def flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -47,7 +47,7 @@ from .lbfgs import HISTORY_SIZE
 from .losses import TemporalLoss
 from .manifest import read_json
 from .stylize import EarlyStop, ExtraLoss, StyleResult, Stylizer
-from .videojob import DEFAULT_LONG_TERM, DEFAULT_SCENE_THRESHOLD, STOP_WINDOW, VideoJob
+from .videojob import DEFAULT_LONG_TERM, DEFAULT_SCENE_THRESHOLD, SETTLE_ITERATIONS, STOP_WINDOW, VideoJob
 from .workdir import FrameStore
 
 Pairs = Callable[[int], FramePair]  # frame index -> the pair carrying frame index-1 onto it
@@ -127,7 +127,7 @@ class FrameStart:
     source: str = "init"  # for the log and the statistics: where the start image came from
     stop: EarlyStop = EarlyStop()  # Stylizer.stylize's early stopping; the default: all iterations
     stats: dict = field(default_factory=dict)  # added to the frame's statistics (cut score, ...)
-    rounds: int = 1  # the iterations in this many runs, the image resampled between them (settle)
+    rounds: int = 1  # a cold run, then short runs from the image resampled (settle_shares)
     resample: str = "bilinear"  # how: --warp's interpolation, as a warm start is carried
     history: int = HISTORY_SIZE  # L-BFGS's curvature pairs
 
@@ -338,15 +338,12 @@ def chained(before: StyleResult, after: StyleResult) -> StyleResult:
 # frame laid out: resampling it while it was still forming (the releases before split the
 # iterations equally) left a layout whose style loss the whole shot kept, 2% higher at 128 px.
 SETTLE_SHIFT = 0.5  # pixels, diagonally: the largest blur a warm start's fractional shift causes
-# Each settling run: enough for L-BFGS to gather curvature and restore the grain the shift took
-# (the measured default: 600 iterations as 550 cold and one run of 50).
-SETTLE_ITERATIONS = 50
 
 
 def settle_shares(iterations: int, rounds: int) -> list[int]:
     """A first frame's iterations by run: the cold run, then up to `rounds` - 1 settling runs of
     SETTLE_ITERATIONS, as many as leave the cold run at least half."""
-    settling = max(0, min(rounds - 1, iterations // (2 * SETTLE_ITERATIONS)))
+    settling = min(rounds - 1, iterations // (2 * SETTLE_ITERATIONS))
     return [iterations - settling * SETTLE_ITERATIONS] + [SETTLE_ITERATIONS] * settling
 
 
