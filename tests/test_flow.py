@@ -1,6 +1,9 @@
 """Optical flow, reliability masks, warping, scene cuts and the flicker metric on synthetic
 moving content with known motion."""
 
+import importlib.util
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -94,6 +97,36 @@ def test_a_pair_from_another_estimators_flows_masks_and_measures_the_same_way():
     assert p.cut_score < 0.1
     assert flicker([previous, current], [None, p], scene_threshold=0.6) < 0.01
     assert flicker([previous, previous], [None, p], scene_threshold=0.6) > 10  # a square that did not move
+
+
+def bench_module():
+    """bench/video_quality.py, which is a script, not a package."""
+    path = Path(__file__).resolve().parent.parent / "bench" / "video_quality.py"
+    spec = importlib.util.spec_from_file_location("video_quality", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmarks_independent_measures_skip_the_cut_alone_and_see_flicker(tmp_path):
+    """The benchmark's Farneback flicker and E_warp (Lai et al.) score every pair but the clip's
+    cut, as the stylizer's cut scan finds it; an output that is its moving input scores near 0,
+    one whose brightness jumps every other frame scores high."""
+    vq = bench_module()
+    clip = moving_square(4, seed=0) + moving_square(4, seed=10)  # a cut before the 5th frame
+    brighter = [np.clip(f.astype(int) + (40 if i % 2 else 0), 0, 255).astype(np.uint8) for i, f in enumerate(clip)]
+    paths = {}
+    for name, frames in (("content", clip), ("flickering", brighter)):
+        (tmp_path / name).mkdir()
+        paths[name] = [tmp_path / name / f"{i + 1:06d}.png" for i in range(len(frames))]
+        for path, frame in zip(paths[name], frames):
+            cv2.imwrite(str(path), frame[..., ::-1])
+    pairs = vq.farneback_pairs(paths["content"])
+    assert [i for i, p in enumerate(pairs) if p is not None and p.cut_score > 0.6] == [4]
+    steady = vq.warp_error(paths["content"], paths["content"], pairs)
+    flickering = vq.warp_error(paths["flickering"], paths["content"], pairs)
+    assert flickering > 10 * max(steady, 1.0), (steady, flickering)  # (40/255)^2 x 3 channels: ~74e-3
+    assert vq.farneback_flicker(paths["flickering"], pairs) > 10 * max(vq.farneback_flicker(paths["content"], pairs), 1)
 
 
 def test_warp_with_zero_flow_is_identity():
