@@ -182,25 +182,23 @@ def warp_error(styled: list[Path], content: list[Path], pairs: list) -> float:
     the video consistency literature, in units of 1e-3: the mean squared difference (RGB, 0..1,
     summed over the channels) between each output frame and the one before warped onto it, over
     a mask made from the input alone, M = exp(-50 |I_t - W(I_t-1)|^2). Farneback's flow; the
-    same cuts skipped. Neither the stylizer's flow nor its masks enter it."""
+    same cuts skipped. Neither the stylizer's flow nor its masks enter it: `stylize flicker`'s
+    measure (flow.flicker) with M in place of the reliability mask, rescaled from 0..255."""
+    from dataclasses import replace
+
     import torch
 
-    from pipeline.flow import to_tensor, warp
+    from pipeline.flow import flicker, to_tensor, warp
     from pipeline.flowstage import read_rgb
     from pipeline.videojob import DEFAULT_SCENE_THRESHOLD
 
-    def frame(paths: list[Path], t: int) -> torch.Tensor:
-        return to_tensor(read_rgb(paths[t]))
-
-    errors = []
-    for t in range(1, len(styled)):
-        if pairs[t].cut_score > DEFAULT_SCENE_THRESHOLD:
-            continue
-        flow = pairs[t].flow_back
-        mask = torch.exp(-50 * (frame(content, t) - warp(frame(content, t - 1), flow)).pow(2).sum(1))
-        error = (frame(styled, t) - warp(frame(styled, t - 1), flow)).pow(2).sum(1)
-        errors.append(float((mask * error).sum() / mask.sum().clamp(min=1e-6)))
-    return 1e3 * float(np.mean(errors)) if errors else 0.0
+    frames = [to_tensor(read_rgb(p)) for p in content]
+    masked = [None] + [
+        replace(pair, reliability=torch.exp(-50 * (now - warp(before, pair.flow_back)).pow(2).sum(1))[0].numpy())
+        for pair, before, now in zip(pairs[1:], frames, frames[1:])
+    ]
+    error = flicker((read_rgb(p) for p in styled), masked, scene_threshold=DEFAULT_SCENE_THRESHOLD)
+    return 1e3 * error / 255**2
 
 
 def frame_losses(styled: list[Path], content: list[Path], step: int) -> tuple[float, float]:
