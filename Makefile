@@ -32,9 +32,11 @@ demo: $(STAMP)
 	@echo "images: $(OUT)/photos-ihc/ (the tree of samples/photos, stylized; records in $(OUT)/photos-ihc/.stylize)"
 	@echo "reports: $(OUT)/carphone-ihc.mp4.work/report.html and $(OUT)/photos-ihc/.stylize/report.html (open in a browser)"
 
+# One test process per logical core, at most 4 (pytest-xdist): helpers.py pins each to one torch
+# thread, so one process left the second core of a 2-core machine mostly idle (824 s; 588 s with two).
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n logical --maxprocesses 4
 
 # Jobs SIGKILLed many times at random moments (tests/test_crash_resume.py); TORTURE_SEED=N varies them.
 torture: $(STAMP)
