@@ -247,7 +247,7 @@ def test_dask_backend_matches_local(tmp_path):
     assert stylize(source, "-o", tmp_path / "local", *fast) == 1
     # Worker processes, as on a real cluster: the job and batches really travel pickled.
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, env={"OMP_NUM_THREADS": "1"}
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", env={"OMP_NUM_THREADS": "1"}
     )
     with cluster:
         assert (

@@ -102,7 +102,7 @@ def cluster():
     distributed = pytest.importorskip("distributed")
     # Worker processes, as on a real cluster: the job travels pickled, the network loads there.
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1",
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", host="127.0.0.1",
         env={"OMP_NUM_THREADS": "1"},
     ) as cluster, distributed.Client(cluster) as client:  # fmt: skip
         yield cluster, client
