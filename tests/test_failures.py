@@ -321,13 +321,14 @@ def fill_when(disk: Path, trigger) -> threading.Thread:
         deadline = time.monotonic() + 60
         while not trigger() and time.monotonic() < deadline:
             time.sleep(0.002)
-        with open(disk / "filler", "wb") as f:
-            try:
+        # Closing the full file fails too (what the last write left buffered): inside the try.
+        try:
+            with open(disk / "filler", "wb") as f:
                 while True:
                     f.write(b"\0" * 65536)
                     f.flush()
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
 
     thread = threading.Thread(target=fill, daemon=True)
     thread.start()
