@@ -60,6 +60,8 @@ MODES = {
     "change-3": ["--stop-change", "3"],
     # Ruder et al.'s multi-pass: 2 more passes over each shot, alternating direction.
     "passes-3": ["--passes", "3"],
+    # Warm frames capped at 40 iterations (issue 17's target); a shot's first frame keeps its 600.
+    "cap-40": ["--iterations", "40"],
 }
 EDGE = 20  # frames at each end of the shot for sharpness retention
 

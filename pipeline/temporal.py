@@ -333,10 +333,12 @@ def chained(before: StyleResult, after: StyleResult) -> StyleResult:
 # residue of its start from the content image, which the chain sheds within its first ~5-10 frames:
 # a crisp-then-soft "pop" at every cut. So the first frame runs cold to (near) its optimum, then
 # `rounds` - 1 short runs, the image resampled before each by a half-pixel shift and back with the
-# warm starts' interpolation: it starts the shot where its successors will stay (README, "Video
-# quality"). The cold run comes first and whole because the warm frames keep the texture the first
-# frame laid out: resampling it while it was still forming (the releases before split the
-# iterations equally) left a layout whose style loss the whole shot kept, 2% higher at 128 px.
+# warm starts' interpolation: it starts the shot where its successors will stay
+# (docs/video-quality.md). The cold run comes first and whole because the warm frames keep the
+# texture the first frame laid out: resampling it while it was still forming (the releases before
+# split the iterations equally) left a layout whose style loss the whole shot kept, 2% higher at
+# 128 px. For the same reason it keeps a cold start's iterations whatever the warm frames' budget
+# (videojob.MIN_FIRST_ITERATIONS).
 SETTLE_SHIFT = 0.5  # pixels, diagonally: the largest blur a warm start's fractional shift causes
 
 

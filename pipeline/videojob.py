@@ -35,12 +35,12 @@ DEFAULT_SCENE_THRESHOLD = 0.6
 # iterations: a still shot then costs a few iterations, a moving one up to its --iterations.
 # With DEFAULT_LBFGS_HISTORY's 50 pairs, 3e-3 took a third fewer iterations than the releases
 # before (20 pairs, 1e-3) on three clips at 64 px and the sample clip at 128 px, at style loss
-# within 2% and flicker within 7% of theirs, both lower on the sample clip at 64 px (README,
-# "Video quality"); 1e-3 with 50 pairs saves 5-9% at no loss.
+# within 2% and flicker within 7% of theirs, both lower on the sample clip at 64 px
+# (docs/video-quality.md); 1e-3 with 50 pairs saves 5-9% at no loss.
 DEFAULT_STOP_TOLERANCE = 3e-3
 STOP_WINDOW = 10
 # And once the image moved by less than this many 0..255 levels (mean per value) over STOP_WINDOW
-# iterations; 0: off (README, "Video quality").
+# iterations; 0: off (docs/video-quality.md).
 DEFAULT_STOP_CHANGE = 0.0
 # --long-term: the temporal loss applies against these earlier stylized frames (Ruder et al. 2016,
 # "long-term consistency"; 1: the previous frame alone). Each frame further back keeps its content
@@ -48,7 +48,7 @@ DEFAULT_STOP_CHANGE = 0.0
 DEFAULT_LONG_TERM = (1,)
 # How a stylized frame is carried onto the next (the warm start and the temporal loss's target):
 # a bilinear warp by a half pixel halves the Laplacian variance of a stylized texture, and the
-# temporal loss then holds the next frame to that blur (README, "Video quality").
+# temporal loss then holds the next frame to that blur (docs/video-quality.md).
 WARP_MODES = ("bilinear", "bicubic")
 DEFAULT_WARP = "bilinear"
 # What a warm frame starts from where the flow cannot be trusted (disocclusions, motion boundaries,
@@ -57,13 +57,13 @@ DEFAULT_WARP = "bilinear"
 # the releases before did. Starting from the content costs each frame a cold start's work on those
 # pixels: on the sample clip at 128 px (4-9% of the pixels unreliable) the warped start took 39.8
 # iterations a warm frame against 64.4, 14-38% fewer on three clips, at 16-23% less flicker; the
-# price is a softer texture (the content start's grain) and up to 2.6% more style loss (README,
-# "Video quality").
+# price is a softer texture (the content start's grain) and up to 2.6% more style loss
+# (docs/video-quality.md).
 UNRELIABLE_STARTS = ("warped", "content")
 DEFAULT_UNRELIABLE_START = "warped"
 # A shot's first frame settles: a cold run, then this many rounds in all, each later one from the
 # image resampled as a warm start is (temporal.py, "Settling"); 1: the cold run alone. Measured on
-# the sample clip at 64 and 128 px and the shake (README, "Video quality"): 2 rounds gave the
+# the sample clip at 64 and 128 px and the shake (docs/video-quality.md): 2 rounds gave the
 # lowest style loss, sharpness retention nearest 1 on the sample clip and flicker within 3% of the
 # lowest; after 4, the first frame came out softer than the shot's later frames.
 DEFAULT_FIRST_ROUNDS = 2
@@ -82,6 +82,13 @@ DEFAULT_LBFGS_HISTORY = 50
 LBFGS_HISTORY_BYTES = 2.5e9
 MAX_LBFGS_HISTORY = 200
 MAX_LONG_TERM = 16
+# A shot's first frame, unless --iterations-first is given: twice --iterations, and never fewer than
+# the default's 600. It is a cold start, whatever the warm frames' budget, and the warm frames keep
+# the texture it lays out: with --iterations 40 and the first frame at twice that (80), the style
+# loss was 21% above the default's on the pan and 26% on bikes.mp4; with the first frame at 600,
+# 10.5% and 12.5%, at less flicker by all three measures (docs/video-quality.md, "A cap of 40, the
+# first frame at 600").
+MIN_FIRST_ITERATIONS = 600
 # --passes: Ruder, Dosovitskiy and Brox's multi-pass algorithm (2018, passes.py); each pass costs
 # about what the first does, hence a bound.
 MAX_PASSES = 8
@@ -111,7 +118,7 @@ class VideoJob:
     settings: StyleSettings
     init_path: Path | None = None
     work_dir: Path | None = None  # default: OUTPUT.work beside the output
-    iterations_first: int | None = None  # default: twice settings.iterations
+    iterations_first: int | None = None  # default: twice settings.iterations, at least MIN_FIRST_ITERATIONS
     start: float = 0.0  # seconds
     duration: float | None = None  # seconds; None: to the end
     every_nth: int = 1
@@ -233,7 +240,9 @@ class VideoJob:
 
     @property
     def first_iterations(self) -> int:
-        return self.iterations_first if self.iterations_first is not None else 2 * self.settings.iterations
+        if self.iterations_first is not None:
+            return self.iterations_first
+        return min(MAX_ITERATIONS, max(2 * self.settings.iterations, MIN_FIRST_ITERATIONS))
 
 
 def parse_long_term(text: str) -> tuple[int, ...]:

@@ -42,6 +42,7 @@ from pipeline.videojob import (
     DEFAULT_SCENE_THRESHOLD,
     LBFGS_HISTORY_BYTES,
     MAX_LBFGS_HISTORY,
+    MIN_FIRST_ITERATIONS,
     UNRELIABLE_STARTS,
     WARP_MODES,
 )
@@ -554,6 +555,26 @@ def test_a_shots_first_frame_settles_in_rounds_within_its_iterations(clips, tmp_
     first = [load_image(job.work / "styled" / "000001.png") for job in runs.values()]
     assert not torch.equal(*first)
     assert settled[0]["loss"] != plain[0]["loss"]
+
+
+def test_a_shots_first_frame_keeps_a_cold_starts_iterations_whatever_the_warm_frames_budget(clips, tmp_path):
+    """Unless --iterations-first is given, a shot's first frame runs twice --iterations and never
+    fewer than MIN_FIRST_ITERATIONS: the warm frames keep the texture it lays out, so lowering
+    --iterations for speed must not shorten the one cold start of the shot."""
+
+    def first(iterations: int, given: int | None) -> int:
+        job = make_job(clips["short"], tmp_path, settings={"iterations": iterations}, iterations_first=given)
+        return job.first_iterations
+
+    assert first(40, None) == MIN_FIRST_ITERATIONS == 600
+    assert (first(300, None), first(400, None), first(40, 12), first(400, 12)) == (600, 800, 12, 12)
+
+    job = make_job(clips["short"], tmp_path / "job", settings={"iterations": 2}, iterations_first=None)
+    run_video(job, vgg=build_tiny_vgg())
+    stats = frame_stats(job.work)
+    assert (stats[0]["start"], stats[0]["iterations"]) == ("init", 600) and len(stats) == 4
+    assert all(s["start"] == "warped" and s["iterations"] < 600 for s in stats[1:])
+    assert read_json(job.work / "job.json")["stages"]["stylize"]["settings"]["iterations_first"] == 600
 
 
 # --- long-term consistency (--long-term) --------------------------------------------------------
