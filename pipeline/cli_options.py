@@ -193,8 +193,9 @@ IterationsFirstOpt = Annotated[
     no_default(
         "--iterations-first",
         panel=VIDEO,
-        help="Iterations for a shot's first frame (default: twice --iterations, at least 600: later frames keep the "
-        "texture it lays out); later frames start from the previous one with --iterations.",
+        help=f"Iterations for a shot's first frame (default: twice --iterations, at least "
+        f"{video_defaults.MIN_FIRST_ITERATIONS}: later frames keep the texture it lays out); later frames start from "
+        "the previous one with --iterations.",
     ),
 ]
 StartOpt = Annotated[float, option(panel=VIDEO, help="Start this many seconds into the input.")]

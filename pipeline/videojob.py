@@ -83,12 +83,12 @@ LBFGS_HISTORY_BYTES = 2.5e9
 MAX_LBFGS_HISTORY = 200
 MAX_LONG_TERM = 16
 # A shot's first frame, unless --iterations-first is given: twice --iterations, and never fewer than
-# the default's 600. It is a cold start, whatever the warm frames' budget, and the warm frames keep
-# the texture it lays out: with --iterations 40 and the first frame at twice that (80), the style
-# loss was 21% above the default's on the pan and 26% on bikes.mp4; with the first frame at 600,
-# 10.5% and 12.5%, at less flicker by all three measures (docs/video-quality.md, "A cap of 40, the
-# first frame at 600").
-MIN_FIRST_ITERATIONS = 600
+# the default's (600, twice StyleSettings' 300). It is a cold start, whatever the warm frames'
+# budget, and the warm frames keep the texture it lays out: with --iterations 40 and the first
+# frame at twice that (80), the style loss was 21% above the default's on the pan and 26% on
+# bikes.mp4; with the first frame at 600, 10.5% and 12.5%, at less flicker by all three measures
+# (docs/video-quality.md, "A cap of 40, the first frame at 600").
+MIN_FIRST_ITERATIONS = 2 * StyleSettings.iterations
 # --passes: Ruder, Dosovitskiy and Brox's multi-pass algorithm (2018, passes.py); each pass costs
 # about what the first does, hence a bound.
 MAX_PASSES = 8
