@@ -4,7 +4,7 @@ per mode the mean iterations per warm-started frame, wall seconds per frame, fli
 own report: mean masked warping error, as `stylize flicker`; the same with Farneback's flow; and
 Lai et al.'s E_warp, whose mask comes from the input frames), the mean style and content loss of
 the frames (pipeline/score.py, the evaluator of `stylize score`, here at the frames' own size),
-and sharpness retention.
+style drift (that style loss over the last 20 frames / over the first 20) and sharpness retention.
 
 Sharpness retention = (mean Laplacian variance of the last 20 stylized frames / that of the first
 20) / (the same ratio for the input frames): 1 means the texture stays as crisp as the footage
@@ -63,7 +63,7 @@ MODES = {
     # Warm frames capped at 40 iterations (issue 17's target); a shot's first frame keeps its 600.
     "cap-40": ["--iterations", "40"],
 }
-EDGE = 20  # frames at each end of the shot for sharpness retention
+EDGE = 20  # frames at each end of the shot for style drift and sharpness retention
 
 
 def make_pan(path: Path, frames: int) -> Path:
@@ -203,19 +203,30 @@ def warp_error(styled: list[Path], content: list[Path], pairs: list) -> float:
     return 1e3 * error / 255**2
 
 
-def frame_losses(styled: list[Path], content: list[Path], step: int) -> tuple[float, float]:
-    """Mean content and style loss of every step-th frame with the fixed evaluator (score.py)."""
+def frame_losses(styled: list[Path], content: list[Path], step: int) -> dict[str, float]:
+    """The evaluator's losses (score.py): the mean content and style loss of every step-th frame,
+    and the style drift, the mean style loss of the last EDGE frames over that of the first EDGE
+    (every one of them scored). Under a cap on the iterations a warm frame leaves some of the
+    warp's damage undone and the next starts from it: the texture fades along the shot, and the
+    mean over a shot depends on its length. Drift shows it; the adaptive stopping rule keeps it near 1."""
     from pipeline.images import load_image
     from pipeline.score import reference_losses, reference_vgg
 
     vgg, style = reference_vgg(), load_image(STYLE)
-    picked = list(zip(styled, content))[::step]
-    results = []
-    for out, src in picked:
-        out_image = load_image(out)
+    edge = min(EDGE, len(styled) // 2)
+    sampled = set(range(0, len(styled), step))
+    scored = {}
+    for i in sorted(sampled | set(range(edge)) | set(range(len(styled) - edge, len(styled)))):
+        out_image = load_image(styled[i])
         size = max(out_image.shape[-2:])
-        results.append(reference_losses(out_image, load_image(src), [style], vgg=vgg, size=size))
-    return float(np.mean([r["content"] for r in results])), float(np.mean([r["style"] for r in results]))
+        scored[i] = reference_losses(out_image, load_image(content[i]), [style], vgg=vgg, size=size)
+    first = np.mean([scored[i]["style"] for i in range(edge)])
+    last = np.mean([scored[i]["style"] for i in range(len(styled) - edge, len(styled))])
+    return {
+        "content": float(np.mean([scored[i]["content"] for i in sampled])),
+        "style": float(np.mean([scored[i]["style"] for i in sampled])),
+        "style_drift": float(last / first),
+    }
 
 
 def run_mode(clip: Path, name: str, extra: list[str], args: argparse.Namespace) -> dict:
@@ -237,7 +248,7 @@ def run_mode(clip: Path, name: str, extra: list[str], args: argparse.Namespace) 
     warm = [s for s in stats if s.get("start") not in ("init", "cut")]
     record = json.loads((work / "job.json").read_text())
     flicker = record.get("report", {}).get("flicker", {})
-    content_loss, style_loss = frame_losses(styled, content, args.score_every)
+    losses = frame_losses(styled, content, args.score_every)
     pairs = farneback_pairs(content)
     return {
         "mode": name.split("-", 1)[1], "frames": len(styled),
@@ -247,23 +258,22 @@ def run_mode(clip: Path, name: str, extra: list[str], args: argparse.Namespace) 
         "redone": sum(1 for s in stats if s.get("redone")),
         "flicker": flicker.get("output", float("nan")), "flicker_input": flicker.get("input", float("nan")),
         "flicker_farneback": farneback_flicker(styled, pairs), "warp_error": warp_error(styled, content, pairs),
-        "content": content_loss, "style": style_loss, "sharpness_retention": retention(styled, content),
+        **losses, "sharpness_retention": retention(styled, content),
     }  # fmt: skip
 
 
 def table(clip: str, rows: list[dict]) -> str:
     head = (
         "| mode | frames | iters/warm frame | redone | s/frame | flicker (input) | flicker, Farneback | E_warp (1e-3)"
-        " | content | style"
-        " | sharpness ret. |"
+        " | content | style | style drift | sharpness ret. |"
     )
-    lines = [f"**{clip}**", "", head, "|" + "---|" * 11]
+    lines = [f"**{clip}**", "", head, "|" + "---|" * 12]
     for r in rows:
         lines.append(
             f"| {r['mode']} | {r['frames']} | {r['iterations_warm']:.1f} | {r['redone']} | "
             f"{r['seconds_per_frame']:.2f} | "
             f"{r['flicker']:.4g} ({r['flicker_input']:.4g}) | {r['flicker_farneback']:.4g} | {r['warp_error']:.4g} | "
-            f"{r['content']:.4g} | {r['style']:.4g} | "
+            f"{r['content']:.4g} | {r['style']:.4g} | {r['style_drift']:.3f} | "
             f"{r['sharpness_retention']:.3f} |"
         )
     return "\n".join(lines)

@@ -129,6 +129,30 @@ def test_the_benchmarks_independent_measures_skip_the_cut_alone_and_see_flicker(
     assert vq.farneback_flicker(paths["flickering"], pairs) > 10 * max(vq.farneback_flicker(paths["content"], pairs), 1)
 
 
+
+def test_the_benchmarks_style_drift_sees_a_texture_fade_along_the_shot(tmp_path):
+    """Style drift, the evaluator's style loss over the last frames over that over the first:
+    exactly 1 for a shot that keeps its texture, well above 1 where the texture blurs away (as
+    warm frames stopped short of undoing the warp's blur do, one frame after another)."""
+    vq = bench_module()
+    style = cv2.imread(str(vq.STYLE))
+    crop = cv2.resize(style, (64, 48), interpolation=cv2.INTER_AREA)
+    faded = cv2.GaussianBlur(crop, (0, 0), 1.5)
+    content = tmp_path / "content.png"
+    cv2.imwrite(str(content), crop)
+    frames = {"kept": [crop] * 8, "faded": [crop] * 4 + [faded] * 4}
+    drift = {}
+    for name, images in frames.items():
+        (tmp_path / name).mkdir()
+        paths = [tmp_path / name / f"{i + 1:06d}.png" for i in range(len(images))]
+        for path, image in zip(paths, images):
+            cv2.imwrite(str(path), image)
+        losses = vq.frame_losses(paths, [content] * len(paths), step=3)
+        assert losses["style"] > 0 and losses["content"] >= 0
+        drift[name] = losses["style_drift"]
+    assert drift["kept"] == pytest.approx(1.0)
+    assert drift["faded"] > 1.5, drift
+
 def test_warp_with_zero_flow_is_identity():
     image = torch.rand(2, 3, 7, 9)
     assert torch.allclose(warp(image, np.zeros((7, 9, 2), np.float32)), image, atol=1e-5)
