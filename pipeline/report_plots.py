@@ -33,16 +33,19 @@ CUT_COLOR, SHOT_COLOR, CHUNK_COLOR = "#d62728", "#ff7f0e", "#7f7f7f"
 
 
 def reduce(x: Sequence[float], y: Sequence[float], how: str = "mean") -> tuple[np.ndarray, np.ndarray]:
-    """At most MAX_POINTS (x, y) pairs: consecutive points binned, y by `how` (mean or max)."""
+    """At most MAX_POINTS (x, y) pairs: consecutive points binned, y by `how` (mean or max),
+    missing values (NaN) left out; a bin with none is NaN, a gap in the line."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if len(x) <= MAX_POINTS:
         return x, y
-    edges = np.linspace(0, len(x), MAX_POINTS + 1).astype(int)
-    fold = np.fmax.reduceat if how == "max" else np.add.reduceat
-    ys = fold(np.nan_to_num(y, nan=0.0), edges[:-1])
-    if how != "max":
-        ys = ys / np.diff(edges)
-    return x[edges[:-1]], ys
+    edges = np.linspace(0, len(x), MAX_POINTS + 1).astype(int)[:-1]
+    present = ~np.isnan(y)
+    counts = np.add.reduceat(present.astype(float), edges)
+    if how == "max":
+        ys = np.fmax.reduceat(np.where(present, y, -np.inf), edges)
+    else:
+        ys = np.add.reduceat(np.where(present, y, 0.0), edges) / np.maximum(counts, 1)
+    return x[edges], np.where(counts > 0, ys, np.nan)
 
 
 def save_svg(figure: Figure, path: Path) -> None:
@@ -69,8 +72,9 @@ def video_plot(
 ) -> None:
     """Iterations, loss and per-pair flicker over the frame index, one panel each.
 
-    frames: "index", "iterations", "loss" (one entry per finished frame); pairs: "index" (the
-    later frame of the pair), "output" and "input" (masked warping error)."""
+    frames: "index", "iterations", "loss" and optionally the objective's "style" and "temporal"
+    terms (one entry per finished frame, NaN where a frame has none); pairs: "index" (the later
+    frame of the pair), "output" and "input" (masked warping error)."""
     with matplotlib.rc_context(SVG_STYLE):
         figure = Figure(figsize=(9, 6.2))
         top, middle, bottom = figure.subplots(3, 1, sharex=True)
@@ -79,11 +83,20 @@ def video_plot(
         top.set_ylabel("iterations")
         top.yaxis.set_major_locator(MaxNLocator(integer=True))
         top.xaxis.set_major_locator(MaxNLocator(integer=True))
-        x, loss = reduce(frames["index"], frames["loss"])
-        middle.plot(x, loss, color="#6a3d9a", linewidth=1)
-        if len(loss) and np.nanmin(loss) > 0:
+        plotted = []
+        for name, color in (("loss", "#6a3d9a"), ("style", "#e377c2"), ("temporal", "#17becf")):
+            x, y = reduce(frames["index"], frames.get(name, []) or [np.nan] * len(frames["index"]))
+            if np.isnan(y).all():
+                continue
+            label = "loss (total)" if name == "loss" else f"{name} term"
+            middle.plot(x, y, color=color, linewidth=1, label=label, marker="." if len(x) < 60 else None)
+            plotted.append(y)
+        values = np.concatenate(plotted) if plotted else np.array([])
+        if len(values) and np.nanmin(values) > 0:
             middle.set_yscale("log")
         middle.set_ylabel("loss")
+        if len(plotted) > 1:
+            middle.legend(loc="best", fontsize=8, ncols=3)
         for name, color in (("output", "#d62728"), ("input", "#2ca02c")):
             x, y = reduce(pairs["index"], pairs[name], "max")
             bottom.plot(x, y, color=color, linewidth=1, label=f"{name} flicker", marker="." if len(x) < 60 else None)

@@ -28,6 +28,9 @@ RATE_WINDOW = 50  # frames/s over the last this many finished frames
 # the next rewrite); `stylize report` measures everything.
 JOB_FLICKER_BUDGET = 2.0
 HIDDEN_SETTINGS = ("decode", "flow", "stylize", "input", "output", "styles")
+# The objective's terms plotted beside the total: a style term that climbs along a shot is its
+# texture fading (warm frames stopped short of undoing what the warp blurred; docs/video-quality.md).
+LOSS_TERMS = ("style", "temporal")
 
 
 def write_video_report(
@@ -233,6 +236,7 @@ def plot(state: VideoState, figures: dict[int, dict]) -> None:
         "index": [i for i, _ in frames],
         "iterations": [f.get("iterations", math.nan) for _, f in frames],
         "loss": [f.get("loss", math.nan) for _, f in frames],
+        **{term: [(f.get("terms") or {}).get(term, math.nan) for _, f in frames] for term in LOSS_TERMS},
     }
     pairs = sorted(figures.items())
     pair_series = {"index": [i for i, _ in pairs]}

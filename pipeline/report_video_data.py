@@ -38,7 +38,9 @@ from .report_html import FILES_DIR, write_text
 
 KIND = "video"
 STATS_NAME = re.compile(r"^(\d{6,})\.json$")
-KEPT = ("iterations", "loss", "seconds", "finished", "start", "cut_score", "flicker")
+# The figures of a frame's statistics the report keeps (in its cache, report-files/frames.json):
+# "terms" is the objective's content, style and temporal term at the frame's end.
+KEPT = ("iterations", "loss", "terms", "seconds", "finished", "start", "cut_score", "flicker")
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,9 @@ def read_state(layout: VideoLayout) -> VideoState:
     state = VideoState(layout, data, WorkDirLock.holder(layout.work_dir))
     cache_path = layout.files / "frames.json"
     cache = _read_cache(cache_path)
-    if cache.get("key") == state.stylize_hash:
+    # Keyed by the settings and by what it keeps: a report that keeps more reads every record again.
+    key = f"{state.stylize_hash}/{','.join(KEPT)}"
+    if cache.get("key") == key:
         state.frames = {int(k): v for k, v in (cache.get("frames") or {}).items()}
     new = 0
     for index in finished_indices(layout):
@@ -163,7 +167,7 @@ def read_state(layout: VideoLayout) -> VideoState:
     if new:
         layout.files.mkdir(parents=True, exist_ok=True)
         frames = {str(k): v for k, v in sorted(state.frames.items())}
-        write_text(cache_path, json.dumps({"key": state.stylize_hash, "frames": frames}, separators=(",", ":")))
+        write_text(cache_path, json.dumps({"key": key, "frames": frames}, separators=(",", ":")))
     return state
 
 

@@ -29,6 +29,7 @@ from pipeline.errors import WriteError
 from pipeline.manifest import WorkDirLock, read_json, write_json
 from pipeline.report_archive import write_archive_report
 from pipeline.report_flicker import pair_figures
+from pipeline.report_plots import MAX_POINTS, reduce
 from pipeline.report_video import write_video_report
 from pipeline.report_video_data import VideoLayout, read_state
 from pipeline.settings import StyleSettings
@@ -102,6 +103,8 @@ def test_video_report_from_records(video_job):
         assert (video_job / src).is_file(), src
     svg = (video_job / "report-files" / "video.svg").read_text()
     assert "scene cut" in svg and "output flicker" in svg and "iterations" in svg
+    # The objective's terms beside the total: the style term shows a texture fading along a shot.
+    assert "loss (total)" in svg and "style term" in svg and "temporal term" in svg
     # The per-pair figures agree with the job's own mean (same masks, same pairs, cut skipped).
     state = read_state(VideoLayout(video_job))
     figures = pair_figures(state)
@@ -154,6 +157,33 @@ def test_video_report_rewrites_are_cheap_and_prefer_recorded_flicker(video_job, 
     (work / "report-files" / "frames.json").unlink()  # the statistics are read once: forget them
     write_video_report(work)
     assert "output 1.234e+04, input 6" in (work / "report.html").read_text()
+
+
+def test_a_report_cache_from_a_release_that_kept_fewer_figures_is_read_again(video_job, tmp_path):
+    """report-files/frames.json holds each frame's figures once read; one written by a release
+    that kept no loss terms must not hide them (the plot would lose its style and temporal lines)."""
+    work = tmp_path / "work"
+    shutil.copytree(video_job, work)
+    cache = work / "report-files" / "frames.json"
+    stylize_hash = read_json(work / "job.json")["stages"]["stylize"]["hash"]
+    old = {k: {"iterations": 3, "loss": 1.0} for k in range(1, 13)}
+    cache.write_text(json.dumps({"key": stylize_hash, "frames": old}))
+    state = read_state(VideoLayout(work))
+    assert all(frame.get("terms", {}).get("style", 0) > 0 for frame in state.frames.values())
+    assert sum("temporal" in frame["terms"] for frame in state.frames.values()) == 10  # not the shots' first frames
+    assert "style term" in (write_video_report(work), (work / "report-files" / "video.svg").read_text())[1]
+
+
+def test_long_series_are_binned_for_the_plot_without_their_gaps_counting_as_zeros():
+    x = np.arange(1, 5001)
+    y = np.where(x % 100 == 1, np.nan, 10.0)  # a shot's first frame has no temporal term
+    y[2000:2020] = np.nan  # a whole stretch without the figure
+    bx, by = reduce(x, y)
+    assert len(bx) == MAX_POINTS and bx[0] == 1
+    assert np.nanmin(by) == 10.0 and np.nanmax(by) == 10.0  # a mean of the present values only
+    assert np.isnan(by[400:404]).all() and not np.isnan(by[404])  # frames 2001-2020: a gap in the line
+    peaks = np.where(np.arange(1, 5001) == 2500, 99.0, y)
+    assert np.nanmax(reduce(x, peaks, "max")[1]) == 99.0 and np.isnan(reduce(x, peaks, "max")[1][400])
 
 
 def test_video_report_refreshes_only_while_the_job_holds_its_lock(video_job, tmp_path):
