@@ -141,7 +141,8 @@ def seams(args: argparse.Namespace) -> None:
     measured = {
         "one shot, stylized frames": (outputs["one shot"], work["one shot"] / "styled"),
         "segments, stylized frames cross-faded": (
-            outputs["segments"], cross_faded(work["segments"], segments, args.out / "faded")
+            outputs["segments"],
+            cross_faded(work["segments"], segments, args.out / "faded"),
         ),
         "one shot, output video": (outputs["one shot"], None),
         "segments, output video": (outputs["segments"], None),

@@ -53,7 +53,12 @@ def free_memory(devices: Sequence[str] | None = None) -> int | None:
 
 
 def run_tasks(
-    function: Callable[[Any, Any], Any], common: Any, items: Iterable, *, workers: Workers, threads: int,
+    function: Callable[[Any, Any], Any],
+    common: Any,
+    items: Iterable,
+    *,
+    workers: Workers,
+    threads: int,
     stop: Callable[[], None],
 ) -> Iterator:
     """function(common, item) for every item, as joblib tasks: on `threads` threads here, or on

@@ -260,6 +260,7 @@ def video(
     from .display import JobDisplay, console
     from .flicker import flicker_line
     from .video import VideoJob, run_video
+
     job = VideoJob(
         input=input_file, styles=tuple(style), output=output or input_file.with_name(f"{input_file.stem}-stylized.mp4"),
         settings=settings, init_path=init_path, work_dir=work_dir, iterations_first=iterations_first,

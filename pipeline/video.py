@@ -106,8 +106,11 @@ def stage_settings(job: VideoJob, info: VideoInfo, size: tuple[int, int], starte
         "init_image": file_hash(job.init_path) if job.init_path else None,
         **starter.settings(),
         # Segments start afresh and are cross-faded (shots.py): other frames. Off: the hash as before.
-        **({"max_shot_frames": job.max_shot_frames, "segment_overlap": job.segment_overlap}
-           if job.max_shot_frames else {}),  # fmt: skip
+        **(
+            {"max_shot_frames": job.max_shot_frames, "segment_overlap": job.segment_overlap}
+            if job.max_shot_frames
+            else {}
+        ),
     }
     encode = {"stylize": hash_settings(stylize), "crf": job.crf, "output": str(job.output.resolve())}
     return {"decode": decode, "flow": flow, "stylize": stylize, "encode": encode}

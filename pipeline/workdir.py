@@ -315,8 +315,14 @@ def human_bytes(n: float) -> str:
 
 
 def check_disk_space(
-    store: FrameStore, kept: Kept, expected: int, size: tuple[int, int], *, keep_frames: bool = False,
-    shots_at_once: int = 1, held: int = 0,
+    store: FrameStore,
+    kept: Kept,
+    expected: int,
+    size: tuple[int, int],
+    *,
+    keep_frames: bool = False,
+    shots_at_once: int = 1,
+    held: int = 0,
 ) -> str:
     """Refuse, before anything is deleted or decoded, a job the disk cannot hold: `expected`
     frames of `size`, less what is kept, against the free space plus what invalidation frees.

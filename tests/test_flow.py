@@ -129,7 +129,6 @@ def test_the_benchmarks_independent_measures_skip_the_cut_alone_and_see_flicker(
     assert vq.farneback_flicker(paths["flickering"], pairs) > 10 * max(vq.farneback_flicker(paths["content"], pairs), 1)
 
 
-
 def test_the_benchmarks_style_drift_sees_a_texture_fade_along_the_shot(tmp_path):
     """Style drift, the evaluator's style loss over the last frames over that over the first:
     exactly 1 for a shot that keeps its texture, well above 1 where the texture blurs away (as
@@ -152,6 +151,7 @@ def test_the_benchmarks_style_drift_sees_a_texture_fade_along_the_shot(tmp_path)
         drift[name] = losses["style_drift"]
     assert drift["kept"] == pytest.approx(1.0)
     assert drift["faded"] > 1.5, drift
+
 
 def test_warp_with_zero_flow_is_identity():
     image = torch.rand(2, 3, 7, 9)
