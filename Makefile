@@ -56,7 +56,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/long_video.py $(BENCH_LONG)
 	$(BIN)/python bench/shots.py $(BENCH_SHOTS)
 
-# Video quality (issue 17): iterations, time, flicker, losses and sharpness retention per --flow
-# mode on the sample clip and a 150-frame synthetic pan; BENCH_VIDEO="--frames 40 --size 96" runs it short.
+# Video quality (issue 17): iterations, time, flicker, losses, style drift and sharpness retention per
+# mode on the sample clip, a 150-frame synthetic pan and a shake; BENCH_VIDEO="--frames 40 --size 96" runs it short.
 bench-video: $(STAMP)
 	$(BIN)/python bench/video_quality.py $(BENCH_VIDEO)

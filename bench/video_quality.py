@@ -62,6 +62,9 @@ MODES = {
     "passes-3": ["--passes", "3"],
     # Warm frames capped at 40 iterations (issue 17's target); a shot's first frame keeps its 600.
     "cap-40": ["--iterations", "40"],
+    "cap-60": ["--iterations", "60"],
+    # The stopping rule loosened to ~40-48 iterations a warm frame on the pan and bikes.mp4 at 128 px.
+    "stop-1.5e-2": ["--stop-tolerance", "0.015"],
 }
 EDGE = 20  # frames at each end of the shot for style drift and sharpness retention
 
