@@ -17,7 +17,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, ScalarFormatter
 
 from .atomic import atomic_path
 
@@ -46,6 +46,13 @@ def reduce(x: Sequence[float], y: Sequence[float], how: str = "mean") -> tuple[n
     else:
         ys = np.add.reduceat(np.where(present, y, 0.0), edges) / np.maximum(counts, 1)
     return x[edges], np.where(counts > 0, ys, np.nan)
+
+
+def wide_ranging(values: np.ndarray, ratio: float = 4.0) -> bool:
+    """Whether a positive series' largest value is over `ratio` times its median: drawn on a log
+    axis, so that the many small values do not lie flat on the floor under the few large ones."""
+    values = values[~np.isnan(values)]
+    return len(values) > 0 and values.min() > 0 and values.max() > ratio * np.median(values)
 
 
 def save_svg(figure: Figure, path: Path) -> None:
@@ -81,7 +88,14 @@ def video_plot(
         x, iterations = reduce(frames["index"], frames["iterations"])
         top.plot(x, iterations, color="#3a7bd5", linewidth=1, drawstyle="steps-mid")
         top.set_ylabel("iterations")
-        top.yaxis.set_major_locator(MaxNLocator(integer=True))
+        if wide_ranging(iterations):
+            # A shot's first frame runs cold (600 iterations by default), the warm frames 30-90.
+            top.set_yscale("log")
+            top.yaxis.set_major_locator(LogLocator(subs=(1, 1.5, 2, 3, 5, 7)))
+            top.yaxis.set_major_formatter(ScalarFormatter())
+            top.yaxis.set_minor_formatter(NullFormatter())
+        else:
+            top.yaxis.set_major_locator(MaxNLocator(integer=True))
         top.xaxis.set_major_locator(MaxNLocator(integer=True))
         plotted = []
         for name, color in (("loss", "#6a3d9a"), ("style", "#e377c2"), ("temporal", "#17becf")):

@@ -29,7 +29,7 @@ from pipeline.errors import WriteError
 from pipeline.manifest import WorkDirLock, read_json, write_json
 from pipeline.report_archive import write_archive_report
 from pipeline.report_flicker import pair_figures
-from pipeline.report_plots import MAX_POINTS, reduce
+from pipeline.report_plots import MAX_POINTS, reduce, video_plot, wide_ranging
 from pipeline.report_video import write_video_report
 from pipeline.report_video_data import VideoLayout, read_state
 from pipeline.settings import StyleSettings
@@ -184,6 +184,24 @@ def test_long_series_are_binned_for_the_plot_without_their_gaps_counting_as_zero
     assert np.isnan(by[400:404]).all() and not np.isnan(by[404])  # frames 2001-2020: a gap in the line
     peaks = np.where(np.arange(1, 5001) == 2500, 99.0, y)
     assert np.nanmax(reduce(x, peaks, "max")[1]) == 99.0 and np.isnan(reduce(x, peaks, "max")[1][400])
+
+
+def test_iterations_on_a_log_axis_when_a_shots_cold_first_frame_dwarfs_the_warm_ones(tmp_path):
+    """A default job's first frame runs 600 iterations and its warm frames 30-90: on a linear
+    axis they would lie flat on the floor, so the panel goes logarithmic, labelled in plain numbers."""
+    warm = [600.0] + [60.0 + (i % 7) for i in range(40)]
+    assert wide_ranging(np.array(warm)) and not wide_ranging(np.array([3.0] + [2.0] * 11))
+    assert not wide_ranging(np.array([np.nan, 0.0, 50.0]))  # nothing positive to take the log of
+    svgs = {}
+    for name, iterations in (("cold first", warm), ("even", [60.0] * 41)):
+        index = list(range(1, 42))
+        frames = {"index": index, "iterations": iterations, "loss": [1e12] * 41}
+        pairs = {"index": index[1:], "output": [10.0] * 40, "input": [20.0] * 40}
+        video_plot(tmp_path / f"{name}.svg", frames, pairs, {}, 41)
+        svgs[name] = (tmp_path / f"{name}.svg").read_text()
+    # Log ticks at 1, 1.5, 2, 3, 5 and 7 of each decade: 70, 100, 150, ... 500 for 60-600.
+    assert all(f">{tick}<" in svgs["cold first"] for tick in (70, 100, 150, 500))
+    assert ">150<" not in svgs["even"]
 
 
 def test_video_report_refreshes_only_while_the_job_holds_its_lock(video_job, tmp_path):
