@@ -17,7 +17,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, ScalarFormatter
+from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, StrMethodFormatter
 
 from .atomic import atomic_path
 
@@ -92,7 +92,7 @@ def video_plot(
             # A shot's first frame runs cold (600 iterations by default), the warm frames 30-90.
             top.set_yscale("log")
             top.yaxis.set_major_locator(LogLocator(subs=(1, 1.5, 2, 3, 5, 7)))
-            top.yaxis.set_major_formatter(ScalarFormatter())
+            top.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))  # 10, not 10.0
             top.yaxis.set_minor_formatter(NullFormatter())
         else:
             top.yaxis.set_major_locator(MaxNLocator(integer=True))

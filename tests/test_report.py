@@ -193,7 +193,8 @@ def test_iterations_on_a_log_axis_when_a_shots_cold_first_frame_dwarfs_the_warm_
     assert wide_ranging(np.array(warm)) and not wide_ranging(np.array([3.0] + [2.0] * 11))
     assert not wide_ranging(np.array([np.nan, 0.0, 50.0]))  # nothing positive to take the log of
     svgs = {}
-    for name, iterations in (("cold first", warm), ("even", [60.0] * 41)):
+    short = [40.0] + [8.0] * 40  # the demo's: --iterations-first 40, --iterations 8
+    for name, iterations in (("cold first", warm), ("even", [60.0] * 41), ("short", short)):
         index = list(range(1, 42))
         frames = {"index": index, "iterations": iterations, "loss": [1e12] * 41}
         pairs = {"index": index[1:], "output": [10.0] * 40, "input": [20.0] * 40}
@@ -201,6 +202,8 @@ def test_iterations_on_a_log_axis_when_a_shots_cold_first_frame_dwarfs_the_warm_
         svgs[name] = (tmp_path / f"{name}.svg").read_text()
     # Log ticks at 1, 1.5, 2, 3, 5 and 7 of each decade: 70, 100, 150, ... 500 for 60-600.
     assert all(f">{tick}<" in svgs["cold first"] for tick in (70, 100, 150, 500))
+    top = svgs["short"][svgs["short"].index('id="axes_1"') : svgs["short"].index('id="axes_2"')]  # the iterations
+    assert ">10<" in top and ">30<" in top and ".0<" not in top  # whole numbers, not 10.0
     assert ">150<" not in svgs["even"]
 
 
