@@ -217,18 +217,20 @@ def frame_losses(styled: list[Path], content: list[Path], step: int) -> dict[str
 
     vgg, style = reference_vgg(), load_image(STYLE)
     edge = min(EDGE, len(styled) // 2)
-    sampled = set(range(0, len(styled), step))
+    sampled, first, last = range(0, len(styled), step), range(edge), range(len(styled) - edge, len(styled))
     scored = {}
-    for i in sorted(sampled | set(range(edge)) | set(range(len(styled) - edge, len(styled)))):
+    for i in sorted({*sampled, *first, *last}):
         out_image = load_image(styled[i])
         size = max(out_image.shape[-2:])
         scored[i] = reference_losses(out_image, load_image(content[i]), [style], vgg=vgg, size=size)
-    first = np.mean([scored[i]["style"] for i in range(edge)])
-    last = np.mean([scored[i]["style"] for i in range(len(styled) - edge, len(styled))])
+
+    def mean(term: str, frames: range) -> float:
+        return float(np.mean([scored[i][term] for i in frames]))
+
     return {
-        "content": float(np.mean([scored[i]["content"] for i in sampled])),
-        "style": float(np.mean([scored[i]["style"] for i in sampled])),
-        "style_drift": float(last / first),
+        "content": mean("content", sampled),
+        "style": mean("style", sampled),
+        "style_drift": mean("style", last) / mean("style", first),
     }
 
 

@@ -74,13 +74,19 @@ def _marks(axes, marks: dict[str, Sequence[int]]) -> None:
             axes.axvline(frame - 0.5, color=color, linestyle=style, linewidth=1, label=name if k == 0 else None)
 
 
+# The objective's terms plotted beside the total loss, and their colours: a style term that climbs
+# along a shot is its texture fading (warm frames stopped short of undoing what the warp blurred;
+# docs/video-quality.md).
+LOSS_TERMS = {"style": "#e377c2", "temporal": "#17becf"}
+
+
 def video_plot(
     path: Path, frames: dict[str, list], pairs: dict[str, list], marks: dict[str, Sequence[int]], total: int
 ) -> None:
     """Iterations, loss and per-pair flicker over the frame index, one panel each.
 
-    frames: "index", "iterations", "loss" and optionally the objective's "style" and "temporal"
-    terms (one entry per finished frame, NaN where a frame has none); pairs: "index" (the later
+    frames: "index", "iterations", "loss" and optionally the objective's LOSS_TERMS (one entry
+    per finished frame, NaN where a frame has none); pairs: "index" (the later
     frame of the pair), "output" and "input" (masked warping error)."""
     with matplotlib.rc_context(SVG_STYLE):
         figure = Figure(figsize=(9, 6.2))
@@ -98,7 +104,7 @@ def video_plot(
             top.yaxis.set_major_locator(MaxNLocator(integer=True))
         top.xaxis.set_major_locator(MaxNLocator(integer=True))
         plotted = []
-        for name, color in (("loss", "#6a3d9a"), ("style", "#e377c2"), ("temporal", "#17becf")):
+        for name, color in {"loss": "#6a3d9a", **LOSS_TERMS}.items():
             x, y = reduce(frames["index"], frames.get(name, []) or [np.nan] * len(frames["index"]))
             if np.isnan(y).all():
                 continue

@@ -19,7 +19,7 @@ from .report_flicker import pair_figures, worst_pairs, worst_thumbnails
 from .report_frames import content_thumb, strip_indices, styled_thumb
 from .report_html import FILES_DIR as FILES
 from .report_html import REPORT_FILE, esc, img, link_from, page, progress_bar, state_badge, table, write_text
-from .report_plots import video_plot
+from .report_plots import LOSS_TERMS, video_plot
 from .report_thumbs import THUMB_SIZE, prune, thumbnail
 from .report_video_data import VideoLayout, VideoState, read_state
 
@@ -28,9 +28,6 @@ RATE_WINDOW = 50  # frames/s over the last this many finished frames
 # the next rewrite); `stylize report` measures everything.
 JOB_FLICKER_BUDGET = 2.0
 HIDDEN_SETTINGS = ("decode", "flow", "stylize", "input", "output", "styles")
-# The objective's terms plotted beside the total: a style term that climbs along a shot is its
-# texture fading (warm frames stopped short of undoing what the warp blurred; docs/video-quality.md).
-LOSS_TERMS = ("style", "temporal")
 
 
 def write_video_report(
