@@ -209,9 +209,10 @@ def warp_error(styled: list[Path], content: list[Path], pairs: list) -> float:
 def frame_losses(styled: list[Path], content: list[Path], step: int) -> dict[str, float]:
     """The evaluator's losses (score.py): the mean content and style loss of every step-th frame,
     and the style drift, the mean style loss of the last EDGE frames over that of the first EDGE
-    (every one of them scored). Under a cap on the iterations a warm frame leaves some of the
-    warp's damage undone and the next starts from it: the texture fades along the shot, and the
-    mean over a shot depends on its length. Drift shows it; the adaptive stopping rule keeps it near 1."""
+    (every one of them scored). Under a cap on the iterations a warm frame hands the next a
+    texture short of its restyling, and the temporal loss holds the next to it: the texture fades
+    along the shot, and the mean over a shot depends on its length. Drift shows it; the adaptive
+    stopping rule keeps it near 1."""
     from pipeline.images import load_image
     from pipeline.score import reference_losses, reference_vgg
 

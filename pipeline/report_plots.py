@@ -75,8 +75,8 @@ def _marks(axes, marks: dict[str, Sequence[int]]) -> None:
 
 
 # The objective's terms plotted beside the total loss, and their colours: a style term that climbs
-# along a shot is its texture fading (warm frames stopped short of undoing what the warp blurred;
-# docs/video-quality.md).
+# along a shot is its texture fading (warm frames stopped short of their restyling, each held by
+# the temporal loss to what the one before handed it; docs/video-quality.md).
 LOSS_TERMS = {"style": "#e377c2", "temporal": "#17becf"}
 
 
