@@ -11,7 +11,13 @@ Sharpness retention = (mean Laplacian variance of the last 20 stylized frames / 
 allows; the bilinear warp of each warm start, compounded over a long shot, pulls it below 1.
 
     python bench/video_quality.py [--size 128] [--frames 150] [--modes default,none,independent]
-        [--clips carphone,pan,shake,path/to/own.mp4] [--out bench-results/video]
+        [--clips carphone,pan,shake,path/to/own.mp4] [--style art.png] [--tree DIR]
+        [--out bench-results/video]
+
+`--tree DIR` runs the stylizer of another checkout of this project (an earlier release: `git
+worktree add DIR REV`) with this one's clips and scoring, so that releases compare as measured
+alike; options of the modes that its `stylize video` does not know are refused before any job
+runs, and it keeps its frames without being asked if it predates --keep-frames.
 
 Results go to OUT/video_quality.md (and .json) too. Deterministic: the same command gives the same
 frames (each job runs with --seed 0 on the CPU), so rerunning resumes the finished jobs.
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -32,7 +39,7 @@ import imageio_ffmpeg
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-STYLE = ROOT / "samples/ihc.png"
+STYLE = ROOT / "samples/ihc.png"  # the default --style
 SHAKE_FRAMES = 75
 # Extra `stylize video` options per mode; "default" is the CLI's defaults.
 MODES = {
@@ -206,7 +213,7 @@ def warp_error(styled: list[Path], content: list[Path], pairs: list) -> float:
     return 1e3 * error / 255**2
 
 
-def frame_losses(styled: list[Path], content: list[Path], step: int) -> dict[str, float]:
+def frame_losses(styled: list[Path], content: list[Path], style_path: Path, step: int) -> dict[str, float]:
     """The evaluator's losses (score.py): the mean content and style loss of every step-th frame,
     and the style drift, the mean style loss of the last EDGE frames over that of the first EDGE
     (every one of them scored). Under a cap on the iterations a warm frame hands the next a
@@ -216,7 +223,7 @@ def frame_losses(styled: list[Path], content: list[Path], step: int) -> dict[str
     from pipeline.images import load_image
     from pipeline.score import reference_losses, reference_vgg
 
-    vgg, style = reference_vgg(), load_image(STYLE)
+    vgg, style = reference_vgg(), load_image(style_path)
     edge = min(EDGE, len(styled) // 2)
     sampled, first, last = range(0, len(styled), step), range(edge), range(len(styled) - edge, len(styled))
     scored = {}
@@ -235,15 +242,28 @@ def frame_losses(styled: list[Path], content: list[Path], step: int) -> dict[str
     }
 
 
+def video_options(tree: Path) -> set[str]:
+    """The long options of the `stylize video` of the checkout in `tree`."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "video", "--help"], cwd=tree, capture_output=True, text=True,
+        env=os.environ | {"PYTHONPATH": str(tree), "COLUMNS": "200"},
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"--tree {tree}: `stylize video --help` failed:\n{done.stderr[-2000:]}")
+    return set(re.findall(r"--[a-z][a-z0-9-]*", done.stdout))
+
+
 def run_mode(clip: Path, name: str, extra: list[str], args: argparse.Namespace) -> dict:
     output = args.out / f"{name}.mp4"
     command = [
-        sys.executable, "-m", "pipeline.cli", "video", str(clip), "--style", str(STYLE), "-o", str(output),
-        "--size", str(args.size), "--seed", "0", "--device", args.device, "--flow-workers", "1", "--keep-frames",
+        sys.executable, "-m", "pipeline.cli", "video", str(clip), "--style", str(args.style), "-o", str(output),
+        "--size", str(args.size), "--seed", "0", "--device", args.device, "--flow-workers", "1",
+        *(["--keep-frames"] if "--keep-frames" in args.tree_options else []),
         *(["--duration", f"{args.frames / args.fps:.4f}"] if args.frames else []), *extra, *args.extra,
     ]  # fmt: skip
     began = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(ROOT)})
+    tree = str(args.tree)
+    done = subprocess.run(command, cwd=tree, capture_output=True, text=True, env=os.environ | {"PYTHONPATH": tree})
     wall = time.perf_counter() - began
     if done.returncode != 0:
         raise SystemExit(f"{name}: stylize video failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -254,7 +274,7 @@ def run_mode(clip: Path, name: str, extra: list[str], args: argparse.Namespace) 
     warm = [s for s in stats if s.get("start") not in ("init", "cut")]
     record = json.loads((work / "job.json").read_text())
     flicker = record.get("report", {}).get("flicker", {})
-    losses = frame_losses(styled, content, args.score_every)
+    losses = frame_losses(styled, content, args.style, args.score_every)
     pairs = farneback_pairs(content)
     return {
         "mode": name.split("-", 1)[1], "frames": len(styled),
@@ -294,16 +314,28 @@ def main() -> None:
     parser.add_argument("--clips", default=",".join(CLIPS), help="clip names, or paths of video files of your own")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--score-every", type=int, default=5, help="score every n-th frame's losses")
+    parser.add_argument("--style", type=Path, default=STYLE, help="the style image (default: samples/ihc.png)")
+    parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose stylizer runs (default: this one)")
     parser.add_argument("--out", type=Path, help="default: bench-results/video/SIZEpx-FRAMESf")
     parser.add_argument("extra", nargs="*", help="more `stylize video` options for every mode (after --)")
     args = parser.parse_args()
+    if not args.style.is_file():
+        raise SystemExit(f"--style {args.style}: no such file")
+    modes = args.modes.split(",")
+    if unknown := [m for m in modes if m not in MODES]:
+        raise SystemExit(f"--modes: unknown {', '.join(unknown)} (known: {', '.join(MODES)})")
+    args.tree = args.tree.resolve()
+    args.tree_options = video_options(args.tree)
+    wanted = {o for m in modes for o in [*MODES[m], *args.extra] if o.startswith("--")}
+    if missing := sorted(wanted - args.tree_options):
+        raise SystemExit(f"--tree {args.tree}: its stylize video has no {', '.join(missing)}")
     args.out = args.out or ROOT / f"bench-results/video/{args.size}px-{args.frames}f"
     args.out.mkdir(parents=True, exist_ok=True)
     report, results = [f"`{' '.join(sys.argv)}`", ""], {}
     # Every clip found or made before the first job runs: a mistyped path fails at once, not hours in.
     clips = [clip_of(name, args.out, args.frames) for name in args.clips.split(",")]
     for clip_name, clip in clips:
-        rows = [run_mode(clip, f"{clip_name}-{m}", MODES[m], args) for m in args.modes.split(",")]
+        rows = [run_mode(clip, f"{clip_name}-{m}", MODES[m], args) for m in modes]
         results[clip_name] = rows
         report += [table(clip_name, rows), ""]
         print(report[-2], "\n", flush=True)

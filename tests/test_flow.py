@@ -2,6 +2,8 @@
 moving content with known motion."""
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -132,7 +134,7 @@ def test_the_benchmarks_independent_measures_skip_the_cut_alone_and_see_flicker(
 def test_the_benchmarks_style_drift_sees_a_texture_fade_along_the_shot(tmp_path):
     """Style drift, the evaluator's style loss over the last frames over that over the first:
     exactly 1 for a shot that keeps its texture, well above 1 where the texture blurs away (as
-    warm frames stopped short of undoing the warp's blur do, one frame after another)."""
+    warm frames stopped short of their restyling do, one frame after another)."""
     vq = bench_module()
     style = cv2.imread(str(vq.STYLE))
     crop = cv2.resize(style, (64, 48), interpolation=cv2.INTER_AREA)
@@ -146,11 +148,35 @@ def test_the_benchmarks_style_drift_sees_a_texture_fade_along_the_shot(tmp_path)
         paths = [tmp_path / name / f"{i + 1:06d}.png" for i in range(len(images))]
         for path, image in zip(paths, images):
             cv2.imwrite(str(path), image)
-        losses = vq.frame_losses(paths, [content] * len(paths), step=3)
+        losses = vq.frame_losses(paths, [content] * len(paths), vq.STYLE, step=3)
         assert losses["style"] > 0 and losses["content"] >= 0
         drift[name] = losses["style_drift"]
     assert drift["kept"] == pytest.approx(1.0)
     assert drift["faded"] > 1.5, drift
+
+
+def test_the_benchmark_refuses_a_tree_whose_stylizer_lacks_a_modes_option(tmp_path):
+    """--tree runs another checkout's stylizer (an earlier release); a mode whose options that
+    release does not know is refused before any clip is made or job run, naming the option, and
+    so is a --style that is not there."""
+    tree = tmp_path / "old-release"
+    (tree / "pipeline").mkdir(parents=True)
+    (tree / "pipeline" / "__init__.py").write_text("")
+    (tree / "pipeline" / "cli.py").write_text('print("--size --style --seed --device --flow-workers --duration")\n')
+    script = Path(__file__).resolve().parent.parent / "bench" / "video_quality.py"
+
+    def bench(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(script), "--clips", "carphone", "--out", str(tmp_path / "out"), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+    refused = bench("--tree", str(tree), "--modes", "default,stop-1e-3")
+    assert refused.returncode != 0, refused.stderr
+    assert f"--tree {tree}: its stylize video has no --stop-tolerance" in refused.stderr, refused.stderr
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    missing = bench("--style", str(tmp_path / "no-such.png"))
+    assert missing.returncode != 0 and "no-such.png: no such file" in missing.stderr, missing.stderr
+    unknown = bench("--modes", "default,no-such-mode")
+    assert unknown.returncode != 0 and "unknown no-such-mode" in unknown.stderr, unknown.stderr
 
 
 def test_warp_with_zero_flow_is_identity():
