@@ -46,9 +46,10 @@ MODES = {
     "independent": ["--flow", "independent"],
     "none": ["--flow", "none"],
     "default": [],
-    # The releases before --lbfgs-history: 20 curvature pairs, warm frames stopped at a 0.1% loss
-    # change, the pixels where the flow is unreliable started from the content.
-    "previous-default": ["--lbfgs-history", "20", "--stop-tolerance", "0.001", "--unreliable-start", "content"],
+    # The release before issue 17 (18ed178), exactly: 20 curvature pairs, warm frames stopped at a
+    # 0.1% loss change, the pixels where the flow is unreliable started from the content, a shot's
+    # first frame in one cold run. Its frames match those of that release's own tree (--tree).
+    "previous-default": "--lbfgs-history 20 --stop-tolerance 0.001 --unreliable-start content --first-rounds 1".split(),
     # The release before --unreliable-start: the default but for those pixels, started from the content.
     "content-start": ["--unreliable-start", "content"],
     # The default's 50 pairs with the previous stopping rule.
