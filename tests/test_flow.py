@@ -179,6 +179,18 @@ def test_the_benchmark_refuses_a_tree_whose_stylizer_lacks_a_modes_option(tmp_pa
     assert unknown.returncode != 0 and "unknown no-such-mode" in unknown.stderr, unknown.stderr
 
 
+def test_every_benchmark_mode_passes_options_this_stylizer_knows():
+    """Each mode of the video benchmark (previous-default reproduces the release before issue 17
+    with four of them) names only options of this checkout's `stylize video`: a misspelt or
+    renamed one would be refused only when someone runs the benchmark, hours of jobs later."""
+    bench = bench_module()
+    known = bench.video_options(bench.ROOT)
+    assert "--first-rounds" in known and "--lbfgs-history" in known
+    for mode, options in bench.MODES.items():
+        unknown = [o for o in options if o.startswith("--") and o not in known]
+        assert not unknown, f"mode {mode}: {unknown}"
+
+
 def test_warp_with_zero_flow_is_identity():
     image = torch.rand(2, 3, 7, 9)
     assert torch.allclose(warp(image, np.zeros((7, 9, 2), np.float32)), image, atol=1e-5)
