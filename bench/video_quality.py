@@ -48,9 +48,13 @@ MODES = {
     "default": [],
     # The release before issue 17 (18ed178), exactly: 20 curvature pairs, warm frames stopped at a
     # 0.1% loss change, the pixels where the flow is unreliable started from the content, a shot's
-    # first frame in one cold run. Run so, frames 1-9 of carphone at 128 px matched that release's
-    # own tree (--tree) to every digit its job log prints.
-    "previous-default": "--lbfgs-history 20 --stop-tolerance 0.001 --unreliable-start content --first-rounds 1".split(),
+    # first frame in one cold run, no range term. Run so, frames 1-9 of carphone at 128 px matched
+    # that release's own tree (--tree) to every digit its job log prints.
+    "previous-default": (
+        "--lbfgs-history 20 --stop-tolerance 0.001 --unreliable-start content --first-rounds 1 --range-weight 0"
+    ).split(),
+    # The releases before the range term (losses.RangeLoss): the image free to leave 0..1 while optimized.
+    "range-0": ["--range-weight", "0"],
     # The release before --unreliable-start: the default but for those pixels, started from the content.
     "content-start": ["--unreliable-start", "content"],
     # The default's 50 pairs with the previous stopping rule.

@@ -59,6 +59,16 @@ STYLE_OPTIONS: dict[str, tuple[object, object]] = {
         Annotated[float, option(panel=STYLE, help="Total-variation weight (smoothness).")],
         DEFAULTS.tv_weight,
     ),
+    "range_weight": (
+        Annotated[
+            float,
+            option(
+                panel=STYLE,
+                help="Weight of the penalty on values outside 0..1 while optimizing (0: off, as releases before).",
+            ),
+        ],
+        DEFAULTS.range_weight,
+    ),
     "style_scale": (
         Annotated[float, option(panel=STYLE, help="Style image size relative to the output (smaller: finer strokes).")],
         DEFAULTS.style_scale,

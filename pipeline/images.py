@@ -231,6 +231,17 @@ def to_pil(tensor: torch.Tensor) -> Image.Image:
     return Image.fromarray(array, "RGB")
 
 
+def resize_style(style: torch.Tensor, long_side: int) -> torch.Tensor:
+    """A loaded style image (1, 3, H, W) with its long side at `long_side`, by the filter the jobs
+    load their style images with (Lanczos, load_styles): the evaluator measures against the target
+    the jobs optimize toward. (Torch's antialiased bicubic leaves less of the fine texture: against
+    its target the style loss of the same frames came out twice as high, docs/video-quality.md.)"""
+    width, height = fit_long_side(style.shape[-1], style.shape[-2], long_side)
+    if (height, width) == tuple(style.shape[-2:]):
+        return style
+    return to_tensor(to_pil(style).resize((width, height), Image.LANCZOS)).to(style.device)
+
+
 def load_image(path: Path | str, long_side: int | None = None) -> torch.Tensor:
     """Load an image as (1, 3, H, W) RGB 0..1, resized so that its long side is `long_side`."""
     return load_photo(path, long_side, with_metadata=False)[0]

@@ -4,7 +4,9 @@ results of different settings, versions or tools can be compared on the same sca
 Reference: fp32, the original VGG-19 with max pooling, the paper's losses without our size
 normalization (L_content = 1/2 sum (F - P)^2 on relu4_2; L_style = sum_l 1/5 E_l on
 relu1_1..relu5_1), every image resized to REFERENCE_SIZE on its long side, total = L_content +
-1e3 L_style (the paper's alpha/beta = 1e-3).
+1e3 L_style (the paper's alpha/beta = 1e-3). The style images are resized as the jobs load
+theirs (images.resize_style, Lanczos), so that at the output's own size and --style-scale 1 the
+style loss is the jobs' own style term (without beta): the figure the optimizer lowered.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .images import resize_style
 from .losses import ContentLoss, StyleLoss
 from .objective import blended_gram_targets
 from .settings import CONTENT_LAYER, STYLE_LAYERS
@@ -46,7 +49,7 @@ def reference_losses(
     blend = [w / sum(blend) for w in blend]
     features = vgg(output)
     content_loss = ContentLoss(vgg(content)[CONTENT_LAYER])(features[CONTENT_LAYER]).item()
-    styles = [resize_long_side(style.to(device, torch.float32), size) for style in styles]
+    styles = [resize_style(style, size).to(device, torch.float32) for style in styles]
     targets = blended_gram_targets(vgg, styles, blend, STYLE_LAYERS)
     style_loss = sum(
         StyleLoss(t)(features[layer]).item() / len(STYLE_LAYERS) for t, layer in zip(targets, STYLE_LAYERS)

@@ -29,6 +29,7 @@ class StyleSettings:
     content_weight: float = 1.0  # alpha
     style_weight: float = 1e4  # beta
     tv_weight: float = 0.0
+    range_weight: float = 3e9  # losses.RangeLoss: keeps the image in 0..1 while it is optimized; 0: off
     init: Literal["noise", "content", "image"] = "content"  # paper: noise
     style_scale: float = 1.0  # style image long side relative to the output's
     style_blend: tuple[float, ...] = ()  # one weight per style image; empty: equal
@@ -65,7 +66,7 @@ class StyleSettings:
             raise InputError(f"--precision {self.precision!r}: must be auto, fp32, tf32 or bf16")
         if self.pooling not in ("max", "avg"):
             raise InputError(f"--pooling {self.pooling!r}: must be 'max' or 'avg'")
-        for name in ("content_weight", "style_weight", "tv_weight"):
+        for name in ("content_weight", "style_weight", "tv_weight", "range_weight"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise InputError(f"--{name.replace('_', '-')} {value}: must be a finite number >= 0")
@@ -89,11 +90,20 @@ class StyleSettings:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def checkpoint_dict(self) -> dict:
+        """The settings as checkpoints hash them: every one, but range_weight where it is 0 (off),
+        as in the releases before it, so that a job begun with one of those resumes its finished
+        work when run again with --range-weight 0."""
+        values = self.to_dict()
+        if not values["range_weight"]:
+            del values["range_weight"]
+        return values
+
     def hash(self, *, keys: Sequence[str] | None = None) -> str:
         """A stable hash of the settings (or of the named subset), for checkpoints."""
-        values = self.to_dict()
+        values = self.checkpoint_dict()
         if keys is not None:
-            values = {k: values[k] for k in keys}
+            values = {k: values[k] for k in keys if k in values}
         return settings_hash(values)
 
 

@@ -22,7 +22,7 @@ from .cudagraph import GraphedStep
 from .devices import configure_precision, is_out_of_memory
 from .errors import InputError
 from .lbfgs import HISTORY_SIZE, BatchedLBFGS
-from .losses import ContentLoss, TVLoss
+from .losses import ContentLoss, RangeLoss, TVLoss
 from .objective import (
     IMAGE,
     RGB,
@@ -300,6 +300,8 @@ class Stylizer:
         }
         if s.tv_weight:
             terms["tv"] = Scale(LayerApply(TVLoss(), IMAGE), s.tv_weight)
+        if s.range_weight:  # the picture is clipped to 0..1 when saved: optimize what will be kept
+            terms["range"] = Scale(LayerApply(RangeLoss(), IMAGE), s.range_weight)
         for name, extra in (extra_losses or {}).items():
             terms[name] = LayerApply(extra, IMAGE)  # already weighted
         return Objective(render, Network(self.vgg, self.autocast_dtype, channels_last=self.channels_last), terms)

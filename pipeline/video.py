@@ -101,7 +101,7 @@ def stage_settings(job: VideoJob, info: VideoInfo, size: tuple[int, int], starte
     stylize = {
         "decode": hash_settings(decode),
         "flow": hash_settings(flow),
-        **job.settings.to_dict(),
+        **job.settings.checkpoint_dict(),
         "styles": [file_hash(p) for p in job.styles],
         "init_image": file_hash(job.init_path) if job.init_path else None,
         **starter.settings(),

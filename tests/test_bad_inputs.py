@@ -122,6 +122,7 @@ STYLE_NUMBERS = {
     "--content-weight": (-1, "nan"),
     "--style-weight": (-1e4, "inf"),
     "--tv-weight": (-1, "nan"),
+    "--range-weight": (-1, "inf"),
     "--style-scale": (-1, 0, 1e9),
     "--scales": (-1, 1000),
     "--multiscale-threshold": (-512, 100000),

@@ -763,6 +763,7 @@ def test_image_help_lists_every_option_with_its_default():
         "--content-weight": defaults.content_weight,
         "--style-weight": defaults.style_weight,
         "--tv-weight": defaults.tv_weight,
+        "--range-weight": defaults.range_weight,
         "--init": defaults.init,
         "--style-scale": defaults.style_scale,
         "--pooling": defaults.pooling,
