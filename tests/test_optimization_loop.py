@@ -245,9 +245,10 @@ def test_objective_is_the_weighted_sum_of_the_papers_terms_per_image(tiny_vgg):
     stylizer = Stylizer([style], settings, vgg=tiny_vgg)
     temporal = TemporalLoss(content, torch.ones(1, 1, *content.shape[-2:]))
     objective = stylizer.objective(contents, {"temporal": lambda image: 7.0 * temporal(image)})
-    image = torch.rand(contents.shape, generator=torch.Generator().manual_seed(1))
+    # Some values outside 0..1, for the range term.
+    image = torch.rand(contents.shape, generator=torch.Generator().manual_seed(1)) * 1.2 - 0.1
     terms = objective(image)
-    assert list(terms) == ["content", "style", "tv", "temporal"]
+    assert list(terms) == ["content", "style", "tv", "range", "temporal"]
     assert all(t.shape == (2,) for t in terms.values())
 
     features, targets, style_features = tiny_vgg(image), tiny_vgg(contents), tiny_vgg(style)
@@ -263,8 +264,10 @@ def test_objective_is_the_weighted_sum_of_the_papers_terms_per_image(tiny_vgg):
         "content": 3.0 * REFERENCE_PIXELS / (h * w) * content_loss,
         "style": 5.0 * style_loss,
         "tv": 2.0 * TVLoss()(image),
+        "range": settings.range_weight * ((image - image.clamp(0, 1)) * 255).pow(2).mean((1, 2, 3)),
         "temporal": 7.0 * temporal(image),
     }
+    assert (terms["range"] > 0).all()
     for name, value in expected.items():
         assert torch.allclose(terms[name], value, rtol=1e-4), name
     # Each image's terms are its own: the same as with the image alone.

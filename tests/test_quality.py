@@ -82,7 +82,8 @@ def test_multiscale_reaches_a_lower_reference_style_loss_at_equal_iterations(vgg
     content, style = load_image(CONTENT, 128), load_image(STYLE, 128)
     losses = {}
     for scales in (1, 2):
-        settings = StyleSettings(iterations=40, scales=scales, init="noise")
+        # The schedule alone: from noise in 40 iterations the range term moves both runs' optima.
+        settings = StyleSettings(iterations=40, scales=scales, init="noise", range_weight=0)
         events = []
         result = Stylizer([style], settings, vgg=vgg).stylize(content, callback=events.append)
         assert [e.iteration for e in events] == list(range(1, 41))

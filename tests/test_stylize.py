@@ -211,7 +211,7 @@ def test_callback_receives_every_iteration(real_vgg, content, style, optimizer):
     assert all(e.iterations == 5 for e in events)
     assert all(math.isfinite(e.loss) for e in events)
     for e in events:
-        assert set(e.terms) == {"content", "style", "tv", "temporal"}
+        assert set(e.terms) == {"content", "style", "tv", "range", "temporal"}
         assert all(math.isfinite(v) for v in e.terms.values())
         assert e.loss == pytest.approx(sum(e.terms.values()), rel=1e-5)
     elapsed = [e.elapsed for e in events]
