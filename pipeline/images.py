@@ -164,6 +164,11 @@ def open_rgb(path: Path | str) -> Image.Image:
     return open_photo(path, with_metadata=False)[0]
 
 
+# How a loaded image is resized (load_photo) and how the evaluator resizes a style image
+# (resize_style): one filter, so that the evaluator's style target is the jobs'.
+RESIZE_FILTER = Image.LANCZOS
+
+
 def open_photo(
     path: Path | str, *, with_metadata: bool = True, long_side: int | None = None
 ) -> tuple[Image.Image, Metadata | None]:
@@ -208,7 +213,7 @@ def open_photo(
         if min(width, height) < 1:
             raise InputError(f"{path}: aspect ratio too extreme for {long_side} px")
         if image.size != (width, height):
-            image = image.resize((width, height), Image.LANCZOS)
+            image = image.resize((width, height), RESIZE_FILTER)
     return image, metadata
 
 
@@ -239,7 +244,7 @@ def resize_style(style: torch.Tensor, long_side: int) -> torch.Tensor:
     width, height = fit_long_side(style.shape[-1], style.shape[-2], long_side)
     if (height, width) == tuple(style.shape[-2:]):
         return style
-    return to_tensor(to_pil(style).resize((width, height), Image.LANCZOS)).to(style.device)
+    return to_tensor(to_pil(style).resize((width, height), RESIZE_FILTER)).to(style.device)
 
 
 def load_image(path: Path | str, long_side: int | None = None) -> torch.Tensor:

@@ -73,8 +73,8 @@ class RangeLoss(nn.Module):
     """
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        excess = (accumulation(image) - accumulation(image).clamp(0, 1)) * 255.0
-        return excess.pow(2).flatten(1).mean(1)
+        image = accumulation(image)
+        return ((image - image.clamp(0, 1)) * 255.0).pow(2).flatten(1).mean(1)
 
 
 class TemporalLoss(nn.Module):

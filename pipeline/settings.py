@@ -103,6 +103,8 @@ class StyleSettings:
         """A stable hash of the settings (or of the named subset), for checkpoints."""
         values = self.checkpoint_dict()
         if keys is not None:
+            for key in keys:
+                getattr(self, key)  # a misspelt key raises; one omitted where off (range_weight) is skipped
             values = {k: values[k] for k in keys if k in values}
         return settings_hash(values)
 

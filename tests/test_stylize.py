@@ -140,8 +140,8 @@ def test_range_weight_optimizes_what_the_clipped_output_keeps(real_vgg, content,
     lost_free = free.per_image[0]["style"] / free.history[-1]["style"]
     lost_held = held.per_image[0]["style"] / held.history[-1]["style"]
     print(f"clipping raises the style term x{lost_free:.3f} unconstrained, x{lost_held:.3f} held in range")
-    assert lost_held < 1.5 < 2 < lost_free  # measured: x1.30 and x2.49
-    assert held.per_image[0]["style"] < 0.8 * free.per_image[0]["style"]  # measured: 0.53
+    assert lost_held < 1.5 < 2 < lost_free  # measured: x1.44 and x2.70
+    assert held.per_image[0]["style"] < 0.8 * free.per_image[0]["style"]  # measured: 0.47
 
 
 def test_range_weight_0_hashes_as_the_releases_before_it():
