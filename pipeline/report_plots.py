@@ -95,7 +95,7 @@ def video_plot(
         top.plot(x, iterations, color="#3a7bd5", linewidth=1, drawstyle="steps-mid")
         top.set_ylabel("iterations")
         if wide_ranging(iterations):
-            # A shot's first frame runs cold (600 iterations by default), the warm frames 30-90.
+            # A shot's first frame runs cold (1500 iterations by default), the warm frames 30-90.
             top.set_yscale("log")
             top.yaxis.set_major_locator(LogLocator(subs=(1, 1.5, 2, 3, 5, 7)))
             top.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))  # 10, not 10.0

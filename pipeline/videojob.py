@@ -68,7 +68,7 @@ DEFAULT_UNRELIABLE_START = "warped"
 # lowest; after 4, the first frame came out softer than the shot's later frames.
 DEFAULT_FIRST_ROUNDS = 2
 # Each settling round after the cold run: enough for L-BFGS to gather curvature and restore the
-# grain the resampling took (the measured default: 600 iterations as 550 cold and one run of 50).
+# grain the resampling took (measured with the first frame at 600: 550 cold and one run of 50).
 SETTLE_ITERATIONS = 50
 MAX_FIRST_ROUNDS = 16
 # The curvature pairs L-BFGS keeps for every frame of a video job (lbfgs.py; images keep
@@ -82,13 +82,18 @@ DEFAULT_LBFGS_HISTORY = 50
 LBFGS_HISTORY_BYTES = 2.5e9
 MAX_LBFGS_HISTORY = 200
 MAX_LONG_TERM = 16
-# A shot's first frame, unless --iterations-first is given: twice --iterations, and never fewer than
-# the default's (600, twice StyleSettings' 300). It is a cold start, whatever the warm frames'
-# budget, and the warm frames keep the texture it lays out: with --iterations 40 and the first
-# frame at twice that (80), the style loss was 21% above the default's on the pan and 26% on
-# bikes.mp4; with the first frame at 600, 10.5% and 12.5%, at less flicker by all three measures
-# (docs/video-quality.md, "A cap of 40, the first frame at 600").
-MIN_FIRST_ITERATIONS = 2 * StyleSettings.iterations
+# A shot's first frame, unless --iterations-first is given: twice --iterations, and never fewer
+# than this. It is a cold start, whatever the warm frames' budget, and the warm frames keep the
+# texture it lays out, so its style loss is the shot's: at 1500 iterations instead of the
+# releases before's 600 the shots' style loss was 1.0-13% lower on four clips at 64 px (the shake,
+# the pan, carphone and its pristine cut) and 1.4-7.5% below the release before's, at 2-11% less
+# flicker and as many warm-frame iterations; 1000 got about two thirds of the gain on carphone
+# (docs/video-quality.md, first section). The 900 iterations more a shot cost about 9 s at 720p
+# at the issue's 10 ms an iteration on an H200. Capped warm frames need it most: with
+# --iterations 40 and the first frame at twice that (80), the style loss was 21% above the
+# default's on the pan and 26% on bikes.mp4; with the first frame at 600, 10.5% and 12.5% ("A cap
+# of 40, the first frame at 600").
+MIN_FIRST_ITERATIONS = 1500
 # --passes: Ruder, Dosovitskiy and Brox's multi-pass algorithm (2018, passes.py); each pass costs
 # about what the first does, hence a bound.
 MAX_PASSES = 8

@@ -181,7 +181,7 @@ def test_the_benchmark_refuses_a_tree_whose_stylizer_lacks_a_modes_option(tmp_pa
 
 def test_every_benchmark_mode_passes_options_this_stylizer_knows():
     """Each mode of the video benchmark (previous-default reproduces the release before issue 17
-    with four of them) names only options of this checkout's `stylize video`: a misspelt or
+    with six of them) names only options of this checkout's `stylize video`: a misspelt or
     renamed one would be refused only when someone runs the benchmark, hours of jobs later."""
     bench = bench_module()
     known = bench.video_options(bench.ROOT)

@@ -187,9 +187,9 @@ def test_long_series_are_binned_for_the_plot_without_their_gaps_counting_as_zero
 
 
 def test_iterations_on_a_log_axis_when_a_shots_cold_first_frame_dwarfs_the_warm_ones(tmp_path):
-    """A default job's first frame runs 600 iterations and its warm frames 30-90: on a linear
+    """A default job's first frame runs 1500 iterations and its warm frames 30-90: on a linear
     axis they would lie flat on the floor, so the panel goes logarithmic, labelled in plain numbers."""
-    warm = [600.0] + [60.0 + (i % 7) for i in range(40)]
+    warm = [1500.0] + [60.0 + (i % 7) for i in range(40)]
     assert wide_ranging(np.array(warm)) and not wide_ranging(np.array([3.0] + [2.0] * 11))
     assert not wide_ranging(np.array([np.nan, 0.0, 50.0]))  # nothing positive to take the log of
     svgs = {}

@@ -566,15 +566,15 @@ def test_a_shots_first_frame_keeps_a_cold_starts_iterations_whatever_the_warm_fr
         job = make_job(clips["short"], tmp_path, settings={"iterations": iterations}, iterations_first=given)
         return job.first_iterations
 
-    assert first(40, None) == MIN_FIRST_ITERATIONS == 600
-    assert (first(300, None), first(400, None), first(40, 12), first(400, 12)) == (600, 800, 12, 12)
+    assert first(40, None) == MIN_FIRST_ITERATIONS == 1500
+    assert (first(300, None), first(800, None), first(40, 12), first(400, 12)) == (1500, 1600, 12, 12)
 
     job = make_job(clips["short"], tmp_path / "job", settings={"iterations": 2}, iterations_first=None)
     run_video(job, vgg=build_tiny_vgg())
     stats = frame_stats(job.work)
-    assert (stats[0]["start"], stats[0]["iterations"]) == ("init", 600) and len(stats) == 4
-    assert all(s["start"] == "warped" and s["iterations"] < 600 for s in stats[1:])
-    assert read_json(job.work / "job.json")["stages"]["stylize"]["settings"]["iterations_first"] == 600
+    assert (stats[0]["start"], stats[0]["iterations"]) == ("init", 1500) and len(stats) == 4
+    assert all(s["start"] == "warped" and s["iterations"] < 1500 for s in stats[1:])
+    assert read_json(job.work / "job.json")["stages"]["stylize"]["settings"]["iterations_first"] == 1500
 
 
 # --- long-term consistency (--long-term) --------------------------------------------------------
