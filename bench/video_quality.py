@@ -56,8 +56,11 @@ MODES = {
     ).split(),
     # The releases before the range term (losses.RangeLoss): the image free to leave 0..1 while optimized.
     "range-0": ["--range-weight", "0"],
-    # The releases before this one's first frame: a shot's first frame at 600 iterations, not 1500.
+    # The release before this one: a shot's first frame at 600 iterations, warm frames stopped at 3e-3.
+    "last-release": ["--iterations-first", "600", "--stop-tolerance", "0.003"],
+    # Each of its two settings alone.
     "first-600": ["--iterations-first", "600"],
+    "stop-3e-3": ["--stop-tolerance", "0.003"],
     # The release before --unreliable-start: the default but for those pixels, started from the content.
     "content-start": ["--unreliable-start", "content"],
     # The default's 50 pairs with the previous stopping rule.
