@@ -36,9 +36,9 @@ DEFAULT_SCENE_THRESHOLD = 0.6
 # With DEFAULT_LBFGS_HISTORY's 50 pairs, 3e-3 took a third fewer iterations than the releases
 # before (20 pairs, 1e-3) at style loss within 2%. A shot's first frame at MIN_FIRST_ITERATIONS'
 # 1500 lowers the whole shot's style loss, and 5e-3 spends some of that on speed: against the
-# previous default (3e-3, the first frame at 600), on four clips at 64 px and carphone at 128 px,
+# previous default (3e-3, the first frame at 600), on four clips at 64 px and two at 128 px,
 # 13-17% fewer iterations, 4-17% less flicker, style loss from 0.4% above (the shake) to 10.6%
-# below; against the release before issue 17, 33-49% of its iterations at 0.0-6.1% less style
+# below; against the release before issue 17, 31-49% of its iterations at 0.0-6.8% less style
 # loss (docs/video-quality.md, first section). 1.5e-2 with a first frame of 600 cost 6.6% style
 # loss on bikes.mp4.
 DEFAULT_STOP_TOLERANCE = 5e-3
