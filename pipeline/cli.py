@@ -17,7 +17,7 @@ except ImportError:  # pragma: no cover
 
 from . import cli_options as opts
 from . import videojob as video_defaults
-from .cli_options import MAX_BATCH_SIZE, one_line_errors
+from .cli_options import MAX_BATCH_SIZE, left_unset, one_line_errors
 from .cli_style import parse_blend, style_options
 from .display import HelpCommand, HelpGroup
 from .errors import InputError, PipelineError, one_line
@@ -253,6 +253,7 @@ def video(
     *,
     settings: StyleSettings,
     init_path: Path | None,
+    context: typer.Context,
 ) -> None:
     """Stylize a video file frame by frame, keeping its frame rate and sound; safe to kill and run again.
 
@@ -267,7 +268,8 @@ def video(
         start=start, duration=duration, every_nth=every_nth, crf=crf, clean=clean, keep_frames=keep_frames,
         overwrite=overwrite, device=device, lbfgs_history=lbfgs_history, unreliable_start=unreliable_start,
         flow=flow, flow_preset=flow_preset, temporal_weight=temporal_weight, scene_threshold=scene_threshold,
-        stop_tolerance=stop_tolerance, stop_change=stop_change, flow_workers=flow_workers, backend=backend,
+        stop_tolerance=None if left_unset(context, "stop_tolerance") else stop_tolerance, stop_change=stop_change,
+        flow_workers=flow_workers, backend=backend,
         scheduler=scheduler, max_shot_frames=max_shot_frames, segment_overlap=segment_overlap,
         long_term=video_defaults.parse_long_term(long_term), warp=warp, first_rounds=first_rounds, passes=passes,
     )  # fmt: skip

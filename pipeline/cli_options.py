@@ -66,6 +66,12 @@ def option(*names: str, panel: str | None = None, **kwargs) -> typer.models.Opti
     return typer.Option(*names, rich_help_panel=panel, case_sensitive=False, **kwargs)
 
 
+def left_unset(context: typer.Context, name: str) -> bool:
+    """Whether the command's option `name` took its default (the command line left it out): a
+    resumed video job then keeps the value it began with (videojob.OWN_DEFAULTS)."""
+    return context.get_parameter_source(name).name == "DEFAULT"  # Typer's own click, or click: by name
+
+
 def argument(metavar: str, help: str, panel: str | None = IO) -> typer.models.ArgumentInfo:
     return typer.Argument(metavar=metavar, help=help, show_default=False, rich_help_panel=panel)
 
@@ -194,8 +200,8 @@ IterationsFirstOpt = Annotated[
         "--iterations-first",
         panel=VIDEO,
         help=f"Iterations for a shot's first frame (default: twice --iterations, at least "
-        f"{video_defaults.MIN_FIRST_ITERATIONS}: later frames keep the texture it lays out); later frames start from "
-        "the previous one with --iterations.",
+        f"{video_defaults.MIN_FIRST_ITERATIONS}: later frames keep the texture it lays out; a job begun with another "
+        "release's default keeps it); later frames start from the previous one with --iterations.",
     ),
 ]
 StartOpt = Annotated[float, option(panel=VIDEO, help="Start this many seconds into the input.")]
@@ -253,7 +259,8 @@ StopToleranceOpt = Annotated[
     option(
         panel=VIDEO,
         help="Warm-started frames stop once the loss fell by less than this fraction over "
-        f"{video_defaults.STOP_WINDOW} iterations; 0 runs all --iterations.",
+        f"{video_defaults.STOP_WINDOW} iterations; 0 runs all --iterations. Unset, a job begun with another release's "
+        "default keeps it.",
     ),
 ]
 StopChangeOpt = Annotated[

@@ -169,9 +169,10 @@ PresetOpt = Annotated[Literal[tuple(PRESETS)] | None, option(panel=OPTIMIZATION,
 
 def style_options(command: Callable) -> Callable:
     """Add the STYLE_OPTIONS and --preset to a command and hand it `settings` (a StyleSettings)
-    and `init_path` (the --init image, if one was given) in their place."""
+    and `init_path` (the --init image, if one was given) in their place, and its typer.Context as
+    `context` if it takes one (Typer hands a command one context parameter: this wrapper's)."""
     signature = inspect.signature(command, eval_str=True)
-    own = [p for p in signature.parameters.values() if p.name not in ("settings", "init_path")]
+    own = [p for p in signature.parameters.values() if p.name not in ("settings", "init_path", "context")]
     keyword = inspect.Parameter.KEYWORD_ONLY
     added = [
         inspect.Parameter("preset", keyword, annotation=PresetOpt, default=None),
@@ -194,6 +195,8 @@ def style_options(command: Callable) -> Callable:
         values["style_blend"] = parse_blend(values.get("style_blend"))
         values["init"] = "image" if init_path else init
         settings = StyleSettings.from_preset(preset, **values) if preset else StyleSettings(**values)
+        if "context" in signature.parameters:
+            kwargs["context"] = context
         return command(*args, settings=settings, init_path=init_path, **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=own + added)

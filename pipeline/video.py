@@ -18,6 +18,7 @@ the output and of the input goes into job.json under "report", summed from those
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -45,7 +46,7 @@ from .shotprogress import ShotProgress
 from .shots import Shot, longest_first, plan_shots
 from .temporal import WarmStart, make_starter
 from .vgg import VGG19
-from .videojob import JobEvents, VideoJob, VideoResult, check_paths
+from .videojob import OWN_DEFAULTS, JobEvents, VideoJob, VideoResult, check_paths
 from .videoshots import Listener, ShotTask, run_shots
 from .workdir import (
     KIND,
@@ -148,6 +149,7 @@ class VideoRun:
         holds it. Nothing is deleted before every check has passed."""
         self.manifest = JobManifest(self.job.work, KIND)
         self.output = OutputRecord(self.manifest, self.job.output, overwrite=self.job.overwrite)
+        self.keep_own_defaults()
         self.settings = stage_settings(self.job, self.info, self.size, self.starter)
         self.hashes = {name: hash_settings(values) for name, values in self.settings.items()}
         self.chunks = ChunkStore(self.job.work, chunk_key(self.hashes["stylize"], self.job.crf, self.rate))
@@ -300,6 +302,30 @@ class VideoRun:
                 log.close()
         self.events.message(f"{self.job.output}: already done (work directory {self.job.work})")
         return VideoResult(self.job.output, self.job.work, frames, [], audio, already_done=True, report=report)
+
+    def keep_own_defaults(self) -> None:
+        """A job begun under other defaults (a release changed them since, videojob.OWN_DEFAULTS)
+        resumes with the values it began with for the options this run left unset, where that
+        leaves its stylize stage's settings as recorded: its stylized frames stay valid. Any other
+        change starts the stage over under this release's defaults."""
+        recorded = self.manifest.stage("stylize").get("settings") or {}
+        own = {name: recorded[name] for name in OWN_DEFAULTS if getattr(self.job, name) is None and name in recorded}
+        if not own:
+            return
+        job = dataclasses.replace(self.job, **own)
+        starter = make_starter(job, self.size, init_image=self.starter.init_image, device=self.device)
+        if self.manifest.changed_settings("stylize", stage_settings(job, self.info, self.size, starter)["stylize"]):
+            return
+        # The plan has the options' names: this run's values, the defaults now.
+        kept = {name: value for name, value in own.items() if value != getattr(self.starter.plan, name)}
+        if kept:
+            options = ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in kept.items())
+            now = ", ".join(str(getattr(self.starter.plan, name)) for name in kept)
+            self.events.message(
+                f"{self.job.work}: resuming with the settings the job began with, {options} (the defaults now: {now}; "
+                "give them to start its stylizing over)"
+            )
+        self.job, self.starter = job, starter
 
     def current(self, name: str) -> bool:
         """Whether the stage's record is for the current settings, and its folder not cleaned."""

@@ -300,6 +300,71 @@ def test_changed_settings_invalidate_exactly_the_stages_that_depend_on_them(clip
     assert (probe(first.output).width, probe(first.output).height) == (24, 16)
 
 
+def test_a_rerun_leaving_a_changed_default_unset_resumes_with_the_value_the_job_began_with(clips, tmp_path):
+    """A job begun under another release's defaults (--iterations-first 3 and --stop-tolerance
+    0.003 stand for them) and stopped: run again with both left unset, it goes on with the values
+    it began with, its stylized frames kept, and says so. With another setting changed as well,
+    the stage starts over, under the defaults now."""
+    clip = clips["silent"]
+    began = make_job(clip, tmp_path, duration=0.16, keep_frames=True, stop_tolerance=0.003)
+    with pytest.raises(Recorder.Stop):
+        run_video(began, events=Recorder(stop_at=3), vgg=build_tiny_vgg())
+    work, finished = began.work, mtimes(began.work / "styled")
+
+    events = Recorder()
+    run_video(
+        make_job(clip, tmp_path, duration=0.16, keep_frames=True, iterations_first=None),
+        events=events,
+        vgg=build_tiny_vgg(),
+    )
+    assert events.started == [3, 4]
+    assert {k: v for k, v in mtimes(work / "styled").items() if k in finished} == finished
+    settings = read_json(work / "job.json")["stages"]["stylize"]["settings"]
+    assert (settings["iterations_first"], settings["stop_tolerance"]) == (3, 0.003)
+    resumed = "resuming with the settings the job began with, --iterations-first 3, --stop-tolerance 0.003"
+    assert any(resumed in m and "(the defaults now: 1500, 0.005;" in m for m in events.messages), events.messages
+
+    # Another setting changed too: every frame again, under the defaults now.
+    events = Recorder()
+    changed = make_job(clip, tmp_path, duration=0.16, iterations_first=None, settings={"style_weight": 1e3})
+    run_video(changed, events=events, vgg=build_tiny_vgg())
+    assert events.started == [1, 2, 3, 4]
+    settings = read_json(work / "job.json")["stages"]["stylize"]["settings"]
+    assert (settings["iterations_first"], settings["stop_tolerance"]) == (1500, 0.005)
+    assert not any("resuming with" in m for m in events.messages), events.messages
+
+
+def test_the_command_line_leaves_stop_tolerance_to_the_job_only_where_it_is_not_given(tmp_path):
+    """`stylize video` without --stop-tolerance: a finished job begun with another value is already
+    done (that value kept); given, even as the default's value, the frames are stylized again."""
+    clip = make_clip(tmp_path / "clip.mp4", frames=3)
+    out = tmp_path / "out.mp4"
+    base = [sys.executable, "-m", "pipeline.cli", "video", clip, "-s", STYLE, "-o", out, "--size", 32]
+    base += ["--iterations", 2, "--iterations-first", 3, "--seed", 3, "--device", "cpu", "--flow-workers", 1]
+    options = {"stdin": subprocess.DEVNULL, "capture_output": True, "text": True, "timeout": 600}
+    env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "300"}
+
+    def stylize(*more) -> subprocess.CompletedProcess:
+        result = subprocess.run([str(a) for a in base + list(more)], env=env, **options)
+        assert result.returncode == 0, result.stderr
+        return result
+
+    stylize("--stop-tolerance", "0.003", "-q")
+    placed = out.stat().st_mtime_ns
+    again = stylize()
+    assert "already done" in again.stderr and "--stop-tolerance 0.003 (the defaults now: 0.005;" in again.stderr, (
+        again.stderr
+    )
+    assert out.stat().st_mtime_ns == placed
+    given = stylize("--stop-tolerance", "0.005")
+    assert "stylize: settings changed (stop_tolerance)" in given.stderr, given.stderr
+    assert out.stat().st_mtime_ns != placed
+    assert (
+        read_json(out.with_name("out.mp4.work") / "job.json")["stages"]["stylize"]["settings"]["stop_tolerance"]
+        == 0.005
+    )
+
+
 def test_clean_removes_frames_after_encoding_and_the_job_stays_done(clips, tmp_path):
     job = make_job(clips["silent"], tmp_path, duration=0.08, clean=True)
     run_video(job, vgg=build_tiny_vgg())
