@@ -255,7 +255,8 @@ def video(
     init_path: Path | None,
     context: typer.Context,
 ) -> None:
-    """Stylize a video file frame by frame, keeping its frame rate and sound; safe to kill and run again.
+    """Stylize a video file frame by frame, keeping its frame rate and sound; safe to kill and run again (a job
+    begun with an earlier release goes on with the settings it began with for the options left unset).
 
     Shots (between scene cuts) run at once, one per device of --devices or on a Dask cluster."""
     from .display import JobDisplay, console
@@ -268,10 +269,10 @@ def video(
         start=start, duration=duration, every_nth=every_nth, crf=crf, clean=clean, keep_frames=keep_frames,
         overwrite=overwrite, device=device, lbfgs_history=lbfgs_history, unreliable_start=unreliable_start,
         flow=flow, flow_preset=flow_preset, temporal_weight=temporal_weight, scene_threshold=scene_threshold,
-        stop_tolerance=None if left_unset(context, "stop_tolerance") else stop_tolerance, stop_change=stop_change,
-        flow_workers=flow_workers, backend=backend,
+        stop_tolerance=stop_tolerance, stop_change=stop_change, flow_workers=flow_workers, backend=backend,
         scheduler=scheduler, max_shot_frames=max_shot_frames, segment_overlap=segment_overlap,
         long_term=video_defaults.parse_long_term(long_term), warp=warp, first_rounds=first_rounds, passes=passes,
+        defaulted=frozenset(name for name in video_defaults.OWN_DEFAULTS if left_unset(context, name)),
     )  # fmt: skip
     with JobDisplay(f"{job.input} -> {job.output} (work directory {job.work})", disable=quiet) as display:
         result = run_video(job, events=display)

@@ -200,8 +200,8 @@ IterationsFirstOpt = Annotated[
         "--iterations-first",
         panel=VIDEO,
         help=f"Iterations for a shot's first frame (default: twice --iterations, at least "
-        f"{video_defaults.MIN_FIRST_ITERATIONS}: later frames keep the texture it lays out; a job begun with another "
-        "release's default keeps it); later frames start from the previous one with --iterations.",
+        f"{video_defaults.MIN_FIRST_ITERATIONS}: later frames keep the texture it lays out); later frames start from "
+        "the previous one with --iterations.",
     ),
 ]
 StartOpt = Annotated[float, option(panel=VIDEO, help="Start this many seconds into the input.")]
@@ -259,8 +259,7 @@ StopToleranceOpt = Annotated[
     option(
         panel=VIDEO,
         help="Warm-started frames stop once the loss fell by less than this fraction over "
-        f"{video_defaults.STOP_WINDOW} iterations; 0 runs all --iterations. Unset, a job begun with another release's "
-        "default keeps it.",
+        f"{video_defaults.STOP_WINDOW} iterations; 0 runs all --iterations.",
     ),
 ]
 StopChangeOpt = Annotated[

@@ -49,12 +49,20 @@ def summarize(results: list[tuple[float, list[float]]], names: list[str], scene_
     return report | {"pairs": len(kept), "cuts": cuts, "scene_threshold": scene_threshold}
 
 
-def recorded_flicker(records: list[dict | None], names: list[str], scene_threshold: float) -> dict | None:
+def recorded_flicker(
+    records: list[dict | None], names: list[str], scene_threshold: float, *, partial: bool = False
+) -> dict | None:
     """The report from per-pair records (frames 2..total, in order), or None if any is missing:
-    nothing but the records is needed, no frames or flow kept to the end."""
-    if any(not record or any(name not in record for name in [*names, "cut_score"]) for record in records):
+    nothing but the records is needed, no frames or flow kept to the end. `partial`: the pairs
+    without a record are left out (neither measured nor cuts) and counted as "unmeasured"."""
+    missing = [not record or any(name not in record for name in [*names, "cut_score"]) for record in records]
+    if any(missing) and not partial:
         return None
-    return summarize([(r["cut_score"], [r[name] for name in names]) for r in records], names, scene_threshold)
+    results = [
+        (0.0, [None] * len(names)) if lacks else (record["cut_score"], [record[name] for name in names])
+        for record, lacks in zip(records, missing)
+    ]
+    return summarize(results, names, scene_threshold) | ({"unmeasured": sum(missing)} if any(missing) else {})
 
 
 def measure_flicker(

@@ -76,7 +76,7 @@ class StartPlan:
         """The plan for the job's frames of `size` (H, W): the L-BFGS history depends on it."""
         return cls(
             iterations_first=job.first_iterations, iterations=job.settings.iterations,
-            stop_tolerance=job.warm_tolerance, stop_change=job.stop_change, temporal_weight=job.temporal_weight,
+            stop_tolerance=job.stop_tolerance, stop_change=job.stop_change, temporal_weight=job.temporal_weight,
             scene_threshold=job.scene_threshold, long_term=job.long_term, warp=job.warp,
             unreliable_start=job.unreliable_start,
             first_rounds=job.first_rounds, passes=job.passes, lbfgs_history=job.history_pairs(size),

@@ -46,7 +46,7 @@ from .shotprogress import ShotProgress
 from .shots import Shot, longest_first, plan_shots
 from .temporal import WarmStart, make_starter
 from .vgg import VGG19
-from .videojob import OWN_DEFAULTS, JobEvents, VideoJob, VideoResult, check_paths
+from .videojob import DIS_ONLY, OWN_DEFAULTS, JobEvents, VideoJob, VideoResult, check_paths
 from .videoshots import Listener, ShotTask, run_shots
 from .workdir import (
     KIND,
@@ -115,6 +115,18 @@ def stage_settings(job: VideoJob, info: VideoInfo, size: tuple[int, int], starte
     }
     encode = {"stylize": hash_settings(stylize), "crf": job.crf, "output": str(job.output.resolve())}
     return {"decode": decode, "flow": flow, "stylize": stylize, "encode": encode}
+
+
+def own_options(job: VideoJob, starter: WarmStart) -> dict:
+    """The values a job runs with of the options in videojob.OWN_DEFAULTS: the starter's plan
+    has the ones the job resolves (such as the first frame's iterations), the style settings the rest."""
+    plan = starter.plan
+    return {name: getattr(plan, name) if hasattr(plan, name) else getattr(job.settings, name) for name in OWN_DEFAULTS}
+
+
+def option_text(value: object) -> str:
+    """An option's value as one would type it (3e+09, not 3000000000.0)."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 class VideoRun:
@@ -308,22 +320,29 @@ class VideoRun:
         resumes with the values it began with for the options this run left unset, where that
         leaves its stylize stage's settings as recorded: its stylized frames stay valid. Any other
         change starts the stage over under this release's defaults."""
-        recorded = self.manifest.stage("stylize").get("settings") or {}
-        own = {name: recorded[name] for name in OWN_DEFAULTS if getattr(self.job, name) is None and name in recorded}
-        if not own:
+        recorded = self.manifest.stage("stylize").get("settings")
+        if not recorded or not self.job.defaulted:
             return
-        job = dataclasses.replace(self.job, **own)
+        # --flow dis's own options are refused with another --flow (videojob.DIS_ONLY).
+        names = [name for name in self.job.defaulted if self.job.flow == "dis" or name not in DIS_ONLY]
+        implied = {name: recorded.get(name, OWN_DEFAULTS[name]) for name in names}
+        own = {name: value for name, value in implied.items() if value is not None}
+        settings = dataclasses.replace(
+            self.job.settings, range_weight=own.pop("range_weight", self.job.settings.range_weight)
+        )
+        job = dataclasses.replace(self.job, settings=settings, **own)
         starter = make_starter(job, self.size, init_image=self.starter.init_image, device=self.device)
         if self.manifest.changed_settings("stylize", stage_settings(job, self.info, self.size, starter)["stylize"]):
             return
-        # The plan has the options' names: this run's values, the defaults now.
-        kept = {name: value for name, value in own.items() if value != getattr(self.starter.plan, name)}
+        # What differs from this run's: the options as they were given, and as they are now.
+        before, now = own_options(job, starter), own_options(self.job, self.starter)
+        kept = [name for name in OWN_DEFAULTS if before[name] != now[name]]
         if kept:
-            options = ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in kept.items())
-            now = ", ".join(str(getattr(self.starter.plan, name)) for name in kept)
+            began = ", ".join(f"--{name.replace('_', '-')} {option_text(before[name])}" for name in kept)
+            defaults = ", ".join(option_text(now[name]) for name in kept)
             self.events.message(
-                f"{self.job.work}: resuming with the settings the job began with, {options} (the defaults now: {now}; "
-                "give them to start its stylizing over)"
+                f"{self.job.work}: resuming with the settings the job began with, {began} (the defaults now: "
+                f"{defaults}; give them to start its stylizing over)"
             )
         self.job, self.starter = job, starter
 
@@ -429,10 +448,15 @@ class VideoRun:
         """The flicker of the stylized frames and of the content frames into job.json's "report",
         summed from the frames' records; the shots they make under --flow dis."""
         job, records = self.job, self.flicker_records(total)
-        flicker = recorded_flicker(records, ["output", "input"], job.scene_threshold)
+        flicker = recorded_flicker(records, ["output", "input"], job.scene_threshold, partial=not job.keep_frames)
+        if flicker and flicker.get("unmeasured"):
+            # Frames of a release before the per-frame records (a job resumed with the settings it
+            # began with, keep_own_defaults): their content frames and flow pairs are gone.
+            unmeasured = flicker["unmeasured"]
+            note = f"flicker: {unmeasured} frame pairs stylized by an earlier release have no record; not measured"
+            self.events.message(note)
+            self.log(note)
         if flicker is None:
-            if not job.keep_frames:
-                raise PipelineError(f"{self.store.work_dir}: frames without their flicker record; run again")
             self.events.message(f"measuring flicker over {total - 1} frame pairs")
             flicker = measure_flicker(
                 flow_dir=self.store.flow_dir,

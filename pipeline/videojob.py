@@ -43,13 +43,23 @@ DEFAULT_SCENE_THRESHOLD = 0.6
 # loss on bikes.mp4.
 DEFAULT_STOP_TOLERANCE = 5e-3
 STOP_WINDOW = 10
-# Options whose defaults a release changed (--iterations-first 600 -> 1500 and --stop-tolerance
-# 3e-3 -> 5e-3 with issue 17). A rerun that leaves them unset resumes a job begun under the old
-# defaults with the values it began with, where that keeps its stylize stage's settings as
-# recorded (video.py, VideoRun.keep_own_defaults): an upgrade mid-job does not discard hours of
-# stylized frames for a default nobody asked to change. Each is a VideoJob field and a key of the
-# stylize stage's settings.
-OWN_DEFAULTS = ("iterations_first", "stop_tolerance")
+# The options whose defaults releases changed, each with the value a job's stylize settings imply
+# where they leave it out (the releases that added a setting leave it out at its earlier value, so
+# that the jobs begun before keep their hash; None: always recorded where it applies). A rerun
+# that leaves such an option unset resumes a job begun under other defaults with the values it
+# began with, where that keeps its stylize stage's settings as recorded (video.py,
+# VideoRun.keep_own_defaults): an upgrade mid-job does not discard hours of stylized frames for a
+# default nobody asked to change. Issue 17 changed these from the release before it (18ed178):
+# 20 curvature pairs, the unreliable pixels started from the content, the first frame in one run
+# of 600 iterations, no range term, warm frames stopped at 1e-3 (then 3e-3).
+OWN_DEFAULTS = {
+    "iterations_first": None,
+    "stop_tolerance": None,
+    "lbfgs_history": HISTORY_SIZE,
+    "unreliable_start": "content",
+    "first_rounds": 1,
+    "range_weight": 0.0,  # a StyleSettings field; the others are VideoJob's
+}
 # And once the image moved by less than this many 0..255 levels (mean per value) over STOP_WINDOW
 # iterations; 0: off (docs/video-quality.md).
 DEFAULT_STOP_CHANGE = 0.0
@@ -134,8 +144,7 @@ class VideoJob:
     settings: StyleSettings
     init_path: Path | None = None
     work_dir: Path | None = None  # default: OUTPUT.work beside the output
-    # None: twice settings.iterations, at least MIN_FIRST_ITERATIONS, or what a resumed job began with.
-    iterations_first: int | None = None
+    iterations_first: int | None = None  # default: twice settings.iterations, at least MIN_FIRST_ITERATIONS
     start: float = 0.0  # seconds
     duration: float | None = None  # seconds; None: to the end
     every_nth: int = 1
@@ -148,7 +157,7 @@ class VideoJob:
     flow_preset: str = DEFAULT_FLOW_PRESET
     temporal_weight: float = DEFAULT_TEMPORAL_WEIGHT
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD
-    stop_tolerance: float | None = None  # None: DEFAULT_STOP_TOLERANCE, or what a resumed job began with
+    stop_tolerance: float = DEFAULT_STOP_TOLERANCE
     flow_workers: int | None = None  # default: flowstage.default_workers()
     backend: str = "local"  # local: shots on --devices' threads; dask: on the cluster at `scheduler`
     scheduler: str | None = None  # the Dask scheduler's address
@@ -161,6 +170,8 @@ class VideoJob:
     first_rounds: int = DEFAULT_FIRST_ROUNDS  # a shot's first frame settles in this many runs
     passes: int = 1  # passes over each shot, in alternating directions (passes.py)
     lbfgs_history: int | None = None  # L-BFGS's curvature pairs for each frame; None: history_pairs decides
+    # Of OWN_DEFAULTS, those the command line left unset: a resumed job may keep its own values for them.
+    defaulted: frozenset[str] = frozenset()
 
     def __post_init__(self):
         self.frame_range  # noqa: B018  (checks --start, --duration and --every-nth)
@@ -192,7 +203,7 @@ class VideoJob:
             raise InputError(f"--temporal-weight {self.temporal_weight}: must be a finite number >= 0")
         if not 0 <= self.scene_threshold <= 1:
             raise InputError(f"--scene-threshold {self.scene_threshold}: must be between 0 and 1 (1: never cut)")
-        if self.stop_tolerance is not None and not 0 <= self.stop_tolerance < 1:
+        if not 0 <= self.stop_tolerance < 1:
             raise InputError(f"--stop-tolerance {self.stop_tolerance}: must be >= 0 (0: never stop early) and < 1")
         if not math.isfinite(self.stop_change) or not 0 <= self.stop_change < 255:
             raise InputError(f"--stop-change {self.stop_change}: must be >= 0 (0: off) and < 255 levels")
@@ -260,11 +271,6 @@ class VideoJob:
         if self.iterations_first is not None:
             return self.iterations_first
         return min(MAX_ITERATIONS, max(2 * self.settings.iterations, MIN_FIRST_ITERATIONS))
-
-    @property
-    def warm_tolerance(self) -> float:
-        """When warm frames stop: --stop-tolerance, or its default."""
-        return DEFAULT_STOP_TOLERANCE if self.stop_tolerance is None else self.stop_tolerance
 
 
 def parse_long_term(text: str) -> tuple[int, ...]:

@@ -41,6 +41,7 @@ from pipeline.errors import InputError
 from pipeline.manifest import WorkDirLock, read_json
 from pipeline.status import status_lines
 from pipeline.video import run_video
+from pipeline.videojob import OWN_DEFAULTS
 
 
 @pytest.fixture(scope="module")
@@ -302,31 +303,39 @@ def test_changed_settings_invalidate_exactly_the_stages_that_depend_on_them(clip
 
 def test_a_rerun_leaving_a_changed_default_unset_resumes_with_the_value_the_job_began_with(clips, tmp_path):
     """A job begun under another release's defaults (--iterations-first 3 and --stop-tolerance
-    0.003 stand for them) and stopped: run again with both left unset, it goes on with the values
-    it began with, its stylized frames kept, and says so. With another setting changed as well,
-    the stage starts over, under the defaults now."""
-    clip = clips["silent"]
+    0.003 stand for them) and stopped: run again with the options left unset, it goes on with the
+    values it began with, its stylized frames kept, and says so. With another setting changed as
+    well, the stage starts over, under the defaults now."""
+    clip, unset = clips["silent"], frozenset(OWN_DEFAULTS)
     began = make_job(clip, tmp_path, duration=0.16, keep_frames=True, stop_tolerance=0.003)
     with pytest.raises(Recorder.Stop):
         run_video(began, events=Recorder(stop_at=3), vgg=build_tiny_vgg())
     work, finished = began.work, mtimes(began.work / "styled")
 
     events = Recorder()
-    run_video(
-        make_job(clip, tmp_path, duration=0.16, keep_frames=True, iterations_first=None),
-        events=events,
-        vgg=build_tiny_vgg(),
-    )
+    rerun = make_job(clip, tmp_path, duration=0.16, keep_frames=True, iterations_first=None, defaulted=unset)
+    run_video(rerun, events=events, vgg=build_tiny_vgg())
     assert events.started == [3, 4]
     assert {k: v for k, v in mtimes(work / "styled").items() if k in finished} == finished
     settings = read_json(work / "job.json")["stages"]["stylize"]["settings"]
     assert (settings["iterations_first"], settings["stop_tolerance"]) == (3, 0.003)
     resumed = "resuming with the settings the job began with, --iterations-first 3, --stop-tolerance 0.003"
-    assert any(resumed in m and "(the defaults now: 1500, 0.005;" in m for m in events.messages), events.messages
+    assert any(resumed + " (the defaults now: 1500, 0.005;" in m for m in events.messages), events.messages
 
-    # Another setting changed too: every frame again, under the defaults now.
+    # One given as the defaults are now: every frame again, the others at the defaults now too.
     events = Recorder()
-    changed = make_job(clip, tmp_path, duration=0.16, iterations_first=None, settings={"style_weight": 1e3})
+    given = make_job(clip, tmp_path, duration=0.16, iterations_first=None, defaulted=unset - {"stop_tolerance"})
+    run_video(given, events=events, vgg=build_tiny_vgg())
+    assert events.started == [1, 2, 3, 4]
+    changed = "stylize: settings changed (iterations_first, stop_tolerance)"
+    assert any(changed in m for m in events.messages), events.messages
+
+    # Another setting changed: every frame again, under the defaults now.
+    run_video(make_job(clip, tmp_path, duration=0.16, stop_tolerance=0.003), vgg=build_tiny_vgg())
+    events = Recorder()
+    changed = make_job(
+        clip, tmp_path, duration=0.16, iterations_first=None, settings={"style_weight": 1e3}, defaulted=unset
+    )
     run_video(changed, events=events, vgg=build_tiny_vgg())
     assert events.started == [1, 2, 3, 4]
     settings = read_json(work / "job.json")["stages"]["stylize"]["settings"]

@@ -43,6 +43,7 @@ from pipeline.videojob import (
     LBFGS_HISTORY_BYTES,
     MAX_LBFGS_HISTORY,
     MIN_FIRST_ITERATIONS,
+    OWN_DEFAULTS,
     UNRELIABLE_STARTS,
     WARP_MODES,
 )
@@ -280,6 +281,41 @@ def test_flow_stage_resumes_and_a_new_preset_redoes_flow_and_styled_frames_not_d
     assert all(mtimes(job.work / "styled")[name] != styled[name] for name in styled)
     assert any("flow: settings changed (flow_preset)" in m for m in events.messages)
     assert any("stylize: settings changed (flow)" in m for m in events.messages)
+
+
+def test_a_job_begun_under_the_release_before_issue_17_resumes_with_its_settings_when_left_unset(clips, tmp_path):
+    """The release before issue 17's defaults (its stylize settings leave out what was added
+    since at the value they had then) and its frame records (no flicker figures): a rerun with
+    every such option unset goes on with those settings, the finished frames kept, names each
+    option that differs from the defaults now, and reports the flicker of the pairs it can."""
+    before = {"lbfgs_history": 20, "unreliable_start": "content", "first_rounds": 1, "stop_tolerance": 0.001}
+    began = make_job(clips["moving"], tmp_path, settings={"range_weight": 0}, iterations_first=4, **before)
+    with pytest.raises(Recorder.Stop):
+        run_video(began, events=Recorder(stop_at=4), vgg=build_tiny_vgg())
+    recorded = read_json(began.work / "job.json")["stages"]["stylize"]["settings"]
+    assert not {"lbfgs_history", "unreliable_start", "first_rounds", "range_weight"} & recorded.keys(), recorded
+    for index in (2, 3):  # as that release wrote them
+        path = began.work / "styled" / f"{index:06d}.json"
+        path.write_text(json.dumps({k: v for k, v in read_json(path).items() if k != "flicker"}))
+    finished = {name: t for name, t in mtimes(began.work / "styled").items() if name.endswith(".json")}
+
+    events = Recorder()
+    rerun = make_job(
+        clips["moving"], tmp_path, iterations_first=None, stop_tolerance=0.005, defaulted=frozenset(OWN_DEFAULTS)
+    )
+    result = run_video(rerun, events=events, vgg=build_tiny_vgg())
+    assert events.started == [4, 5, 6]
+    assert {k: v for k, v in mtimes(began.work / "styled").items() if k in finished} == finished
+    assert read_json(began.work / "job.json")["stages"]["stylize"]["settings"] == recorded
+    options = (
+        "--iterations-first 4, --stop-tolerance 0.001, --lbfgs-history 20, --unreliable-start content, "
+        "--first-rounds 1, --range-weight 0 (the defaults now: 1500, 0.005, 50, warped, 2, 3e+09;"
+    )
+    assert any(options in m for m in events.messages), events.messages
+    assert (result.report["flicker"]["pairs"], result.report["flicker"]["unmeasured"]) == (3, 2)
+    assert (
+        "flicker: 2 frame pairs stylized by an earlier release have no record" in (began.work / "job.log").read_text()
+    )
 
 
 def test_warm_started_frames_of_a_still_shot_stop_early(clips, tmp_path):
