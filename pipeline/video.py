@@ -42,6 +42,7 @@ from .outputs import OutputRecord
 from .report_live import LiveReport
 from .report_video import JOB_FLICKER_BUDGET, write_video_report
 from .seams import Seams
+from .settings import StyleSettings
 from .shotprogress import ShotProgress
 from .shots import Shot, longest_first, plan_shots
 from .temporal import WarmStart, make_starter
@@ -117,11 +118,16 @@ def stage_settings(job: VideoJob, info: VideoInfo, size: tuple[int, int], starte
     return {"decode": decode, "flow": flow, "stylize": stylize, "encode": encode}
 
 
+# The style settings' names: an option of videojob.OWN_DEFAULTS is one of these or a VideoJob field.
+STYLE_FIELDS = frozenset(field.name for field in dataclasses.fields(StyleSettings))
+
+
 def own_options(job: VideoJob, starter: WarmStart) -> dict:
-    """The values a job runs with of the options in videojob.OWN_DEFAULTS: the starter's plan
-    has the ones the job resolves (such as the first frame's iterations), the style settings the rest."""
-    plan = starter.plan
-    return {name: getattr(plan, name) if hasattr(plan, name) else getattr(job.settings, name) for name in OWN_DEFAULTS}
+    """The values a job runs with of the options in videojob.OWN_DEFAULTS: the style settings
+    have theirs, the starter's plan the ones the job resolves (such as the first frame's iterations)."""
+    return {
+        name: getattr(job.settings if name in STYLE_FIELDS else starter.plan, name) for name in OWN_DEFAULTS
+    }  # fmt: skip
 
 
 def option_text(value: object) -> str:
@@ -327,10 +333,8 @@ class VideoRun:
         names = [name for name in self.job.defaulted if self.job.flow == "dis" or name not in DIS_ONLY]
         implied = {name: recorded.get(name, OWN_DEFAULTS[name]) for name in names}
         own = {name: value for name, value in implied.items() if value is not None}
-        settings = dataclasses.replace(
-            self.job.settings, range_weight=own.pop("range_weight", self.job.settings.range_weight)
-        )
-        job = dataclasses.replace(self.job, settings=settings, **own)
+        style = {name: own.pop(name) for name in STYLE_FIELDS & own.keys()}
+        job = dataclasses.replace(self.job, settings=dataclasses.replace(self.job.settings, **style), **own)
         starter = make_starter(job, self.size, init_image=self.starter.init_image, device=self.device)
         if self.manifest.changed_settings("stylize", stage_settings(job, self.info, self.size, starter)["stylize"]):
             return

@@ -333,10 +333,10 @@ def test_a_rerun_leaving_a_changed_default_unset_resumes_with_the_value_the_job_
     # Another setting changed: every frame again, under the defaults now.
     run_video(make_job(clip, tmp_path, duration=0.16, stop_tolerance=0.003), vgg=build_tiny_vgg())
     events = Recorder()
-    changed = make_job(
+    restyled = make_job(
         clip, tmp_path, duration=0.16, iterations_first=None, settings={"style_weight": 1e3}, defaulted=unset
     )
-    run_video(changed, events=events, vgg=build_tiny_vgg())
+    run_video(restyled, events=events, vgg=build_tiny_vgg())
     assert events.started == [1, 2, 3, 4]
     settings = read_json(work / "job.json")["stages"]["stylize"]["settings"]
     assert (settings["iterations_first"], settings["stop_tolerance"]) == (1500, 0.005)
