@@ -21,6 +21,7 @@ corrupt the manifest, and a crash loses at most the batches in progress.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -54,11 +55,11 @@ from .backends import Workers, check_backend, connect
 from .errors import InputError, WriteError, one_line
 from .hashing import file_sha256
 from .images import load_styles
-from .manifest import WorkDirLock, write_json
+from .manifest import WorkDirLock, read_json, write_json
 from .report_archive import JOB_THUMB_BUDGET, write_archive_report
 from .report_html import FILES_DIR
 from .report_live import LiveReport
-from .settings import StyleSettings
+from .settings import OWN_DEFAULTS, StyleSettings, kept_text
 from .tree import LEDGER_DIR, OUTPUT_FORMATS
 
 # Imported from here by the CLI and the tests.
@@ -97,6 +98,8 @@ class ArchiveOptions:
     devices: str = "auto"
     backend: str = "local"  # a name in backends.BACKENDS
     scheduler: str | None = None  # the Dask scheduler's address
+    # Of settings.OWN_DEFAULTS, those the command line left unset: a rerun keeps the archive's own.
+    defaulted: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -134,11 +137,13 @@ def run_archive(
     distributed.Client), or on the default client."""
     options = options or ArchiveOptions()
     job = make_job(Path(input_dir).absolute(), Path(output_dir).absolute(), style_paths, settings, options)
+    job, kept = keep_own_defaults(job, options.defaulted, style_paths)
     with contextlib.ExitStack() as stack:
         # The workers before anything is made: a refused job leaves the file system as it found it.
         workers = stack.enter_context(connect(options.backend, job.devices, options.scheduler, client))
         stack.enter_context(output_dir_of_this_run(job))
         plan, todo = plan_run(job, options.include, options.exclude, options.retry_failed)
+        plan.kept = kept
         info = start(job, plan, options, style_paths)
         if on_plan is not None:
             on_plan(plan)
@@ -214,6 +219,35 @@ def make_job(
         run=uuid.uuid4().hex,
         overwrite=options.overwrite,
     )
+
+
+def keep_own_defaults(job: Job, defaulted: frozenset[str], style_paths: Sequence[Path | str]) -> tuple[Job, dict]:
+    """An archive begun under other defaults (a release changed them since, settings.OWN_DEFAULTS)
+    goes on with the values it began with for the options this run left unset, where that makes
+    its settings hash the one its last run recorded: the images it finished stay finished. Any
+    other change restyles them under this release's defaults. Returns the job and what it keeps
+    (name: the value it began with, the default now)."""
+    names = defaulted & OWN_DEFAULTS.keys()
+    try:
+        info = read_json(info_path(job.output_dir)) if names else None
+    except InputError:  # archive.json unreadable: the run rewrites it, under the defaults now
+        return job, {}
+    recorded = info.get("settings") if isinstance(info, dict) else None
+    if not isinstance(recorded, dict):
+        return job, {}
+    now = {name: getattr(job.settings, name) for name in sorted(names)}
+    kept = {name: (recorded.get(name, OWN_DEFAULTS[name]), value) for name, value in now.items()}
+    kept = {name: values for name, values in kept.items() if values[0] != values[1]}
+    if not kept:
+        return job, {}
+    try:
+        settings = dataclasses.replace(job.settings, **{name: value for name, (value, _) in kept.items()})
+    except (InputError, TypeError):  # a value this release refuses
+        return job, {}
+    hashed = job_hash(settings, [file_sha256(path) for path in style_paths], job.out_format, job.quality)
+    if hashed != info.get("settings_hash"):
+        return job, {}
+    return dataclasses.replace(job, settings=settings, settings_hash=hashed), kept
 
 
 # --- the output directory, its lock and its log ------------------------------------------------
@@ -305,6 +339,8 @@ def start(job: Job, plan: Plan, options: ArchiveOptions, style_paths: Sequence[P
         "state": "running",
     }
     write_json(info_path(job.output_dir), info)
+    if plan.kept:
+        log.info("run: resuming with the settings the archive began with, %s)", kept_text(plan.kept))
     log.info(
         "run: %s -> %s, settings %s, %d images: %d done before, %d failed before, %d to do",
         job.input_dir, job.output_dir, job.settings_hash,

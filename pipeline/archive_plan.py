@@ -29,6 +29,9 @@ class Plan:
     failed_before: list[dict] = field(default_factory=list)  # skipped: failed earlier (no --retry-failed)
     todo: int = 0  # to process in this run
     unlisted: list[str] = field(default_factory=list)  # directories that could not be listed
+    # Options the archive began with, kept where this run left them unset (archive.keep_own_defaults):
+    # name -> (the value it began with, the default now).
+    kept: dict[str, tuple] = field(default_factory=dict)
 
 
 # --- what is left to do ----------------------------------------------------------------------

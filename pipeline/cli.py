@@ -21,7 +21,7 @@ from .cli_options import MAX_BATCH_SIZE, left_unset, one_line_errors
 from .cli_style import parse_blend, style_options
 from .display import HelpCommand, HelpGroup
 from .errors import InputError, PipelineError, one_line
-from .settings import StyleSettings
+from .settings import OWN_DEFAULTS, StyleSettings
 from .signals import exit_code as signal_exit_code
 from .signals import handled as signals_handled
 
@@ -187,8 +187,10 @@ def images(
     *,
     settings: StyleSettings,
     init_path: Path | None,
+    context: typer.Context,
 ) -> None:
-    """Stylize a directory tree of photos into the same tree; safe to stop and run again."""
+    """Stylize a directory tree of photos into the same tree; safe to stop and run again (an archive begun with
+    an earlier release goes on with the settings it began with for the options left unset)."""
     from .archive import ArchiveOptions, run_archive
     from .display import ArchiveProgress, archive_summary, console
 
@@ -201,6 +203,7 @@ def images(
     options = ArchiveOptions(
         out_format=out_format, quality=quality, include=include or (), exclude=exclude or (), retry_failed=retry_failed,
         overwrite=overwrite, batch_size=size, devices=device, backend=backend, scheduler=scheduler,
+        defaulted=frozenset(name for name in OWN_DEFAULTS if left_unset(context, name)),
     )  # fmt: skip
     with ArchiveProgress(disable=quiet) as progress:
         summary = run_archive(input_dir, output, style, settings, options, on_plan=progress.start, on_record=progress)

@@ -68,7 +68,7 @@ def option(*names: str, panel: str | None = None, **kwargs) -> typer.models.Opti
 
 def left_unset(context: typer.Context, name: str) -> bool:
     """Whether the command's option `name` took its default (the command line left it out): a
-    resumed video job then keeps the value it began with (videojob.OWN_DEFAULTS)."""
+    resumed job then keeps the value it began with (settings.OWN_DEFAULTS, videojob.OWN_DEFAULTS)."""
     return context.get_parameter_source(name).name == "DEFAULT"  # Typer's own click, or click: by name
 
 

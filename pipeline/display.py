@@ -24,6 +24,7 @@ from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 
 from . import stylize
+from .settings import kept_text
 
 console = Console(stderr=True)
 
@@ -128,6 +129,11 @@ class ArchiveProgress:
             before = f"{plan.done_before} done before"
             if plan.failed_before:
                 before += f", {len(plan.failed_before)} failed before (--retry-failed to try them again)"
+            if plan.kept:
+                console.print(
+                    f"resuming with the settings the archive began with, {kept_text(plan.kept)}; give them to "
+                    "restyle its finished images)", markup=False, highlight=False, soft_wrap=True,
+                )  # fmt: skip
             console.print(f"{plan.inputs} images: {before}; {plan.todo} to do", markup=False, highlight=False)
         self.task = self.progress.add_task("images", total=plan.todo, failed=0, rate="")
 

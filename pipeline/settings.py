@@ -109,6 +109,27 @@ class StyleSettings:
         return settings_hash(values)
 
 
+# The settings whose defaults a release changed, each with the value a job's recorded settings
+# imply where they leave it out (issue 17 turned the range term on; the releases before it
+# recorded no range_weight). A rerun that leaves such an option unset goes on with the value the
+# job began with, where that keeps its finished work valid (archive.keep_own_defaults, and for
+# video with its own options, videojob.OWN_DEFAULTS): an upgrade does not redo hours of work for a
+# default nobody asked to change.
+OWN_DEFAULTS = {"range_weight": 0.0}
+
+
+def option_text(value: object) -> str:
+    """An option's value as one would type it (3e+09, not 3000000000.0)."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def kept_text(kept: dict[str, tuple[object, object]]) -> str:
+    """The options a resumed job keeps (name: the value it began with, the default now) as a
+    person would read them: '--range-weight 0 (the defaults now: 3e+09'."""
+    began = ", ".join(f"--{name.replace('_', '-')} {option_text(value)}" for name, (value, _) in kept.items())
+    return f"{began} (the defaults now: {', '.join(option_text(now) for _, now in kept.values())}"
+
+
 # Presets set iterations and the multi-scale schedule together; explicit options override them.
 PRESETS: dict[str, dict] = {
     "fast": {"iterations": 100, "multiscale_threshold": 256},

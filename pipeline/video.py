@@ -42,7 +42,7 @@ from .outputs import OutputRecord
 from .report_live import LiveReport
 from .report_video import JOB_FLICKER_BUDGET, write_video_report
 from .seams import Seams
-from .settings import StyleSettings
+from .settings import StyleSettings, kept_text
 from .shotprogress import ShotProgress
 from .shots import Shot, longest_first, plan_shots
 from .temporal import WarmStart, make_starter
@@ -128,11 +128,6 @@ def own_options(job: VideoJob, starter: WarmStart) -> dict:
     return {
         name: getattr(job.settings if name in STYLE_FIELDS else starter.plan, name) for name in OWN_DEFAULTS
     }  # fmt: skip
-
-
-def option_text(value: object) -> str:
-    """An option's value as one would type it (3e+09, not 3000000000.0)."""
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 class VideoRun:
@@ -340,13 +335,11 @@ class VideoRun:
             return
         # What differs from this run's: the options as they were given, and as they are now.
         before, now = own_options(job, starter), own_options(self.job, self.starter)
-        kept = [name for name in OWN_DEFAULTS if before[name] != now[name]]
+        kept = {name: (before[name], now[name]) for name in OWN_DEFAULTS if before[name] != now[name]}
         if kept:
-            began = ", ".join(f"--{name.replace('_', '-')} {option_text(before[name])}" for name in kept)
-            defaults = ", ".join(option_text(now[name]) for name in kept)
             self.events.message(
-                f"{self.job.work}: resuming with the settings the job began with, {began} (the defaults now: "
-                f"{defaults}; give them to start its stylizing over)"
+                f"{self.job.work}: resuming with the settings the job began with, {kept_text(kept)}; "
+                "give them to start its stylizing over)"
             )
         self.job, self.starter = job, starter
 

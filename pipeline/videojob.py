@@ -14,6 +14,7 @@ from .framerange import FrameRange
 from .images import open_rgb
 from .lbfgs import HISTORY_SIZE
 from .manifest import writable_directory
+from .settings import OWN_DEFAULTS as STYLE_OWN_DEFAULTS
 from .shots import DEFAULT_SEGMENT_OVERLAP
 from .stylize import MAX_ITERATIONS, Progress, StyleSettings
 from .workdir import refuse_foreign_work_dir
@@ -51,14 +52,15 @@ STOP_WINDOW = 10
 # VideoRun.keep_own_defaults): an upgrade mid-job does not discard hours of stylized frames for a
 # default nobody asked to change. Issue 17 changed these from the release before it (18ed178):
 # 20 curvature pairs, the unreliable pixels started from the content, the first frame in one run
-# of 600 iterations, no range term, warm frames stopped at 1e-3 (then 3e-3).
+# of 600 iterations, warm frames stopped at 1e-3 (then 3e-3), and the style settings' own
+# (settings.OWN_DEFAULTS: no range term).
 OWN_DEFAULTS = {
     "iterations_first": None,
     "stop_tolerance": None,
     "lbfgs_history": HISTORY_SIZE,
     "unreliable_start": "content",
     "first_rounds": 1,
-    "range_weight": 0.0,  # a StyleSettings field; the others are VideoJob's
+    **STYLE_OWN_DEFAULTS,  # StyleSettings fields; the others are VideoJob's
 }
 # And once the image moved by less than this many 0..255 levels (mean per value) over STOP_WINDOW
 # iterations; 0: off (docs/video-quality.md).
