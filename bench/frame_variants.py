@@ -1,0 +1,142 @@
+"""One warm frame of a finished video job run again under variants (not a test): how many
+iterations it takes and where its style loss ends, by the evaluator of `stylize score`, as a
+multiple of the job's own frame. For tracing where a clip's warm frames spend their iterations
+(docs/video-quality.md, "The pan").
+
+    python bench/frame_variants.py WORKDIR --frames 40,100 [--style samples/ihc.png]
+        [--variants default,its=40,tol=0.01,start=bicubic+target=bicubic,tw=1.5e9,blur=1]
+
+WORKDIR is a job's work directory that kept its frames and flow pairs (`--keep-frames`, as
+bench/video_quality.py's jobs do). Each frame starts from the job's frame before it, as saved.
+A variant is `default` or settings joined by `+`: `its` (the cap), `tol` (the stopping rule's
+tolerance), `tw` (the temporal weight), `start` and `target` (the warp's interpolation for the
+start and for the temporal loss's target: bilinear, bicubic, nearest), `blur` (the temporal loss
+compares both images blurred by a Gaussian of this sigma, in pixels). The rest is the job's own.
+The temporal error printed is the mean masked squared difference to the target, 0..255 levels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.flow import FramePair, warp  # noqa: E402
+from pipeline.images import load_image, load_styles  # noqa: E402
+from pipeline.losses import TemporalLoss  # noqa: E402
+from pipeline.score import reference_losses, reference_vgg  # noqa: E402
+from pipeline.settings import StyleSettings  # noqa: E402
+from pipeline.stylize import EarlyStop, Stylizer  # noqa: E402
+from pipeline.temporal import WeightedLoss  # noqa: E402
+from pipeline.videojob import STOP_WINDOW  # noqa: E402
+
+
+def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A separable Gaussian blur, the border repeated."""
+    radius = max(1, round(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+    kernel = torch.exp(-t * t / (2 * sigma * sigma))
+    kernel = kernel / kernel.sum()
+    channels = image.shape[1]
+    rows = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+    image = F.conv2d(F.pad(image, (radius, radius, 0, 0), mode="replicate"), rows, groups=channels)
+    columns = kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+    return F.conv2d(F.pad(image, (0, 0, radius, radius), mode="replicate"), columns, groups=channels)
+
+
+class BlurredTemporalLoss(TemporalLoss):
+    """The temporal loss between the image and its target, both blurred: blind to the grain."""
+
+    def __init__(self, warped: torch.Tensor, reliability: torch.Tensor, sigma: float):
+        super().__init__(gaussian_blur(warped, sigma), reliability)
+        self.sigma = sigma
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return super().forward(gaussian_blur(image, self.sigma))
+
+
+@dataclasses.dataclass
+class Variant:
+    its: int
+    tol: float
+    tw: float
+    start: str = "bilinear"
+    target: str = "bilinear"
+    blur: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str, job: Variant) -> Variant:
+        variant = dataclasses.replace(job)
+        for part in text.split("+"):
+            if part == "default":
+                continue
+            key, _, value = part.partition("=")
+            field = {f.name: f for f in dataclasses.fields(cls)}.get(key)
+            if field is None or not value:
+                raise SystemExit(f"{text}: {part!r} is not one of its=, tol=, tw=, start=, target=, blur=")
+            setattr(variant, key, value if field.type == "str" else (int if key == "its" else float)(value))
+        return variant
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("workdir", type=Path)
+    parser.add_argument("--frames", required=True, help="comma list of frame numbers (each after the first)")
+    parser.add_argument("--variants", default="default,its=40")
+    parser.add_argument("--style", type=Path, default=ROOT / "samples" / "ihc.png")
+    args = parser.parse_args()
+    work = args.workdir
+    torch.manual_seed(0)
+    recorded = json.loads((work / "job.json").read_text())["stages"]["stylize"]["settings"]
+    names = {f.name for f in dataclasses.fields(StyleSettings)}
+    settings = StyleSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items() if k in names})
+    job = Variant(
+        its=settings.iterations, tol=recorded.get("stop_tolerance") or 0.0, tw=recorded.get("temporal_weight", 0.0),
+        start=recorded.get("warp", "bilinear"), target=recorded.get("warp", "bilinear"),
+    )  # fmt: skip
+    history = recorded.get("lbfgs_history", 20)
+    stylizer = Stylizer(load_styles([args.style], settings), settings, device="cpu")
+    vgg, style = reference_vgg(), load_image(args.style)
+    for index in (int(x) for x in args.frames.split(",")):
+        previous, content = (
+            load_image(work / "styled" / f"{index - 1:06d}.png"),
+            load_image(work / "frames" / f"{index:06d}.png"),
+        )
+        pair = FramePair.load(work / "flow" / f"{index:06d}.npz")
+        reliability = torch.from_numpy(pair.reliability)[None, None]
+        size = max(content.shape[-2:])
+        own = reference_losses(load_image(work / "styled" / f"{index:06d}.png"), content, [style], vgg=vgg, size=size)
+        iterations = json.loads((work / "styled" / f"{index:06d}.json").read_text())["iterations"]
+        print(f"frame {index}: the job's {iterations} iterations, style loss {own['style']:.4g}")
+        for text in args.variants.split(","):
+            v = Variant.parse(text, job)
+            init = warp(previous, pair.flow_back, mode=v.start).clamp(0, 1)
+            if recorded.get("unreliable_start", "content") == "content":  # absent: the releases before's
+                init = reliability * init + (1 - reliability) * content
+            target = warp(previous, pair.flow_back, mode=v.target).clamp(0, 1)
+            term = BlurredTemporalLoss(target, reliability, v.blur) if v.blur else TemporalLoss(target, reliability)
+            extra = {"temporal": WeightedLoss(term, v.tw)} if v.tw > 0 else {}
+            result = stylizer.stylize(
+                content, init=init, iterations=v.its, extra_losses=extra, stop=EarlyStop(v.tol, STOP_WINDOW),
+                history_size=history,
+            )  # fmt: skip
+            image = (result.image.clamp(0, 1) * 255).round() / 255  # as saved
+            loss = reference_losses(image, content, [style], vgg=vgg, size=size)["style"]
+            error = ((image - target) * 255).pow(2).mul(reliability).mean().item()
+            print(
+                f"  {text:40s} {result.iterations:4d} iterations  style {loss:.4g} "
+                f"({loss / own['style']:.3f} of the job's)  temporal error {error:.2f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
