@@ -82,7 +82,7 @@ class Variant:
             field = {f.name: f for f in dataclasses.fields(cls)}.get(key)
             if field is None or not value:
                 raise SystemExit(f"{text}: {part!r} is not one of its=, tol=, tw=, start=, target=, blur=")
-            setattr(variant, key, value if field.type == "str" else (int if key == "its" else float)(value))
+            setattr(variant, key, {"str": str, "int": int, "float": float}[field.type](value))
         return variant
 
 

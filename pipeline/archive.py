@@ -59,7 +59,7 @@ from .manifest import WorkDirLock, read_json, write_json
 from .report_archive import JOB_THUMB_BUDGET, write_archive_report
 from .report_html import FILES_DIR
 from .report_live import LiveReport
-from .settings import OWN_DEFAULTS, StyleSettings, kept_text
+from .settings import OWN_DEFAULTS, StyleSettings
 from .tree import LEDGER_DIR, OUTPUT_FORMATS
 
 # Imported from here by the CLI and the tests.
@@ -228,8 +228,10 @@ def keep_own_defaults(job: Job, defaulted: frozenset[str], style_paths: Sequence
     other change restyles them under this release's defaults. Returns the job and what it keeps
     (name: the value it began with, the default now)."""
     names = defaulted & OWN_DEFAULTS.keys()
+    if not names:
+        return job, {}
     try:
-        info = read_json(info_path(job.output_dir)) if names else None
+        info = read_json(info_path(job.output_dir))
     except InputError:  # archive.json unreadable: the run rewrites it, under the defaults now
         return job, {}
     recorded = info.get("settings") if isinstance(info, dict) else None
@@ -340,7 +342,7 @@ def start(job: Job, plan: Plan, options: ArchiveOptions, style_paths: Sequence[P
     }
     write_json(info_path(job.output_dir), info)
     if plan.kept:
-        log.info("run: resuming with the settings the archive began with, %s)", kept_text(plan.kept))
+        log.info("run: %s", plan.resuming())
     log.info(
         "run: %s -> %s, settings %s, %d images: %d done before, %d failed before, %d to do",
         job.input_dir, job.output_dir, job.settings_hash,

@@ -18,6 +18,7 @@ from . import lbfgs
 from .archive_records import Batch, Item, Job, is_current, log, read_records, state_dir, write_record
 from .errors import InputError, one_line
 from .hashing import file_sha256
+from .settings import resuming_text
 from .tree import output_names, output_target, probe, read_ledger, replaceable, walk
 from .vgg import LAYERS
 
@@ -32,6 +33,10 @@ class Plan:
     # Options the archive began with, kept where this run left them unset (archive.keep_own_defaults):
     # name -> (the value it began with, the default now).
     kept: dict[str, tuple] = field(default_factory=dict)
+
+    def resuming(self) -> str:
+        """What the run says of the options it kept, on screen and in the log."""
+        return resuming_text(self.kept, "archive", "restyle its finished images")
 
 
 # --- what is left to do ----------------------------------------------------------------------

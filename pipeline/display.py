@@ -24,7 +24,6 @@ from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 
 from . import stylize
-from .settings import kept_text
 
 console = Console(stderr=True)
 
@@ -130,10 +129,7 @@ class ArchiveProgress:
             if plan.failed_before:
                 before += f", {len(plan.failed_before)} failed before (--retry-failed to try them again)"
             if plan.kept:
-                console.print(
-                    f"resuming with the settings the archive began with, {kept_text(plan.kept)}; give them to "
-                    "restyle its finished images)", markup=False, highlight=False, soft_wrap=True,
-                )  # fmt: skip
+                console.print(plan.resuming(), markup=False, highlight=False, soft_wrap=True)
             console.print(f"{plan.inputs} images: {before}; {plan.todo} to do", markup=False, highlight=False)
         self.task = self.progress.add_task("images", total=plan.todo, failed=0, rate="")
 

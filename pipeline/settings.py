@@ -123,11 +123,15 @@ def option_text(value: object) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def kept_text(kept: dict[str, tuple[object, object]]) -> str:
-    """The options a resumed job keeps (name: the value it began with, the default now) as a
-    person would read them: '--range-weight 0 (the defaults now: 3e+09'."""
+def resuming_text(kept: dict[str, tuple[object, object]], job: str, redo: str) -> str:
+    """What a job resumed with the options it began with says (kept: name -> the value it began
+    with, the default now): 'resuming with the settings the archive began with, --range-weight 0
+    (the defaults now: 3e+09; give them to restyle its finished images)'."""
     began = ", ".join(f"--{name.replace('_', '-')} {option_text(value)}" for name, (value, _) in kept.items())
-    return f"{began} (the defaults now: {', '.join(option_text(now) for _, now in kept.values())}"
+    defaults = ", ".join(option_text(now) for _, now in kept.values())
+    return (
+        f"resuming with the settings the {job} began with, {began} (the defaults now: {defaults}; give them to {redo})"
+    )
 
 
 # Presets set iterations and the multi-scale schedule together; explicit options override them.

@@ -42,7 +42,7 @@ from .outputs import OutputRecord
 from .report_live import LiveReport
 from .report_video import JOB_FLICKER_BUDGET, write_video_report
 from .seams import Seams
-from .settings import StyleSettings, kept_text
+from .settings import StyleSettings, resuming_text
 from .shotprogress import ShotProgress
 from .shots import Shot, longest_first, plan_shots
 from .temporal import WarmStart, make_starter
@@ -337,10 +337,7 @@ class VideoRun:
         before, now = own_options(job, starter), own_options(self.job, self.starter)
         kept = {name: (before[name], now[name]) for name in OWN_DEFAULTS if before[name] != now[name]}
         if kept:
-            self.events.message(
-                f"{self.job.work}: resuming with the settings the job began with, {kept_text(kept)}; "
-                "give them to start its stylizing over)"
-            )
+            self.events.message(f"{self.job.work}: {resuming_text(kept, 'job', 'start its stylizing over')}")
         self.job, self.starter = job, starter
 
     def current(self, name: str) -> bool:
