@@ -9,9 +9,10 @@ multiple of the job's own frame. For tracing where a clip's warm frames spend th
 WORKDIR is a job's work directory that kept its frames and flow pairs (`--keep-frames`, as
 bench/video_quality.py's jobs do). Each frame starts from the job's frame before it, as saved.
 A variant is `default` or settings joined by `+`: `its` (the cap), `tol` (the stopping rule's
-tolerance), `tw` (the temporal weight), `start` and `target` (the warp's interpolation for the
-start and for the temporal loss's target: bilinear, bicubic, nearest), `blur` (the temporal loss
-compares both images blurred by a Gaussian of this sigma, in pixels). The rest is the job's own.
+tolerance), `stol` (its tolerance on the style term, --stop-style-tolerance), `tw` (the temporal
+weight), `start` and `target` (the warp's interpolation for the start and for the temporal
+loss's target: bilinear, bicubic, nearest), `blur` (the temporal loss compares both images
+blurred by a Gaussian of this sigma, in pixels). The rest is the job's own.
 The temporal error printed is the mean masked squared difference to the target, 0..255 levels.
 """
 
@@ -68,6 +69,7 @@ class Variant:
     its: int
     tol: float
     tw: float
+    stol: float = 0.0
     start: str = "bilinear"
     target: str = "bilinear"
     blur: float = 0.0
@@ -81,7 +83,7 @@ class Variant:
             key, _, value = part.partition("=")
             field = {f.name: f for f in dataclasses.fields(cls)}.get(key)
             if field is None or not value:
-                raise SystemExit(f"{text}: {part!r} is not one of its=, tol=, tw=, start=, target=, blur=")
+                raise SystemExit(f"{text}: {part!r} is not one of its=, tol=, stol=, tw=, start=, target=, blur=")
             setattr(variant, key, {"str": str, "int": int, "float": float}[field.type](value))
         return variant
 
@@ -100,6 +102,7 @@ def main() -> None:
     settings = StyleSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items() if k in names})
     job = Variant(
         its=settings.iterations, tol=recorded.get("stop_tolerance") or 0.0, tw=recorded.get("temporal_weight", 0.0),
+        stol=recorded.get("stop_style_tolerance", 0.0),
         start=recorded.get("warp", "bilinear"), target=recorded.get("warp", "bilinear"),
     )  # fmt: skip
     history = recorded.get("lbfgs_history", 20)
@@ -125,8 +128,8 @@ def main() -> None:
             term = BlurredTemporalLoss(target, reliability, v.blur) if v.blur else TemporalLoss(target, reliability)
             extra = {"temporal": WeightedLoss(term, v.tw)} if v.tw > 0 else {}
             result = stylizer.stylize(
-                content, init=init, iterations=v.its, extra_losses=extra, stop=EarlyStop(v.tol, STOP_WINDOW),
-                history_size=history,
+                content, init=init, iterations=v.its, extra_losses=extra, history_size=history,
+                stop=EarlyStop(v.tol, STOP_WINDOW, style_tolerance=v.stol),
             )  # fmt: skip
             image = (result.image.clamp(0, 1) * 255).round() / 255  # as saved
             loss = reference_losses(image, content, [style], vgg=vgg, size=size)["style"]

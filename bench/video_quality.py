@@ -51,13 +51,15 @@ MODES = {
     # first frame in one cold run of 600 iterations, no range term. Run so, frames 1-9 of carphone
     # at 128 px matched that release's own tree (--tree) to every digit its job log prints.
     "previous-default": (
-        "--lbfgs-history 20 --stop-tolerance 0.001 --unreliable-start content --first-rounds 1 --range-weight 0"
-        " --iterations-first 600"
+        "--lbfgs-history 20 --stop-tolerance 0.001 --stop-style-tolerance 0 --unreliable-start content"
+        " --first-rounds 1 --range-weight 0 --iterations-first 600"
     ).split(),
     # The releases before the range term (losses.RangeLoss): the image free to leave 0..1 while optimized.
     "range-0": ["--range-weight", "0"],
     # The release before this one: a shot's first frame at 600 iterations, warm frames stopped at 3e-3.
-    "last-release": ["--iterations-first", "600", "--stop-tolerance", "0.003"],
+    "last-release": ["--iterations-first", "600", "--stop-tolerance", "0.003", "--stop-style-tolerance", "0"],
+    # The default before warm frames waited for the style term too: the total's change alone.
+    "total-stop": ["--stop-style-tolerance", "0"],
     # Each of its two settings alone.
     "first-600": ["--iterations-first", "600"],
     "stop-3e-3": ["--stop-tolerance", "0.003"],

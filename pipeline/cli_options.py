@@ -262,6 +262,14 @@ StopToleranceOpt = Annotated[
         f"{video_defaults.STOP_WINDOW} iterations; 0 runs all --iterations.",
     ),
 ]
+StopStyleToleranceOpt = Annotated[
+    float,
+    option(
+        panel=VIDEO,
+        help="And only once the style term too fell by less than this fraction over "
+        f"{video_defaults.STOP_WINDOW} iterations (with styles whose content term is the larger); 0: the total alone.",
+    ),
+]
 StopChangeOpt = Annotated[
     float,
     option(

@@ -142,19 +142,32 @@ def resize_to(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 @dataclass(frozen=True)
 class EarlyStop:
     """Stop once the loss fell by less than `tolerance` (a fraction) over the last `window`
-    iterations; a tolerance of 0 never stops. For warm-started video frames. With `change`, stop
-    also once the image moved by less than that many 0..255 levels per value on average over the
-    last `window` iterations (issue 17: a rule on the image, not the loss; see ImageSettled)."""
+    iterations; a tolerance of 0 never stops. For warm-started video frames. With
+    `style_tolerance`, only once the style term too fell by less than that over the window: where
+    the content term is the larger (gravel.png's is ~15 times its style term at a frame's end) the
+    total has stopped moving while the style term still falls, and a frame stopped there is
+    visibly less styled (docs/video-quality.md, "Another style"). With `change`, stop also once the
+    image moved by less than that many 0..255 levels per value on average over the last `window`
+    iterations (issue 17: a rule on the image, not the loss; see ImageSettled)."""
 
     tolerance: float = 0.0
     window: int = 10
     change: float = 0.0
+    style_tolerance: float = 0.0
 
-    def reached(self, losses: Sequence[float]) -> bool:
-        if self.tolerance <= 0 or len(losses) <= self.window:
+    def reached(self, losses: Sequence[float], styles: Sequence[float] = ()) -> bool:
+        """`losses`: the total loss of each iteration so far; `styles`: the style term's (none: an
+        objective without one, which the style rule does not hold back)."""
+        if not self.fell_less(losses, self.tolerance):
             return False
-        before, now = losses[-self.window - 1], losses[-1]
-        return (before - now) / max(abs(before), 1e-30) < self.tolerance
+        return self.style_tolerance <= 0 or not styles or self.fell_less(styles, self.style_tolerance)
+
+    def fell_less(self, values: Sequence[float], tolerance: float) -> bool:
+        """Whether the last value is less than `tolerance` (a fraction) below the one `window` before."""
+        if tolerance <= 0 or len(values) <= self.window:
+            return False
+        before, now = values[-self.window - 1], values[-1]
+        return (before - now) / max(abs(before), 1e-30) < tolerance
 
 
 class ImageSettled:
@@ -189,23 +202,22 @@ class _Run:
     scale: int = 1  # 1-based, the one being optimized
     started: float = field(default_factory=time.perf_counter)
 
-    def report(self, records: list[dict[str, float]], done: int) -> list[float]:
+    def report(self, records: list[dict[str, float]], done: int) -> list[dict[str, float]]:
         """Add the records of this scale's iterations done+1, done+2, ... to the history and tell
-        the callback about the last one; returns their losses. A non-finite loss (bf16 overflow)
-        raises FloatingPointError."""
-        result, losses = self.result, []
+        the callback about the last one; returns them as the history holds them ("loss" and each
+        term's). A non-finite loss (bf16 overflow) raises FloatingPointError."""
+        result = self.result
         for iteration, record in enumerate(records, start=done + 1):
             loss = record.pop("total")
             if not math.isfinite(loss):
                 raise FloatingPointError(f"the loss became {loss} at iteration {iteration}")
             result.history.append({"iteration": result.iterations + iteration, "loss": loss, **record})
-            losses.append(loss)
         if self.callback is not None:
             elapsed = time.perf_counter() - self.started
             iteration += result.iterations
             event = Progress(iteration, self.iterations, loss, record, elapsed, scale=self.scale, scales=self.scales)
             self.callback(event)
-        return losses
+        return result.history[-len(records) :]
 
 
 class ProjectedAdam:
@@ -427,6 +439,7 @@ class Stylizer:
         graphs = self.settings.cuda_graphs and self.settings.optimizer == "lbfgs" and self.device.type == "cuda"
         step = GraphedStep(iteration, enabled=graphs)
         losses: list[float] = []
+        styles: list[float] = []  # the style term's, for EarlyStop's style_tolerance
         settled = ImageSettled(run.stop)
         try:
             for i in range(1, iterations + 1):
@@ -435,9 +448,12 @@ class Stylizer:
                 if i % run.report_every and i != iterations:
                     continue
                 # Report. SYNC: the log of the iterations since the last report comes back in one read.
-                losses += run.report(log.read(i - len(losses)), len(losses))
-                # Early stop: the loss hardly fell, or the image hardly moved, over the last window.
-                if run.stop.reached(losses) or settled.reached(variable, i):
+                records = run.report(log.read(i - len(losses)), len(losses))
+                losses += [record["loss"] for record in records]
+                styles += [record["style"] for record in records if "style" in record]
+                # Early stop: the loss (and the style term) hardly fell, or the image hardly moved,
+                # over the last window.
+                if run.stop.reached(losses, styles) or settled.reached(variable, i):
                     iterations = i
                     break
         finally:

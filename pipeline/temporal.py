@@ -61,6 +61,7 @@ class StartPlan:
     iterations_first: int  # a shot's first frame, from --init
     iterations: int  # each later frame, at most
     stop_tolerance: float = 0.0
+    stop_style_tolerance: float = 0.0
     stop_change: float = 0.0
     temporal_weight: float = 0.0
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD
@@ -76,7 +77,8 @@ class StartPlan:
         """The plan for the job's frames of `size` (H, W): the L-BFGS history depends on it."""
         return cls(
             iterations_first=job.first_iterations, iterations=job.settings.iterations,
-            stop_tolerance=job.stop_tolerance, stop_change=job.stop_change, temporal_weight=job.temporal_weight,
+            stop_tolerance=job.stop_tolerance, stop_style_tolerance=job.stop_style_tolerance,
+            stop_change=job.stop_change, temporal_weight=job.temporal_weight,
             scene_threshold=job.scene_threshold, long_term=job.long_term, warp=job.warp,
             unreliable_start=job.unreliable_start,
             first_rounds=job.first_rounds, passes=job.passes, lbfgs_history=job.history_pairs(size),
@@ -154,8 +156,10 @@ class WarmStart:
             "stop_tolerance": plan.stop_tolerance,
             "stop_window": STOP_WINDOW,
         }
-        # Only where set: the jobs of the releases before --stop-change keep their stylize stage's hash.
-        return settings | ({"stop_change": plan.stop_change} if plan.stop_change else {}) | self.history_setting()
+        # Only where set: the jobs of the releases before --stop-change and --stop-style-tolerance
+        # keep their stylize stage's hash.
+        optional = {"stop_style_tolerance": plan.stop_style_tolerance, "stop_change": plan.stop_change}
+        return settings | {name: value for name, value in optional.items() if value} | self.history_setting()
 
     def history_setting(self) -> dict:
         """--lbfgs-history for the stage's hash, where it is not the releases' before it (20)."""
@@ -172,7 +176,7 @@ class WarmStart:
     def warm(self, init: torch.Tensor, source: str, **more) -> FrameStart:
         """A later frame: from `init` with --iterations and the early stops."""
         plan = self.plan
-        stop = EarlyStop(plan.stop_tolerance, STOP_WINDOW, plan.stop_change)
+        stop = EarlyStop(plan.stop_tolerance, STOP_WINDOW, plan.stop_change, plan.stop_style_tolerance)
         return FrameStart(init, plan.iterations, source=source, stop=stop, history=plan.lbfgs_history, **more)
 
     def start(self, index: int, content: torch.Tensor, previous: torch.Tensor | None, pairs: Pairs) -> FrameStart:

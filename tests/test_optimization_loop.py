@@ -299,3 +299,29 @@ def test_luminance_only_objective_optimizes_y_and_takes_colour_from_the_content(
 )
 def test_early_stop_compares_the_loss_a_window_apart(losses, tolerance, window, stops):
     assert EarlyStop(tolerance, window).reached(losses) is stops
+
+
+@pytest.mark.parametrize(
+    "styles, stops",
+    [
+        ([5.0, 4.5, 4.4], False),  # the total settled, the style term still fell by 12% over the window
+        ([5.0, 4.95, 4.91], True),  # it fell by 1.8% < 2%
+        ([], True),  # an objective without a style term: the total's rule alone
+    ],
+)
+def test_early_stop_with_a_style_tolerance_also_waits_for_the_style_term(styles, stops):
+    settled = [10.0, 9.995, 9.99]  # the total fell by 0.1% over the window
+    assert EarlyStop(0.01, 2, style_tolerance=0.02).reached(settled, styles) is stops
+    assert EarlyStop(0.01, 2).reached(settled, styles)  # style_tolerance 0: the total alone
+    assert not EarlyStop(0.01, 2, style_tolerance=0.02).reached([10.0, 9.0, 8.99], [5.0, 5.0, 5.0])  # total first
+
+
+def test_a_style_tolerance_runs_a_warm_start_on_while_the_style_term_falls(content):
+    """In a real run: where the total's rule alone stops a warm start (here at 54 iterations), a
+    tighter rule on the style term runs it on (to 130), to a lower style term."""
+    stylizer = Stylizer([load_image("samples/ihc.png", 32)], StyleSettings(style_weight=1e2))
+    start = stylizer.stylize(content, iterations=5).image
+    total = stylizer.stylize(content, init=start, iterations=300, stop=EarlyStop(0.01, 5))
+    both = stylizer.stylize(content, init=start, iterations=300, stop=EarlyStop(0.01, 5, style_tolerance=1e-3))
+    assert total.iterations < both.iterations
+    assert both.per_image[0]["style"] < total.per_image[0]["style"]

@@ -288,12 +288,16 @@ def test_a_job_begun_under_the_release_before_issue_17_resumes_with_its_settings
     since at the value they had then) and its frame records (no flicker figures): a rerun with
     every such option unset goes on with those settings, the finished frames kept, names each
     option that differs from the defaults now, and reports the flicker of the pairs it can."""
-    before = {"lbfgs_history": 20, "unreliable_start": "content", "first_rounds": 1, "stop_tolerance": 0.001}
+    before = {
+        "lbfgs_history": 20, "unreliable_start": "content", "first_rounds": 1, "stop_tolerance": 0.001,
+        "stop_style_tolerance": 0.0,
+    }  # fmt: skip
     began = make_job(clips["moving"], tmp_path, settings={"range_weight": 0}, iterations_first=4, **before)
     with pytest.raises(Recorder.Stop):
         run_video(began, events=Recorder(stop_at=4), vgg=build_tiny_vgg())
     recorded = read_json(began.work / "job.json")["stages"]["stylize"]["settings"]
-    assert not {"lbfgs_history", "unreliable_start", "first_rounds", "range_weight"} & recorded.keys(), recorded
+    added = {"lbfgs_history", "unreliable_start", "first_rounds", "range_weight", "stop_style_tolerance"}
+    assert not added & recorded.keys(), recorded
     for index in (2, 3):  # as that release wrote them
         path = began.work / "styled" / f"{index:06d}.json"
         path.write_text(json.dumps({k: v for k, v in read_json(path).items() if k != "flicker"}))
@@ -308,8 +312,9 @@ def test_a_job_begun_under_the_release_before_issue_17_resumes_with_its_settings
     assert {k: v for k, v in mtimes(began.work / "styled").items() if k in finished} == finished
     assert read_json(began.work / "job.json")["stages"]["stylize"]["settings"] == recorded
     options = (
-        "--iterations-first 4, --stop-tolerance 0.001, --lbfgs-history 20, --unreliable-start content, "
-        "--first-rounds 1, --range-weight 0 (the defaults now: 1500, 0.005, 50, warped, 2, 3e+09;"
+        "--iterations-first 4, --stop-tolerance 0.001, --stop-style-tolerance 0, --lbfgs-history 20, "
+        "--unreliable-start content, --first-rounds 1, --range-weight 0 (the defaults now: 1500, 0.005, 0.02, 50, "
+        "warped, 2, 3e+09;"
     )
     assert any(options in m for m in events.messages), events.messages
     assert (result.report["flicker"]["pairs"], result.report["flicker"]["unmeasured"]) == (3, 2)
@@ -446,6 +451,7 @@ def test_video_command_rejects_bad_temporal_options_with_exit_2(clips, tmp_path,
         ("--temporal-weight", -1, "--temporal-weight -1.0"),
         ("--scene-threshold", 1.5, "--scene-threshold 1.5"),
         ("--stop-tolerance", -0.1, "--stop-tolerance -0.1"),
+        ("--stop-style-tolerance", 1.5, "--stop-style-tolerance 1.5: must be >= 0"),
         ("--flow-workers", 0, "--flow-workers 0"),
         ("--stop-change", -1, "--stop-change -1.0"),
         ("--long-term", "2,4", "--long-term 2,4: must start with 1"),
