@@ -40,6 +40,7 @@ from pipeline.video import VideoJob, run_video
 from pipeline.videojob import (
     DEFAULT_LBFGS_HISTORY,
     DEFAULT_SCENE_THRESHOLD,
+    DEFAULT_STOP_STYLE_TOLERANCE,
     LBFGS_HISTORY_BYTES,
     MAX_LBFGS_HISTORY,
     MIN_FIRST_ITERATIONS,
@@ -534,6 +535,19 @@ def test_unreliable_pixels_start_from_the_warped_frame_or_the_content_as_asked(c
     assert StartPlan.of(default, (24, 32)).unreliable_start == "warped"
     assert FlowWarmStart(StartPlan.of(default, (24, 32))).settings()["unreliable_start"] == "warped"
     assert "unreliable_start" not in FlowWarmStart(StartPlan(iterations_first=2, iterations=1)).settings()
+
+
+def test_the_style_term_rule_reaches_warm_frames_and_the_stylize_stage_hash(clips, tmp_path):
+    """--stop-style-tolerance: warm frames stop on it (the first frame of a shot never stops
+    early); the stylize stage's settings carry it unless it is 0, the releases before's rule."""
+    job = make_job(clips["short"], tmp_path, stop_tolerance=5e-3)
+    assert job.stop_style_tolerance == DEFAULT_STOP_STYLE_TOLERANCE == 2e-2
+    starter = FlowWarmStart(StartPlan.of(job, (24, 32)))
+    assert starter.warm(torch.zeros(1, 3, 4, 4), "warped").stop.style_tolerance == 2e-2
+    assert starter.first().stop.tolerance == 0
+    assert starter.settings()["stop_style_tolerance"] == 2e-2
+    before = make_job(clips["short"], tmp_path, stop_tolerance=5e-3, stop_style_tolerance=0.0)
+    assert "stop_style_tolerance" not in FlowWarmStart(StartPlan.of(before, (24, 32))).settings()
 
 
 def test_lbfgs_history_reaches_every_frame_and_the_stylize_stage_hash(clips, tmp_path, monkeypatch):
