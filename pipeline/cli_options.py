@@ -266,8 +266,9 @@ StopStyleToleranceOpt = Annotated[
     float,
     option(
         panel=VIDEO,
-        help="And only once the style term too fell by less than this fraction over "
-        f"{video_defaults.STOP_WINDOW} iterations (with styles whose content term is the larger); 0: the total alone.",
+        help="Warm-started frames stop only once the style term too fell by less than this fraction over "
+        f"{video_defaults.STOP_WINDOW} iterations (with a style whose content term is the larger, the total stops "
+        "moving first); 0: the total alone.",
     ),
 ]
 StopChangeOpt = Annotated[
