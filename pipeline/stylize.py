@@ -450,7 +450,7 @@ class Stylizer:
                 # Report. SYNC: the log of the iterations since the last report comes back in one read.
                 records = run.report(log.read(i - len(losses)), len(losses))
                 losses += [record["loss"] for record in records]
-                styles += [record["style"] for record in records if "style" in record]
+                styles += [record["style"] for record in records]  # every objective has a style term
                 # Early stop: the loss (and the style term) hardly fell, or the image hardly moved,
                 # over the last window.
                 if run.stop.reached(losses, styles) or settled.reached(variable, i):
