@@ -2,7 +2,7 @@
 
 The audio is stream-copied from the input (same range as the frames) when the output container
 accepts the codec, else re-encoded to AAC. The file appears under its name only when complete,
-and only after `before_commit` (the job's record of what it is about to place there) returned.
+and only after `CommitHooks.before` (the job's record of what it is about to place there) returned.
 
 ffmpeg writes a temporary file beside the output. Only the commit (the job's records and the
 rename) holds Ctrl-C and SIGTERM back (signals.deferred): the encode itself, which may take an
@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -75,37 +76,64 @@ def audio_codec_for(container: str, audio: tuple[AudioStream, ...]) -> str | Non
     return "aac"
 
 
+@dataclass(frozen=True)
+class VideoInput:
+    """The picture that goes in: a folder of frames/000001.png, ... shown at `frame_rate` and
+    encoded with libx264, or a list of video-only chunk files (chunks.py), joined without
+    re-encoding (ffmpeg's concat demuxer, stream copy): those keep the rate they were encoded at."""
+
+    frames: Path | list[Path]
+    frame_rate: Fraction | str
+
+
+@dataclass(frozen=True)
+class AudioInput:
+    """The audio that goes in: the `streams` probed in `source` (none: the output has no audio),
+    over `trim`, the same range of it as was decoded for the frames (its start and duration)."""
+
+    source: Path | str
+    streams: tuple[AudioStream, ...]
+    trim: FrameRange = ALL
+
+
+@dataclass(frozen=True)
+class CommitHooks:
+    """The job's part in placing the output. `before(finished_temporary_file, audio)` runs between
+    the encode and the rename that places the file, `after()` right after the rename; Ctrl-C and
+    SIGTERM wait for all three. Raising from `before` leaves the output as it was."""
+
+    before: Callable[[Path, str | None], None] | None = None
+    after: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True)
+class AudioTrack:
+    """The audio of one attempt at the encode: `audio` going in as `codec` ('copy' or 'aac')."""
+
+    audio: AudioInput
+    codec: str
+
+
 def encode_video(
-    frames: Path | list[Path],
+    video: VideoInput,
     output: Path,
     *,
-    frame_rate: Fraction | str,
     crf: int = DEFAULT_CRF,
-    audio_source: Path | str | None = None,
-    audio: tuple[AudioStream, ...] = (),
-    trim: FrameRange = ALL,
+    audio: AudioInput | None = None,
     on_progress: ProgressHook | None = None,
-    before_commit: Callable[[Path, str | None], None] | None = None,
-    after_commit: Callable[[], None] | None = None,
+    commit: CommitHooks = CommitHooks(),
 ) -> str | None:
-    """Encode frames/000001.png, ... into `output`; return how the audio went in (copy, aac, None).
-    `frames` may instead be a list of video-only chunk files (chunks.py): they are joined without
-    re-encoding (ffmpeg's concat demuxer, stream copy) and the audio is muxed once over them.
-
-    `trim` selects the same range of the audio as was decoded for the frames (its start and duration).
-    `before_commit(finished_temporary_file, audio)` runs between the encode and the rename that
-    places the file, `after_commit()` right after the rename; Ctrl-C and SIGTERM wait for all
-    three. Raising from `before_commit` leaves `output` as it was.
-    """
-    hooks = (before_commit, after_commit)
+    """Encode `video` into `output`; return how the audio went in (copy, aac, None). Chunk files
+    are joined as they are and the audio is muxed once over them. `commit` runs around the rename
+    that places the file (CommitHooks)."""
     container = container_for(output)
     if not 0 <= crf <= 51:
         raise InputError(f"--crf {crf}: must be between 0 (lossless) and 51")
-    audio_codec = audio_codec_for(container, audio) if audio_source is not None else None
+    audio_codec = audio_codec_for(container, audio.streams) if audio is not None else None
 
     def attempt() -> None:  # reads audio_codec when called: the retry below changes it
-        audio_in = (audio_source, audio_codec)
-        _encode(frames, output, container, str(frame_rate), crf, audio_in, trim, on_progress, hooks)
+        track = AudioTrack(audio, audio_codec) if audio is not None and audio_codec is not None else None
+        _encode(video, output, crf, track, on_progress, commit)
 
     try:
         attempt()
@@ -134,31 +162,38 @@ def concat_list(chunks: list[Path]) -> Path:
     return Path(name)
 
 
-def _encode(frames, output, container, frame_rate, crf, audio, trim, on_progress, hooks) -> None:
+def _encode(
+    video: VideoInput, output: Path, crf: int, track: AudioTrack | None, on_progress: ProgressHook | None,
+    commit: CommitHooks,
+) -> None:  # fmt: skip
+    container = container_for(output)  # encode_video has checked the suffix
+    frames = video.frames
     listing = concat_list(frames) if isinstance(frames, list) else None
     try:
         if listing is not None:
             streams = [ffmpeg.input(str(listing), f="concat", safe=0)["v"]]
             options = {"vcodec": "copy", "f": container}
         else:
-            streams = [ffmpeg.input(str(Path(frames) / frame_pattern()), framerate=frame_rate, start_number=1)]
+            pattern = str(Path(frames) / frame_pattern())
+            streams = [ffmpeg.input(pattern, framerate=str(video.frame_rate), start_number=1)]
             options = {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": crf, "f": container}
-        _mux(streams, options, output, audio, trim, on_progress, hooks)
+        _mux(streams, options, output, track, on_progress, commit)
     finally:
         if listing is not None:
             listing.unlink(missing_ok=True)
 
 
-def _mux(streams, options, output, audio, trim, on_progress, hooks) -> None:
-    audio_source, audio_codec = audio
-    if audio_codec is not None:
+def _mux(
+    streams: list, options: dict, output: Path, track: AudioTrack | None, on_progress: ProgressHook | None,
+    commit: CommitHooks,
+) -> None:  # fmt: skip
+    if track is not None:
         # '?' keeps ffmpeg going if the source lost its audio since it was probed.
-        streams.append(ffmpeg.input(str(audio_source), **trim.trim_options())["a?"])
-        options["acodec"] = audio_codec
+        streams.append(ffmpeg.input(str(track.audio.source), **track.audio.trim.trim_options())["a?"])
+        options["acodec"] = track.codec
     if options["f"] in ("mp4", "mov"):
         options["movflags"] = "+faststart"  # playable while still downloading
     output = Path(output)
-    before_commit, after_commit = hooks
     try:
         # Named like atomic_path's temporaries, so that a killed run's is recognised and removed.
         fd, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp" + output.suffix, dir=output.parent)
@@ -170,13 +205,13 @@ def _mux(streams, options, output, audio, trim, on_progress, hooks) -> None:
     try:
         run_ffmpeg(ffmpeg.output(*streams, str(tmp), **options), what=output, on_progress=on_progress)
         with deferred():
-            if before_commit is not None:
-                before_commit(tmp, audio_codec)
+            if commit.before is not None:
+                commit.before(tmp, track.codec if track is not None else None)
             try:
                 replace(tmp, output)
             except OSError as exc:
                 raise WriteError(output, exc) from None
-            if after_commit is not None:
-                after_commit()
+            if commit.after is not None:
+                commit.after()
     finally:
         tmp.unlink(missing_ok=True)

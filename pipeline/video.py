@@ -30,7 +30,7 @@ from .chunks import ChunkStore, chunk_key
 from .cuts import CutScan, Scan
 from .decode import VideoInfo, count_frames, frame_size, probe
 from .devices import parse_devices, pick_device
-from .encode import encode_video, output_rate
+from .encode import AudioInput, CommitHooks, VideoInput, encode_video, output_rate
 from .errors import PipelineError, WriteError
 from .flicker import measure_flicker, recorded_flicker
 from .flowstage import default_workers
@@ -53,6 +53,7 @@ from .workdir import (
     KIND,
     CreatedByThisRun,
     FrameStore,
+    Holding,
     JobLog,
     Kept,
     check_disk_space,
@@ -171,11 +172,12 @@ class VideoRun:
         self.output.refuse_to_replace()
         kept = self.kept()
         total = self.manifest.stage("decode").get("frames") if kept.decoded else None
+        frames = total or self.estimate
         with connect(self.job.backend, self.devices, self.job.scheduler) as self.workers:
-            disk = check_disk_space(
-                self.store, kept, total or self.estimate, self.size, keep_frames=self.job.keep_frames,
-                shots_at_once=self.workers.count, held=self.job.held_frames(total or self.estimate),
-            )  # fmt: skip
+            holding = Holding(
+                keep_frames=self.job.keep_frames, shots_at_once=self.workers.count, held=self.job.held_frames(frames)
+            )
+            disk = check_disk_space(self.store, kept, frames, self.size, holding)
             with self.logged(), self.live.last_page(lambda: JOB_FLICKER_BUDGET):
                 return self.stages_after_checks(disk)
 
@@ -483,11 +485,13 @@ class VideoRun:
         # The record first, then the rename (outputs.py): a kill right after the rename leaves an
         # output the next run knows, by fingerprint, as its own.
         audio = encode_video(
-            chunks, job.output, frame_rate=self.rate, crf=job.crf,
-            audio_source=job.input if info.audio else None, audio=info.audio, trim=job.frame_range,
+            VideoInput(chunks, self.rate), job.output, crf=job.crf,
+            audio=AudioInput(job.input, info.audio, job.frame_range),
             on_progress=self.events.stage_progress,
-            before_commit=lambda finished, audio: self.output.placing(finished, frames=frames, audio=audio),
-            after_commit=self.output.placed,
+            commit=CommitHooks(
+                before=lambda finished, audio: self.output.placing(finished, frames=frames, audio=audio),
+                after=self.output.placed,
+            ),
         )  # fmt: skip
         self.log(
             f"encode: done, {job.output} ({frames} frames at {float(self.rate):.3f} fps in {len(chunks)} chunks, "

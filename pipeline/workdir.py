@@ -314,22 +314,28 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+@dataclass(frozen=True)
+class Holding:
+    """How much of a job is on disk at once: every frame and pair (`keep_frames`, --keep-frames),
+    or a streaming window for each of the `shots_at_once` shots running at once (videoshots.py),
+    plus, with --passes, the `held` frames of a whole shot and their pairs both ways until its
+    last pass."""
+
+    keep_frames: bool = False
+    shots_at_once: int = 1
+    held: int = 0
+
+
 def check_disk_space(
-    store: FrameStore,
-    kept: Kept,
-    expected: int,
-    size: tuple[int, int],
-    *,
-    keep_frames: bool = False,
-    shots_at_once: int = 1,
-    held: int = 0,
+    store: FrameStore, kept: Kept, expected: int, size: tuple[int, int], holding: Holding = Holding()
 ) -> str:
     """Refuse, before anything is deleted or decoded, a job the disk cannot hold: `expected`
     frames of `size`, less what is kept, against the free space plus what invalidation frees.
     The streaming job needs a bounded window (decoded frames ahead, flow pairs, the stylized
     frames of one chunk), plus what grows with the video: the statistics files, the chunks and
-    the output joined from them. With --passes a shot holds all its frames (up to `held`) and
-    their pairs both ways until its last pass. Returns the estimate, in words, for the log."""
+    the output joined from them. With --passes a shot holds all its frames (up to `holding.held`)
+    and their pairs both ways until its last pass. Returns the estimate, in words, for the log."""
+    keep_frames, shots_at_once, held = holding.keep_frames, holding.shots_at_once, holding.held
     pixels = size[0] * size[1]
     frame_bytes = pixels * BYTES_PER_PIXEL
     remaining = max(0, expected - kept.chunked)

@@ -31,7 +31,7 @@ from pipeline.shots import Shot
 from pipeline.temporal import FlowWarmStart, StartPlan
 from pipeline.video import run_video
 from pipeline.videojob import MAX_PASSES
-from pipeline.workdir import FrameStore, Kept, check_disk_space
+from pipeline.workdir import FrameStore, Holding, Kept, check_disk_space
 
 TESTS = Path(__file__).resolve().parent
 H, W = 16, 20
@@ -195,11 +195,11 @@ def test_the_disk_check_counts_the_whole_shot_that_passes_hold(tmp_path, monkeyp
         return float(number) * units[unit]
 
     streaming = check_disk_space(store, kept, 300, (320, 180))
-    whole = check_disk_space(store, kept, 300, (320, 180), held=300)
+    whole = check_disk_space(store, kept, 300, (320, 180), Holding(held=300))
     assert "held for --passes" not in streaming and "300 frames of a shot held for --passes" in whole
     assert needed(whole) > needed(streaming) + 300 * 320 * 180 * 3  # at least the stylized frames
     between = int((needed(whole) + needed(streaming)) / 2)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(between, 0, between))
     check_disk_space(store, kept, 300, (320, 180))
     with pytest.raises(InputError, match="not enough disk space for 300 frames"):
-        check_disk_space(store, kept, 300, (320, 180), held=300)
+        check_disk_space(store, kept, 300, (320, 180), Holding(held=300))
