@@ -311,14 +311,15 @@ def flicker(
     from .flicker import video_flicker
     from .framerange import FrameRange
 
+    # Checked first, as `stylize video` checks them (VideoJob.frame_range): the same one-line errors.
+    frames = FrameRange(start, duration, every_nth)
     report = video_flicker(
-        output, reference=reference, size=size, preset=flow_preset, scene_threshold=scene_threshold,
-        start=start, duration=duration, every_nth=every_nth,
-    )  # fmt: skip
+        output, reference=reference, frames=frames, size=size, preset=flow_preset, scene_threshold=scene_threshold
+    )
     if json_output:
         typer.echo(json.dumps(report))
         return
-    part = FrameRange(start, duration, every_nth).text()
+    part = frames.text()
     part = f"; reference {part}" if part else ""
     cuts = f"; scene cuts at frames {', '.join(map(str, report['cuts']))} skipped" if report["cuts"] else ""
     typer.echo(f"output {report['output']:.4g}  {output}")

@@ -16,7 +16,7 @@ from .decode import VideoInfo, frame_size, probe
 from .errors import InputError
 from .flow import DIS_PRESETS, FramePair, warping_error
 from .flowstage import FlowStage, default_workers, read_rgb
-from .framerange import FrameRange
+from .framerange import ALL, FrameRange
 from .framestream import extract_frames
 from .videojob import DEFAULT_FLOW_PRESET, DEFAULT_SCENE_THRESHOLD
 from .workdir import frame_name
@@ -122,25 +122,23 @@ def video_flicker(
     output: Path,
     *,
     reference: Path,
+    frames: FrameRange = ALL,
     size: int | None = None,
     preset: str = DEFAULT_FLOW_PRESET,
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
     workers: int | None = None,
-    start: float = 0.0,
-    duration: float | None = None,
-    every_nth: int = 1,
 ) -> dict:
     """`stylize flicker`: both videos decoded at the same frame size (the reference's aspect,
     `size` or the output's long side), flow and masks computed on the reference, and the mean
     masked warping error of the output and of the reference itself.
 
-    The reference is decoded over the part the output was made from: `start`, `duration` and
-    `every_nth` as `stylize video` was given them, through the same extract_frames as the video
-    job, so its frames are exactly the job's content frames. The output's timestamps cannot tell
-    that part: `stylize video` writes its frames from 0 s whatever --start was, and a re-encoded
-    output may have another rate; so the user says, and differing counts are refused."""
+    The reference is decoded over the part the output was made from: `frames`, the range of the
+    --start, --duration and --every-nth `stylize video` was given, through the same
+    extract_frames as the video job, so its frames are exactly the job's content frames. The
+    output's timestamps cannot tell that part: `stylize video` writes its frames from 0 s
+    whatever --start was, and a re-encoded output may have another rate; so the user says, and
+    differing counts are refused."""
     check_options(preset, size, scene_threshold)
-    frames = FrameRange(start, duration, every_nth)
     output_info, reference_info = probe(output), probe(reference)
     frames.check_within(reference, reference_info.duration)
     dims = frame_size(reference_info, size or max(output_info.width, output_info.height))
@@ -175,5 +173,5 @@ def video_flicker(
         )
     return report | {
         "frames": counts["input"], "width": dims[0], "height": dims[1], "flow_preset": preset,
-        "start": start, "duration": duration, "every_nth": every_nth,
+        "start": frames.start, "duration": frames.duration, "every_nth": frames.every_nth,
     }  # fmt: skip

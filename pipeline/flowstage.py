@@ -12,9 +12,10 @@ pair file counts as done once it exists: each is written under a temporary name 
 
 A pair is named by its frames (`pair_name`): the adjacent pair carrying frame i-1 onto frame i
 by its later frame alone (000002.npz), any other by both (000001-000005.npz), so that pairs
-between non-adjacent frames can live beside the adjacent ones. With `offsets` (--long-term 1,2,4)
-the stage also computes, for each frame i, the pairs carrying frames i-2 and i-4 onto it, on the
-content frames as the adjacent ones; their cut scores are not recorded (the adjacent pairs' are).
+between non-adjacent frames can live beside the adjacent ones. With a `PairPlan`'s `offsets`
+(--long-term 1,2,4) the stage also computes, for each frame i, the pairs carrying frames i-2 and
+i-4 onto it, on the content frames as the adjacent ones; their cut scores are not recorded (the
+adjacent pairs' are).
 A long-term pair whose earlier frame is not there (before the range, or already gone because no
 frame of the shot reads it) is skipped, not an error: only a wait for it is.
 """
@@ -26,6 +27,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED
 from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -87,29 +89,43 @@ def compute_pair(key: Key, previous: Path, current: Path, output: Path, preset: 
     return key, pair.cut_score
 
 
+@dataclass(frozen=True)
+class PairPlan:
+    """Which pairs a FlowStage computes: for each frame i from `first` on, the pairs from frames
+    i-k, k in `offsets` (1: the adjacent pair alone), i-k not before `earliest` (the adjacent pair
+    always: the flicker record needs it). The whole video's adjacent pairs by default (`ADJACENT`);
+    a shot's run (videorange.py) starts where it resumes, with --long-term's offsets, and reaches
+    no frame before its own first (the frames there are another shot's)."""
+
+    first: int = 2
+    offsets: tuple[int, ...] = (1,)
+    earliest: int = 1
+
+
+ADJACENT = PairPlan()
+
+
 class FlowStage:
-    """Computes WORK/flow/NNNNNN.npz for frames `first`.. in the background: up to `total`, or
-    as long as `available(i)` (which may block until frame i is decoded) says frame i exists;
-    for each frame i the pairs from frames i-k, k in `offsets` (1: the adjacent pair alone), i-k
-    not before `earliest` (the adjacent pair always: the flicker record needs it).
+    """Computes the pairs of `pairs` (a PairPlan) as WORK/flow/NNNNNN.npz in the background, for
+    frames from its `first` on: up to `total`, or as long as `available(i)` (which may block until
+    frame i is decoded) says frame i exists.
     `wait(i)` returns the pair of frame i as soon as it exists, `pair(i - k, i)` any other. Use
     as a context manager, or call `close`."""
 
     def __init__(
         self, *, frames_dir: Path, flow_dir: Path, total: int | None = None, preset: str, workers: int | None = None,
-        first: int = 2, available: Callable[[int], bool] | None = None, offsets: tuple[int, ...] = (1,),
-        earliest: int = 1,
+        pairs: PairPlan = ADJACENT, available: Callable[[int], bool] | None = None,
     ):  # fmt: skip
         self.frames_dir = Path(frames_dir)
         self.flow_dir = Path(flow_dir)
         self.total = total
         self.preset = preset
         self.workers = workers or default_workers()
-        self.first = max(2, first)
+        self.first = max(2, pairs.first)
         # The farthest first: by the time the adjacent pair (the one the stylize loop waits for) is
         # done, so are the others, whose earlier frames may go once that frame is finished.
-        self.offsets = tuple(sorted(offsets, reverse=True))
-        self.earliest = earliest  # no long-term pair from a frame before this one (a shot's first frame)
+        self.offsets = tuple(sorted(pairs.offsets, reverse=True))
+        self.earliest = pairs.earliest  # no long-term pair from a frame before this one (a shot's first frame)
         self.available = available or (lambda index: total is not None and index <= total)
         self.computed: list[int] = []  # adjacent pairs this stage computed (by their later frame)
         self.computed_long: list[Key] = []  # and the others

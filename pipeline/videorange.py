@@ -24,7 +24,7 @@ import torch
 from .chunks import Chunk, ChunkPlan, ChunkStore
 from .decode import VideoInfo
 from .flicker import pair_flicker
-from .flowstage import FlowStage, pair_name
+from .flowstage import FlowStage, PairPlan, pair_name
 from .framestream import FrameStream
 from .images import load_image, load_styles, save_image
 from .manifest import timestamp, write_json
@@ -189,8 +189,8 @@ class RangeRun:
         )  # fmt: skip
         flows = FlowStage(
             frames_dir=c.store.frames_dir, flow_dir=c.store.flow_dir, preset=c.job.flow_preset,
-            workers=c.job.flow_workers, first=max(self.done, shot.first) + 1, available=stream.wait,
-            offsets=c.job.long_term, earliest=shot.first,
+            workers=c.job.flow_workers, available=stream.wait,
+            pairs=PairPlan(first=max(self.done, shot.first) + 1, offsets=c.job.long_term, earliest=shot.first),
         )  # fmt: skip
         # The stream closes first (exits run in reverse): a flow thread waiting for a frame is let go.
         with flows, stream:

@@ -29,7 +29,7 @@ from pipeline.cli import main
 from pipeline.decode import ffmpeg_binary
 from pipeline.errors import PipelineError
 from pipeline.flow import FramePair, frame_pair, to_tensor, warp
-from pipeline.flowstage import FlowStage
+from pipeline.flowstage import FlowStage, PairPlan
 from pipeline.images import load_image
 from pipeline.lbfgs import HISTORY_SIZE
 from pipeline.manifest import read_json
@@ -207,7 +207,12 @@ def test_flow_stage_computes_long_term_pairs_and_skips_those_whose_earlier_frame
     flow_dir = tmp_path / "flow"
     (frames / "000001.png").unlink()  # as before a range's first frame: (1, 3) and (1, 5) cannot be made
     with FlowStage(
-        frames_dir=frames, flow_dir=flow_dir, total=6, preset="fast", workers=1, first=3, offsets=(1, 2, 4)
+        frames_dir=frames,
+        flow_dir=flow_dir,
+        total=6,
+        preset="fast",
+        workers=1,
+        pairs=PairPlan(first=3, offsets=(1, 2, 4)),
     ) as flows:
         flows.start()
         far = flows.pair(2, 6)
@@ -227,9 +232,7 @@ def test_flow_stage_computes_long_term_pairs_and_skips_those_whose_earlier_frame
         total=6,
         preset="fast",
         workers=1,
-        first=3,
-        offsets=(1, 2, 4),
-        earliest=3,
+        pairs=PairPlan(first=3, offsets=(1, 2, 4), earliest=3),
     ) as flows:
         flows.start().finish()
     assert sorted(flows.computed_long) == [(3, 5), (4, 6)] and sorted(flows.computed) == [3, 4, 5, 6]
