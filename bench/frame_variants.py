@@ -11,8 +11,11 @@ bench/video_quality.py's jobs do). Each frame starts from the job's frame before
 A variant is `default` or settings joined by `+`: `its` (the cap), `tol` (the stopping rule's
 tolerance), `stol` (its tolerance on the style term, --stop-style-tolerance), `tw` (the temporal
 weight), `start` and `target` (the warp's interpolation for the start and for the temporal
-loss's target: bilinear, bicubic, nearest), `blur` (the temporal loss compares both images
-blurred by a Gaussian of this sigma, in pixels). The rest is the job's own.
+loss's target: bilinear, bicubic, nearest, or lanczos, OpenCV's 8x8 Lanczos), `blur` (the
+temporal loss compares both images blurred by a Gaussian of this sigma, in pixels), `still=1`
+(no motion at all: the frame before run again on its own content, from itself and held to it,
+every pixel reliable: what the stopping rule costs a frame that has nothing to catch up). The
+rest is the job's own.
 The temporal error printed is the mean masked squared difference to the target, 0..255 levels.
 """
 
@@ -24,6 +27,8 @@ import json
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -64,6 +69,19 @@ class BlurredTemporalLoss(TemporalLoss):
         return super().forward(gaussian_blur(image, self.sigma))
 
 
+def warp_by(image: torch.Tensor, flow_back: np.ndarray, mode: str) -> torch.Tensor:
+    """pipeline.flow.warp, or OpenCV's Lanczos (which grid_sample does not have), the border repeated."""
+    if mode != "lanczos":
+        return warp(image, flow_back, mode=mode)
+    h, w = flow_back.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    hwc = np.ascontiguousarray(image[0].permute(1, 2, 0).numpy())
+    moved = cv2.remap(
+        hwc, xs + flow_back[..., 0], ys + flow_back[..., 1], cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REPLICATE
+    )
+    return torch.from_numpy(moved).permute(2, 0, 1)[None]
+
+
 @dataclasses.dataclass
 class Variant:
     its: int
@@ -73,6 +91,7 @@ class Variant:
     start: str = "bilinear"
     target: str = "bilinear"
     blur: float = 0.0
+    still: int = 0
 
     @classmethod
     def parse(cls, text: str, job: Variant) -> Variant:
@@ -83,7 +102,9 @@ class Variant:
             key, _, value = part.partition("=")
             field = {f.name: f for f in dataclasses.fields(cls)}.get(key)
             if field is None or not value:
-                raise SystemExit(f"{text}: {part!r} is not one of its=, tol=, stol=, tw=, start=, target=, blur=")
+                raise SystemExit(
+                    f"{text}: {part!r} is not one of its=, tol=, stol=, tw=, start=, target=, blur=, still="
+                )
             setattr(variant, key, {"str": str, "int": int, "float": float}[field.type](value))
         return variant
 
@@ -121,22 +142,29 @@ def main() -> None:
         print(f"frame {index}: the job's {iterations} iterations, style loss {own['style']:.4g}")
         for text in args.variants.split(","):
             v = Variant.parse(text, job)
-            init = warp(previous, pair.flow_back, mode=v.start).clamp(0, 1)
-            if recorded.get("unreliable_start", "content") == "content":  # absent: the releases before's
+            frame, mask, reference = content, reliability, own["style"]
+            if v.still:  # against the job's frame before, which it starts from
+                frame, mask = load_image(work / "frames" / f"{index - 1:06d}.png"), torch.ones_like(reliability)
+                init = target = previous
+                reference = reference_losses(previous, frame, [style], vgg=vgg, size=size)["style"]
+            else:
+                init = warp_by(previous, pair.flow_back, v.start).clamp(0, 1)
+                target = warp_by(previous, pair.flow_back, v.target).clamp(0, 1)
+            content_start = recorded.get("unreliable_start", "content") == "content"  # absent: the releases before's
+            if content_start and not v.still:
                 init = reliability * init + (1 - reliability) * content
-            target = warp(previous, pair.flow_back, mode=v.target).clamp(0, 1)
-            term = BlurredTemporalLoss(target, reliability, v.blur) if v.blur else TemporalLoss(target, reliability)
+            term = BlurredTemporalLoss(target, mask, v.blur) if v.blur else TemporalLoss(target, mask)
             extra = {"temporal": WeightedLoss(term, v.tw)} if v.tw > 0 else {}
             result = stylizer.stylize(
-                content, init=init, iterations=v.its, extra_losses=extra, history_size=history,
+                frame, init=init, iterations=v.its, extra_losses=extra, history_size=history,
                 stop=EarlyStop(v.tol, STOP_WINDOW, style_tolerance=v.stol),
             )  # fmt: skip
             image = (result.image.clamp(0, 1) * 255).round() / 255  # as saved
-            loss = reference_losses(image, content, [style], vgg=vgg, size=size)["style"]
-            error = ((image - target) * 255).pow(2).mul(reliability).mean().item()
+            loss = reference_losses(image, frame, [style], vgg=vgg, size=size)["style"]
+            error = ((image - target) * 255).pow(2).mul(mask).mean().item()
             print(
                 f"  {text:40s} {result.iterations:4d} iterations  style {loss:.4g} "
-                f"({loss / own['style']:.3f} of the job's)  temporal error {error:.2f}",
+                f"({loss / reference:.3f} of the job's)  temporal error {error:.2f}",
                 flush=True,
             )
 
