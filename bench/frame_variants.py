@@ -127,6 +127,7 @@ def main() -> None:
         start=recorded.get("warp", "bilinear"), target=recorded.get("warp", "bilinear"),
     )  # fmt: skip
     history = recorded.get("lbfgs_history", 20)
+    content_start = recorded.get("unreliable_start", "content") == "content"  # absent: the releases before's
     stylizer = Stylizer(load_styles([args.style], settings), settings, device="cpu")
     vgg, style = reference_vgg(), load_image(args.style)
     for index in (int(x) for x in args.frames.split(",")):
@@ -150,7 +151,6 @@ def main() -> None:
             else:
                 init = warp_by(previous, pair.flow_back, v.start).clamp(0, 1)
                 target = warp_by(previous, pair.flow_back, v.target).clamp(0, 1)
-            content_start = recorded.get("unreliable_start", "content") == "content"  # absent: the releases before's
             if content_start and not v.still:
                 init = reliability * init + (1 - reliability) * content
             term = BlurredTemporalLoss(target, mask, v.blur) if v.blur else TemporalLoss(target, mask)

@@ -132,7 +132,7 @@ def encode_video(
     audio_codec = audio_codec_for(container, audio.streams) if audio is not None else None
 
     def attempt() -> None:  # reads audio_codec when called: the retry below changes it
-        track = AudioTrack(audio, audio_codec) if audio is not None and audio_codec is not None else None
+        track = None if audio_codec is None else AudioTrack(audio, audio_codec)  # a codec only with audio
         _encode(video, output, crf, track, on_progress, commit)
 
     try:

@@ -101,11 +101,12 @@ def test_a_pair_from_another_estimators_flows_masks_and_measures_the_same_way():
     assert flicker([previous, previous], [None, p], scene_threshold=0.6) > 10  # a square that did not move
 
 
-def bench_module():
-    """bench/video_quality.py, which is a script, not a package."""
-    path = Path(__file__).resolve().parent.parent / "bench" / "video_quality.py"
-    spec = importlib.util.spec_from_file_location("video_quality", path)
+def bench_module(name: str = "video_quality"):
+    """bench/NAME.py, which is a script, not a package (registered, as its dataclasses need)."""
+    path = Path(__file__).resolve().parent.parent / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -228,3 +229,48 @@ def test_flicker_metric_separates_stable_from_flickering_outputs():
     flickering = [np.clip(f.astype(int) + rng.integers(-30, 30, f.shape), 0, 255).astype(np.uint8) for f in frames]
     assert stable < 0.1 * flicker(flickering, pairs, scene_threshold=0.6)
     assert warping_error(frames[0], frames[1], pairs[1]) == pytest.approx(stable, rel=1.0)
+
+
+def test_frame_variants_lanczos_warp_moves_by_the_flow_as_the_stylizers_warp_does():
+    """The bench's Lanczos warp (OpenCV's, which grid_sample lacks) leaves an image in place under
+    zero flow and, by a whole pixel, moves it as pipeline.flow.warp does (the border repeated)."""
+    fv = bench_module("frame_variants")
+    image = torch.rand(1, 3, 12, 16)
+    still = np.zeros((12, 16, 2), np.float32)
+    assert torch.allclose(fv.warp_by(image, still, "lanczos"), image, atol=1e-5)
+    one_left = still.copy()
+    one_left[..., 0] = 1.0  # each pixel takes its right neighbour's value
+    moved = fv.warp_by(image, one_left, "lanczos")
+    assert torch.allclose(moved, warp(image, one_left), atol=1e-5)
+    assert torch.allclose(moved[..., :-1], image[..., 1:], atol=1e-5)
+    assert not torch.allclose(moved, image, atol=1e-2)
+
+
+def test_frame_variants_runs_a_kept_jobs_frame_again_still_and_capped(tmp_path):
+    """bench/frame_variants.py on a finished job's work directory: each variant of the frame runs
+    (the cap of 2 stops at 2, `still=1` reruns the frame before with nothing to catch up, the
+    Lanczos warp), and a variant key it does not know is refused with the keys it does."""
+    from helpers import STYLE, make_clip
+
+    root = Path(__file__).resolve().parent.parent
+    clip = make_clip(tmp_path / "clip.mp4", frames=4)
+    out = tmp_path / "out.mp4"
+    video = [
+        "video", str(clip), "-s", str(STYLE), "-o", str(out), "--size", "32", "--iterations", "12",
+        "--iterations-first", "4", "--device", "cpu", "--flow-workers", "1", "--keep-frames", "-q",
+    ]  # fmt: skip
+    job = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *video], cwd=root, capture_output=True, text=True, timeout=600
+    )
+    assert job.returncode == 0, job.stderr
+    work = tmp_path / "out.mp4.work"
+    script = [sys.executable, str(root / "bench" / "frame_variants.py"), str(work), "--frames", "3"]
+    variants = "its=2,still=1,start=lanczos+target=lanczos"
+    run = subprocess.run([*script, "--variants", variants], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    lines = {line.split()[0]: line for line in run.stdout.splitlines() if "iterations  style" in line}
+    assert set(lines) == {"its=2", "still=1", "start=lanczos+target=lanczos"}, run.stdout
+    assert lines["its=2"].split()[1] == "2", lines["its=2"]
+    assert all(1 <= int(line.split()[1]) <= 12 for line in lines.values()), run.stdout
+    refused = subprocess.run([*script, "--variants", "speed=3"], capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "'speed=3' is not one of its=" in refused.stderr, refused.stderr
