@@ -14,8 +14,9 @@ weight), `start` and `target` (the warp's interpolation for the start and for th
 loss's target: bilinear, bicubic, nearest, or lanczos, OpenCV's 8x8 Lanczos), `blur` (the
 temporal loss compares both images blurred by a Gaussian of this sigma, in pixels), `still=1`
 (no motion at all: the frame before run again on its own content, from itself and held to it,
-every pixel reliable: what the stopping rule costs a frame that has nothing to catch up). The
-rest is the job's own.
+every pixel reliable: what the stopping rule costs a frame that has nothing to catch up),
+`coarse` (up to this many iterations at half size first, under the same stopping rule, their
+change upsampled bicubically and added to the start). The rest is the job's own.
 The temporal error printed is the mean masked squared difference to the target, 0..255 levels.
 """
 
@@ -92,6 +93,7 @@ class Variant:
     target: str = "bilinear"
     blur: float = 0.0
     still: int = 0
+    coarse: int = 0
 
     @classmethod
     def parse(cls, text: str, job: Variant) -> Variant:
@@ -103,7 +105,7 @@ class Variant:
             field = {f.name: f for f in dataclasses.fields(cls)}.get(key)
             if field is None or not value:
                 raise SystemExit(
-                    f"{text}: {part!r} is not one of its=, tol=, stol=, tw=, start=, target=, blur=, still="
+                    f"{text}: {part!r} is not one of its=, tol=, stol=, tw=, start=, target=, blur=, still=, coarse="
                 )
             setattr(variant, key, {"str": str, "int": int, "float": float}[field.type](value))
         return variant
@@ -153,6 +155,18 @@ def main() -> None:
                 target = warp_by(previous, pair.flow_back, v.target).clamp(0, 1)
             if content_start and not v.still:
                 init = reliability * init + (1 - reliability) * content
+            coarse_its = 0
+            if v.coarse:  # a half-size pass first; its change, upsampled, added to the start
+                half = tuple(max(1, side // 2) for side in frame.shape[-2:])
+                small = [F.interpolate(t, size=half, mode="area") for t in (frame, init, target, mask)]
+                term = TemporalLoss(small[2], small[3])
+                coarse = stylizer.stylize(
+                    small[0], init=small[1], iterations=v.coarse,
+                    extra_losses={"temporal": WeightedLoss(term, v.tw)} if v.tw > 0 else {},
+                    history_size=history, stop=EarlyStop(v.tol, STOP_WINDOW, style_tolerance=v.stol),
+                )  # fmt: skip
+                change = F.interpolate(coarse.image - small[1], size=frame.shape[-2:], mode="bicubic")
+                init, coarse_its = (init + change).clamp(0, 1), coarse.iterations
             term = BlurredTemporalLoss(target, mask, v.blur) if v.blur else TemporalLoss(target, mask)
             extra = {"temporal": WeightedLoss(term, v.tw)} if v.tw > 0 else {}
             result = stylizer.stylize(
@@ -164,7 +178,8 @@ def main() -> None:
             error = ((image - target) * 255).pow(2).mul(mask).mean().item()
             print(
                 f"  {text:40s} {result.iterations:4d} iterations  style {loss:.4g} "
-                f"({loss / reference:.3f} of the job's)  temporal error {error:.2f}",
+                f"({loss / reference:.3f} of the job's)  temporal error {error:.2f}"
+                + (f"  after {coarse_its} at half size" if v.coarse else ""),
                 flush=True,
             )
 

@@ -249,14 +249,14 @@ def test_frame_variants_lanczos_warp_moves_by_the_flow_as_the_stylizers_warp_doe
 def test_frame_variants_runs_a_kept_jobs_frame_again_still_and_capped(tmp_path):
     """bench/frame_variants.py on a finished job's work directory: each variant of the frame runs
     (the cap of 2 stops at 2, `still=1` reruns the frame before with nothing to catch up, the
-    Lanczos warp), and a variant key it does not know is refused with the keys it does."""
+    Lanczos warp, a half-size pass first), and a variant key it does not know is refused with the keys it does."""
     from helpers import STYLE, make_clip
 
     root = Path(__file__).resolve().parent.parent
     clip = make_clip(tmp_path / "clip.mp4", frames=4)
     out = tmp_path / "out.mp4"
     video = [
-        "video", str(clip), "-s", str(STYLE), "-o", str(out), "--size", "32", "--iterations", "12",
+        "video", str(clip), "-s", str(STYLE), "-o", str(out), "--size", "64", "--iterations", "12",
         "--iterations-first", "4", "--device", "cpu", "--flow-workers", "1", "--keep-frames", "-q",
     ]  # fmt: skip
     job = subprocess.run(
@@ -265,12 +265,14 @@ def test_frame_variants_runs_a_kept_jobs_frame_again_still_and_capped(tmp_path):
     assert job.returncode == 0, job.stderr
     work = tmp_path / "out.mp4.work"
     script = [sys.executable, str(root / "bench" / "frame_variants.py"), str(work), "--frames", "3"]
-    variants = "its=2,still=1,start=lanczos+target=lanczos"
+    variants = "its=2,still=1,start=lanczos+target=lanczos,its=2+coarse=3"
     run = subprocess.run([*script, "--variants", variants], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     lines = {line.split()[0]: line for line in run.stdout.splitlines() if "iterations  style" in line}
-    assert set(lines) == {"its=2", "still=1", "start=lanczos+target=lanczos"}, run.stdout
+    assert set(lines) == {"its=2", "still=1", "start=lanczos+target=lanczos", "its=2+coarse=3"}, run.stdout
     assert lines["its=2"].split()[1] == "2", lines["its=2"]
+    half = int(lines["its=2+coarse=3"].split("after ")[1].split()[0])  # the half-size pass, under its cap
+    assert 1 <= half <= 3 and "at half size" not in lines["its=2"], run.stdout
     assert all(1 <= int(line.split()[1]) <= 12 for line in lines.values()), run.stdout
     refused = subprocess.run([*script, "--variants", "speed=3"], capture_output=True, text=True, timeout=600)
     assert refused.returncode != 0 and "'speed=3' is not one of its=" in refused.stderr, refused.stderr
