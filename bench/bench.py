@@ -50,13 +50,14 @@ def time_ours(
     content, style, device, iterations: int, batch: int = 1, cuda_graphs: bool = False
 ) -> tuple[float, float | None]:
     # One scale: ms per iteration at this size, as the reference loop runs it.
-    stylizer = Stylizer([style], StyleSettings(iterations=iterations, scales=1, cuda_graphs=cuda_graphs), device=device)
+    settings = StyleSettings(iterations=iterations, scales=1, cuda_graphs=cuda_graphs)
+    stylizer = Stylizer([style], settings, device=device, report_every=iterations)  # one read-back a run
     content = content.expand(batch, -1, -1, -1).contiguous()
-    stylizer.stylize(content, iterations=3, report_every=1000)  # warm-up: cuDNN autotuning, allocator
+    stylizer.stylize(content, iterations=3)  # warm-up: cuDNN autotuning, allocator
     reset_peak(device)
     sync(device)
     start = time.perf_counter()
-    stylizer.stylize(content, iterations=iterations, report_every=iterations)
+    stylizer.stylize(content, iterations=iterations)
     sync(device)
     return 1000 * (time.perf_counter() - start) / iterations, peak_memory_mb(device)
 
@@ -120,9 +121,8 @@ def iterations_to_reach(target: float, content, style, device, size: int, candid
     """The fewest iterations (from `candidates`) after which our output scores <= target."""
     vgg = reference_vgg().to(device)
     for iterations in candidates:
-        result = Stylizer([style], StyleSettings(iterations=iterations), device=device).stylize(
-            content, report_every=iterations
-        )
+        stylizer = Stylizer([style], StyleSettings(iterations=iterations), device=device, report_every=iterations)
+        result = stylizer.stylize(content)
         if reference_losses(result.image, content, [style], vgg=vgg, size=size)["total"] <= target:
             return iterations
     return None

@@ -140,7 +140,8 @@ def stylize_batch(
             callback = functools.partial(WORKER.check_cancelled, job)
             # Alone and still too big: keep the finest scale that fits, upsampled (recorded).
             stylizer = WORKER.stylizer_for(job, device)
-            result = stylizer.stylize(torch.cat(images), callback=callback, shrink_on_out_of_memory=len(items) == 1)
+            optimize = stylizer.stylize_within_memory if len(items) == 1 else stylizer.stylize
+            result = optimize(torch.cat(images), callback=callback)
             result.image = result.image.cpu()  # before the device is another batch's
     except (RuntimeError, MemoryError) as exc:
         if not is_out_of_memory(exc):

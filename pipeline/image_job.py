@@ -128,7 +128,7 @@ def stylize(job: ImageJob, loaded: Loaded, events: ImageEvents) -> StyleResult:
     stylizer = Stylizer(loaded.styles, job.settings, device=loaded.device)
     events.started(f"{job.content.name} on {loaded.device.type}", job.settings.iterations)
     content = loaded.content
-    result = stylizer.stylize(content, init=loaded.init, callback=events.iteration, shrink_on_out_of_memory=True)
+    result = stylizer.stylize_within_memory(content, init=loaded.init, callback=events.iteration)
     if result.optimized_size != tuple(content.shape[-2:]):
         (h, w), device = result.optimized_size, loaded.device
         events.message(

@@ -1,7 +1,9 @@
 """The optimization of Gatys, Ecker and Bethge (2016): pure torch, no file I/O, no printing.
 
 `Stylizer` holds the feature network and the style targets (computed once per output size);
-`Stylizer.stylize` optimizes an image coarse to fine and reports progress through a callback.
+`Stylizer.stylize` optimizes an image coarse to fine and reports progress through a callback
+(`Stylizer.stylize_within_memory`: the same, falling back to a coarser scale where the device runs
+out of memory).
 At each scale `Stylizer.objective` composes the loss (objective.py) and `Stylizer._optimize`
 runs the loop. Start images and extra loss terms (the temporal term for video) come from the
 caller; the settings and their defaults are in settings.py.
@@ -245,11 +247,15 @@ class Stylizer:
         *,
         device: torch.device | str = "cpu",
         vgg: VGG19 | None = None,
+        report_every: int | None = None,
     ):
         if not styles:
             raise InputError("at least one style image is needed")
         self.settings = settings
         self.device = torch.device(device)
+        # How often `stylize` reads the loss back from the device (a synchronisation) and calls its
+        # callback: every iteration on the CPU, where reading it costs nothing, every 10 on a GPU.
+        self.report_every = report_every or (1 if self.device.type == "cpu" else 10)
         self.blend = blend_weights(settings, len(styles))
         layers = (settings.content_layer, *settings.style_layers)
         self.vgg = (vgg or load_vgg19(settings.weights, layers=layers, pooling=settings.pooling)).to(self.device)
@@ -339,43 +345,52 @@ class Stylizer:
         iterations: int | None = None,
         extra_losses: dict[str, ExtraLoss] | None = None,
         callback: ProgressCallback | None = None,
-        report_every: int | None = None,
         stop: EarlyStop | None = None,
         history_size: int = HISTORY_SIZE,
-        shrink_on_out_of_memory: bool = False,
     ) -> StyleResult:
         """Optimize an image (B, 3, H, W), RGB 0..1, to carry the style and keep the content.
 
         Large outputs are optimized coarse to fine (see scale_sizes); a given `init` (a warm
-        start) is already a good start, so it is refined at full size only. `extra_losses` apply
-        at full size. The loss is read back from the device (a synchronisation) and `callback`
-        called every `report_every` iterations (default: 1 on CPU, 10 on a GPU) and at the end.
-        With `stop`, the optimization stops early once the loss fell by less than its tolerance, or
-        the image moved less than its change, over its window (EarlyStop; for warm-started video
-        frames). L-BFGS keeps `history_size` curvature pairs (two image-sized buffers each).
+        start) is already a good start, so it is refined at full size only. `iterations` (default:
+        the settings') are shared by the scales. `extra_losses` apply at full size. The loss is
+        read back from the device (a synchronisation) and `callback` called every `report_every`
+        iterations (the Stylizer's) and at the end. With `stop`, the optimization stops early once
+        the loss fell by less than its tolerance, or the image moved less than its change, over its
+        window (EarlyStop; for warm-started video frames). L-BFGS keeps `history_size` curvature
+        pairs (two image-sized buffers each)."""
+        content = content.to(self.device, torch.float32).contiguous()
+        sizes = [tuple(content.shape[-2:])] if init is not None else scale_sizes(*content.shape[-2:], self.settings)
+        run = _Run(
+            iterations=self.settings.iterations if iterations is None else iterations, callback=callback,
+            report_every=self.report_every, stop=stop or EarlyStop(), result=StyleResult(image=content),
+            history_size=history_size,
+        )  # fmt: skip
+        self._run_scales(content, sizes, init, extra_losses, run)
+        return run.result
 
-        With `shrink_on_out_of_memory`, running out of memory at a fine scale keeps the last scale
-        that fitted, upsampled to the full size, and at the coarsest scale adds a coarser one;
-        `result.optimized_size` tells how far it got. Without it (or with `init`), the error is
-        raised."""
+    def stylize_within_memory(
+        self, content: torch.Tensor, *, init: torch.Tensor | None = None, callback: ProgressCallback | None = None
+    ) -> StyleResult:
+        """`stylize` with the settings' iterations, where running out of device memory at a fine
+        scale keeps the last scale that fitted, upsampled to the full size, and at the coarsest
+        scale adds a coarser one; `result.optimized_size` tells how far it got. (The image command,
+        and an archive's batch of one.) A warm start (`init`) is optimized at full size only: its
+        out-of-memory error is raised."""
+        if init is not None:
+            return self.stylize(content, init=init, callback=callback)
         content = content.to(self.device, torch.float32).contiguous()
         full_size = tuple(content.shape[-2:])
-        sizes = [full_size] if init is not None else scale_sizes(*full_size, self.settings)
-        iterations = self.settings.iterations if iterations is None else iterations
-        if report_every is None:
-            report_every = 1 if self.device.type == "cpu" else 10
-        stop = stop or EarlyStop()
+        sizes = scale_sizes(*full_size, self.settings)
         while True:
-            result = StyleResult(image=content)
             run = _Run(
-                iterations=iterations, callback=callback, report_every=report_every, stop=stop, result=result,
-                history_size=history_size,
+                iterations=self.settings.iterations, callback=callback, report_every=self.report_every,
+                stop=EarlyStop(), result=StyleResult(image=content),
             )  # fmt: skip
             try:
-                self._run_scales(content, sizes, init, extra_losses, run)
+                self._run_scales(content, sizes, None, None, run)
                 return run.result
             except (RuntimeError, MemoryError) as exc:
-                if not (shrink_on_out_of_memory and init is None and is_out_of_memory(exc)):
+                if not is_out_of_memory(exc):
                     raise
                 error = exc.with_traceback(None)  # the traceback would keep the failed scale's tensors
             if self.device.type == "cuda":

@@ -173,10 +173,10 @@ def test_every_iteration_is_the_same_recording(monkeypatch, settings, bf16):
     monkeypatch.setattr(stylize, "GraphedStep", Recorder)
     content, style = load_image("samples/chelsea.png", 32), load_image("samples/ihc.png", 32)
     temporal = {"temporal": TemporalLoss(content.flip(3), torch.ones(1, 1, *content.shape[-2:]))}
-    stylizer = stylize.Stylizer([style], stylize.StyleSettings(iterations=8, **settings))
+    stylizer = stylize.Stylizer([style], stylize.StyleSettings(iterations=8, **settings), report_every=3)
     if bf16:
         stylizer.autocast_dtype = torch.bfloat16  # what CUDA gets by default; CPU autocast has it too
-    stylizer.stylize(content, extra_losses=temporal, report_every=3)
+    stylizer.stylize(content, extra_losses=temporal)
     assert len(traces) == 8
     first = traces[0]
     assert len(first.ops) > 100 and len(first.read_from_outside) > 10

@@ -22,7 +22,8 @@ def content():
 
 def test_reports_every_n_iterations_but_records_all(stylizer, content):
     events = []
-    result = stylizer.stylize(content, report_every=5, callback=events.append)
+    every5 = Stylizer(stylizer.styles, stylizer.settings, vgg=stylizer.vgg, report_every=5)
+    result = every5.stylize(content, callback=events.append)
     assert [e.iteration for e in events] == [5, 10, 12]
     assert [h["iteration"] for h in result.history] == list(range(1, 13))
     every = stylizer.stylize(content)
@@ -112,7 +113,7 @@ def test_out_of_memory_keeps_the_last_scale_that_fitted(monkeypatch):
     refuse_large_inputs(monkeypatch, pixels=5000)  # 128x85 does not fit, 64x42 does
     with pytest.raises(torch.OutOfMemoryError):
         stylizer.stylize(content)
-    result = stylizer.stylize(content, shrink_on_out_of_memory=True)
+    result = stylizer.stylize_within_memory(content)
     assert result.optimized_size == (42, 64)
     assert result.image.shape == content.shape
     # The share of the scale that did not fit is not spent.
@@ -224,7 +225,8 @@ def test_no_host_device_synchronisation_inside_the_loop(content, monkeypatch):
     temporal = {"temporal": TemporalLoss(content.flip(3), torch.ones(1, 1, *content.shape[-2:]))}
 
     def reads(iterations: int, report_every: int) -> int:
-        run = lambda: stylizer.stylize(content, iterations=iterations, report_every=report_every, extra_losses=temporal)  # noqa: E731
+        stylizer.report_every = report_every
+        run = lambda: stylizer.stylize(content, iterations=iterations, extra_losses=temporal)  # noqa: E731
         return host_reads_of(run, monkeypatch)
 
     once = reads(4, 4)
