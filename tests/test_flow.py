@@ -253,10 +253,10 @@ def test_frame_variants_runs_a_kept_jobs_frame_again_still_and_capped(tmp_path):
     from helpers import STYLE, make_clip
 
     root = Path(__file__).resolve().parent.parent
-    clip = make_clip(tmp_path / "clip.mp4", frames=4)
+    clip = make_clip(tmp_path / "clip.mp4", frames=3)
     out = tmp_path / "out.mp4"
     video = [
-        "video", str(clip), "-s", str(STYLE), "-o", str(out), "--size", "64", "--iterations", "12",
+        "video", str(clip), "-s", str(STYLE), "-o", str(out), "--size", "64", "--iterations", "8",
         "--iterations-first", "4", "--device", "cpu", "--flow-workers", "1", "--keep-frames", "-q",
     ]  # fmt: skip
     job = subprocess.run(
@@ -273,6 +273,6 @@ def test_frame_variants_runs_a_kept_jobs_frame_again_still_and_capped(tmp_path):
     assert lines["its=2"].split()[1] == "2", lines["its=2"]
     half = int(lines["its=2+coarse=3"].split("after ")[1].split()[0])  # the half-size pass, under its cap
     assert 1 <= half <= 3 and "at half size" not in lines["its=2"], run.stdout
-    assert all(1 <= int(line.split()[1]) <= 12 for line in lines.values()), run.stdout
+    assert all(1 <= int(line.split()[1]) <= 8 for line in lines.values()), run.stdout
     refused = subprocess.run([*script, "--variants", "speed=3"], capture_output=True, text=True, timeout=600)
     assert refused.returncode != 0 and "'speed=3' is not one of its=" in refused.stderr, refused.stderr
