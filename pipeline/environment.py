@@ -7,7 +7,10 @@ from dataclasses import dataclass
 
 import torch
 
+from .decode import ffmpeg_binary
+from .devices import mps_available
 from .errors import PipelineError
+from .vgg import load_vgg19, original_weights_path
 
 
 @dataclass
@@ -27,16 +30,12 @@ def gpu_check() -> Check:
                 f"cuda:{index} {torch.cuda.get_device_name(index)} ({free / 2**30:.1f} of {total / 2**30:.1f} GiB free)"
             )
         return Check("GPU", True, "; ".join(names), essential=False)
-    from .devices import mps_available
-
     if mps_available():
         return Check("GPU", True, "Apple MPS", essential=False)
     return Check("GPU", False, f"none: torch {torch.__version__} will use the CPU (slow)", essential=False)
 
 
 def ffmpeg_check() -> Check:
-    from .decode import ffmpeg_binary
-
     try:
         binary = ffmpeg_binary()
         first_line = subprocess.run(
@@ -48,8 +47,6 @@ def ffmpeg_check() -> Check:
 
 
 def weights_check() -> Check:
-    from .vgg import load_vgg19, original_weights_path
-
     try:
         path = original_weights_path()
         load_vgg19("original", layers=["relu1_1"])
