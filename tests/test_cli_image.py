@@ -585,7 +585,7 @@ def test_interrupt_keeps_the_existing_output(ws, monkeypatch):
     def interrupted(self, *args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline.stylize.Stylizer, "stylize", interrupted)
+    monkeypatch.setattr(pipeline.stylize.Stylizer, "stylize_within_memory", interrupted)  # the image command's
     out = _existing(ws)
     before = snapshot(ws)
     result = invoke(["image", ws / "content.png", "--style", ws / "style.png", "-o", out, "--overwrite", "-q", *FAST])
@@ -683,7 +683,7 @@ def test_warnings_from_the_engine_are_one_line(capsys, ws, monkeypatch):
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
     monkeypatch.setattr(warnings, "showwarning", show_as_python_does)
-    stylize = Stylizer.stylize
+    stylize = Stylizer.stylize_within_memory  # what the image command runs
 
     def warning_stylize(self, *args, **kwargs):
         warnings.warn(
@@ -691,7 +691,7 @@ def test_warnings_from_the_engine_are_one_line(capsys, ws, monkeypatch):
         )
         return stylize(self, *args, **kwargs)
 
-    monkeypatch.setattr(Stylizer, "stylize", warning_stylize)
+    monkeypatch.setattr(Stylizer, "stylize_within_memory", warning_stylize)
     out = ws / "out.png"
     assert (
         main(
