@@ -120,6 +120,9 @@ def test_out_of_memory_keeps_the_last_scale_that_fitted(monkeypatch):
     assert result.iterations == 2 and len(result.history) == 2
     # It is a stylized image, not the content upsampled.
     assert (result.image - content).abs().mean() > 0.01
+    # A warm start is optimized at full size only: nothing coarser to keep, the error is raised.
+    with pytest.raises(torch.OutOfMemoryError):
+        stylizer.stylize_within_memory(content, init=content)
 
 
 def test_image_command_warns_and_writes_the_full_size_after_out_of_memory(monkeypatch, tmp_path):
