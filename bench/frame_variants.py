@@ -158,14 +158,16 @@ def main() -> None:
             coarse_its = 0
             if v.coarse:  # a half-size pass first; its change, upsampled, added to the start
                 half = tuple(max(1, side // 2) for side in frame.shape[-2:])
-                small = [F.interpolate(t, size=half, mode="area") for t in (frame, init, target, mask)]
-                term = TemporalLoss(small[2], small[3])
+                small_frame, small_init, small_target, small_mask = (
+                    F.interpolate(t, size=half, mode="area") for t in (frame, init, target, mask)
+                )
+                term = TemporalLoss(small_target, small_mask)
                 coarse = stylizer.stylize(
-                    small[0], init=small[1], iterations=v.coarse,
+                    small_frame, init=small_init, iterations=v.coarse,
                     extra_losses={"temporal": WeightedLoss(term, v.tw)} if v.tw > 0 else {},
                     history_size=history, stop=EarlyStop(v.tol, STOP_WINDOW, style_tolerance=v.stol),
                 )  # fmt: skip
-                change = F.interpolate(coarse.image - small[1], size=frame.shape[-2:], mode="bicubic")
+                change = F.interpolate(coarse.image - small_init, size=frame.shape[-2:], mode="bicubic")
                 init, coarse_its = (init + change).clamp(0, 1), coarse.iterations
             term = BlurredTemporalLoss(target, mask, v.blur) if v.blur else TemporalLoss(target, mask)
             extra = {"temporal": WeightedLoss(term, v.tw)} if v.tw > 0 else {}

@@ -195,10 +195,9 @@ class _Run:
     """What one `stylize` call hands to the optimization of each of its scales."""
 
     iterations: int  # over all scales
-    callback: ProgressCallback | None
-    report_every: int
-    stop: EarlyStop
     result: StyleResult
+    callback: ProgressCallback | None = None
+    stop: EarlyStop = EarlyStop()  # the default: all iterations
     history_size: int = HISTORY_SIZE  # L-BFGS's curvature pairs
     scales: int = 1
     scale: int = 1  # 1-based, the one being optimized
@@ -360,9 +359,9 @@ class Stylizer:
         pairs (two image-sized buffers each)."""
         content = content.to(self.device, torch.float32).contiguous()
         sizes = [tuple(content.shape[-2:])] if init is not None else scale_sizes(*content.shape[-2:], self.settings)
+        iterations = self.settings.iterations if iterations is None else iterations
         run = _Run(
-            iterations=self.settings.iterations if iterations is None else iterations, callback=callback,
-            report_every=self.report_every, stop=stop or EarlyStop(), result=StyleResult(image=content),
+            iterations=iterations, result=StyleResult(image=content), callback=callback, stop=stop or EarlyStop(),
             history_size=history_size,
         )  # fmt: skip
         self._run_scales(content, sizes, init, extra_losses, run)
@@ -382,10 +381,7 @@ class Stylizer:
         full_size = tuple(content.shape[-2:])
         sizes = scale_sizes(*full_size, self.settings)
         while True:
-            run = _Run(
-                iterations=self.settings.iterations, callback=callback, report_every=self.report_every,
-                stop=EarlyStop(), result=StyleResult(image=content),
-            )  # fmt: skip
+            run = _Run(iterations=self.settings.iterations, result=StyleResult(image=content), callback=callback)
             try:
                 self._run_scales(content, sizes, None, None, run)
                 return run.result
@@ -440,7 +436,7 @@ class Stylizer:
             optimizer = BatchedLBFGS(variable, lr=1, history_size=run.history_size)
         else:
             optimizer = ProjectedAdam(variable, lr=self.settings.learning_rate)
-        log = TermLog(objective.names, min(run.report_every, iterations), self.device)
+        log = TermLog(objective.names, min(self.report_every, iterations), self.device)
 
         def iteration() -> None:
             # Forward, backward and update, only queued on the device (what a CUDA graph records).
@@ -460,7 +456,7 @@ class Stylizer:
             for i in range(1, iterations + 1):
                 # Step (with --cuda-graphs: one graph replay).
                 step()
-                if i % run.report_every and i != iterations:
+                if i % self.report_every and i != iterations:
                     continue
                 # Report. SYNC: the log of the iterations since the last report comes back in one read.
                 records = run.report(log.read(i - len(losses)), len(losses))
