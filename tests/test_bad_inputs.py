@@ -564,7 +564,7 @@ def test_odd_file_names_work_and_reach_ffmpeg_as_arguments_never_through_a_shell
 
     runs = [
         ["image", f"@{ODD}.png", "-s", f"@{ODD}.png", "-o", f"@{ODD} out.png", *FAST],
-        ["video", f"@{ODD}.mp4", "-s", f"@{ODD}.png", "-o", f"@{ODD} out.mp4", *FAST],
+        ["video", f"@{ODD}.mp4", "-s", f"@{ODD}.png", "-o", f"@{ODD} out.mp4", "--iterations-first", "2", *FAST],
         ["images", "@tree", "-s", f"@{ODD}.png", "-o", f"@{ODD} styled", *FAST_IMAGES],
         ["status", f"@{ODD} out.mp4.work"],
     ]
