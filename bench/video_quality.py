@@ -267,13 +267,24 @@ def video_options(tree: Path) -> set[str]:
     return set(re.findall(r"--[a-z][a-z0-9-]*", done.stdout))
 
 
+def frame_rate(clip: Path) -> float:
+    """The clip's frame rate, so that --frames N is N frames of any clip (the sample clip runs at
+    29.97 fps, the synthetic ones at 25)."""
+    capture = cv2.VideoCapture(str(clip))
+    rate = capture.get(cv2.CAP_PROP_FPS)
+    capture.release()
+    if not rate > 0:
+        raise SystemExit(f"{clip}: no frame rate found; give --frames 0 to run the whole clip")
+    return rate
+
+
 def run_mode(clip: Path, name: str, extra: list[str], args: argparse.Namespace) -> dict:
     output = args.out / f"{name}.mp4"
     command = [
         sys.executable, "-m", "pipeline.cli", "video", str(clip), "--style", str(args.style), "-o", str(output),
         "--size", str(args.size), "--seed", "0", "--device", args.device, "--flow-workers", "1",
         *(["--keep-frames"] if "--keep-frames" in args.tree_options else []),
-        *(["--duration", f"{args.frames / args.fps:.4f}"] if args.frames else []), *extra, *args.extra,
+        *(["--duration", f"{args.frames / frame_rate(clip):.4f}"] if args.frames else []), *extra, *args.extra,
     ]  # fmt: skip
     began = time.perf_counter()
     tree = str(args.tree)
@@ -323,7 +334,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--frames", type=int, default=150, help="frames per clip (0: the whole clip)")
-    parser.add_argument("--fps", type=float, default=25.0, help="the clips' frame rate (for --duration)")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--clips", default=",".join(CLIPS), help="clip names, or paths of video files of your own")
     parser.add_argument("--device", default="cpu")

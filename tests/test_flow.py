@@ -2,6 +2,7 @@
 moving content with known motion."""
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -178,6 +179,23 @@ def test_the_benchmark_refuses_a_tree_whose_stylizer_lacks_a_modes_option(tmp_pa
     assert missing.returncode != 0 and "no-such.png: no such file" in missing.stderr, missing.stderr
     unknown = bench("--modes", "default,no-such-mode")
     assert unknown.returncode != 0 and "unknown no-such-mode" in unknown.stderr, unknown.stderr
+
+
+def test_the_benchmarks_frames_are_frames_of_any_frame_rate(tmp_path):
+    """--frames N runs N frames of a clip at 29.97 fps, as of the synthetic clips at 25 (it
+    turned N into seconds at 25 fps, and ran 48 of the sample clip's frames for --frames 40)."""
+    from helpers import make_clip
+
+    clip = make_clip(tmp_path / "ntsc.mp4", frames=12, rate="30000/1001", size="64x48")
+    script = Path(__file__).resolve().parent.parent / "bench" / "video_quality.py"
+    command = [
+        sys.executable, str(script), "--clips", str(clip), "--frames", "5", "--size", "32", "--modes", "default",
+        "--out", str(tmp_path / "out"), "--", "--iterations", "1", "--iterations-first", "1",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "out" / "video_quality.json").read_text())
+    assert [row["frames"] for row in results["ntsc"]] == [5], results
 
 
 def test_every_benchmark_mode_passes_options_this_stylizer_knows():
