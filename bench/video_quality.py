@@ -268,14 +268,16 @@ def video_options(tree: Path) -> set[str]:
 
 
 def frame_rate(clip: Path) -> float:
-    """The clip's frame rate, so that --frames N is N frames of any clip (the sample clip runs at
-    29.97 fps, the synthetic ones at 25)."""
-    capture = cv2.VideoCapture(str(clip))
-    rate = capture.get(cv2.CAP_PROP_FPS)
-    capture.release()
-    if not rate > 0:
-        raise SystemExit(f"{clip}: no frame rate found; give --frames 0 to run the whole clip")
-    return rate
+    """The clip's frame rate as the job's own probe reads it (exact, a variable rate as the job
+    resamples it), so that --frames N is N frames of any clip (the sample clip runs at 29.97 fps,
+    the synthetic ones at 25)."""
+    from pipeline.decode import probe
+    from pipeline.errors import InputError
+
+    try:
+        return float(probe(clip).rate)
+    except InputError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def run_mode(clip: Path, name: str, extra: list[str], args: argparse.Namespace) -> dict:
