@@ -43,7 +43,7 @@ from pipeline.score import reference_losses, reference_vgg  # noqa: E402
 from pipeline.settings import StyleSettings  # noqa: E402
 from pipeline.stylize import EarlyStop, Stylizer  # noqa: E402
 from pipeline.temporal import WeightedLoss  # noqa: E402
-from pipeline.videojob import STOP_WINDOW  # noqa: E402
+from pipeline.video_defaults import STOP_WINDOW  # noqa: E402
 
 
 def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:

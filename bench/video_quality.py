@@ -198,7 +198,7 @@ def farneback_flicker(styled: list[Path], pairs: list) -> float:
     look steady by its own flow's masks alone, not by this one's."""
     from pipeline.flow import flicker
     from pipeline.flowstage import read_rgb
-    from pipeline.videojob import DEFAULT_SCENE_THRESHOLD
+    from pipeline.video_defaults import DEFAULT_SCENE_THRESHOLD
 
     return flicker((read_rgb(p) for p in styled), pairs, scene_threshold=DEFAULT_SCENE_THRESHOLD)
 
@@ -216,7 +216,7 @@ def warp_error(styled: list[Path], content: list[Path], pairs: list) -> float:
 
     from pipeline.flow import flicker, to_tensor, warp
     from pipeline.flowstage import read_rgb
-    from pipeline.videojob import DEFAULT_SCENE_THRESHOLD
+    from pipeline.video_defaults import DEFAULT_SCENE_THRESHOLD
 
     frames = [to_tensor(read_rgb(p)) for p in content]
     masked = [None] + [

@@ -15,14 +15,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .atomic import is_temporary
 from .errors import InputError, one_line
 from .hashing import file_sha256, settings_hash
 from .manifest import read_json, write_json
 from .settings import StyleSettings
+
+if TYPE_CHECKING:  # annotations only: `stylize status` reads these records without torch
+    import torch
 
 # Where an archive job keeps its state, inside the output directory (the report, status and the
 # job read it through these names and the functions below).

@@ -16,12 +16,13 @@ except ImportError:  # pragma: no cover
     from click.exceptions import Abort, ClickException, NoArgsIsHelpError
 
 from . import cli_options as opts
-from . import videojob as video_defaults
+from . import video_defaults
 from .cli_options import MAX_BATCH_SIZE, left_unset, one_line_errors
 from .cli_style import parse_blend, style_options
 from .display import HelpCommand, HelpGroup
 from .errors import InputError, PipelineError, one_line
 from .settings import OWN_DEFAULTS, StyleSettings
+from .shots import DEFAULT_SEGMENT_OVERLAP
 from .signals import exit_code as signal_exit_code
 from .signals import handled as signals_handled
 
@@ -251,7 +252,7 @@ def video(
     backend: opts.BackendOpt = "local",
     scheduler: opts.SchedulerOpt = None,
     max_shot_frames: opts.MaxShotFramesOpt = None,
-    segment_overlap: opts.SegmentOverlapOpt = video_defaults.DEFAULT_SEGMENT_OVERLAP,
+    segment_overlap: opts.SegmentOverlapOpt = DEFAULT_SEGMENT_OVERLAP,
     overwrite: opts.OverwriteOpt = False,
     quiet: opts.QuietOpt = False,
     *,
@@ -264,7 +265,7 @@ def video(
 
     Shots (between scene cuts) run at once, one per device of --devices or on a Dask cluster."""
     from .display import JobDisplay, console
-    from .flicker import flicker_line
+    from .status import flicker_line
     from .video import VideoJob, run_video
 
     job = VideoJob(

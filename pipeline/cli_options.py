@@ -12,12 +12,10 @@ from typing import Annotated, Literal
 
 import typer
 
-from . import videojob as video_defaults
-from .devices import DEVICE_HELP, is_out_of_memory, out_of_memory_message
+from . import video_defaults
 from .display import HELP_PANELS, console
 from .errors import PipelineError, one_line
-from .flow import DIS_PRESETS
-from .lbfgs import HISTORY_SIZE
+from .settings import DEVICE_HELP, HISTORY_SIZE
 from .signals import Terminated
 from .signals import exit_code as signal_exit_code
 
@@ -48,6 +46,10 @@ def one_line_errors(command: Callable) -> Callable:
                 f"error: the optimization diverged ({exc}); try a lower --style-weight or --init noise", 1
             ) from None
         except Exception as exc:
+            # Imported here, not above: devices loads torch (seconds), which --help, completion and
+            # `stylize status` never need; a command that ran out of memory has loaded it already.
+            from .devices import is_out_of_memory, out_of_memory_message
+
             if is_out_of_memory(exc):  # what is finished is on disk; the size is what to change
                 raise fail(
                     f"error: {out_of_memory_message(kwargs.get('size'), kwargs.get('device') or 'auto')}", 1
@@ -68,7 +70,7 @@ def option(*names: str, panel: str | None = None, **kwargs) -> typer.models.Opti
 
 def left_unset(context: typer.Context, name: str) -> bool:
     """Whether the command's option `name` took its default (the command line left it out): a
-    resumed job then keeps the value it began with (settings.OWN_DEFAULTS, videojob.OWN_DEFAULTS)."""
+    resumed job then keeps the value it began with (settings.OWN_DEFAULTS, video_defaults.OWN_DEFAULTS)."""
     return context.get_parameter_source(name).name == "DEFAULT"  # Typer's own click, or click: by name
 
 
@@ -87,7 +89,7 @@ DeviceOpt = Annotated[str, option("--device", panel=DEVICES, help=f"{DEVICE_HELP
 OverwriteOpt = Annotated[bool, option("--overwrite", panel=IO, help="Replace an existing output.")]
 QuietOpt = Annotated[bool, option("--quiet", "-q", panel=IO, help="No progress display.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
-FlowPreset = Literal[tuple(DIS_PRESETS)]
+FlowPreset = Literal[video_defaults.FLOW_PRESETS]
 FlowPresetOpt = Annotated[FlowPreset, option(help="OpenCV DIS optical flow preset.")]
 VideoFlowPresetOpt = Annotated[FlowPreset, option(panel=VIDEO, help="OpenCV DIS optical flow preset.")]
 

@@ -7,8 +7,7 @@ import re
 import torch
 
 from .errors import InputError
-
-DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
+from .settings import DEVICE_HELP
 
 
 def mps_available() -> bool:

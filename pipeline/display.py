@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import re
 import time
+from typing import TYPE_CHECKING
 
 from rich.columns import Columns
 from rich.console import Console
@@ -23,7 +24,8 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 
-from . import stylize
+if TYPE_CHECKING:  # annotations only: stylize loads torch, which the help never needs
+    from . import stylize
 
 console = Console(stderr=True)
 

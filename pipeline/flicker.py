@@ -18,7 +18,7 @@ from .flow import DIS_PRESETS, FramePair, warping_error
 from .flowstage import FlowStage, default_workers, read_rgb
 from .framerange import ALL, FrameRange
 from .framestream import extract_frames
-from .videojob import DEFAULT_FLOW_PRESET, DEFAULT_SCENE_THRESHOLD
+from .video_defaults import DEFAULT_FLOW_PRESET, DEFAULT_SCENE_THRESHOLD
 from .workdir import frame_name
 
 
@@ -81,14 +81,6 @@ def measure_flicker(
     )
     results = Parallel(n_jobs=workers or default_workers(), batch_size="auto")(tasks)
     return summarize(results, names, scene_threshold)
-
-
-def flicker_line(flicker: dict) -> str:
-    """A job report's flicker in one line, as `stylize video` and `stylize status` show it."""
-    return (
-        f"flicker: output {flicker['output']:.4g}, input {flicker['input']:.4g} "
-        f"(mean masked warping error over {flicker['pairs']} frame pairs, scene cuts skipped)"
-    )
 
 
 def frame_count_mismatch(

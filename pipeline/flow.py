@@ -19,12 +19,16 @@ import torch
 import torch.nn.functional as F
 
 from .atomic import atomic_path
+from .video_defaults import FLOW_PRESETS
 
-DIS_PRESETS = {
-    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
-}
+# OpenCV's codes for the preset names the options take (video_defaults, which loads no OpenCV).
+DIS_PRESETS = dict(
+    zip(
+        FLOW_PRESETS,
+        (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, cv2.DISOPTICAL_FLOW_PRESET_FAST, cv2.DISOPTICAL_FLOW_PRESET_MEDIUM),
+        strict=True,
+    )
+)
 
 
 @dataclass

@@ -26,11 +26,7 @@ from collections.abc import Callable
 
 import torch
 
-# 20 pairs reach the same loss as torch's 100 in our tests at a fifth of the memory (a pair is two
-# image-sized buffers: 100 pairs of a 1920x1080 frame would take 5 GB). Video frames keep more
-# (videojob.DEFAULT_LBFGS_HISTORY): a warm frame starts near its optimum, where the slow tail of
-# the descent is what costs iterations, and 50 pairs model that tail better.
-HISTORY_SIZE = 20
+from .settings import HISTORY_SIZE
 
 
 class BatchedLBFGS:

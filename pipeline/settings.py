@@ -16,6 +16,13 @@ STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 CONTENT_LAYER = "relu4_2"
 MAX_ITERATIONS = 1_000_000  # a typo guard: more would run for weeks
 MAX_SEED = 2**64 - 1  # what torch.Generator.manual_seed takes
+# 20 pairs reach the same loss as torch's 100 in our tests at a fifth of the memory (a pair is two
+# image-sized buffers: 100 pairs of a 1920x1080 frame would take 5 GB). Video frames keep more
+# (video_defaults.DEFAULT_LBFGS_HISTORY): a warm frame starts near its optimum, where the slow tail of
+# the descent is what costs iterations, and 50 pairs model that tail better.
+HISTORY_SIZE = 20  # L-BFGS's curvature pairs for an image (lbfgs.BatchedLBFGS)
+# What every --device takes (devices.parse_devices).
+DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,7 +120,7 @@ class StyleSettings:
 # imply where they leave it out (issue 17 turned the range term on; the releases before it
 # recorded no range_weight). A rerun that leaves such an option unset goes on with the value the
 # job began with, where that keeps its finished work valid (archive.keep_own_defaults, and for
-# video with its own options, videojob.OWN_DEFAULTS): an upgrade does not redo hours of work for a
+# video with its own options, video_defaults.OWN_DEFAULTS): an upgrade does not redo hours of work for a
 # default nobody asked to change.
 OWN_DEFAULTS = {"range_weight": 0.0}
 

@@ -7,9 +7,8 @@ from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
 
-from . import archive
+from . import archive_status
 from .errors import InputError
-from .flicker import flicker_line
 from .manifest import JobManifest, WorkDirLock, read_json
 from .outputs import output_is_recorded
 from .shots import read_shot_records
@@ -25,8 +24,8 @@ def status_lines(work_dir: Path | str) -> list[str]:
         raise InputError(f"{work_dir}: not a directory")
     if is_work_dir(work_dir):
         return video_status_lines(work_dir)
-    if archive.is_archive(work_dir):  # the output directory of `stylize images`
-        return archive.status_lines(work_dir)
+    if archive_status.is_archive(work_dir):  # the output directory of `stylize images`
+        return archive_status.status_lines(work_dir)
     raise InputError(f"{work_dir}: not the work directory of a stylize job (no job.json)")
 
 
@@ -60,6 +59,14 @@ def video_status_lines(work_dir: Path) -> list[str]:
 
 
 MAX_SHOT_LINES = 40
+
+
+def flicker_line(flicker: dict) -> str:
+    """A job report's flicker in one line, as `stylize video` and `stylize status` show it."""
+    return (
+        f"flicker: output {flicker['output']:.4g}, input {flicker['input']:.4g} "
+        f"(mean masked warping error over {flicker['pairs']} frame pairs, scene cuts skipped)"
+    )
 
 
 def shot_lines(work_dir: Path, data: dict, store: FrameStore, *, running: bool) -> list[str]:

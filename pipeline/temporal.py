@@ -47,7 +47,8 @@ from .lbfgs import HISTORY_SIZE
 from .losses import TemporalLoss
 from .manifest import read_json
 from .stylize import EarlyStop, ExtraLoss, StyleResult, Stylizer
-from .videojob import DEFAULT_LONG_TERM, DEFAULT_SCENE_THRESHOLD, SETTLE_ITERATIONS, STOP_WINDOW, VideoJob
+from .video_defaults import DEFAULT_LONG_TERM, DEFAULT_SCENE_THRESHOLD, SETTLE_ITERATIONS, STOP_WINDOW
+from .videojob import VideoJob
 from .workdir import FrameStore
 
 Pairs = Callable[[int], FramePair]  # frame index -> the pair carrying frame index-1 onto it
@@ -56,7 +57,7 @@ Pairs = Callable[[int], FramePair]  # frame index -> the pair carrying frame ind
 @dataclass(frozen=True, kw_only=True)
 class StartPlan:
     """How the frames of a shot start and when they stop: the job's temporal settings (their
-    defaults and checks are VideoJob's, videojob.py)."""
+    defaults are in video_defaults.py, their checks VideoJob's, videojob.py)."""
 
     iterations_first: int  # a shot's first frame, from --init
     iterations: int  # each later frame, at most
@@ -342,7 +343,7 @@ def chained(before: StyleResult, after: StyleResult) -> StyleResult:
 # texture the first frame laid out: resampling it while it was still forming (the releases before
 # split the iterations equally) left a layout whose style loss the whole shot kept, 2% higher at
 # 128 px. For the same reason it keeps a cold start's iterations whatever the warm frames' budget
-# (videojob.MIN_FIRST_ITERATIONS).
+# (video_defaults.MIN_FIRST_ITERATIONS).
 SETTLE_SHIFT = 0.5  # pixels, diagonally: the largest blur a warm start's fractional shift causes
 
 

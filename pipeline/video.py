@@ -47,7 +47,8 @@ from .shotprogress import ShotProgress
 from .shots import Shot, longest_first, plan_shots
 from .temporal import WarmStart, make_starter
 from .vgg import VGG19
-from .videojob import DIS_ONLY, OWN_DEFAULTS, JobEvents, VideoJob, VideoResult, check_paths
+from .video_defaults import DIS_ONLY, OWN_DEFAULTS
+from .videojob import JobEvents, VideoJob, VideoResult, check_paths
 from .videoshots import Listener, ShotTask, run_shots
 from .workdir import (
     KIND,
@@ -119,12 +120,12 @@ def stage_settings(job: VideoJob, info: VideoInfo, size: tuple[int, int], starte
     return {"decode": decode, "flow": flow, "stylize": stylize, "encode": encode}
 
 
-# The style settings' names: an option of videojob.OWN_DEFAULTS is one of these or a VideoJob field.
+# The style settings' names: an option of video_defaults.OWN_DEFAULTS is one of these or a VideoJob field.
 STYLE_FIELDS = frozenset(field.name for field in dataclasses.fields(StyleSettings))
 
 
 def own_options(job: VideoJob, starter: WarmStart) -> dict:
-    """The values a job runs with of the options in videojob.OWN_DEFAULTS: the style settings
+    """The values a job runs with of the options in video_defaults.OWN_DEFAULTS: the style settings
     have theirs, the starter's plan the ones the job resolves (such as the first frame's iterations)."""
     return {
         name: getattr(job.settings if name in STYLE_FIELDS else starter.plan, name) for name in OWN_DEFAULTS
@@ -319,14 +320,14 @@ class VideoRun:
         return VideoResult(self.job.output, self.job.work, frames, [], audio, already_done=True, report=report)
 
     def keep_own_defaults(self) -> None:
-        """A job begun under other defaults (a release changed them since, videojob.OWN_DEFAULTS)
+        """A job begun under other defaults (a release changed them since, video_defaults.OWN_DEFAULTS)
         resumes with the values it began with for the options this run left unset, where that
         leaves its stylize stage's settings as recorded: its stylized frames stay valid. Any other
         change starts the stage over under this release's defaults."""
         recorded = self.manifest.stage("stylize").get("settings")
         if not recorded or not self.job.defaulted:
             return
-        # --flow dis's own options are refused with another --flow (videojob.DIS_ONLY).
+        # --flow dis's own options are refused with another --flow (video_defaults.DIS_ONLY).
         names = [name for name in self.job.defaulted if self.job.flow == "dis" or name not in DIS_ONLY]
         implied = {name: recorded.get(name, OWN_DEFAULTS[name]) for name in names}
         own = {name: value for name, value in implied.items() if value is not None}

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -185,3 +187,19 @@ def decoded_frames(video: Path) -> bytes:
         .run(cmd=ffmpeg_binary(), capture_stdout=True, quiet=True)
     )
     return out
+
+
+# Loading any of these takes from a fraction of a second (OpenCV, matplotlib) to seconds (torch).
+HEAVY_MODULES = ("torch", "cv2", "matplotlib")
+
+
+def heavy_modules_loaded(*argv: str, env: dict[str, str] | None = None) -> tuple[list[str], str]:
+    """Run `stylize ARGV` in a child process: which of HEAVY_MODULES it imported, and its stdout."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "pipeline.cli", *argv],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1", **(env or {})},
+    )  # fmt: skip
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    # -X importtime writes a line for each module imported: "import time: self | cumulative | name".
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    return sorted(imported & set(HEAVY_MODULES)), done.stdout

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import photo
+from helpers import heavy_modules_loaded, photo
 from helpers import stylize_images as stylize
 from pipeline import archive, tree
 from pipeline.atomic import is_temporary
@@ -129,6 +129,8 @@ def test_tree_with_bad_files(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert f"images: {len(good) + len(bad)} in the tree; {len(good)} done, {len(bad)} failed, 0 to do" in lines
     assert lines[1].startswith("state: finished") and sum(line.startswith("failed: ") for line in lines) == len(bad)
+    loaded, shown = heavy_modules_loaded("status", str(out))  # records only: no torch to wait for
+    assert shown.splitlines() == lines and loaded == [], loaded
 
 
 def test_resume_after_kill(tmp_path):

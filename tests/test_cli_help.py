@@ -16,10 +16,12 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from helpers import heavy_modules_loaded
 from pipeline import cli
-from pipeline.devices import DEVICE_HELP, parse_devices, pick_device
+from pipeline.devices import parse_devices, pick_device
 from pipeline.display import HELP_PANELS
 from pipeline.errors import InputError
+from pipeline.settings import DEVICE_HELP
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUP = cli.typer.main.get_command(cli.app)
@@ -191,3 +193,23 @@ def test_completion_answers_as_the_installed_script_asks(words, cword, expected)
     result = stylize(env={"_STYLIZE_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword)})
     assert result.returncode == 0, result.stderr
     assert expected <= set(result.stdout.split()), result.stdout + result.stderr
+
+
+TAB = {"_STYLIZE_COMPLETE": "complete_bash", "COMP_WORDS": "stylize video c.mp4 --flow-preset ", "COMP_CWORD": "4"}
+
+
+@pytest.mark.parametrize(
+    "argv, env, expected",
+    [
+        (["--help"], {}, "Usage: stylize"),
+        (["video", "--help"], {}, "--flow-preset"),
+        (["images", "--help"], {}, "--batch-size"),
+        ([], TAB, "ultrafast"),
+    ],
+)
+def test_help_and_completion_start_without_torch(argv, env, expected):
+    # Loading torch takes seconds: every --help and every <Tab> would wait for it. The options'
+    # defaults and choices come from torch-free modules (settings, video_defaults).
+    loaded, out = heavy_modules_loaded(*argv, env=env)
+    assert expected in out, out
+    assert loaded == [], f"stylize {' '.join(argv)} imported {loaded}"

@@ -30,6 +30,7 @@ from helpers import (
     TESTS,
     Recorder,
     build_tiny_vgg,
+    heavy_modules_loaded,
     make_clip,
     make_job,
     mtimes,
@@ -41,7 +42,7 @@ from pipeline.errors import InputError
 from pipeline.manifest import WorkDirLock, read_json
 from pipeline.status import status_lines
 from pipeline.video import run_video
-from pipeline.videojob import OWN_DEFAULTS
+from pipeline.video_defaults import OWN_DEFAULTS
 
 
 @pytest.fixture(scope="module")
@@ -650,3 +651,11 @@ def test_status_shows_the_work_directory_size(reference):
     value, unit = lines[0].split()[2:4]
     scale = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9}[unit]
     assert abs(float(value) * scale - size) <= 0.06 * size, (lines[0], size)
+
+
+def test_status_reads_the_records_without_loading_torch(reference):
+    # `watch stylize status WORK` runs it every two seconds beside a job: records only, no torch.
+    work = reference / "out.mp4.work"
+    loaded, out = heavy_modules_loaded("status", str(work))
+    assert out.splitlines() == status_lines(work)
+    assert loaded == [], f"stylize status imported {loaded}"

@@ -30,7 +30,7 @@ from pipeline.passes import BLEND, Passes, blend, neighbours, pass_order
 from pipeline.shots import Shot
 from pipeline.temporal import FlowWarmStart, StartPlan
 from pipeline.video import run_video
-from pipeline.videojob import MAX_PASSES
+from pipeline.video_defaults import MAX_PASSES
 from pipeline.workdir import FrameStore, Holding, Kept, check_disk_space
 
 TESTS = Path(__file__).resolve().parent

@@ -31,13 +31,13 @@ from pipeline.errors import PipelineError
 from pipeline.flow import FramePair, frame_pair, to_tensor, warp
 from pipeline.flowstage import FlowStage, PairPlan
 from pipeline.images import load_image
-from pipeline.lbfgs import HISTORY_SIZE
 from pipeline.manifest import read_json
+from pipeline.settings import HISTORY_SIZE
 from pipeline.status import status_lines
 from pipeline.stylize import EarlyStop, StyleSettings
 from pipeline.temporal import SETTLE_ITERATIONS, FlowWarmStart, StartPlan, closest_first, resample, settle_shares
 from pipeline.video import VideoJob, run_video
-from pipeline.videojob import (
+from pipeline.video_defaults import (
     DEFAULT_LBFGS_HISTORY,
     DEFAULT_SCENE_THRESHOLD,
     DEFAULT_STOP_STYLE_TOLERANCE,

@@ -1,0 +1,144 @@
+"""The options of a video job that the image jobs do not have: each default with the measurements
+behind it, and each limit. The CLI reads its defaults and help from here without loading torch;
+videojob.VideoJob checks a job's values against them."""
+
+from __future__ import annotations
+
+from .errors import InputError
+from .settings import HISTORY_SIZE
+from .settings import OWN_DEFAULTS as STYLE_OWN_DEFAULTS
+
+FLOW_MODES = ("dis", "none", "independent")
+DEFAULT_FLOW = "dis"
+# OpenCV's DIS optical flow presets (flow.DIS_PRESETS), fastest first.
+FLOW_PRESETS = ("ultrafast", "fast", "medium")
+DEFAULT_FLOW_PRESET = "medium"
+# Measured (README, "Flicker"): our loss terms are large (content ~1e12, style ~1e12 per frame,
+# both independent of the size) while TemporalLoss is a mean of squared 0..255 differences
+# (~1e2), so the weight is large too. Measured at 64-96 px (all three terms are independent of
+# the size): 3e9 brings flicker down to about the input's own warping error, the output follows
+# the motion as closely as the input does, and the style loss stays within ~15% of the warped
+# start alone; 1e10 and more hold the output to the flow's prediction tighter than the input
+# itself follows it (changes the flow misses are suppressed) and cost 40% or more style loss.
+DEFAULT_TEMPORAL_WEIGHT = 3e9
+# Cut scores of consecutive frames of one shot stay well below this, those across a cut above.
+DEFAULT_SCENE_THRESHOLD = 0.6
+# Warm-started frames stop once the loss fell by less than this fraction over STOP_WINDOW
+# iterations: a still shot then costs a few iterations, a moving one up to its --iterations.
+# With DEFAULT_LBFGS_HISTORY's 50 pairs, 3e-3 took a third fewer iterations than the releases
+# before (20 pairs, 1e-3) at style loss within 2%. A shot's first frame at MIN_FIRST_ITERATIONS'
+# 1500 lowers the whole shot's style loss, and 5e-3 spends some of that on speed: against the
+# previous default (3e-3, the first frame at 600), on four clips at 64 px and two at 128 px,
+# 13-17% fewer iterations, 4-17% less flicker, style loss from 0.4% above (the shake) to 10.6%
+# below; against the release before issue 17, 31-49% of its iterations at 0.0-6.8% less style
+# loss (docs/video-quality.md, first section). 1.5e-2 with a first frame of 600 cost 6.6% style
+# loss on bikes.mp4.
+DEFAULT_STOP_TOLERANCE = 5e-3
+STOP_WINDOW = 10
+# And only once the style term too fell by less than this fraction over STOP_WINDOW iterations.
+# The total alone stops a frame while its style term still falls wherever the content term is the
+# larger: with gravel.png (content ~15 times style) the defaults above left 9.7% more style loss
+# than the release before on the pristine clip at 64 px, and 2e-2 on the style term gives -1.6%
+# at 36.1 iterations a frame, still less flicker by all three measures; with ihc.png (style 0.6-2
+# times content) the total's rule is met later than this one and nothing changes
+# (docs/video-quality.md, "Another style"). 0: the total alone, as the releases before.
+DEFAULT_STOP_STYLE_TOLERANCE = 2e-2
+# The options whose defaults releases changed, each with the value a job's stylize settings imply
+# where they leave it out (the releases that added a setting leave it out at its earlier value, so
+# that the jobs begun before keep their hash; None: always recorded where it applies). A rerun
+# that leaves such an option unset resumes a job begun under other defaults with the values it
+# began with, where that keeps its stylize stage's settings as recorded (video.py,
+# VideoRun.keep_own_defaults): an upgrade mid-job does not discard hours of stylized frames for a
+# default nobody asked to change. Issue 17 changed these from the release before it (18ed178):
+# 20 curvature pairs, the unreliable pixels started from the content, the first frame in one run
+# of 600 iterations, warm frames stopped at 1e-3 (then 3e-3), and the style settings' own
+# (settings.OWN_DEFAULTS: no range term).
+OWN_DEFAULTS = {
+    "iterations_first": None,
+    "stop_tolerance": None,
+    "stop_style_tolerance": 0.0,
+    "lbfgs_history": HISTORY_SIZE,
+    "unreliable_start": "content",
+    "first_rounds": 1,
+    **STYLE_OWN_DEFAULTS,  # StyleSettings fields; the others are VideoJob's
+}
+# And once the image moved by less than this many 0..255 levels (mean per value) over STOP_WINDOW
+# iterations; 0: off (docs/video-quality.md).
+DEFAULT_STOP_CHANGE = 0.0
+# --long-term: the temporal loss applies against these earlier stylized frames (Ruder et al. 2016,
+# "long-term consistency"; 1: the previous frame alone). Each frame further back keeps its content
+# frame, stylized frame and flow pair on disk that much longer, hence a bound.
+DEFAULT_LONG_TERM = (1,)
+# How a stylized frame is carried onto the next (the warm start and the temporal loss's target):
+# a bilinear warp by a half pixel halves the Laplacian variance of a stylized texture, and the
+# temporal loss then holds the next frame to that blur (docs/video-quality.md).
+WARP_MODES = ("bilinear", "bicubic")
+DEFAULT_WARP = "bilinear"
+# What a warm frame starts from where the flow cannot be trusted (disocclusions, motion boundaries,
+# the frame's border): the warped previous frame, as Ruder et al. initialize (its temporal loss is
+# masked there all the same, so the content loss restyles those pixels), or the content frame, as
+# the releases before did. Starting from the content costs each frame a cold start's work on those
+# pixels: on the sample clip at 128 px (4-9% of the pixels unreliable) the warped start took 39.8
+# iterations a warm frame against 64.4, 14-38% fewer on three clips, at 16-23% less flicker; the
+# price is a softer texture (the content start's grain) and up to 2.6% more style loss
+# (docs/video-quality.md).
+UNRELIABLE_STARTS = ("warped", "content")
+DEFAULT_UNRELIABLE_START = "warped"
+# A shot's first frame settles: a cold run, then this many rounds in all, each later one from the
+# image resampled as a warm start is (temporal.py, "Settling"); 1: the cold run alone. Measured on
+# the sample clip at 64 and 128 px and the shake (docs/video-quality.md): 2 rounds gave the
+# lowest style loss, sharpness retention nearest 1 on the sample clip and flicker within 3% of the
+# lowest; after 4, the first frame came out softer than the shot's later frames.
+DEFAULT_FIRST_ROUNDS = 2
+# Each settling round after the cold run: enough for L-BFGS to gather curvature and restore the
+# grain the resampling took (measured with the first frame at 600: 550 cold and one run of 50).
+SETTLE_ITERATIONS = 50
+MAX_FIRST_ROUNDS = 16
+# The curvature pairs L-BFGS keeps for every frame of a video job (lbfgs.py; images keep
+# lbfgs.HISTORY_SIZE, 20). A warm frame starts near its optimum, where the slow tail of the
+# descent is what costs iterations, and a longer history models that tail better: on the sample
+# clip at 64 px, 50 pairs reached a lower style loss than 20 in 5% fewer iterations, 100 no better
+# than 50. Memory: two frame-sized float32 buffers a pair. Unless --lbfgs-history is given, the
+# pairs are bounded by LBFGS_HISTORY_BYTES (50 pairs at 1080p) and never fewer than the releases
+# before kept: a 4K job's history takes the memory it took then, not 2.5 times more.
+DEFAULT_LBFGS_HISTORY = 50
+LBFGS_HISTORY_BYTES = 2.5e9
+MAX_LBFGS_HISTORY = 200
+MAX_LONG_TERM = 16
+# A shot's first frame, unless --iterations-first is given: twice --iterations, and never fewer
+# than this. It is a cold start, whatever the warm frames' budget, and the warm frames keep the
+# texture it lays out, so its style loss is the shot's: at 1500 iterations instead of the
+# releases before's 600 the shots' style loss was 1.0-13% lower on four clips at 64 px (the shake,
+# the pan, carphone and its pristine cut) and 1.4-7.5% below the release before's, at 2-11% less
+# flicker and as many warm-frame iterations; 1000 got about two thirds of the gain on carphone
+# (docs/video-quality.md, first section). The 900 iterations more a shot cost about 9 s at 720p
+# at the issue's 10 ms an iteration on an H200. Capped warm frames need it most: with
+# --iterations 40 and the first frame at twice that (80), the style loss was 21% above the
+# default's on the pan and 26% on bikes.mp4; with the first frame at 600, 10.5% and 12.5% ("A cap
+# of 40, the first frame at 600").
+MIN_FIRST_ITERATIONS = 1500
+# --passes: Ruder, Dosovitskiy and Brox's multi-pass algorithm (2018, passes.py); each pass costs
+# about what the first does, hence a bound.
+MAX_PASSES = 8
+# The options that shape how --flow dis carries one frame onto the next, with their defaults: any
+# other value is refused with another --flow, where it would be silently ignored.
+DIS_ONLY = {
+    "temporal_weight": DEFAULT_TEMPORAL_WEIGHT,
+    "long_term": DEFAULT_LONG_TERM,
+    "warp": DEFAULT_WARP,
+    "unreliable_start": DEFAULT_UNRELIABLE_START,
+    "first_rounds": DEFAULT_FIRST_ROUNDS,
+    "passes": 1,
+}
+# Absurd values are refused rather than run: a typo'd count would spawn processes or iterate for ever.
+MAX_FLOW_WORKERS = 256
+MAX_SHOT_FRAMES = 10_000_000
+MAX_SEGMENT_OVERLAP = 1000
+
+
+def parse_long_term(text: str) -> tuple[int, ...]:
+    """--long-term's comma-separated list ("1,2,4"); VideoJob checks the values."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise InputError(f"--long-term {text}: must be whole numbers separated by commas, such as 1,2,4") from None
