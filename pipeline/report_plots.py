@@ -55,10 +55,22 @@ def wide_ranging(values: np.ndarray, ratio: float = 4.0) -> bool:
     return len(values) > 0 and values.min() > 0 and values.max() > ratio * np.median(values)
 
 
-def save_svg(figure: Figure, path: Path) -> None:
+# Margins around the axes, in inches: room at the left for the tick labels (up to "1e+06" or
+# 10^12) and the axis label, below for the x axis's, at the right for half its last label. Fixed
+# rather than matplotlib's tight bounding box, which draws the whole figure twice: a report is
+# rewritten every report_html.REFRESH_SECONDS while a job runs, and drawing its plot twice was
+# 0.45 of a 4-frame test job's 2.2 s.
+LEFT, RIGHT, TOP, BOTTOM = 0.85, 0.3, 0.1, 0.5
+
+
+def save_svg(figure: Figure, path: Path, *, bottom: float = BOTTOM) -> None:
+    """The figure as an SVG file with fixed margins (`bottom`: inches below the axes); an
+    unchanged file is left as it is."""
+    width, height = figure.get_size_inches()
+    figure.subplots_adjust(left=LEFT / width, right=1 - RIGHT / width, top=1 - TOP / height, bottom=bottom / height)
     buffer = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "stylize-report"}):
-        figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
     text = buffer.getvalue()
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return
@@ -145,4 +157,4 @@ def rate_plot(path: Path, finished: Sequence[datetime]) -> None:
             axes.bar(lefts, counts * 3600 / width, width=timedelta(seconds=width), align="edge", color="#3a7bd5")
             figure.autofmt_xdate()
         axes.set_ylabel("images / hour")
-        save_svg(figure, path)
+        save_svg(figure, path, bottom=0.75)  # the dates, slanted

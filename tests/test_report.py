@@ -16,14 +16,16 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from helpers import build_tiny_vgg, make_clip, make_job
-from pipeline import archive, report_archive, report_live, video
+from pipeline import archive, report_archive, report_image, report_live, report_plots, video
 from pipeline.decode import ffmpeg_binary
 from pipeline.errors import WriteError
 from pipeline.manifest import WorkDirLock, read_json, write_json
@@ -205,6 +207,38 @@ def test_iterations_on_a_log_axis_when_a_shots_cold_first_frame_dwarfs_the_warm_
     top = svgs["short"][svgs["short"].index('id="axes_1"') : svgs["short"].index('id="axes_2"')]  # the iterations
     assert ">10<" in top and ">30<" in top and ".0<" not in top  # whole numbers, not 10.0
     assert ">150<" not in svgs["even"]
+
+
+def test_every_plot_fits_its_fixed_margins_with_the_widest_labels(tmp_path, monkeypatch):
+    """The plots are saved with fixed margins (one draw, not the tight bounding box's two): with
+    the widest labels a job can give (iterations to 1e6, losses over 16 decades, slanted dates),
+    nothing drawn may stand outside the figure, where the SVG would cut it off."""
+    saved = []
+    save_svg = report_plots.save_svg
+    monkeypatch.setattr(
+        report_plots, "save_svg", lambda figure, path, **kw: saved.append(figure) or save_svg(figure, path, **kw)
+    )
+    monkeypatch.setattr(report_image, "save_svg", report_plots.save_svg)
+    index = list(range(1, 1001))
+    frames = {
+        "index": index,
+        "iterations": [999_999.0] + [100_000.0] * 999,
+        "loss": [1e-3] + [1e13] * 999,
+        "style": [1e13] * 1000,
+        "temporal": [np.nan] + [1e-2] * 999,
+    }
+    pairs = {"index": index[1:], "output": [0.0125] * 999, "input": [12345.678] * 999}
+    video_plot(tmp_path / "video.svg", frames, pairs, {"scene cut": [500], "chunk start": [1, 17]}, 1000)
+    start = datetime(2026, 12, 4, 23, 59, tzinfo=timezone.utc)
+    report_plots.rate_plot(tmp_path / "rate.svg", [start + timedelta(minutes=7 * k) for k in range(300)])
+    report_image.loss_plot(
+        tmp_path / "loss.svg", [{"iteration": i, "loss": 1e14 / i, "range": 1e-4 * i} for i in range(1, 301)]
+    )
+    assert len(saved) == 3
+    for figure in saved:
+        width, height = figure.get_size_inches()
+        drawn = figure.get_tightbbox(FigureCanvasAgg(figure).get_renderer())  # in inches, the SVG's font metrics
+        assert drawn.x0 >= 0 and drawn.y0 >= 0 and drawn.x1 <= width and drawn.y1 <= height, (drawn, width, height)
 
 
 def test_video_report_refreshes_only_while_the_job_holds_its_lock(video_job, tmp_path):
