@@ -21,9 +21,13 @@ from typer.testing import CliRunner
 
 # The test machines have 2 cores shared with other jobs. With more than one intra-op thread,
 # OpenMP workers spin-wait for each other on oversubscribed cores and a 0.5 s optimization was
-# measured to take 15-20 s; one thread per test process is both faster and predictable.
-# PIPELINE_TEST_THREADS overrides this on a dedicated machine.
-torch.set_num_threads(int(os.environ.get("PIPELINE_TEST_THREADS", "1")))
+# measured to take 15-20 s; one thread per test process is both faster and predictable. The same
+# holds for every process a test starts (the CLI, jobs killed and resumed, the commit-point
+# driver's forks, Dask workers): they inherit the variables. PIPELINE_TEST_THREADS overrides this
+# on a dedicated machine.
+THREADS = os.environ.get("PIPELINE_TEST_THREADS", "1")
+os.environ.update(OMP_NUM_THREADS=THREADS, MKL_NUM_THREADS=THREADS)
+torch.set_num_threads(int(THREADS))
 try:
     torch.set_num_interop_threads(1)
 except RuntimeError:  # already set (e.g. torch used before this module was imported)

@@ -40,8 +40,6 @@ STYLE = ROOT / "samples" / "ihc.png"
 SEED = int(os.environ.get("TORTURE_SEED", "8"))
 MIN_KILLS = 8  # every commit point is stopped at in test_commit_points.py; these add random instants
 LONG_KILLS = 60
-# One torch thread per process, as in the tests: the runs must be bit-for-bit repeatable.
-ENV = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 VIDEO_ARGS = ["--size", 32, "--iterations", 2, "--iterations-first", 3, "--seed", 3, "--device", "cpu", "-q"]
 IMAGES_ARGS = ["--size", 32, "--iterations", 2, "--seed", 3, "--devices", "cpu", "-q"]
 
@@ -68,7 +66,7 @@ class Job:
 
     def __init__(self, command: list[str]):
         self.stderr = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(command, env=ENV, cwd=ROOT, stdin=subprocess.DEVNULL, stderr=self.stderr)
+        self.process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stderr=self.stderr)
 
     def err(self) -> str:
         self.stderr.seek(0)

@@ -46,7 +46,6 @@ STYLE = ROOT / "samples" / "ihc.png"
 VIDEO_ARGS = ["--size", 32, "--iterations", 2, "--iterations-first", 3, "--seed", 3, "--device", "cpu", "-q",
               "--keep-frames"]  # fmt: skip
 IMAGES_ARGS = ["--size", 32, "--iterations", 2, "--seed", 3, "--devices", "cpu", "-q"]
-ENV = os.environ | {"OMP_NUM_THREADS": "1"}
 
 
 def run(argv, capsys) -> tuple[int, list[str]]:
@@ -412,7 +411,7 @@ def test_signals_stop_after_the_current_write_record_progress_and_say_how_to_res
         argv = ["images", photos, "-s", STYLE, "-o", out, *IMAGES_ARGS, "--iterations", 40]
         progressed = lambda: any(r["status"] == "done" for r in archive.read_records(out).values())
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", *map(str, argv)], env=ENV, cwd=ROOT, stderr=subprocess.PIPE
+        [sys.executable, "-m", "pipeline.cli", *map(str, argv)], cwd=ROOT, stderr=subprocess.PIPE
     )
     try:
         deadline = time.monotonic() + 90
@@ -502,7 +501,7 @@ def test_an_interrupted_ffmpeg_is_stopped_and_a_killed_job_takes_its_ffmpeg_with
         "import ffmpeg; from pipeline.decode import run_ffmpeg; "
         "run_ffmpeg(ffmpeg.input('testsrc2=size=32x32:rate=25', f='lavfi', re=None).output('-', f='null'), what='test')"
     )
-    job = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=ENV)
+    job = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
     children = Path(f"/proc/{job.pid}/task/{job.pid}/children")
     deadline = time.monotonic() + 30
     while not children.read_text().split():

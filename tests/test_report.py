@@ -418,7 +418,6 @@ def test_a_killed_archive_jobs_report_is_rebuilt_with_its_finished_images(tmp_pa
     with open(stderr, "wb") as err:
         process = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=ROOT, stderr=err,
-            env=os.environ | {"OMP_NUM_THREADS": "1"},
         )  # fmt: skip
     deadline = time.monotonic() + 300
     while not page.is_file():

@@ -124,7 +124,7 @@ run_video(job, vgg=build_tiny_vgg())
 
 
 def run_job(clip: Path, out_dir: Path, env: dict) -> subprocess.CompletedProcess:
-    env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} | env
+    env = os.environ | env
     command = [sys.executable, "-c", SCRIPT, str(TESTS), str(clip), str(out_dir)]
     return subprocess.run(
         command, cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT,
