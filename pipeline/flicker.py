@@ -5,8 +5,9 @@ its stylized frames and its content frames; `stylize flicker` (`video_flicker`) 
 
 from __future__ import annotations
 
+import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from .flowstage import FlowStage, default_workers, read_rgb
 from .framerange import ALL, FrameRange
 from .framestream import extract_frames
 from .video_defaults import DEFAULT_FLOW_PRESET, DEFAULT_SCENE_THRESHOLD
-from .workdir import frame_name
+from .workdir import FrameStore, frame_name
 
 
 def pair_errors(pair_file: Path, sequences: Sequence[tuple[Path, Path]]) -> tuple[float, list[float]]:
@@ -81,6 +82,35 @@ def measure_flicker(
     )
     results = Parallel(n_jobs=workers or default_workers(), batch_size="auto")(tasks)
     return summarize(results, names, scene_threshold)
+
+
+def job_flicker(
+    store: FrameStore, flow_hash: str, total: int, *, scene_threshold: float, keep_frames: bool,
+    workers: int | None, tell: Callable[[str], None],
+) -> dict:  # fmt: skip
+    """A video job's report: the flicker of its stylized frames and of its content frames, summed
+    from each frame's record of its pair (frames 2..total; a record made with another flow, by
+    `flow_hash`, counts as missing). Only with the frames kept (--keep-frames) are missing records
+    measured from the frames; otherwise those pairs are counted as "unmeasured". `tell`: what the
+    user should know (pairs left unmeasured, or a measurement that takes a while)."""
+    records = []
+    for index in range(2, total + 1):
+        path = store.stats(index)
+        record = json.loads(path.read_text()).get("flicker") if path.exists() else None
+        records.append(record if record and record.get("flow") == flow_hash else None)
+    flicker = recorded_flicker(records, ["output", "input"], scene_threshold, partial=not keep_frames)
+    if flicker and flicker.get("unmeasured"):
+        # Frames of a release before the per-frame records (a job resumed with the settings it
+        # began with, video_resume.keep_own_defaults): their content frames and flow pairs are gone.
+        unmeasured = flicker["unmeasured"]
+        tell(f"flicker: {unmeasured} frame pairs stylized by an earlier release have no record; not measured")
+    if flicker is None:
+        tell(f"measuring flicker over {total - 1} frame pairs")
+        flicker = measure_flicker(
+            flow_dir=store.flow_dir, sequences={"output": store.styled_dir, "input": store.frames_dir},
+            total=total, scene_threshold=scene_threshold, workers=workers,
+        )  # fmt: skip
+    return flicker
 
 
 def frame_count_mismatch(

@@ -1,9 +1,10 @@
 """A video job: cut scan -> shots (decode -> flow -> stylize -> chunks, each) -> report -> output,
 streamed so that the work directory stays the same size whatever the video's length, and
 checkpointed so that a killed job resumes. The work directory's layout is in workdir.py; the
-job itself in videojob.py; the scan that decides the shots in cuts.py and shots.py; the shots on
-devices or a Dask cluster in videoshots.py; the streaming loop over a shot's frames (decode
-window, flow, stylize, chunks) in videorange.py.
+job itself in videojob.py; what a run keeps of the runs before it in video_resume.py; the scan
+that decides the shots in cuts.py and shots.py; the shots on devices or a Dask cluster in
+videoshots.py; the streaming loop over a shot's frames (decode window, flow, stylize, chunks) in
+videorange.py.
 
 Each stage's hash covers everything its outputs depend on, the previous stage's hash included:
 a changed style setting invalidates the stylized frames and the output but not the decoded
@@ -12,29 +13,26 @@ as the stylized frames were deleted once encoded, those too unless --keep-frames
 stylized frame counts as finished once its statistics file exists (written after the frame,
 atomically), or once it is in a finished chunk. The stylized frames' records carry their flow
 pair's flicker figures, so the stylize stage depends on the flow stage's settings; the flicker of
-the output and of the input goes into job.json under "report", summed from those records.
+the output and of the input goes into job.json under "report", summed from those records
+(flicker.job_flicker).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 from .backends import connect
 from .chunks import ChunkStore, chunk_key
 from .cuts import CutScan, Scan
-from .decode import VideoInfo, count_frames, frame_size, probe
+from .decode import count_frames, frame_size, probe
 from .devices import parse_devices, pick_device
 from .encode import AudioInput, CommitHooks, VideoInput, encode_video, output_rate
 from .errors import PipelineError, WriteError
-from .flicker import measure_flicker, recorded_flicker
+from .flicker import job_flicker
 from .flowstage import default_workers
-from .hashing import file_fingerprint, file_sha256
 from .hashing import settings_hash as hash_settings
 from .images import load_image
 from .manifest import JobManifest, WorkDirLock, timestamp
@@ -42,12 +40,12 @@ from .outputs import OutputRecord
 from .report_live import LiveReport
 from .report_video import JOB_FLICKER_BUDGET, write_video_report
 from .seams import Seams
-from .settings import StyleSettings, resuming_text
+from .settings import resuming_text
 from .shotprogress import ShotProgress
 from .shots import Shot, longest_first, plan_shots
-from .temporal import WarmStart, make_starter
+from .temporal import make_starter
 from .vgg import VGG19
-from .video_defaults import DIS_ONLY, OWN_DEFAULTS
+from .video_resume import StageRecords, finish_placed_output, keep_own_defaults, stage_settings
 from .videojob import JobEvents, VideoJob, VideoResult, check_paths
 from .videoshots import Listener, ShotTask, run_shots
 from .workdir import (
@@ -56,11 +54,9 @@ from .workdir import (
     FrameStore,
     Holding,
     JobLog,
-    Kept,
     check_disk_space,
     clean,
     prune,
-    remove_dir,
     remove_leftovers,
 )
 
@@ -75,61 +71,6 @@ def run_video(job: VideoJob, *, events: JobEvents | None = None, vgg: VGG19 | No
         run = VideoRun(job, events or JobEvents(), vgg)
         with WorkDirLock(job.work), created.own_files_removed_on_refusal():
             return run.run()
-
-
-def file_hash(path: Path) -> str:
-    """A style or init image's content, as stage settings record it (16 hex digits)."""
-    return file_sha256(path)[:16]
-
-
-def stage_settings(job: VideoJob, info: VideoInfo, size: tuple[int, int], starter: WarmStart) -> dict[str, dict]:
-    """Each stage's settings; each includes the previous stage's hash, so invalidation cascades."""
-    decode = {
-        "input": file_fingerprint(job.input),
-        "size": job.settings.size,
-        "frame_size": list(size),
-        "frame_rate": info.frame_rate,
-        "start": job.start,
-        "duration": job.duration,
-        "every_nth": job.every_nth,
-    }
-    # The flow is computed on the decoded frames: their size comes with the decode hash. The
-    # stylize stage depends on it whatever the starter: each frame's record holds its pair's
-    # flicker figures, and the frames they were measured on are gone once the job moves on.
-    flow = {
-        "decode": hash_settings(decode),
-        "flow_method": "dis",
-        "flow_preset": job.flow_preset,
-        "frame_size": list(size),
-    }
-    stylize = {
-        "decode": hash_settings(decode),
-        "flow": hash_settings(flow),
-        **job.settings.checkpoint_dict(),
-        "styles": [file_hash(p) for p in job.styles],
-        "init_image": file_hash(job.init_path) if job.init_path else None,
-        **starter.settings(),
-        # Segments start afresh and are cross-faded (shots.py): other frames. Off: the hash as before.
-        **(
-            {"max_shot_frames": job.max_shot_frames, "segment_overlap": job.segment_overlap}
-            if job.max_shot_frames
-            else {}
-        ),
-    }
-    encode = {"stylize": hash_settings(stylize), "crf": job.crf, "output": str(job.output.resolve())}
-    return {"decode": decode, "flow": flow, "stylize": stylize, "encode": encode}
-
-
-# The style settings' names: an option of video_defaults.OWN_DEFAULTS is one of these or a VideoJob field.
-STYLE_FIELDS = frozenset(field.name for field in dataclasses.fields(StyleSettings))
-
-
-def own_options(job: VideoJob, starter: WarmStart) -> dict:
-    """The values a job runs with of the options in video_defaults.OWN_DEFAULTS: the style settings
-    have theirs, the starter's plan the ones the job resolves (such as the first frame's iterations)."""
-    return {
-        name: getattr(job.settings if name in STYLE_FIELDS else starter.plan, name) for name in OWN_DEFAULTS
-    }  # fmt: skip
 
 
 class VideoRun:
@@ -164,14 +105,18 @@ class VideoRun:
         holds it. Nothing is deleted before every check has passed."""
         self.manifest = JobManifest(self.job.work, KIND)
         self.output = OutputRecord(self.manifest, self.job.output, overwrite=self.job.overwrite)
-        self.keep_own_defaults()
-        self.settings = stage_settings(self.job, self.info, self.size, self.starter)
-        self.hashes = {name: hash_settings(values) for name, values in self.settings.items()}
+        # Options this run left unset keep the values the job began with, where its frames stay valid.
+        self.job, self.starter, began = keep_own_defaults(self.job, self.starter, self.manifest, self.info, self.size)
+        if began:
+            self.events.message(f"{self.job.work}: {resuming_text(began, 'job', 'start its stylizing over')}")
+        settings = stage_settings(self.job, self.info, self.size, self.starter)
+        self.records = StageRecords(self.manifest, self.store, settings)
+        self.hashes = self.records.hashes
         self.chunks = ChunkStore(self.job.work, chunk_key(self.hashes["stylize"], self.job.crf, self.rate))
         if self.output.is_finished(self.hashes["encode"]):
-            return self.already_done()
+            return finish_placed_output(self.job, self.store, self.manifest, self.output, self.events)
         self.output.refuse_to_replace()
-        kept = self.kept()
+        kept = self.records.kept(self.chunks)
         total = self.manifest.stage("decode").get("frames") if kept.decoded else None
         frames = total or self.estimate
         with connect(self.job.backend, self.devices, self.job.scheduler) as self.workers:
@@ -187,7 +132,7 @@ class VideoRun:
         self.log(f"disk: {disk}")
         remove_leftovers(self.store, self.job.output)
         self.record_inputs()
-        self.invalidate()
+        self.records.invalidate(self.chunks, self.cut_scan(), tell=self.tell, log=self.log)
         return self.stages()
 
     def stages(self) -> VideoResult:
@@ -195,8 +140,7 @@ class VideoRun:
         scan = self.scan()
         shots = self.plan(scan)
         stylized = self.stylize_shots(shots, scan)
-        if not self.report_current():
-            self.report(scan.total)
+        self.report(scan.total)
         audio = self.encode(scan.total)
         self.live.finish(JOB_FLICKER_BUDGET)  # before the last frames its thumbnails come from go
         if not self.job.keep_frames:
@@ -294,69 +238,7 @@ class VideoRun:
         )  # fmt: skip
         self.log(f"stylize: done, {total} frames ({sum(r['stylized'] for r in results)} by this run)")
 
-    # --- before the stages: what is done, what is still valid ----------------------------------
-
-    def already_done(self) -> VideoResult:
-        """The output is this job's: finish what a run killed after placing it left to do (the
-        record that it is done, the pruning, an interrupted --clean or a new one, the leftovers)."""
-        self.output.settle()
-        folders = self.store.folders()
-        pending = any(
-            self.manifest.stage(name).get("status") == "cleaned" and folder.exists() for name, folder in folders
-        )
-        asked = self.job.clean and any(self.manifest.stage(name).get("status") != "cleaned" for name, _ in folders)
-        remove_leftovers(self.store, self.job.output)
-        stage = self.manifest.stage("encode")
-        frames, audio, report = stage.get("frames", 0), stage.get("audio"), self.manifest.data.get("report")
-        if not self.job.keep_frames:
-            prune(self.store, done=frames, chunked=frames, over=True)
-        if pending or asked:
-            log = JobLog(self.job.work / "job.log")
-            try:
-                clean(self.store, self.manifest, log)
-            finally:
-                log.close()
-        self.events.message(f"{self.job.output}: already done (work directory {self.job.work})")
-        return VideoResult(self.job.output, self.job.work, frames, [], audio, already_done=True, report=report)
-
-    def keep_own_defaults(self) -> None:
-        """A job begun under other defaults (a release changed them since, video_defaults.OWN_DEFAULTS)
-        resumes with the values it began with for the options this run left unset, where that
-        leaves its stylize stage's settings as recorded: its stylized frames stay valid. Any other
-        change starts the stage over under this release's defaults."""
-        recorded = self.manifest.stage("stylize").get("settings")
-        if not recorded or not self.job.defaulted:
-            return
-        # --flow dis's own options are refused with another --flow (video_defaults.DIS_ONLY).
-        names = [name for name in self.job.defaulted if self.job.flow == "dis" or name not in DIS_ONLY]
-        implied = {name: recorded.get(name, OWN_DEFAULTS[name]) for name in names}
-        own = {name: value for name, value in implied.items() if value is not None}
-        style = {name: own.pop(name) for name in STYLE_FIELDS & own.keys()}
-        job = dataclasses.replace(self.job, settings=dataclasses.replace(self.job.settings, **style), **own)
-        starter = make_starter(job, self.size, init_image=self.starter.init_image, device=self.device)
-        if self.manifest.changed_settings("stylize", stage_settings(job, self.info, self.size, starter)["stylize"]):
-            return
-        # What differs from this run's: the options as they were given, and as they are now.
-        before, now = own_options(job, starter), own_options(self.job, self.starter)
-        kept = {name: (before[name], now[name]) for name in OWN_DEFAULTS if before[name] != now[name]}
-        if kept:
-            self.events.message(f"{self.job.work}: {resuming_text(kept, 'job', 'start its stylizing over')}")
-        self.job, self.starter = job, starter
-
-    def current(self, name: str) -> bool:
-        """Whether the stage's record is for the current settings, and its folder not cleaned."""
-        return (
-            self.manifest.is_current(name, self.hashes[name]) and self.manifest.stage(name).get("status") != "cleaned"
-        )
-
-    def kept(self) -> Kept:
-        """Which stages' outputs stay valid, and how far they got."""
-        stylized = self.current("stylize")
-        chunks = self.chunks.done() if stylized else []
-        return Kept(
-            decoded=self.current("decode"), flow=self.current("flow"), stylized=stylized,
-            chunks=not self.chunks.stale(), chunked=sum(chunk.frames for chunk in chunks),
-        )  # fmt: skip
+    # --- before the stages: the log, the inputs' record ---------------------------------------------
 
     @contextlib.contextmanager
     def logged(self) -> Iterator[None]:
@@ -379,6 +261,11 @@ class VideoRun:
         finally:
             self.log.close()
 
+    def tell(self, note: str) -> None:
+        """A note for the user that the log keeps too."""
+        self.events.message(note)
+        self.log(note)
+
     def record_inputs(self) -> None:
         job = self.job
         self.manifest.data["inputs"] = {
@@ -390,34 +277,6 @@ class VideoRun:
         self.manifest.data["video"] = self.info.to_dict()
         self.manifest.data["device"] = str(self.device)
 
-    def invalidate(self) -> None:
-        """Each stage whose settings changed (or whose folder was cleaned) starts over: its
-        folder goes, its record is reset to the new settings. Chunks of other settings go too."""
-        folders = dict(self.store.folders())
-        for name in ("decode", "flow", "stylize", "encode"):
-            if self.current(name):
-                continue
-            folder = folders.get(name)
-            changed = [
-                k for k in self.manifest.changed_settings(name, self.settings[name]) if k not in ("decode", "stylize")
-            ]
-            if self.manifest.stage(name).get("hash") and changed:
-                discarded = f"; discarding {folder.name}/" if folder is not None and folder.exists() else ""
-                note = f"{name}: settings changed ({', '.join(changed)}){discarded}"
-                self.events.message(note)
-                self.log(note)
-            if folder is not None:
-                remove_dir(folder)
-            self.manifest.reset(name, self.hashes[name], self.settings[name])
-        if self.chunks.stale():
-            self.log("chunks: made with other settings; discarding chunks/")
-            remove_dir(self.chunks.dir)
-        if self.cut_scan().stale():
-            remove_dir(self.cut_scan().dir)
-        if not self.current("stylize"):
-            remove_dir(self.job.work / "shots")  # the shots' records: of the frames just discarded
-        self.manifest.save()
-
     @property
     def report_key(self) -> dict:
         return {
@@ -426,46 +285,21 @@ class VideoRun:
             "scene_threshold": self.job.scene_threshold,
         }
 
-    def report_current(self) -> bool:
-        return (self.manifest.data.get("report") or {}).get("key") == self.report_key
-
     # --- after the loop: the report and the output ---------------------------------------------
-
-    def flicker_records(self, total: int) -> list[dict | None]:
-        """Each frame's record of its pair's flicker (frames 2..total); None where missing or made
-        with another flow. Read once, at the end of the job."""
-        records = []
-        for index in range(2, total + 1):
-            path = self.store.stats(index)
-            record = json.loads(path.read_text()).get("flicker") if path.exists() else None
-            records.append(record if record and record.get("flow") == self.hashes["flow"] else None)
-        return records
 
     def report(self, total: int) -> None:
         """The flicker of the stylized frames and of the content frames into job.json's "report",
-        summed from the frames' records; the shots they make under --flow dis."""
-        job, records = self.job, self.flicker_records(total)
-        flicker = recorded_flicker(records, ["output", "input"], job.scene_threshold, partial=not job.keep_frames)
-        if flicker and flicker.get("unmeasured"):
-            # Frames of a release before the per-frame records (a job resumed with the settings it
-            # began with, keep_own_defaults): their content frames and flow pairs are gone.
-            unmeasured = flicker["unmeasured"]
-            note = f"flicker: {unmeasured} frame pairs stylized by an earlier release have no record; not measured"
-            self.events.message(note)
-            self.log(note)
-        if flicker is None:
-            self.events.message(f"measuring flicker over {total - 1} frame pairs")
-            flicker = measure_flicker(
-                flow_dir=self.store.flow_dir,
-                sequences={"output": self.store.styled_dir, "input": self.store.frames_dir},
-                total=total, scene_threshold=job.scene_threshold, workers=job.flow_workers,
-            )  # fmt: skip
-        self.manifest.data["report"] = {
-            "key": self.report_key,
-            "flicker": flicker,
-            "flow": job.flow,
-            "measured": timestamp(),
-        }
+        summed from the frames' records; the shots they make under --flow dis. Once per settings:
+        a rerun of a finished report has nothing new to read."""
+        if (self.manifest.data.get("report") or {}).get("key") == self.report_key:
+            return
+        job = self.job
+        flicker = job_flicker(
+            self.store, self.hashes["flow"], total, scene_threshold=job.scene_threshold, keep_frames=job.keep_frames,
+            workers=job.flow_workers, tell=self.tell,
+        )  # fmt: skip
+        report = {"key": self.report_key, "flicker": flicker, "flow": job.flow, "measured": timestamp()}
+        self.manifest.data["report"] = report
         self.manifest.save()
         self.log(
             f"flicker: output {flicker['output']:.4g}, input {flicker['input']:.4g} (mean masked warping error over "

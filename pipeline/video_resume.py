@@ -1,0 +1,183 @@
+"""What a run of a video job keeps of the runs before it, decided before anything is changed.
+
+Each stage's settings include the previous stage's hash, so that a changed setting invalidates its
+own stage and every one after it (video.py says which); a stage whose record in job.json is for
+other settings, or whose folder was cleaned, starts over (`StageRecords`). A job begun under other
+defaults resumes with the values it began with (`keep_own_defaults`), and an output this job
+already placed is finished off, not made again (`finish_placed_output`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+from .chunks import ChunkStore
+from .cuts import CutScan
+from .decode import VideoInfo
+from .hashing import file_fingerprint, file_sha256
+from .hashing import settings_hash as hash_settings
+from .manifest import JobManifest
+from .outputs import OutputRecord
+from .settings import StyleSettings
+from .temporal import WarmStart, make_starter
+from .video_defaults import DIS_ONLY, OWN_DEFAULTS
+from .videojob import JobEvents, VideoJob, VideoResult
+from .workdir import FrameStore, JobLog, Kept, clean, prune, remove_dir, remove_leftovers
+
+STAGES = ("decode", "flow", "stylize", "encode")
+
+
+def file_hash(path: Path) -> str:
+    """A style or init image's content, as stage settings record it (16 hex digits)."""
+    return file_sha256(path)[:16]
+
+
+def stage_settings(job: VideoJob, info: VideoInfo, size: tuple[int, int], starter: WarmStart) -> dict[str, dict]:
+    """Each stage's settings; each includes the previous stage's hash, so invalidation cascades."""
+    decode = {
+        "input": file_fingerprint(job.input),
+        "size": job.settings.size,
+        "frame_size": list(size),
+        "frame_rate": info.frame_rate,
+        "start": job.start,
+        "duration": job.duration,
+        "every_nth": job.every_nth,
+    }
+    # The flow is computed on the decoded frames: their size comes with the decode hash. The
+    # stylize stage depends on it whatever the starter: each frame's record holds its pair's
+    # flicker figures, and the frames they were measured on are gone once the job moves on.
+    flow = {
+        "decode": hash_settings(decode),
+        "flow_method": "dis",
+        "flow_preset": job.flow_preset,
+        "frame_size": list(size),
+    }
+    stylize = {
+        "decode": hash_settings(decode),
+        "flow": hash_settings(flow),
+        **job.settings.checkpoint_dict(),
+        "styles": [file_hash(p) for p in job.styles],
+        "init_image": file_hash(job.init_path) if job.init_path else None,
+        **starter.settings(),
+        # Segments start afresh and are cross-faded (shots.py): other frames. Off: the hash as before.
+        **(
+            {"max_shot_frames": job.max_shot_frames, "segment_overlap": job.segment_overlap}
+            if job.max_shot_frames
+            else {}
+        ),
+    }
+    encode = {"stylize": hash_settings(stylize), "crf": job.crf, "output": str(job.output.resolve())}
+    return {"decode": decode, "flow": flow, "stylize": stylize, "encode": encode}
+
+
+# The style settings' names: an option of video_defaults.OWN_DEFAULTS is one of these or a VideoJob field.
+STYLE_FIELDS = frozenset(field.name for field in dataclasses.fields(StyleSettings))
+
+
+def own_options(job: VideoJob, starter: WarmStart) -> dict:
+    """The values a job runs with of the options in video_defaults.OWN_DEFAULTS: the style settings
+    have theirs, the starter's plan the ones the job resolves (such as the first frame's iterations)."""
+    return {
+        name: getattr(job.settings if name in STYLE_FIELDS else starter.plan, name) for name in OWN_DEFAULTS
+    }  # fmt: skip
+
+
+def keep_own_defaults(
+    job: VideoJob, starter: WarmStart, manifest: JobManifest, info: VideoInfo, size: tuple[int, int]
+) -> tuple[VideoJob, WarmStart, dict]:
+    """A job begun under other defaults (a release changed them since, video_defaults.OWN_DEFAULTS)
+    resumes with the values it began with for the options this run left unset, where that leaves
+    its stylize stage's settings as recorded: its stylized frames stay valid. Any other change
+    starts the stage over under this release's defaults. Returns the job and starter to run, and
+    {option: (the value kept, this release's)} where they differ."""
+    recorded = manifest.stage("stylize").get("settings")
+    if not recorded or not job.defaulted:
+        return job, starter, {}
+    # --flow dis's own options are refused with another --flow (video_defaults.DIS_ONLY).
+    names = [name for name in job.defaulted if job.flow == "dis" or name not in DIS_ONLY]
+    implied = {name: recorded.get(name, OWN_DEFAULTS[name]) for name in names}
+    own = {name: value for name, value in implied.items() if value is not None}
+    style = {name: own.pop(name) for name in STYLE_FIELDS & own.keys()}
+    begun = dataclasses.replace(job, settings=dataclasses.replace(job.settings, **style), **own)
+    begun_starter = make_starter(begun, size, init_image=starter.init_image, device=starter.device)
+    if manifest.changed_settings("stylize", stage_settings(begun, info, size, begun_starter)["stylize"]):
+        return job, starter, {}
+    # What differs from this run's: the options as they were given, and as they are now.
+    before, now = own_options(begun, begun_starter), own_options(job, starter)
+    return begun, begun_starter, {name: (before[name], now[name]) for name in OWN_DEFAULTS if before[name] != now[name]}
+
+
+class StageRecords:
+    """Each stage's settings and hash for this run, held against job.json's record of them: which
+    stages' outputs stay valid, and what a changed setting discards."""
+
+    def __init__(self, manifest: JobManifest, store: FrameStore, settings: dict[str, dict]):
+        self.manifest, self.store, self.settings = manifest, store, settings
+        self.hashes = {name: hash_settings(values) for name, values in settings.items()}
+
+    def current(self, name: str) -> bool:
+        """Whether the stage's record is for the current settings, and its folder not cleaned."""
+        stage = self.manifest.stage(name)
+        return self.manifest.is_current(name, self.hashes[name]) and stage.get("status") != "cleaned"
+
+    def kept(self, chunks: ChunkStore) -> Kept:
+        """Which stages' outputs stay valid, and how far they got."""
+        stylized = self.current("stylize")
+        done = chunks.done() if stylized else []
+        return Kept(
+            decoded=self.current("decode"), flow=self.current("flow"), stylized=stylized,
+            chunks=not chunks.stale(), chunked=sum(chunk.frames for chunk in done),
+        )  # fmt: skip
+
+    def invalidate(self, chunks: ChunkStore, cut_scan: CutScan, *, tell: Callable[[str], None], log: JobLog) -> None:
+        """Each stage whose settings changed (or whose folder was cleaned) starts over: its folder
+        goes, its record is reset to the new settings (`tell`: what was discarded, and why). Chunks
+        and cut scores of other settings go too."""
+        folders = dict(self.store.folders())
+        for name in STAGES:
+            if self.current(name):
+                continue
+            folder = folders.get(name)
+            changed = [
+                k for k in self.manifest.changed_settings(name, self.settings[name]) if k not in ("decode", "stylize")
+            ]
+            if self.manifest.stage(name).get("hash") and changed:
+                discarded = f"; discarding {folder.name}/" if folder is not None and folder.exists() else ""
+                tell(f"{name}: settings changed ({', '.join(changed)}){discarded}")
+            if folder is not None:
+                remove_dir(folder)
+            self.manifest.reset(name, self.hashes[name], self.settings[name])
+        if chunks.stale():
+            log("chunks: made with other settings; discarding chunks/")
+            remove_dir(chunks.dir)
+        if cut_scan.stale():
+            remove_dir(cut_scan.dir)
+        if not self.current("stylize"):
+            remove_dir(self.store.work_dir / "shots")  # the shots' records: of the frames just discarded
+        self.manifest.save()
+
+
+def finish_placed_output(
+    job: VideoJob, store: FrameStore, manifest: JobManifest, output: OutputRecord, events: JobEvents
+) -> VideoResult:
+    """The output is this job's: finish what a run killed after placing it left to do (the record
+    that it is done, the pruning, an interrupted --clean or a new one, the leftovers)."""
+    output.settle()
+    folders = store.folders()
+    pending = any(manifest.stage(name).get("status") == "cleaned" and folder.exists() for name, folder in folders)
+    asked = job.clean and any(manifest.stage(name).get("status") != "cleaned" for name, _ in folders)
+    remove_leftovers(store, job.output)
+    stage = manifest.stage("encode")
+    frames, audio, report = stage.get("frames", 0), stage.get("audio"), manifest.data.get("report")
+    if not job.keep_frames:
+        prune(store, done=frames, chunked=frames, over=True)
+    if pending or asked:
+        log = JobLog(job.work / "job.log")
+        try:
+            clean(store, manifest, log)
+        finally:
+            log.close()
+    events.message(f"{job.output}: already done (work directory {job.work})")
+    return VideoResult(job.output, job.work, frames, [], audio, already_done=True, report=report)
