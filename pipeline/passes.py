@@ -39,6 +39,7 @@ from .atomic import replace
 from .errors import PipelineError
 from .flow import FramePair
 from .flowstage import compute_pair, default_workers, pair_name
+from .frame_record import pair_record
 from .images import load_image, save_image
 from .losses import TemporalLoss
 from .manifest import read_json, timestamp, write_json
@@ -89,7 +90,7 @@ def frame_pass(store: FrameStore, index: int, stage_hash: str) -> int:
 
 class Passes:
     """Passes 2..N over one shot whose first pass is done. `run` is the shot's RangeRun (its
-    context `c`, its `shot`, its `pair_record`): duck-typed, as videorange imports this module."""
+    context `c`, its `shot`, its `finished`): duck-typed, as videorange imports this module."""
 
     def __init__(self, run):
         self.run, self.c, self.shot = run, run.c, run.shot
@@ -227,7 +228,8 @@ class Passes:
         if index > self.shot.first:
             if frame_pass(self.store, index - 1, self.hash) < self.total:
                 return
-            stats["flicker"] = self.run.pair_record(index, FramePair.load(self.store.pair(index)))
+            pair = FramePair.load(self.store.pair(index))
+            stats["flicker"] = pair_record(self.store, index, pair, self.c.hashes["flow"])
         stats["final"] = True
         write_json(self.store.stats(index), stats)
         self.run.finished(index, stats)

@@ -13,7 +13,6 @@ touches another's files.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,16 +22,16 @@ import torch
 
 from .chunks import Chunk, ChunkPlan, ChunkStore
 from .decode import VideoInfo
-from .flicker import pair_flicker
 from .flowstage import FlowStage, PairPlan, pair_name
+from .frame_record import finished_line, flicker_field, frame_stats, recorded_cut_score, recorded_loss
 from .framestream import FrameStream
 from .images import load_image, load_styles, save_image
-from .manifest import timestamp, write_json
+from .manifest import write_json
 from .passes import Passes
 from .seams import Seams
 from .shots import Shot
-from .stylize import StyleResult, Stylizer
-from .temporal import EarlierFrames, FrameStart, Pairs, WarmStart, optimize_frame
+from .stylize import Stylizer
+from .temporal import EarlierFrames, Pairs, WarmStart, optimize_frame
 from .vgg import VGG19
 from .videojob import JobEvents, VideoJob
 from .workdir import FrameStore, JobLog, prune
@@ -140,17 +139,13 @@ class RangeRun:
         self.redone: list[int] = []  # frames of this run stylized again after stopping too early
         self.previous_loss: float | None = None  # the last finished frame's loss: the stall guard's neighbour
 
-    def cut_score(self, index: int) -> float | None:
-        record = json.loads(self.c.store.stats(index).read_text()).get("flicker") or {}
-        return record.get("cut_score") if index > self.shot.first else None
-
     def run(self) -> int:
         """Stylize to the end of the shot; return how many frames it has."""
         if self.passes > 1:
             self.all_passes()
         # Frames finished before whose chunk was not placed yet: the same decisions as when they finished.
         for index in range(self.plan.start, min(self.done, self.shot.own_last) + 1):
-            self.encode(self.plan.finished(index, self.cut_score(index)))
+            self.encode(self.plan.finished(index, recorded_cut_score(self.c.store, index, self.shot.first)))
         if self.done < self.shot.last:
             self.stylize_rest()
         self.encode(self.plan.end(self.shot.own_last))
@@ -202,7 +197,7 @@ class RangeRun:
                 f"workers, {len(flows.ready_before)} pairs there before)"
             )
             stylizer, previous = None, load_image(c.store.styled(self.done)) if resumed else None
-            self.previous_loss = self.recorded_loss(self.done) if resumed else None  # then kept from each frame's
+            self.previous_loss = recorded_loss(c.store, self.done) if resumed else None  # then kept from each frame's
             c.tick()  # the first page: the job's settings and what was done before
             index, earlier = self.done + 1, EarlierFrames(c.store, flows)
             while index <= shot.last and stream.wait(index):
@@ -230,27 +225,20 @@ class RangeRun:
         seconds = time.perf_counter() - began
         c.store.styled(index).parent.mkdir(exist_ok=True)
         save_image(result.image, c.store.styled(index))
-        stats = self.frame_stats(index, start, result, seconds) | ({"redone": True} if redone else {})
+        stats = frame_stats(
+            index, start, result, seconds, stage_hash=c.hashes["stylize"], device=c.device, redone=redone,
+            passes=self.passes,
+        )  # fmt: skip
+        stats |= flicker_field(c.store, index, self.shot.first, pairs, self.start_score, c.hashes["flow"])
         if redone:
             self.redone.append(index)
-        if self.passes > 1:  # the first of several: final after the last (passes.py)
-            stats |= {"pass": 1, "pass_iterations": [result.iterations], "final": False}
-        if index > self.shot.first:
-            stats["flicker"] = self.pair_record(index, pairs(index))
-        elif index > 1:  # the pair across the shot's start: a cut, or a seam measured on the output
-            stats["flicker"] = {"cut_score": self.start_score, "output": None, "input": None, "flow": c.hashes["flow"]}
         # The statistics file is the frame's commit record: written last, atomically.
         write_json(c.store.stats(index), stats)
         self.done, self.previous_loss = index, stats["loss"]  # at once: a stop from here on records the frame
         self.stylized.append(index)
         if self.passes == 1 and index >= self.shot.first + self.shot.overlap:  # a segment's head: shown by
             c.recorded(index, stats)  # the segment before it; with --passes, once final (passes.py)
-        c.log(
-            f"frame {index:06d}/{c.estimate:06d} start={start.source} "
-            f"iterations={result.iterations} loss={stats['loss']:.5g} "
-            + " ".join(f"{k}={v:.4g}" for k, v in stats["terms"].items())
-            + f" seconds={seconds:.2f}"
-        )
+        c.log(finished_line(stats, c.estimate, seconds))
         if self.passes > 1:
             return
         self.retention.frame_finished(index)
@@ -265,38 +253,6 @@ class RangeRun:
         if index >= self.shot.first + self.shot.overlap:
             self.c.recorded(index, stats)
         self.c.events.frame_finished(index, stats)
-
-    def recorded_loss(self, index: int) -> float | None:
-        """Frame `index`'s final loss as its statistics record it (None before the first frame):
-        read once, where a run resumes."""
-        path = self.c.store.stats(index)
-        return json.loads(path.read_text()).get("loss") if index >= 1 and path.exists() else None
-
-    def pair_record(self, index: int, pair) -> dict:
-        """The pair (index - 1, index)'s flicker figures, recorded with the frame as it finishes so
-        the report needs no frames or flow kept to the end; the flow hash says which flow made them."""
-        store = self.c.store
-        sequences = {
-            "output": (store.styled(index - 1), store.styled(index)),
-            "input": (store.content(index - 1), store.content(index)),
-        }
-        return pair_flicker(pair, sequences) | {"flow": self.c.hashes["flow"]}
-
-    def frame_stats(self, index: int, start: FrameStart, result: StyleResult, seconds: float) -> dict:
-        final = result.final_terms
-        return {
-            "frame": index,
-            "stage_hash": self.c.hashes["stylize"],
-            "start": start.source,
-            **start.stats,
-            "iterations": result.iterations,
-            "loss": final.get("loss"),
-            "terms": {k: v for k, v in final.items() if k != "loss"},
-            "loss_history": [record["loss"] for record in result.history],
-            "seconds": round(seconds, 3),
-            "device": str(self.c.device),
-            "finished": timestamp(),
-        }
 
     def seam(self, after: Shot) -> None:
         c = self.c
