@@ -39,9 +39,10 @@ sys.path.insert(0, str(ROOT))
 from pipeline.flow import FramePair, warp  # noqa: E402
 from pipeline.images import load_image, load_styles  # noqa: E402
 from pipeline.losses import TemporalLoss  # noqa: E402
+from pipeline.optimize import EarlyStop  # noqa: E402
 from pipeline.score import reference_losses, reference_vgg  # noqa: E402
 from pipeline.settings import StyleSettings  # noqa: E402
-from pipeline.stylize import EarlyStop, Stylizer  # noqa: E402
+from pipeline.stylize import Stylizer  # noqa: E402
 from pipeline.temporal import WeightedLoss  # noqa: E402
 from pipeline.video_defaults import STOP_WINDOW  # noqa: E402
 

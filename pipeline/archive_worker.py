@@ -24,7 +24,8 @@ from .devices import parse_devices as devices_from_text
 from .errors import InputError, WriteError, one_line
 from .hashing import file_sha256
 from .images import Metadata, load_photo, save_image
-from .stylize import StyleResult, Stylizer
+from .optimize import StyleResult
+from .stylize import Stylizer
 from .tree import output_target, read_ledger, replaceable, write_ledger
 
 # After Ctrl-C or SIGTERM, how long to wait for batches on a device to reach their next

@@ -24,8 +24,8 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 
-if TYPE_CHECKING:  # annotations only: stylize loads torch, which the help never needs
-    from . import stylize
+if TYPE_CHECKING:  # annotations only: optimize loads torch, which the help never needs
+    from . import optimize
 
 console = Console(stderr=True)
 
@@ -48,7 +48,7 @@ def iteration_progress(*, disable: bool = False) -> Progress:
 
 
 class IterationBar:
-    """A progress-bar task that advances on every `stylize.Progress` event."""
+    """A progress-bar task that advances on every `optimize.Progress` event."""
 
     def __init__(self, progress: Progress, description: str, total: int):
         self.progress = progress
@@ -57,7 +57,7 @@ class IterationBar:
     def reset(self, description: str, total: int) -> None:
         self.progress.reset(self.task, description=description, total=total, speed="", loss="")
 
-    def __call__(self, event: stylize.Progress) -> None:
+    def __call__(self, event: optimize.Progress) -> None:
         rate = event.iteration / event.elapsed if event.elapsed > 0 else 0.0
         self.progress.update(
             self.task,
@@ -86,7 +86,7 @@ class ImageDisplay:
     def started(self, description: str, iterations: int) -> None:
         self.bar = IterationBar(self.progress, description, iterations)
 
-    def iteration(self, event: stylize.Progress) -> None:
+    def iteration(self, event: optimize.Progress) -> None:
         if self.bar is not None:
             self.bar(event)
 
@@ -228,7 +228,7 @@ class JobDisplay:
             self.frame.reset(description, iterations)
             self.progress.update(self.frame.task, visible=True)
 
-    def iteration(self, event: stylize.Progress) -> None:
+    def iteration(self, event: optimize.Progress) -> None:
         if self.frame is not None:
             self.frame(event)
 

@@ -24,10 +24,11 @@ from .devices import pick_device
 from .errors import WriteError, one_line
 from .images import Metadata, load_image, load_photo, load_styles, save_format, save_image, side_by_side
 from .manifest import write_json
+from .optimize import Progress, StyleResult
 from .outputs import check_output
 from .report_image import ImageReport, write_image_report
 from .settings import StyleSettings
-from .stylize import Progress, StyleResult, Stylizer
+from .stylize import Stylizer
 
 SIDE_FILES = ("log_json", "sheet", "report")  # ImageJob's flags, in the order they are written
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from .atomic import atomic_path
@@ -236,6 +237,21 @@ def to_pil(tensor: torch.Tensor) -> Image.Image:
     return Image.fromarray(array, "RGB")
 
 
+def resize_to(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A (B, 3, H, W) tensor at `size` (H, W), by torch's antialiased bicubic, kept in 0..1: the
+    optimization's scales and warm starts (stylize.py), and the evaluator's (score.py)."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return F.interpolate(image, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+
+
+def resize_long_side(image: torch.Tensor, long_side: int) -> torch.Tensor:
+    """Resize (B, 3, H, W) so that its longer side is `long_side`, keeping the aspect ratio."""
+    h, w = image.shape[-2:]
+    scale = long_side / max(h, w)
+    return resize_to(image, (max(1, round(h * scale)), max(1, round(w * scale))))
+
+
 def resize_style(style: torch.Tensor, long_side: int) -> torch.Tensor:
     """A loaded style image (1, 3, H, W) with its long side at `long_side`, by the filter the jobs
     load their style images with (Lanczos, load_styles): the evaluator measures against the target
@@ -255,7 +271,7 @@ def load_image(path: Path | str, long_side: int | None = None) -> torch.Tensor:
 def load_styles(paths: Sequence[Path | str], settings: StyleSettings) -> list[torch.Tensor]:
     """The style images of a job, each with its long side at --style-scale times --size (at
     least MIN_SIDE): one rule for the image, archive and video jobs. The Stylizer resizes them
-    again to each output's size (stylize.Stylizer.style_targets); this only bounds the decode."""
+    again to each output's size (style_targets.StyleTargets); this only bounds the decode."""
     long_side = max(MIN_SIDE, round(settings.size * settings.style_scale))
     return [load_image(path, long_side) for path in paths]
 

@@ -33,7 +33,7 @@ class ImageReport:
     content: Path
     styles: tuple[Path, ...]
     output: Path
-    history: Sequence[dict]  # per iteration: iteration, loss and the weighted terms (stylize.StyleResult)
+    history: Sequence[dict]  # per iteration: iteration, loss and the weighted terms (optimize.StyleResult)
     facts: Sequence[tuple[str, object]]  # rows of the summary table: device, time, final terms ...
     settings: dict  # StyleSettings.to_dict()
 

@@ -15,11 +15,10 @@ from collections.abc import Sequence
 
 import torch
 
-from .images import resize_style
+from .images import resize_long_side, resize_style, resize_to
 from .losses import ContentLoss, StyleLoss
 from .objective import blended_gram_targets
 from .settings import CONTENT_LAYER, STYLE_LAYERS
-from .stylize import resize_long_side, resize_to
 from .vgg import VGG19, load_vgg19
 
 REFERENCE_SIZE = 512

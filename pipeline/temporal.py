@@ -46,7 +46,8 @@ from .images import load_image
 from .lbfgs import HISTORY_SIZE
 from .losses import TemporalLoss
 from .manifest import read_json
-from .stylize import EarlyStop, ExtraLoss, StyleResult, Stylizer
+from .optimize import EarlyStop, StyleResult
+from .stylize import ExtraLoss, Stylizer
 from .video_defaults import DEFAULT_LONG_TERM, DEFAULT_SCENE_THRESHOLD, SETTLE_ITERATIONS, STOP_WINDOW
 from .videojob import VideoJob
 from .workdir import FrameStore

@@ -13,9 +13,9 @@ from .errors import InputError
 from .framerange import FrameRange
 from .images import open_rgb
 from .manifest import writable_directory
+from .optimize import Progress
 from .settings import HISTORY_SIZE, MAX_ITERATIONS, StyleSettings
 from .shots import DEFAULT_SEGMENT_OVERLAP
-from .stylize import Progress
 from .video_defaults import (
     DEFAULT_FIRST_ROUNDS,
     DEFAULT_FLOW,

@@ -6,7 +6,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from pipeline.images import load_image
 from pipeline.losses import TemporalLoss
-from pipeline.stylize import EarlyStop, StyleSettings, Stylizer
+from pipeline.optimize import EarlyStop
+from pipeline.stylize import StyleSettings, Stylizer
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +81,9 @@ def test_style_targets_are_shared_by_outputs_with_the_same_long_side():
     landscape = stylizer.style_targets(24, 32)
     portrait = stylizer.style_targets(32, 20)
     assert all(a is b for a, b in zip(landscape, portrait))
-    assert len(stylizer._style_targets) == 1
+    assert len(stylizer.style_targets.cache) == 1
     stylizer.style_targets(24, 40)
-    assert len(stylizer._style_targets) == 2
+    assert len(stylizer.style_targets.cache) == 2
 
 
 @pytest.mark.parametrize("field, value", [("iterations", 0), ("iterations", 10**7), ("seed", -1), ("seed", 2**64)])

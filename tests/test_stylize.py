@@ -16,7 +16,8 @@ import torch
 
 from pipeline.errors import InputError
 from pipeline.images import load_image
-from pipeline.stylize import REFERENCE_PIXELS, STYLE_LAYERS, EarlyStop, Progress, StyleSettings, Stylizer
+from pipeline.optimize import EarlyStop, Progress
+from pipeline.stylize import REFERENCE_PIXELS, STYLE_LAYERS, StyleSettings, Stylizer, initial_image
 
 SIZE = 48
 
@@ -62,7 +63,7 @@ def content_loss(vgg, image: torch.Tensor, content_image: torch.Tensor) -> float
 def test_lbfgs_decreases_the_style_loss_by_a_large_factor(real_vgg, content, style, init):
     settings = StyleSettings(size=SIZE, iterations=15, init=init, seed=1)
     stylizer = Stylizer([style], settings, vgg=real_vgg)
-    start = stylizer.initial_image(content, None)
+    start = initial_image(content, None, stylizer.settings)
     result = stylizer.stylize(content)
     assert result.image.shape == content.shape
     assert 0.0 <= result.image.min() and result.image.max() <= 1.0
@@ -77,7 +78,7 @@ def test_content_term_is_alpha_scaled_to_the_reference_size(real_vgg, content, s
     """Documented departure: alpha * (512*512 / (H W)) * 1/2 sum (F - P)^2."""
     settings = StyleSettings(size=SIZE, iterations=1, init="noise", content_weight=0.5)
     stylizer = Stylizer([style], settings, vgg=real_vgg)
-    start = stylizer.initial_image(content, None)
+    start = initial_image(content, None, stylizer.settings)
     result = stylizer.stylize(content)
     h, w = content.shape[-2:]
     expected = 0.5 * REFERENCE_PIXELS / (h * w) * content_loss(real_vgg, start, content)
@@ -114,7 +115,7 @@ def test_tv_weight_adds_a_tv_term_and_smooths(real_vgg, content, style):
     stylizer = Stylizer([style], dataclasses.replace(base, tv_weight=1e12), vgg=real_vgg)
     smooth = stylizer.stylize(content)
     assert "tv" not in plain.history[0] and "tv" in smooth.history[0]
-    start = stylizer.initial_image(content, None)
+    start = initial_image(content, None, stylizer.settings)
     assert smooth.history[0]["tv"] == pytest.approx(1e12 * _tv(start), rel=1e-4)
     assert _tv(smooth.image) < 0.5 * _tv(plain.image)
 
@@ -160,7 +161,7 @@ def test_lbfgs_does_not_diverge_on_a_flat_content_image(real_vgg, style, init):
     small_style = load_image_like(style, 32)
     settings = StyleSettings(size=32, iterations=10, init=init)
     stylizer = Stylizer([small_style], settings, vgg=real_vgg)
-    start = stylizer.initial_image(flat, None)
+    start = initial_image(flat, None, stylizer.settings)
     result = stylizer.stylize(flat)
     assert all(math.isfinite(record["loss"]) for record in result.history)
     assert torch.isfinite(result.image).all()
@@ -274,7 +275,7 @@ def test_same_seed_gives_the_same_result(real_vgg, content, style, optimizer):
 def test_different_seeds_with_noise_init_give_different_results(real_vgg, content, style):
     a = Stylizer([style], StyleSettings(size=SIZE, iterations=3, init="noise", seed=1), vgg=real_vgg)
     b = Stylizer([style], StyleSettings(size=SIZE, iterations=3, init="noise", seed=2), vgg=real_vgg)
-    assert not torch.equal(a.initial_image(content, None), b.initial_image(content, None))
+    assert not torch.equal(initial_image(content, None, a.settings), initial_image(content, None, b.settings))
     assert (a.stylize(content).image - b.stylize(content).image).abs().mean() > 0.01
 
 
@@ -360,13 +361,13 @@ def test_init_image_is_resized_to_the_content(real_vgg, content, style):
     red[:, 0] = 1.0
     settings = StyleSettings(size=SIZE, iterations=1, init="image", optimizer="adam", learning_rate=1e-6)
     stylizer = Stylizer([style], settings, vgg=real_vgg)
-    start = stylizer.initial_image(content, red)
+    start = initial_image(content, red, stylizer.settings)
     assert start.shape == content.shape
     torch.testing.assert_close(start[:, 0], torch.ones_like(start[:, 0]), rtol=0, atol=1e-3)
     result = stylizer.stylize(content, init=red)
     assert (result.image[:, 0] > 0.99).all() and (result.image[:, 1:] < 0.01).all()
     with pytest.raises(InputError):
-        stylizer.initial_image(content, None)
+        initial_image(content, None, stylizer.settings)
 
 
 # --- settings ------------------------------------------------------------------------------------------
@@ -498,7 +499,7 @@ def test_names_other_modules_import_from_stylize_are_still_there():
 
 
 def test_image_settled_stops_once_the_image_moves_less_than_the_given_levels():
-    from pipeline.stylize import ImageSettled
+    from pipeline.optimize import ImageSettled
 
     settled = ImageSettled(EarlyStop(window=5, change=1.0))
     image = torch.zeros(1, 3, 4, 4)

@@ -32,9 +32,10 @@ from pipeline.flow import FramePair, frame_pair, to_tensor, warp
 from pipeline.flowstage import FlowStage, PairPlan
 from pipeline.images import load_image
 from pipeline.manifest import read_json
+from pipeline.optimize import EarlyStop
 from pipeline.settings import HISTORY_SIZE
 from pipeline.status import status_lines
-from pipeline.stylize import EarlyStop, StyleSettings
+from pipeline.stylize import StyleSettings
 from pipeline.temporal import SETTLE_ITERATIONS, FlowWarmStart, StartPlan, closest_first, resample, settle_shares
 from pipeline.video import VideoJob, run_video
 from pipeline.video_defaults import (
