@@ -101,7 +101,7 @@ def job_flicker(
     flicker = recorded_flicker(records, ["output", "input"], scene_threshold, partial=not keep_frames)
     if flicker and flicker.get("unmeasured"):
         # Frames of a release before the per-frame records (a job resumed with the settings it
-        # began with, video_resume.keep_own_defaults): their content frames and flow pairs are gone.
+        # began with, video_records.keep_own_defaults): their content frames and flow pairs are gone.
         unmeasured = flicker["unmeasured"]
         tell(f"flicker: {unmeasured} frame pairs stylized by an earlier release have no record; not measured")
     if flicker is None:

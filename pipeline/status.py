@@ -12,9 +12,7 @@ from .errors import InputError
 from .manifest import JobManifest, WorkDirLock, read_json
 from .outputs import output_is_recorded
 from .shots import read_shot_records
-from .workdir import FrameStore, human_bytes, is_work_dir
-
-STAGES = ("decode", "flow", "stylize", "encode")
+from .workdir import STAGES, FrameStore, human_bytes, is_work_dir
 
 
 def status_lines(work_dir: Path | str) -> list[str]:
@@ -208,6 +206,6 @@ def stage_detail(name: str, stage: dict, status: str, store: FrameStore) -> str:
 def shown_settings(stages: dict) -> dict:
     """Every stage's settings in one table, without the hashes of the stages before."""
     merged = {}
-    for name in ("decode", "flow", "stylize", "encode"):
+    for name in STAGES:
         merged |= (stages.get(name) or {}).get("settings") or {}
     return {k: v for k, v in merged.items() if k not in ("decode", "flow", "stylize", "input", "output")}

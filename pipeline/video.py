@@ -1,10 +1,10 @@
 """A video job: cut scan -> shots (decode -> flow -> stylize -> chunks, each) -> report -> output,
 streamed so that the work directory stays the same size whatever the video's length, and
 checkpointed so that a killed job resumes. The work directory's layout is in workdir.py; the
-job itself in videojob.py; what a run keeps of the runs before it in video_resume.py; the scan
-that decides the shots in cuts.py and shots.py; the shots on devices or a Dask cluster in
-videoshots.py; the streaming loop over a shot's frames (decode window, flow, stylize, chunks) in
-videorange.py.
+job itself in videojob.py; its stages' records, and what a run keeps of the runs before it, in
+video_records.py; the scan that decides the shots in cuts.py and shots.py; the shots on devices
+or a Dask cluster (the stylize stage) in videoshots.py; the streaming loop over a shot's frames
+(decode window, flow, stylize, chunks) in videorange.py.
 
 Each stage's hash covers everything its outputs depend on, the previous stage's hash included:
 a changed style setting invalidates the stylized frames and the output but not the decoded
@@ -39,15 +39,14 @@ from .manifest import JobManifest, WorkDirLock, timestamp
 from .outputs import OutputRecord
 from .report_live import LiveReport
 from .report_video import JOB_FLICKER_BUDGET, write_video_report
-from .seams import Seams
 from .settings import resuming_text
 from .shotprogress import ShotProgress
-from .shots import Shot, longest_first, plan_shots
+from .shots import Shot, plan_shots
 from .temporal import make_starter
 from .vgg import VGG19
-from .video_resume import StageRecords, finish_placed_output, keep_own_defaults, stage_settings
+from .video_records import StageRecords, finish_placed_output, keep_own_defaults, stage_settings
 from .videojob import JobEvents, VideoJob, VideoResult, check_paths
-from .videoshots import Listener, ShotTask, run_shots
+from .videoshots import Listener, ShotTask, stylize_shots
 from .workdir import (
     KIND,
     CreatedByThisRun,
@@ -131,7 +130,7 @@ class VideoRun:
         """Every check passed: from here on, the run changes the work directory."""
         self.log(f"disk: {disk}")
         remove_leftovers(self.store, self.job.output)
-        self.record_inputs()
+        self.records.record_inputs(self.job, self.info, self.device)
         self.records.invalidate(self.chunks, self.cut_scan(), tell=self.tell, log=self.log)
         return self.stages()
 
@@ -187,58 +186,18 @@ class VideoRun:
         return segments
 
     def stylize_shots(self, shots: list[Shot], scan: Scan) -> list[int]:
-        """The shots not finished yet, longest first, on the workers (videoshots.py); the stages'
-        records once at the start and once at the end, never per frame."""
-        total = scan.total
-        progress = ShotProgress(self.store, self.chunks, self.hashes["stylize"], shots, reach=self.job.reach)
-        for name in ("decode", "flow"):
-            if self.manifest.stage(name).get("status") != "done":
-                self.manifest.stage(name).update(status="running", started=timestamp())
-        self.manifest.stage("decode").update(frames=total)
-        self.manifest.update("stylize", status="running", total=total, done=progress.done)
-        if not self.job.keep_frames:
-            progress.prune()
-        todo = longest_first(shot for shot in shots if not progress.finished(shot))
-        self.events.stage("stylize", total=total, done=progress.done)
-        self.log(
-            f"stylize: {progress.done} of {total} frames finished before; {len(todo)} of {len(shots)} shots to do "
-            f"on {self.workers.count} {'Dask workers' if self.job.backend == 'dask' else 'devices'}"
-        )
+        """The shots on the workers (videoshots.py); returns the frames this run stylized."""
         task = ShotTask(
-            job=self.job, info=self.info, size=self.size, hashes=self.hashes, rate=self.rate, total=total,
+            job=self.job, info=self.info, size=self.size, hashes=self.hashes, rate=self.rate, total=scan.total,
             run=f"{os.getpid()}-{time.time_ns()}", devices=self.devices, scan_key=self.cut_scan().key,
             starts={shot.first: scan.scores.get(shot.first, 0.0) for shot in shots if shot.first > 1},
         )  # fmt: skip
-        results = []
-        try:
-            listener = Listener(self.events, self.live.when_due, progress, vgg=self.vgg)
-            results = run_shots(task, todo, self.workers, listener)
-            remove_leftovers(self.store, self.job.output)  # of a Dask worker that died mid-write
-            Seams(
-                self.job.work, self.chunks, self.hashes["stylize"], rate=self.rate, crf=self.job.crf,
-                keep=self.job.keep_frames,
-            ).make_missing(shots)  # fmt: skip
-        finally:
-            # One record of how far it got, also when stopped (Ctrl-C, an error): `stylize status`.
-            if self.manifest.stage("stylize").get("status") != "done":
-                with contextlib.suppress(WriteError):
-                    self.manifest.update("stylize", done=progress.count())
-        self.shots_finished(total, results)
+        progress = ShotProgress(self.store, self.chunks, self.hashes["stylize"], shots, reach=self.job.reach)
+        listener = Listener(self.events, self.live.when_due, progress, vgg=self.vgg)
+        results = stylize_shots(task, shots, self.workers, listener, self.records, self.log)
         return sorted(index for result in results for index in result.get("stylized_frames", []))
 
-    def shots_finished(self, total: int, results: list[dict]) -> None:
-        """Every frame is stylized and every chunk encoded."""
-        width, height = self.size
-        self.manifest.stage("decode").update(status="done", frames=total, width=width, height=height)
-        self.manifest.stage("flow").update(status="done", total=total - 1, finished=timestamp())
-        redone = sorted({*self.manifest.stage("stylize").get("redone", []), *(i for r in results for i in r["redone"])})
-        self.manifest.update(
-            "stylize", status="done", total=total, done=total, finished=timestamp(),
-            **({"redone": redone} if redone else {}),
-        )  # fmt: skip
-        self.log(f"stylize: done, {total} frames ({sum(r['stylized'] for r in results)} by this run)")
-
-    # --- before the stages: the log, the inputs' record ---------------------------------------------
+    # --- around the stages: the log, its notes, the report's key -------------------------------------
 
     @contextlib.contextmanager
     def logged(self) -> Iterator[None]:
@@ -265,17 +224,6 @@ class VideoRun:
         """A note for the user that the log keeps too."""
         self.events.message(note)
         self.log(note)
-
-    def record_inputs(self) -> None:
-        job = self.job
-        self.manifest.data["inputs"] = {
-            "video": str(job.input.resolve()),
-            "styles": [str(p.resolve()) for p in job.styles],
-            "init": str(job.init_path.resolve()) if job.init_path else None,
-            "output": str(job.output.resolve()),
-        }
-        self.manifest.data["video"] = self.info.to_dict()
-        self.manifest.data["device"] = str(self.device)
 
     @property
     def report_key(self) -> dict:

@@ -48,7 +48,7 @@ DEFAULT_STOP_STYLE_TOLERANCE = 2e-2
 # that the jobs begun before keep their hash; None: always recorded where it applies). A rerun
 # that leaves such an option unset resumes a job begun under other defaults with the values it
 # began with, where that keeps its stylize stage's settings as recorded (video.py,
-# video_resume.keep_own_defaults): an upgrade mid-job does not discard hours of stylized frames for a
+# video_records.keep_own_defaults): an upgrade mid-job does not discard hours of stylized frames for a
 # default nobody asked to change. Issue 17 changed these from the release before it (18ed178):
 # 20 curvature pairs, the unreliable pixels started from the content, the first frame in one run
 # of 600 iterations, warm frames stopped at 1e-3 (then 3e-3), and the style settings' own

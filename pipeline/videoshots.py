@@ -3,7 +3,9 @@
 Frames within a shot depend on each other (each starts from the one before), shots do not (each
 starts afresh, shots.py): so each shot is one task, `run_shot(task, shot)`, that runs the
 streaming loop (videorange.RangeRun) over its frames on one device, and the tasks run in any
-order, longest first, anywhere. Every schedule gives the same frames.
+order, longest first, anywhere. Every schedule gives the same frames. `stylize_shots` is the
+job's stylize stage: the shots not finished yet, the seams of long shots' segments after them, and
+the stage's record (video_records.StageRecords) once at its start and once at its end.
 
     WORK/shots/000001.json   a shot's record: its frames, state, frames done, where it ran
 
@@ -41,15 +43,16 @@ from .devices import pick_device
 from .images import load_image
 from .manifest import timestamp, write_json
 from .report_frames import FrameThumbnails
-from .seams import store_for
+from .seams import Seams, store_for
 from .shotprogress import ShotProgress
-from .shots import Shot, shot_record_path
+from .shots import Shot, longest_first, shot_record_path
 from .stylize import Stylizer
 from .temporal import make_starter
 from .vgg import VGG19
+from .video_records import StageRecords
 from .videojob import JobEvents, VideoJob
 from .videorange import RangeContext, RangeRun, resume_point
-from .workdir import JobLog
+from .workdir import FrameStore, JobLog, remove_leftovers
 
 # After Ctrl-C or SIGTERM, how long to wait for shots on other threads to reach their next
 # iteration, where they stop, and finish the frame record they may be writing.
@@ -70,6 +73,10 @@ class ShotTask:
     devices: tuple[str, ...] | None = None  # local: these; None: the worker's own (auto)
     starts: dict[int, float] = field(default_factory=dict)  # a shot's first frame -> the scan's cut score
     scan_key: str | None = None  # the cut scan's records (cuts.py): the frames' fingerprints
+
+    def chunks(self) -> ChunkStore:
+        """The job's chunks of this stylize hash, CRF and rate."""
+        return ChunkStore(self.job.work, chunk_key(self.hashes["stylize"], self.job.crf, self.rate))
 
 
 class Cancelled(Exception):
@@ -220,7 +227,7 @@ def shot_context(task: ShotTask, shot: Shot, device: torch.device, listener: Lis
     )  # fmt: skip
     context = RangeContext(
         job=replace(job, flow_workers=flow_workers), info=task.info, size=task.size, store=store_for(job.work, shot),
-        chunks=ChunkStore(job.work, chunk_key(task.hashes["stylize"], job.crf, task.rate)),
+        chunks=task.chunks(),
         starter=make_starter(job, task.size, init_image=init_image, device=device), hashes=task.hashes, rate=task.rate,
         estimate=task.total, events=ShotEvents(task.run, listener), log=log, device=device,
         vgg=listener.vgg if listener else None, tick=listener.tick if listener else lambda: None,
@@ -245,3 +252,32 @@ def run_shots(task: ShotTask, shots: list[Shot], workers: Workers, listener: Lis
         return run()
     with listener.progress.watching(listener.events, listener.tick):
         return run()
+
+
+def stylize_shots(
+    task: ShotTask, shots: list[Shot], workers: Workers, listener: Listener, records: StageRecords, log: JobLog
+) -> list[dict]:
+    """The stylize stage: the shots not finished yet (`listener.progress` knows which), longest
+    first, on the workers, then the seams of long shots' segments; the stages' records once at the
+    start and once at the end, never per frame. Returns the shots' results."""
+    job, total, progress = task.job, task.total, listener.progress
+    records.stylize_started(total, progress.done)
+    if not job.keep_frames:
+        progress.prune()
+    todo = longest_first(shot for shot in shots if not progress.finished(shot))
+    listener.events.stage("stylize", total=total, done=progress.done)
+    log(
+        f"stylize: {progress.done} of {total} frames finished before; {len(todo)} of {len(shots)} shots to do "
+        f"on {workers.count} {'Dask workers' if job.backend == 'dask' else 'devices'}"
+    )
+    try:
+        results = run_shots(task, todo, workers, listener)
+        remove_leftovers(FrameStore(job.work), job.output)  # of a Dask worker that died mid-write
+        Seams(
+            job.work, task.chunks(), task.hashes["stylize"], rate=task.rate, crf=job.crf, keep=job.keep_frames
+        ).make_missing(shots)  # fmt: skip
+    finally:
+        records.stylize_stopped(progress.count())
+    records.stylize_finished(total, task.size, [index for result in results for index in result["redone"]])
+    log(f"stylize: done, {total} frames ({sum(result['stylized'] for result in results)} by this run)")
+    return results

@@ -60,6 +60,10 @@ def frame_pattern(suffix: str = ".png") -> str:
     return f"%0{DIGITS}d{suffix}"
 
 
+# A video job's stages, in order: job.json records each (manifest.py), `stylize status` lists them.
+STAGES = ("decode", "flow", "stylize", "encode")
+
+
 class FrameStore:
     """Where a job's frames live."""
 

@@ -9,7 +9,7 @@ import torch
 import torch.utils._pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from pipeline import stylize
+from pipeline import optimize, stylize
 from pipeline.cudagraph import GraphCaptureWarning, GraphedStep
 from pipeline.images import load_image
 from pipeline.losses import TemporalLoss
@@ -170,7 +170,7 @@ def test_every_iteration_is_the_same_recording(monkeypatch, settings, bf16):
         def close(self):
             pass
 
-    monkeypatch.setattr(stylize, "GraphedStep", Recorder)
+    monkeypatch.setattr(optimize, "GraphedStep", Recorder)  # the optimization loop's step
     content, style = load_image("samples/chelsea.png", 32), load_image("samples/ihc.png", 32)
     temporal = {"temporal": TemporalLoss(content.flip(3), torch.ones(1, 1, *content.shape[-2:]))}
     stylizer = stylize.Stylizer([style], stylize.StyleSettings(iterations=8, **settings), report_every=3)

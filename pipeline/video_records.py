@@ -1,32 +1,36 @@
-"""What a run of a video job keeps of the runs before it, decided before anything is changed.
+"""A video job's record of its stages in job.json, and what a run keeps of the runs before it,
+decided before anything is changed.
 
 Each stage's settings include the previous stage's hash, so that a changed setting invalidates its
-own stage and every one after it (video.py says which); a stage whose record in job.json is for
-other settings, or whose folder was cleaned, starts over (`StageRecords`). A job begun under other
-defaults resumes with the values it began with (`keep_own_defaults`), and an output this job
-already placed is finished off, not made again (`finish_placed_output`).
+own stage and every one after it (video.py says which); a stage whose record is for other
+settings, or whose folder was cleaned, starts over (`StageRecords`, which also records how far the
+stages got, for `stylize status` and the next run). A job begun under other defaults resumes with
+the values it began with (`keep_own_defaults`), and an output this job already placed is finished
+off, not made again (`finish_placed_output`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from .chunks import ChunkStore
 from .cuts import CutScan
 from .decode import VideoInfo
+from .errors import WriteError
 from .hashing import file_fingerprint, file_sha256
 from .hashing import settings_hash as hash_settings
-from .manifest import JobManifest
+from .manifest import JobManifest, timestamp
 from .outputs import OutputRecord
 from .settings import StyleSettings
 from .temporal import WarmStart, make_starter
 from .video_defaults import DIS_ONLY, OWN_DEFAULTS
 from .videojob import JobEvents, VideoJob, VideoResult
-from .workdir import FrameStore, JobLog, Kept, clean, prune, remove_dir, remove_leftovers
-
-STAGES = ("decode", "flow", "stylize", "encode")
+from .workdir import STAGES, FrameStore, JobLog, Kept, clean, prune, remove_dir, remove_leftovers
 
 
 def file_hash(path: Path) -> str:
@@ -111,11 +115,25 @@ def keep_own_defaults(
 
 class StageRecords:
     """Each stage's settings and hash for this run, held against job.json's record of them: which
-    stages' outputs stay valid, and what a changed setting discards."""
+    stages' outputs stay valid, and what a changed setting discards; then how far the stages got
+    (what `stylize status` and the next run read), written once as the stylize stage starts and
+    once as it ends, never per frame."""
 
     def __init__(self, manifest: JobManifest, store: FrameStore, settings: dict[str, dict]):
         self.manifest, self.store, self.settings = manifest, store, settings
         self.hashes = {name: hash_settings(values) for name, values in settings.items()}
+
+    def record_inputs(self, job: VideoJob, info: VideoInfo, device: torch.device) -> None:
+        """The paths this run reads and writes, the probed input and the device, for `stylize status`
+        and the report (saved with the stages' records, by `invalidate`)."""
+        self.manifest.data["inputs"] = {
+            "video": str(job.input.resolve()),
+            "styles": [str(p.resolve()) for p in job.styles],
+            "init": str(job.init_path.resolve()) if job.init_path else None,
+            "output": str(job.output.resolve()),
+        }
+        self.manifest.data["video"] = info.to_dict()
+        self.manifest.data["device"] = str(device)
 
     def current(self, name: str) -> bool:
         """Whether the stage's record is for the current settings, and its folder not cleaned."""
@@ -157,6 +175,32 @@ class StageRecords:
         if not self.current("stylize"):
             remove_dir(self.store.work_dir / "shots")  # the shots' records: of the frames just discarded
         self.manifest.save()
+
+    def stylize_started(self, total: int, done: int) -> None:
+        """The cut scan counted `total` frames; the decode and flow run with the stylizer."""
+        for name in ("decode", "flow"):
+            if self.manifest.stage(name).get("status") != "done":
+                self.manifest.stage(name).update(status="running", started=timestamp())
+        self.manifest.stage("decode").update(frames=total)
+        self.manifest.update("stylize", status="running", total=total, done=done)
+
+    def stylize_stopped(self, done: int) -> None:
+        """How far it got, also when stopped (Ctrl-C, an error): `stylize status` reads it."""
+        if self.manifest.stage("stylize").get("status") != "done":
+            with contextlib.suppress(WriteError):  # on a full disk, the error itself says why
+                self.manifest.update("stylize", done=done)
+
+    def stylize_finished(self, total: int, size: tuple[int, int], redone: list[int]) -> None:
+        """Every frame is stylized and every chunk encoded; `redone`: frames this run stylized
+        again after stopping too early (temporal.optimize_frame), added to the earlier runs'."""
+        width, height = size
+        self.manifest.stage("decode").update(status="done", frames=total, width=width, height=height)
+        self.manifest.stage("flow").update(status="done", total=total - 1, finished=timestamp())
+        redone = sorted({*self.manifest.stage("stylize").get("redone", []), *redone})
+        self.manifest.update(
+            "stylize", status="done", total=total, done=total, finished=timestamp(),
+            **({"redone": redone} if redone else {}),
+        )  # fmt: skip
 
 
 def finish_placed_output(
