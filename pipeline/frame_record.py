@@ -23,16 +23,13 @@ def frame_stats(
 ) -> dict:  # fmt: skip
     """Frame `index`'s statistics as its first (or only) pass commits them, less its "flicker"
     (`flicker_field`); `redone`: stylized again after stopping too early (temporal.optimize_frame)."""
-    final = result.final_terms
     stats = {
         "frame": index,
         "stage_hash": stage_hash,
         "start": start.source,
         **start.stats,
         "iterations": result.iterations,
-        "loss": final.get("loss"),
-        "terms": {k: v for k, v in final.items() if k != "loss"},
-        "loss_history": [record["loss"] for record in result.history],
+        **optimized(result),
         "seconds": round(seconds, 3),
         "device": str(device),
         "finished": timestamp(),
@@ -40,6 +37,17 @@ def frame_stats(
     if passes > 1:  # the first of several: final after the last (passes.py)
         stats |= {"pass": 1, "pass_iterations": [result.iterations], "final": False}
     return stats
+
+
+def optimized(result: StyleResult) -> dict:
+    """The optimization's part of a frame's record (each pass's, passes.py): the final loss and
+    each of its terms, and the loss of every iteration."""
+    final = result.final_terms
+    return {
+        "loss": final.get("loss"),
+        "terms": {k: v for k, v in final.items() if k != "loss"},
+        "loss_history": [record["loss"] for record in result.history],
+    }
 
 
 def flicker_field(

@@ -39,7 +39,7 @@ from .atomic import replace
 from .errors import PipelineError
 from .flow import FramePair
 from .flowstage import compute_pair, default_workers, pair_name
-from .frame_record import pair_record
+from .frame_record import optimized, pair_record
 from .images import load_image, save_image
 from .losses import TemporalLoss
 from .manifest import read_json, timestamp, write_json
@@ -198,12 +198,9 @@ class Passes:
         seconds = time.perf_counter() - began
         save_image(result.image, pass_image(self.store, index, p))
         stats = read_json(self.store.stats(index))
-        final = result.final_terms
         iterations = [*stats.get("pass_iterations", [stats["iterations"]]), result.iterations]
         stats |= {
-            "pass": p, "pass_iterations": iterations, "iterations": sum(iterations), "loss": final.get("loss"),
-            "terms": {k: v for k, v in final.items() if k != "loss"},
-            "loss_history": [record["loss"] for record in result.history],
+            "pass": p, "pass_iterations": iterations, "iterations": sum(iterations), **optimized(result),
             "seconds": round(stats.get("seconds", 0) + seconds, 3), "pass_start": start.stats,
             "final": False, "finished": timestamp(),
         }  # fmt: skip
