@@ -15,11 +15,11 @@ from joblib import Parallel, delayed
 
 from .decode import VideoInfo, frame_size, probe
 from .errors import InputError
-from .flow import DIS_PRESETS, FramePair, warping_error
+from .flow import FramePair, warping_error
 from .flowstage import FlowStage, default_workers, read_rgb
 from .framerange import ALL, FrameRange
 from .framestream import extract_frames
-from .video_defaults import DEFAULT_FLOW_PRESET, DEFAULT_SCENE_THRESHOLD
+from .video_defaults import DEFAULT_FLOW_PRESET, DEFAULT_SCENE_THRESHOLD, check_flow_options
 from .workdir import FrameStore, frame_name
 
 
@@ -132,12 +132,9 @@ def frame_count_mismatch(
 
 
 def check_options(preset: str, size: int | None, scene_threshold: float) -> None:
-    if preset not in DIS_PRESETS:
-        raise InputError(f"--flow-preset {preset!r}: must be one of {', '.join(DIS_PRESETS)}")
+    check_flow_options(preset, scene_threshold)
     if size is not None and not 16 <= size <= 16384:
         raise InputError(f"--size {size}: must be between 16 and 16384 pixels")
-    if not 0 <= scene_threshold <= 1:
-        raise InputError(f"--scene-threshold {scene_threshold}: must be between 0 and 1")
 
 
 def video_flicker(

@@ -31,7 +31,6 @@ from .video_defaults import (
     DEFAULT_WARP,
     DIS_ONLY,
     FLOW_MODES,
-    FLOW_PRESETS,
     LBFGS_HISTORY_BYTES,
     MAX_FIRST_ROUNDS,
     MAX_FLOW_WORKERS,
@@ -43,6 +42,7 @@ from .video_defaults import (
     MIN_FIRST_ITERATIONS,
     UNRELIABLE_STARTS,
     WARP_MODES,
+    check_flow_options,
 )
 from .workdir import refuse_foreign_work_dir
 
@@ -111,13 +111,9 @@ class VideoJob:
     def _check_flow(self) -> None:
         if self.flow not in FLOW_MODES:
             raise InputError(f"--flow {self.flow!r}: must be one of {', '.join(FLOW_MODES)}")
-        if self.flow_preset not in FLOW_PRESETS:
-            *faster, slowest = FLOW_PRESETS
-            raise InputError(f"--flow-preset {self.flow_preset!r}: must be {', '.join(faster)} or {slowest}")
+        check_flow_options(self.flow_preset, self.scene_threshold)
         if not math.isfinite(self.temporal_weight) or self.temporal_weight < 0:
             raise InputError(f"--temporal-weight {self.temporal_weight}: must be a finite number >= 0")
-        if not 0 <= self.scene_threshold <= 1:
-            raise InputError(f"--scene-threshold {self.scene_threshold}: must be between 0 and 1 (1: never cut)")
         if not 0 <= self.stop_tolerance < 1:
             raise InputError(f"--stop-tolerance {self.stop_tolerance}: must be >= 0 (0: never stop early) and < 1")
         if not 0 <= self.stop_style_tolerance < 1:

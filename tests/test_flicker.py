@@ -20,7 +20,11 @@ import pytest
 from helpers import STYLE, make_clip
 from pipeline.cli import main
 from pipeline.decode import ffmpeg_binary, probe
+from pipeline.errors import InputError
+from pipeline.flicker import video_flicker
 from pipeline.manifest import read_json
+from pipeline.settings import StyleSettings
+from pipeline.videojob import VideoJob
 
 # Frames 2..11 of the clip (0.08 s to 0.48 s at 25 fps), every 2nd one: 2, 4, 6, 8, 10.
 RANGE = ["--start", "0.08", "--duration", "0.4", "--every-nth", "2"]
@@ -162,3 +166,23 @@ def test_bad_range_options_are_one_line_errors_with_exit_2(preview, capsys, extr
     reference = preview["clip"]
     code, out, err = cli(["flicker", reference, "-r", reference, *extra], capsys)
     assert code == 2 and out == "" and len(err.splitlines()) == 1 and err.startswith("error: ") and message in err, err
+
+
+@pytest.mark.parametrize(
+    "preset, threshold, message",
+    [
+        ("slow", 0.6, "--flow-preset 'slow': must be ultrafast, fast or medium"),
+        ("medium", 1.5, "--scene-threshold 1.5: must be between 0 and 1 (1: never cut)"),
+    ],
+)
+def test_the_flicker_command_and_the_video_job_refuse_a_flow_option_in_the_same_words(
+    preview, tmp_path, preset, threshold, message
+):
+    """The Python API reaches the checks the command line's choices stand in front of."""
+    reference = preview["clip"]
+    with pytest.raises(InputError) as flicker:
+        video_flicker(reference, reference=reference, preset=preset, scene_threshold=threshold)
+    with pytest.raises(InputError) as video:
+        VideoJob(input=reference, styles=(STYLE,), output=tmp_path / "out.mp4", settings=StyleSettings(size=32),
+                 flow_preset=preset, scene_threshold=threshold)  # fmt: skip
+    assert str(flicker.value) == str(video.value) == message
