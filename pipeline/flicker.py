@@ -20,6 +20,7 @@ from .flowstage import FlowStage, default_workers, read_rgb
 from .framerange import ALL, FrameRange
 from .framestream import extract_frames
 from .video_defaults import DEFAULT_FLOW_PRESET, DEFAULT_SCENE_THRESHOLD, check_flow_options
+from .videojob import VideoJob
 from .workdir import FrameStore, frame_name
 
 
@@ -84,21 +85,19 @@ def measure_flicker(
     return summarize(results, names, scene_threshold)
 
 
-def job_flicker(
-    store: FrameStore, flow_hash: str, total: int, *, scene_threshold: float, keep_frames: bool,
-    workers: int | None, tell: Callable[[str], None],
-) -> dict:  # fmt: skip
+def job_flicker(job: VideoJob, flow_hash: str, total: int, tell: Callable[[str], None]) -> dict:
     """A video job's report: the flicker of its stylized frames and of its content frames, summed
     from each frame's record of its pair (frames 2..total; a record made with another flow, by
     `flow_hash`, counts as missing). Only with the frames kept (--keep-frames) are missing records
     measured from the frames; otherwise those pairs are counted as "unmeasured". `tell`: what the
     user should know (pairs left unmeasured, or a measurement that takes a while)."""
+    store = FrameStore(job.work)
     records = []
     for index in range(2, total + 1):
         path = store.stats(index)
         record = json.loads(path.read_text()).get("flicker") if path.exists() else None
         records.append(record if record and record.get("flow") == flow_hash else None)
-    flicker = recorded_flicker(records, ["output", "input"], scene_threshold, partial=not keep_frames)
+    flicker = recorded_flicker(records, ["output", "input"], job.scene_threshold, partial=not job.keep_frames)
     if flicker and flicker.get("unmeasured"):
         # Frames of a release before the per-frame records (a job resumed with the settings it
         # began with, video_records.keep_own_defaults): their content frames and flow pairs are gone.
@@ -108,7 +107,7 @@ def job_flicker(
         tell(f"measuring flicker over {total - 1} frame pairs")
         flicker = measure_flicker(
             flow_dir=store.flow_dir, sequences={"output": store.styled_dir, "input": store.frames_dir},
-            total=total, scene_threshold=scene_threshold, workers=workers,
+            total=total, scene_threshold=job.scene_threshold, workers=job.flow_workers,
         )  # fmt: skip
     return flicker
 

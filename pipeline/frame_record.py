@@ -18,12 +18,11 @@ from .workdir import FrameStore
 
 
 def frame_stats(
-    index: int, start: FrameStart, result: StyleResult, seconds: float, *, stage_hash: str, device: torch.device,
-    redone: bool, passes: int,
-) -> dict:  # fmt: skip
-    """Frame `index`'s statistics as its first (or only) pass commits them, less its "flicker"
-    (`flicker_field`); `redone`: stylized again after stopping too early (temporal.optimize_frame)."""
-    stats = {
+    index: int, start: FrameStart, result: StyleResult, seconds: float, *, stage_hash: str, device: torch.device
+) -> dict:
+    """Frame `index`'s statistics as its first (or only) pass commits them, less its marks
+    (`first_pass_marks`) and its "flicker" (`flicker_field`)."""
+    return {
         "frame": index,
         "stage_hash": stage_hash,
         "start": start.source,
@@ -33,10 +32,17 @@ def frame_stats(
         "seconds": round(seconds, 3),
         "device": str(device),
         "finished": timestamp(),
-    } | ({"redone": True} if redone else {})
-    if passes > 1:  # the first of several: final after the last (passes.py)
-        stats |= {"pass": 1, "pass_iterations": [result.iterations], "final": False}
-    return stats
+    }
+
+
+def first_pass_marks(result: StyleResult, *, redone: bool, passes: int) -> dict:
+    """How the first (or only) pass went, where it is not the plain case: `redone`, stylized again
+    after stopping too early (temporal.optimize_frame); with --passes, the first of several, final
+    after the last (passes.py)."""
+    marks = {"redone": True} if redone else {}
+    if passes > 1:
+        marks |= {"pass": 1, "pass_iterations": [result.iterations], "final": False}
+    return marks
 
 
 def optimized(result: StyleResult) -> dict:

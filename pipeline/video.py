@@ -241,12 +241,8 @@ class VideoRun:
         a rerun of a finished report has nothing new to read."""
         if (self.manifest.data.get("report") or {}).get("key") == self.report_key:
             return
-        job = self.job
-        flicker = job_flicker(
-            self.store, self.hashes["flow"], total, scene_threshold=job.scene_threshold, keep_frames=job.keep_frames,
-            workers=job.flow_workers, tell=self.tell,
-        )  # fmt: skip
-        report = {"key": self.report_key, "flicker": flicker, "flow": job.flow, "measured": timestamp()}
+        flicker = job_flicker(self.job, self.hashes["flow"], total, tell=self.tell)
+        report = {"key": self.report_key, "flicker": flicker, "flow": self.job.flow, "measured": timestamp()}
         self.manifest.data["report"] = report
         self.manifest.save()
         self.log(

@@ -23,7 +23,14 @@ import torch
 from .chunks import Chunk, ChunkPlan, ChunkStore
 from .decode import VideoInfo
 from .flowstage import FlowStage, PairPlan, pair_name
-from .frame_record import finished_line, flicker_field, frame_stats, recorded_cut_score, recorded_loss
+from .frame_record import (
+    finished_line,
+    first_pass_marks,
+    flicker_field,
+    frame_stats,
+    recorded_cut_score,
+    recorded_loss,
+)
 from .framestream import FrameStream
 from .images import load_image, load_styles, save_image
 from .manifest import write_json
@@ -225,10 +232,8 @@ class RangeRun:
         seconds = time.perf_counter() - began
         c.store.styled(index).parent.mkdir(exist_ok=True)
         save_image(result.image, c.store.styled(index))
-        stats = frame_stats(
-            index, start, result, seconds, stage_hash=c.hashes["stylize"], device=c.device, redone=redone,
-            passes=self.passes,
-        )  # fmt: skip
+        stats = frame_stats(index, start, result, seconds, stage_hash=c.hashes["stylize"], device=c.device)
+        stats |= first_pass_marks(result, redone=redone, passes=self.passes)
         stats |= flicker_field(c.store, index, self.shot.first, pairs, self.start_score, c.hashes["flow"])
         if redone:
             self.redone.append(index)
