@@ -11,9 +11,9 @@ The seam's frames are encoded as a chunk of their own (frames b..a, chunks.py) b
 the two segments finishes its part of them second: both look when they do, and a lock file lets
 one through (`Seams.try_seam`). A segment killed in between leaves it to the job, which makes
 every seam still missing once the shots are done (`Seams.make_missing`). Once the chunk is
-there, both versions, their content frames and flow pairs go; B's last version stays (its next
-frame's warm start on a resume), and so does the content frame of the seam's last frame (B's
-next flow pair reads it), until the job's end.
+there, both versions, their content frames and flow pairs go, except B's last version and content
+frame (its next frame's warm start and flow pair, also on a resume), or under --long-term 1,2,4
+its last max(k) (its next frames' long-term terms and pairs read them), until the job's end.
 
 Neither segment deletes the other's shared files as it goes (videorange.Retention keeps to each
 segment's own frames): a file the other's decode has already seen must not vanish under it.
@@ -34,6 +34,7 @@ import numpy as np
 
 from .chunks import Chunk, ChunkStore
 from .errors import PipelineError, WriteError
+from .flowstage import pair_name
 from .shots import Shot
 from .workdir import FrameStore, frame_name
 
@@ -78,6 +79,7 @@ class Seams:
     rate: Fraction
     crf: int
     keep: bool = False  # --keep-frames: both versions stay, for inspection
+    long_term: tuple[int, ...] = (1,)  # --long-term: how far back the later segment's next frames read
 
     def try_seam(self, after: Shot) -> bool:
         """Make the seam before segment `after` if both versions are finished and no one else is
@@ -117,7 +119,7 @@ class Seams:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         if not self.keep:
-            used_up(earlier, later, chunk)
+            used_up(earlier, later, chunk, self.long_term)
 
     def make_missing(self, shots: list[Shot]) -> None:
         """Once every shot is done: each seam a killed segment left unmade (stale locks first: no
@@ -131,12 +133,17 @@ class Seams:
                 raise PipelineError(f"{where}: the frames of the seam at frame {shot.first} are missing; run again")
 
 
-def used_up(earlier: FrameStore, later: SeamStore, chunk: Chunk) -> None:
-    """The seam is encoded: both versions, their content frames and pairs go."""
+def used_up(earlier: FrameStore, later: SeamStore, chunk: Chunk, long_term: tuple[int, ...]) -> None:
+    """The seam is encoded: both versions, their content frames and pairs (each frame's pair with
+    each frame k before it) go, but for the later segment's last max(k) versions and content
+    frames: the frame after the seam starts from the last, and holds to and pairs with the frames
+    k before it (videorange.Retention keeps as many of each segment's own frames)."""
+    kept = range(chunk.last - max(long_term) + 1, chunk.last + 1)
     for index in range(chunk.first, chunk.last + 1):
         earlier.styled(index).unlink(missing_ok=True)
-        earlier.pair(index).unlink(missing_ok=True)
-        if index < chunk.last:  # the last: the later segment's warm start, and its next pair's first frame
+        for k in long_term:
+            earlier.flow_dir.joinpath(pair_name(index - k, index)).unlink(missing_ok=True)
+        if index not in kept:
             later.styled(index).unlink(missing_ok=True)
             earlier.content(index).unlink(missing_ok=True)
 

@@ -48,10 +48,11 @@ class ShotProgress:
         return sum(self.frames_done(shot) for shot in self.shots)
 
     def prune(self) -> None:
-        """What a killed run left that no shot needs (workdir.prune, shot by shot; a segment's head
-        is the segment before it's, until their seam is made)."""
+        """What a killed run left that no shot needs (workdir.prune, shot by shot, of its own frames
+        only, as videorange.Retention deletes them: the frames two segments share go with their seam,
+        seams.py; the later segment may still need their content frames and pairs)."""
         for shot in self.shots:
-            own = (shot.first + shot.overlap, shot.last)
+            own = (shot.first + shot.overlap, shot.own_last)
             prune(self.stores[shot], done=self.last[shot], chunked=self.chunked[shot], reach=self.reach, own=own)
 
     def advance(self) -> Iterator[tuple[int, dict]]:

@@ -261,7 +261,10 @@ class RangeRun:
 
     def seam(self, after: Shot) -> None:
         c = self.c
-        seams = Seams(c.job.work, c.chunks, c.hashes["stylize"], rate=c.rate, crf=c.job.crf, keep=c.job.keep_frames)
+        seams = Seams(
+            c.job.work, c.chunks, c.hashes["stylize"], rate=c.rate, crf=c.job.crf, keep=c.job.keep_frames,
+            long_term=c.job.long_term,
+        )  # fmt: skip
         if seams.try_seam(after):
             c.log(f"seam: frames {after.first}-{after.first + after.overlap - 1} cross-faded and encoded")
 

@@ -274,7 +274,8 @@ def stylize_shots(
         results = run_shots(task, todo, workers, listener)
         remove_leftovers(FrameStore(job.work), job.output)  # of a Dask worker that died mid-write
         Seams(
-            job.work, task.chunks(), task.hashes["stylize"], rate=task.rate, crf=job.crf, keep=job.keep_frames
+            job.work, task.chunks(), task.hashes["stylize"], rate=task.rate, crf=job.crf, keep=job.keep_frames,
+            long_term=job.long_term,
         ).make_missing(shots)  # fmt: skip
     finally:
         records.stylize_stopped(progress.count())

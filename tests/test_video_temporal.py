@@ -682,6 +682,36 @@ def cli_run(args: list, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
 
 
+def test_long_term_segments_finish_and_resume_inside_a_later_segments_head_to_the_same_output(tmp_path):
+    """--long-term 1,2 with --max-shot-frames: segments 1-8, 6-13 (head 6-8) and 11-14 (head
+    11-13). The frame after a seam holds to the later segment's last two versions of the shared
+    frames, and pairs with their content frames: the seam must leave them (the uninterrupted run
+    failed with 'seams/000007.png: file not found'). A run stopped inside a later segment's head,
+    with the segment before it finished, resumes from those content frames: the resume's pruning
+    of the earlier segment must leave its tail to the seam (it took frame 6, and the resumed run
+    failed for want of the pair 6 -> 8)."""
+    clip = write_clip(tmp_path / "long.mp4", shot(14, seed=0))
+    args = [
+        "video", clip, "-s", STYLE, "--size", 32, "--iterations", 2, "--iterations-first", 3, "--seed", 3,
+        "--device", "cpu", "--flow-workers", 1, "--long-term", "1,2", "--max-shot-frames", 8,
+        "--segment-overlap", 3, "-q",
+    ]  # fmt: skip
+    log = tmp_path / "renames.txt"
+    reference = cli_run([*args, "-o", tmp_path / "ref" / "out.mp4"], os.environ | {RENAME_COUNT_ENV: str(log)})
+    assert reference.returncode == 0, reference.stderr
+    renames = [line.split(" ", 1) for line in log.read_text().splitlines()]
+    # Right after the later segments' second head frames: the one before each is finished by then.
+    stops = [int(n) for n, path in renames if path.endswith(("seams/000007.json", "seams/000012.json"))]
+    assert len(stops) == 2, renames
+    for stop in stops:
+        out = tmp_path / f"stop{stop}" / "out.mp4"
+        stopped = cli_run([*args, "-o", out], os.environ | {"PIPELINE_EXIT_AFTER_RENAMES": str(stop)})
+        assert stopped.returncode == EXIT_STATUS, stopped.stderr
+        resumed = cli_run([*args, "-o", out], os.environ)
+        assert resumed.returncode == 0, f"stopped at rename {stop}: {resumed.stderr}"
+        assert decoded_frames(out) == decoded_frames(tmp_path / "ref" / "out.mp4"), f"stopped at rename {stop}"
+
+
 def test_long_term_job_killed_after_a_frame_resumes_to_the_same_frames(clips, tmp_path):
     """Frames i-2 and i-4 must still be there after a kill: the resumed run makes the same frames."""
     args = [
