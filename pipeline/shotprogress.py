@@ -41,7 +41,7 @@ class ShotProgress:
 
     def frames_done(self, shot: Shot) -> int:
         """The shot's finished frames, its overlap with the segment before it not counted twice."""
-        return max(0, self.last[shot] - (shot.first + shot.overlap) + 1)
+        return max(0, self.last[shot] - shot.own_first + 1)
 
     @property
     def done(self) -> int:
@@ -52,8 +52,7 @@ class ShotProgress:
         only, as videorange.Retention deletes them: the frames two segments share go with their seam,
         seams.py; the later segment may still need their content frames and pairs)."""
         for shot in self.shots:
-            own = (shot.first + shot.overlap, shot.own_last)
-            prune(self.stores[shot], done=self.last[shot], chunked=self.chunked[shot], reach=self.reach, own=own)
+            prune(self.stores[shot], done=self.last[shot], chunked=self.chunked[shot], reach=self.reach, own=shot.own)
 
     def advance(self) -> Iterator[tuple[int, dict]]:
         """The frames finished since the last look, with their statistics."""

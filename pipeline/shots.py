@@ -34,6 +34,16 @@ class Shot:
     tail: int = 0
 
     @property
+    def own_first(self) -> int:
+        """The first frame of its own: the head's frames are the segment before it's, until their seam."""
+        return self.first + self.overlap
+
+    @property
+    def own(self) -> tuple[int, int]:
+        """The frames it shares with no other segment: what it prunes as it goes and on a resume."""
+        return self.own_first, self.own_last
+
+    @property
     def own_last(self) -> int:
         """The last frame of its own: the tail's frames are cross-faded with the next segment (seams.py)."""
         return self.last - self.tail

@@ -119,7 +119,7 @@ def resume_point(shot: Shot, store: FrameStore, chunks: ChunkStore, stage_hash: 
     A segment's chunks are the seam before it (seams.py), then its own: those count also while
     the seam is still to make."""
     chunked = chunks.chunked_from(shot.first, shot.last, done)
-    own_first = shot.first + shot.overlap
+    own_first = shot.own_first
     if shot.overlap and chunked < own_first and chunks.chunked_from(own_first, shot.last, done) >= own_first:
         chunked = chunks.chunked_from(own_first, shot.last, done)
     return chunked, store.finished_count(stage_hash, chunked, shot.last)
@@ -136,12 +136,11 @@ class RangeRun:
         self.c, self.shot = context, shot
         self.done = max(done, shot.first - 1)  # the shot's last finished frame
         self.start_score = start_score  # the cut scan's score of the pair before the shot (cuts.py)
-        own = (shot.first + shot.overlap, shot.own_last)  # the frames it shares with no other segment
         self.passes = context.job.passes  # > 1: the shot's chunks wait for its last pass (passes.py)
         self.retention = Retention(
-            context.store, context.job.keep_frames, chunked, own, context.job.long_term, hold=self.passes > 1
+            context.store, context.job.keep_frames, chunked, shot.own, context.job.long_term, hold=self.passes > 1
         )
-        self.plan = ChunkPlan(max(chunked + 1, own[0]), context.job.scene_threshold)
+        self.plan = ChunkPlan(max(chunked + 1, shot.own_first), context.job.scene_threshold)
         self.stylized: list[int] = []
         self.redone: list[int] = []  # frames of this run stylized again after stopping too early
         self.previous_loss: float | None = None  # the last finished frame's loss: the stall guard's neighbour
@@ -178,8 +177,7 @@ class RangeRun:
         if self.shot.overlap:
             self.seam(self.shot)
         if not self.c.job.keep_frames:
-            own = (self.shot.first + self.shot.overlap, self.shot.own_last)
-            prune(self.c.store, done=self.shot.own_last, chunked=self.retention.chunked, own=own)
+            prune(self.c.store, done=self.shot.own_last, chunked=self.retention.chunked, own=self.shot.own)
 
     def stylize_rest(self) -> None:
         c, shot = self.c, self.shot
@@ -241,7 +239,7 @@ class RangeRun:
         write_json(c.store.stats(index), stats)
         self.done, self.previous_loss = index, stats["loss"]  # at once: a stop from here on records the frame
         self.stylized.append(index)
-        if self.passes == 1 and index >= self.shot.first + self.shot.overlap:  # a segment's head: shown by
+        if self.passes == 1 and index >= self.shot.own_first:  # a segment's head: shown by
             c.recorded(index, stats)  # the segment before it; with --passes, once final (passes.py)
         c.log(finished_line(stats, c.estimate, seconds))
         if self.passes > 1:
@@ -249,13 +247,13 @@ class RangeRun:
         self.retention.frame_finished(index)
         if index <= self.shot.own_last:
             self.encode(self.plan.finished(index, stats.get("flicker", {}).get("cut_score")))
-        if index == self.shot.first + self.shot.overlap - 1:  # its head is done: the seam, if the segment before is
+        if index == self.shot.own_first - 1:  # its head is done: the seam, if the segment before is
             self.seam(self.shot)
         c.events.frame_finished(index, stats)
 
     def finished(self, index: int, stats: dict) -> None:
         """Frame `index` is final after its last pass (passes.py): the report's pictures of it, the display."""
-        if index >= self.shot.first + self.shot.overlap:
+        if index >= self.shot.own_first:
             self.c.recorded(index, stats)
         self.c.events.frame_finished(index, stats)
 
