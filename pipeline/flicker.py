@@ -9,6 +9,7 @@ import json
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -20,8 +21,10 @@ from .flowstage import FlowStage, default_workers, read_rgb
 from .framerange import ALL, FrameRange
 from .framestream import extract_frames
 from .video_defaults import DEFAULT_FLOW_PRESET, DEFAULT_SCENE_THRESHOLD, check_flow_options
-from .videojob import VideoJob
 from .workdir import FrameStore, frame_name
+
+if TYPE_CHECKING:  # annotations only: job_flicker reads four of the job's fields
+    from .videojob import VideoJob
 
 
 def pair_errors(pair_file: Path, sequences: Sequence[tuple[Path, Path]]) -> tuple[float, list[float]]:
