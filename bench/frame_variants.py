@@ -16,7 +16,8 @@ temporal loss compares both images blurred by a Gaussian of this sigma, in pixel
 (no motion at all: the frame before run again on its own content, from itself and held to it,
 every pixel reliable: what the stopping rule costs a frame that has nothing to catch up),
 `coarse` (up to this many iterations at half size first, under the same stopping rule, their
-change upsampled bicubically and added to the start). The rest is the job's own.
+change upsampled bicubically and added to the start), `opt` (`lbfgs` or `adam`) and `lr` (Adam's
+learning rate, in 0..1 pixel units). The rest is the job's own.
 The temporal error printed is the mean masked squared difference to the target, 0..255 levels.
 """
 
@@ -95,6 +96,8 @@ class Variant:
     blur: float = 0.0
     still: int = 0
     coarse: int = 0
+    opt: str = "lbfgs"
+    lr: float = 0.0
 
     @classmethod
     def parse(cls, text: str, job: Variant) -> Variant:
@@ -106,7 +109,7 @@ class Variant:
             field = {f.name: f for f in dataclasses.fields(cls)}.get(key)
             if field is None or not value:
                 raise SystemExit(
-                    f"{text}: {part!r} is not one of its=, tol=, stol=, tw=, start=, target=, blur=, still=, coarse="
+                    f"{text}: {part!r} is not one of its=, tol=, stol=, tw=, start=, target=, blur=, still=, coarse=, opt=, lr="
                 )
             setattr(variant, key, {"str": str, "int": int, "float": float}[field.type](value))
         return variant
@@ -172,7 +175,11 @@ def main() -> None:
                 init, coarse_its = (init + change).clamp(0, 1), coarse.iterations
             term = BlurredTemporalLoss(target, mask, v.blur) if v.blur else TemporalLoss(target, mask)
             extra = {"temporal": WeightedLoss(term, v.tw)} if v.tw > 0 else {}
-            result = stylizer.stylize(
+            run_by = stylizer
+            if v.opt != settings.optimizer or v.lr:
+                other = dataclasses.replace(settings, optimizer=v.opt, learning_rate=v.lr or settings.learning_rate)
+                run_by = Stylizer(load_styles([args.style], other), other, device="cpu")
+            result = run_by.stylize(
                 frame, init=init, iterations=v.its, extra_losses=extra, history_size=history,
                 stop=EarlyStop(v.tol, STOP_WINDOW, style_tolerance=v.stol),
             )  # fmt: skip
