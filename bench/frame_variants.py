@@ -109,7 +109,8 @@ class Variant:
             field = {f.name: f for f in dataclasses.fields(cls)}.get(key)
             if field is None or not value:
                 raise SystemExit(
-                    f"{text}: {part!r} is not one of its=, tol=, stol=, tw=, start=, target=, blur=, still=, coarse=, opt=, lr="
+                    f"{text}: {part!r} is not one of its=, tol=, stol=, tw=, start=, target=, blur=, still=, "
+                    "coarse=, opt=, lr="
                 )
             setattr(variant, key, {"str": str, "int": int, "float": float}[field.type](value))
         return variant

@@ -7,14 +7,16 @@ order, longest first, anywhere. Every schedule gives the same frames. `stylize_s
 job's stylize stage: the shots not finished yet, the seams of long shots' segments after them, and
 the stage's record (video_records.StageRecords) once at its start and once at its end.
 
-    WORK/shots/000001.json   a shot's record: its frames, state, frames done, where it ran
+    WORK/shots/000001.json   a shot's record: its frames, state, frames done, where it ran, its run
+    WORK/shots/run.json      the run that holds the job now (shotlease.py)
 
 The shots run where the archive's batches do (backends.py, whose `connect` finds the workers):
 'local' runs one thread per device of --devices, 'dask' the cluster's workers through joblib's
 dask backend (the task, style images and all, scattered to each worker once; workers need the
 work directory's path and this package). A worker that dies mid-shot loses only its
 unfinished frame: Dask runs the task again elsewhere, and the shot resumes from its last
-finished frame, as a killed job does.
+finished frame, as a killed job does. A task that outlives the job's process stops once the next
+run claims the job, and that run's task for the same shot waits for it (shotlease.py).
 
 What a process keeps across its shot tasks is one ShotWorker: its pool of devices (one shot a
 device at a time), a Stylizer per device (the network and the style targets, made once), what
@@ -23,9 +25,7 @@ this run's caller listens to (events, live report: local threads only) and which
 
 from __future__ import annotations
 
-import os
 import queue
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,6 +44,7 @@ from .images import load_image
 from .manifest import timestamp, write_json
 from .report_frames import FrameThumbnails
 from .seams import Seams, store_for
+from .shotlease import ShotLease, claim, wait_for_holder, where
 from .shotprogress import ShotProgress
 from .shots import Shot, longest_first, shot_record_path
 from .stylize import Stylizer
@@ -161,16 +162,6 @@ class ShotWorker:
 WORKER = ShotWorker()  # this process's: Dask runs run_shot in each worker's process
 
 
-def where() -> str:
-    """Where a shot runs, for its record: the Dask worker's address, or this host and process."""
-    try:
-        from distributed import get_worker
-
-        return get_worker().address
-    except (ImportError, ValueError):
-        return f"{socket.gethostname()}:{os.getpid()}"
-
-
 class ShotEvents(JobEvents):
     """A shot's events: the local listener's when it is the only shot running, else none (the
     parent watches the records); each iteration checks that the run goes on."""
@@ -199,19 +190,28 @@ def run_shot(task: ShotTask, shot: Shot) -> dict:
         WORKER.check(task.run)
         listener = WORKER.listeners.get(task.run)
         log = JobLog(job.work / "job.log")
+        path = shot_record_path(job.work, shot)
         try:
+            # A task of an earlier run that outlived its process (Dask) finishes with this shot first.
+            wait_for_holder(
+                path,
+                task.run,
+                check=lambda: WORKER.check(task.run),
+                tell=lambda note: log(f"shot {shot.text()}: {note}"),
+            )
             context = shot_context(task, shot, device, listener, log)
             chunked, done = resume_point(shot, context.store, context.chunks, task.hashes["stylize"])
             record = {"first": shot.first, "last": shot.last, "overlap": shot.overlap, "where": where(),
-                      "device": str(device), "started": timestamp()}  # fmt: skip
-            shot_record_path(job.work, shot).parent.mkdir(exist_ok=True)
-            write_json(shot_record_path(job.work, shot), record | {"state": "running", "done": done - shot.first + 1})
+                      "device": str(device), "started": timestamp(), "run": task.run}  # fmt: skip
+            path.parent.mkdir(exist_ok=True)
             began = time.perf_counter()
             loop = RangeRun(context, shot, done=done, chunked=chunked, start_score=task.starts.get(shot.first))
-            loop.run()
+            with ShotLease(job.work, path, task.run, superseded=lambda: WORKER.finished_runs.add(task.run)):
+                write_json(path, record | {"state": "running", "done": done - shot.first + 1})
+                loop.run()
             record |= {"state": "done", "done": shot.frames, "finished": timestamp(), "redone": loop.redone,
                        "stylized": len(loop.stylized), "seconds": round(time.perf_counter() - began, 3)}  # fmt: skip
-            write_json(shot_record_path(job.work, shot), record)
+            write_json(path, record)
             return record | {"stylized_frames": loop.stylized}
         finally:
             log.close()
@@ -261,6 +261,7 @@ def stylize_shots(
     first, on the workers, then the seams of long shots' segments; the stages' records once at the
     start and once at the end, never per frame. Returns the shots' results."""
     job, total, progress = task.job, task.total, listener.progress
+    claim(job.work, task.run)  # before any shot starts: tasks of earlier runs still running stop
     records.stylize_started(total, progress.done)
     if not job.keep_frames:
         progress.prune()
