@@ -20,6 +20,7 @@ the output and of the input goes into job.json under "report", summed from those
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Iterator
@@ -131,7 +132,7 @@ class VideoRun:
         self.log(f"disk: {disk}")
         remove_leftovers(self.store, self.job.output)
         self.records.record_inputs(self.job, self.info, self.device)
-        self.records.invalidate(self.chunks, self.cut_scan(), tell=self.tell, log=self.log)
+        self.records.invalidate(self.chunks, self.cut_scan, tell=self.tell, log=self.log)
         return self.stages()
 
     def stages(self) -> VideoResult:
@@ -154,7 +155,7 @@ class VideoRun:
     def scan(self) -> Scan:
         """Every frame of the range counted and, under --flow dis, every pair's cut score, before
         any frame is stylized (cuts.py): the shots are known before they start."""
-        scan = self.cut_scan()
+        scan = self.cut_scan
         recorded = scan.recorded()
         if recorded is not None:
             return recorded
@@ -165,7 +166,10 @@ class VideoRun:
         self.log(f"scan: {result.total} frames, {len(cuts)} scene cuts{' at ' + str(cuts) if cuts else ''}")
         return result
 
+    @functools.cached_property
     def cut_scan(self) -> CutScan:
+        """The cut scan's records (cuts.py), keyed by the decode stage's hash and, under --flow dis,
+        the preset whose flow scores the cuts."""
         preset = self.job.flow_preset if self.starter.uses_flow else None
         key = hash_settings({"decode": self.hashes["decode"], "flow_preset": preset})
         return CutScan(self.job.work, key=key, preset=preset, workers=self.job.flow_workers or default_workers())
@@ -189,7 +193,7 @@ class VideoRun:
         """The shots on the workers (videoshots.py); returns the frames this run stylized."""
         task = ShotTask(
             job=self.job, info=self.info, size=self.size, hashes=self.hashes, rate=self.rate, total=scan.total,
-            run=f"{os.getpid()}-{time.time_ns()}", devices=self.devices, scan_key=self.cut_scan().key,
+            run=f"{os.getpid()}-{time.time_ns()}", devices=self.devices, scan_key=self.cut_scan.key,
             starts={shot.first: scan.scores.get(shot.first, 0.0) for shot in shots if shot.first > 1},
         )  # fmt: skip
         progress = ShotProgress(self.store, self.chunks, self.hashes["stylize"], shots, reach=self.job.reach)
