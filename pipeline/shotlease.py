@@ -23,6 +23,7 @@ file or directory` in the second of three kill-and-resume runs). So:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -30,7 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import WriteError
+from .errors import PipelineError, WriteError
 from .manifest import read_json, timestamp, write_json
 
 HEARTBEAT = 2.0  # seconds between a running task's refreshes of its record (and looks at run.json)
@@ -141,10 +142,12 @@ class ShotLease:
     def beat(self) -> None:
         told = False
         while not self.done.wait(HEARTBEAT):
-            try:
+            with contextlib.suppress(OSError):  # gone with the shots' folder: a later run discarded it
                 os.utime(self.record)
-            except OSError:
-                pass
-            if not told and current_run(self.work) != self.run:
+            try:
+                holder = current_run(self.work)
+            except PipelineError:  # unreadable for now (a network file system's hiccup): the next beat
+                continue
+            if not told and holder != self.run:
                 self.superseded()
                 told = True
