@@ -16,9 +16,10 @@ file or directory` in the second of three kill-and-resume runs). So:
   reads run.json as often. Once another run holds the job, the task is told (`superseded`: it
   stops at its shot's next iteration) and, on its way out, marks its record "stopped".
 - A task about to start a shot whose record says another run's task is running it waits
-  (wait_for_holder) until that record says otherwise, or its holder is known dead: a process of
-  this host that is gone (a killed local run's records), or a record not refreshed for STALE
-  seconds (a Dask worker that died with its task).
+  (wait_for_holder) until that record says otherwise, or its holder is known dead: a task of
+  this process whose lease has ended (one that failed to mark its record, the disk being full),
+  a process of this host that is gone (a killed local run's records), or a record not refreshed
+  for STALE seconds (a Dask worker that died with its task).
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ HEARTBEAT = 2.0  # seconds between a running task's refreshes of its record (and
 STALE = 20.0  # seconds: a record not refreshed for this long has lost its task
 POLL = 0.25  # seconds between a waiting task's looks at the record
 RUN_FILE = "run.json"
+
+# The runs whose shots are leased in this process now, and how many each: a record written here
+# is known live or dead without waiting for it to go stale.
+_LEASED: dict[str, int] = {}
+_LEASED_LOCK = threading.Lock()
 
 
 def run_file(work: Path) -> Path:
@@ -66,9 +72,15 @@ def where() -> str:
         return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def process_gone(place: str) -> bool:
-    """True when `place` (where()'s text) is a process of this host that no longer exists. A Dask
-    worker's address says nothing of the kind: its record's freshness has to."""
+def holder_gone(record: dict) -> bool:
+    """True when the task that wrote `record` is known to have ended: it ran in this process
+    (where() says so) and no shot of its run is leased here any more, or in a process of this host
+    that no longer exists. Of a task elsewhere (a Dask worker's), only the record's freshness can
+    tell."""
+    place = str(record.get("where", ""))
+    if place == where():
+        with _LEASED_LOCK:
+            return _LEASED.get(record.get("run"), 0) == 0
     host, _, pid = place.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False
@@ -93,7 +105,7 @@ def wait_for_holder(path: Path, run: str, *, check: Callable[[], None], tell: Ca
     seen, since, told = None, time.monotonic(), False
     while True:
         record = read_json(path, default=None)
-        if not held_by_another(record, run) or process_gone(str(record.get("where", ""))):
+        if not held_by_another(record, run) or holder_gone(record):
             return
         try:
             mtime = path.stat().st_mtime
@@ -124,12 +136,18 @@ class ShotLease:
         self.thread = threading.Thread(target=self.beat, name=f"lease {record.name}", daemon=True)
 
     def __enter__(self) -> ShotLease:
+        with _LEASED_LOCK:
+            _LEASED[self.run] = _LEASED.get(self.run, 0) + 1
         self.thread.start()
         return self
 
     def __exit__(self, kind, exc, traceback) -> None:
         self.done.set()
         self.thread.join()
+        with _LEASED_LOCK:
+            _LEASED[self.run] -= 1
+            if not _LEASED[self.run]:
+                del _LEASED[self.run]
         if exc is None:
             return
         record = read_json(self.record, default=None)

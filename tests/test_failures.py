@@ -274,6 +274,9 @@ def test_full_disk_stops_the_video_job_cleanly_and_it_resumes_once_there_is_spac
     code, err = run(["video", clip, "-s", STYLE, "-o", out, *VIDEO_ARGS], capsys)
     assert code == 0, err
     assert_resumed_video_equals_reference(out, video_reference, finished)
+    # The shot's record still said running (the full disk refused the mark): the stopped run's
+    # task was known gone, not waited for as if it might still be writing.
+    assert "waiting for the task" not in (work / "job.log").read_text()
 
 
 def test_full_disk_stops_the_archive_instead_of_failing_every_image_and_it_resumes(

@@ -131,6 +131,9 @@ def test_a_holder_known_to_be_gone_is_not_waited_for(tmp_path, monkeypatch):
     # A killed local run's task: a process of this host that no longer exists.
     write_json(path, holding | {"where": f"{socket.gethostname()}:{gone.pid}"})
     wait_for_holder(path, "mine", check=lambda: None, tell=notes.append)
+    # A task of this process whose lease has ended without marking its record (the disk was full).
+    write_json(path, holding | {"where": shotlease.where()})
+    wait_for_holder(path, "mine", check=lambda: None, tell=notes.append)
     # A record this run wrote itself, one that says stopped or done, one from before runs were named.
     for record in ({"run": "mine"}, {"state": "stopped"}, {"state": "done"}, {"run": None}):
         write_json(path, holding | {"where": WORKER} | record)
