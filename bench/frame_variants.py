@@ -135,7 +135,15 @@ def main() -> None:
     )  # fmt: skip
     history = recorded.get("lbfgs_history", 20)
     content_start = recorded.get("unreliable_start", "content") == "content"  # absent: the releases before's
-    stylizer = Stylizer(load_styles([args.style], settings), settings, device="cpu")
+    stylizers: dict[tuple[str, float], Stylizer] = {}  # by optimizer and learning rate, made once
+
+    def stylizer_for(v: Variant) -> Stylizer:
+        key = (v.opt, v.lr or settings.learning_rate)
+        if key not in stylizers:
+            own = dataclasses.replace(settings, optimizer=key[0], learning_rate=key[1])
+            stylizers[key] = Stylizer(load_styles([args.style], own), own, device="cpu")
+        return stylizers[key]
+
     vgg, style = reference_vgg(), load_image(args.style)
     for index in (int(x) for x in args.frames.split(",")):
         previous, content = (
@@ -167,7 +175,7 @@ def main() -> None:
                     F.interpolate(t, size=half, mode="area") for t in (frame, init, target, mask)
                 )
                 term = TemporalLoss(small_target, small_mask)
-                coarse = stylizer.stylize(
+                coarse = stylizer_for(v).stylize(
                     small_frame, init=small_init, iterations=v.coarse,
                     extra_losses={"temporal": WeightedLoss(term, v.tw)} if v.tw > 0 else {},
                     history_size=history, stop=EarlyStop(v.tol, STOP_WINDOW, style_tolerance=v.stol),
@@ -176,11 +184,7 @@ def main() -> None:
                 init, coarse_its = (init + change).clamp(0, 1), coarse.iterations
             term = BlurredTemporalLoss(target, mask, v.blur) if v.blur else TemporalLoss(target, mask)
             extra = {"temporal": WeightedLoss(term, v.tw)} if v.tw > 0 else {}
-            run_by = stylizer
-            if v.opt != settings.optimizer or v.lr:
-                other = dataclasses.replace(settings, optimizer=v.opt, learning_rate=v.lr or settings.learning_rate)
-                run_by = Stylizer(load_styles([args.style], other), other, device="cpu")
-            result = run_by.stylize(
+            result = stylizer_for(v).stylize(
                 frame, init=init, iterations=v.its, extra_losses=extra, history_size=history,
                 stop=EarlyStop(v.tol, STOP_WINDOW, style_tolerance=v.stol),
             )  # fmt: skip

@@ -267,7 +267,8 @@ def test_frame_variants_lanczos_warp_moves_by_the_flow_as_the_stylizers_warp_doe
 def test_frame_variants_runs_a_kept_jobs_frame_again_still_and_capped(tmp_path):
     """bench/frame_variants.py on a finished job's work directory: each variant of the frame runs
     (the cap of 2 stops at 2, `still=1` reruns the frame before with nothing to catch up, the
-    Lanczos warp, a half-size pass first), and a variant key it does not know is refused with the keys it does."""
+    Lanczos warp, a half-size pass first, Adam instead of L-BFGS), and a variant key it does not
+    know is refused with the keys it does."""
     from helpers import STYLE, make_clip
 
     root = Path(__file__).resolve().parent.parent
@@ -283,12 +284,17 @@ def test_frame_variants_runs_a_kept_jobs_frame_again_still_and_capped(tmp_path):
     assert job.returncode == 0, job.stderr
     work = tmp_path / "out.mp4.work"
     script = [sys.executable, str(root / "bench" / "frame_variants.py"), str(work), "--frames", "3"]
-    variants = "its=2,still=1,start=lanczos+target=lanczos,its=2+coarse=3"
+    variants = "its=2,still=1,start=lanczos+target=lanczos,its=2+coarse=3,its=2+opt=adam+lr=0.01"
     run = subprocess.run([*script, "--variants", variants], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     lines = {line.split()[0]: line for line in run.stdout.splitlines() if "iterations  style" in line}
-    assert set(lines) == {"its=2", "still=1", "start=lanczos+target=lanczos", "its=2+coarse=3"}, run.stdout
+    assert set(lines) == {
+        "its=2", "still=1", "start=lanczos+target=lanczos", "its=2+coarse=3", "its=2+opt=adam+lr=0.01"
+    }, run.stdout  # fmt: skip
     assert lines["its=2"].split()[1] == "2", lines["its=2"]
+    # Adam's two steps from the same start land elsewhere than L-BFGS's.
+    adam = lines["its=2+opt=adam+lr=0.01"].split()
+    assert adam[1] == "2" and adam[4] != lines["its=2"].split()[4], run.stdout
     half = int(lines["its=2+coarse=3"].split("after ")[1].split()[0])  # the half-size pass, under its cap
     assert 1 <= half <= 3 and "at half size" not in lines["its=2"], run.stdout
     assert all(1 <= int(line.split()[1]) <= 8 for line in lines.values()), run.stdout
