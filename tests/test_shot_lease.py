@@ -8,6 +8,7 @@ job as a new process would, or keeps a shot's record fresh as a live task on a w
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -19,7 +20,7 @@ import pytest
 from helpers import build_tiny_vgg, decoded_frames, make_clip, make_job
 from pipeline import shotlease
 from pipeline.manifest import read_json, write_json
-from pipeline.shotlease import claim, wait_for_holder
+from pipeline.shotlease import ShotLease, claim, run_file, wait_for_holder
 from pipeline.video import run_video
 from pipeline.videoshots import Cancelled
 from pipeline.workdir import frame_name
@@ -162,3 +163,20 @@ def test_a_task_waiting_for_a_holder_stops_when_its_own_run_is_over(tmp_path):
 
     with LiveHolder(path), pytest.raises(Over):
         wait_for_holder(path, "mine", check=check, tell=lambda note: None)
+
+
+def test_a_lease_beats_on_past_an_unreadable_run_file_and_takes_a_folder_gone_for_another_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(shotlease, "HEARTBEAT", 0.01)
+    claim(tmp_path, "mine")
+    record = tmp_path / "shots" / frame_name(1, ".json")
+    write_json(record, {"state": "running", "run": "mine", "where": shotlease.where()})
+    run_file(tmp_path).write_text("{half a record")  # as a network file system may show it for a moment
+    superseded = threading.Event()
+    with ShotLease(tmp_path, record, "mine", superseded=superseded.set):
+        for _ in range(2):  # refreshed again after a beat that could not read run.json: still beating
+            long_ago = time.time() - 3600
+            os.utime(record, (long_ago, long_ago))
+            wait_until(lambda: record.stat().st_mtime > long_ago + 60, "refresh of the shot's record")
+        assert not superseded.is_set()
+        shutil.rmtree(tmp_path / "shots")  # what a later run does to records of frames it discards
+        assert superseded.wait(DEADLINE)
