@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -180,3 +181,19 @@ def test_a_lease_beats_on_past_an_unreadable_run_file_and_takes_a_folder_gone_fo
         assert not superseded.is_set()
         shutil.rmtree(tmp_path / "shots")  # what a later run does to records of frames it discards
         assert superseded.wait(DEADLINE)
+
+
+def test_a_local_shot_says_host_and_process_without_importing_dask():
+    """Every shot record says where it ran; outside a Dask worker that must not cost the import of
+    distributed (half a second of every job)."""
+    probe = (
+        "import os, socket, sys\n"
+        "from pipeline import shotlease\n"
+        "assert shotlease.where() == f'{socket.gethostname()}:{os.getpid()}', shotlease.where()\n"
+        "assert 'distributed' not in sys.modules, 'where() imported distributed'\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", probe], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+        timeout=DEADLINE,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
