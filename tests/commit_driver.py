@@ -6,10 +6,12 @@ imports them once and forks a child per run (it is single-threaded, so forking i
 child runs the CLI's `main` in-process, exactly as `stylize` would, and ends with os._exit.
 
 SPEC (JSON): argv (with "{case}" standing for the case's own directory), cases (a directory),
-sample (at most this many stop points besides the last ten), parallel (cases at once), timeout
-(seconds for one run). For the reference run and each stop point N (every rename but the report pages') it records, in
-CASES/summary.json: the exit statuses of the stopped run and of the resumed one, and the files
-each run placed under a final name, in order (pipeline.atomic.replace's count log).
+sample (at most this many stop points besides the last ten) or window (two regular expressions:
+every rename from the first path matching the one to the last matching the other), parallel
+(cases at once), timeout (seconds for one run). For the reference run and each stop point N
+(never a report page's rename) it records, in CASES/summary.json: the exit statuses of the stopped
+run and of the resumed one, and the files each run placed under a final name, in order
+(pipeline.atomic.replace's count log).
 """
 
 from __future__ import annotations
@@ -105,7 +107,13 @@ def main(spec_path: str) -> None:
     # The report pages are no stop points: they are rebuilt from the records at any time (a kill
     # while one is written is the random-kill test's), and each would double the runs.
     job_renames = [n for n, path in enumerate(reference["reference"]["renamed"], 1) if not REPORT.search(path)]
-    points = [job_renames[i - 1] for i in stop_points(len(job_renames), spec["sample"])]
+    if "window" in spec:  # every rename from the first path matching one pattern to the last matching the other
+        paths = [reference["reference"]["renamed"][n - 1] for n in job_renames]
+        first = next(k for k, path in enumerate(paths) if re.search(spec["window"][0], path))
+        last = max(k for k, path in enumerate(paths) if re.search(spec["window"][1], path))
+        points = job_renames[first : last + 1]
+    else:
+        points = [job_renames[i - 1] for i in stop_points(len(job_renames), spec["sample"])]
     summary["job_renames"] = job_renames
     running: dict[int, Path] = {}  # pid of a case's process -> where it writes its result
     for n in points:

@@ -1,7 +1,8 @@
 """A kill at every commit point: the video and archive jobs hard-exit right after their N-th atomic
 rename (pipeline.atomic: every file reaches its final name through one counted rename), for every
-N an uninterrupted run reaches (sampled evenly above SAMPLE, always with the last ten; the report
-pages' renames are skipped, as the pages are rebuilt from the records), and the same command is
+N an uninterrupted run reaches (sampled evenly above SAMPLE, always with the last ten; of a video
+job split into segments, every N of its later segment; the report pages' renames are skipped, as
+the pages are rebuilt from the records), and the same command is
 run again. It must exit as the uninterrupted run did, with byte-identical results,
 nothing temporary left, and nothing finished made twice: the only file a resumed run may place
 again is the one the stopped run placed last, before any record said it was finished.
@@ -36,10 +37,11 @@ RUN_TIMEOUT = 120  # seconds for one run of a tiny job, on a loaded 2-core machi
 COMMON = ["--size", "32", "--iterations", "2", "--seed", "3", "-q"]
 
 
-def run_driver(tmp_path: Path, argv: list[str], sample: int = SAMPLE) -> dict:
+def run_driver(tmp_path: Path, argv: list[str], stops: dict | None = None) -> dict:
+    """`stops`: which renames to stop after (commit_driver.py's sample or window); every one by default."""
     cases = tmp_path / "cases"
     cases.mkdir()
-    spec = {"argv": argv, "cases": str(cases), "sample": sample, "parallel": 2, "timeout": RUN_TIMEOUT}
+    spec = {"argv": argv, "cases": str(cases), "parallel": 2, "timeout": RUN_TIMEOUT} | (stops or {"sample": SAMPLE})
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     driver = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "commit_driver.py"), str(tmp_path / "spec.json")],
@@ -88,15 +90,18 @@ def frame_files(work: Path) -> dict[str, bytes]:
     return {str(p.relative_to(work)): p.read_bytes() for p in sorted(work.glob("styled/[0-9]*.png"))}
 
 
-# Segments: a long shot split in two that share a frame, cross-faded (seams.py): the later one's
-# version, the seam's chunk and what it uses up are commit points too. Sampled: 12 evenly spaced
-# stop points and the last ten (the whole run of both would double the suite's time).
-VARIANTS = {"plain": ([], SAMPLE), "segments": (["--max-shot-frames", "3", "--segment-overlap", "1"], 12)}
+# Segments: a long shot split in two that share a frame (3), cross-faded (seams.py): the later
+# one's version, the seam's chunk and what it uses up are commit points too. Stopped after every
+# rename of the later segment, from its shot record's first write to its last chunk; before it the
+# first segment's renames are those of a plain shot, and after it the job's end is the plain
+# variant's (every rename of both runs would double the suite's time).
+SEGMENT_WINDOW = {"window": [r"/shots/000003\.json$", r"/chunks/000004\.mp4$"]}
+VARIANTS = {"plain": ([], None), "segments": (["--max-shot-frames", "3", "--segment-overlap", "1"], SEGMENT_WINDOW)}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_video_job_stopped_after_every_rename_resumes_to_the_same_result(clip, tmp_path, variant):
-    extra, sample = VARIANTS[variant]
+    extra, stops = VARIANTS[variant]
     argv = [
         "video",
         str(clip),
@@ -113,7 +118,7 @@ def test_video_job_stopped_after_every_rename_resumes_to_the_same_result(clip, t
         *COMMON,
         *extra,
     ]
-    summary = run_driver(tmp_path, argv, sample)
+    summary = run_driver(tmp_path, argv, stops)
     reference = summary["reference"]
     assert reference["reference"]["status"] == 0, reference["reference"]["output"]
     ref_dir = Path(reference["case"])
@@ -122,6 +127,9 @@ def test_video_job_stopped_after_every_rename_resumes_to_the_same_result(clip, t
         assert len(summary["cases"]) == len(summary["job_renames"]) <= SAMPLE  # every rename but the report's
     else:
         assert "seam: frames 3-3 cross-faded" in (ref_dir / "out.mp4.work" / "job.log").read_text()
+        stopped_after = {case["stopped"]["renamed"][-1].split(".work/")[-1] for case in summary["cases"]}
+        seam_renames = {"seams/000003.png", "seams/000003.json", "chunks/000003.mp4", "styled/000004.png"}
+        assert seam_renames <= stopped_after, sorted(stopped_after)
 
     def products(path: str) -> bool:  # what a job makes; job.json is rewritten by design
         return path.endswith(("out.mp4", ".png", ".npz", "/frames")) or any(
