@@ -63,8 +63,8 @@ def wide_ranging(values: np.ndarray, ratio: float = 4.0) -> bool:
 LEFT, RIGHT, TOP, BOTTOM = 0.85, 0.3, 0.1, 0.5
 # The panels' y labels this far left of their axes, in inches: aligned by construction. Figure's
 # align_ylabels measured every panel's tick labels again at each draw, and unlabelled minor ticks
-# on the log axes (Tick objects, each a few artists) were a fifth of the rest; together 40% of a
-# plot that is redrawn twice even in a 4-frame job.
+# on the log axes (Tick objects, each a few artists) drew more: together a fifth of a plot that is
+# redrawn twice even in a 4-frame job.
 YLABEL_INCHES = 0.6
 
 

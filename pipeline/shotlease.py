@@ -66,7 +66,7 @@ def current_run(work: Path) -> str | None:
 def where() -> str:
     """Where a shot runs, for its record: the Dask worker's address, or this host and process."""
     # A Dask worker has imported distributed before it runs a task; a local run has not, and
-    # importing it only to be told so took half a second of every job (a third of a tiny one).
+    # importing it only to be told so took half a second of every job (a fifth of a 4-frame one).
     distributed = sys.modules.get("distributed")
     if distributed is not None:
         try:
