@@ -1,9 +1,8 @@
 """Runs one `stylize` command stopped right after each of its atomic renames, then resumed.
 
 Used by tests/test_commit_points.py as `python tests/commit_driver.py SPEC.json`: a script, not a
-test module. Importing torch and the package costs more than a tiny job itself, so this process
-imports them once and forks a child per run (it is single-threaded, so forking is safe); each
-child runs the CLI's `main` in-process, exactly as `stylize` would, and ends with os._exit.
+test module. Each run is a child forked from this process (tests/cli_fork.py), which imports
+torch and the package once.
 
 SPEC (JSON): argv (with "{case}" standing for the case's own directory), cases (a directory),
 sample (at most this many stop points besides the last ten) or window (two regular expressions:
@@ -25,9 +24,7 @@ import time
 import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline import atomic, cli, report_video  # noqa: E402, F401  (after the path; the report once, as torch)
+from cli_fork import atomic, fork_cli
 
 REPORT = re.compile(r"/report[^/]*\.html$|/report-files/")  # a job's report page and its files
 
@@ -35,24 +32,13 @@ REPORT = re.compile(r"/report[^/]*\.html$|/report-files/")  # a job's report pag
 def run_child(argv: list[str], *, exit_after: int, renames: Path, output: Path, timeout: float) -> int:
     """Run the CLI in a forked child, stopped by os._exit right after its `exit_after`-th rename
     (0: never); return its exit status (-SIGNAL if a signal ended it)."""
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        status = 98
-        try:
-            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            os.environ[atomic.RENAME_COUNT_ENV] = str(renames)
-            atomic.EXIT_AFTER_RENAMES = exit_after
-            atomic._renames = 0
-            status = cli.main(argv)
-        except BaseException:  # noqa: BLE001  (anything at all must end in os._exit)
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(status)
-    return wait(pid, timeout, output)
+
+    def count_renames() -> None:
+        os.environ[atomic.RENAME_COUNT_ENV] = str(renames)
+        atomic.EXIT_AFTER_RENAMES = exit_after
+        atomic._renames = 0
+
+    return wait(fork_cli(argv, output=output, prepare=count_renames), timeout, output)
 
 
 def wait(pid: int, timeout: float, output: Path) -> int:

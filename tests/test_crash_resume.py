@@ -1,5 +1,5 @@
-"""Crash-resume torture: the `stylize video` and `stylize images` commands, run as real processes,
-are SIGKILLed at random (seeded) moments and run again until they finish. After every kill the
+"""Crash-resume torture: the `stylize video` and `stylize images` commands, each run a process of
+its own, are SIGKILLed at random (seeded) moments and run again until they finish. After every kill the
 job's records must parse and every file under a final name must be complete; at the end the
 results must equal those of an uninterrupted run byte for byte (the mp4 by its decoded frames),
 no finished frame, flow pair or image may have been written twice, and nothing temporary may be
@@ -7,7 +7,10 @@ left. CI runs the short version (at least MIN_KILLS kills per job); `make tortur
 one (pytest -m torture). TORTURE_SEED picks other kill moments.
 
 The jobs are tiny (a 48x32 clip of 8 frames, 8 photos, 32 px, 2-3 iterations) with the real
-VGG-19 weights: a subprocess cannot use conftest's random network, and 32 px costs little.
+VGG-19 weights: a separate process cannot use conftest's random network, and 32 px costs little.
+Each run is forked from one server process (tests/cli_server.py) that imported torch once: a
+fresh interpreter would spend three times the job's own time importing, outside the window the
+kills fall in (from taking the job's lock to its end).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -44,10 +48,6 @@ VIDEO_ARGS = ["--size", 32, "--iterations", 2, "--iterations-first", 3, "--seed"
 IMAGES_ARGS = ["--size", 32, "--iterations", 2, "--seed", 3, "--devices", "cpu", "-q"]
 
 
-def stylize(*args) -> list[str]:
-    return [sys.executable, "-m", "pipeline.cli", *map(str, args)]
-
-
 def lock_holder(lock: Path) -> str:
     """The pid written in a WorkDirLock file. Read without flock: WorkDirLock.holder takes a
     shared lock for a moment, which a job starting at that moment would find taken."""
@@ -58,34 +58,125 @@ def lock_holder(lock: Path) -> str:
 
 
 DEADLINE = 300  # seconds for one run of a tiny job, on a shared and loaded machine
+SERVER_DEADLINE = 120  # seconds for the server to import torch and the package, or to fork
 
 
-class Job:
-    """A CLI run as a subprocess, its stderr going to a file: readable at any moment, for the
-    failure messages, and never a full pipe that stalls the job."""
+class CliServer:
+    """tests/cli_server.py: every run of a test is a process forked from this one server, which
+    imported torch and the package once (a run's own work is a fraction of an interpreter's start).
+    A thread reads its replies; the server's stderr goes to a file, shown when it fails."""
 
-    def __init__(self, command: list[str]):
+    def __init__(self):
         self.stderr = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stderr=self.stderr)
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "cli_server.py")],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+        )  # fmt: skip
+        self.replies = threading.Condition()
+        self.started: list[int] = []
+        self.ended: dict[int, int] = {}
+        threading.Thread(target=self._read, daemon=True).start()
 
-    def err(self) -> str:
-        self.stderr.seek(0)
-        return self.stderr.read().decode(errors="replace")
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            message = json.loads(line)
+            with self.replies:
+                if "started" in message:
+                    self.started.append(message["started"])
+                else:
+                    self.ended[message["ended"]] = message["status"]
+                self.replies.notify_all()
 
-    def wait(self) -> int:
-        try:
-            return self.process.wait(timeout=DEADLINE)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the job did not end within {DEADLINE} s; its stderr: {self.err()}")
+    def wait_for(self, what: str, condition: Callable[[], bool], timeout: float) -> None:
+        """Until condition() (checked under the lock), failing at `timeout` or if the server died."""
+        deadline = time.monotonic() + timeout
+        with self.replies:
+            while not condition():
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stderr.seek(0)
+                    server = self.stderr.read().decode(errors="replace")
+                    pytest.fail(f"{what}: not within {timeout} s (server exit {self.process.poll()}): {server}")
+                self.replies.wait(0.5)
+
+    def start(self, argv: list[str], output: Path) -> Forked:
+        self.process.stdin.write(json.dumps({"argv": argv, "output": str(output)}).encode() + b"\n")
+        self.process.stdin.flush()
+        self.wait_for(f"starting stylize {' '.join(argv)}", lambda: bool(self.started), SERVER_DEADLINE)
+        with self.replies:
+            return Forked(self, self.started.pop(0))
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        self.process.stdin.close()
+        self.process.wait(timeout=SERVER_DEADLINE)
         self.stderr.close()
 
 
-def time_to_lock_and_end(command: list[str], lock: Path) -> tuple[int, float, str]:
+class Forked:
+    """One run on the CliServer, with the part of subprocess.Popen's interface the tests use."""
+
+    def __init__(self, server: CliServer, pid: int):
+        self.server, self.pid = server, pid
+
+    @property
+    def returncode(self) -> int | None:
+        with self.server.replies:
+            return self.server.ended.get(self.pid)
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float = DEADLINE) -> int:
+        self.server.wait_for(f"the run {self.pid}", lambda: self.pid in self.server.ended, timeout)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:  # not yet reaped by the server, so the pid is still this run's
+            os.kill(self.pid, signum)
+
+
+@pytest.fixture(scope="module")
+def server():
+    server = CliServer()
+    yield server
+    server.close()
+
+
+@dataclass(frozen=True)
+class Command:
+    """`stylize ARGV`, run on a CliServer."""
+
+    server: CliServer
+    argv: list[str]
+
+
+def stylize(server: CliServer, *args) -> Command:
+    return Command(server, [*map(str, args)])
+
+
+class Job:
+    """A run of a command, its stdout and stderr going to a file: readable at any moment, for the
+    failure messages."""
+
+    def __init__(self, command: Command):
+        descriptor, name = tempfile.mkstemp(prefix="stylize-", suffix=".err")
+        os.close(descriptor)
+        self.output = Path(name)
+        self.process = command.server.start(command.argv, self.output)
+
+    def err(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def wait(self) -> int:
+        return self.process.wait(DEADLINE)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+        self.output.unlink(missing_ok=True)
+
+
+def time_to_lock_and_end(command: Command, lock: Path) -> tuple[int, float, str]:
     """Exit status, the seconds from taking the lock to the end (the window kills fall in), stderr."""
     job = Job(command)
     try:
@@ -114,7 +205,7 @@ class Kills:
 
 
 def kill_and_resume(
-    command: list[str], lock: Path, rng: random.Random, window: float, after_kill: Callable[[], str], max_kills: int
+    command: Command, lock: Path, rng: random.Random, window: float, after_kill: Callable[[], str], max_kills: int
 ) -> Kills:
     """Start `command`; once it holds the lock, wait a random part of `window` and SIGKILL it;
     check the invariants; start it again; ... until a run ends by itself (or max_kills is
@@ -150,7 +241,7 @@ def kill_and_resume(
             job.close()
 
 
-Round = tuple[list[str], Path, Callable[[], str], Callable[[Kills], None]]  # command, lock, after_kill, finished
+Round = tuple[Command, Path, Callable[[], str], Callable[[Kills], None]]  # command, lock, after_kill, finished
 
 
 def torture(new_round: Callable[[int], Round], min_kills: int, seed: str, window: float) -> list[Kills]:
@@ -220,10 +311,10 @@ def clip(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def video_reference(clip, tmp_path_factory) -> tuple[Path, float]:
+def video_reference(clip, server, tmp_path_factory) -> tuple[Path, float]:
     """An uninterrupted run, and how long it held its lock."""
     out = tmp_path_factory.mktemp("torture-video-reference") / "out.mp4"
-    command = stylize("video", clip, "-s", STYLE, "-o", out, *VIDEO_ARGS)
+    command = stylize(server, "video", clip, "-s", STYLE, "-o", out, *VIDEO_ARGS)
     status, window, err = time_to_lock_and_end(command, out.with_name("out.mp4.work") / ".lock")
     assert status == 0, err
     return out, window
@@ -305,14 +396,14 @@ def check_video_finished(work: Path, output: Path, reference: Path, unchanged: U
 @pytest.mark.parametrize(
     "kills", [pytest.param(MIN_KILLS, id="short"), pytest.param(LONG_KILLS, id="long", marks=pytest.mark.torture)]
 )
-def test_video_job_killed_at_random_moments_resumes_to_the_same_result(clip, video_reference, tmp_path, kills):
+def test_video_job_killed_at_random_moments_resumes_to_the_same_result(clip, server, video_reference, tmp_path, kills):
     reference, window = video_reference
 
     def new_round(index: int):
         output = tmp_path / f"round {index}" / "out.mp4"
         work = output.with_name("out.mp4.work")
         unchanged = Unchanged(may_delete=True)
-        command = stylize("video", clip, "-s", STYLE, "-o", output, *VIDEO_ARGS)
+        command = stylize(server, "video", clip, "-s", STYLE, "-o", output, *VIDEO_ARGS)
 
         def finished(kills: Kills) -> None:
             assert kills.exit_status == 0, f"after kills at {kills.delays} s leaving {kills.states}: {kills.stderr}"
@@ -353,9 +444,9 @@ def photos(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def archive_reference(photos, tmp_path_factory) -> tuple[Path, float]:
+def archive_reference(photos, server, tmp_path_factory) -> tuple[Path, float]:
     out = tmp_path_factory.mktemp("torture-archive-reference") / "out"
-    command = stylize("images", photos, "-s", STYLE, "-o", out, *IMAGES_ARGS)
+    command = stylize(server, "images", photos, "-s", STYLE, "-o", out, *IMAGES_ARGS)
     status, window, err = time_to_lock_and_end(command, out / ".stylize" / ".lock")
     assert status == 1, err  # the truncated file
     return out, window
@@ -397,13 +488,15 @@ def check_archive_finished(out: Path, reference: Path, unchanged: Unchanged) -> 
 @pytest.mark.parametrize(
     "kills", [pytest.param(MIN_KILLS, id="short"), pytest.param(LONG_KILLS, id="long", marks=pytest.mark.torture)]
 )
-def test_archive_job_killed_at_random_moments_resumes_to_the_same_result(photos, archive_reference, tmp_path, kills):
+def test_archive_job_killed_at_random_moments_resumes_to_the_same_result(
+    photos, server, archive_reference, tmp_path, kills
+):
     reference, window = archive_reference
 
     def new_round(index: int):
         out = tmp_path / f"round {index}"
         unchanged = Unchanged()
-        command = stylize("images", photos, "-s", STYLE, "-o", out, *IMAGES_ARGS)
+        command = stylize(server, "images", photos, "-s", STYLE, "-o", out, *IMAGES_ARGS)
 
         def finished(kills: Kills) -> None:
             # The truncated file, as in the uninterrupted run.
