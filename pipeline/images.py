@@ -3,6 +3,7 @@ and the photo's metadata (EXIF, ICC profile) carried from a source to its styliz
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import warnings
@@ -22,6 +23,8 @@ from .errors import InputError, WriteError, one_line
 if TYPE_CHECKING:  # for annotations only
     from .settings import StyleSettings
 
+# The fewest pixels an image may have on each side where the network sees it: VGG-19 halves it
+# four times (2x2 pooling) before relu5_1, so under 16 px that layer has no position left.
 MIN_SIDE = 16
 # Pillow's own bomb guard is a warning below 2x this; we make any image above it an error.
 MAX_PIXELS = 20000 * 20000
@@ -152,6 +155,7 @@ def plan_decode(path: Path | str, image: Image.Image, long_side: int | None) -> 
     if max(width, height) < MIN_SIDE:
         raise InputError(f"{path}: image is {width}x{height}, too small (need at least {MIN_SIDE} px)")
     if long_side is not None:
+        check_long_side(path, (width, height), long_side)
         image.draft(None, fit_long_side(width, height, 2 * long_side))  # a no-op for other formats
     if image.width * image.height > DECODE_PIXELS:
         raise InputError(
@@ -171,17 +175,21 @@ RESIZE_FILTER = Image.LANCZOS
 
 
 def open_photo(
-    path: Path | str, *, with_metadata: bool = True, long_side: int | None = None
+    path: Path | str, *, with_metadata: bool = True, long_side: int | None = None, texture: bool = False
 ) -> tuple[Image.Image, Metadata | None]:
     """open_rgb, and the metadata to give its stylized copy (read_metadata; None without
     `with_metadata`: video frames, style images). With `long_side`, resized so that its long side
-    is that, decoded at a reduced scale where the format allows (plan_decode)."""
+    is that, decoded at a reduced scale where the format allows (plan_decode); an image that would
+    be under MIN_SIDE px on its short side is refused (check_long_side), or, a `texture` (a style
+    image), made larger (texture_long_side)."""
     path = Path(path)
     try:
         with warnings.catch_warnings(), open_regular(path) as file:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(file) as image:
                 size = image.size
+                if long_side is not None and texture:
+                    long_side = texture_long_side(*size, long_side)
                 plan_decode(path, image, long_side)
                 # Pixels first: an error in them is the image's, never hidden by the metadata's.
                 image.load()
@@ -211,8 +219,6 @@ def open_photo(
         width, height = fit_long_side(*size, long_side)
         if quarter_turn:  # exif_transpose turned it upright
             width, height = height, width
-        if min(width, height) < 1:
-            raise InputError(f"{path}: aspect ratio too extreme for {long_side} px")
         if image.size != (width, height):
             image = image.resize((width, height), RESIZE_FILTER)
     return image, metadata
@@ -221,6 +227,24 @@ def open_photo(
 def fit_long_side(width: int, height: int, long_side: int) -> tuple[int, int]:
     scale = long_side / max(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def texture_long_side(width: int, height: int, long_side: int) -> int:
+    """`long_side`, or more where the short side would be under MIN_SIDE px at it: for a style
+    image, whose size sets the texture's scale, not an output's (a long strip of a painting)."""
+    return max(long_side, math.ceil(MIN_SIDE * max(width, height) / min(width, height)))
+
+
+def check_long_side(path: Path | str, size: tuple[int, int], long_side: int, *, what: str = "it") -> None:
+    """Refuse an image (or video frames, `what`) of `size` (width, height) that at --size
+    `long_side` would be under MIN_SIDE px on its short side: a panorama, a strip, a wide video at
+    a small size. The message says the --size that fits."""
+    width, height = fit_long_side(*size, long_side)
+    if min(width, height) < MIN_SIDE:
+        raise InputError(
+            f"{path}: at --size {long_side} {what} would be {width}x{height}, under the {MIN_SIDE} px a side "
+            f"that VGG-19 needs; use --size {texture_long_side(*size, long_side)} or more"
+        )
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
@@ -246,10 +270,12 @@ def resize_to(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def resize_long_side(image: torch.Tensor, long_side: int) -> torch.Tensor:
-    """Resize (B, 3, H, W) so that its longer side is `long_side`, keeping the aspect ratio."""
+    """Resize (B, 3, H, W) so that its longer side is `long_side`, keeping the aspect ratio, or
+    more where its short side would be under MIN_SIDE px (texture_long_side): a style image, or an
+    output the evaluator sees at its reference size."""
     h, w = image.shape[-2:]
-    scale = long_side / max(h, w)
-    return resize_to(image, (max(1, round(h * scale)), max(1, round(w * scale))))
+    width, height = fit_long_side(w, h, texture_long_side(w, h, long_side))
+    return resize_to(image, (height, width))
 
 
 def resize_style(style: torch.Tensor, long_side: int) -> torch.Tensor:
@@ -257,7 +283,8 @@ def resize_style(style: torch.Tensor, long_side: int) -> torch.Tensor:
     load their style images with (Lanczos, load_styles): the evaluator measures against the target
     the jobs optimize toward. (Torch's antialiased bicubic leaves less of the fine texture: against
     its target the style loss of the same frames came out twice as high, docs/video-quality.md.)"""
-    width, height = fit_long_side(style.shape[-1], style.shape[-2], long_side)
+    width, height = style.shape[-1], style.shape[-2]
+    width, height = fit_long_side(width, height, texture_long_side(width, height, long_side))
     if (height, width) == tuple(style.shape[-2:]):
         return style
     return to_tensor(to_pil(style).resize((width, height), RESIZE_FILTER)).to(style.device)
@@ -270,10 +297,11 @@ def load_image(path: Path | str, long_side: int | None = None) -> torch.Tensor:
 
 def load_styles(paths: Sequence[Path | str], settings: StyleSettings) -> list[torch.Tensor]:
     """The style images of a job, each with its long side at --style-scale times --size (at
-    least MIN_SIDE): one rule for the image, archive and video jobs. The Stylizer resizes them
-    again to each output's size (style_targets.StyleTargets); this only bounds the decode."""
+    least MIN_SIDE, and more for a long strip: texture_long_side): one rule for the image, archive
+    and video jobs. The Stylizer resizes them again to each output's size
+    (style_targets.StyleTargets); this only bounds the decode."""
     long_side = max(MIN_SIDE, round(settings.size * settings.style_scale))
-    return [load_image(path, long_side) for path in paths]
+    return [to_tensor(open_photo(path, with_metadata=False, long_side=long_side, texture=True)[0]) for path in paths]
 
 
 def load_photo(

@@ -35,7 +35,7 @@ from .errors import PipelineError, WriteError
 from .flicker import job_flicker
 from .flowstage import default_workers
 from .hashing import settings_hash as hash_settings
-from .images import load_image
+from .images import check_long_side, load_image
 from .manifest import JobManifest, WorkDirLock, timestamp
 from .outputs import OutputRecord
 from .report_live import LiveReport
@@ -91,6 +91,7 @@ class VideoRun:
         self.info = probe(job.input)
         job.frame_range.check_within(job.input, self.info.duration)
         check_paths(job)
+        check_long_side(job.input, (self.info.width, self.info.height), job.settings.size, what="its frames")
         self.size = frame_size(self.info, job.settings.size)
         init_image = load_image(job.init_path) if job.init_path else None
         self.starter = make_starter(job, self.size, init_image=init_image, device=self.device)

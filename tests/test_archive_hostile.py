@@ -136,6 +136,25 @@ def test_an_input_with_no_name_left_is_refused_and_recorded(tmp_path, capsys):
 # --- 2. the user's files in the output tree ------------------------------------------------------
 
 
+def test_a_photo_too_thin_at_this_size_is_recorded_with_the_size_that_fits_and_the_others_finish(tmp_path, capsys):
+    """A panorama that --size would make under 16 px high (VGG-19's least) fails alone, before any
+    batch, with the --size that fits; the next run with that size does it."""
+    source, out = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    photo(40, 30, 1).save(source / "a.png")
+    photo(300, 12, 2).save(source / "panorama.png")  # 32x1 at --size 32
+    assert stylize(source, out) == 1
+    err = capsys.readouterr().err
+    assert "1 of 2 images failed" in err, err
+    records = archive.read_records(out)
+    assert records["a.png"]["status"] == "done"
+    assert records["panorama.png"]["status"] == "failed", records["panorama.png"]
+    assert "under the 16 px a side" in records["panorama.png"]["error"]
+    assert "use --size 400 or more" in records["panorama.png"]["error"]
+    assert main(["images", str(source), "-s", str(STYLE), "-o", str(tmp_path / "wide"), *FAST, "--size", "400"]) == 0
+    assert Image.open(tmp_path / "wide" / "panorama.png").size == (400, 16)
+
+
 def test_a_file_the_job_did_not_write_is_never_replaced_without_overwrite(tmp_path, capsys):
     source, out = tmp_path / "in", tmp_path / "out"
     source.mkdir()

@@ -34,8 +34,8 @@ FAST = ["--size", "32", "--iterations", "1", "--device", "cpu", "-q"]
 FAST_IMAGES = ["--size", "32", "--iterations", "1", "--device", "cpu", "-q"]
 
 
-def clip(path: Path, frames: int = 4, audio: bool = False) -> None:
-    streams = [ffmpeg.input("testsrc2=size=48x32:rate=25", f="lavfi")]
+def clip(path: Path, frames: int = 4, audio: bool = False, size: str = "48x32") -> None:
+    streams = [ffmpeg.input(f"testsrc2=size={size}:rate=25", f="lavfi")]
     options = {"vcodec": "libx264", "pix_fmt": "yuv420p", "frames:v": frames}
     if audio:
         streams.append(ffmpeg.input("sine=duration=0.16", f="lavfi"))
@@ -52,6 +52,7 @@ def template(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
     picture = Image.fromarray((rng.random((4, 4, 3)) * 255).astype(np.uint8))
     picture.resize((48, 36), Image.BICUBIC).save(ws / "content.png")
+    picture.resize((200, 10), Image.BICUBIC).save(ws / "strip.png")  # 32x2 at --size 32
     picture.resize((32, 32), Image.BICUBIC).save(ws / "style.png")
     picture.resize((40, 32), Image.BICUBIC).save(ws / "style2.jpg")
     shutil.copy(ws / "content.png", ws / f"{ODD}.png")
@@ -69,6 +70,7 @@ def template(tmp_path_factory) -> Path:
 
     clip(ws / "clip.mp4", audio=True)
     clip(ws / "short.mp4", frames=2)
+    clip(ws / "strip.mp4", frames=2, size="96x16")  # 32x5 at --size 32
     shutil.copy(ws / "clip.mp4", ws / f"{ODD}.mp4")
     long = ws / "long.mp4"
     clip(long, frames=50)
@@ -175,6 +177,12 @@ CASES = [
         ["image", "@content.png", "-s", "@empty.png", "-o", "@out.png", *FAST], ["empty.png"], id="image-style-empty"
     ),
     pytest.param(["image", *IMAGE, "--init", "@text.png", *FAST], ["text.png"], id="image-init-text"),
+    # VGG-19 needs 16 px on each side: a strip that --size makes thinner is refused, with the size that fits.
+    pytest.param(
+        ["image", "@strip.png", "-s", "@style.png", "-o", "@out.png", *FAST],
+        ["strip.png", "32x2", "16 px", "use --size 320 or more"],
+        id="image-content-too-thin-at-this-size",
+    ),
     pytest.param(
         ["image", *IMAGE, "--weights", "@content.png", *FAST], ["content.png"], id="image-weights-not-weights"
     ),
@@ -275,6 +283,11 @@ CASES = [
         ["video", "@clip.mp4", "-s", "@truncated.png", "-o", "@out.mp4", *FAST],
         ["truncated.png"],
         id="video-style-truncated",
+    ),
+    pytest.param(
+        ["video", "@strip.mp4", "-s", "@style.png", "-o", "@out.mp4", *FAST],
+        ["strip.mp4", "its frames would be 32x5", "16 px", "use --size 96 or more"],
+        id="video-frames-too-thin-at-this-size",
     ),
     pytest.param(["video", *VIDEO, "--init", "@adir", *FAST], ["adir", "directory"], id="video-init-dir"),
     pytest.param(["video", *VIDEO, "--init", "@text.png", *FAST], ["text.png", "not an image"], id="video-init-text"),

@@ -316,6 +316,24 @@ def test_style_images_are_loaded_at_style_scale_times_size_and_never_below_16_px
     assert tuple(tiny.shape[-2:]) == (16, 16)
 
 
+def test_a_style_image_in_a_long_strip_is_made_large_enough_for_the_network(ws, capsys):
+    """VGG-19 needs 16 px on each side: a style image's long side is raised until its short side
+    has them (the style's size is a texture's scale), where the job and the evaluator look at it."""
+    from pipeline.images import load_styles, resize_long_side
+
+    Image.open(ws / "style.png").resize((200, 10), Image.LANCZOS).save(ws / "strip.png")
+    (strip,) = load_styles([ws / "strip.png"], StyleSettings(size=32))  # 32x2 asked for
+    assert tuple(strip.shape[-2:]) == (16, 320)
+    assert tuple(resize_long_side(strip, 64).shape[-2:]) == (16, 320)
+    assert tuple(resize_long_side(strip, 640).shape[-2:]) == (32, 640)
+    out = ws / "out.png"
+    assert main(["image", str(ws / "content.png"), "-s", str(ws / "strip.png"), "-o", str(out), *FAST]) == 0
+    assert Image.open(out).size == (32, 21)
+    capsys.readouterr()
+    assert main(["score", str(out), "--content", str(ws / "content.png"), "-s", str(ws / "strip.png")]) == 0
+    assert "style" in capsys.readouterr().out
+
+
 def test_cpu_device_and_options_in_any_case(ws):
     out = ws / "out.png"
     args = [
