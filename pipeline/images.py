@@ -164,6 +164,22 @@ def plan_decode(path: Path | str, image: Image.Image, long_side: int | None) -> 
         )
 
 
+# Greyscale of more than 8 bits: 16-bit scans (TIFF, PNG), 32-bit integer and float TIFFs. Pillow's
+# convert("RGB") clips their values at 255 instead of scaling them, which made a 16-bit scan white.
+WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def to_eight_bit(image: Image.Image) -> Image.Image:
+    """A WIDE_GREY_MODES image as 8-bit greyscale ("L"), scaled from its range: 16 bits for I;16 and
+    for integers above 255, 0..1 for floats that stay within it (else taken as 0..255)."""
+    values = np.asarray(image, dtype=np.float32)
+    if image.mode == "F":
+        top = 1.0 if values.max(initial=0.0) <= 1.0 else 255.0
+    else:
+        top = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0.0) > 255 else 255.0
+    return Image.fromarray(np.clip(values * (255.0 / top), 0, 255).round().astype(np.uint8), "L")
+
+
 def open_rgb(path: Path | str) -> Image.Image:
     """Open an image file as RGB with its EXIF orientation applied, or raise InputError."""
     return open_photo(path, with_metadata=False)[0]
@@ -196,6 +212,8 @@ def open_photo(
                 metadata = read_metadata(image) if with_metadata else None
                 quarter_turn = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
                 image = ImageOps.exif_transpose(image)
+                if image.mode in WIDE_GREY_MODES:
+                    image = to_eight_bit(image)
                 if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
                     # Composite transparency over white rather than dropping alpha into black.
                     image = image.convert("RGBA")

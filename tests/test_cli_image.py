@@ -334,6 +334,30 @@ def test_a_style_image_in_a_long_strip_is_made_large_enough_for_the_network(ws, 
     assert "style" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    "mode, dtype, value, expected, suffix",
+    [
+        ("I;16", np.uint16, 30000, 117, ".png"),  # a 16-bit greyscale scan: 30000 / 257
+        ("I;16", np.uint16, 65535, 255, ".tif"),
+        ("I", np.int32, 30000, 117, ".tif"),  # 32-bit integers above 255: a 16-bit range
+        ("I", np.int32, 200, 200, ".tif"),  # within 0..255: 8-bit values
+        ("F", np.float32, 0.5, 128, ".tif"),  # floats within 0..1
+        ("F", np.float32, 100.0, 100, ".tif"),
+    ],
+)
+def test_greyscale_of_more_than_8_bits_loads_at_its_own_brightness(ws, mode, dtype, value, expected, suffix):
+    """Pillow's convert("RGB") clips such values at 255: a 16-bit scan came out white."""
+    from pipeline.images import load_image
+
+    path = ws / f"scan{suffix}"
+    ramp = np.full((24, 32), value, dtype=dtype)
+    ramp[:, :16] = 0  # half black: the scaling is not a flat brightening
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode == mode
+    loaded = (load_image(path) * 255).round()
+    assert loaded[..., :16].max() == 0 and loaded[..., 16:].eq(expected).all(), loaded[0, :, 0, 16]
+
+
 def test_cpu_device_and_options_in_any_case(ws):
     out = ws / "out.png"
     args = [
