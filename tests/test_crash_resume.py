@@ -15,6 +15,7 @@ kills fall in (from taking the job's lock to its end).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -130,8 +131,9 @@ class Forked:
         return self.returncode
 
     def send_signal(self, signum: int) -> None:
-        if self.poll() is None:  # not yet reaped by the server, so the pid is still this run's
-            os.kill(self.pid, signum)
+        if self.poll() is None:  # not yet reported ended, so the pid is still this run's
+            with contextlib.suppress(ProcessLookupError):  # reaped a moment ago: its status is on its way
+                os.kill(self.pid, signum)
 
 
 @pytest.fixture(scope="module")
