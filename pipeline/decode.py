@@ -14,6 +14,7 @@ import errno
 import functools
 import os
 import re
+import shlex
 import shutil
 import signal
 import stat
@@ -316,16 +317,26 @@ def packet_timestamps(path: Path) -> tuple[list[int], Fraction, int]:
     if truncated or listing.returncode != 0:
         reason = truncated.group(0) if truncated else ffmpeg_reason(listing_errors)
         raise InputError(f"{path}: truncated or incomplete file ({reason}); re-download or re-export it")
-    time_base, stamps, last_duration = None, [], 0
+    time_base, stamps, last_duration, packets = None, [], 0, 0
     for line in listing.stdout.decode(errors="replace").splitlines():
         if line.startswith("#tb 0:"):
             time_base = Fraction(line.split(":", 1)[1].strip())
         elif line and not line.startswith("#"):
-            fields = [f.strip() for f in line.split(",")]
+            fields = [f.strip() for f in line.split(",")]  # stream, dts, pts, duration, size, crc
+            packets += 1
             pts = int(fields[2])
             if pts > -(2**62):  # AV_NOPTS_VALUE prints as INT64_MIN
                 stamps.append(pts)
                 last_duration = max(last_duration, int(fields[3]))
+    if packets and not stamps:
+        # A raw elementary stream (.h264, .hevc: a Raspberry Pi's camera, a drone's): ffmpeg can
+        # neither seek in it nor cut a range of it by time, which shots and --start need. The
+        # remedy re-encodes losslessly: a stream copy into MP4 drops the leading B-frames (18 of
+        # a 20-frame x264 stream came through).
+        raise InputError(
+            f"{path}: a raw video stream without timestamps (no container around it); put it in one "
+            f"first, e.g. ffmpeg -i {shlex.quote(path.name)} -c:v libx264 -qp 0 {shlex.quote(path.stem + '.mp4')}"
+        )
     if not stamps or time_base is None:
         raise InputError(f"{path}: the video stream holds no frames")
     return sorted(stamps), time_base, last_duration

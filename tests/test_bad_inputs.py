@@ -71,6 +71,7 @@ def template(tmp_path_factory) -> Path:
     clip(ws / "clip.mp4", audio=True)
     clip(ws / "short.mp4", frames=2)
     clip(ws / "strip.mp4", frames=2, size="96x16")  # 32x5 at --size 32
+    clip(ws / "raw.h264", frames=4)  # an elementary stream: no container, no timestamps
     shutil.copy(ws / "clip.mp4", ws / f"{ODD}.mp4")
     long = ws / "long.mp4"
     clip(long, frames=50)
@@ -283,6 +284,11 @@ CASES = [
         ["video", "@clip.mp4", "-s", "@truncated.png", "-o", "@out.mp4", *FAST],
         ["truncated.png"],
         id="video-style-truncated",
+    ),
+    pytest.param(
+        ["video", "@raw.h264", "-s", "@style.png", "-o", "@out.mp4", *FAST],
+        ["raw.h264", "raw video stream without timestamps", "ffmpeg -i raw.h264 -c:v libx264 -qp 0 raw.mp4"],
+        id="video-input-raw-elementary-stream",
     ),
     pytest.param(
         ["video", "@strip.mp4", "-s", "@style.png", "-o", "@out.mp4", *FAST],
