@@ -253,6 +253,11 @@ def texture_long_side(width: int, height: int, long_side: int) -> int:
     return max(long_side, math.ceil(MIN_SIDE * max(width, height) / min(width, height)))
 
 
+def texture_size(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """fit_long_side at texture_long_side: a style image's size, never under MIN_SIDE a side."""
+    return fit_long_side(width, height, texture_long_side(width, height, long_side))
+
+
 def check_long_side(path: Path | str, size: tuple[int, int], long_side: int, *, what: str = "it") -> None:
     """Refuse an image (or video frames, `what`) of `size` (width, height) that at --size
     `long_side` would be under MIN_SIDE px on its short side: a panorama, a strip, a wide video at
@@ -291,8 +296,7 @@ def resize_long_side(image: torch.Tensor, long_side: int) -> torch.Tensor:
     """Resize (B, 3, H, W) so that its longer side is `long_side`, keeping the aspect ratio, or
     more where its short side would be under MIN_SIDE px (texture_long_side): a style image, or an
     output the evaluator sees at its reference size."""
-    h, w = image.shape[-2:]
-    width, height = fit_long_side(w, h, texture_long_side(w, h, long_side))
+    width, height = texture_size(image.shape[-1], image.shape[-2], long_side)
     return resize_to(image, (height, width))
 
 
@@ -301,8 +305,7 @@ def resize_style(style: torch.Tensor, long_side: int) -> torch.Tensor:
     load their style images with (Lanczos, load_styles): the evaluator measures against the target
     the jobs optimize toward. (Torch's antialiased bicubic leaves less of the fine texture: against
     its target the style loss of the same frames came out twice as high, docs/video-quality.md.)"""
-    width, height = style.shape[-1], style.shape[-2]
-    width, height = fit_long_side(width, height, texture_long_side(width, height, long_side))
+    width, height = texture_size(style.shape[-1], style.shape[-2], long_side)
     if (height, width) == tuple(style.shape[-2:]):
         return style
     return to_tensor(to_pil(style).resize((width, height), RESIZE_FILTER)).to(style.device)
@@ -314,11 +317,11 @@ def load_image(path: Path | str, long_side: int | None = None) -> torch.Tensor:
 
 
 def load_styles(paths: Sequence[Path | str], settings: StyleSettings) -> list[torch.Tensor]:
-    """The style images of a job, each with its long side at --style-scale times --size (at
-    least MIN_SIDE, and more for a long strip: texture_long_side): one rule for the image, archive
-    and video jobs. The Stylizer resizes them again to each output's size
+    """The style images of a job, each with its long side at --style-scale times --size, or more
+    where the short side would be under MIN_SIDE px (texture_long_side): one rule for the image,
+    archive and video jobs. The Stylizer resizes them again to each output's size
     (style_targets.StyleTargets); this only bounds the decode."""
-    long_side = max(MIN_SIDE, round(settings.size * settings.style_scale))
+    long_side = round(settings.size * settings.style_scale)
     return [to_tensor(open_photo(path, with_metadata=False, long_side=long_side, texture=True)[0]) for path in paths]
 
 

@@ -88,21 +88,26 @@ class CliServer:
                     self.ended[message["ended"]] = message["status"]
                 self.replies.notify_all()
 
-    def wait_for(self, what: str, condition: Callable[[], bool], timeout: float) -> None:
-        """Until condition() (checked under the lock), failing at `timeout` or if the server died."""
+    def wait_for(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """Whether condition() (checked under the lock) came true within `timeout`, the server alive."""
         deadline = time.monotonic() + timeout
         with self.replies:
             while not condition():
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stderr.seek(0)
-                    server = self.stderr.read().decode(errors="replace")
-                    pytest.fail(f"{what}: not within {timeout} s (server exit {self.process.poll()}): {server}")
+                    return False
                 self.replies.wait(0.5)
+        return True
+
+    def state(self) -> str:
+        """For failure messages: the server's exit status (None: running) and its stderr."""
+        self.stderr.seek(0)
+        return f"server exit {self.process.poll()}, its stderr: {self.stderr.read().decode(errors='replace')}"
 
     def start(self, argv: list[str], output: Path) -> Forked:
         self.process.stdin.write(json.dumps({"argv": argv, "output": str(output)}).encode() + b"\n")
         self.process.stdin.flush()
-        self.wait_for(f"starting stylize {' '.join(argv)}", lambda: bool(self.started), SERVER_DEADLINE)
+        if not self.wait_for(lambda: bool(self.started), SERVER_DEADLINE):
+            pytest.fail(f"stylize {' '.join(argv)} not started within {SERVER_DEADLINE} s; {self.state()}")
         with self.replies:
             return Forked(self, self.started.pop(0))
 
@@ -126,8 +131,9 @@ class Forked:
     def poll(self) -> int | None:
         return self.returncode
 
-    def wait(self, timeout: float = DEADLINE) -> int:
-        self.server.wait_for(f"the run {self.pid}", lambda: self.pid in self.server.ended, timeout)
+    def wait(self, timeout: float = DEADLINE) -> int | None:
+        """The exit status, or None if the run had not ended within `timeout`."""
+        self.server.wait_for(lambda: self.pid in self.server.ended, timeout)
         return self.returncode
 
     def send_signal(self, signum: int) -> None:
@@ -169,12 +175,17 @@ class Job:
         return self.output.read_text(errors="replace")
 
     def wait(self) -> int:
-        return self.process.wait(DEADLINE)
+        status = self.process.wait(DEADLINE)
+        if status is None:
+            pytest.fail(
+                f"the job did not end within {DEADLINE} s; its stderr: {self.err()}\n{self.process.server.state()}"
+            )
+        return status
 
     def close(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
+            self.wait()
         self.output.unlink(missing_ok=True)
 
 
@@ -231,7 +242,7 @@ def kill_and_resume(
                     time.sleep(0.001)
                 if process.poll() is None:
                     process.send_signal(signal.SIGKILL)
-                    process.wait()
+                    job.wait()
                     kills.landed += 1
                     kills.states.append(after_kill())
                     continue
