@@ -11,7 +11,7 @@ Sharpness retention = (mean Laplacian variance of the last 20 stylized frames / 
 allows; the bilinear warp of each warm start, compounded over a long shot, pulls it below 1.
 
     python bench/video_quality.py [--size 128] [--frames 150] [--modes default,none,independent]
-        [--clips carphone,pan,shake,path/to/own.mp4] [--style art.png] [--tree DIR]
+        [--clips carphone,pan,shake,flash,path/to/own.mp4] [--style art.png] [--tree DIR]
         [--out bench-results/video]
 
 `--tree DIR` runs the stylizer of another checkout of this project (an earlier release: `git
@@ -86,6 +86,8 @@ MODES = {
     "cap-60": ["--iterations", "60"],
     # The stopping rule loosened: 41.5-49.4 iterations a warm frame on the pan (128, 64 px), 44.2 on bikes.mp4.
     "stop-1.5e-2": ["--stop-tolerance", "0.015"],
+    # A flash as the releases before took it: two scene cuts (the `flash` clip shows the difference).
+    "flash-cuts": ["--flash-frames", "0"],
 }
 EDGE = 20  # frames at each end of the shot for style drift and sharpness retention
 
@@ -122,6 +124,22 @@ def make_shake(path: Path) -> Path:
     return path
 
 
+def make_flash(path: Path) -> Path:
+    """The sample clip with one frame (31) under a camera's flash (brightness +0.5, contrast 0.6),
+    losslessly: a flash scores as two scene cuts, which --flash-frames (cuts.py) goes through."""
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(ROOT / "samples/carphone.mp4"),
+        "-vf", "eq=brightness=0.5:contrast=0.6:enable='eq(n,30)'", "-c:v", "libx264", "-qp", "0",
+        str(path) + ".tmp.mp4",
+    ]  # fmt: skip
+    subprocess.run(command, check=True)
+    Path(str(path) + ".tmp.mp4").rename(path)
+    return path
+
+
 def render_crop(still: Path, crop: str, frames: int, path: Path) -> None:
     """`frames` frames at 25 fps of ffmpeg's `crop` filter moving over a still image, encoded
     near-losslessly into `path` (whole or not at all: written beside it, then renamed)."""
@@ -139,6 +157,7 @@ CLIPS = {
     "carphone": lambda out, frames: ROOT / "samples/carphone.mp4",
     "pan": lambda out, frames: make_pan(out / f"pan-{max(frames, 150)}.mp4", max(frames, 150)),
     "shake": lambda out, frames: make_shake(out / "shake.mp4"),
+    "flash": lambda out, frames: make_flash(out / "carphone-flash.mp4"),
 }
 
 
@@ -337,7 +356,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--frames", type=int, default=150, help="frames per clip (0: the whole clip)")
     parser.add_argument("--modes", default=",".join(MODES))
-    parser.add_argument("--clips", default=",".join(CLIPS), help="clip names, or paths of video files of your own")
+    parser.add_argument(
+        "--clips",
+        default="carphone,pan,shake",
+        help=f"clip names ({', '.join(CLIPS)}), or paths of video files of your own",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--score-every", type=int, default=5, help="score every n-th frame's losses")
     parser.add_argument("--style", type=Path, default=STYLE, help="the style image (default: samples/ihc.png)")

@@ -307,6 +307,15 @@ FirstRoundsOpt = Annotated[
         "starts in the look its later frames keep (1: one run).",
     ),
 ]
+FlashFramesOpt = Annotated[
+    int,
+    option(
+        panel=VIDEO,
+        help="A change of light of at most this many frames after which the picture is back (a camera's flash, a "
+        "strobe) is no scene cut: the shot goes on through it, and the frame after it continues from the frame "
+        "before it (0: a cut, as before).",
+    ),
+]
 LbfgsHistoryOpt = Annotated[
     int | None,
     no_default(

@@ -5,15 +5,25 @@ pair). The job then knows its shots (shots.py) before it starts, and can stylize
 several devices (issue 16): the cut decision for the whole range is made here, once, and every
 schedule follows it.
 
-    WORK/cuts/000001.json   frames 1..500: {"key", "first", "fingerprints": [...], "scores": [...]}
-                            (score i: the pair of frames i-1 and i; None for frame 1); the last
-                            block also has "total"
+    WORK/cuts/000001.json   frames 1..500: {"key", "first", "fingerprints": [...], "scores": [...],
+                            "spans": [...]} (score i: the pair of frames i-1 and i, None for frame
+                            1; spans i: the colour histograms' distance of frame i to frames i-2,
+                            i-3, ..., for the flashes); the last block also has "total"
 
 A block of SCAN_BLOCK frames is written (atomically) as soon as it fills, so a killed scan
 resumes where it was: the decode runs from the range's start again (the one exact way,
 framestream.py) and only the frames not recorded are looked at. The scan is done once a block
 with "total" is there. The flow stage computes the pairs again while stylizing; keeping them from
 here would cost 8 bytes a pixel for every frame of the film (issue 15's bound).
+
+A flash is not a cut. A change of light that lasts a frame or two and goes (a camera's flash, a
+strobe, lightning) scores as a cut where it comes and again where it goes: two cuts, so two
+shots begun afresh, each a cold start, and the frames after it no longer in the look of the frames
+before it, for the rest of the shot. So where the frame after such a change is back in the colours
+of the frame before it (its span to that frame is under the threshold), the scan calls it a
+flash (`Scan.flashes`): the shot goes on through it, its frames start from the frame before it
+without the temporal term, and the frame after it continues from the frame before the flash, by
+the flow between those two (temporal.FlowWarmStart, videorange.py).
 
 The fingerprints (8 bytes of BLAKE2b of each frame's RGB) let a shot's decode seek straight to
 its first frame and check, frame by frame, that it gets exactly the frames of a decode from the
@@ -32,26 +42,60 @@ import numpy as np
 from joblib.externals.loky import get_reusable_executor
 
 from .decode import VideoInfo
-from .flow import frame_pair
+from .flow import colour_histogram, frame_pair, histogram_gap
 from .framerange import FrameRange
 from .framestream import RawDecode, fingerprint
 from .manifest import read_json, write_json
+from .video_defaults import MAX_FLASH_FRAMES
 from .workdir import frame_name
 
 SCAN_BLOCK = 500  # frames a record: a killed scan of a film loses at most this many
 
 
 @dataclass(frozen=True)
+class Flash:
+    """Frames first..last are a flash: the frame after it continues from the frame before it."""
+
+    first: int
+    last: int
+
+    @property
+    def before(self) -> int:
+        return self.first - 1
+
+    @property
+    def after(self) -> int:
+        return self.last + 1
+
+
+@dataclass(frozen=True)
 class Scan:
     """The range's frame count and each pair's cut score (pair i: frame i-1 onto frame i; none
-    without flow)."""
+    without flow), and each frame's spans (span i[g - 2]: frame i-g's colours against frame i's)."""
 
     total: int
     scores: dict[int, float] = field(default_factory=dict)
+    spans: dict[int, list[float]] = field(default_factory=dict)
 
-    def cuts(self, threshold: float) -> list[int]:
-        """The frames that start a new shot: their pair's cut score is over `threshold`."""
-        return [index for index, score in sorted(self.scores.items()) if score > threshold]
+    def flashes(self, threshold: float, longest: int) -> list[Flash]:
+        """The changes of light of at most `longest` frames after which the picture is back to
+        the frame before them: a pair over `threshold` (the light comes), the next one over it
+        within `longest` frames (it goes), nothing over it between, and the frame after in the
+        colours of the frame before (their span at most `threshold`)."""
+        flashes, over = [], sorted(index for index, score in self.scores.items() if score > threshold)
+        for comes, goes in zip(over, over[1:]):
+            gap = goes - comes + 1  # from the frame before the change to the frame after it
+            spans = self.spans.get(goes, [])
+            if goes - comes <= longest and len(spans) > gap - 2 and spans[gap - 2] <= threshold:
+                if not flashes or flashes[-1].after < comes:  # the light's return is no new flash
+                    flashes.append(Flash(comes, goes - 1))
+        return flashes
+
+    def cuts(self, threshold: float, flashes: list[Flash] = ()) -> list[int]:
+        """The frames that start a new shot: their pair's cut score is over `threshold`, unless
+        they begin or end one of `flashes`."""
+        through = {index for flash in flashes for index in (flash.first, flash.after)}
+        return [index for index, score in sorted(self.scores.items()) if score > threshold and index not in through]
 
 
 def cut_score(previous: np.ndarray, current: np.ndarray, preset: str) -> float:
@@ -92,7 +136,11 @@ class CutScan:
         if not blocks or "total" not in blocks[-1]:
             return None
         scores = [score for block in blocks for score in block["scores"]]
-        return Scan(blocks[-1]["total"], {i: s for i, s in enumerate(scores, 1) if s is not None})
+        spans = [span for block in blocks for span in block.get("spans", [[]] * len(block["scores"]))]
+        return Scan(
+            blocks[-1]["total"], {i: s for i, s in enumerate(scores, 1) if s is not None},
+            {i: span for i, span in enumerate(spans, 1) if span},
+        )  # fmt: skip
 
     def fingerprints(self, first: int, last: int) -> dict[int, str]:
         """Frames first..last's fingerprints, from the records of a finished scan."""
@@ -112,12 +160,15 @@ class CutScan:
         done = self.recorded()
         if done is not None:
             return done
-        known = [score for block in self.blocks() for score in block["scores"]]
-        block = Block(self, first=1 + len(known))
+        block = Block(self, first=1 + sum(len(known["scores"]) for known in self.blocks()))
         decode, pending, previous = RawDecode(info, size, frames), deque(), None
+        # The colour histograms of the frames before, nearest last: each frame's spans to them.
+        recent: deque[np.ndarray] = deque(maxlen=MAX_FLASH_FRAMES + 1)
         executor = get_reusable_executor(max_workers=self.workers) if self.preset and self.workers > 1 else None
         for index, rgb in enumerate(decode, 1):
+            histogram = colour_histogram(rgb) if self.preset else None
             if index >= block.first:
+                block.spans.append([round(histogram_gap(h, histogram), 6) for h in list(recent)[-2::-1]])
                 if not self.preset or previous is None:
                     pending.append(None)
                 elif executor is None:
@@ -128,14 +179,15 @@ class CutScan:
                 while len(pending) > 2 * self.workers or (pending and not hasattr(pending[0], "result")):
                     block.add(pending.popleft())
             previous = rgb
+            if histogram is not None:
+                recent.append(histogram)
             if index % 25 == 0:
                 on_progress(index)
         while pending:
             block.add(pending.popleft())
         block.close(total=decode.count)
         on_progress(decode.count)
-        scores = [*known, *block.all_scores]
-        return Scan(decode.count, {i: s for i, s in enumerate(scores, 1) if s is not None})
+        return self.recorded()
 
 
 class Block:
@@ -145,13 +197,12 @@ class Block:
     def __init__(self, scan: CutScan, first: int):
         self.scan, self.first, self.start = scan, first, first
         self.frames: list[str] = []
+        self.spans: list[list[float]] = []
         self.scores: list[float | None] = []
-        self.all_scores: list[float | None] = []
 
     def add(self, score) -> None:
         score = score.result() if hasattr(score, "result") else score
         self.scores.append(None if score is None else round(float(score), 6))
-        self.all_scores.append(self.scores[-1])
         if len(self.scores) == SCAN_BLOCK:
             self.write()
 
@@ -160,11 +211,11 @@ class Block:
         self.scan.dir.mkdir(parents=True, exist_ok=True)
         record = {
             "key": self.scan.key, "first": self.start, "fingerprints": self.frames[:count], "scores": self.scores,
-            **extra,
+            "spans": self.spans[:count], **extra,
         }  # fmt: skip
         write_json(self.scan.path(self.start), record)
         self.start += count
-        self.frames, self.scores = self.frames[count:], []
+        self.frames, self.spans, self.scores = self.frames[count:], self.spans[count:], []
 
     def close(self, total: int) -> None:
         self.write(total=total)

@@ -100,14 +100,21 @@ def reliability_mask(flow_back: np.ndarray, flow_forward: np.ndarray, *, smooth:
     return mask
 
 
+def colour_histogram(frame: np.ndarray) -> np.ndarray:
+    """A frame's hue-saturation-value histogram, normalized: what histogram_distance compares."""
+    hsv = cv2.cvtColor(frame, cv2.COLOR_RGB2HSV)
+    hist = cv2.calcHist([hsv], [0, 1, 2], None, [16, 8, 8], [0, 180, 0, 256, 0, 256])
+    return cv2.normalize(hist, hist).flatten()
+
+
+def histogram_gap(a: np.ndarray, b: np.ndarray) -> float:
+    """Bhattacharyya distance (0 same, 1 disjoint) of two colour_histogram's."""
+    return float(cv2.compareHist(a, b, cv2.HISTCMP_BHATTACHARYYA))
+
+
 def histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Bhattacharyya distance (0 same, 1 disjoint) of the hue-saturation-value histograms."""
-    hists = []
-    for frame in (a, b):
-        hsv = cv2.cvtColor(frame, cv2.COLOR_RGB2HSV)
-        hist = cv2.calcHist([hsv], [0, 1, 2], None, [16, 8, 8], [0, 180, 0, 256, 0, 256])
-        hists.append(cv2.normalize(hist, hist).flatten())
-    return float(cv2.compareHist(hists[0], hists[1], cv2.HISTCMP_BHATTACHARYYA))
+    return histogram_gap(colour_histogram(a), colour_histogram(b))
 
 
 def frame_pair(previous: np.ndarray, current: np.ndarray, preset: str = "medium") -> FramePair:

@@ -15,7 +15,8 @@ by its later frame alone (000002.npz), any other by both (000001-000005.npz), so
 between non-adjacent frames can live beside the adjacent ones. With a `PairPlan`'s `offsets`
 (--long-term 1,2,4) the stage also computes, for each frame i, the pairs carrying frames i-2 and
 i-4 onto it, on the content frames as the adjacent ones; their cut scores are not recorded (the
-adjacent pairs' are).
+adjacent pairs' are). With its `bridges`, the pair carrying the frame before each flash onto the
+frame after it (cuts.py), which continues from it.
 A long-term pair whose earlier frame is not there (before the range, or already gone because no
 frame of the shot reads it) is skipped, not an error: only a wait for it is.
 """
@@ -100,6 +101,7 @@ class PairPlan:
     first: int = 2
     offsets: tuple[int, ...] = (1,)
     earliest: int = 1
+    bridges: tuple[Key, ...] = ()  # and these: each flash's frame before onto its frame after (cuts.py)
 
 
 ADJACENT = PairPlan()
@@ -126,6 +128,7 @@ class FlowStage:
         # done, so are the others, whose earlier frames may go once that frame is finished.
         self.offsets = tuple(sorted(pairs.offsets, reverse=True))
         self.earliest = pairs.earliest  # no long-term pair from a frame before this one (a shot's first frame)
+        self.bridges = {later: earlier for earlier, later in pairs.bridges if earlier >= pairs.earliest}
         self.available = available or (lambda index: total is not None and index <= total)
         self.computed: list[int] = []  # adjacent pairs this stage computed (by their later frame)
         self.computed_long: list[Key] = []  # and the others
@@ -156,7 +159,10 @@ class FlowStage:
         """The pairs to compute, in frame order, as their frames arrive."""
         index = self.first
         while not self._stop.is_set() and self.available(index):
-            for key in ((index - k, index) for k in self.offsets if index - k >= min(self.earliest, index - 1)):
+            keys = [(index - k, index) for k in self.offsets if index - k >= min(self.earliest, index - 1)]
+            if index in self.bridges:
+                keys.insert(0, (self.bridges[index], index))
+            for key in keys:
                 if key not in self._ready:
                     yield key
             index += 1
@@ -224,7 +230,8 @@ class FlowStage:
         return FramePair.load(self._wait_for((index - 1, index)))
 
     def pair(self, earlier: int, later: int) -> FramePair:
-        """The pair carrying frame `earlier` onto frame `later` (an offset of the stage's), once on disk."""
+        """The pair carrying frame `earlier` onto frame `later` (an offset or a bridge of the stage's),
+        once on disk."""
         return FramePair.load(self._wait_for((earlier, later)))
 
     def finish(self) -> dict[int, float]:

@@ -80,6 +80,7 @@ class Seams:
     crf: int
     keep: bool = False  # --keep-frames: both versions stay, for inspection
     long_term: tuple[int, ...] = (1,)  # --long-term: how far back the later segment's next frames read
+    reach: int = 1  # and how far back they read at all (VideoJob.reach: a flash's frame after reads its frame before)
 
     def try_seam(self, after: Shot) -> bool:
         """Make the seam before segment `after` if both versions are finished and no one else is
@@ -119,7 +120,7 @@ class Seams:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         if not self.keep:
-            used_up(earlier, later, chunk, self.long_term)
+            used_up(earlier, later, chunk, self.long_term, self.reach)
 
     def make_missing(self, shots: list[Shot]) -> None:
         """Once every shot is done: each seam a killed segment left unmade (stale locks first: no
@@ -133,12 +134,12 @@ class Seams:
                 raise PipelineError(f"{where}: the frames of the seam at frame {shot.first} are missing; run again")
 
 
-def used_up(earlier: FrameStore, later: SeamStore, chunk: Chunk, long_term: tuple[int, ...]) -> None:
+def used_up(earlier: FrameStore, later: SeamStore, chunk: Chunk, long_term: tuple[int, ...], reach: int = 1) -> None:
     """The seam is encoded: both versions, their content frames and pairs (each frame's pair with
-    each frame k before it) go, but for the later segment's last max(k) versions and content
-    frames: the frame after the seam starts from the last, and holds to and pairs with the frames
-    k before it (videorange.Retention keeps as many of each segment's own frames)."""
-    kept = range(chunk.last - max(long_term) + 1, chunk.last + 1)
+    each frame k before it) go, but for the later segment's last `reach` (at least max(k)) versions
+    and content frames: the frame after the seam starts from the last, and holds to and pairs with
+    the frames k before it (videorange.Retention keeps as many of each segment's own frames)."""
+    kept = range(chunk.last - max(reach, *long_term) + 1, chunk.last + 1)
     for index in range(chunk.first, chunk.last + 1):
         earlier.styled(index).unlink(missing_ok=True)
         for k in long_term:

@@ -195,6 +195,9 @@ def stage_detail(name: str, stage: dict, status: str, store: FrameStore) -> str:
         if len(stage.get("shots", [])) > 1:
             cuts = ", ".join(str(first) for first, _ in stage["shots"][1:])
             detail += f", {len(stage['shots'])} shots (scene cuts at frames {cuts})"
+        if stage.get("flashes"):  # cuts.py: the shots go on through them
+            flashes = ", ".join(str(first) if first == last else f"{first}-{last}" for first, last in stage["flashes"])
+            detail += f", flashes at frames {flashes} (no cuts)"
         if stage.get("redone"):
             detail += f", {len(stage['redone'])} frames redone after stopping too early"
         return detail

@@ -72,6 +72,7 @@ class StartPlan:
     unreliable_start: str = "content"  # where the flow is unreliable, a warm frame starts from: warped or content
     first_rounds: int = 1  # a shot's first frame settles in this many rounds (settle)
     passes: int = 1  # --passes: passes over each shot (passes.py)
+    flash_frames: int = 0  # --flash-frames: the shots go on through changes of light this short (cuts.py)
     lbfgs_history: int = HISTORY_SIZE  # L-BFGS's curvature pairs for every frame
 
     @classmethod
@@ -83,7 +84,8 @@ class StartPlan:
             stop_change=job.stop_change, temporal_weight=job.temporal_weight,
             scene_threshold=job.scene_threshold, long_term=job.long_term, warp=job.warp,
             unreliable_start=job.unreliable_start,
-            first_rounds=job.first_rounds, passes=job.passes, lbfgs_history=job.history_pairs(size),
+            first_rounds=job.first_rounds, passes=job.passes, flash_frames=job.flash_frames,
+            lbfgs_history=job.history_pairs(size),
         )  # fmt: skip
 
 
@@ -108,6 +110,22 @@ class EarlierFrames:
     def began_shot(self, index: int) -> bool:
         path = self.store.stats(index)
         return not path.exists() or read_json(path).get("start") in ("init", "cut", "segment")
+
+    def across(self, before: int) -> EarlierFrames:
+        """The same frames, but the pair given for a frame carries frame `before` onto it: the frame
+        after a flash continues from the frame before the flash (cuts.py)."""
+        return Across(self.store, self.flows, before)
+
+
+class Across(EarlierFrames):
+    """EarlierFrames whose pair for the current frame comes from frame `before` (EarlierFrames.across)."""
+
+    def __init__(self, store: FrameStore, flows: FlowStage, before: int):
+        super().__init__(store, flows)
+        self.before = before
+
+    def __call__(self, index: int) -> FramePair:
+        return self.flows.pair(self.before, index)
 
 
 def closest_first(masks: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -184,6 +202,10 @@ class WarmStart:
     def start(self, index: int, content: torch.Tensor, previous: torch.Tensor | None, pairs: Pairs) -> FrameStart:
         return self.first() if previous is None else self.warm(previous, "previous")
 
+    def through_flash(self, index: int, content: torch.Tensor, previous: torch.Tensor, pairs: Pairs) -> FrameStart:
+        """A frame of a flash (cuts.py; --flow dis only): see FlowWarmStart."""
+        return self.start(index, content, previous, pairs)
+
 
 class IndependentStart(WarmStart):
     """Every frame from --init with --iterations-first: each frame is its own shot."""
@@ -218,6 +240,8 @@ class FlowWarmStart(WarmStart):
             settings["settle_iterations"] = SETTLE_ITERATIONS
         if plan.passes > 1:
             settings["passes"] = plan.passes
+        if plan.flash_frames:
+            settings["flash_frames"] = plan.flash_frames
         return super().settings() | settings
 
     def first(self, source: str = "init", stats: dict | None = None) -> FrameStart:
@@ -253,6 +277,17 @@ class FlowWarmStart(WarmStart):
                 stats["long_term"] = list(self.plan.long_term[: len(terms)])
                 stats["reliable_long"] = round(float(sum(masks[1:]).mean()), 4)
         return self.warm(init, "warped", extra_losses=extra_losses, stats=stats)
+
+    def through_flash(self, index: int, content: torch.Tensor, previous: torch.Tensor, pairs: Pairs) -> FrameStart:
+        """A frame of a flash (cuts.py): from the frame before it warped, whatever its cut score,
+        with no temporal term. Its light is not the frame before's, and the flow's checks still
+        trust a part of the pixels across a flash (27-43% on the sample clip): held there to the old
+        light, the frame came out patched (docs/video-quality.md). The texture comes from the frame
+        before; the content loss gives the light."""
+        pair = pairs(index)
+        warped = self.warp(previous.to(self.device, torch.float32), pair)
+        stats = {"cut_score": round(pair.cut_score, 4), "reliable": round(float(pair.reliability.mean()), 4)}
+        return self.warm(warped, "flash", stats=stats)
 
     def warp(self, stylized: torch.Tensor, pair: FramePair) -> torch.Tensor:
         """A stylized frame carried onto the current one by the pair's flow, with --warp's

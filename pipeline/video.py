@@ -27,7 +27,7 @@ from collections.abc import Iterator
 
 from .backends import connect
 from .chunks import ChunkStore, chunk_key
-from .cuts import CutScan, Scan
+from .cuts import CutScan, Flash, Scan
 from .decode import count_frames, frame_size, probe
 from .devices import parse_devices, pick_device
 from .encode import AudioInput, CommitHooks, VideoInput, encode_video, output_rate
@@ -45,6 +45,7 @@ from .shotprogress import ShotProgress
 from .shots import Shot, plan_shots
 from .temporal import make_starter
 from .vgg import VGG19
+from .video_defaults import MAX_FLASH_FRAMES
 from .video_records import StageRecords, finish_placed_output, keep_own_defaults, stage_settings
 from .videojob import JobEvents, VideoJob, VideoResult, check_paths
 from .videoshots import Listener, ShotTask, stylize_shots
@@ -139,8 +140,9 @@ class VideoRun:
     def stages(self) -> VideoResult:
         """The stages still to do, in order: the cut scan, the shots, the report, the output."""
         scan = self.scan()
-        shots = self.plan(scan)
-        stylized = self.stylize_shots(shots, scan)
+        flashes = self.flashes(scan)
+        shots = self.plan(scan, flashes)
+        stylized = self.stylize_shots(shots, scan, flashes)
         self.report(scan.total)
         audio = self.encode(scan.total)
         self.live.finish(JOB_FLICKER_BUDGET)  # before the last frames its thumbnails come from go
@@ -163,39 +165,56 @@ class VideoRun:
         self.events.stage("scan", total=self.estimate)
         self.log(f"scan: counting the frames{' and scoring cuts' if scan.preset else ''} ({scan.workers} workers)")
         result = scan.run(self.info, self.size, self.job.frame_range, self.events.stage_progress)
-        cuts = result.cuts(self.job.scene_threshold) if scan.preset else []
-        self.log(f"scan: {result.total} frames, {len(cuts)} scene cuts{' at ' + str(cuts) if cuts else ''}")
+        flashes = self.flashes(result)
+        cuts = result.cuts(self.job.scene_threshold, flashes) if scan.preset else []
+        self.log(
+            f"scan: {result.total} frames, {len(cuts)} scene cuts{' at ' + str(cuts) if cuts else ''}"
+            + (f", flashes at {', '.join(map(str, (f.first for f in flashes)))}" if flashes else "")
+        )
         return result
+
+    def flashes(self, scan: Scan) -> list[Flash]:
+        """The changes of light the shots go on through (cuts.py; --flow dis, --flash-frames)."""
+        if not self.starter.uses_flow or not self.job.flash_frames:
+            return []
+        return scan.flashes(self.job.scene_threshold, self.job.flash_frames)
 
     @functools.cached_property
     def cut_scan(self) -> CutScan:
         """The cut scan's records (cuts.py), keyed by the decode stage's hash and, under --flow dis,
         the preset whose flow scores the cuts."""
         preset = self.job.flow_preset if self.starter.uses_flow else None
-        key = hash_settings({"decode": self.hashes["decode"], "flow_preset": preset})
+        key = {"decode": self.hashes["decode"], "flow_preset": preset}
+        if preset and self.job.flash_frames:  # the scans of the releases before have no spans
+            key["spans"] = MAX_FLASH_FRAMES
+        key = hash_settings(key)
         return CutScan(self.job.work, key=key, preset=preset, workers=self.job.flow_workers or default_workers())
 
-    def plan(self, scan: Scan) -> list[Shot]:
-        """The shots: at the scan's cuts under --flow dis (else the range is one shot: a frame of
-        --flow none starts from the one before, whatever it shows), long ones split into
-        segments by --max-shot-frames. The job's record keeps both (the report marks the shots)."""
+    def plan(self, scan: Scan, flashes: list[Flash]) -> list[Shot]:
+        """The shots: at the scan's cuts under --flow dis, on through its flashes (else the range
+        is one shot: a frame of --flow none starts from the one before, whatever it shows), long
+        ones split into segments by --max-shot-frames. The job's record keeps them all (the report
+        marks the shots)."""
         job, stage = self.job, self.manifest.stage("stylize")
-        cuts = scan.cuts(job.scene_threshold) if self.starter.uses_flow else []
+        cuts = scan.cuts(job.scene_threshold, flashes) if self.starter.uses_flow else []
         shots = plan_shots(cuts, scan.total)
         if self.starter.uses_flow:
             stage["shots"] = [[shot.first, shot.last] for shot in shots]
+            if flashes:
+                stage["flashes"] = [[flash.first, flash.last] for flash in flashes]
         if not job.max_shot_frames:
             return shots
         segments = plan_shots(cuts, scan.total, max_frames=job.max_shot_frames, overlap=job.segment_overlap)
         stage["segments"] = [[shot.first, shot.last] for shot in segments]
         return segments
 
-    def stylize_shots(self, shots: list[Shot], scan: Scan) -> list[int]:
+    def stylize_shots(self, shots: list[Shot], scan: Scan, flashes: list[Flash]) -> list[int]:
         """The shots on the workers (videoshots.py); returns the frames this run stylized."""
         task = ShotTask(
             job=self.job, info=self.info, size=self.size, hashes=self.hashes, rate=self.rate, total=scan.total,
             run=f"{os.getpid()}-{time.time_ns()}", devices=self.devices, scan_key=self.cut_scan.key,
             starts={shot.first: scan.scores.get(shot.first, 0.0) for shot in shots if shot.first > 1},
+            flashes=tuple(flashes),
         )  # fmt: skip
         progress = ShotProgress(self.store, self.chunks, self.hashes["stylize"], shots, reach=self.job.reach)
         listener = Listener(self.events, self.live.when_due, progress, vgg=self.vgg)

@@ -18,6 +18,7 @@ from .settings import HISTORY_SIZE, MAX_ITERATIONS, StyleSettings
 from .shots import DEFAULT_SEGMENT_OVERLAP
 from .video_defaults import (
     DEFAULT_FIRST_ROUNDS,
+    DEFAULT_FLASH_FRAMES,
     DEFAULT_FLOW,
     DEFAULT_FLOW_PRESET,
     DEFAULT_LBFGS_HISTORY,
@@ -33,6 +34,7 @@ from .video_defaults import (
     FLOW_MODES,
     LBFGS_HISTORY_BYTES,
     MAX_FIRST_ROUNDS,
+    MAX_FLASH_FRAMES,
     MAX_FLOW_WORKERS,
     MAX_LBFGS_HISTORY,
     MAX_LONG_TERM,
@@ -83,6 +85,7 @@ class VideoJob:
     unreliable_start: str = DEFAULT_UNRELIABLE_START  # a warm frame's start where the flow is unreliable
     first_rounds: int = DEFAULT_FIRST_ROUNDS  # a shot's first frame settles in this many runs
     passes: int = 1  # passes over each shot, in alternating directions (passes.py)
+    flash_frames: int = DEFAULT_FLASH_FRAMES  # a change of light this short is a flash, not a cut (cuts.py)
     lbfgs_history: int | None = None  # L-BFGS's curvature pairs for each frame; None: history_pairs decides
     # Of OWN_DEFAULTS, those the command line left unset: a resumed job may keep its own values for them.
     defaulted: frozenset[str] = frozenset()
@@ -134,6 +137,8 @@ class VideoJob:
             raise InputError(f"--lbfgs-history {self.lbfgs_history}: must be between 1 and {MAX_LBFGS_HISTORY}")
         if not 1 <= self.first_rounds <= MAX_FIRST_ROUNDS:
             raise InputError(f"--first-rounds {self.first_rounds}: must be between 1 and {MAX_FIRST_ROUNDS}")
+        if not 0 <= self.flash_frames <= MAX_FLASH_FRAMES:
+            raise InputError(f"--flash-frames {self.flash_frames}: must be between 0 (off) and {MAX_FLASH_FRAMES}")
         self._check_long_term()
         self._check_passes()
         for name, default in DIS_ONLY.items():
@@ -178,8 +183,10 @@ class VideoJob:
     @property
     def reach(self) -> int:
         """How many frames back a frame's start reads: what the work directory keeps that long.
-        With --passes > 1 a later pass reads every frame of the shot again: all of it is kept."""
-        return self.long_term[-1] if self.passes == 1 else MAX_SHOT_FRAMES
+        The frame after a flash reads the frame before it (cuts.py). With --passes > 1 a later
+        pass reads every frame of the shot again: all of it is kept."""
+        flashes = self.flash_frames + 1 if self.flow == "dis" else 1
+        return max(self.long_term[-1], flashes) if self.passes == 1 else MAX_SHOT_FRAMES
 
     @property
     def first_iterations(self) -> int:

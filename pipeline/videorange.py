@@ -21,6 +21,7 @@ from fractions import Fraction
 import torch
 
 from .chunks import Chunk, ChunkPlan, ChunkStore
+from .cuts import Flash
 from .decode import VideoInfo
 from .flowstage import FlowStage, PairPlan, pair_name
 from .frame_record import (
@@ -38,7 +39,7 @@ from .passes import Passes
 from .seams import Seams
 from .shots import Shot
 from .stylize import Stylizer
-from .temporal import EarlierFrames, Pairs, WarmStart, optimize_frame
+from .temporal import EarlierFrames, FrameStart, WarmStart, optimize_frame
 from .vgg import VGG19
 from .videojob import JobEvents, VideoJob
 from .workdir import FrameStore, JobLog, prune
@@ -68,6 +69,7 @@ class RangeContext:
     made_stylizer: Stylizer | None = None  # one made before, on this device (videoshots.py keeps one per device)
     # The cut scan's fingerprints of frames first..last (cuts.py): the decode seeks to a shot's frames.
     fingerprints: Callable[[int, int], dict[int, str]] | None = None
+    flashes: tuple[Flash, ...] = ()  # the cut scan's flashes (cuts.py): the shots go on through them
 
     def stylizer(self) -> Stylizer:
         """The job's stylizer on this range's device: the network and the style targets."""
@@ -84,16 +86,18 @@ class Retention:
     the last finished one (the next frame's warm start). `--keep-frames` keeps everything. Only
     the shot's own content frames and pairs (`own`, first..last): the frame before its first is
     another shot's, and the frames a segment shares with its neighbour go with their seam (seams.py).
-    With `long_term` (--long-term 1,2,4), the last max(k) content and stylized frames stay: the
-    next frames' long-term pairs and temporal terms read them, also after a resume. With `hold`
-    (--passes > 1) nothing goes as frames finish: the later passes read the whole shot again."""
+    The last `reach` (VideoJob.reach) content and stylized frames stay: with --long-term 1,2,4 the
+    next frames' long-term pairs and temporal terms read them, and the frame after a flash its
+    frame before (`bridges`: after -> before), also after a resume. With `hold` (--passes > 1)
+    nothing goes as frames finish: the later passes read the whole shot again."""
 
     def __init__(
         self, store: FrameStore, keep: bool, chunked: int, own: tuple[int, int], long_term: tuple[int, ...] = (1,),
-        hold: bool = False,
+        *, reach: int = 1, bridges: dict[int, int] | None = None, hold: bool = False,
     ):  # fmt: skip
         self.store, self.keep, self.chunked, (self.first, self.last) = store, keep, chunked, own
-        self.long_term, self.reach, self.hold = long_term, max(long_term), hold
+        self.long_term, self.reach, self.hold = long_term, max(reach, *long_term), hold
+        self.bridges = bridges or {}
 
     def frame_finished(self, index: int) -> None:
         if self.keep or self.hold:
@@ -102,8 +106,9 @@ class Retention:
         if self.first <= gone <= self.last:
             self.store.content(gone).unlink(missing_ok=True)
         if self.first <= index <= self.last:
-            for k in self.long_term:
-                self.store.flow_dir.joinpath(pair_name(index - k, index)).unlink(missing_ok=True)
+            earlier = [index - k for k in self.long_term] + ([self.bridges[index]] if index in self.bridges else [])
+            for before in earlier:
+                self.store.flow_dir.joinpath(pair_name(before, index)).unlink(missing_ok=True)
         if self.first <= gone <= self.chunked:  # in a chunk already
             self.store.styled(gone).unlink(missing_ok=True)
 
@@ -137,9 +142,16 @@ class RangeRun:
         self.done = max(done, shot.first - 1)  # the shot's last finished frame
         self.start_score = start_score  # the cut scan's score of the pair before the shot (cuts.py)
         self.passes = context.job.passes  # > 1: the shot's chunks wait for its last pass (passes.py)
+        # The flashes whose frames before and after are both this shot's: it goes on through them.
+        self.flashes = {
+            index: flash for flash in context.flashes if shot.first <= flash.before and flash.after <= shot.last
+            for index in range(flash.first, flash.after + 1)
+        }  # fmt: skip
+        self.bridges = {flash.after: flash.before for flash in self.flashes.values()}
         self.retention = Retention(
-            context.store, context.job.keep_frames, chunked, shot.own, context.job.long_term, hold=self.passes > 1
-        )
+            context.store, context.job.keep_frames, chunked, shot.own, context.job.long_term,
+            reach=context.job.reach, bridges=self.bridges, hold=self.passes > 1,
+        )  # fmt: skip
         self.plan = ChunkPlan(max(chunked + 1, shot.own_first), context.job.scene_threshold)
         self.stylized: list[int] = []
         self.redone: list[int] = []  # frames of this run stylized again after stopping too early
@@ -190,7 +202,10 @@ class RangeRun:
         flows = FlowStage(
             frames_dir=c.store.frames_dir, flow_dir=c.store.flow_dir, preset=c.job.flow_preset,
             workers=c.job.flow_workers, available=stream.wait,
-            pairs=PairPlan(first=max(self.done, shot.first) + 1, offsets=c.job.long_term, earliest=shot.first),
+            pairs=PairPlan(
+                first=max(self.done, shot.first) + 1, offsets=c.job.long_term, earliest=shot.first,
+                bridges=tuple((before, after) for after, before in sorted(self.bridges.items())),
+            ),
         )  # fmt: skip
         # The stream closes first (exits run in reverse): a flow thread waiting for a frame is let go.
         with flows, stream:
@@ -217,13 +232,27 @@ class RangeRun:
         if stream.sought is False:
             c.log(f"shot {shot.text()}: the seek to frame {first} landed elsewhere; decoded from the range's start")
 
-    def stylize_frame(self, stylizer: Stylizer, index: int, previous: torch.Tensor | None, pairs: Pairs) -> None:
+    def start_of(self, index: int, content: torch.Tensor, previous: torch.Tensor | None, pairs: EarlierFrames):
+        """How frame `index` starts: as the starter says, from the frame before it; afresh at the
+        shot's first frame; through a flash, from the frame before the flash (cuts.py)."""
+        c, flash = self.c, self.flashes.get(index)
+        if flash is None:
+            start = c.starter.start(index, content, previous, pairs)
+            if index == self.shot.first and index > 1:  # afresh: a cut, or where a segment starts (shots.py)
+                start.source = "segment" if self.shot.overlap else "cut"
+                start.stats["cut_score"] = self.start_score
+            return start
+        if index < flash.after:
+            return c.starter.through_flash(index, content, previous, pairs)
+        # As saved, as the frame before it is: a resumed run starts from the same image.
+        start = c.starter.start(index, content, load_image(c.store.styled(flash.before)), pairs.across(flash.before))
+        start.stats["after_flash"] = [flash.first, flash.last]
+        return start
+
+    def stylize_frame(self, stylizer: Stylizer, index: int, previous: torch.Tensor | None, pairs: EarlierFrames):
         c = self.c
         content = load_image(c.store.content(index))
-        start = c.starter.start(index, content, previous, pairs)
-        if index == self.shot.first and index > 1:  # afresh: a cut, or where a segment starts (shots.py)
-            start.source = "segment" if self.shot.overlap else "cut"
-            start.stats["cut_score"] = self.start_score
+        start: FrameStart = self.start_of(index, content, previous, pairs)
         c.events.frame_started(index, start.iterations)
         began = time.perf_counter()
         result, redone = optimize_frame(stylizer, content, start, c.events.iteration, self.previous_loss)
@@ -261,7 +290,7 @@ class RangeRun:
         c = self.c
         seams = Seams(
             c.job.work, c.chunks, c.hashes["stylize"], rate=c.rate, crf=c.job.crf, keep=c.job.keep_frames,
-            long_term=c.job.long_term,
+            long_term=c.job.long_term, reach=c.job.reach,
         )  # fmt: skip
         if seams.try_seam(after):
             c.log(f"seam: frames {after.first}-{after.first + after.overlap - 1} cross-faded and encoded")

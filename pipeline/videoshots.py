@@ -37,7 +37,7 @@ import torch
 
 from .backends import Workers, run_tasks
 from .chunks import ChunkStore, chunk_key
-from .cuts import CutScan
+from .cuts import CutScan, Flash
 from .decode import VideoInfo
 from .devices import pick_device
 from .images import load_image
@@ -74,6 +74,7 @@ class ShotTask:
     devices: tuple[str, ...] | None = None  # local: these; None: the worker's own (auto)
     starts: dict[int, float] = field(default_factory=dict)  # a shot's first frame -> the scan's cut score
     scan_key: str | None = None  # the cut scan's records (cuts.py): the frames' fingerprints
+    flashes: tuple[Flash, ...] = ()  # the cut scan's flashes (cuts.py): the shots go on through them
 
     def chunks(self) -> ChunkStore:
         """The job's chunks of this stylize hash, CRF and rate."""
@@ -233,6 +234,7 @@ def shot_context(task: ShotTask, shot: Shot, device: torch.device, listener: Lis
         vgg=listener.vgg if listener else None, tick=listener.tick if listener else lambda: None,
         recorded=thumbnails.frame_finished,
         fingerprints=CutScan(job.work, key=task.scan_key, preset=None).fingerprints if task.scan_key else None,
+        flashes=task.flashes,
     )  # fmt: skip
     context.made_stylizer = WORKER.stylizer(context)
     return context
@@ -276,7 +278,7 @@ def stylize_shots(
         remove_leftovers(FrameStore(job.work), job.output)  # of a Dask worker that died mid-write
         Seams(
             job.work, task.chunks(), task.hashes["stylize"], rate=task.rate, crf=job.crf, keep=job.keep_frames,
-            long_term=job.long_term,
+            long_term=job.long_term, reach=job.reach,
         ).make_missing(shots)  # fmt: skip
     finally:
         records.stylize_stopped(progress.count())

@@ -26,6 +26,7 @@ import torch
 from helpers import Recorder, build_tiny_vgg, decoded_frames, lbfgs_capacities, mtimes
 from pipeline.atomic import EXIT_STATUS, RENAME_COUNT_ENV
 from pipeline.cli import main
+from pipeline.cuts import Flash, Scan
 from pipeline.decode import ffmpeg_binary
 from pipeline.errors import PipelineError
 from pipeline.flow import FramePair, frame_pair, to_tensor, warp
@@ -80,11 +81,18 @@ def write_clip(path: Path, frames: list[np.ndarray]) -> Path:
     return path
 
 
+def flashed(frame: np.ndarray) -> np.ndarray:
+    """The frame under a camera's flash: most of the way to white."""
+    return (frame * 0.3 + 255 * 0.7).astype(np.uint8)
+
+
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("temporal-clips")
+    moving = shot(8, seed=0)
     return {
         "cut": write_clip(d / "cut.mp4", shot(4, seed=0) + shot(4, seed=10)),  # the cut: frame 5
+        "flash": write_clip(d / "flash.mp4", moving[:4] + [flashed(moving[4])] + moving[5:]),  # the flash: frame 5
         "moving": write_clip(d / "moving.mp4", shot(6, seed=0)),
         "still": write_clip(d / "still.mp4", shot(1, seed=0) * 4),
         "short": write_clip(d / "short.mp4", shot(4, seed=0)),
@@ -295,13 +303,20 @@ def test_a_job_begun_under_the_release_before_issue_17_resumes_with_its_settings
     option that differs from the defaults now, and reports the flicker of the pairs it can."""
     before = {
         "lbfgs_history": 20, "unreliable_start": "content", "first_rounds": 1, "stop_tolerance": 0.001,
-        "stop_style_tolerance": 0.0,
+        "stop_style_tolerance": 0.0, "flash_frames": 0,
     }  # fmt: skip
     began = make_job(clips["moving"], tmp_path, settings={"range_weight": 0}, iterations_first=4, **before)
     with pytest.raises(Recorder.Stop):
         run_video(began, events=Recorder(stop_at=4), vgg=build_tiny_vgg())
     recorded = read_json(began.work / "job.json")["stages"]["stylize"]["settings"]
-    added = {"lbfgs_history", "unreliable_start", "first_rounds", "range_weight", "stop_style_tolerance"}
+    added = {
+        "lbfgs_history",
+        "unreliable_start",
+        "first_rounds",
+        "range_weight",
+        "stop_style_tolerance",
+        "flash_frames",
+    }
     assert not added & recorded.keys(), recorded
     for index in (2, 3):  # as that release wrote them
         path = began.work / "styled" / f"{index:06d}.json"
@@ -318,8 +333,8 @@ def test_a_job_begun_under_the_release_before_issue_17_resumes_with_its_settings
     assert read_json(began.work / "job.json")["stages"]["stylize"]["settings"] == recorded
     options = (
         "--iterations-first 4, --stop-tolerance 0.001, --stop-style-tolerance 0, --lbfgs-history 20, "
-        "--unreliable-start content, --first-rounds 1, --range-weight 0 (the defaults now: 1500, 0.005, 0.02, 50, "
-        "warped, 2, 3e+09;"
+        "--unreliable-start content, --first-rounds 1, --flash-frames 0, --range-weight 0 (the defaults now: 1500, "
+        "0.005, 0.02, 50, warped, 2, 2, 3e+09;"
     )
     assert any(options in m for m in events.messages), events.messages
     assert (result.report["flicker"]["pairs"], result.report["flicker"]["unmeasured"]) == (3, 2)
@@ -735,4 +750,88 @@ def test_long_term_job_killed_after_a_frame_resumes_to_the_same_frames(clips, tm
         assert decoded_frames(out) == decoded_frames(tmp_path / "ref" / "out.mp4"), f"stopped at rename {stop}"
         for ref, again in zip(frame_stats(ref_work), frame_stats(out.with_name("out.mp4.work")), strict=True):
             same = ("frame", "start", "iterations", "loss", "terms", "long_term", "reliable_long")
+            assert {k: ref.get(k) for k in same} == {k: again.get(k) for k in same}, f"stopped at rename {stop}"
+
+
+# --- flashes (cuts.py) ----------------------------------------------------------------------------
+
+
+def test_a_change_of_light_that_goes_within_the_limit_back_to_the_frame_before_is_a_flash():
+    def scan(scores: dict[int, float], spans: dict[int, list[float]]) -> Scan:
+        return Scan(10, {i: 0.1 for i in range(2, 11)} | scores, spans)
+
+    high, low = 0.9, 0.1
+    one = scan({3: high, 4: high}, {4: [low, high]})  # frame 3 flashed, frame 4 back to frame 2's colours
+    assert one.flashes(0.6, longest=2) == [Flash(3, 3)] and one.cuts(0.6, one.flashes(0.6, 2)) == []
+    assert one.flashes(0.6, longest=0) == [] and one.cuts(0.6) == [3, 4]
+    two = scan({3: high, 5: high}, {5: [high, low]})  # frames 3-4 flashed: frame 5 against frame 2
+    assert two.flashes(0.6, longest=2) == [Flash(3, 4)] and two.flashes(0.6, longest=1) == []
+    assert (Flash(3, 4).before, Flash(3, 4).after) == (2, 5)
+    elsewhere = scan({3: high, 4: high}, {4: [high, high]})  # two cuts: frame 4 is not frame 2's scene
+    assert elsewhere.flashes(0.6, longest=2) == [] and elsewhere.cuts(0.6, []) == [3, 4]
+    unscanned = scan({3: high, 4: high}, {})  # a scan of the releases before: no spans, no flashes
+    assert unscanned.flashes(0.6, longest=2) == []
+    strobe = scan({3: high, 4: high, 5: high, 6: high}, {4: [low], 6: [low]})  # flashes at 3 and 5
+    assert strobe.flashes(0.6, longest=1) == [Flash(3, 3), Flash(5, 5)]
+    cut_after = scan({3: high, 4: high, 8: high}, {4: [low]})  # a flash, then a cut
+    assert cut_after.cuts(0.6, cut_after.flashes(0.6, 2)) == [8]
+
+
+def test_the_shot_goes_on_through_a_flash_and_the_frame_after_continues_from_the_frame_before(clips, tmp_path):
+    """A flash (frame 5) made two cuts, each a cold start and the second a new look for the rest
+    of the shot: now frame 5 starts from frame 4 without the temporal term, and frame 6 from frame
+    4 by their own pair, held to it by the temporal term."""
+    job = make_job(clips["flash"], tmp_path / "flash", keep_frames=True)
+    result = run_video(job, vgg=build_tiny_vgg())
+    stats = frame_stats(job.work)
+    assert [(s["start"], s["iterations"]) for s in stats] == [("init", 5)] + [
+        ("flash", 3) if i == 5 else ("warped", 3) for i in range(2, 9)
+    ]
+    assert ["temporal" in s["terms"] for s in stats] == [False, True, True, True, False, True, True, True]
+    assert stats[4]["cut_score"] > DEFAULT_SCENE_THRESHOLD and stats[5]["after_flash"] == [5, 5]
+    assert stats[5]["cut_score"] < DEFAULT_SCENE_THRESHOLD and stats[5]["reliable"] > 0.7  # frame 4 onto 6 (4 px)
+    assert (job.work / "flow" / "000004-000006.npz").exists()
+    manifest = read_json(job.work / "job.json")
+    assert manifest["stages"]["stylize"]["shots"] == [[1, 8]]
+    assert manifest["stages"]["stylize"]["flashes"] == [[5, 5]]
+    assert manifest["stages"]["stylize"]["settings"]["flash_frames"] == 2
+    assert result.report["flicker"]["cuts"] == [5, 6]  # the pairs into and out of the flash are not measured
+    assert "flashes at frames 5 (no cuts)" in "\n".join(status_lines(job.work))
+    assert "scan: 8 frames, 0 scene cuts, flashes at 5" in (job.work / "job.log").read_text()
+
+    # --flash-frames 0: two cuts, as the releases before, and their stylize settings (hash).
+    cuts = make_job(clips["flash"], tmp_path / "cuts", flash_frames=0)
+    run_video(cuts, vgg=build_tiny_vgg())
+    assert [s["start"] for s in frame_stats(cuts.work)][3:7] == ["warped", "cut", "cut", "warped"]
+    manifest = read_json(cuts.work / "job.json")
+    assert manifest["stages"]["stylize"]["shots"] == [[1, 4], [5, 5], [6, 8]]
+    assert "flash_frames" not in manifest["stages"]["stylize"]["settings"]
+    assert "flashes" not in manifest["stages"]["stylize"]
+
+
+def test_a_job_killed_around_a_flash_resumes_to_the_same_frames(clips, tmp_path):
+    """The frame after a flash reads the frame before it, stylized and as content, after a kill too:
+    the work directory keeps them (VideoJob.reach) until it is finished."""
+    args = [
+        "video", clips["flash"], "-s", STYLE, "--size", 32, "--iterations", 2, "--iterations-first", 3,
+        "--seed", 3, "--device", "cpu", "--flow-workers", 1, "-q",
+    ]  # fmt: skip
+    log = tmp_path / "renames.txt"
+    reference = cli_run([*args, "-o", tmp_path / "ref" / "out.mp4"], os.environ | {RENAME_COUNT_ENV: str(log)})
+    assert reference.returncode == 0, reference.stderr
+    ref_work = tmp_path / "ref" / "out.mp4.work"
+    assert read_json(ref_work / "job.json")["stages"]["stylize"]["flashes"] == [[5, 5]]
+    renames = [line.split(" ", 1) for line in log.read_text().splitlines()]
+    # Right after the records of the frame before the flash and of the flash.
+    stops = [int(n) for n, path in renames if path.endswith(("styled/000004.json", "styled/000005.json"))]
+    assert len(stops) == 2, renames
+    for stop in stops:
+        out = tmp_path / f"stop{stop}" / "out.mp4"
+        stopped = cli_run([*args, "-o", out], os.environ | {"PIPELINE_EXIT_AFTER_RENAMES": str(stop)})
+        assert stopped.returncode == EXIT_STATUS, stopped.stderr
+        resumed = cli_run([*args, "-o", out], os.environ)
+        assert resumed.returncode == 0, f"stopped at rename {stop}: {resumed.stderr}"
+        assert decoded_frames(out) == decoded_frames(tmp_path / "ref" / "out.mp4"), f"stopped at rename {stop}"
+        for ref, again in zip(frame_stats(ref_work), frame_stats(out.with_name("out.mp4.work")), strict=True):
+            same = ("frame", "start", "iterations", "loss", "terms", "after_flash")
             assert {k: ref.get(k) for k in same} == {k: again.get(k) for k in same}, f"stopped at rename {stop}"
