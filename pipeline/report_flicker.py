@@ -79,7 +79,8 @@ def pair_figures(state: VideoState, *, budget_s: float | None = None) -> dict[in
         if index < 2 or index - 1 not in state.frames:
             continue
         recorded = state.frames[index].get("flicker")
-        cut_score = state.frames[index].get("cut_score")
+        # The pair's own: a frame after a flash records the pair it started from as its "cut_score".
+        cut_score = (recorded if isinstance(recorded, dict) else state.frames[index]).get("cut_score")
         if isinstance(recorded, dict) and "output" in recorded:
             figures[index] = {**recorded, **({"cut": True} if (cut_score or 0) > threshold else {})}
         elif index in measured:

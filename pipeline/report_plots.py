@@ -29,7 +29,7 @@ SVG_STYLE = {
     "axes.grid": True,
     "grid.alpha": 0.3,
 }
-CUT_COLOR, SHOT_COLOR, CHUNK_COLOR = "#d62728", "#ff7f0e", "#7f7f7f"
+CUT_COLOR, SHOT_COLOR, CHUNK_COLOR, FLASH_COLOR = "#d62728", "#ff7f0e", "#7f7f7f", "#bcbd22"
 
 
 def reduce(x: Sequence[float], y: Sequence[float], how: str = "mean") -> tuple[np.ndarray, np.ndarray]:
@@ -84,8 +84,11 @@ def save_svg(figure: Figure, path: Path, *, bottom: float = BOTTOM) -> None:
 
 
 def _marks(axes, marks: dict[str, Sequence[int]]) -> None:
-    """Vertical lines at scene cuts, shot starts that are not cuts, and chunk starts."""
-    styles = {"scene cut": (CUT_COLOR, "--"), "shot start": (SHOT_COLOR, ":"), "chunk start": (CHUNK_COLOR, ":")}
+    """Vertical lines at scene cuts, shot starts that are not cuts, chunk starts and flashes (no cuts)."""
+    styles = {
+        "scene cut": (CUT_COLOR, "--"), "shot start": (SHOT_COLOR, ":"), "chunk start": (CHUNK_COLOR, ":"),
+        "flash": (FLASH_COLOR, "-."),
+    }  # fmt: skip
     for name, (color, style) in styles.items():
         for k, frame in enumerate(marks.get(name, ())):
             axes.axvline(frame - 0.5, color=color, linestyle=style, linewidth=1, label=name if k == 0 else None)

@@ -168,6 +168,8 @@ def flicker_summary(state: VideoState, figures: dict[int, dict]) -> str:
         rows.append(("per pair, so far", f"output {out:.4g}, input {inp:.4g} over {len(measured)} pairs"))
     cuts = state.cuts()
     rows.append(("scene cuts", ", ".join(map(str, cuts)) if cuts else "none"))
+    if flashes := state.flashes():  # their pairs are not measured either
+        rows.append(("flashes (no cuts)", ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in flashes)))
     note = (
         '<p class="muted">Masked warping error between consecutive frames (squared 0..255 RGB, lower is steadier).</p>'
     )
@@ -241,7 +243,10 @@ def plot(state: VideoState, figures: dict[int, dict]) -> None:
         pair_series[name] = [math.nan if f.get("cut") else f.get(name, math.nan) for _, f in pairs]
     cuts = state.cuts()
     shots = [int(a) for a, _ in (state.stage("stylize").get("shots") or [])[1:]]
-    marks = {"scene cut": cuts, "shot start": [s for s in shots if s not in cuts], "chunk start": state.chunk_starts()}
+    marks = {
+        "scene cut": cuts, "shot start": [s for s in shots if s not in cuts], "chunk start": state.chunk_starts(),
+        "flash": [first for first, _ in state.flashes()],
+    }  # fmt: skip
     video_plot(state.layout.files / "video.svg", series, pair_series, marks, state.total)
 
 

@@ -104,11 +104,16 @@ class VideoState:
         return self.stage("encode").get("status") == "done"
 
     def cuts(self) -> list[int]:
-        """Frames that start a new shot at a scene cut (from the shots, else the flicker record)."""
-        shots = self.stage("stylize").get("shots") or []
-        if len(shots) > 1:
+        """Frames that start a new shot at a scene cut (from the shots, else the flicker record,
+        whose "cuts" are the pairs it left out: a flash's too)."""
+        shots = self.stage("stylize").get("shots")
+        if shots is not None:
             return [int(first) for first, _ in shots[1:]]
         return list(((self.data.get("report") or {}).get("flicker") or {}).get("cuts") or [])
+
+    def flashes(self) -> list[tuple[int, int]]:
+        """The flashes the shots went on through (first, last frame; cuts.py)."""
+        return [(int(first), int(last)) for first, last in self.stage("stylize").get("flashes") or []]
 
     def chunk_starts(self) -> list[int]:
         chunks = self.data.get("chunks") or self.stage("encode").get("chunks") or []

@@ -798,6 +798,12 @@ def test_the_shot_goes_on_through_a_flash_and_the_frame_after_continues_from_the
     assert result.report["flicker"]["cuts"] == [5, 6]  # the pairs into and out of the flash are not measured
     assert "flashes at frames 5 (no cuts)" in "\n".join(status_lines(job.work))
     assert "scan: 8 frames, 0 scene cuts, flashes at 5" in (job.work / "job.log").read_text()
+    # The report's flicker table: no cut (its pairs left out of the flicker are the flash's), the flash.
+    page = (job.work / "report.html").read_text()
+    assert "<tr><th>scene cuts</th><td>none</td></tr>" in page
+    assert "<tr><th>flashes (no cuts)</th><td>5</td></tr>" in page
+    assert re.search(r"<tr><th>per pair, so far</th><td>output [0-9.e+]+, input [0-9.e+]+ over 5 pairs</td>", page)
+    assert "flash" in (job.work / "report-files" / "video.svg").read_text()
 
     # --flash-frames 0: two cuts, as the releases before, and their stylize settings (hash).
     cuts = make_job(clips["flash"], tmp_path / "cuts", flash_frames=0)
