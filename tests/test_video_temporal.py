@@ -44,6 +44,7 @@ from pipeline.video_defaults import (
     DEFAULT_SCENE_THRESHOLD,
     DEFAULT_STOP_STYLE_TOLERANCE,
     LBFGS_HISTORY_BYTES,
+    MAX_FLASH_FRAMES,
     MAX_LBFGS_HISTORY,
     MIN_FIRST_ITERATIONS,
     OWN_DEFAULTS,
@@ -484,6 +485,8 @@ def test_video_command_rejects_bad_temporal_options_with_exit_2(clips, tmp_path,
         ("--unreliable-start", "noise", "'--unreliable-start': 'noise' is not one of 'warped', 'content'"),
         ("--lbfgs-history", 0, f"--lbfgs-history 0: must be between 1 and {MAX_LBFGS_HISTORY}"),
         ("--lbfgs-history", MAX_LBFGS_HISTORY + 1, f"--lbfgs-history {MAX_LBFGS_HISTORY + 1}"),
+        ("--flash-frames", -1, f"--flash-frames -1: must be between 0 (off) and {MAX_FLASH_FRAMES}"),
+        ("--flash-frames", MAX_FLASH_FRAMES + 1, f"--flash-frames {MAX_FLASH_FRAMES + 1}: must be between 0"),
     ]:
         code, _, err = cli(["video", clips["short"], "-s", STYLE, "-o", tmp_path / "o.mp4", option, value], capsys)
         assert code == 2 and len(err.splitlines()) == 1 and message in err, err
@@ -491,6 +494,7 @@ def test_video_command_rejects_bad_temporal_options_with_exit_2(clips, tmp_path,
         ["--flow", "none", "--long-term", "1,2"],
         ["--flow", "independent", "--warp", "bicubic"],
         ["--flow", "none", "--unreliable-start", "content"],
+        ["--flow", "none", "--flash-frames", "0"],
     ):
         code, _, err = cli(["video", clips["short"], "-s", STYLE, "-o", tmp_path / "o.mp4", *no_flow], capsys)
         assert code == 2 and len(err.splitlines()) == 1 and f"{no_flow[2]} applies to --flow dis only" in err, err
