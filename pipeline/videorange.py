@@ -86,18 +86,17 @@ class Retention:
     the last finished one (the next frame's warm start). `--keep-frames` keeps everything. Only
     the shot's own content frames and pairs (`own`, first..last): the frame before its first is
     another shot's, and the frames a segment shares with its neighbour go with their seam (seams.py).
-    The last `reach` (VideoJob.reach) content and stylized frames stay: with --long-term 1,2,4 the
-    next frames' long-term pairs and temporal terms read them, and the frame after a flash its
-    frame before (`bridges`: after -> before), also after a resume. With `hold` (--passes > 1)
+    The job's last `reach` content and stylized frames stay (VideoJob.reach): with --long-term
+    1,2,4 the next frames' long-term pairs and temporal terms read them, and the frame after a
+    flash its frame before (`bridges`: after -> before), also after a resume. With --passes > 1
     nothing goes as frames finish: the later passes read the whole shot again."""
 
     def __init__(
-        self, store: FrameStore, keep: bool, chunked: int, own: tuple[int, int], long_term: tuple[int, ...] = (1,),
-        *, reach: int = 1, bridges: dict[int, int] | None = None, hold: bool = False,
+        self, store: FrameStore, job: VideoJob, *, chunked: int, own: tuple[int, int], bridges: dict[int, int]
     ):  # fmt: skip
-        self.store, self.keep, self.chunked, (self.first, self.last) = store, keep, chunked, own
-        self.long_term, self.reach, self.hold = long_term, max(reach, *long_term), hold
-        self.bridges = bridges or {}
+        self.store, self.chunked, (self.first, self.last), self.bridges = store, chunked, own, bridges
+        self.keep, self.hold = job.keep_frames, job.passes > 1
+        self.long_term, self.reach = job.long_term, job.reach
 
     def frame_finished(self, index: int) -> None:
         if self.keep or self.hold:
@@ -148,10 +147,7 @@ class RangeRun:
             for index in range(flash.first, flash.after + 1)
         }  # fmt: skip
         self.bridges = {flash.after: flash.before for flash in self.flashes.values()}
-        self.retention = Retention(
-            context.store, context.job.keep_frames, chunked, shot.own, context.job.long_term,
-            reach=context.job.reach, bridges=self.bridges, hold=self.passes > 1,
-        )  # fmt: skip
+        self.retention = Retention(context.store, context.job, chunked=chunked, own=shot.own, bridges=self.bridges)
         self.plan = ChunkPlan(max(chunked + 1, shot.own_first), context.job.scene_threshold)
         self.stylized: list[int] = []
         self.redone: list[int] = []  # frames of this run stylized again after stopping too early
