@@ -701,6 +701,30 @@ def cli_run(args: list, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
 
 
+def resumes_to_the_same_frames(args: list, tmp_path: Path, *, after: tuple[str, ...], same: tuple[str, ...] = ()):
+    """`stylize` with `args` run through (the reference), then, for each file whose name ends in
+    one of `after` (each renamed into place once), run again stopped right after that rename and
+    resumed: the output must be the reference's frame for frame, and each frame's record the same
+    in the keys `same`. Returns the reference's work directory."""
+    log = tmp_path / "renames.txt"
+    reference = cli_run([*args, "-o", tmp_path / "ref" / "out.mp4"], os.environ | {RENAME_COUNT_ENV: str(log)})
+    assert reference.returncode == 0, reference.stderr
+    renames = [line.split(" ", 1) for line in log.read_text().splitlines()]
+    stops = [int(n) for n, path in renames if path.endswith(after)]
+    assert len(stops) == len(after), renames
+    ref_work = tmp_path / "ref" / "out.mp4.work"
+    for stop in stops:
+        out = tmp_path / f"stop{stop}" / "out.mp4"
+        stopped = cli_run([*args, "-o", out], os.environ | {"PIPELINE_EXIT_AFTER_RENAMES": str(stop)})
+        assert stopped.returncode == EXIT_STATUS, stopped.stderr
+        resumed = cli_run([*args, "-o", out], os.environ)
+        assert resumed.returncode == 0, f"stopped at rename {stop}: {resumed.stderr}"
+        assert decoded_frames(out) == decoded_frames(tmp_path / "ref" / "out.mp4"), f"stopped at rename {stop}"
+        for ref, again in zip(frame_stats(ref_work), frame_stats(out.with_name("out.mp4.work")), strict=True):
+            assert {k: ref.get(k) for k in same} == {k: again.get(k) for k in same}, f"stopped at rename {stop}"
+    return ref_work
+
+
 def test_long_term_segments_finish_and_resume_inside_a_later_segments_head_to_the_same_output(tmp_path):
     """--long-term 1,2 with --max-shot-frames: segments 1-8, 6-13 (head 6-8) and 11-14 (head
     11-13). The frame after a seam holds to the later segment's last two versions of the shared
@@ -715,20 +739,8 @@ def test_long_term_segments_finish_and_resume_inside_a_later_segments_head_to_th
         "--device", "cpu", "--flow-workers", 1, "--long-term", "1,2", "--max-shot-frames", 8,
         "--segment-overlap", 3, "-q",
     ]  # fmt: skip
-    log = tmp_path / "renames.txt"
-    reference = cli_run([*args, "-o", tmp_path / "ref" / "out.mp4"], os.environ | {RENAME_COUNT_ENV: str(log)})
-    assert reference.returncode == 0, reference.stderr
-    renames = [line.split(" ", 1) for line in log.read_text().splitlines()]
     # Right after the later segments' second head frames: the one before each is finished by then.
-    stops = [int(n) for n, path in renames if path.endswith(("seams/000007.json", "seams/000012.json"))]
-    assert len(stops) == 2, renames
-    for stop in stops:
-        out = tmp_path / f"stop{stop}" / "out.mp4"
-        stopped = cli_run([*args, "-o", out], os.environ | {"PIPELINE_EXIT_AFTER_RENAMES": str(stop)})
-        assert stopped.returncode == EXIT_STATUS, stopped.stderr
-        resumed = cli_run([*args, "-o", out], os.environ)
-        assert resumed.returncode == 0, f"stopped at rename {stop}: {resumed.stderr}"
-        assert decoded_frames(out) == decoded_frames(tmp_path / "ref" / "out.mp4"), f"stopped at rename {stop}"
+    resumes_to_the_same_frames(args, tmp_path, after=("seams/000007.json", "seams/000012.json"))
 
 
 def test_long_term_job_killed_after_a_frame_resumes_to_the_same_frames(clips, tmp_path):
@@ -737,24 +749,9 @@ def test_long_term_job_killed_after_a_frame_resumes_to_the_same_frames(clips, tm
         "video", clips["moving"], "-s", STYLE, "--size", 32, "--iterations", 2, "--iterations-first", 3,
         "--seed", 3, "--device", "cpu", "--flow-workers", 1, "--long-term", "1,2,4", "-q",
     ]  # fmt: skip
-    log = tmp_path / "renames.txt"
-    reference = cli_run([*args, "-o", tmp_path / "ref" / "out.mp4"], os.environ | {RENAME_COUNT_ENV: str(log)})
-    assert reference.returncode == 0, reference.stderr
-    renames = [line.split(" ", 1) for line in log.read_text().splitlines()]
     # Right after frame 4's record: frame 5 then reads frames 4, 3 and 1, which must all be there.
-    stops = [int(n) for n, path in renames if path.endswith("styled/000004.json")]
-    assert len(stops) == 1, renames
-    ref_work = tmp_path / "ref" / "out.mp4.work"
-    for stop in stops:
-        out = tmp_path / f"stop{stop}" / "out.mp4"
-        stopped = cli_run([*args, "-o", out], os.environ | {"PIPELINE_EXIT_AFTER_RENAMES": str(stop)})
-        assert stopped.returncode == EXIT_STATUS, stopped.stderr
-        resumed = cli_run([*args, "-o", out], os.environ)
-        assert resumed.returncode == 0, resumed.stderr
-        assert decoded_frames(out) == decoded_frames(tmp_path / "ref" / "out.mp4"), f"stopped at rename {stop}"
-        for ref, again in zip(frame_stats(ref_work), frame_stats(out.with_name("out.mp4.work")), strict=True):
-            same = ("frame", "start", "iterations", "loss", "terms", "long_term", "reliable_long")
-            assert {k: ref.get(k) for k in same} == {k: again.get(k) for k in same}, f"stopped at rename {stop}"
+    same = ("frame", "start", "iterations", "loss", "terms", "long_term", "reliable_long")
+    resumes_to_the_same_frames(args, tmp_path, after=("styled/000004.json",), same=same)
 
 
 # --- flashes (cuts.py) ----------------------------------------------------------------------------
@@ -826,22 +823,9 @@ def test_a_job_killed_around_a_flash_resumes_to_the_same_frames(clips, tmp_path)
         "video", clips["flash"], "-s", STYLE, "--size", 32, "--iterations", 2, "--iterations-first", 3,
         "--seed", 3, "--device", "cpu", "--flow-workers", 1, "-q",
     ]  # fmt: skip
-    log = tmp_path / "renames.txt"
-    reference = cli_run([*args, "-o", tmp_path / "ref" / "out.mp4"], os.environ | {RENAME_COUNT_ENV: str(log)})
-    assert reference.returncode == 0, reference.stderr
-    ref_work = tmp_path / "ref" / "out.mp4.work"
-    assert read_json(ref_work / "job.json")["stages"]["stylize"]["flashes"] == [[5, 5]]
-    renames = [line.split(" ", 1) for line in log.read_text().splitlines()]
     # Right after the records of the frame before the flash and of the flash.
-    stops = [int(n) for n, path in renames if path.endswith(("styled/000004.json", "styled/000005.json"))]
-    assert len(stops) == 2, renames
-    for stop in stops:
-        out = tmp_path / f"stop{stop}" / "out.mp4"
-        stopped = cli_run([*args, "-o", out], os.environ | {"PIPELINE_EXIT_AFTER_RENAMES": str(stop)})
-        assert stopped.returncode == EXIT_STATUS, stopped.stderr
-        resumed = cli_run([*args, "-o", out], os.environ)
-        assert resumed.returncode == 0, f"stopped at rename {stop}: {resumed.stderr}"
-        assert decoded_frames(out) == decoded_frames(tmp_path / "ref" / "out.mp4"), f"stopped at rename {stop}"
-        for ref, again in zip(frame_stats(ref_work), frame_stats(out.with_name("out.mp4.work")), strict=True):
-            same = ("frame", "start", "iterations", "loss", "terms", "after_flash")
-            assert {k: ref.get(k) for k in same} == {k: again.get(k) for k in same}, f"stopped at rename {stop}"
+    same = ("frame", "start", "iterations", "loss", "terms", "after_flash")
+    reference = resumes_to_the_same_frames(
+        args, tmp_path, after=("styled/000004.json", "styled/000005.json"), same=same
+    )
+    assert read_json(reference / "job.json")["stages"]["stylize"]["flashes"] == [[5, 5]]
