@@ -1,9 +1,10 @@
 """A video's shots: the frame ranges stylized each in frame order (every frame starts from the one
 before it) and independently of one another, so that several devices can take one each (issue 16).
 
-A shot starts at frame 1 and at every frame whose pair's cut score exceeds --scene-threshold:
-there the frame starter begins afresh anyway (temporal.FlowWarmStart), so cutting the job there
-changes the schedule, never the result. With --max-shot-frames N a longer shot is split into
+A shot starts at frame 1 and at every frame whose pair's cut score exceeds --scene-threshold,
+but where a flash comes and goes (cuts.py: the shot goes on through it): there the frame starter
+begins afresh anyway (temporal.FlowWarmStart), so cutting the job there changes the schedule,
+never the result. With --max-shot-frames N a longer shot is split into
 segments of at most N frames that overlap by --segment-overlap frames: each later segment starts
 afresh at its overlap, and over the overlap the output cross-fades linearly from the earlier
 segment's frames to the later one's, so the seam is a short blend instead of a jump (the

@@ -21,6 +21,11 @@ a pan) is held to how it was stylized before, instead of restyled from the conte
 cut, nor before the range's first frame (it starts from --init, like a cut): frames of another
 shot are not there to read.
 
+A flash (cuts.py: a change of light that goes within `--flash-frames` frames) is no cut: its
+frames start from the frame before it warped, with no temporal term (`through_flash`), and the
+frame after it starts from the frame before the flash, by the pair between those two
+(`EarlierFrames.across`; videorange.RangeRun decides which frame is which).
+
 `--warp` chooses the interpolation that carries a stylized frame onto the next (bilinear, or
 bicubic: sharper, at some flicker on real motion). `--first-rounds` settles a shot's first frame:
 a cold run, then short runs, each from the image resampled as a warm start is, so the shot

@@ -228,7 +228,9 @@ class RangeRun:
         if stream.sought is False:
             c.log(f"shot {shot.text()}: the seek to frame {first} landed elsewhere; decoded from the range's start")
 
-    def start_of(self, index: int, content: torch.Tensor, previous: torch.Tensor | None, pairs: EarlierFrames):
+    def start_of(
+        self, index: int, content: torch.Tensor, previous: torch.Tensor | None, pairs: EarlierFrames
+    ) -> FrameStart:  # fmt: skip
         """How frame `index` starts: as the starter says, from the frame before it; afresh at the
         shot's first frame; through a flash, from the frame before the flash (cuts.py)."""
         c, flash = self.c, self.flashes.get(index)
@@ -245,10 +247,12 @@ class RangeRun:
         start.stats["after_flash"] = [flash.first, flash.last]
         return start
 
-    def stylize_frame(self, stylizer: Stylizer, index: int, previous: torch.Tensor | None, pairs: EarlierFrames):
+    def stylize_frame(
+        self, stylizer: Stylizer, index: int, previous: torch.Tensor | None, pairs: EarlierFrames
+    ) -> None:  # fmt: skip
         c = self.c
         content = load_image(c.store.content(index))
-        start: FrameStart = self.start_of(index, content, previous, pairs)
+        start = self.start_of(index, content, previous, pairs)
         c.events.frame_started(index, start.iterations)
         began = time.perf_counter()
         result, redone = optimize_frame(stylizer, content, start, c.events.iteration, self.previous_loss)
