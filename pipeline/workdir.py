@@ -203,8 +203,9 @@ def prune(
     content frames before the last finished one (`done`; it is the next pair's first frame), the
     flow pairs up to it, the stylized frames in chunks (up to `chunked`) but the last finished;
     of the frames `own` (first, last) only (one shot's: shotprogress.py prunes shot by shot).
-    With --long-term 1,2,4 the last `reach` (4) content and stylized frames stay, for the next
-    frames' long-term pairs and terms. Lists the folders, so it runs at the start and the end of
+    The last `reach` content and stylized frames stay (VideoJob.reach: 4 with --long-term 1,2,4,
+    for the next frames' long-term pairs and terms; 3 for a flash of 2 frames, whose frame after
+    reads its frame before, cuts.py). Lists the folders, so it runs at the start and the end of
     a run; while frames finish, videorange.Retention deletes file by file."""
     first, last = own
 
