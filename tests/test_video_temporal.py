@@ -829,3 +829,17 @@ def test_a_job_killed_around_a_flash_resumes_to_the_same_frames(clips, tmp_path)
         args, tmp_path, after=("styled/000004.json", "styled/000005.json"), same=same
     )
     assert read_json(reference / "job.json")["stages"]["stylize"]["flashes"] == [[5, 5]]
+
+
+def test_a_segment_goes_on_through_a_flash_from_its_own_frame_before_only(clips, tmp_path):
+    """--max-shot-frames 5: segments 1-5 and 4-8, sharing frames 4-5. The flash (frame 5) comes at
+    the first one's end, where its frame after is not the segment's: there frame 5 starts afresh,
+    as at a cut. The second begins at the frame before the flash and goes on through it."""
+    job = make_job(clips["flash"], tmp_path, max_shot_frames=5, segment_overlap=2)
+    run_video(job, vgg=build_tiny_vgg())
+    head = [read_json(job.work / "seams" / f"{index:06d}.json") for index in (4, 5)]  # the later segment's
+    assert [s["start"] for s in head] == ["segment", "flash"]
+    assert read_json(job.work / "styled" / "000006.json")["after_flash"] == [5, 5]
+    assert read_json(job.work / "styled" / "000005.json")["start"] == "cut"  # the earlier segment's
+    assert read_json(job.work / "job.json")["stages"]["stylize"]["segments"] == [[1, 5], [4, 8]]
+    assert job.output.exists()
