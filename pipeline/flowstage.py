@@ -101,7 +101,7 @@ class PairPlan:
     first: int = 2
     offsets: tuple[int, ...] = (1,)
     earliest: int = 1
-    bridges: tuple[Key, ...] = ()  # and these: each flash's frame before onto its frame after (cuts.py)
+    bridges: tuple[Key, ...] = ()  # and these (none before `earliest`): a flash's frame before onto its frame after
 
 
 ADJACENT = PairPlan()
@@ -128,7 +128,7 @@ class FlowStage:
         # done, so are the others, whose earlier frames may go once that frame is finished.
         self.offsets = tuple(sorted(pairs.offsets, reverse=True))
         self.earliest = pairs.earliest  # no long-term pair from a frame before this one (a shot's first frame)
-        self.bridges = {later: earlier for earlier, later in pairs.bridges if earlier >= pairs.earliest}
+        self.bridges = {later: earlier for earlier, later in pairs.bridges}
         self.available = available or (lambda index: total is not None and index <= total)
         self.computed: list[int] = []  # adjacent pairs this stage computed (by their later frame)
         self.computed_long: list[Key] = []  # and the others

@@ -22,6 +22,7 @@ from .report_html import REPORT_FILE, esc, img, link_from, page, progress_bar, s
 from .report_plots import LOSS_TERMS, video_plot
 from .report_thumbs import THUMB_SIZE, prune, thumbnail
 from .report_video_data import VideoLayout, VideoState, read_state
+from .shots import frames_text
 
 RATE_WINDOW = 50  # frames/s over the last this many finished frames
 # Seconds of new flicker measurements per rewrite of a running job's report (the rest waits for
@@ -169,7 +170,7 @@ def flicker_summary(state: VideoState, figures: dict[int, dict]) -> str:
     cuts = state.cuts()
     rows.append(("scene cuts", ", ".join(map(str, cuts)) if cuts else "none"))
     if flashes := state.flashes():  # their pairs are not measured either
-        rows.append(("flashes (no cuts)", ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in flashes)))
+        rows.append(("flashes (no cuts)", ", ".join(frames_text(first, last) for first, last in flashes)))
     note = (
         '<p class="muted">Masked warping error between consecutive frames (squared 0..255 RGB, lower is steadier).</p>'
     )

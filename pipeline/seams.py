@@ -80,7 +80,7 @@ class Seams:
     crf: int
     keep: bool = False  # --keep-frames: both versions stay, for inspection
     long_term: tuple[int, ...] = (1,)  # --long-term: how far back the later segment's next frames read
-    reach: int = 1  # and how far back they read at all (VideoJob.reach: a flash's frame after reads its frame before)
+    reach: int = 1  # and how far back they read at all (VideoJob.reads_back, at least max(long_term))
 
     def try_seam(self, after: Shot) -> bool:
         """Make the seam before segment `after` if both versions are finished and no one else is
@@ -136,10 +136,11 @@ class Seams:
 
 def used_up(earlier: FrameStore, later: SeamStore, chunk: Chunk, long_term: tuple[int, ...], reach: int = 1) -> None:
     """The seam is encoded: both versions, their content frames and pairs (each frame's pair with
-    each frame k before it) go, but for the later segment's last `reach` (at least max(k)) versions
-    and content frames: the frame after the seam starts from the last, and holds to and pairs with
-    the frames k before it (videorange.Retention keeps as many of each segment's own frames)."""
-    kept = range(chunk.last - max(reach, *long_term) + 1, chunk.last + 1)
+    each frame k before it) go, but for the later segment's last `reach` versions and content
+    frames (VideoJob.reads_back: max(k), or the frame before a flash): the frame after the seam
+    starts from the last, and holds to and pairs with the frames k before it
+    (videorange.Retention keeps as many of each segment's own frames)."""
+    kept = range(chunk.last - reach + 1, chunk.last + 1)
     for index in range(chunk.first, chunk.last + 1):
         earlier.styled(index).unlink(missing_ok=True)
         for k in long_term:

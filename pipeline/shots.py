@@ -60,7 +60,12 @@ class Shot:
         return position / (self.overlap + 1) if position <= self.overlap else 1.0
 
     def text(self) -> str:
-        return f"{self.first}-{self.last}" if self.last > self.first else str(self.first)
+        return frames_text(self.first, self.last)
+
+
+def frames_text(first: int, last: int) -> str:
+    """Frames first..last as a person reads them: "31-32", or "31" for one frame."""
+    return f"{first}-{last}" if last > first else str(first)
 
 
 def plan_shots(cuts: Iterable[int], total: int, *, max_frames: int | None = None, overlap: int = 0) -> list[Shot]:

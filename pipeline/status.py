@@ -11,7 +11,7 @@ from . import archive_status
 from .errors import InputError
 from .manifest import JobManifest, WorkDirLock, read_json
 from .outputs import output_is_recorded
-from .shots import read_shot_records
+from .shots import frames_text, read_shot_records
 from .workdir import STAGES, FrameStore, human_bytes, is_work_dir
 
 
@@ -196,7 +196,7 @@ def stage_detail(name: str, stage: dict, status: str, store: FrameStore) -> str:
             cuts = ", ".join(str(first) for first, _ in stage["shots"][1:])
             detail += f", {len(stage['shots'])} shots (scene cuts at frames {cuts})"
         if stage.get("flashes"):  # cuts.py: the shots go on through them
-            flashes = ", ".join(str(first) if first == last else f"{first}-{last}" for first, last in stage["flashes"])
+            flashes = ", ".join(frames_text(first, last) for first, last in stage["flashes"])
             detail += f", flashes at frames {flashes} (no cuts)"
         if stage.get("redone"):
             detail += f", {len(stage['redone'])} frames redone after stopping too early"

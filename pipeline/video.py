@@ -42,7 +42,7 @@ from .report_live import LiveReport
 from .report_video import JOB_FLICKER_BUDGET, write_video_report
 from .settings import resuming_text
 from .shotprogress import ShotProgress
-from .shots import Shot, plan_shots
+from .shots import Shot, frames_text, plan_shots
 from .temporal import make_starter
 from .vgg import VGG19
 from .video_defaults import MAX_FLASH_FRAMES
@@ -169,7 +169,7 @@ class VideoRun:
         cuts = result.cuts(self.job.scene_threshold, flashes) if scan.preset else []
         self.log(
             f"scan: {result.total} frames, {len(cuts)} scene cuts{' at ' + str(cuts) if cuts else ''}"
-            + (f", flashes at {', '.join(map(str, (f.first for f in flashes)))}" if flashes else "")
+            + (f", flashes at {', '.join(frames_text(f.first, f.last) for f in flashes)}" if flashes else "")
         )
         return result
 

@@ -181,12 +181,16 @@ class VideoJob:
         return min(frames, self.max_shot_frames or frames) if self.passes > 1 else 0
 
     @property
+    def reads_back(self) -> int:
+        """How many frames back a frame's start reads as it goes forward: --long-term's farthest,
+        and the frame after a flash reads the frame before it (cuts.py)."""
+        return max(self.long_term[-1], self.flash_frames + 1 if self.flow == "dis" else 1)
+
+    @property
     def reach(self) -> int:
-        """How many frames back a frame's start reads: what the work directory keeps that long.
-        The frame after a flash reads the frame before it (cuts.py). With --passes > 1 a later
-        pass reads every frame of the shot again: all of it is kept."""
-        flashes = self.flash_frames + 1 if self.flow == "dis" else 1
-        return max(self.long_term[-1], flashes) if self.passes == 1 else MAX_SHOT_FRAMES
+        """What the work directory keeps of a shot as it goes: reads_back frames, or with
+        --passes > 1, whose later passes read every frame of the shot again, all of it."""
+        return self.reads_back if self.passes == 1 else MAX_SHOT_FRAMES
 
     @property
     def first_iterations(self) -> int:

@@ -86,7 +86,7 @@ class Retention:
     the last finished one (the next frame's warm start). `--keep-frames` keeps everything. Only
     the shot's own content frames and pairs (`own`, first..last): the frame before its first is
     another shot's, and the frames a segment shares with its neighbour go with their seam (seams.py).
-    The job's last `reach` content and stylized frames stay (VideoJob.reach): with --long-term
+    The last `reach` content and stylized frames stay (VideoJob.reads_back): with --long-term
     1,2,4 the next frames' long-term pairs and temporal terms read them, and the frame after a
     flash its frame before (`bridges`: after -> before), also after a resume. With --passes > 1
     nothing goes as frames finish: the later passes read the whole shot again."""
@@ -96,7 +96,7 @@ class Retention:
     ):  # fmt: skip
         self.store, self.chunked, (self.first, self.last), self.bridges = store, chunked, own, bridges
         self.keep, self.hold = job.keep_frames, job.passes > 1
-        self.long_term, self.reach = job.long_term, job.reach
+        self.long_term, self.reach = job.long_term, job.reads_back
 
     def frame_finished(self, index: int) -> None:
         if self.keep or self.hold:
@@ -290,7 +290,7 @@ class RangeRun:
         c = self.c
         seams = Seams(
             c.job.work, c.chunks, c.hashes["stylize"], rate=c.rate, crf=c.job.crf, keep=c.job.keep_frames,
-            long_term=c.job.long_term, reach=c.job.reach,
+            long_term=c.job.long_term, reach=c.job.reads_back,
         )  # fmt: skip
         if seams.try_seam(after):
             c.log(f"seam: frames {after.first}-{after.first + after.overlap - 1} cross-faded and encoded")

@@ -278,7 +278,7 @@ def stylize_shots(
         remove_leftovers(FrameStore(job.work), job.output)  # of a Dask worker that died mid-write
         Seams(
             job.work, task.chunks(), task.hashes["stylize"], rate=task.rate, crf=job.crf, keep=job.keep_frames,
-            long_term=job.long_term, reach=job.reach,
+            long_term=job.long_term, reach=job.reads_back,
         ).make_missing(shots)  # fmt: skip
     finally:
         records.stylize_stopped(progress.count())
