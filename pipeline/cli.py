@@ -22,7 +22,7 @@ from .cli_style import parse_blend, style_options
 from .display import HelpCommand, HelpGroup
 from .errors import InputError, PipelineError, one_line
 from .settings import OWN_DEFAULTS, StyleSettings
-from .shots import DEFAULT_SEGMENT_OVERLAP
+from .shots import DEFAULT_SEGMENT_OVERLAP, frames_text
 from .signals import exit_code as signal_exit_code
 from .signals import handled as signals_handled
 
@@ -303,6 +303,7 @@ def flicker(
     size: opts.DecodeSizeOpt = None,
     flow_preset: opts.FlowPresetOpt = video_defaults.DEFAULT_FLOW_PRESET,
     scene_threshold: opts.MeasuredThresholdOpt = video_defaults.DEFAULT_SCENE_THRESHOLD,
+    flash_frames: opts.MeasuredFlashFramesOpt = video_defaults.DEFAULT_FLASH_FRAMES,
     json_output: opts.JsonOpt = False,
 ) -> None:
     """Measure flicker: the mean masked warping error between consecutive frames of OUTPUT (lower
@@ -317,14 +318,18 @@ def flicker(
     # Checked first, as `stylize video` checks them (VideoJob.frame_range): the same one-line errors.
     frames = FrameRange(start, duration, every_nth)
     report = video_flicker(
-        output, reference=reference, frames=frames, size=size, preset=flow_preset, scene_threshold=scene_threshold
-    )
+        output, reference=reference, frames=frames, size=size, preset=flow_preset, scene_threshold=scene_threshold,
+        flash_frames=flash_frames,
+    )  # fmt: skip
     if json_output:
         typer.echo(json.dumps(report))
         return
     part = frames.text()
     part = f"; reference {part}" if part else ""
-    cuts = f"; scene cuts at frames {', '.join(map(str, report['cuts']))} skipped" if report["cuts"] else ""
+    left_out = [f"scene cuts at frames {', '.join(map(str, report['cuts']))}"] if report["cuts"] else []
+    if report["flashes"]:
+        left_out.append(f"flashes at frames {', '.join(frames_text(first, last) for first, last in report['flashes'])}")
+    cuts = f"; {' and '.join(left_out)} skipped" if left_out else ""
     typer.echo(f"output {report['output']:.4g}  {output}")
     typer.echo(f"input  {report['input']:.4g}  {reference}")
     typer.echo(

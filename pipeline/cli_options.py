@@ -387,6 +387,13 @@ DecodeSizeOpt = Annotated[
 MeasuredThresholdOpt = Annotated[
     float, typer.Option(help="Frame pairs with a higher cut score (0..1) are scene cuts and not measured.")
 ]
+MeasuredFlashFramesOpt = Annotated[
+    int,
+    typer.Option(
+        help="A change of light of at most this many frames after which the picture is back is called a flash, "
+        "not two scene cuts, as stylize video calls it (its pairs are not measured either; 0: cuts)."
+    ),
+]
 
 # --- status, report -------------------------------------------------------------------------------
 WorkDirArg = Annotated[

@@ -1,6 +1,10 @@
 """Flicker: the mean masked warping error between consecutive frames (Ruder et al. 2016, flow.py's
 `warping_error`), measured from frame files on joblib workers. The video job's report measures
 its stylized frames and its content frames; `stylize flicker` (`video_flicker`) two video files.
+
+Pairs whose cut score is over the scene threshold are not measured: their flow is not motion.
+`stylize flicker` tells which of them are scene cuts and which a flash (cuts.py: a change of
+light of a frame or two, after which the picture is back), as the video job tells its shots.
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 from joblib import Parallel, delayed
 
+from .cuts import Scan
 from .decode import VideoInfo, frame_size, probe
 from .errors import InputError
-from .flow import FramePair, warping_error
+from .flow import FramePair, colour_histogram, histogram_gap, warping_error
 from .flowstage import FlowStage, default_workers, read_rgb
 from .framerange import ALL, FrameRange
 from .framestream import extract_frames
-from .video_defaults import DEFAULT_FLOW_PRESET, DEFAULT_SCENE_THRESHOLD, check_flow_options
+from .video_defaults import DEFAULT_FLASH_FRAMES, DEFAULT_FLOW_PRESET, DEFAULT_SCENE_THRESHOLD, check_flow_options
 from .workdir import FrameStore, frame_name
 
 if TYPE_CHECKING:  # annotations only: job_flicker reads four of the job's fields
@@ -133,8 +138,28 @@ def frame_count_mismatch(
     )
 
 
-def check_options(preset: str, size: int | None, scene_threshold: float) -> None:
-    check_flow_options(preset, scene_threshold)
+def reference_scan(frames_dir: Path, flow_dir: Path, total: int, over: list[int], longest: int) -> Scan:
+    """The cut scan (cuts.Scan) of the reference's `total` frames, of its pairs `over` the scene
+    threshold only, enough to tell its flashes of at most `longest` frames from its cuts: each
+    pair's cut score from its flow file, each frame's colours against the frames before it from
+    the frame files."""
+
+    def histogram(index: int) -> np.ndarray:
+        if index not in histograms:
+            histograms[index] = colour_histogram(read_rgb(frames_dir / frame_name(index)))
+        return histograms[index]
+
+    histograms: dict[int, np.ndarray] = {}
+    scores = {index: FramePair.load(flow_dir / frame_name(index, ".npz")).cut_score for index in over}
+    back = range(2, longest + 2)  # span g - 2: frame index - g against frame index
+    spans = {
+        index: [histogram_gap(histogram(index - g), histogram(index)) for g in back if g < index] for index in over
+    }
+    return Scan(total, scores, spans)
+
+
+def check_options(preset: str, size: int | None, scene_threshold: float, flash_frames: int) -> None:
+    check_flow_options(preset, scene_threshold, flash_frames)
     if size is not None and not 16 <= size <= 16384:
         raise InputError(f"--size {size}: must be between 16 and 16384 pixels")
 
@@ -147,11 +172,14 @@ def video_flicker(
     size: int | None = None,
     preset: str = DEFAULT_FLOW_PRESET,
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
+    flash_frames: int = DEFAULT_FLASH_FRAMES,
     workers: int | None = None,
 ) -> dict:
     """`stylize flicker`: both videos decoded at the same frame size (the reference's aspect,
     `size` or the output's long side), flow and masks computed on the reference, and the mean
-    masked warping error of the output and of the reference itself.
+    masked warping error of the output and of the reference itself. The pairs over the scene
+    threshold are left out: "cuts" lists the scene cuts, "flashes" the flashes of at most
+    `flash_frames` frames (first, last), as `stylize video` would find them.
 
     The reference is decoded over the part the output was made from: `frames`, the range of the
     --start, --duration and --every-nth `stylize video` was given, through the same
@@ -159,7 +187,7 @@ def video_flicker(
     output's timestamps cannot tell that part: `stylize video` writes its frames from 0 s
     whatever --start was, and a re-encoded output may have another rate; so the user says, and
     differing counts are refused."""
-    check_options(preset, size, scene_threshold)
+    check_options(preset, size, scene_threshold, flash_frames)
     output_info, reference_info = probe(output), probe(reference)
     frames.check_within(reference, reference_info.duration)
     dims = frame_size(reference_info, size or max(output_info.width, output_info.height))
@@ -192,7 +220,10 @@ def video_flicker(
             scene_threshold=scene_threshold,
             workers=workers,
         )
+        scan = reference_scan(folders["input"], Path(tmp) / "flow", counts["input"], report["cuts"], flash_frames)
+    flashes = scan.flashes(scene_threshold, flash_frames)
     return report | {
+        "cuts": scan.cuts(scene_threshold, flashes), "flashes": [[flash.first, flash.last] for flash in flashes],
         "frames": counts["input"], "width": dims[0], "height": dims[1], "flow_preset": preset,
         "start": frames.start, "duration": frames.duration, "every_nth": frames.every_nth,
     }  # fmt: skip

@@ -146,14 +146,16 @@ MAX_SHOT_FRAMES = 10_000_000
 MAX_SEGMENT_OVERLAP = 1000
 
 
-def check_flow_options(preset: str, scene_threshold: float) -> None:
-    """--flow-preset and --scene-threshold, in the words of both commands that take them (`stylize
-    video` and `stylize flicker`)."""
+def check_flow_options(preset: str, scene_threshold: float, flash_frames: int) -> None:
+    """--flow-preset, --scene-threshold and --flash-frames, in the words of both commands that
+    take them (`stylize video` and `stylize flicker`)."""
     if preset not in FLOW_PRESETS:
         *faster, slowest = FLOW_PRESETS
         raise InputError(f"--flow-preset {preset!r}: must be {', '.join(faster)} or {slowest}")
     if not 0 <= scene_threshold <= 1:
         raise InputError(f"--scene-threshold {scene_threshold}: must be between 0 and 1 (1: never cut)")
+    if not 0 <= flash_frames <= MAX_FLASH_FRAMES:
+        raise InputError(f"--flash-frames {flash_frames}: must be between 0 (off) and {MAX_FLASH_FRAMES}")
 
 
 def parse_long_term(text: str) -> tuple[int, ...]:

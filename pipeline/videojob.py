@@ -34,7 +34,6 @@ from .video_defaults import (
     FLOW_MODES,
     LBFGS_HISTORY_BYTES,
     MAX_FIRST_ROUNDS,
-    MAX_FLASH_FRAMES,
     MAX_FLOW_WORKERS,
     MAX_LBFGS_HISTORY,
     MAX_LONG_TERM,
@@ -114,7 +113,7 @@ class VideoJob:
     def _check_flow(self) -> None:
         if self.flow not in FLOW_MODES:
             raise InputError(f"--flow {self.flow!r}: must be one of {', '.join(FLOW_MODES)}")
-        check_flow_options(self.flow_preset, self.scene_threshold)
+        check_flow_options(self.flow_preset, self.scene_threshold, self.flash_frames)
         if not math.isfinite(self.temporal_weight) or self.temporal_weight < 0:
             raise InputError(f"--temporal-weight {self.temporal_weight}: must be a finite number >= 0")
         if not 0 <= self.stop_tolerance < 1:
@@ -137,8 +136,6 @@ class VideoJob:
             raise InputError(f"--lbfgs-history {self.lbfgs_history}: must be between 1 and {MAX_LBFGS_HISTORY}")
         if not 1 <= self.first_rounds <= MAX_FIRST_ROUNDS:
             raise InputError(f"--first-rounds {self.first_rounds}: must be between 1 and {MAX_FIRST_ROUNDS}")
-        if not 0 <= self.flash_frames <= MAX_FLASH_FRAMES:
-            raise InputError(f"--flash-frames {self.flash_frames}: must be between 0 (off) and {MAX_FLASH_FRAMES}")
         self._check_long_term()
         self._check_passes()
         for name, default in DIS_ONLY.items():

@@ -536,7 +536,10 @@ CASES = [
         ["flicker", f"@{ODD}.mp4", "-r", "@missing.mp4"], ["missing.mp4"], id="flicker-odd-output-missing-reference"
     ),
     *negative_and_absurd(
-        "flicker", ["@clip.mp4", "-r", "@clip.mp4"], [], {"--size": (-64, 0, 10**9), "--scene-threshold": (-1, 2)}
+        "flicker",
+        ["@clip.mp4", "-r", "@clip.mp4"],
+        [],
+        {"--size": (-64, 0, 10**9), "--scene-threshold": (-1, 2), "--flash-frames": (-1, 5)},
     ),
     # --- usage errors, for every command ---------------------------------------------------------
     *[

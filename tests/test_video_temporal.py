@@ -816,6 +816,27 @@ def test_the_shot_goes_on_through_a_flash_and_the_frame_after_continues_from_the
     assert "flashes" not in manifest["stages"]["stylize"]
 
 
+def test_stylize_flicker_tells_a_flash_from_a_scene_cut(tmp_path, capsys):
+    """`stylize flicker` leaves out the pairs over the scene threshold, as before, and names them
+    as `stylize video` does: the flash (frame 5) apart from the scene cut (frame 9)."""
+    moving = shot(8, seed=0)
+    clip = write_clip(tmp_path / "both.mp4", moving[:4] + [flashed(moving[4])] + moving[5:] + shot(4, seed=10))
+
+    def flicker(*extra) -> str:
+        code = main([str(a) for a in ["flicker", clip, "-r", clip, *extra]])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        return captured.out
+
+    report = json.loads(flicker("--json"))
+    assert (report["flashes"], report["cuts"], report["pairs"]) == ([[5, 5]], [9], 11 - 3)
+    assert "; scene cuts at frames 9 and flashes at frames 5 skipped)" in flicker()
+    cuts = json.loads(flicker("--flash-frames", 0, "--json"))  # as the releases before: three cuts
+    assert (cuts["flashes"], cuts["cuts"], cuts["pairs"]) == ([], [5, 6, 9], 11 - 3)
+    assert cuts["output"] == report["output"] and cuts["input"] == report["input"]
+    assert "; scene cuts at frames 5, 6, 9 skipped)" in flicker("--flash-frames", 0)
+
+
 def test_a_job_killed_around_a_flash_resumes_to_the_same_frames(clips, tmp_path):
     """The frame after a flash reads the frame before it, stylized and as content, after a kill too:
     the work directory keeps them (VideoJob.reach) until it is finished."""
