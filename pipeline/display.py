@@ -24,6 +24,8 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 
+from .shots import counted
+
 if TYPE_CHECKING:  # annotations only: optimize loads torch, which the help never needs
     from . import optimize
 
@@ -245,7 +247,7 @@ class JobDisplay:
 
     def shots(self, running: int, finished: int, total: int) -> None:
         if self.jobs is not None:
-            description = f"{self.stage_name} ({running} shots running, {finished} of {total} done)"
+            description = f"{self.stage_name} ({counted(running, 'shot')} running, {finished} of {total} done)"
             self.progress.update(self.jobs, description=description)
 
 

@@ -43,7 +43,7 @@ from .frame_record import optimized, pair_record
 from .images import load_image, save_image
 from .losses import TemporalLoss
 from .manifest import read_json, timestamp, write_json
-from .shots import Shot
+from .shots import Shot, counted
 from .stylize import Stylizer
 from .temporal import FlowWarmStart, FrameStart, SumLoss, WeightedLoss, optimize_frame
 from .workdir import FrameStore, frame_name
@@ -153,7 +153,8 @@ class Passes:
             frame = self.store.content(missing[0] + 1)
             raise PipelineError(f"{frame}: a content frame a later pass needs is missing; run again")
         seconds = time.perf_counter() - began
-        self.c.log(f"shot {self.shot.text()}: {len(todo)} reverse flow pairs in {seconds:.1f} s on {workers} workers")
+        on = counted(workers, "worker")
+        self.c.log(f"shot {self.shot.text()}: {len(todo)} reverse flow pairs in {seconds:.1f} s on {on}")
 
     def reverse_path(self, index: int) -> Path:
         return self.store.flow_dir / pair_name(index + 1, index)

@@ -68,6 +68,11 @@ def frames_text(first: int, last: int) -> str:
     return f"{first}-{last}" if last > first else str(first)
 
 
+def counted(count: int, noun: str) -> str:
+    """ "1 worker", "2 workers": a count and its noun as a person reads them (the noun in the singular)."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def plan_shots(cuts: Iterable[int], total: int, *, max_frames: int | None = None, overlap: int = 0) -> list[Shot]:
     """The shots of frames 1..total that start at frame 1 and at each frame in `cuts`, in frame
     order; with `max_frames`, a longer shot split into segments of at most that many frames

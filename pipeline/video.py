@@ -42,7 +42,7 @@ from .report_live import LiveReport
 from .report_video import JOB_FLICKER_BUDGET, write_video_report
 from .settings import resuming_text
 from .shotprogress import ShotProgress
-from .shots import Shot, frames_text, plan_shots
+from .shots import Shot, counted, frames_text, plan_shots
 from .temporal import make_starter
 from .vgg import VGG19
 from .video_defaults import MAX_FLASH_FRAMES
@@ -163,7 +163,8 @@ class VideoRun:
         if recorded is not None:
             return recorded
         self.events.stage("scan", total=self.estimate)
-        self.log(f"scan: counting the frames{' and scoring cuts' if scan.preset else ''} ({scan.workers} workers)")
+        scoring = " and scoring cuts" if scan.preset else ""
+        self.log(f"scan: counting the frames{scoring} ({counted(scan.workers, 'worker')})")
         result = scan.run(self.info, self.size, self.job.frame_range, self.events.stage_progress)
         flashes = self.flashes(result)
         cuts = result.cuts(self.job.scene_threshold, flashes) if scan.preset else []

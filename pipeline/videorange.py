@@ -37,7 +37,7 @@ from .images import load_image, load_styles, save_image
 from .manifest import write_json
 from .passes import Passes
 from .seams import Seams
-from .shots import Shot
+from .shots import Shot, counted
 from .stylize import Stylizer
 from .temporal import EarlierFrames, FrameStart, WarmStart, optimize_frame
 from .vgg import VGG19
@@ -209,8 +209,8 @@ class RangeRun:
             flows.start()
             c.log(
                 f"shot {shot.text()}: {self.done - shot.first + 1} frames finished before, starting at frame "
-                f"{self.done + 1} on {c.device} (decoding {stream.window} frames ahead; flow on {flows.workers} "
-                f"workers, {len(flows.ready_before)} pairs there before)"
+                f"{self.done + 1} on {c.device} (decoding {stream.window} frames ahead; flow on "
+                f"{counted(flows.workers, 'worker')}, {counted(len(flows.ready_before), 'pair')} there before)"
             )
             stylizer, previous = None, load_image(c.store.styled(self.done)) if resumed else None
             self.previous_loss = recorded_loss(c.store, self.done) if resumed else None  # then kept from each frame's

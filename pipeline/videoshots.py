@@ -46,7 +46,7 @@ from .report_frames import FrameThumbnails
 from .seams import Seams, store_for
 from .shotlease import ShotLease, claim, wait_for_holder, where
 from .shotprogress import ShotProgress
-from .shots import Shot, longest_first, shot_record_path
+from .shots import Shot, counted, longest_first, shot_record_path
 from .stylize import Stylizer
 from .temporal import make_starter
 from .vgg import VGG19
@@ -271,7 +271,7 @@ def stylize_shots(
     listener.events.stage("stylize", total=total, done=progress.done)
     log(
         f"stylize: {progress.done} of {total} frames finished before; {len(todo)} of {len(shots)} shots to do "
-        f"on {workers.count} {'Dask workers' if job.backend == 'dask' else 'devices'}"
+        f"on {counted(workers.count, 'Dask worker' if job.backend == 'dask' else 'device')}"
     )
     try:
         results = run_shots(task, todo, workers, listener)

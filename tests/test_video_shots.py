@@ -201,3 +201,5 @@ def test_the_display_counts_frames_across_shots_and_names_the_shots_running():
         task = display.progress.tasks[-1]
         assert task.completed == 4 and task.total == 10
         assert task.description == "stylize (2 shots running, 1 of 4 done)"
+        display.shots(1, 3, 4)
+        assert display.progress.tasks[-1].description == "stylize (1 shot running, 3 of 4 done)"
