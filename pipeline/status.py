@@ -180,7 +180,11 @@ def stage_status(name: str, stage: dict, data: dict, store: FrameStore, *, runni
 def stage_detail(name: str, stage: dict, status: str, store: FrameStore) -> str:
     """How far a stage got, in words (after its status)."""
     if name == "decode" and "frames" in stage:
-        return f", {stage['frames']} frames at {stage.get('width')}x{stage.get('height')}"
+        # A job killed under a release before has the size in its settings only.
+        width, height = stage.get("width"), stage.get("height")
+        if width is None:
+            width, height = (stage.get("settings") or {}).get("frame_size") or ("?", "?")
+        return f", {stage['frames']} frames at {width}x{height}"
     if name == "flow" and "total" in stage:
         # The streaming job deletes each pair once its later frame is finished: a finished stage
         # counts them all; a running one counts those on disk (computed, not used yet).

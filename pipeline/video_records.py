@@ -176,12 +176,13 @@ class StageRecords:
             remove_dir(self.store.work_dir / "shots")  # the shots' records: of the frames just discarded
         self.manifest.save()
 
-    def stylize_started(self, total: int, done: int) -> None:
-        """The cut scan counted `total` frames; the decode and flow run with the stylizer."""
+    def stylize_started(self, total: int, size: tuple[int, int], done: int) -> None:
+        """The cut scan counted `total` frames of `size`; the decode and flow run with the stylizer."""
         for name in ("decode", "flow"):
             if self.manifest.stage(name).get("status") != "done":
                 self.manifest.stage(name).update(status="running", started=timestamp())
-        self.manifest.stage("decode").update(frames=total)
+        width, height = size
+        self.manifest.stage("decode").update(frames=total, width=width, height=height)
         self.manifest.update("stylize", status="running", total=total, done=done)
 
     def stylize_stopped(self, done: int) -> None:

@@ -264,7 +264,7 @@ def stylize_shots(
     start and once at the end, never per frame. Returns the shots' results."""
     job, total, progress = task.job, task.total, listener.progress
     claim(job.work, task.run)  # before any shot starts: tasks of earlier runs still running stop
-    records.stylize_started(total, progress.done)
+    records.stylize_started(total, task.size, progress.done)
     if not job.keep_frames:
         progress.prune()
     todo = longest_first(shot for shot in shots if not progress.finished(shot))

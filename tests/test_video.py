@@ -251,6 +251,8 @@ def test_sigkilled_run_resumes_without_recomputing_finished_frames(clips, refere
     # cost would grow with a long video's length): `stylize status` counts the statistics files.
     done = len(list((job.work / "styled").glob("*.json")))
     assert 2 <= done < 6 and any(f", {done}/6 frames done" in line for line in status_lines(job.work))
+    decode = next(line for line in status_lines(job.work) if line.startswith("decode: "))
+    assert re.search(r", 6 frames at [1-9][0-9]*x[1-9][0-9]* ", decode), decode  # the size known from the start
     finished = mtimes(job.work / "styled")
     assert f"{done:06d}.png" in finished and f"{done + 1:06d}.json" not in finished
 
