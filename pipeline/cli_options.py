@@ -316,6 +316,15 @@ FlashFramesOpt = Annotated[
         "before it (0: a cut, as before).",
     ),
 ]
+FlashTemporalOpt = Annotated[
+    bool,
+    option(
+        "--flash-temporal/--no-flash-temporal",
+        panel=VIDEO,
+        help="Hold a flash's frames to the frame before it by the temporal loss, through optical flow computed in "
+        "that frame's light (--no-flash-temporal: no temporal term there, a texture laid out anew, as before).",
+    ),
+]
 LbfgsHistoryOpt = Annotated[
     int | None,
     no_default(

@@ -117,9 +117,33 @@ def histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
     return histogram_gap(colour_histogram(a), colour_histogram(b))
 
 
-def frame_pair(previous: np.ndarray, current: np.ndarray, preset: str = "medium") -> FramePair:
-    """Flow, reliability and a scene-cut score for two consecutive content frames."""
-    return pair_of_flows(previous, current, dis_flow(current, previous, preset), dis_flow(previous, current, preset))
+def frame_pair(previous: np.ndarray, current: np.ndarray, preset: str = "medium", *, lit: bool = False) -> FramePair:
+    """Flow, reliability and a scene-cut score for two consecutive content frames. `lit`, for a
+    flash's frame (cuts.py): the flow and reliability of `current` in the light of `previous`
+    (match_light) where its checks trust more pixels than the flow of the frames as they are; the
+    cut score is still that of the frames as they are."""
+    pair = pair_of_flows(previous, current, dis_flow(current, previous, preset), dis_flow(previous, current, preset))
+    if not lit:
+        return pair
+    matched = match_light(current, previous)
+    moved = pair_of_flows(previous, matched, dis_flow(matched, previous, preset), dis_flow(previous, matched, preset))
+    if moved.reliability.mean() <= pair.reliability.mean():
+        return pair
+    return FramePair(moved.flow_back, moved.reliability, pair.cut_score)
+
+
+def match_light(frame: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """`frame` with each colour channel's mean and spread made `reference`'s: a flash's frame in
+    the light of the frame before it, so that the flow follows the motion and not the light. DIS
+    normalizes each patch's mean, not its contrast, and where a flash burns the highlights out its
+    checks trust few pixels: 27% of the sample clip's at 64 px with one frame flashed (ffmpeg's
+    eq, brightness +0.5, contrast 0.6), 77% with the light matched (95% between two frames
+    without a flash). A flash that only scales and lifts the levels DIS follows as it is, and
+    the stretch back amplifies the frame's noise: frame_pair keeps the better of the two."""
+    frame, reference = frame.astype(np.float32), reference.astype(np.float32)
+    spread = frame.std(axis=(0, 1)) + 1e-6
+    matched = (frame - frame.mean(axis=(0, 1))) / spread * reference.std(axis=(0, 1)) + reference.mean(axis=(0, 1))
+    return np.clip(matched, 0, 255).round().astype(np.uint8)
 
 
 def pair_of_flows(

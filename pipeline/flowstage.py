@@ -16,7 +16,10 @@ between non-adjacent frames can live beside the adjacent ones. With a `PairPlan`
 (--long-term 1,2,4) the stage also computes, for each frame i, the pairs carrying frames i-2 and
 i-4 onto it, on the content frames as the adjacent ones; their cut scores are not recorded (the
 adjacent pairs' are). With its `bridges`, the pair carrying the frame before each flash onto the
-frame after it (cuts.py), which continues from it.
+frame after it (cuts.py), which continues from it; with its `lit` frames (a flash's), their
+adjacent pairs are computed with the light of the frame before (flow.match_light), for the
+temporal term that holds a flash's frame to the frame before it. Which frames those are is in the
+flow stage's settings (video_records.stage_settings), so a pair file is always of its kind.
 A long-term pair whose earlier frame is not there (before the range, or already gone because no
 frame of the shot reads it) is skipped, not an error: only a wait for it is.
 """
@@ -73,9 +76,12 @@ def read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def compute_pair(key: Key, previous: Path, current: Path, output: Path, preset: str) -> tuple[Key, float | None]:
-    """A worker's task: the pair carrying `previous` onto `current`, written to `output`; a
-    long-term pair whose earlier frame is gone is skipped (score None)."""
+def compute_pair(
+    key: Key, previous: Path, current: Path, output: Path, preset: str, lit: bool = False
+) -> tuple[Key, float | None]:
+    """A worker's task: the pair carrying `previous` onto `current`, written to `output` (`lit`:
+    in the light of `previous`, flow.frame_pair); a long-term pair whose earlier frame is gone is
+    skipped (score None)."""
     # The parallelism is across pairs; OpenCV's own thread pool in every worker would oversubscribe.
     cv2.setNumThreads(1)
     earlier, later = key
@@ -85,7 +91,7 @@ def compute_pair(key: Key, previous: Path, current: Path, output: Path, preset: 
         if earlier != later - 1:  # another shot's frame, deleted as that shot moved on: not needed
             return key, None
         raise
-    pair = frame_pair(*images, preset)
+    pair = frame_pair(*images, preset, lit=lit)
     pair.save(output)
     return key, pair.cut_score
 
@@ -102,6 +108,7 @@ class PairPlan:
     offsets: tuple[int, ...] = (1,)
     earliest: int = 1
     bridges: tuple[Key, ...] = ()  # and these (none before `earliest`): a flash's frame before onto its frame after
+    lit: frozenset[int] = frozenset()  # frames whose adjacent pair is computed in the light of the frame before
 
 
 ADJACENT = PairPlan()
@@ -129,6 +136,7 @@ class FlowStage:
         self.offsets = tuple(sorted(pairs.offsets, reverse=True))
         self.earliest = pairs.earliest  # no long-term pair from a frame before this one (a shot's first frame)
         self.bridges = {later: earlier for earlier, later in pairs.bridges}
+        self.lit = pairs.lit
         self.available = available or (lambda index: total is not None and index <= total)
         self.computed: list[int] = []  # adjacent pairs this stage computed (by their later frame)
         self.computed_long: list[Key] = []  # and the others
@@ -168,15 +176,17 @@ class FlowStage:
             index += 1
 
     def _task(self, key: Key) -> tuple:
+        """compute_pair's arguments for the pair `key`."""
         earlier, later = key
         frames, output = self.frames_dir, self.flow_dir / pair_name(earlier, later)
-        return key, frames / frame_name(earlier), frames / frame_name(later), output
+        lit = earlier == later - 1 and later in self.lit
+        return key, frames / frame_name(earlier), frames / frame_name(later), output, self.preset, lit
 
     def _run(self) -> None:
         try:
             if self.workers == 1:
                 for key in self._todo():
-                    self._done(*compute_pair(*self._task(key), self.preset))
+                    self._done(*compute_pair(*self._task(key)))
             else:
                 self._run_pool()
         except BaseException as exc:  # handed to the thread that waits, which raises it
@@ -192,7 +202,7 @@ class FlowStage:
         # few pairs already handed out finish and are kept.
         executor, pending = get_reusable_executor(max_workers=self.workers), set()
         for key in self._todo():
-            pending.add(executor.submit(compute_pair, *self._task(key), self.preset))
+            pending.add(executor.submit(compute_pair, *self._task(key)))
             while len(pending) >= 2 * self.workers:
                 done, pending = wait_futures(pending, return_when=FIRST_COMPLETED)
                 for future in done:

@@ -78,6 +78,7 @@ class StartPlan:
     first_rounds: int = 1  # a shot's first frame settles in this many rounds (settle)
     passes: int = 1  # --passes: passes over each shot (passes.py)
     flash_frames: int = 0  # --flash-frames: the shots go on through changes of light this short (cuts.py)
+    flash_temporal: bool = False  # --flash-temporal: a flash's frames held to the frame before it
     lbfgs_history: int = HISTORY_SIZE  # L-BFGS's curvature pairs for every frame
 
     @classmethod
@@ -90,7 +91,7 @@ class StartPlan:
             scene_threshold=job.scene_threshold, long_term=job.long_term, warp=job.warp,
             unreliable_start=job.unreliable_start,
             first_rounds=job.first_rounds, passes=job.passes, flash_frames=job.flash_frames,
-            lbfgs_history=job.history_pairs(size),
+            flash_temporal=job.flash_temporal, lbfgs_history=job.history_pairs(size),
         )  # fmt: skip
 
 
@@ -247,6 +248,8 @@ class FlowWarmStart(WarmStart):
             settings["passes"] = plan.passes
         if plan.flash_frames:
             settings["flash_frames"] = plan.flash_frames
+            if plan.flash_temporal:  # only where set: the jobs of the release before keep their hash
+                settings["flash_temporal"] = True
         return super().settings() | settings
 
     def first(self, source: str = "init", stats: dict | None = None) -> FrameStart:
@@ -284,15 +287,22 @@ class FlowWarmStart(WarmStart):
         return self.warm(init, "warped", extra_losses=extra_losses, stats=stats)
 
     def through_flash(self, index: int, content: torch.Tensor, previous: torch.Tensor, pairs: Pairs) -> FrameStart:
-        """A frame of a flash (cuts.py): from the frame before it warped, whatever its cut score,
-        with no temporal term. Its light is not the frame before's, and the flow's checks still
-        trust a part of the pixels across a flash (27-43% on the sample clip): held there to the old
-        light, the frame came out patched (docs/video-quality.md). The texture comes from the frame
-        before; the content loss gives the light."""
+        """A frame of a flash (cuts.py): from the frame before it warped, whatever its cut score.
+        With --flash-temporal, held to it by the temporal term as a warm frame is, through the pair
+        the flow stage computed with the flash's light matched to the frame before's
+        (flowstage.PairPlan.lit: 77% of the pixels reliable on the sample clip's flash at 64 px, against 27%
+        by the flow of the frames as they are, which left the frame patched where it held it). The
+        content loss gives what of the light shows in a stylized frame. Without it, no temporal
+        term: the frame lays out its texture anew, in some 250 iterations (docs/video-quality.md).
+        Its unreliable pixels start from the warped frame too: the content there is the flash's."""
         pair = pairs(index)
         warped = self.warp(previous.to(self.device, torch.float32), pair)
         stats = {"cut_score": round(pair.cut_score, 4), "reliable": round(float(pair.reliability.mean()), 4)}
-        return self.warm(warped, "flash", stats=stats)
+        extra_losses = {}
+        if self.plan.flash_temporal and self.plan.temporal_weight > 0:
+            reliability = torch.from_numpy(pair.reliability).to(self.device)[None, None]
+            extra_losses["temporal"] = WeightedLoss(TemporalLoss(warped, reliability), self.plan.temporal_weight)
+        return self.warm(warped, "flash", extra_losses=extra_losses, stats=stats)
 
     def warp(self, stylized: torch.Tensor, pair: FramePair) -> torch.Tensor:
         """A stylized frame carried onto the current one by the pair's flow, with --warp's

@@ -270,9 +270,12 @@ class VideoRun:
         report = {"key": self.report_key, "flicker": flicker, "flow": self.job.flow, "measured": timestamp()}
         self.manifest.data["report"] = report
         self.manifest.save()
+        # The pairs over the scene threshold are left out: scene cuts, and a flash's way in and out.
+        left_out = ", ".join(map(str, flicker["cuts"]))
+        left_out = f"the pairs into frames {left_out} left out (scene cuts, flashes)" if left_out else "none left out"
         self.log(
             f"flicker: output {flicker['output']:.4g}, input {flicker['input']:.4g} (mean masked warping error over "
-            f"{flicker['pairs']} pairs; scene cuts at {flicker['cuts'] or 'none'})"
+            f"{flicker['pairs']} pairs; {left_out})"
         )
 
     def encode(self, frames: int) -> str | None:

@@ -58,6 +58,8 @@ def stage_settings(job: VideoJob, info: VideoInfo, size: tuple[int, int], starte
         "flow_preset": job.flow_preset,
         "frame_size": list(size),
     }
+    if job.lit_flashes:  # which pairs are computed with the light matched: a flash's (cuts.py)
+        flow["lit_flashes"] = {"flash_frames": job.flash_frames, "scene_threshold": job.scene_threshold}
     stylize = {
         "decode": hash_settings(decode),
         "flow": hash_settings(flow),

@@ -147,6 +147,10 @@ class RangeRun:
             for index in range(flash.first, flash.after + 1)
         }  # fmt: skip
         self.bridges = {flash.after: flash.before for flash in self.flashes.values()}
+        # Every flash's frames, this shot's or not: a frame two segments share has one pair file.
+        self.lit_frames = frozenset(
+            index for flash in context.flashes for index in range(flash.first, flash.after)
+        ) if context.job.lit_flashes else frozenset()  # fmt: skip
         self.retention = Retention(context.store, context.job, chunked=chunked, own=shot.own, bridges=self.bridges)
         self.plan = ChunkPlan(max(chunked + 1, shot.own_first), context.job.scene_threshold)
         self.stylized: list[int] = []
@@ -201,6 +205,7 @@ class RangeRun:
             pairs=PairPlan(
                 first=max(self.done, shot.first) + 1, offsets=c.job.long_term, earliest=shot.first,
                 bridges=tuple((before, after) for after, before in sorted(self.bridges.items())),
+                lit=self.lit_frames,
             ),
         )  # fmt: skip
         # The stream closes first (exits run in reverse): a flow thread waiting for a frame is let go.

@@ -83,8 +83,8 @@ def write_clip(path: Path, frames: list[np.ndarray]) -> Path:
 
 
 def flashed(frame: np.ndarray) -> np.ndarray:
-    """The frame under a camera's flash: most of the way to white."""
-    return (frame * 0.3 + 255 * 0.7).astype(np.uint8)
+    """The frame under a camera's flash: far brighter, its highlights burnt out."""
+    return np.clip(frame * 2.0 + 60, 0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -334,8 +334,8 @@ def test_a_job_begun_under_the_release_before_issue_17_resumes_with_its_settings
     assert read_json(began.work / "job.json")["stages"]["stylize"]["settings"] == recorded
     options = (
         "--iterations-first 4, --stop-tolerance 0.001, --stop-style-tolerance 0, --lbfgs-history 20, "
-        "--unreliable-start content, --first-rounds 1, --flash-frames 0, --range-weight 0 (the defaults now: 1500, "
-        "0.005, 0.02, 50, warped, 2, 2, 3e+09;"
+        "--unreliable-start content, --first-rounds 1, --flash-frames 0, --no-flash-temporal, --range-weight 0 (the "
+        "defaults now: 1500, 0.005, 0.02, 50, warped, 2, 2, --flash-temporal, 3e+09;"
     )
     assert any(options in m for m in events.messages), events.messages
     assert (result.report["flicker"]["pairs"], result.report["flicker"]["unmeasured"]) == (3, 2)
@@ -780,31 +780,55 @@ def test_a_change_of_light_that_goes_within_the_limit_back_to_the_frame_before_i
 
 def test_the_shot_goes_on_through_a_flash_and_the_frame_after_continues_from_the_frame_before(clips, tmp_path):
     """A flash (frame 5) made two cuts, each a cold start and the second a new look for the rest
-    of the shot: now frame 5 starts from frame 4 without the temporal term, and frame 6 from frame
-    4 by their own pair, held to it by the temporal term."""
+    of the shot: now frame 5 starts from frame 4, held to it by the temporal term through the flow
+    computed in frame 4's light, and frame 6 from frame 4 by their own pair."""
     job = make_job(clips["flash"], tmp_path / "flash", keep_frames=True)
     result = run_video(job, vgg=build_tiny_vgg())
     stats = frame_stats(job.work)
     assert [(s["start"], s["iterations"]) for s in stats] == [("init", 5)] + [
         ("flash", 3) if i == 5 else ("warped", 3) for i in range(2, 9)
     ]
-    assert ["temporal" in s["terms"] for s in stats] == [False, True, True, True, False, True, True, True]
+    assert ["temporal" in s["terms"] for s in stats] == [False] + [True] * 7
     assert stats[4]["cut_score"] > DEFAULT_SCENE_THRESHOLD and stats[5]["after_flash"] == [5, 5]
+    # The flash's pair: the flow of frame 5 in frame 4's light, the cut score of the frames as they are.
+    frames = [cv2.cvtColor(cv2.imread(str(job.work / "frames" / f"00000{i}.png")), cv2.COLOR_BGR2RGB) for i in (4, 5)]
+    as_they_are, lit = frame_pair(*frames), FramePair.load(job.work / "flow" / "000005.npz")
+    assert lit.cut_score == pytest.approx(as_they_are.cut_score, abs=1e-6)
+    assert stats[4]["reliable"] == pytest.approx(float(lit.reliability.mean()), abs=1e-4)
+    assert lit.reliability.mean() > as_they_are.reliability.mean() + 0.2
+    # A flash that lifts the levels without burning any out DIS follows as it is: that flow is kept.
+    before, lifted = shot(5, seed=0)[3], (shot(5, seed=0)[4] * 0.3 + 178).astype(np.uint8)
+    assert frame_pair(before, lifted, lit=True).reliability.mean() == frame_pair(before, lifted).reliability.mean()
+    flow_settings = read_json(job.work / "job.json")["stages"]["flow"]["settings"]
+    assert flow_settings["lit_flashes"] == {"flash_frames": 2, "scene_threshold": DEFAULT_SCENE_THRESHOLD}
     assert stats[5]["cut_score"] < DEFAULT_SCENE_THRESHOLD and stats[5]["reliable"] > 0.7  # frame 4 onto 6 (4 px)
     assert (job.work / "flow" / "000004-000006.npz").exists()
     manifest = read_json(job.work / "job.json")
     assert manifest["stages"]["stylize"]["shots"] == [[1, 8]]
     assert manifest["stages"]["stylize"]["flashes"] == [[5, 5]]
     assert manifest["stages"]["stylize"]["settings"]["flash_frames"] == 2
+    assert manifest["stages"]["stylize"]["settings"]["flash_temporal"] is True
     assert result.report["flicker"]["cuts"] == [5, 6]  # the pairs into and out of the flash are not measured
     assert "flashes at frames 5 (no cuts)" in "\n".join(status_lines(job.work))
-    assert "scan: 8 frames, 0 scene cuts, flashes at 5" in (job.work / "job.log").read_text()
+    log = (job.work / "job.log").read_text()
+    assert "scan: 8 frames, 0 scene cuts, flashes at 5" in log
+    assert "over 5 pairs; the pairs into frames 5, 6 left out (scene cuts, flashes))" in log
     # The report's flicker table: no cut (its pairs left out of the flicker are the flash's), the flash.
     page = (job.work / "report.html").read_text()
     assert "<tr><th>scene cuts</th><td>none</td></tr>" in page
     assert "<tr><th>flashes (no cuts)</th><td>5</td></tr>" in page
     assert re.search(r"<tr><th>per pair, so far</th><td>output [0-9.e+]+, input [0-9.e+]+ over 5 pairs</td>", page)
     assert "flash" in (job.work / "report-files" / "video.svg").read_text()
+
+    # --no-flash-temporal: frame 5 free of the temporal term, by the flow of the frames as they
+    # are, as the release before; its settings (hash) too.
+    free = make_job(clips["flash"], tmp_path / "free", keep_frames=True, flash_temporal=False)
+    run_video(free, vgg=build_tiny_vgg())
+    assert ["temporal" in s["terms"] for s in frame_stats(free.work)][3:6] == [True, False, True]
+    assert frame_stats(free.work)[4]["reliable"] == pytest.approx(float(as_they_are.reliability.mean()), abs=1e-4)
+    manifest = read_json(free.work / "job.json")
+    assert "flash_temporal" not in manifest["stages"]["stylize"]["settings"]
+    assert "lit_flashes" not in manifest["stages"]["flow"]["settings"]
 
     # --flash-frames 0: two cuts, as the releases before, and their stylize settings (hash).
     cuts = make_job(clips["flash"], tmp_path / "cuts", flash_frames=0)
