@@ -495,9 +495,11 @@ def test_video_command_rejects_bad_temporal_options_with_exit_2(clips, tmp_path,
         ["--flow", "independent", "--warp", "bicubic"],
         ["--flow", "none", "--unreliable-start", "content"],
         ["--flow", "none", "--flash-frames", "0"],
+        ["--flow", "independent", "--no-flash-temporal"],
     ):
         code, _, err = cli(["video", clips["short"], "-s", STYLE, "-o", tmp_path / "o.mp4", *no_flow], capsys)
-        assert code == 2 and len(err.splitlines()) == 1 and f"{no_flow[2]} applies to --flow dis only" in err, err
+        name = no_flow[2].replace("--no-", "--")
+        assert code == 2 and len(err.splitlines()) == 1 and f"{name} applies to --flow dis only" in err, err
     assert not (tmp_path / "o.mp4.work").exists()
 
 
