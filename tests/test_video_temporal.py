@@ -863,6 +863,32 @@ def test_stylize_flicker_tells_a_flash_from_a_scene_cut(tmp_path, capsys):
     assert "; scene cuts at frames 5, 6, 9 skipped)" in flicker("--flash-frames", 0)
 
 
+def test_a_job_of_the_release_before_goes_on_with_its_flash_frames_free_of_the_temporal_term(clips, tmp_path):
+    """A job begun by the release before --flash-temporal (its settings: the flash frames without
+    the temporal term, their pairs of the frames as they are), stopped before its flash and run
+    again with the option left unset: its finished frames kept, its flash frame as that release
+    made it, and the option named beside the default now."""
+    began = make_job(clips["flash"], tmp_path, flash_temporal=False)
+    with pytest.raises(Recorder.Stop):
+        run_video(began, events=Recorder(stop_at=4), vgg=build_tiny_vgg())
+    recorded = read_json(began.work / "job.json")["stages"]
+    assert "flash_temporal" not in recorded["stylize"]["settings"]
+    finished = {name: t for name, t in mtimes(began.work / "styled").items() if name.endswith(".json")}
+
+    events = Recorder()
+    run_video(
+        make_job(clips["flash"], tmp_path, defaulted=frozenset(OWN_DEFAULTS)), events=events, vgg=build_tiny_vgg()
+    )
+    assert events.started == [4, 5, 6, 7, 8]
+    assert {k: v for k, v in mtimes(began.work / "styled").items() if k in finished} == finished
+    assert read_json(began.work / "job.json")["stages"]["flow"]["hash"] == recorded["flow"]["hash"]
+    flash = frame_stats(began.work)[4]
+    assert (flash["start"], "temporal" in flash["terms"]) == ("flash", False)
+    assert any("--no-flash-temporal (the defaults now: --flash-temporal;" in m for m in events.messages), (
+        events.messages
+    )
+
+
 def test_a_job_killed_around_a_flash_resumes_to_the_same_frames(clips, tmp_path):
     """The frame after a flash reads the frame before it, stylized and as content, after a kill too:
     the work directory keeps them (VideoJob.reach) until it is finished."""
