@@ -88,8 +88,8 @@ MODES = {
     "stop-1.5e-2": ["--stop-tolerance", "0.015"],
     # A flash as the releases before took it: two scene cuts (the `flash` clip shows the difference).
     "flash-cuts": ["--flash-frames", "0"],
-    # The release before --flash-temporal: a flash's frames free of the temporal term.
-    "flash-free": ["--no-flash-temporal"],
+    # The release before: a flash's frames free of the temporal term.
+    "flash-free": ["--free-flashes"],
 }
 EDGE = 20  # frames at each end of the shot for style drift and sharpness retention
 

@@ -316,13 +316,13 @@ FlashFramesOpt = Annotated[
         "before it (0: a cut, as before).",
     ),
 ]
-FlashTemporalOpt = Annotated[
+FreeFlashesOpt = Annotated[
     bool,
     option(
-        "--flash-temporal/--no-flash-temporal",
+        "--free-flashes",
         panel=VIDEO,
-        help="Hold a flash's frames to the frame before it by the temporal loss, through optical flow computed in "
-        "that frame's light (--no-flash-temporal: no temporal term there, a texture laid out anew, as before).",
+        help="A flash's frames free of the temporal loss, their texture laid out anew, as before (by default they "
+        "are held to the frame before the flash, through optical flow computed in that frame's light).",
     ),
 ]
 LbfgsHistoryOpt = Annotated[

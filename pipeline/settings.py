@@ -131,11 +131,11 @@ def option_text(value: object) -> str:
 
 
 def option_given(name: str, value: object) -> str:
-    """An option with its value as one would type it: --range-weight 0; a flag as --flash-temporal
-    or --no-flash-temporal."""
+    """An option with its value as one would type it: --range-weight 0; a flag (off by default,
+    cli_options) as --free-flashes, or "no --free-flashes" where it is off."""
     flag = name.replace("_", "-")
     if isinstance(value, bool):
-        return f"--{flag}" if value else f"--no-{flag}"
+        return f"--{flag}" if value else f"no --{flag}"
     return f"--{flag} {option_text(value)}"
 
 
@@ -144,7 +144,7 @@ def resuming_text(kept: dict[str, tuple[object, object]], job: str, redo: str) -
     with, the default now): 'resuming with the settings the archive began with, --range-weight 0
     (the defaults now: 3e+09; give them to restyle its finished images)'."""
     began = ", ".join(option_given(name, value) for name, (value, _) in kept.items())
-    now = [option_given(name, now) if isinstance(now, bool) else option_text(now) for name, (_, now) in kept.items()]
+    now = [("on" if now else "off") if isinstance(now, bool) else option_text(now) for _, (_, now) in kept.items()]
     defaults = ", ".join(now)
     return (
         f"resuming with the settings the {job} began with, {began} (the defaults now: {defaults}; give them to {redo})"

@@ -78,7 +78,7 @@ class StartPlan:
     first_rounds: int = 1  # a shot's first frame settles in this many rounds (settle)
     passes: int = 1  # --passes: passes over each shot (passes.py)
     flash_frames: int = 0  # --flash-frames: the shots go on through changes of light this short (cuts.py)
-    flash_temporal: bool = False  # --flash-temporal: a flash's frames held to the frame before it
+    free_flashes: bool = True  # --free-flashes: a flash's frames free of the temporal term (the release before's)
     lbfgs_history: int = HISTORY_SIZE  # L-BFGS's curvature pairs for every frame
 
     @classmethod
@@ -91,7 +91,7 @@ class StartPlan:
             scene_threshold=job.scene_threshold, long_term=job.long_term, warp=job.warp,
             unreliable_start=job.unreliable_start,
             first_rounds=job.first_rounds, passes=job.passes, flash_frames=job.flash_frames,
-            flash_temporal=job.flash_temporal, lbfgs_history=job.history_pairs(size),
+            free_flashes=job.free_flashes, lbfgs_history=job.history_pairs(size),
         )  # fmt: skip
 
 
@@ -248,8 +248,8 @@ class FlowWarmStart(WarmStart):
             settings["passes"] = plan.passes
         if plan.flash_frames:
             settings["flash_frames"] = plan.flash_frames
-            if plan.flash_temporal:  # only where set: the jobs of the release before keep their hash
-                settings["flash_temporal"] = True
+            if not plan.free_flashes:  # only where so: the jobs of the release before keep their hash
+                settings["free_flashes"] = False
         return super().settings() | settings
 
     def first(self, source: str = "init", stats: dict | None = None) -> FrameStart:
@@ -288,7 +288,7 @@ class FlowWarmStart(WarmStart):
 
     def through_flash(self, index: int, content: torch.Tensor, previous: torch.Tensor, pairs: Pairs) -> FrameStart:
         """A frame of a flash (cuts.py): from the frame before it warped, whatever its cut score.
-        With --flash-temporal, held to it by the temporal term as a warm frame is, through the pair
+        Held to it by the temporal term as a warm frame is, through the pair
         the flow stage computed with the flash's light matched to the frame before's
         (flowstage.PairPlan.lit: 77% of the pixels reliable on the sample clip's flash at 64 px, against 27%
         by the flow of the frames as they are, which left the frame patched where it held it). The
@@ -299,7 +299,7 @@ class FlowWarmStart(WarmStart):
         warped = self.warp(previous.to(self.device, torch.float32), pair)
         stats = {"cut_score": round(pair.cut_score, 4), "reliable": round(float(pair.reliability.mean()), 4)}
         extra_losses = {}
-        if self.plan.flash_temporal and self.plan.temporal_weight > 0:
+        if not self.plan.free_flashes and self.plan.temporal_weight > 0:
             reliability = torch.from_numpy(pair.reliability).to(self.device)[None, None]
             extra_losses["temporal"] = WeightedLoss(TemporalLoss(warped, reliability), self.plan.temporal_weight)
         return self.warm(warped, "flash", extra_losses=extra_losses, stats=stats)

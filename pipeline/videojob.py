@@ -19,7 +19,6 @@ from .shots import DEFAULT_SEGMENT_OVERLAP
 from .video_defaults import (
     DEFAULT_FIRST_ROUNDS,
     DEFAULT_FLASH_FRAMES,
-    DEFAULT_FLASH_TEMPORAL,
     DEFAULT_FLOW,
     DEFAULT_FLOW_PRESET,
     DEFAULT_LBFGS_HISTORY,
@@ -86,7 +85,7 @@ class VideoJob:
     first_rounds: int = DEFAULT_FIRST_ROUNDS  # a shot's first frame settles in this many runs
     passes: int = 1  # passes over each shot, in alternating directions (passes.py)
     flash_frames: int = DEFAULT_FLASH_FRAMES  # a change of light this short is a flash, not a cut (cuts.py)
-    flash_temporal: bool = DEFAULT_FLASH_TEMPORAL  # a flash's frames held to the frame before it (temporal.py)
+    free_flashes: bool = False  # a flash's frames free of the temporal term, as the release before (temporal.py)
     lbfgs_history: int | None = None  # L-BFGS's curvature pairs for each frame; None: history_pairs decides
     # Of OWN_DEFAULTS, those the command line left unset: a resumed job may keep its own values for them.
     defaulted: frozenset[str] = frozenset()
@@ -182,8 +181,8 @@ class VideoJob:
     @property
     def lit_flashes(self) -> bool:
         """Whether the flow stage computes the pairs into a flash's frames with the flash's light
-        matched to the frame before's (flowstage.PairPlan.lit), for --flash-temporal."""
-        return self.flow == "dis" and self.flash_frames > 0 and self.flash_temporal
+        matched to the frame before's (flowstage.PairPlan.lit), unless --free-flashes."""
+        return self.flow == "dis" and self.flash_frames > 0 and not self.free_flashes
 
     @property
     def reads_back(self) -> int:

@@ -334,8 +334,8 @@ def test_a_job_begun_under_the_release_before_issue_17_resumes_with_its_settings
     assert read_json(began.work / "job.json")["stages"]["stylize"]["settings"] == recorded
     options = (
         "--iterations-first 4, --stop-tolerance 0.001, --stop-style-tolerance 0, --lbfgs-history 20, "
-        "--unreliable-start content, --first-rounds 1, --flash-frames 0, --no-flash-temporal, --range-weight 0 (the "
-        "defaults now: 1500, 0.005, 0.02, 50, warped, 2, 2, --flash-temporal, 3e+09;"
+        "--unreliable-start content, --first-rounds 1, --flash-frames 0, --free-flashes, --range-weight 0 (the "
+        "defaults now: 1500, 0.005, 0.02, 50, warped, 2, 2, off, 3e+09;"
     )
     assert any(options in m for m in events.messages), events.messages
     assert (result.report["flicker"]["pairs"], result.report["flicker"]["unmeasured"]) == (3, 2)
@@ -495,11 +495,10 @@ def test_video_command_rejects_bad_temporal_options_with_exit_2(clips, tmp_path,
         ["--flow", "independent", "--warp", "bicubic"],
         ["--flow", "none", "--unreliable-start", "content"],
         ["--flow", "none", "--flash-frames", "0"],
-        ["--flow", "independent", "--no-flash-temporal"],
+        ["--flow", "independent", "--free-flashes"],
     ):
         code, _, err = cli(["video", clips["short"], "-s", STYLE, "-o", tmp_path / "o.mp4", *no_flow], capsys)
-        name = no_flow[2].replace("--no-", "--")
-        assert code == 2 and len(err.splitlines()) == 1 and f"{name} applies to --flow dis only" in err, err
+        assert code == 2 and len(err.splitlines()) == 1 and f"{no_flow[2]} applies to --flow dis only" in err, err
     assert not (tmp_path / "o.mp4.work").exists()
 
 
@@ -809,7 +808,7 @@ def test_the_shot_goes_on_through_a_flash_and_the_frame_after_continues_from_the
     assert manifest["stages"]["stylize"]["shots"] == [[1, 8]]
     assert manifest["stages"]["stylize"]["flashes"] == [[5, 5]]
     assert manifest["stages"]["stylize"]["settings"]["flash_frames"] == 2
-    assert manifest["stages"]["stylize"]["settings"]["flash_temporal"] is True
+    assert manifest["stages"]["stylize"]["settings"]["free_flashes"] is False
     assert result.report["flicker"]["cuts"] == [5, 6]  # the pairs into and out of the flash are not measured
     assert "flashes at frames 5 (no cuts)" in "\n".join(status_lines(job.work))
     log = (job.work / "job.log").read_text()
@@ -822,14 +821,14 @@ def test_the_shot_goes_on_through_a_flash_and_the_frame_after_continues_from_the
     assert re.search(r"<tr><th>per pair, so far</th><td>output [0-9.e+]+, input [0-9.e+]+ over 5 pairs</td>", page)
     assert "flash" in (job.work / "report-files" / "video.svg").read_text()
 
-    # --no-flash-temporal: frame 5 free of the temporal term, by the flow of the frames as they
+    # --free-flashes: frame 5 free of the temporal term, by the flow of the frames as they
     # are, as the release before; its settings (hash) too.
-    free = make_job(clips["flash"], tmp_path / "free", keep_frames=True, flash_temporal=False)
+    free = make_job(clips["flash"], tmp_path / "free", keep_frames=True, free_flashes=True)
     run_video(free, vgg=build_tiny_vgg())
     assert ["temporal" in s["terms"] for s in frame_stats(free.work)][3:6] == [True, False, True]
     assert frame_stats(free.work)[4]["reliable"] == pytest.approx(float(as_they_are.reliability.mean()), abs=1e-4)
     manifest = read_json(free.work / "job.json")
-    assert "flash_temporal" not in manifest["stages"]["stylize"]["settings"]
+    assert "free_flashes" not in manifest["stages"]["stylize"]["settings"]
     assert "lit_flashes" not in manifest["stages"]["flow"]["settings"]
 
     # --flash-frames 0: two cuts, as the releases before, and their stylize settings (hash).
@@ -864,15 +863,15 @@ def test_stylize_flicker_tells_a_flash_from_a_scene_cut(tmp_path, capsys):
 
 
 def test_a_job_of_the_release_before_goes_on_with_its_flash_frames_free_of_the_temporal_term(clips, tmp_path):
-    """A job begun by the release before --flash-temporal (its settings: the flash frames without
+    """A job begun by the release before (its settings: the flash frames without
     the temporal term, their pairs of the frames as they are), stopped before its flash and run
     again with the option left unset: its finished frames kept, its flash frame as that release
     made it, and the option named beside the default now."""
-    began = make_job(clips["flash"], tmp_path, flash_temporal=False)
+    began = make_job(clips["flash"], tmp_path, free_flashes=True)
     with pytest.raises(Recorder.Stop):
         run_video(began, events=Recorder(stop_at=4), vgg=build_tiny_vgg())
     recorded = read_json(began.work / "job.json")["stages"]
-    assert "flash_temporal" not in recorded["stylize"]["settings"]
+    assert "free_flashes" not in recorded["stylize"]["settings"]
     finished = {name: t for name, t in mtimes(began.work / "styled").items() if name.endswith(".json")}
 
     events = Recorder()
@@ -884,9 +883,7 @@ def test_a_job_of_the_release_before_goes_on_with_its_flash_frames_free_of_the_t
     assert read_json(began.work / "job.json")["stages"]["flow"]["hash"] == recorded["flow"]["hash"]
     flash = frame_stats(began.work)[4]
     assert (flash["start"], "temporal" in flash["terms"]) == ("flash", False)
-    assert any("--no-flash-temporal (the defaults now: --flash-temporal;" in m for m in events.messages), (
-        events.messages
-    )
+    assert any("--free-flashes (the defaults now: off;" in m for m in events.messages), events.messages
 
 
 def test_a_job_killed_around_a_flash_resumes_to_the_same_frames(clips, tmp_path):
