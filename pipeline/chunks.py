@@ -4,8 +4,8 @@
     WORK/chunks/000001.json   its record: first, last, key, fingerprint
 
 A chunk holds at most CHUNK_FRAMES frames and never spans a scene cut: it ends before a frame
-whose cut score exceeds --scene-threshold (ChunkPlan), so that each shot's frames lie in chunks
-of their own (issue 16 stylizes shots concurrently and encodes each into its own chunks). The
+whose cut score exceeds --scene-threshold (ChunkPlan; but for a flash's pairs, which are no cut:
+videorange.RangeRun.chunk_cut), so that each shot's frames lie in chunks of their own (issue 16 stylizes shots concurrently and encodes each into its own chunks). The
 record is written before the video's rename (DESIGN.md's commit rule: before a file is placed
 under a final name, the records already say whose it will be); a chunk counts as done once both
 are there. A finished chunk is never encoded again. At the end encode.encode_video joins them

@@ -163,7 +163,8 @@ class RangeRun:
             self.all_passes()
         # Frames finished before whose chunk was not placed yet: the same decisions as when they finished.
         for index in range(self.plan.start, min(self.done, self.shot.own_last) + 1):
-            self.encode(self.plan.finished(index, recorded_cut_score(self.c.store, index, self.shot.first)))
+            cut_score = recorded_cut_score(self.c.store, index, self.shot.first)
+            self.encode(self.plan.finished(index, self.chunk_cut(index, cut_score)))
         if self.done < self.shot.last:
             self.stylize_rest()
         self.encode(self.plan.end(self.shot.own_last))
@@ -280,10 +281,15 @@ class RangeRun:
             return
         self.retention.frame_finished(index)
         if index <= self.shot.own_last:
-            self.encode(self.plan.finished(index, stats.get("flicker", {}).get("cut_score")))
+            self.encode(self.plan.finished(index, self.chunk_cut(index, stats.get("flicker", {}).get("cut_score"))))
         if index == self.shot.own_first - 1:  # its head is done: the seam, if the segment before is
             self.seam(self.shot)
         c.events.frame_finished(index, stats)
+
+    def chunk_cut(self, index: int, cut_score: float | None) -> float | None:
+        """The cut score the chunk plan goes by for frame `index`: none at a flash this shot goes
+        on through, whose pairs in and out score as cuts (cuts.py), so that its chunk goes on too."""
+        return None if index in self.flashes else cut_score
 
     def finished(self, index: int, stats: dict) -> None:
         """Frame `index` is final after its last pass (passes.py): the report's pictures of it, the display."""

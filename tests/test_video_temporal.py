@@ -813,6 +813,7 @@ def test_the_shot_goes_on_through_a_flash_and_the_frame_after_continues_from_the
     assert "flashes at frames 5 (no cuts)" in "\n".join(status_lines(job.work))
     log = (job.work / "job.log").read_text()
     assert "scan: 8 frames, 0 scene cuts, flashes at 5" in log
+    assert re.findall(r"chunk: frames (\d+-\d+) encoded", log) == ["1-8"]  # the shot's chunk goes on through it
     assert "over 5 pairs; the pairs into frames 5, 6 left out (scene cuts, flashes))" in log
     # The report's flicker table: no cut (its pairs left out of the flicker are the flash's), the flash.
     page = (job.work / "report.html").read_text()
@@ -837,6 +838,8 @@ def test_the_shot_goes_on_through_a_flash_and_the_frame_after_continues_from_the
     assert [s["start"] for s in frame_stats(cuts.work)][3:7] == ["warped", "cut", "cut", "warped"]
     manifest = read_json(cuts.work / "job.json")
     assert manifest["stages"]["stylize"]["shots"] == [[1, 4], [5, 5], [6, 8]]
+    chunks = re.findall(r"chunk: frames (\d+)-(\d+) encoded", (cuts.work / "job.log").read_text())
+    assert sorted((int(a), int(b)) for a, b in chunks) == [(1, 4), (5, 5), (6, 8)]  # the shots' own, longest first
     assert "flash_frames" not in manifest["stages"]["stylize"]["settings"]
     assert "flashes" not in manifest["stages"]["stylize"]
 
