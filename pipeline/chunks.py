@@ -5,11 +5,12 @@
 
 A chunk holds at most CHUNK_FRAMES frames and never spans a scene cut: it ends before a frame
 whose cut score exceeds --scene-threshold (ChunkPlan; but for a flash's pairs, which are no cut:
-videorange.RangeRun.chunk_cut), so that each shot's frames lie in chunks of their own (issue 16 stylizes shots concurrently and encodes each into its own chunks). The
-record is written before the video's rename (DESIGN.md's commit rule: before a file is placed
-under a final name, the records already say whose it will be); a chunk counts as done once both
-are there. A finished chunk is never encoded again. At the end encode.encode_video joins them
-with ffmpeg's concat demuxer (stream copy: no re-encode) and muxes the audio once over the range.
+videorange.RangeRun.chunk_cut), so that each shot's frames lie in chunks of their own (issue 16
+stylizes shots concurrently and encodes each into its own chunks). The record is written before
+the video's rename (DESIGN.md's commit rule: before a file is placed under a final name, the
+records already say whose it will be); a chunk counts as done once both are there. A finished
+chunk is never encoded again. At the end encode.encode_video joins them with ffmpeg's concat
+demuxer (stream copy: no re-encode) and muxes the audio once over the range.
 
 The chunks' key covers what their pixels depend on: the stylize stage's hash, --crf and the frame
 rate. Chunks of another key are discarded as a whole (their frames are then stylized again, as
