@@ -11,7 +11,7 @@ from . import archive_status
 from .errors import InputError
 from .manifest import JobManifest, WorkDirLock, read_json
 from .outputs import output_is_recorded
-from .shots import frames_text, read_shot_records
+from .shots import counted, frames_text, read_shot_records
 from .workdir import STAGES, FrameStore, human_bytes, is_work_dir
 
 
@@ -60,10 +60,13 @@ MAX_SHOT_LINES = 40
 
 
 def flicker_line(flicker: dict) -> str:
-    """A job report's flicker in one line, as `stylize video` and `stylize status` show it."""
+    """A job report's flicker in one line, as `stylize video` and `stylize status` show it. Its
+    "cuts" are the pairs it left out: over the scene threshold, a scene cut's or a flash's."""
+    left_out = len(flicker.get("cuts") or [])
+    left_out = f", {counted(left_out, 'pair')} across scene cuts or flashes left out" if left_out else ""
     return (
         f"flicker: output {flicker['output']:.4g}, input {flicker['input']:.4g} "
-        f"(mean masked warping error over {flicker['pairs']} frame pairs, scene cuts skipped)"
+        f"(mean masked warping error over {counted(flicker['pairs'], 'frame pair')}{left_out})"
     )
 
 

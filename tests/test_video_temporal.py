@@ -143,6 +143,7 @@ def test_a_cut_starts_a_new_shot_with_first_frame_iterations_and_no_temporal_ter
     status = "\n".join(status_lines(job.work))
     assert "flow: done, 7/7 frame pairs" in status and "2 shots (scene cuts at frames 5)" in status
     assert f"flicker: output {flicker['output']:.4g}, input {flicker['input']:.4g}" in status
+    assert "over 6 frame pairs, 1 pair across scene cuts or flashes left out)" in status
 
 
 def test_warped_start_takes_unreliable_pixels_from_the_content_and_the_temporal_loss_holds_the_rest(tmp_path):
@@ -810,7 +811,8 @@ def test_the_shot_goes_on_through_a_flash_and_the_frame_after_continues_from_the
     assert manifest["stages"]["stylize"]["settings"]["flash_frames"] == 2
     assert manifest["stages"]["stylize"]["settings"]["free_flashes"] is False
     assert result.report["flicker"]["cuts"] == [5, 6]  # the pairs into and out of the flash are not measured
-    assert "flashes at frames 5 (no cuts)" in "\n".join(status_lines(job.work))
+    status = "\n".join(status_lines(job.work))
+    assert "flashes at frames 5 (no cuts)" in status and "5 frame pairs, 2 pairs across scene cuts or flashes" in status
     log = (job.work / "job.log").read_text()
     assert "scan: 8 frames, 0 scene cuts, flashes at 5" in log
     assert re.findall(r"chunk: frames (\d+-\d+) encoded", log) == ["1-8"]  # the shot's chunk goes on through it
