@@ -248,6 +248,31 @@ def warp_error(styled: list[Path], content: list[Path], pairs: list) -> float:
     return 1e3 * error / 255**2
 
 
+def flash_figures(work: Path, stats: list[dict]) -> dict:
+    """The flashes a job went on through (its stylize stage's record; the `flash` clip has one at
+    frame 31): their frames' mean iterations, and what they keep of the frames around them: the
+    masked warping error from the frame before into the flash and from the flash into the frame
+    after (by the flow of the content frames computed in the earlier one's light, as the stylizer
+    computes a flash's pairs: flow.frame_pair(lit=True)), and the flash frames' grain (Laplacian
+    variance) over that of the frames before and after. None without a flash."""
+    from pipeline.flow import frame_pair, warping_error
+    from pipeline.flowstage import read_rgb
+
+    flashes = json.loads((work / "job.json").read_text())["stages"]["stylize"].get("flashes")
+    if not flashes:
+        return {}
+    frame = {name: lambda i, name=name: work / name / f"{i:06d}.png" for name in ("styled", "frames")}
+    figures: dict[str, list[float]] = {"iterations": [], "into": [], "out": [], "grain": []}
+    for first, last in flashes:
+        for key, (a, b) in {"into": (first - 1, first), "out": (last, last + 1)}.items():
+            pair = frame_pair(read_rgb(frame["frames"](a)), read_rgb(frame["frames"](b)), lit=True)
+            figures[key].append(warping_error(read_rgb(frame["styled"](a)), read_rgb(frame["styled"](b)), pair))
+        figures["iterations"] += [stats[i - 1]["iterations"] for i in range(first, last + 1)]
+        inside = sharpness([frame["styled"](i) for i in range(first, last + 1)])
+        figures["grain"].append(inside / sharpness([frame["styled"](first - 1), frame["styled"](last + 1)]))
+    return {key: float(np.mean(values)) for key, values in figures.items()}
+
+
 def frame_losses(styled: list[Path], content: list[Path], style_path: Path, step: int) -> dict[str, float]:
     """The evaluator's losses (score.py): the mean content and style loss of every step-th frame,
     and the style drift, the mean style loss of the last EDGE frames over that of the first EDGE
@@ -332,7 +357,7 @@ def run_mode(clip: Path, name: str, extra: list[str], args: argparse.Namespace) 
         "redone": sum(1 for s in stats if s.get("redone")),
         "flicker": flicker.get("output", float("nan")), "flicker_input": flicker.get("input", float("nan")),
         "flicker_farneback": farneback_flicker(styled, pairs), "warp_error": warp_error(styled, content, pairs),
-        **losses, "sharpness_retention": retention(styled, content),
+        **losses, "sharpness_retention": retention(styled, content), "flash": flash_figures(work, stats),
     }  # fmt: skip
 
 
@@ -350,6 +375,14 @@ def table(clip: str, rows: list[dict]) -> str:
             f"{r['content']:.4g} | {r['style']:.4g} | {r['style_drift']:.3f} | "
             f"{r['sharpness_retention']:.3f} |"
         )
+    flashed = [r for r in rows if r.get("flash")]
+    if flashed:  # the flashes the jobs went on through (flash_figures)
+        head = "| mode | flash frames: iterations | warping error into the flash | out of it | grain / neighbours' |"
+        lines += ["", head, "|" + "---|" * 5]
+        for r in flashed:
+            f = r["flash"]
+            figures = f"{f['iterations']:.1f} | {f['into']:.4g} | {f['out']:.4g} | {f['grain']:.2f}"
+            lines.append(f"| {r['mode']} | {figures} |")
     return "\n".join(lines)
 
 
