@@ -22,7 +22,7 @@ from .cli_style import parse_blend, style_options
 from .display import HelpCommand, HelpGroup
 from .errors import InputError, PipelineError, one_line
 from .settings import OWN_DEFAULTS, StyleSettings
-from .shots import DEFAULT_SEGMENT_OVERLAP, frames_text
+from .shots import DEFAULT_SEGMENT_OVERLAP, counted, frames_text
 from .signals import exit_code as signal_exit_code
 from .signals import handled as signals_handled
 
@@ -213,7 +213,7 @@ def images(
             console.print(table)
     failed, unlisted = summary.all_failed, summary.plan.unlisted
     if failed or unlisted:
-        folders = f"; {len(unlisted)} folders could not be read" if unlisted else ""
+        folders = f"; {counted(len(unlisted), 'folder')} could not be read" if unlisted else ""
         raise PipelineError(
             f"{len(failed)} of {summary.plan.inputs} images failed{folders} (reasons in {summary.log_path})"
         )

@@ -114,7 +114,7 @@ class Passes:
             self.reverse_pairs([i for i in passes if passes[i] < self.total])
         while current <= self.total:
             todo = [i for i in pass_order(self.shot, current) if passes[i] < current]
-            self.c.log(f"shot {self.shot.text()}: pass {current} of {self.total}, {len(todo)} frames to do")
+            self.c.log(f"shot {self.shot.text()}: pass {current} of {self.total}, {counted(len(todo), 'frame')} to do")
             for index in todo:
                 self.frame(stylizer(), index, current)
                 passes[index] = current

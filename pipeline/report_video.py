@@ -22,7 +22,7 @@ from .report_html import REPORT_FILE, esc, img, link_from, page, progress_bar, s
 from .report_plots import LOSS_TERMS, video_plot
 from .report_thumbs import THUMB_SIZE, prune, thumbnail
 from .report_video_data import VideoLayout, VideoState, read_state
-from .shots import frames_text
+from .shots import counted, frames_text
 
 RATE_WINDOW = 50  # frames/s over the last this many finished frames
 # Seconds of new flicker measurements per rewrite of a running job's report (the rest waits for
@@ -166,7 +166,7 @@ def flicker_summary(state: VideoState, figures: dict[int, dict]) -> str:
         )
     if measured:
         out, inp = (float(np.mean([f[k] for f in measured])) for k in ("output", "input"))
-        rows.append(("per pair, so far", f"output {out:.4g}, input {inp:.4g} over {len(measured)} pairs"))
+        rows.append(("per pair, so far", f"output {out:.4g}, input {inp:.4g} over {counted(len(measured), 'pair')}"))
     cuts = state.cuts()
     rows.append(("scene cuts", ", ".join(map(str, cuts)) if cuts else "none"))
     if flashes := state.flashes():  # their pairs are not measured either

@@ -206,7 +206,7 @@ def stage_detail(name: str, stage: dict, status: str, store: FrameStore) -> str:
             flashes = ", ".join(frames_text(first, last) for first, last in stage["flashes"])
             detail += f", flashes at frames {flashes} (no cuts)"
         if stage.get("redone"):
-            detail += f", {len(stage['redone'])} frames redone after stopping too early"
+            detail += f", {counted(len(stage['redone']), 'frame')} redone after stopping too early"
         return detail
     if name == "encode" and stage.get("status") in ("placing", "done"):
         return f", {stage.get('frames')} frames, audio {stage.get('audio') or 'none'}"

@@ -275,7 +275,7 @@ class VideoRun:
         left_out = f"the pairs into frames {left_out} left out (scene cuts, flashes)" if left_out else "none left out"
         self.log(
             f"flicker: output {flicker['output']:.4g}, input {flicker['input']:.4g} (mean masked warping error over "
-            f"{flicker['pairs']} pairs; {left_out})"
+            f"{counted(flicker['pairs'], 'pair')}; {left_out})"
         )
 
     def encode(self, frames: int) -> str | None:
@@ -301,7 +301,7 @@ class VideoRun:
             ),
         )  # fmt: skip
         self.log(
-            f"encode: done, {job.output} ({frames} frames at {float(self.rate):.3f} fps in {len(chunks)} chunks, "
-            f"audio {audio or 'none'})"
+            f"encode: done, {job.output} ({frames} frames at {float(self.rate):.3f} fps in "
+            f"{counted(len(chunks), 'chunk')}, audio {audio or 'none'})"
         )
         return audio

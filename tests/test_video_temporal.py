@@ -816,6 +816,7 @@ def test_the_shot_goes_on_through_a_flash_and_the_frame_after_continues_from_the
     log = (job.work / "job.log").read_text()
     assert "scan: 8 frames, 0 scene cuts, flashes at 5" in log
     assert re.findall(r"chunk: frames (\d+-\d+) encoded", log) == ["1-8"]  # the shot's chunk goes on through it
+    assert "fps in 1 chunk, audio none)" in log
     assert "over 5 pairs; the pairs into frames 5, 6 left out (scene cuts, flashes))" in log
     # The report's flicker table: no cut (its pairs left out of the flicker are the flash's), the flash.
     page = (job.work / "report.html").read_text()
