@@ -21,9 +21,10 @@ strobe, lightning) scores as a cut where it comes and again where it goes: two c
 shots begun afresh, each a cold start, and the frames after it no longer in the look of the frames
 before it, for the rest of the shot. So where the frame after such a change is back in the colours
 of the frame before it (its span to that frame is under the threshold), the scan calls it a
-flash (`Scan.flashes`): the shot goes on through it, its frames start from the frame before it
-without the temporal term, and the frame after it continues from the frame before the flash, by
-the flow between those two (temporal.FlowWarmStart, videorange.py).
+flash (`Scan.flashes`): the shot goes on through it, its frames start from the frame before it,
+held to it through a flow computed in that frame's light (unless --free-flashes), and the frame
+after it continues from the frame before the flash, by the flow between those two
+(temporal.FlowWarmStart, flowstage.PairPlan, videorange.py).
 
 The fingerprints (8 bytes of BLAKE2b of each frame's RGB) let a shot's decode seek straight to
 its first frame and check, frame by frame, that it gets exactly the frames of a decode from the
@@ -98,6 +99,12 @@ class Scan:
         return [index for index, score in sorted(self.scores.items()) if score > threshold and index not in through]
 
 
+def colour_spans(histogram: np.ndarray, before: list[np.ndarray]) -> list[float]:
+    """A frame's spans (Scan.spans): its colour histogram's distance to each of `before`, the
+    histograms of frames i-2, i-3, ... (nearest first)."""
+    return [round(histogram_gap(earlier, histogram), 6) for earlier in before]
+
+
 def cut_score(previous: np.ndarray, current: np.ndarray, preset: str) -> float:
     """A worker's task: the pair's cut score, as the flow stage's pair of these frames has it."""
     cv2.setNumThreads(1)  # the parallelism is across pairs (flowstage.compute_pair does the same)
@@ -168,7 +175,7 @@ class CutScan:
         for index, rgb in enumerate(decode, 1):
             histogram = colour_histogram(rgb) if self.preset else None
             if index >= block.first:
-                block.spans.append([round(histogram_gap(h, histogram), 6) for h in list(recent)[-2::-1]])
+                block.spans.append(colour_spans(histogram, list(recent)[-2::-1]))
                 if not self.preset or previous is None:
                     pending.append(None)
                 elif executor is None:

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from joblib import Parallel, delayed
 
-from .cuts import Scan
+from .cuts import Scan, colour_spans
 from .decode import VideoInfo, frame_size, probe
 from .errors import InputError
-from .flow import FramePair, colour_histogram, histogram_gap, warping_error
+from .flow import FramePair, colour_histogram, warping_error
 from .flowstage import FlowStage, default_workers, read_rgb
 from .framerange import ALL, FrameRange
 from .framestream import extract_frames
@@ -151,10 +151,8 @@ def reference_scan(frames_dir: Path, flow_dir: Path, total: int, over: list[int]
 
     histograms: dict[int, np.ndarray] = {}
     scores = {index: FramePair.load(flow_dir / frame_name(index, ".npz")).cut_score for index in over}
-    back = range(2, longest + 2)  # span g - 2: frame index - g against frame index
-    spans = {
-        index: [histogram_gap(histogram(index - g), histogram(index)) for g in back if g < index] for index in over
-    }
+    # Frame i's spans: to frames i-2, i-3, ..., as the cut scan records them.
+    spans = {i: colour_spans(histogram(i), [histogram(i - g) for g in range(2, longest + 2) if g < i]) for i in over}
     return Scan(total, scores, spans)
 
 

@@ -22,8 +22,8 @@ cut, nor before the range's first frame (it starts from --init, like a cut): fra
 shot are not there to read.
 
 A flash (cuts.py: a change of light that goes within `--flash-frames` frames) is no cut: its
-frames start from the frame before it warped, with no temporal term (`through_flash`), and the
-frame after it starts from the frame before the flash, by the pair between those two
+frames start from the frame before it warped, held to it (`through_flash`), and the frame after
+it starts from the frame before the flash, by the pair between those two
 (`EarlierFrames.across`; videorange.RangeRun decides which frame is which).
 
 `--warp` chooses the interpolation that carries a stylized frame onto the next (bilinear, or
@@ -287,14 +287,14 @@ class FlowWarmStart(WarmStart):
         return self.warm(init, "warped", extra_losses=extra_losses, stats=stats)
 
     def through_flash(self, index: int, content: torch.Tensor, previous: torch.Tensor, pairs: Pairs) -> FrameStart:
-        """A frame of a flash (cuts.py): from the frame before it warped, whatever its cut score.
-        Held to it by the temporal term as a warm frame is, through the pair
-        the flow stage computed with the flash's light matched to the frame before's
-        (flowstage.PairPlan.lit: 77% of the pixels reliable on the sample clip's flash at 64 px, against 27%
-        by the flow of the frames as they are, which left the frame patched where it held it). The
-        content loss gives what of the light shows in a stylized frame. Without it, no temporal
-        term: the frame lays out its texture anew, in some 250 iterations (docs/video-quality.md).
-        Its unreliable pixels start from the warped frame too: the content there is the flash's."""
+        """A frame of a flash (cuts.py): from the frame before it warped, whatever its cut score,
+        held to it by the temporal term as a warm frame is, through the pair the flow stage
+        computed with the flash's light matched to the frame before's (flowstage.PairPlan.lit:
+        77% of the pixels reliable on the sample clip's flash at 64 px, against 27% by the flow of
+        the frames as they are, which left the frame patched where it held it). The content loss
+        gives what of the light shows in a stylized frame. With --free-flashes, no temporal term:
+        the frame lays out its texture anew, in some 250 iterations (docs/video-quality.md). Its
+        unreliable pixels start from the warped frame too: the content there is the flash's."""
         pair = pairs(index)
         warped = self.warp(previous.to(self.device, torch.float32), pair)
         stats = {"cut_score": round(pair.cut_score, 4), "reliable": round(float(pair.reliability.mean()), 4)}
