@@ -11,7 +11,7 @@ Sharpness retention = (mean Laplacian variance of the last 20 stylized frames / 
 allows; the bilinear warp of each warm start, compounded over a long shot, pulls it below 1.
 
     python bench/video_quality.py [--size 128] [--frames 150] [--modes default,none,independent]
-        [--clips carphone,pan,shake,flash,path/to/own.mp4] [--style art.png] [--tree DIR]
+        [--clips carphone,pan,shake,flash,fade,path/to/own.mp4] [--style art.png] [--tree DIR]
         [--out bench-results/video]
 
 `--tree DIR` runs the stylizer of another checkout of this project (an earlier release: `git
@@ -90,6 +90,8 @@ MODES = {
     "flash-cuts": ["--flash-frames", "0"],
     # The release before: a flash's frames free of the temporal term.
     "flash-free": ["--free-flashes"],
+    # The releases before: a fade's frames stylized as they come (the `fade` clip shows the difference).
+    "fades-ignored": ["--ignore-fades"],
 }
 EDGE = 20  # frames at each end of the shot for style drift and sharpness retention
 
@@ -142,6 +144,23 @@ def make_flash(path: Path) -> Path:
     return path
 
 
+def make_fade(path: Path) -> Path:
+    """The sample clip faded in from black over its first half second and out to black over 0.8 s
+    from 1.5 s (black from frame 70 on), losslessly, as an editor's fade does it (ffmpeg's fade
+    filter: every pixel's level scaled toward black): fades.py stylizes it at full light."""
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(ROOT / "samples/carphone.mp4"),
+        "-vf", "fade=t=in:st=0:d=0.5,fade=t=out:st=1.5:d=0.8", "-c:v", "libx264", "-qp", "0",
+        str(path) + ".tmp.mp4",
+    ]  # fmt: skip
+    subprocess.run(command, check=True)
+    Path(str(path) + ".tmp.mp4").rename(path)
+    return path
+
+
 def render_crop(still: Path, crop: str, frames: int, path: Path) -> None:
     """`frames` frames at 25 fps of ffmpeg's `crop` filter moving over a still image, encoded
     near-losslessly into `path` (whole or not at all: written beside it, then renamed)."""
@@ -160,6 +179,7 @@ CLIPS = {
     "pan": lambda out, frames: make_pan(out / f"pan-{max(frames, 150)}.mp4", max(frames, 150)),
     "shake": lambda out, frames: make_shake(out / "shake.mp4"),
     "flash": lambda out, frames: make_flash(out / "carphone-flash.mp4"),
+    "fade": lambda out, frames: make_fade(out / "carphone-fade.mp4"),
 }
 
 
@@ -273,6 +293,38 @@ def flash_figures(work: Path, stats: list[dict]) -> dict:
     return {key: float(np.mean(values)) for key, values in figures.items()}
 
 
+def fade_figures(clip: Path, output: Path, size: int, stats: list[dict]) -> dict:
+    """How the output follows the input's fades (fades.py finds them in the input, whatever the
+    job did with them): the mean gap, over the fades' and the blank frames, between the output's
+    level (mean luma over the median of the frames at full light) and the input's; the fade
+    frames' mean iterations; the job's cold starts. None where the input has no fade or blank frame."""
+    import cv2
+
+    from pipeline.decode import frame_size, probe
+    from pipeline.fades import frame_light, plan_fades
+    from pipeline.framestream import ALL, RawDecode
+
+    def levels(video: Path) -> list[float]:
+        info = probe(video)
+        return [float(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY).mean()) for f in RawDecode(info, frame_size(info, size), ALL)]
+
+    info = probe(clip)
+    frames = list(RawDecode(info, frame_size(info, size), ALL))[: len(stats)]
+    plan = plan_fades({i: frame_light(f) for i, f in enumerate(frames, 1)}, len(frames))
+    fading = sorted(plan.through() & set(range(1, len(frames) + 1)) | set(plan.blanks))
+    if not fading:
+        return {}
+    shown, seen = levels(output)[: len(frames)], [float(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY).mean()) for f in frames]
+    full = [i for i in range(1, len(frames) + 1) if i not in fading]
+    out_full, in_full = (float(np.median([v[i - 1] for i in full])) for v in (shown, seen))
+    gaps = [abs(shown[i - 1] / out_full - seen[i - 1] / in_full) for i in fading]
+    inside = [stats[i - 1]["iterations"] for i in fading if i not in plan.blanks]
+    return {
+        "light_gap": float(np.mean(gaps)), "iterations": float(np.mean(inside)) if inside else float("nan"),
+        "cold": sum(1 for s in stats if s.get("start") in ("init", "cut")), "frames": len(fading),
+    }  # fmt: skip
+
+
 def frame_losses(styled: list[Path], content: list[Path], style_path: Path, step: int) -> dict[str, float]:
     """The evaluator's losses (score.py): the mean content and style loss of every step-th frame,
     and the style drift, the mean style loss of the last EDGE frames over that of the first EDGE
@@ -344,7 +396,7 @@ def run_mode(clip: Path, name: str, extra: list[str], args: argparse.Namespace) 
     styled = sorted((work / "styled").glob("[0-9]*.png"))
     content = sorted((work / "frames").glob("[0-9]*.png"))[: len(styled)]
     stats = [json.loads(p.with_suffix(".json").read_text()) for p in styled]
-    warm = [s for s in stats if s.get("start") not in ("init", "cut")]
+    warm = [s for s in stats if s.get("start") not in ("init", "cut", "blank")]  # a blank frame runs 1 (fades.py)
     record = json.loads((work / "job.json").read_text())
     flicker = record.get("report", {}).get("flicker", {})
     losses = frame_losses(styled, content, args.style, args.score_every)
@@ -358,6 +410,7 @@ def run_mode(clip: Path, name: str, extra: list[str], args: argparse.Namespace) 
         "flicker": flicker.get("output", float("nan")), "flicker_input": flicker.get("input", float("nan")),
         "flicker_farneback": farneback_flicker(styled, pairs), "warp_error": warp_error(styled, content, pairs),
         **losses, "sharpness_retention": retention(styled, content), "flash": flash_figures(work, stats),
+        "fade": fade_figures(clip, output, args.size, stats),
     }  # fmt: skip
 
 
@@ -382,6 +435,14 @@ def table(clip: str, rows: list[dict]) -> str:
         for r in flashed:
             f = r["flash"]
             figures = f"{f['iterations']:.1f} | {f['into']:.4g} | {f['out']:.4g} | {f['grain']:.2f}"
+            lines.append(f"| {r['mode']} | {figures} |")
+    faded = [r for r in rows if r.get("fade")]
+    if faded:  # how the output follows the input's fades (fade_figures)
+        head = "| mode | fade, blank frames | output's level off the input's | fade frames: iterations | cold starts |"
+        lines += ["", head, "|" + "---|" * 5]
+        for r in faded:
+            f = r["fade"]
+            figures = f"{f['frames']} | {f['light_gap']:.3f} | {f['iterations']:.1f} | {f['cold']}"
             lines.append(f"| {r['mode']} | {figures} |")
     return "\n".join(lines)
 

@@ -12,6 +12,10 @@ records already say whose it will be); a chunk counts as done once both are ther
 chunk is never encoded again. At the end encode.encode_video joins them with ffmpeg's concat
 demuxer (stream copy: no re-encode) and muxes the audio once over the range.
 
+A fade's frames (fades.py) are encoded faded: each is written, faded by its gain, into a
+folder of the chunk's own frames (WORK/chunks/.fade-*, links to the others) that goes once the
+chunk is placed.
+
 The chunks' key covers what their pixels depend on: the stylize stage's hash, --crf and the frame
 rate. Chunks of another key are discarded as a whole (their frames are then stylized again, as
 their stylized frames were deleted once encoded, unless --keep-frames kept them).
@@ -20,16 +24,21 @@ their stylized frames were deleted once encoded, unless --keep-frames kept them)
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import cv2
 import ffmpeg
 
 from .atomic import UMASK, replace
 from .decode import run_ffmpeg
 from .errors import WriteError
+from .fades import FadePlan
 from .hashing import file_fingerprint, settings_hash
 from .manifest import read_json, write_json
 from .signals import deferred
@@ -88,11 +97,11 @@ class ChunkPlan:
 
 
 class ChunkStore:
-    """WORK/chunks/: the chunks of one key."""
+    """WORK/chunks/: the chunks of one key; with `fades`, their frames faded as the plan says."""
 
-    def __init__(self, work_dir: Path, key: str):
+    def __init__(self, work_dir: Path, key: str, fades: FadePlan | None = None):
         self.dir = Path(work_dir) / "chunks"
-        self.key = key
+        self.key, self.fades = key, fades or FadePlan()
 
     def video(self, first: int) -> Path:
         return self.dir / frame_name(first, ".mp4")
@@ -150,13 +159,13 @@ class ChunkStore:
             raise WriteError(video, exc) from None
         tmp = Path(name)
         try:
-            pattern = str(Path(styled_dir) / frame_pattern())
-            frames = ffmpeg.input(pattern, framerate=str(rate), start_number=chunk.first)
-            output = frames.output(
-                str(tmp), vcodec="libx264", pix_fmt="yuv420p", crf=crf, bf=BFRAMES, f="mp4",
-                **{"frames:v": chunk.frames},
-            )  # fmt: skip
-            run_ffmpeg(output, what=video)
+            with self.shown(Path(styled_dir), chunk) as shown_dir:
+                frames = ffmpeg.input(str(shown_dir / frame_pattern()), framerate=str(rate), start_number=chunk.first)
+                output = frames.output(
+                    str(tmp), vcodec="libx264", pix_fmt="yuv420p", crf=crf, bf=BFRAMES, f="mp4",
+                    **{"frames:v": chunk.frames},
+                )  # fmt: skip
+                run_ffmpeg(output, what=video)
             record = {
                 "first": chunk.first, "last": chunk.last, "key": self.key, "fingerprint": file_fingerprint(tmp),
                 "frame_rate": str(rate),
@@ -172,6 +181,34 @@ class ChunkStore:
                     raise WriteError(video, exc) from None
         finally:
             tmp.unlink(missing_ok=True)
+
+    @contextmanager
+    def shown(self, styled_dir: Path, chunk: Chunk) -> Iterator[Path]:
+        """The folder the chunk's frames are encoded from: `styled_dir`, or where the chunk has
+        a fade's frames, a folder of its own with those faded (fades.py) and links to the others."""
+        faded = [index for index in range(chunk.first, chunk.last + 1) if self.fades.gain(index) is not None]
+        if not faded:
+            yield styled_dir
+            return
+        try:
+            folder = Path(tempfile.mkdtemp(prefix=".fade-", dir=self.dir))
+            for index in range(chunk.first, chunk.last + 1):
+                source, target = styled_dir / frame_name(index), folder / frame_name(index)
+                if index not in faded:
+                    os.symlink(source.resolve(), target)
+                    continue
+                image = cv2.imread(str(source), cv2.IMREAD_COLOR)
+                if image is None:
+                    raise OSError(f"cannot read {source}")
+                rgb = self.fades.output(index, cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+                if not cv2.imwrite(str(target), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+                    raise OSError(f"cannot write {target}")
+        except OSError as exc:
+            raise WriteError(self.dir, exc) from None
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def bytes(self) -> int:
         return sum(path.stat().st_size for path in self.dir.glob("[0-9]*.mp4")) if self.dir.is_dir() else 0

@@ -325,6 +325,16 @@ FreeFlashesOpt = Annotated[
         "are held to the frame before the flash, through optical flow computed in that frame's light).",
     ),
 ]
+IgnoreFadesOpt = Annotated[
+    bool,
+    option(
+        "--ignore-fades",
+        panel=VIDEO,
+        help="Stylize a fade's frames as they come, the output in the style's light to the end, as before (by "
+        "default a fade to or from black or white is stylized at the picture's full light and faded on output, "
+        "and black or white frames stay so).",
+    ),
+]
 LbfgsHistoryOpt = Annotated[
     int | None,
     no_default(

@@ -6,9 +6,11 @@ several devices (issue 16): the cut decision for the whole range is made here, o
 schedule follows it.
 
     WORK/cuts/000001.json   frames 1..500: {"key", "first", "fingerprints": [...], "scores": [...],
-                            "spans": [...]} (score i: the pair of frames i-1 and i, None for frame
-                            1; spans i: the colour histograms' distance of frame i to frames i-2,
-                            i-3, ..., for the flashes); the last block also has "total"
+                            "spans": [...], "light": [...]} (score i: the pair of frames i-1 and
+                            i, None for frame 1; spans i: the colour histograms' distance of frame
+                            i to frames i-2, i-3, ..., for the flashes; light i: frame i's luma
+                            mean and spread, for the fades, fades.py); the last block also has
+                            "total"
 
 A block of SCAN_BLOCK frames is written (atomically) as soon as it fills, so a killed scan
 resumes where it was: the decode runs from the range's start again (the one exact way,
@@ -43,6 +45,7 @@ import numpy as np
 from joblib.externals.loky import get_reusable_executor
 
 from .decode import VideoInfo
+from .fades import frame_light
 from .flow import colour_histogram, frame_pair, histogram_gap
 from .framerange import FrameRange
 from .framestream import RawDecode, fingerprint
@@ -72,11 +75,13 @@ class Flash:
 @dataclass(frozen=True)
 class Scan:
     """The range's frame count and each pair's cut score (pair i: frame i-1 onto frame i; none
-    without flow), and each frame's spans (span i[g - 2]: frame i-g's colours against frame i's)."""
+    without flow), each frame's spans (span i[g - 2]: frame i-g's colours against frame i's) and
+    each frame's light (fades.frame_light; none in the scans of the releases before)."""
 
     total: int
     scores: dict[int, float] = field(default_factory=dict)
     spans: dict[int, list[float]] = field(default_factory=dict)
+    light: dict[int, list[float]] = field(default_factory=dict)
 
     def flashes(self, threshold: float, longest: int) -> list[Flash]:
         """The changes of light of at most `longest` frames after which the picture is back to
@@ -144,9 +149,11 @@ class CutScan:
             return None
         scores = [score for block in blocks for score in block["scores"]]
         spans = [span for block in blocks for span in block.get("spans", [[]] * len(block["scores"]))]
+        light = [level for block in blocks for level in block.get("light", [])]
         return Scan(
             blocks[-1]["total"], {i: s for i, s in enumerate(scores, 1) if s is not None},
             {i: span for i, span in enumerate(spans, 1) if span},
+            dict(enumerate(light, 1)) if len(light) == len(scores) else {},
         )  # fmt: skip
 
     def fingerprints(self, first: int, last: int) -> dict[int, str]:
@@ -176,6 +183,7 @@ class CutScan:
             histogram = colour_histogram(rgb) if self.preset else None
             if index >= block.first:
                 block.spans.append(colour_spans(histogram, list(recent)[-2::-1]))
+                block.light.append(frame_light(rgb))
                 if not self.preset or previous is None:
                     pending.append(None)
                 elif executor is None:
@@ -205,6 +213,7 @@ class Block:
         self.scan, self.first, self.start = scan, first, first
         self.frames: list[str] = []
         self.spans: list[list[float]] = []
+        self.light: list[list[float]] = []
         self.scores: list[float | None] = []
 
     def add(self, score) -> None:
@@ -218,11 +227,13 @@ class Block:
         self.scan.dir.mkdir(parents=True, exist_ok=True)
         record = {
             "key": self.scan.key, "first": self.start, "fingerprints": self.frames[:count], "scores": self.scores,
-            "spans": self.spans[:count], **extra,
+            "spans": self.spans[:count], "light": self.light[:count], **extra,
         }  # fmt: skip
         write_json(self.scan.path(self.start), record)
         self.start += count
-        self.frames, self.spans, self.scores = self.frames[count:], self.spans[count:], []
+        self.frames, self.spans, self.light, self.scores = (
+            self.frames[count:], self.spans[count:], self.light[count:], [],
+        )  # fmt: skip
 
     def close(self, total: int) -> None:
         self.write(total=total)

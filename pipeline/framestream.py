@@ -30,7 +30,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -202,8 +202,11 @@ class FrameStream:
     def __init__(
         self, info: VideoInfo, frames_dir: Path, *, size: tuple[int, int], frames: FrameRange, first: int = 1,
         window: int = DECODE_WINDOW, last: int | None = None, fingerprints: dict[int, str] | None = None,
+        content: Callable[[int, np.ndarray], np.ndarray] | None = None,
     ):  # fmt: skip
         self.info, self.frames_dir, self.size, self.frames = info, Path(frames_dir), size, frames
+        # Each frame as the stylizer is to see it (fades.FadePlan.content), once checked against the scan.
+        self.content = content
         self.first, self.window = max(1, first), max(1, window)
         self.total: int | None = None  # frames in the range, once the decode reached its end
         self.written = 0  # frames this stream wrote (the others were there before, or skipped)
@@ -308,6 +311,8 @@ class FrameStream:
 
     def _write(self, index: int, rgb: np.ndarray) -> None:
         path = self.path(index)
+        if self.content is not None:
+            rgb = self.content(index, rgb)
         try:
             # Made with the first frame, not before: a range found empty leaves no folder behind.
             self.frames_dir.mkdir(exist_ok=True)

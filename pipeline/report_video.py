@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .fades import record_texts
 from .report_flicker import pair_figures, worst_pairs, worst_thumbnails
 from .report_frames import content_thumb, strip_indices, styled_thumb
 from .report_html import FILES_DIR as FILES
@@ -171,6 +172,8 @@ def flicker_summary(state: VideoState, figures: dict[int, dict]) -> str:
     rows.append(("scene cuts", ", ".join(map(str, cuts)) if cuts else "none"))
     if flashes := state.flashes():  # their pairs are not measured either
         rows.append(("flashes (no cuts)", ", ".join(frames_text(first, last) for first, last in flashes)))
+    if faded := record_texts(state.stage("stylize")):  # fades.py: their frames faded on output
+        rows.append(("fades (faded on output)", ", ".join(faded)))
     note = (
         '<p class="muted">Masked warping error between consecutive frames (squared 0..255 RGB, lower is steadier).</p>'
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import archive_status
 from .errors import InputError
+from .fades import record_texts
 from .manifest import JobManifest, WorkDirLock, read_json
 from .outputs import output_is_recorded
 from .shots import counted, frames_text, read_shot_records
@@ -205,6 +206,8 @@ def stage_detail(name: str, stage: dict, status: str, store: FrameStore) -> str:
         if stage.get("flashes"):  # cuts.py: the shots go on through them
             flashes = ", ".join(frames_text(first, last) for first, last in stage["flashes"])
             detail += f", flashes at frames {flashes} (no cuts)"
+        if stage.get("fades") or stage.get("blanks"):  # fades.py: faded on output
+            detail += f", {', '.join(record_texts(stage))} (faded on output)"
         if stage.get("redone"):
             detail += f", {counted(len(stage['redone']), 'frame')} redone after stopping too early"
         return detail

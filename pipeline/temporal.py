@@ -205,7 +205,11 @@ class WarmStart:
         stop = EarlyStop(plan.stop_tolerance, STOP_WINDOW, plan.stop_change, plan.stop_style_tolerance)
         return FrameStart(init, plan.iterations, source=source, stop=stop, history=plan.lbfgs_history, **more)
 
-    def start(self, index: int, content: torch.Tensor, previous: torch.Tensor | None, pairs: Pairs) -> FrameStart:
+    def start(
+        self, index: int, content: torch.Tensor, previous: torch.Tensor | None, pairs: Pairs, *, may_cut: bool = True
+    ) -> FrameStart:  # fmt: skip
+        """Frame `index`'s start; `may_cut` False: never afresh for its pair's cut score (a fade's
+        frame, fades.py: the score is the light's, which the cut scan has told from a cut)."""
         return self.first() if previous is None else self.warm(previous, "previous")
 
     def through_flash(self, index: int, content: torch.Tensor, previous: torch.Tensor, pairs: Pairs) -> FrameStart:
@@ -221,7 +225,9 @@ class IndependentStart(WarmStart):
     def settings(self) -> dict:
         return {"warm_start": self.name, "iterations_first": self.plan.iterations_first} | self.history_setting()
 
-    def start(self, index: int, content: torch.Tensor, previous: torch.Tensor | None, pairs: Pairs) -> FrameStart:
+    def start(
+        self, index: int, content: torch.Tensor, previous: torch.Tensor | None, pairs: Pairs, *, may_cut: bool = True
+    ) -> FrameStart:  # fmt: skip
         return self.first()
 
 
@@ -258,7 +264,9 @@ class FlowWarmStart(WarmStart):
         start.rounds, start.resample = self.plan.first_rounds, self.plan.warp
         return start
 
-    def start(self, index: int, content: torch.Tensor, previous: torch.Tensor | None, pairs: Pairs) -> FrameStart:
+    def start(
+        self, index: int, content: torch.Tensor, previous: torch.Tensor | None, pairs: Pairs, *, may_cut: bool = True
+    ) -> FrameStart:  # fmt: skip
         if previous is None:
             return self.first()
         waited = time.perf_counter()
@@ -266,7 +274,7 @@ class FlowWarmStart(WarmStart):
         # Seconds the device sat idle for the flow stage: near 0 unless the CPUs are far too slow.
         waited = round(time.perf_counter() - waited, 3)
         stats = {"cut_score": round(pair.cut_score, 4), "flow_wait": waited}
-        if pair.cut_score > self.plan.scene_threshold:
+        if may_cut and pair.cut_score > self.plan.scene_threshold:
             return self.first("cut", stats)
         # On the stylizer's device: the warp and the blend are a few kernels there.
         warped = self.warp(previous.to(self.device, torch.float32), pair)

@@ -32,6 +32,7 @@ from .decode import count_frames, frame_size, probe
 from .devices import parse_devices, pick_device
 from .encode import AudioInput, CommitHooks, VideoInput, encode_video, output_rate
 from .errors import PipelineError, WriteError
+from .fades import FadePlan, plan_fades
 from .flicker import job_flicker
 from .flowstage import default_workers
 from .hashing import settings_hash as hash_settings
@@ -140,9 +141,9 @@ class VideoRun:
     def stages(self) -> VideoResult:
         """The stages still to do, in order: the cut scan, the shots, the report, the output."""
         scan = self.scan()
-        flashes = self.flashes(scan)
-        shots = self.plan(scan, flashes)
-        stylized = self.stylize_shots(shots, scan, flashes)
+        flashes, fades = self.flashes(scan), self.fades(scan)
+        shots = self.plan(scan, flashes, fades)
+        stylized = self.stylize_shots(shots, scan, flashes, fades)
         self.report(scan.total)
         audio = self.encode(scan.total)
         self.live.finish(JOB_FLICKER_BUDGET)  # before the last frames its thumbnails come from go
@@ -166,11 +167,12 @@ class VideoRun:
         scoring = " and scoring cuts" if scan.preset else ""
         self.log(f"scan: counting the frames{scoring} ({counted(scan.workers, 'worker')})")
         result = scan.run(self.info, self.size, self.job.frame_range, self.events.stage_progress)
-        flashes = self.flashes(result)
-        cuts = result.cuts(self.job.scene_threshold, flashes) if scan.preset else []
+        flashes, fades = self.flashes(result), self.fades(result)
+        cuts = self.cuts(result, flashes, fades)
         self.log(
             f"scan: {result.total} frames, {len(cuts)} scene cuts{' at ' + str(cuts) if cuts else ''}"
             + (f", flashes at {', '.join(frames_text(f.first, f.last) for f in flashes)}" if flashes else "")
+            + (f", {', '.join(fades.texts())}" if fades else "")
         )
         return result
 
@@ -180,6 +182,19 @@ class VideoRun:
             return []
         return scan.flashes(self.job.scene_threshold, self.job.flash_frames)
 
+    def cuts(self, scan: Scan, flashes: list[Flash], fades: FadePlan) -> list[int]:
+        """The scene cuts (--flow dis): the scan's cuts but a flash's and a fade's."""
+        if not self.starter.uses_flow:
+            return []
+        return sorted(set(scan.cuts(self.job.scene_threshold, flashes)) - fades.through())
+
+    def fades(self, scan: Scan) -> FadePlan:
+        """The fades to and from black or white, and the blank frames (fades.py; not with --ignore-fades)."""
+        if self.job.ignore_fades or not scan.light:  # (a scan keyed for fades records the light)
+            return FadePlan()
+        flashes = {index for flash in self.flashes(scan) for index in range(flash.first, flash.last + 1)}
+        return plan_fades(scan.light, scan.total, flashes)
+
     @functools.cached_property
     def cut_scan(self) -> CutScan:
         """The cut scan's records (cuts.py), keyed by the decode stage's hash and, under --flow dis,
@@ -188,17 +203,23 @@ class VideoRun:
         key = {"decode": self.hashes["decode"], "flow_preset": preset}
         if preset and self.job.flash_frames:  # the scans of the releases before have no spans
             key["spans"] = MAX_FLASH_FRAMES
+        if not self.job.ignore_fades:  # nor each frame's light
+            key["light"] = True
         key = hash_settings(key)
         return CutScan(self.job.work, key=key, preset=preset, workers=self.job.flow_workers or default_workers())
 
-    def plan(self, scan: Scan, flashes: list[Flash]) -> list[Shot]:
-        """The shots: at the scan's cuts under --flow dis, on through its flashes (else the range
-        is one shot: a frame of --flow none starts from the one before, whatever it shows), long
-        ones split into segments by --max-shot-frames. The job's record keeps them all (the report
-        marks the shots)."""
+    def plan(self, scan: Scan, flashes: list[Flash], fades: FadePlan) -> list[Shot]:
+        """The shots: at the scan's cuts under --flow dis, on through its flashes and fades, and
+        around its blank frames (else the range is one shot: a frame of --flow none starts from the
+        one before, whatever it shows), long ones split into segments by --max-shot-frames. The
+        job's record keeps them all (the report marks the shots)."""
         job, stage = self.job, self.manifest.stage("stylize")
-        cuts = scan.cuts(job.scene_threshold, flashes) if self.starter.uses_flow else []
+        cuts = self.cuts(scan, flashes, fades)
+        if self.starter.uses_flow:  # and a run of blank frames is a shot of its own (fades.py)
+            cuts = sorted({*cuts, *(index for index in fades.cuts() if 1 < index <= scan.total)})
         shots = plan_shots(cuts, scan.total)
+        if fades:
+            stage.update(fades.record())
         if self.starter.uses_flow:
             stage["shots"] = [[shot.first, shot.last] for shot in shots]
             if flashes:
@@ -209,13 +230,13 @@ class VideoRun:
         stage["segments"] = [[shot.first, shot.last] for shot in segments]
         return segments
 
-    def stylize_shots(self, shots: list[Shot], scan: Scan, flashes: list[Flash]) -> list[int]:
+    def stylize_shots(self, shots: list[Shot], scan: Scan, flashes: list[Flash], fades: FadePlan) -> list[int]:
         """The shots on the workers (videoshots.py); returns the frames this run stylized."""
         task = ShotTask(
             job=self.job, info=self.info, size=self.size, hashes=self.hashes, rate=self.rate, total=scan.total,
             run=f"{os.getpid()}-{time.time_ns()}", devices=self.devices, scan_key=self.cut_scan.key,
             starts={shot.first: scan.scores.get(shot.first, 0.0) for shot in shots if shot.first > 1},
-            flashes=tuple(flashes),
+            flashes=tuple(flashes), fades=fades,
         )  # fmt: skip
         progress = ShotProgress(self.store, self.chunks, self.hashes["stylize"], shots, reach=self.job.reach)
         listener = Listener(self.events, self.live.when_due, progress, vgg=self.vgg)

@@ -76,6 +76,7 @@ OWN_DEFAULTS = {
     "first_rounds": 1,
     "flash_frames": 0,
     "free_flashes": True,
+    "ignore_fades": True,
     **STYLE_OWN_DEFAULTS,  # StyleSettings fields; the others are VideoJob's
 }
 # And once the image moved by less than this many 0..255 levels (mean per value) over STOP_WINDOW

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from . import fades
 from .chunks import ChunkStore
 from .cuts import CutScan
 from .decode import VideoInfo
@@ -49,6 +50,8 @@ def stage_settings(job: VideoJob, info: VideoInfo, size: tuple[int, int], starte
         "duration": job.duration,
         "every_nth": job.every_nth,
     }
+    if not job.ignore_fades:  # a fade's frames are decoded at the picture's full light (fades.py)
+        decode["fades"] = fades.SETTINGS
     # The flow is computed on the decoded frames: their size comes with the decode hash. The
     # stylize stage depends on it whatever the starter: each frame's record holds its pair's
     # flicker figures, and the frames they were measured on are gone once the job moves on.
@@ -67,6 +70,7 @@ def stage_settings(job: VideoJob, info: VideoInfo, size: tuple[int, int], starte
         "styles": [file_hash(p) for p in job.styles],
         "init_image": file_hash(job.init_path) if job.init_path else None,
         **starter.settings(),
+        **({} if job.ignore_fades else {"ignore_fades": False}),  # as recorded: video_defaults.OWN_DEFAULTS
         # Segments start afresh and are cross-faded (shots.py): other frames. Off: the hash as before.
         **(
             {"max_shot_frames": job.max_shot_frames, "segment_overlap": job.segment_overlap}
@@ -84,10 +88,10 @@ STYLE_FIELDS = frozenset(field.name for field in dataclasses.fields(StyleSetting
 
 def own_options(job: VideoJob, starter: WarmStart) -> dict:
     """The values a job runs with of the options in video_defaults.OWN_DEFAULTS: the style settings
-    have theirs, the starter's plan the ones the job resolves (such as the first frame's iterations)."""
-    return {
-        name: getattr(job.settings if name in STYLE_FIELDS else starter.plan, name) for name in OWN_DEFAULTS
-    }  # fmt: skip
+    have theirs, the starter's plan the ones the job resolves (such as the first frame's iterations),
+    the job the others."""
+    owner = {name: job.settings if name in STYLE_FIELDS else starter.plan for name in OWN_DEFAULTS}
+    return {name: getattr(owner[name] if hasattr(owner[name], name) else job, name) for name in OWN_DEFAULTS}
 
 
 def keep_own_defaults(

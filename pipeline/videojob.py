@@ -86,6 +86,7 @@ class VideoJob:
     passes: int = 1  # passes over each shot, in alternating directions (passes.py)
     flash_frames: int = DEFAULT_FLASH_FRAMES  # a change of light this short is a flash, not a cut (cuts.py)
     free_flashes: bool = False  # a flash's frames free of the temporal term, as the release before (temporal.py)
+    ignore_fades: bool = False  # fades stylized as they come, the output in the style's light (fades.py)
     lbfgs_history: int | None = None  # L-BFGS's curvature pairs for each frame; None: history_pairs decides
     # Of OWN_DEFAULTS, those the command line left unset: a resumed job may keep its own values for them.
     defaulted: frozenset[str] = frozenset()

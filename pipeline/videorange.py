@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 import torch
@@ -23,6 +23,7 @@ import torch
 from .chunks import Chunk, ChunkPlan, ChunkStore
 from .cuts import Flash
 from .decode import VideoInfo
+from .fades import FadePlan
 from .flowstage import FlowStage, PairPlan, pair_name
 from .frame_record import (
     finished_line,
@@ -70,6 +71,7 @@ class RangeContext:
     # The cut scan's fingerprints of frames first..last (cuts.py): the decode seeks to a shot's frames.
     fingerprints: Callable[[int, int], dict[int, str]] | None = None
     flashes: tuple[Flash, ...] = ()  # the cut scan's flashes (cuts.py): the shots go on through them
+    fades: FadePlan = field(default_factory=FadePlan)  # its fades and blank frames (fades.py)
 
     def stylizer(self) -> Stylizer:
         """The job's stylizer on this range's device: the network and the style targets."""
@@ -147,6 +149,7 @@ class RangeRun:
             for index in range(flash.first, flash.after + 1)
         }  # fmt: skip
         self.bridges = {flash.after: flash.before for flash in self.flashes.values()}
+        self.fade_frames = context.fades.through()  # no cuts: their pairs' scores are the light's (fades.py)
         # Every flash's frames, this shot's or not: a frame two segments share has one pair file.
         self.lit_frames = frozenset(
             index for flash in context.flashes for index in range(flash.first, flash.after)
@@ -199,6 +202,7 @@ class RangeRun:
         stream = FrameStream(
             c.info, c.store.frames_dir, size=c.size, frames=c.job.frame_range, first=first, last=shot.last,
             fingerprints=c.fingerprints(first, shot.last) if c.fingerprints else None,
+            content=c.fades.content if c.fades else None,
         )  # fmt: skip
         flows = FlowStage(
             frames_dir=c.store.frames_dir, flow_dir=c.store.flow_dir, preset=c.job.flow_preset,
@@ -238,10 +242,13 @@ class RangeRun:
         self, index: int, content: torch.Tensor, previous: torch.Tensor | None, pairs: EarlierFrames
     ) -> FrameStart:  # fmt: skip
         """How frame `index` starts: as the starter says, from the frame before it; afresh at the
-        shot's first frame; through a flash, from the frame before the flash (cuts.py)."""
+        shot's first frame; through a flash, from the frame before the flash (cuts.py); a blank
+        frame as it is, for one iteration (fades.py: black or white on output whatever it becomes)."""
         c, flash = self.c, self.flashes.get(index)
+        if index in c.fades.blanks:
+            return FrameStart(init=content, iterations=1, source="blank")
         if flash is None:
-            start = c.starter.start(index, content, previous, pairs)
+            start = c.starter.start(index, content, previous, pairs, may_cut=index not in self.fade_frames)
             if index == self.shot.first and index > 1:  # afresh: a cut, or where a segment starts (shots.py)
                 start.source = "segment" if self.shot.overlap else "cut"
                 start.stats["cut_score"] = self.start_score
@@ -288,8 +295,9 @@ class RangeRun:
 
     def chunk_cut(self, index: int, cut_score: float | None) -> float | None:
         """The cut score the chunk plan goes by for frame `index`: none at a flash this shot goes
-        on through, whose pairs in and out score as cuts (cuts.py), so that its chunk goes on too."""
-        return None if index in self.flashes else cut_score
+        on through, whose pairs in and out score as cuts (cuts.py), nor in a fade (fades.py), so
+        that its chunk goes on too."""
+        return None if index in self.flashes or index in self.fade_frames else cut_score
 
     def finished(self, index: int, stats: dict) -> None:
         """Frame `index` is final after its last pass (passes.py): the report's pictures of it, the display."""

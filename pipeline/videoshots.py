@@ -40,6 +40,7 @@ from .chunks import ChunkStore, chunk_key
 from .cuts import CutScan, Flash
 from .decode import VideoInfo
 from .devices import pick_device
+from .fades import FadePlan
 from .images import load_image
 from .manifest import timestamp, write_json
 from .report_frames import FrameThumbnails
@@ -75,10 +76,11 @@ class ShotTask:
     starts: dict[int, float] = field(default_factory=dict)  # a shot's first frame -> the scan's cut score
     scan_key: str | None = None  # the cut scan's records (cuts.py): the frames' fingerprints
     flashes: tuple[Flash, ...] = ()  # the cut scan's flashes (cuts.py): the shots go on through them
+    fades: FadePlan = field(default_factory=FadePlan)  # its fades and blank frames (fades.py)
 
     def chunks(self) -> ChunkStore:
-        """The job's chunks of this stylize hash, CRF and rate."""
-        return ChunkStore(self.job.work, chunk_key(self.hashes["stylize"], self.job.crf, self.rate))
+        """The job's chunks of this stylize hash, CRF and rate; a fade's frames faded in them."""
+        return ChunkStore(self.job.work, chunk_key(self.hashes["stylize"], self.job.crf, self.rate), self.fades)
 
 
 class Cancelled(Exception):
@@ -234,7 +236,7 @@ def shot_context(task: ShotTask, shot: Shot, device: torch.device, listener: Lis
         vgg=listener.vgg if listener else None, tick=listener.tick if listener else lambda: None,
         recorded=thumbnails.frame_finished,
         fingerprints=CutScan(job.work, key=task.scan_key, preset=None).fingerprints if task.scan_key else None,
-        flashes=task.flashes,
+        flashes=task.flashes, fades=task.fades,
     )  # fmt: skip
     context.made_stylizer = WORKER.stylizer(context)
     return context

@@ -161,7 +161,8 @@ def remove_leftovers(store: FrameStore, output: Path) -> None:
     half-written files, an encode never renamed (its ffmpeg may still be running: unlinking is
     safe, it writes on into nothing)."""
     work = store.work_dir
-    for leftover in (*work.glob(".frames-*"), *work.glob(".*-stale-*"), *store.seams_dir.glob(".fade-*")):
+    folders = (*work.glob(".frames-*"), *work.glob(".*-stale-*"), *store.seams_dir.glob(".fade-*"))
+    for leftover in (*folders, *store.chunks_dir.glob(".fade-*")):
         shutil.rmtree(leftover, ignore_errors=True)
     for leftover in (
         *work.glob(".*.tmp*"),

@@ -835,10 +835,11 @@ def test_the_shot_goes_on_through_a_flash_and_the_frame_after_continues_from_the
     assert "free_flashes" not in manifest["stages"]["stylize"]["settings"]
     assert "lit_flashes" not in manifest["stages"]["flow"]["settings"]
 
-    # --flash-frames 0: two cuts, as the releases before, and their stylize settings (hash).
+    # --flash-frames 0: two cuts, as the releases before, and their stylize settings (hash). The
+    # flash burnt frame 5 out white: no flash, it is a blank frame (fades.py), written as it is.
     cuts = make_job(clips["flash"], tmp_path / "cuts", flash_frames=0)
     run_video(cuts, vgg=build_tiny_vgg())
-    assert [s["start"] for s in frame_stats(cuts.work)][3:7] == ["warped", "cut", "cut", "warped"]
+    assert [s["start"] for s in frame_stats(cuts.work)][3:7] == ["warped", "blank", "cut", "warped"]
     manifest = read_json(cuts.work / "job.json")
     assert manifest["stages"]["stylize"]["shots"] == [[1, 4], [5, 5], [6, 8]]
     chunks = re.findall(r"chunk: frames (\d+)-(\d+) encoded", (cuts.work / "job.log").read_text())

@@ -1,0 +1,213 @@
+"""Fades to and from black or white: the output follows the picture's light.
+
+Gatys et al.'s style loss asks for the style's colours whatever the content's light: a content
+frame at a tenth of its brightness stylizes to much the same picture (the sample clip at 64 px: a
+mean level of 138 against 145 at full light), so a film's fade to black stayed bright to the end
+and its black frames came out as a texture of the style's colours (docs/video-quality.md, "Fades
+follow the picture's light"). An editor's fade scales every pixel's distance to the fade's colour
+k (0 or 255) by one gain a (0..1) per frame, I = k + a (P - k) with P the picture (ffmpeg's fade
+filter does this to Y'CbCr, which is linear in RGB), so this module undoes it before the
+stylizer sees the frame and does it again to the stylized frame on the way out:
+
+- The cut scan records each frame's light: the mean and spread (standard deviation) of its luma
+  (cuts.py). A frame whose spread is under BLANK_SPREAD and whose mean is within BLANK_LEVEL of 0
+  or 255 is blank: black or white, nothing to stylize. Blank frames are written as they are (0
+  iterations) and a shot begins at the first frame after them (a fade from black starts afresh
+  from a picture, not from the style's texture on black).
+- A fade is the run of frames next to blank ones whose light (their mean's distance to k plus
+  their spread) rises, frame by frame away from the blank ones, by at least RISE: the fade's far
+  end, where the rise stops, is its reference, at full light. Each fade frame's gain is its light
+  over the reference's.
+- The stylizer sees each fade frame brought back to the reference's light (`content`), the
+  flow stage computes its pairs on those frames, so a fade costs what the same frames at full
+  light cost; the chunks get each stylized frame faded by its gain (`output`).
+
+--ignore-fades stylizes every frame as it comes, as the releases before did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# A frame this flat (luma standard deviation, 0..255) and this near black or white is blank.
+BLANK_SPREAD = 2.0
+BLANK_LEVEL = 12.0
+# A fade's frames: each at least this much lighter than its neighbour nearer the blank frames.
+RISE = 0.01
+MIN_FADE_FRAMES = 3  # fewer: a cut to black (the blank frames are still blank)
+# The content of a fade frame is brought back to full light by at most 1 / MIN_GAIN: below it the
+# picture is a few levels of noise, and the output's gain hides what the stylizer makes of it.
+MIN_GAIN = 0.1
+# What the decoded frames depend on: the decode stage's settings record it (video_records.py).
+SETTINGS = {
+    "blank_spread": BLANK_SPREAD, "blank_level": BLANK_LEVEL, "rise": RISE, "min_fade_frames": MIN_FADE_FRAMES,
+    "min_gain": MIN_GAIN,
+}  # fmt: skip
+
+
+# Rec. 601 luma, as OpenCV's RGB2GRAY (numpy alone: `stylize status` reads this module's records
+# without loading OpenCV).
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def frame_light(rgb: np.ndarray) -> list[float]:
+    """A frame's light as the cut scan records it: [mean, spread] of its luma (0..255)."""
+    luma = rgb.astype(np.float32) @ LUMA
+    return [round(float(luma.mean()), 3), round(float(luma.std()), 3)]
+
+
+@dataclass(frozen=True)
+class Fade:
+    """Frames first..last fade between the picture and `colour` (0 or 255); `gains[i]` is frame
+    first + i's (0..1, 1: the picture's full light)."""
+
+    first: int
+    last: int
+    colour: int
+    gains: tuple[float, ...]
+
+    @property
+    def way(self) -> str:
+        """Which way it goes, in words ("to black", "from white"): a fade out loses the light toward its end."""
+        towards = "to" if self.gains[0] > self.gains[-1] else "from"
+        return f"{towards} {'black' if self.colour == 0 else 'white'}"
+
+    def text(self) -> str:
+        return f"{self.first}-{self.last} ({self.way})"
+
+
+@dataclass(frozen=True)
+class FadePlan:
+    """A range's fades and blank frames ({frame: colour}), from the cut scan's light records."""
+
+    fades: tuple[Fade, ...] = ()
+    blanks: Mapping[int, int] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.fades or self.blanks)
+
+    def gain(self, index: int) -> tuple[float, int] | None:
+        """Frame `index`'s (gain, colour), or None where it is at full light."""
+        if index in self.blanks:
+            return 0.0, self.blanks[index]
+        for fade in self.fades:
+            if fade.first <= index <= fade.last:
+                return fade.gains[index - fade.first], fade.colour
+        return None
+
+    def content(self, index: int, rgb: np.ndarray) -> np.ndarray:
+        """Frame `index` as the stylizer sees it: a fade's frame at the reference's light."""
+        light = self.gain(index)
+        if light is None or index in self.blanks:
+            return rgb
+        gain, colour = light
+        lifted = colour + (rgb.astype(np.float32) - colour) / max(gain, MIN_GAIN)
+        return np.clip(np.rint(lifted), 0, 255).astype(np.uint8)
+
+    def output(self, index: int, rgb: np.ndarray) -> np.ndarray:
+        """Stylized frame `index` as the output shows it: faded by its gain (blank: the colour)."""
+        light = self.gain(index)
+        if light is None:
+            return rgb
+        gain, colour = light
+        faded = colour + (rgb.astype(np.float32) - colour) * gain
+        return np.clip(np.rint(faded), 0, 255).astype(np.uint8)
+
+    def cuts(self) -> set[int]:
+        """The frames that begin a shot because of blank frames: the first blank frame of a run
+        and the first frame after it (each run of blank frames is a shot of its own)."""
+        starts = set()
+        for index in self.blanks:
+            if index - 1 not in self.blanks:
+                starts.add(index)
+            if index + 1 not in self.blanks:
+                starts.add(index + 1)
+        return starts
+
+    def through(self) -> set[int]:
+        """The frames of a fade and the frame after it: their pairs' cut scores are the light's,
+        not a new picture's (the frame after blank ones begins a shot all the same: `cuts`)."""
+        return {index for fade in self.fades for index in range(fade.first, fade.last + 2)}
+
+    def record(self) -> dict:
+        """For the stylize stage's record (`stylize status`, the report): the fades and the blank runs."""
+        return {
+            "fades": [[fade.first, fade.last, fade.way] for fade in self.fades],
+            "blanks": [list(run) for run in runs(sorted(self.blanks))],
+        }
+
+    def texts(self) -> list[str]:
+        """The fades and blank runs in words, for the log."""
+        return record_texts(self.record())
+
+
+def record_texts(record: dict) -> list[str]:
+    """A FadePlan's record in words: "fade 2-15 (from black)", "blank 70-75"."""
+    texts = [f"fade {first}-{last} ({way})" for first, last, way in record.get("fades") or []]
+    blanks = [f"{first}-{last}" if last > first else str(first) for first, last in record.get("blanks") or []]
+    return texts + ([f"blank {', '.join(blanks)}"] if blanks else [])
+
+
+def runs(indices: list[int]) -> list[tuple[int, int]]:
+    """Sorted frame numbers as runs of consecutive ones: (first, last)."""
+    found: list[tuple[int, int]] = []
+    for index in indices:
+        if found and found[-1][1] == index - 1:
+            found[-1] = (found[-1][0], index)
+        else:
+            found.append((index, index))
+    return found
+
+
+def blank_colour(light: list[float]) -> int | None:
+    """0 or 255 for a blank frame's light ([mean, spread]), else None."""
+    mean, spread = light
+    if spread >= BLANK_SPREAD:
+        return None
+    if mean <= BLANK_LEVEL:
+        return 0
+    return 255 if mean >= 255 - BLANK_LEVEL else None
+
+
+def plan_fades(light: Mapping[int, list[float]], total: int, flashes: Collection[int] = ()) -> FadePlan:
+    """The fades and blank frames of frames 1..total from their light (frame_light). The frames of
+    `flashes` are none of them: a flash that burns a frame out white is a flash (cuts.py), whose
+    shot goes on through it."""
+    blanks = {
+        index: colour for index in range(1, total + 1)
+        if index not in flashes and (colour := blank_colour(light[index])) is not None
+    }  # fmt: skip
+    fades = []
+    for first, last in runs(sorted(blanks)):
+        colour = blanks[first]
+        for edge, step in ((first - 1, -1), (last + 1, 1)):  # a fade out before the run, a fade in after it
+            fade = fade_from(light, colour, edge, step, total, blanks)
+            if fade is not None and not any(f.first <= fade.last and fade.first <= f.last for f in fades):
+                fades.append(fade)
+    return FadePlan(tuple(sorted(fades, key=lambda fade: fade.first)), blanks)
+
+
+def fade_from(
+    light: Mapping[int, list[float]], colour: int, edge: int, step: int, total: int, blanks: Mapping[int, int]
+) -> Fade | None:
+    """The fade whose frame nearest the blank ones is `edge`, away from them by `step` (-1: the
+    frames before, a fade out; 1: after, a fade in), or None where the light does not rise there."""
+
+    def level(index: int) -> float:
+        mean, spread = light[index]
+        return abs(mean - colour) + spread
+
+    frames = [edge]
+    while 1 <= frames[-1] + step <= total and frames[-1] + step not in blanks:
+        if level(frames[-1] + step) < level(frames[-1]) * (1 + RISE):
+            break
+        frames.append(frames[-1] + step)
+    if not 1 <= edge <= total or edge in blanks or len(frames) - 1 < MIN_FADE_FRAMES:
+        return None
+    reference = frames.pop()  # where the rise stops: the picture at full light
+    gains = [round(min(level(index) / level(reference), 1.0), 4) for index in frames]
+    frames, gains = (frames[::-1], gains[::-1]) if step < 0 else (frames, gains)
+    return Fade(frames[0], frames[-1], colour, tuple(gains))

@@ -1,0 +1,212 @@
+"""Fades to and from black or white (fades.py): found from the cut scan's light records, their
+frames stylized at the picture's full light and faded on output, blank frames left black or
+white, on synthetic clips whose fades are known frame by frame.
+
+The jobs use the tiny random VGG of helpers.py (this is about the plumbing: which frame is seen,
+started and written how); what a fade does to a real stylization is measured by the benchmark's
+`fade` clip (docs/video-quality.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import ffmpeg
+import numpy as np
+import pytest
+
+from helpers import Recorder, build_tiny_vgg, decoded_frames, mtimes
+from pipeline.decode import ffmpeg_binary
+from pipeline.fades import MIN_GAIN, Fade, FadePlan, frame_light, plan_fades
+from pipeline.manifest import read_json
+from pipeline.status import status_lines
+from pipeline.stylize import StyleSettings
+from pipeline.video import VideoJob, run_video
+from pipeline.video_defaults import OWN_DEFAULTS
+
+STYLE = Path(__file__).resolve().parents[1] / "samples" / "ihc.png"
+WIDTH, HEIGHT = 64, 48
+# Frame 1 black, a fade in over frames 2-4, full light 5-10, a fade out over 11-13, black 14-15.
+GAINS = [0.0, 0.25, 0.5, 0.75, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25, 0.0, 0.0]
+
+
+def picture(index: int) -> np.ndarray:
+    """A textured background with a textured square moving 2 px a frame (frame `index`, from 1)."""
+    rng = np.random.default_rng(5)
+    background = cv2.GaussianBlur(rng.integers(40, 216, (HEIGHT, WIDTH, 3), dtype=np.uint8), (0, 0), 1.5)
+    square = cv2.GaussianBlur(rng.integers(40, 216, (20, 20, 3), dtype=np.uint8), (0, 0), 1.5)
+    frame = background.copy()
+    x = 8 + 2 * (index - 1)
+    frame[14:34, x : x + 20] = square
+    return frame
+
+
+def faded(rgb: np.ndarray, gain: float, colour: int = 0) -> np.ndarray:
+    """What an editor's fade makes of a frame: every pixel's distance to `colour` times `gain`."""
+    return np.clip(np.rint(colour + (rgb.astype(np.float32) - colour) * gain), 0, 255).astype(np.uint8)
+
+
+def write_clip(path: Path, frames: list[np.ndarray]) -> Path:
+    """RGB frames piped to ffmpeg: nearly lossless H.264 in full chroma, 25 fps."""
+    spec = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{WIDTH}x{HEIGHT}", r=25)
+    spec = spec.output(str(path), vcodec="libx264", pix_fmt="yuv444p", crf=4).global_args("-nostdin")
+    spec.run(cmd=ffmpeg_binary(), input=np.stack(frames).tobytes(), quiet=True, overwrite_output=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fade_clip(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("fade-clips")
+    return write_clip(folder / "fade.mp4", [faded(picture(i), g) for i, g in enumerate(GAINS, 1)])
+
+
+def make_job(clip: Path, out_dir: Path, **overrides) -> VideoJob:
+    settings = StyleSettings(size=WIDTH, iterations=3, seed=1)
+    options = {"iterations_first": 5, "device": "cpu", "flow": "dis", "flow_workers": 1, "stop_tolerance": 0.0}
+    return VideoJob(input=clip, styles=(STYLE,), output=out_dir / "out.mp4", settings=settings, **options | overrides)
+
+
+def frame_stats(work: Path) -> list[dict]:
+    return [read_json(p) for p in sorted((work / "styled").glob("[0-9]*.json"))]
+
+
+def frames_of(video: Path) -> list[np.ndarray]:
+    """Every frame of a clip or output of WIDTH x HEIGHT, RGB."""
+    return list(np.frombuffer(decoded_frames(video), np.uint8).reshape(-1, HEIGHT, WIDTH, 3))
+
+
+def rgb(path: Path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+# --- finding them ---------------------------------------------------------------------------------
+
+
+def lights(levels: list[float], colour: int = 0) -> dict[int, list[float]]:
+    """Frames' light records for frames at these fractions of a picture's light (mean 110, spread 50)."""
+    return {
+        i: [round(colour + (110 - colour) * g, 3), round(50 * g, 3)] for i, g in enumerate(levels, 1)
+    }  # fmt: skip
+
+
+def test_fades_are_the_frames_whose_light_rises_away_from_black_or_white_frames():
+    # A fade out to black over frames 4-8, two black frames; its gains are the light's.
+    levels = [1, 1, 1, 0.9, 0.7, 0.5, 0.3, 0.1, 0, 0]
+    plan = plan_fades(lights(levels), len(levels))
+    assert [(f.first, f.last, f.way) for f in plan.fades] == [(4, 8, "to black")]
+    assert plan.fades[0].gains == pytest.approx([0.9, 0.7, 0.5, 0.3, 0.1], abs=1e-3)
+    assert plan.blanks == {9: 0, 10: 0} and plan.cuts() == {9, 11} and plan.through() == {4, 5, 6, 7, 8, 9}
+    assert plan.gain(6) == (pytest.approx(0.5, abs=1e-3), 0) and plan.gain(3) is None and plan.gain(10) == (0.0, 0)
+    assert plan.texts() == ["fade 4-8 (to black)", "blank 9-10"]
+
+    # From white: the light is the distance to 255.
+    white = plan_fades(lights([0, 0.2, 0.5, 0.8, 1, 1], colour=255), 6)
+    assert [(f.first, f.last, f.way) for f in white.fades] == [(2, 4, "from white")] and white.blanks == {1: 255}
+
+    # A cut to black after two dimmer frames is no fade: too short to be one.
+    cut = plan_fades(lights([1, 1, 0.8, 0.6, 0, 0, 1]), 7)
+    assert cut.fades == () and cut.blanks == {5: 0, 6: 0} and cut.cuts() == {5, 7}
+
+    # Light that dims without reaching black (a cloud, a dimmer) is the picture's own: nothing.
+    assert not plan_fades(lights([1, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4]), 7)
+    # A dark frame with detail in it (a night scene) is no blank frame.
+    assert not plan_fades({1: [8.0, 6.0], 2: [8.0, 6.0]}, 2)
+
+
+def test_a_fade_frame_is_seen_at_full_light_and_shown_at_its_own():
+    """content() undoes the fade to within its quantization; output() does it again."""
+    picture_ = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    for gain, colour in ((0.8, 0), (0.3, 0), (0.5, 255)):
+        plan = FadePlan(fades=(Fade(2, 4, colour, (gain,) * 3),))
+        light = plan.gain(2)
+        assert light == (pytest.approx(gain, abs=1e-3), colour)
+        seen = plan.content(2, faded(picture_, gain, colour)).astype(int)
+        assert np.abs(seen - picture_).max() <= 0.5 / gain + 1
+        assert np.abs(plan.output(2, picture_).astype(int) - faded(picture_, gain, colour)).max() <= 1
+    # Under MIN_GAIN the picture is lifted by at most 1 / MIN_GAIN: a few levels of noise stay dark.
+    deep = FadePlan(fades=(Fade(2, 4, 0, (0.05,) * 3),))
+    assert deep.content(2, faded(picture_, 0.05)).mean() == pytest.approx(picture_.mean() * 0.05 / MIN_GAIN, rel=0.05)
+
+
+def test_the_scan_records_each_frames_light(fade_clip):
+    frames = frames_of(fade_clip)
+    plan = plan_fades({i: frame_light(f) for i, f in enumerate(frames, 1)}, len(frames))
+    assert plan.texts() == ["fade 2-4 (from black)", "fade 11-13 (to black)", "blank 1, 14-15"]
+    assert [g for f in plan.fades for g in f.gains] == pytest.approx([0.25, 0.5, 0.75, 0.75, 0.5, 0.25], abs=0.02)
+
+
+# --- a job ----------------------------------------------------------------------------------------
+
+
+def test_a_fade_is_stylized_at_full_light_and_faded_on_output(fade_clip, tmp_path):
+    job = make_job(fade_clip, tmp_path / "fades", keep_frames=True)
+    run_video(job, vgg=build_tiny_vgg())
+    stage = read_json(job.work / "job.json")["stages"]["stylize"]
+    assert stage["fades"] == [[2, 4, "from black"], [11, 13, "to black"]] and stage["blanks"] == [[1, 1], [14, 15]]
+    # The blank frames are shots of their own: the fade in starts afresh from its first frame.
+    assert stage["shots"] == [[1, 1], [2, 13], [14, 15]]
+    assert stage["settings"]["ignore_fades"] is False
+    stats = frame_stats(job.work)
+    # Within the fades no cut, whatever their pairs score: the frames go on from the frame before.
+    assert [(s["start"], s["iterations"]) for s in stats] == (
+        [("blank", 1), ("cut", 5)] + [("warped", 3)] * 11 + [("blank", 1)] * 2
+    )
+    # The stylizer saw each fade frame at the picture's full light ...
+    full = np.mean([rgb(job.work / "frames" / f"{i:06d}.png").mean() for i in range(5, 11)])
+    for index in (2, 3, 4, 11, 12, 13):
+        assert rgb(job.work / "frames" / f"{index:06d}.png").mean() == pytest.approx(full, rel=0.06)
+    # ... and the output shows each at its own: the stylized frame faded by its gain, blank ones black.
+    output = frames_of(job.output)
+    plan = plan_fades(
+        {i: v for i, v in enumerate((frame_light(faded(picture(i), g)) for i, g in enumerate(GAINS, 1)), 1)}, 15
+    )
+    for index in range(1, 16):
+        expected = plan.output(index, rgb(job.work / "styled" / f"{index:06d}.png")).astype(float)
+        shown = output[index - 1].astype(float)  # H.264's 4:2:0 smears the tiny network's grain: the levels
+        assert np.abs(shown.mean(axis=(0, 1)) - expected.mean(axis=(0, 1))).max() < 3, index
+    assert max(output[i].mean() for i in (0, 13, 14)) < 2
+    assert output[11].mean() < 0.6 * output[7].mean() < output[7].mean()
+    log = (job.work / "job.log").read_text()
+    assert "scan: 15 frames, 0 scene cuts, fade 2-4 (from black), fade 11-13 (to black), blank 1, 14-15" in log
+    status = "\n".join(status_lines(job.work))
+    assert "fade 2-4 (from black), fade 11-13 (to black), blank 1, 14-15 (faded on output)" in status
+    page = (job.work / "report.html").read_text()
+    assert "<tr><th>fades (faded on output)</th><td>fade 2-4 (from black)" in page
+    assert not list((job.work / "chunks").glob(".fade-*"))  # the chunks' faded frames are gone
+
+    # --ignore-fades: every frame stylized as it comes, as the releases before; their settings (hash).
+    plain = make_job(fade_clip, tmp_path / "plain", keep_frames=True, ignore_fades=True)
+    run_video(plain, vgg=build_tiny_vgg())
+    stages = read_json(plain.work / "job.json")["stages"]
+    assert "fades" not in stages["stylize"] and "ignore_fades" not in stages["stylize"]["settings"]
+    assert "fades" not in stages["decode"]["settings"]
+    # The releases before took the fades' frames for scene cuts: each a cold start, its own look.
+    assert [s["start"] for s in frame_stats(plain.work)].count("cut") >= 4
+    assert rgb(plain.work / "frames" / "000003.png").mean() == pytest.approx(0.5 * full, rel=0.06)
+
+
+def test_a_job_killed_in_a_fade_resumes_to_the_same_output(fade_clip, tmp_path):
+    whole = make_job(fade_clip, tmp_path / "whole")
+    run_video(whole, vgg=build_tiny_vgg())
+    job = make_job(fade_clip, tmp_path / "killed")
+    with pytest.raises(Recorder.Stop):
+        run_video(job, events=Recorder(stop_at=12), vgg=build_tiny_vgg())
+    events = Recorder()
+    run_video(job, events=events, vgg=build_tiny_vgg())
+    assert events.started == [12, 13, 14, 15, 1]  # the longest shot first, then the others
+    assert decoded_frames(job.output) == decoded_frames(whole.output)
+
+
+def test_a_job_of_the_release_before_goes_on_ignoring_fades(fade_clip, tmp_path):
+    """A job begun by the release before (its frames as they came), stopped and run again with the
+    option left unset: its finished frames kept, the option named beside the default now."""
+    began = make_job(fade_clip, tmp_path, ignore_fades=True)
+    with pytest.raises(Recorder.Stop):
+        run_video(began, events=Recorder(stop_at=6), vgg=build_tiny_vgg())
+    finished = {name: t for name, t in mtimes(began.work / "styled").items() if name.endswith(".json")}
+    events = Recorder()
+    run_video(make_job(fade_clip, tmp_path, defaulted=frozenset(OWN_DEFAULTS)), events=events, vgg=build_tiny_vgg())
+    assert finished and sorted(events.started) == [i for i in range(1, 16) if f"{i:06d}.json" not in finished]
+    assert {k: v for k, v in mtimes(began.work / "styled").items() if k in finished} == finished
+    assert "fades" not in read_json(began.work / "job.json")["stages"]["stylize"]
+    assert any("--ignore-fades (the defaults now: off;" in m for m in events.messages), events.messages
