@@ -293,32 +293,42 @@ def flash_figures(work: Path, stats: list[dict]) -> dict:
     return {key: float(np.mean(values)) for key, values in figures.items()}
 
 
-def fade_figures(clip: Path, output: Path, size: int, stats: list[dict]) -> dict:
-    """How the output follows the input's fades (fades.py finds them in the input, whatever the
-    job did with them): the mean gap, over the fades' and the blank frames, between the output's
-    level (mean luma over the median of the frames at full light) and the input's; the fade
-    frames' mean iterations; the job's cold starts. None where the input has no fade or blank frame."""
-    import cv2
+def levels(video: Path, size: int) -> list[float]:
+    """Each frame's mean luma, decoded at the jobs' size as the jobs decode."""
+    from pipeline.decode import frame_size, probe
+    from pipeline.fades import frame_light
+    from pipeline.framestream import ALL, RawDecode
 
+    info = probe(video)
+    return [frame_light(frame)[0] for frame in RawDecode(info, frame_size(info, size), ALL)]
+
+
+def input_fades(clip: Path, size: int):
+    """The clip's fades and blank frames as a job at `size` finds them (fades.py), whatever the
+    job then does with them."""
     from pipeline.decode import frame_size, probe
     from pipeline.fades import frame_light, plan_fades
     from pipeline.framestream import ALL, RawDecode
 
-    def levels(video: Path) -> list[float]:
-        info = probe(video)
-        return [float(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY).mean()) for f in RawDecode(info, frame_size(info, size), ALL)]
-
     info = probe(clip)
-    frames = list(RawDecode(info, frame_size(info, size), ALL))[: len(stats)]
-    plan = plan_fades({i: frame_light(f) for i, f in enumerate(frames, 1)}, len(frames))
-    fading = sorted(plan.through() & set(range(1, len(frames) + 1)) | set(plan.blanks))
+    light = dict(enumerate((frame_light(f) for f in RawDecode(info, frame_size(info, size), ALL)), 1))
+    return plan_fades(light, len(light))
+
+
+def fade_figures(clip: Path, output: Path, size: int, stats: list[dict], plan) -> dict:
+    """How the output follows the input's fades (`plan`: input_fades): the mean gap, over the
+    fades' and the blank frames, between the output's level (mean luma over the median of its
+    frames at full light) and the input's; the mean iterations of the fade frames that are no
+    shot's first; the job's cold starts. None where the input has no fade or blank frame."""
+    fading = sorted(plan.through() & set(range(1, len(stats) + 1)) | set(plan.blanks))
     if not fading:
         return {}
-    shown, seen = levels(output)[: len(frames)], [float(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY).mean()) for f in frames]
-    full = [i for i in range(1, len(frames) + 1) if i not in fading]
+    shown, seen = levels(output, size)[: len(stats)], levels(clip, size)[: len(stats)]
+    full = [i for i in range(1, len(stats) + 1) if i not in fading]
     out_full, in_full = (float(np.median([v[i - 1] for i in full])) for v in (shown, seen))
     gaps = [abs(shown[i - 1] / out_full - seen[i - 1] / in_full) for i in fading]
-    inside = [stats[i - 1]["iterations"] for i in fading if i not in plan.blanks]
+    cold = ("init", "cut", "blank")
+    inside = [stats[i - 1]["iterations"] for i in fading if i not in plan.blanks and stats[i - 1]["start"] not in cold]
     return {
         "light_gap": float(np.mean(gaps)), "iterations": float(np.mean(inside)) if inside else float("nan"),
         "cold": sum(1 for s in stats if s.get("start") in ("init", "cut")), "frames": len(fading),
@@ -396,7 +406,16 @@ def run_mode(clip: Path, name: str, extra: list[str], args: argparse.Namespace) 
     styled = sorted((work / "styled").glob("[0-9]*.png"))
     content = sorted((work / "frames").glob("[0-9]*.png"))[: len(styled)]
     stats = [json.loads(p.with_suffix(".json").read_text()) for p in styled]
-    warm = [s for s in stats if s.get("start") not in ("init", "cut", "blank")]  # a blank frame runs 1 (fades.py)
+    fades = input_fades(clip, args.size)
+    fade = fade_figures(clip, output, args.size, stats, fades)
+    # The input's blank frames (black or white, fades.py) are left out of the figures below, in
+    # every mode alike: the default writes them as they are, after 1 iteration, where the
+    # releases before stylized them. A fade's frames stay: as the stylizer saw and made them.
+    # The job's time is over all its frames (a cold start on a blank frame costs what any does).
+    seconds = float(np.mean([s["seconds"] for s in stats]))
+    kept = [i for i in range(len(styled)) if i + 1 not in fades.blanks]
+    styled, content, stats = [styled[i] for i in kept], [content[i] for i in kept], [stats[i] for i in kept]
+    warm = [s for s in stats if s.get("start") not in ("init", "cut")]
     record = json.loads((work / "job.json").read_text())
     flicker = record.get("report", {}).get("flicker", {})
     losses = frame_losses(styled, content, args.style, args.score_every)
@@ -404,13 +423,13 @@ def run_mode(clip: Path, name: str, extra: list[str], args: argparse.Namespace) 
     return {
         "mode": name.split("-", 1)[1], "frames": len(styled),
         "iterations_warm": float(np.mean([s["iterations"] for s in warm])) if warm else float("nan"),
-        "seconds_per_frame": float(np.mean([s["seconds"] for s in stats])),
+        "seconds_per_frame": seconds,
         "wall_per_frame": wall / max(1, len(styled)),
         "redone": sum(1 for s in stats if s.get("redone")),
         "flicker": flicker.get("output", float("nan")), "flicker_input": flicker.get("input", float("nan")),
         "flicker_farneback": farneback_flicker(styled, pairs), "warp_error": warp_error(styled, content, pairs),
         **losses, "sharpness_retention": retention(styled, content), "flash": flash_figures(work, stats),
-        "fade": fade_figures(clip, output, args.size, stats),
+        "fade": fade,
     }  # fmt: skip
 
 
