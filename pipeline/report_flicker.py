@@ -82,7 +82,10 @@ def pair_figures(state: VideoState, *, budget_s: float | None = None) -> dict[in
         # The pair's own: a frame after a flash records the pair it started from as its "cut_score".
         cut_score = (recorded if isinstance(recorded, dict) else state.frames[index]).get("cut_score")
         if isinstance(recorded, dict) and "output" in recorded:
-            figures[index] = {**recorded, **({"cut": True} if (cut_score or 0) > threshold else {})}
+            # Left out as a cut's: a pair over the threshold, or into a shot's first frame, which
+            # records none (frame_record.flicker_field; a shot also begins after blank frames, fades.py).
+            left_out = (cut_score or 0) > threshold or recorded["output"] is None
+            figures[index] = {**recorded, **({"cut": True} if left_out else {})}
         elif index in measured:
             figures[index] = measured[index]
         elif budget_s is None or time.monotonic() - started < budget_s:

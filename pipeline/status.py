@@ -64,7 +64,7 @@ def flicker_line(flicker: dict) -> str:
     """A job report's flicker in one line, as `stylize video` and `stylize status` show it. Its
     "cuts" are the pairs it left out: over the scene threshold, a scene cut's or a flash's."""
     left_out = len(flicker.get("cuts") or [])
-    left_out = f", {counted(left_out, 'pair')} across scene cuts or flashes left out" if left_out else ""
+    left_out = f", {counted(left_out, 'pair')} across scene cuts, flashes or fades left out" if left_out else ""
     return (
         f"flicker: output {flicker['output']:.4g}, input {flicker['input']:.4g} "
         f"(mean masked warping error over {counted(flicker['pairs'], 'frame pair')}{left_out})"

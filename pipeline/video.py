@@ -291,9 +291,9 @@ class VideoRun:
         report = {"key": self.report_key, "flicker": flicker, "flow": self.job.flow, "measured": timestamp()}
         self.manifest.data["report"] = report
         self.manifest.save()
-        # The pairs over the scene threshold are left out: scene cuts, and a flash's way in and out.
-        left_out = ", ".join(map(str, flicker["cuts"]))
-        left_out = f"the pairs into frames {left_out} left out (scene cuts, flashes)" if left_out else "none left out"
+        # The pairs over the scene threshold are left out: scene cuts, a flash's way in and out, a fade's darkest.
+        cuts = ", ".join(map(str, flicker["cuts"]))
+        left_out = f"the pairs into frames {cuts} left out (scene cuts, flashes, fades)" if cuts else "none left out"
         self.log(
             f"flicker: output {flicker['output']:.4g}, input {flicker['input']:.4g} (mean masked warping error over "
             f"{counted(flicker['pairs'], 'pair')}; {left_out})"

@@ -18,7 +18,8 @@ import pytest
 from helpers import Recorder, build_tiny_vgg, decoded_frames, mtimes
 from pipeline.decode import ffmpeg_binary
 from pipeline.fades import MIN_GAIN, Fade, FadePlan, frame_light, plan_fades
-from pipeline.manifest import read_json
+from pipeline.manifest import read_json, write_json
+from pipeline.report_video import write_video_report
 from pipeline.status import status_lines
 from pipeline.stylize import StyleSettings
 from pipeline.video import VideoJob, run_video
@@ -173,6 +174,16 @@ def test_a_fade_is_stylized_at_full_light_and_faded_on_output(fade_clip, tmp_pat
     page = (job.work / "report.html").read_text()
     assert "<tr><th>fades (faded on output)</th><td>fade 2-4 (from black)" in page
     assert not list((job.work / "chunks").glob(".fade-*"))  # the chunks' faded frames are gone
+    assert "warning" not in log
+    # A shot that begins after blank frames records no figures for its pair, whatever its cut
+    # score (here over the threshold; on the sample clip faded, 0.27 and 0.45): left out as a cut's.
+    record = read_json(job.work / "styled" / "000014.json")
+    assert record["flicker"]["output"] is None
+    record["flicker"]["cut_score"] = 0.27
+    write_json(job.work / "styled" / "000014.json", record)
+    (job.work / "report-files" / "frames.json").unlink()  # the report's cache of the frames' records
+    write_video_report(job.work)
+    assert "<tr><th>scene cuts</th><td>none</td></tr>" not in (job.work / "report.html").read_text()
 
     # --ignore-fades: every frame stylized as it comes, as the releases before; their settings (hash).
     plain = make_job(fade_clip, tmp_path / "plain", keep_frames=True, ignore_fades=True)

@@ -143,7 +143,7 @@ def test_a_cut_starts_a_new_shot_with_first_frame_iterations_and_no_temporal_ter
     status = "\n".join(status_lines(job.work))
     assert "flow: done, 7/7 frame pairs" in status and "2 shots (scene cuts at frames 5)" in status
     assert f"flicker: output {flicker['output']:.4g}, input {flicker['input']:.4g}" in status
-    assert "over 6 frame pairs, 1 pair across scene cuts or flashes left out)" in status
+    assert "over 6 frame pairs, 1 pair across scene cuts, flashes or fades left out)" in status
 
 
 def test_warped_start_takes_unreliable_pixels_from_the_content_and_the_temporal_loss_holds_the_rest(tmp_path):
@@ -812,12 +812,13 @@ def test_the_shot_goes_on_through_a_flash_and_the_frame_after_continues_from_the
     assert manifest["stages"]["stylize"]["settings"]["free_flashes"] is False
     assert result.report["flicker"]["cuts"] == [5, 6]  # the pairs into and out of the flash are not measured
     status = "\n".join(status_lines(job.work))
-    assert "flashes at frames 5 (no cuts)" in status and "5 frame pairs, 2 pairs across scene cuts or flashes" in status
+    assert "flashes at frames 5 (no cuts)" in status
+    assert "5 frame pairs, 2 pairs across scene cuts, flashes or fades" in status
     log = (job.work / "job.log").read_text()
     assert "scan: 8 frames, 0 scene cuts, flashes at 5" in log
     assert re.findall(r"chunk: frames (\d+-\d+) encoded", log) == ["1-8"]  # the shot's chunk goes on through it
     assert "fps in 1 chunk, audio none)" in log
-    assert "over 5 pairs; the pairs into frames 5, 6 left out (scene cuts, flashes))" in log
+    assert "over 5 pairs; the pairs into frames 5, 6 left out (scene cuts, flashes, fades))" in log
     # The report's flicker table: no cut (its pairs left out of the flicker are the flash's), the flash.
     page = (job.work / "report.html").read_text()
     assert "<tr><th>scene cuts</th><td>none</td></tr>" in page
