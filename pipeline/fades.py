@@ -147,6 +147,12 @@ class FadePlan:
         return record_texts(self.record())
 
 
+def blank_edges(record: dict) -> set[int]:
+    """The frames of a FadePlan's record that begin a shot for its blank frames (FadePlan.cuts):
+    no scene cuts, for `stylize status` and the report."""
+    return {index for first, last in record.get("blanks") or [] for index in (first, last + 1)}
+
+
 def record_texts(record: dict) -> list[str]:
     """A FadePlan's record in words: "fade 2-15 (from black)", "blank 70-75"."""
     texts = [f"fade {first}-{last} ({way})" for first, last, way in record.get("fades") or []]

@@ -230,6 +230,11 @@ def strip_html(state: VideoState, strip: list) -> str:
         figures.append(f"<figure>{pictures}<figcaption>frame {index}</figcaption></figure>")
     waiting = len(strip) - len(figures)
     note = f'<p class="muted">{waiting} more to come as the job reaches them.</p>' if waiting else ""
+    if state.stage("stylize").get("fades"):
+        note += (
+            "<p class=\"muted\">A fade's frames as the stylizer saw and made them, at the picture's full light: "
+            "the output shows them faded.</p>"
+        )
     return f'<h2>Frames: content above, stylized below</h2><div class="strip">{"".join(figures)}</div>{note}'
 
 

@@ -33,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .errors import InputError
+from .fades import blank_edges
 from .manifest import WorkDirLock, read_json
 from .report_html import FILES_DIR, write_text
 
@@ -104,11 +105,11 @@ class VideoState:
         return self.stage("encode").get("status") == "done"
 
     def cuts(self) -> list[int]:
-        """Frames that start a new shot at a scene cut (from the shots, else the flicker record,
-        whose "cuts" are the pairs it left out: a flash's too)."""
+        """Frames that start a new shot at a scene cut (from the shots, but those begun for blank
+        frames, fades.py; else the flicker record, whose "cuts" are the pairs it left out: a flash's too)."""
         shots = self.stage("stylize").get("shots")
         if shots is not None:
-            return [int(first) for first, _ in shots[1:]]
+            return [int(first) for first, _ in shots[1:] if first not in blank_edges(self.stage("stylize"))]
         return list(((self.data.get("report") or {}).get("flicker") or {}).get("cuts") or [])
 
     def flashes(self) -> list[tuple[int, int]]:
