@@ -129,32 +129,27 @@ def make_shake(path: Path) -> Path:
 
 
 def make_flash(path: Path) -> Path:
-    """The sample clip with one frame (31) under a camera's flash (brightness +0.5, contrast 0.6),
-    losslessly: a flash scores as two scene cuts, which --flash-frames (cuts.py) goes through."""
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    command = [
-        imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(ROOT / "samples/carphone.mp4"),
-        "-vf", "eq=brightness=0.5:contrast=0.6:enable='eq(n,30)'", "-c:v", "libx264", "-qp", "0",
-        str(path) + ".tmp.mp4",
-    ]  # fmt: skip
-    subprocess.run(command, check=True)
-    Path(str(path) + ".tmp.mp4").rename(path)
-    return path
+    """The sample clip with one frame (31) under a camera's flash (brightness +0.5, contrast 0.6):
+    a flash scores as two scene cuts, which --flash-frames (cuts.py) goes through."""
+    return filtered_sample(path, "eq=brightness=0.5:contrast=0.6:enable='eq(n,30)'")
 
 
 def make_fade(path: Path) -> Path:
     """The sample clip faded in from black over its first half second and out to black over 0.8 s
-    from 1.5 s (black from frame 70 on), losslessly, as an editor's fade does it (ffmpeg's fade
-    filter: every pixel's level scaled toward black): fades.py stylizes it at full light."""
+    from 1.5 s (black from frame 70 on), as an editor's fade does it (ffmpeg's fade filter: every
+    pixel's level scaled toward black): fades.py stylizes it at full light."""
+    return filtered_sample(path, "fade=t=in:st=0:d=0.5,fade=t=out:st=1.5:d=0.8")
+
+
+def filtered_sample(path: Path, filters: str) -> Path:
+    """The sample clip through ffmpeg's `filters`, losslessly, into `path` (whole or not at all:
+    written beside it, then renamed); made once."""
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     command = [
         imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(ROOT / "samples/carphone.mp4"),
-        "-vf", "fade=t=in:st=0:d=0.5,fade=t=out:st=1.5:d=0.8", "-c:v", "libx264", "-qp", "0",
-        str(path) + ".tmp.mp4",
+        "-vf", filters, "-c:v", "libx264", "-qp", "0", str(path) + ".tmp.mp4",
     ]  # fmt: skip
     subprocess.run(command, check=True)
     Path(str(path) + ".tmp.mp4").rename(path)
@@ -447,22 +442,21 @@ def table(clip: str, rows: list[dict]) -> str:
             f"{r['content']:.4g} | {r['style']:.4g} | {r['style_drift']:.3f} | "
             f"{r['sharpness_retention']:.3f} |"
         )
-    flashed = [r for r in rows if r.get("flash")]
-    if flashed:  # the flashes the jobs went on through (flash_figures)
-        head = "| mode | flash frames: iterations | warping error into the flash | out of it | grain / neighbours' |"
-        lines += ["", head, "|" + "---|" * 5]
-        for r in flashed:
-            f = r["flash"]
-            figures = f"{f['iterations']:.1f} | {f['into']:.4g} | {f['out']:.4g} | {f['grain']:.2f}"
-            lines.append(f"| {r['mode']} | {figures} |")
-    faded = [r for r in rows if r.get("fade")]
-    if faded:  # how the output follows the input's fades (fade_figures)
-        head = "| mode | fade, blank frames | output's level off the input's | fade frames: iterations | cold starts |"
-        lines += ["", head, "|" + "---|" * 5]
-        for r in faded:
-            f = r["fade"]
-            figures = f"{f['frames']} | {f['light_gap']:.3f} | {f['iterations']:.1f} | {f['cold']}"
-            lines.append(f"| {r['mode']} | {figures} |")
+    # The flashes the jobs went on through (flash_figures), how the output follows the input's fades (fade_figures).
+    extra = {
+        "flash": (
+            "| mode | flash frames: iterations | warping error into the flash | out of it | grain / neighbours' |",
+            lambda f: f"{f['iterations']:.1f} | {f['into']:.4g} | {f['out']:.4g} | {f['grain']:.2f}",
+        ),
+        "fade": (
+            "| mode | fade, blank frames | output's level off the input's | fade frames: iterations | cold starts |",
+            lambda f: f"{f['frames']} | {f['light_gap']:.3f} | {f['iterations']:.1f} | {f['cold']}",
+        ),
+    }
+    for key, (head, figures) in extra.items():
+        if any(r.get(key) for r in rows):
+            lines += ["", head, "|" + "---|" * 5]
+            lines += [f"| {r['mode']} | {figures(r[key])} |" for r in rows if r.get(key)]
     return "\n".join(lines)
 
 
