@@ -186,7 +186,7 @@ class ChunkStore:
     def shown(self, styled_dir: Path, chunk: Chunk) -> Iterator[Path]:
         """The folder the chunk's frames are encoded from: `styled_dir`, or where the chunk has
         a fade's frames, a folder of its own with those faded (fades.py) and links to the others."""
-        faded = [index for index in range(chunk.first, chunk.last + 1) if self.fades.gain(index) is not None]
+        faded = {index for index in range(chunk.first, chunk.last + 1) if self.fades.gain(index) is not None}
         if not faded:
             yield styled_dir
             return

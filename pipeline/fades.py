@@ -11,9 +11,9 @@ stylizer sees the frame and does it again to the stylized frame on the way out:
 
 - The cut scan records each frame's light: the mean and spread (standard deviation) of its luma
   (cuts.py). A frame whose spread is under BLANK_SPREAD and whose mean is within BLANK_LEVEL of 0
-  or 255 is blank: black or white, nothing to stylize. Blank frames are written as they are (0
-  iterations) and a shot begins at the first frame after them (a fade from black starts afresh
-  from a picture, not from the style's texture on black).
+  or 255 is blank: black or white, nothing to stylize. Blank frames are written as they are (1
+  iteration, so that they have a record like any frame's), each run a shot of its own: a fade
+  from black starts afresh from a picture, not from the style's texture on black.
 - A fade is the run of frames next to blank ones whose light (their mean's distance to k plus
   their spread) rises, frame by frame away from the blank ones, by at least RISE: the fade's far
   end, where the rise stops, is its reference, at full light. Each fade frame's gain is its light
@@ -122,13 +122,7 @@ class FadePlan:
     def cuts(self) -> set[int]:
         """The frames that begin a shot because of blank frames: the first blank frame of a run
         and the first frame after it (each run of blank frames is a shot of its own)."""
-        starts = set()
-        for index in self.blanks:
-            if index - 1 not in self.blanks:
-                starts.add(index)
-            if index + 1 not in self.blanks:
-                starts.add(index + 1)
-        return starts
+        return blank_edges(self.record())
 
     def through(self) -> set[int]:
         """The frames of a fade and the frame after it: their pairs' cut scores are the light's,
@@ -148,8 +142,8 @@ class FadePlan:
 
 
 def blank_edges(record: dict) -> set[int]:
-    """The frames of a FadePlan's record that begin a shot for its blank frames (FadePlan.cuts):
-    no scene cuts, for `stylize status` and the report."""
+    """The frames of a FadePlan's record that begin a shot for its blank frames (FadePlan.cuts; no
+    scene cuts, as `stylize status` and the report read the record)."""
     return {index for first, last in record.get("blanks") or [] for index in (first, last + 1)}
 
 

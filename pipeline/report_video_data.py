@@ -107,9 +107,9 @@ class VideoState:
     def cuts(self) -> list[int]:
         """Frames that start a new shot at a scene cut (from the shots, but those begun for blank
         frames, fades.py; else the flicker record, whose "cuts" are the pairs it left out: a flash's too)."""
-        shots = self.stage("stylize").get("shots")
+        shots, blank = self.stage("stylize").get("shots"), blank_edges(self.stage("stylize"))
         if shots is not None:
-            return [int(first) for first, _ in shots[1:] if first not in blank_edges(self.stage("stylize"))]
+            return [int(first) for first, _ in shots[1:] if first not in blank]
         return list(((self.data.get("report") or {}).get("flicker") or {}).get("cuts") or [])
 
     def flashes(self) -> list[tuple[int, int]]:

@@ -201,7 +201,8 @@ def stage_detail(name: str, stage: dict, status: str, store: FrameStore) -> str:
         done = stage.get("done", 0) if status in ("done", "cleaned") else min(total, store.stats_count())
         detail = f", {done}/{total} frames done, {total - done} remaining"
         if len(stage.get("shots", [])) > 1:  # a shot also begins where blank frames begin and end (fades.py)
-            cuts = ", ".join(str(first) for first, _ in stage["shots"][1:] if first not in blank_edges(stage))
+            blank = blank_edges(stage)
+            cuts = ", ".join(str(first) for first, _ in stage["shots"][1:] if first not in blank)
             detail += f", {len(stage['shots'])} shots" + (f" (scene cuts at frames {cuts})" if cuts else "")
         if stage.get("flashes"):  # cuts.py: the shots go on through them
             flashes = ", ".join(frames_text(first, last) for first, last in stage["flashes"])

@@ -141,7 +141,8 @@ class VideoRun:
     def stages(self) -> VideoResult:
         """The stages still to do, in order: the cut scan, the shots, the report, the output."""
         scan = self.scan()
-        flashes, fades = self.flashes(scan), self.fades(scan)
+        flashes = self.flashes(scan)
+        fades = self.fades(scan, flashes)
         shots = self.plan(scan, flashes, fades)
         stylized = self.stylize_shots(shots, scan, flashes, fades)
         self.report(scan.total)
@@ -167,7 +168,8 @@ class VideoRun:
         scoring = " and scoring cuts" if scan.preset else ""
         self.log(f"scan: counting the frames{scoring} ({counted(scan.workers, 'worker')})")
         result = scan.run(self.info, self.size, self.job.frame_range, self.events.stage_progress)
-        flashes, fades = self.flashes(result), self.fades(result)
+        flashes = self.flashes(result)
+        fades = self.fades(result, flashes)
         cuts = self.cuts(result, flashes, fades)
         self.log(
             f"scan: {result.total} frames, {len(cuts)} scene cuts{' at ' + str(cuts) if cuts else ''}"
@@ -188,12 +190,13 @@ class VideoRun:
             return []
         return sorted(set(scan.cuts(self.job.scene_threshold, flashes)) - fades.through())
 
-    def fades(self, scan: Scan) -> FadePlan:
-        """The fades to and from black or white, and the blank frames (fades.py; not with --ignore-fades)."""
+    def fades(self, scan: Scan, flashes: list[Flash]) -> FadePlan:
+        """The fades to and from black or white, and the blank frames but `flashes`' (fades.py; not
+        with --ignore-fades)."""
         if self.job.ignore_fades or not scan.light:  # (a scan keyed for fades records the light)
             return FadePlan()
-        flashes = {index for flash in self.flashes(scan) for index in range(flash.first, flash.last + 1)}
-        return plan_fades(scan.light, scan.total, flashes)
+        flashed = {index for flash in flashes for index in range(flash.first, flash.last + 1)}
+        return plan_fades(scan.light, scan.total, flashed)
 
     @functools.cached_property
     def cut_scan(self) -> CutScan:

@@ -205,9 +205,14 @@ def test_a_job_killed_in_a_fade_resumes_to_the_same_output(fade_clip, tmp_path):
     job = make_job(fade_clip, tmp_path / "killed")
     with pytest.raises(Recorder.Stop):
         run_video(job, events=Recorder(stop_at=12), vgg=build_tiny_vgg())
+    # A kill while a chunk's faded frames were being written leaves their folder: the next run removes it.
+    leftover = job.work / "chunks" / ".fade-killed"
+    leftover.mkdir(parents=True)
+    (leftover / "000011.png").write_bytes(b"half")
     events = Recorder()
     run_video(job, events=events, vgg=build_tiny_vgg())
     assert events.started == [12, 13, 14, 15, 1]  # the longest shot first, then the others
+    assert not leftover.exists()
     assert decoded_frames(job.output) == decoded_frames(whole.output)
 
 
