@@ -335,6 +335,15 @@ IgnoreFadesOpt = Annotated[
         "and black or white frames stay so).",
     ),
 ]
+FadesAcrossCutsOpt = Annotated[
+    bool,
+    option(
+        "--fades-across-cuts",
+        panel=VIDEO,
+        help="A scene cut inside a fade's rise does not end the fade, as before (by default a pair of frames that "
+        "is a cut in the light of its first frame too ends the fade there, and starts a shot).",
+    ),
+]
 LbfgsHistoryOpt = Annotated[
     int | None,
     no_default(

@@ -6,11 +6,12 @@ several devices (issue 16): the cut decision for the whole range is made here, o
 schedule follows it.
 
     WORK/cuts/000001.json   frames 1..500: {"key", "first", "fingerprints": [...], "scores": [...],
-                            "spans": [...], "light": [...]} (score i: the pair of frames i-1 and
-                            i, None for frame 1; spans i: the colour histograms' distance of frame
-                            i to frames i-2, i-3, ..., for the flashes; light i: frame i's luma
-                            mean and spread, for the fades, fades.py); the last block also has
-                            "total"
+                            "spans": [...], "light": [...], "lit": [...]} (score i: the pair of
+                            frames i-1 and i, None for frame 1; spans i: the colour histograms'
+                            distance of frame i to frames i-2, i-3, ..., for the flashes; light i:
+                            frame i's luma mean and spread, for the fades, fades.py; lit i: pair
+                            i's score in the light of frame i-1, or None, for the cuts inside a
+                            fade, fades.LIT_FLOOR); the last block also has "total"
 
 A block of SCAN_BLOCK frames is written (atomically) as soon as it fills, so a killed scan
 resumes where it was: the decode runs from the range's start again (the one exact way,
@@ -45,8 +46,8 @@ import numpy as np
 from joblib.externals.loky import get_reusable_executor
 
 from .decode import VideoInfo
-from .fades import frame_light
-from .flow import colour_histogram, frame_pair, histogram_gap
+from .fades import LIT_CUT, LIT_FLOOR, frame_light, light_changes
+from .flow import colour_histogram, frame_pair, histogram_gap, lit_pair
 from .framerange import FrameRange
 from .framestream import RawDecode, fingerprint
 from .manifest import read_json, write_json
@@ -82,6 +83,12 @@ class Scan:
     scores: dict[int, float] = field(default_factory=dict)
     spans: dict[int, list[float]] = field(default_factory=dict)
     light: dict[int, list[float]] = field(default_factory=dict)
+    lit: dict[int, float] = field(default_factory=dict)
+
+    def lit_cuts(self) -> set[int]:
+        """The frames whose pair is a cut in the light of the frame before it: a fade's pairs that
+        score as cuts are not (fades.LIT_CUT)."""
+        return {index for index, lit in self.lit.items() if lit > LIT_CUT}
 
     def flashes(self, threshold: float, longest: int) -> list[Flash]:
         """The changes of light of at most `longest` frames after which the picture is back to
@@ -110,19 +117,23 @@ def colour_spans(histogram: np.ndarray, before: list[np.ndarray]) -> list[float]
     return [round(histogram_gap(earlier, histogram), 6) for earlier in before]
 
 
-def cut_score(previous: np.ndarray, current: np.ndarray, preset: str) -> float:
-    """A worker's task: the pair's cut score, as the flow stage's pair of these frames has it."""
+def pair_scores(previous: np.ndarray, current: np.ndarray, preset: str, lit: bool) -> tuple[float, float | None]:
+    """A worker's task: the pair's cut score, as the flow stage's pair of these frames has it, and
+    (`lit`) its lit score where LIT_FLOOR says, else None."""
     cv2.setNumThreads(1)  # the parallelism is across pairs (flowstage.compute_pair does the same)
-    return frame_pair(previous, current, preset).cut_score
+    score = frame_pair(previous, current, preset).cut_score
+    if not lit or score <= LIT_FLOOR or not light_changes(frame_light(previous), frame_light(current)):
+        return score, None
+    return score, 1.0 - float(lit_pair(previous, current, preset).reliability.mean())
 
 
 class CutScan:
     """WORK/cuts/: the scan's records for one key (the decode's settings and the flow preset, or
     None: frames counted and fingerprinted, no scores)."""
 
-    def __init__(self, work_dir: Path, *, key: str, preset: str | None, workers: int = 1):
+    def __init__(self, work_dir: Path, *, key: str, preset: str | None, workers: int = 1, lit: bool = False):
         self.dir = Path(work_dir) / "cuts"
-        self.key, self.preset, self.workers = key, preset, max(1, workers)
+        self.key, self.preset, self.workers, self.lit = key, preset, max(1, workers), lit
 
     def path(self, first: int) -> Path:
         return self.dir / frame_name(first, ".json")
@@ -150,10 +161,12 @@ class CutScan:
         scores = [score for block in blocks for score in block["scores"]]
         spans = [span for block in blocks for span in block.get("spans", [[]] * len(block["scores"]))]
         light = [level for block in blocks for level in block.get("light", [])]
+        lit = [score for block in blocks for score in block.get("lit", [])]
         return Scan(
             blocks[-1]["total"], {i: s for i, s in enumerate(scores, 1) if s is not None},
             {i: span for i, span in enumerate(spans, 1) if span},
             dict(enumerate(light, 1)) if len(light) == len(scores) else {},
+            {i: s for i, s in enumerate(lit, 1) if s is not None},
         )  # fmt: skip
 
     def fingerprints(self, first: int, last: int) -> dict[int, str]:
@@ -187,9 +200,9 @@ class CutScan:
                 if not self.preset or previous is None:
                     pending.append(None)
                 elif executor is None:
-                    pending.append(cut_score(previous, rgb, self.preset))
+                    pending.append(pair_scores(previous, rgb, self.preset, self.lit))
                 else:  # in order, at most two pairs a worker in flight
-                    pending.append(executor.submit(cut_score, previous, rgb, self.preset))
+                    pending.append(executor.submit(pair_scores, previous, rgb, self.preset, self.lit))
                 block.frames.append(fingerprint(rgb))
                 while len(pending) > 2 * self.workers or (pending and not hasattr(pending[0], "result")):
                     block.add(pending.popleft())
@@ -215,10 +228,13 @@ class Block:
         self.spans: list[list[float]] = []
         self.light: list[list[float]] = []
         self.scores: list[float | None] = []
+        self.lit: list[float | None] = []
 
-    def add(self, score) -> None:
-        score = score.result() if hasattr(score, "result") else score
+    def add(self, scores) -> None:
+        """The next frame's pair_scores (or a future of them), or None for a range's first frame."""
+        score, lit = (scores.result() if hasattr(scores, "result") else scores) or (None, None)
         self.scores.append(None if score is None else round(float(score), 6))
+        self.lit.append(None if lit is None else round(lit, 6))
         if len(self.scores) == SCAN_BLOCK:
             self.write()
 
@@ -229,10 +245,12 @@ class Block:
             "key": self.scan.key, "first": self.start, "fingerprints": self.frames[:count], "scores": self.scores,
             "spans": self.spans[:count], "light": self.light[:count], **extra,
         }  # fmt: skip
+        if self.scan.lit:
+            record["lit"] = self.lit
         write_json(self.scan.path(self.start), record)
         self.start += count
-        self.frames, self.spans, self.light, self.scores = (
-            self.frames[count:], self.spans[count:], self.light[count:], [],
+        self.frames, self.spans, self.light, self.scores, self.lit = (
+            self.frames[count:], self.spans[count:], self.light[count:], [], [],
         )  # fmt: skip
 
     def close(self, total: int) -> None:

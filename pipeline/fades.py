@@ -18,6 +18,10 @@ stylizer sees the frame and does it again to the stylized frame on the way out:
   their spread) rises, frame by frame away from the blank ones, by at least RISE: the fade's far
   end, where the rise stops, is its reference, at full light. Each fade frame's gain is its light
   over the reference's.
+- A scene cut inside a fade's rise ends it (under --flow dis; --fades-across-cuts: not, as the
+  release before). A fade's pairs score as cuts by the colours and the flow of the frames as they
+  are, so the cut scan scores the pairs that might be either in the light of their first frame
+  too (LIT_CUT): the flow of the picture, whatever its light.
 - The stylizer sees each fade frame brought back to the reference's light (`content`), the
   flow stage computes its pairs on those frames, so a fade costs what the same frames at full
   light cost; the chunks get each stylized frame faded by its gain (`output`).
@@ -44,11 +48,24 @@ MIN_FADE_FRAMES = 3  # fewer: a cut to black (the blank frames are still blank)
 # 0.05 against 0.1 gave 13% less style loss and 16-46% less flicker by the bench's three measures:
 # the first frame lifted only to two thirds of the picture's light set a look the shot kept.
 MIN_GAIN = 0.05
+# The cut scan's lit score of a pair: the share of its pixels whose flow fails once the second
+# frame is brought into the first one's light (flow.lit_pair). Measured on carphone and a pan
+# over a still, each faded in and out over 3-30 frames, cut to the other inside a fade, at 64 and
+# 128 px through H.264 at crf 18 and 28: 0.94-0.99 across a cut, at most 0.43 between two frames
+# of one fade, whose own cut scores (colours and flow as they are) ran up to 0.9. Scored where a
+# pair's own score is over LIT_FLOOR (no scene threshold anyone runs with cuts below it: pairs of
+# one moving shot score 0.1-0.3 at these sizes) and its light changes as a fade's does
+# (light_changes), so its two flows are spent only where they count. The cut in the deepest frames
+# of a fade, scored by the noise, is missed all the same (its shot then starts warm).
+LIT_FLOOR = 0.3
+LIT_CUT = 0.6
 # What the decoded frames depend on: the decode stage's settings record it (video_records.py).
 SETTINGS = {
     "blank_spread": BLANK_SPREAD, "blank_level": BLANK_LEVEL, "rise": RISE, "min_fade_frames": MIN_FADE_FRAMES,
     "min_gain": MIN_GAIN,
 }  # fmt: skip
+# And where a scene cut ends a fade (--flow dis, unless --fades-across-cuts).
+CUT_SETTINGS = {"lit_floor": LIT_FLOOR, "lit_cut": LIT_CUT}
 
 
 # Rec. 601 luma, as OpenCV's RGB2GRAY (numpy alone: `stylize status` reads this module's records
@@ -60,6 +77,20 @@ def frame_light(rgb: np.ndarray) -> list[float]:
     """A frame's light as the cut scan records it: [mean, spread] of its luma (0..255)."""
     luma = rgb.astype(np.float32) @ LUMA
     return [round(float(luma.mean()), 3), round(float(luma.std()), 3)]
+
+
+def level(light: list[float], colour: int) -> float:
+    """How far a frame's light ([mean, spread]) is from blank `colour` (0 or 255): what a fade scales."""
+    mean, spread = light
+    return abs(mean - colour) + spread
+
+
+def light_changes(before: list[float], after: list[float]) -> bool:
+    """Whether two frames' light differs as between two frames of a fade: by RISE or more, toward
+    black or white."""
+    return any(
+        max(level(before, k), level(after, k)) >= min(level(before, k), level(after, k)) * (1 + RISE) for k in (0, 255)
+    )
 
 
 @dataclass(frozen=True)
@@ -129,6 +160,11 @@ class FadePlan:
         not a new picture's (the frame after blank ones begins a shot all the same: `cuts`)."""
         return {index for fade in self.fades for index in range(fade.first, fade.last + 2)}
 
+    def inside_blanks(self) -> set[int]:
+        """The blank frames but the first of each run: their pairs' cut scores are the noise of two
+        black (or white) frames, no cut (a run of them is one shot)."""
+        return {index for index in self.blanks if index - 1 in self.blanks}
+
     def record(self) -> dict:
         """For the stylize stage's record (`stylize status`, the report): the fades and the blank runs."""
         return {
@@ -175,10 +211,13 @@ def blank_colour(light: list[float]) -> int | None:
     return 255 if mean >= 255 - BLANK_LEVEL else None
 
 
-def plan_fades(light: Mapping[int, list[float]], total: int, flashes: Collection[int] = ()) -> FadePlan:
+def plan_fades(
+    light: Mapping[int, list[float]], total: int, flashes: Collection[int] = (), cuts: Collection[int] = ()
+) -> FadePlan:
     """The fades and blank frames of frames 1..total from their light (frame_light). The frames of
     `flashes` are none of them: a flash that burns a frame out white is a flash (cuts.py), whose
-    shot goes on through it."""
+    shot goes on through it. A fade ends before any of `cuts` (frames whose pair with the frame
+    before is a scene cut in the picture's own light, Scan.lit_cuts)."""
     blanks = {
         index: colour for index in range(1, total + 1)
         if index not in flashes and (colour := blank_colour(light[index])) is not None
@@ -187,30 +226,39 @@ def plan_fades(light: Mapping[int, list[float]], total: int, flashes: Collection
     for first, last in runs(sorted(blanks)):
         colour = blanks[first]
         for edge, step in ((first - 1, -1), (last + 1, 1)):  # a fade out before the run, a fade in after it
-            fade = fade_from(light, colour, edge, step, total, blanks)
+            fade = fade_from(light, colour, (edge, step), total, Stops(blanks, frozenset(cuts)))
             if fade is not None and not any(f.first <= fade.last and fade.first <= f.last for f in fades):
                 fades.append(fade)
     return FadePlan(tuple(sorted(fades, key=lambda fade: fade.first)), blanks)
 
 
+@dataclass(frozen=True)
+class Stops:
+    """What a fade's frames do not cross: blank frames, and the pairs of `cuts` (a frame's pair
+    with the frame before it)."""
+
+    blanks: Mapping[int, int]
+    cuts: frozenset[int]
+
+    def between(self, frame: int, step: int) -> bool:
+        """Whether the walk from `frame` to the frame `step` (-1 or 1) away must stop."""
+        return frame + step in self.blanks or max(frame, frame + step) in self.cuts
+
+
 def fade_from(
-    light: Mapping[int, list[float]], colour: int, edge: int, step: int, total: int, blanks: Mapping[int, int]
+    light: Mapping[int, list[float]], colour: int, start: tuple[int, int], total: int, stops: Stops
 ) -> Fade | None:
-    """The fade whose frame nearest the blank ones is `edge`, away from them by `step` (-1: the
-    frames before, a fade out; 1: after, a fade in), or None where the light does not rise there."""
-
-    def level(index: int) -> float:
-        mean, spread = light[index]
-        return abs(mean - colour) + spread
-
+    """The fade whose frame nearest the blank ones is `start`'s (edge, step): away from them by step
+    (-1: the frames before, a fade out; 1: after, a fade in), or None where the light does not rise there."""
+    edge, step = start
     frames = [edge]
-    while 1 <= frames[-1] + step <= total and frames[-1] + step not in blanks:
-        if level(frames[-1] + step) < level(frames[-1]) * (1 + RISE):
+    while 1 <= frames[-1] + step <= total and not stops.between(frames[-1], step):
+        if level(light[frames[-1] + step], colour) < level(light[frames[-1]], colour) * (1 + RISE):
             break
         frames.append(frames[-1] + step)
-    if not 1 <= edge <= total or edge in blanks or len(frames) - 1 < MIN_FADE_FRAMES:
+    if not 1 <= edge <= total or edge in stops.blanks or len(frames) - 1 < MIN_FADE_FRAMES:
         return None
-    reference = frames.pop()  # where the rise stops: the picture at full light
-    gains = [round(min(level(index) / level(reference), 1.0), 4) for index in frames]
+    reference = frames.pop()  # where the rise stops (or a cut): the picture at full light
+    gains = [round(min(level(light[i], colour) / level(light[reference], colour), 1.0), 4) for i in frames]
     frames, gains = (frames[::-1], gains[::-1]) if step < 0 else (frames, gains)
     return Fade(frames[0], frames[-1], colour, tuple(gains))

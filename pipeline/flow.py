@@ -125,11 +125,17 @@ def frame_pair(previous: np.ndarray, current: np.ndarray, preset: str = "medium"
     pair = pair_of_flows(previous, current, dis_flow(current, previous, preset), dis_flow(previous, current, preset))
     if not lit:
         return pair
-    matched = match_light(current, previous)
-    moved = pair_of_flows(previous, matched, dis_flow(matched, previous, preset), dis_flow(previous, matched, preset))
+    moved = lit_pair(previous, current, preset)
     if moved.reliability.mean() <= pair.reliability.mean():
         return pair
     return FramePair(moved.flow_back, moved.reliability, pair.cut_score)
+
+
+def lit_pair(previous: np.ndarray, current: np.ndarray, preset: str = "medium") -> FramePair:
+    """The pair of `previous` and `current` brought into its light (match_light): what the flow
+    makes of the picture whatever the change of light between them (a flash's, a fade's)."""
+    matched = match_light(current, previous)
+    return pair_of_flows(previous, matched, dis_flow(matched, previous, preset), dis_flow(previous, matched, preset))
 
 
 def match_light(frame: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -32,7 +32,7 @@ from .decode import count_frames, frame_size, probe
 from .devices import parse_devices, pick_device
 from .encode import AudioInput, CommitHooks, VideoInput, encode_video, output_rate
 from .errors import PipelineError, WriteError
-from .fades import FadePlan, plan_fades
+from .fades import CUT_SETTINGS, FadePlan, plan_fades
 from .flicker import job_flicker
 from .flowstage import default_workers
 from .hashing import settings_hash as hash_settings
@@ -185,10 +185,12 @@ class VideoRun:
         return scan.flashes(self.job.scene_threshold, self.job.flash_frames)
 
     def cuts(self, scan: Scan, flashes: list[Flash], fades: FadePlan) -> list[int]:
-        """The scene cuts (--flow dis): the scan's cuts but a flash's and a fade's."""
+        """The scene cuts (--flow dis): the scan's cuts but a flash's and a fade's, and but those
+        between blank frames (not with --fades-across-cuts: the release before's cuts)."""
         if not self.starter.uses_flow:
             return []
-        return sorted(set(scan.cuts(self.job.scene_threshold, flashes)) - fades.through())
+        through = fades.through() | (fades.inside_blanks() if self.job.cuts_end_fades else set())
+        return sorted(set(scan.cuts(self.job.scene_threshold, flashes)) - through)
 
     def fades(self, scan: Scan, flashes: list[Flash]) -> FadePlan:
         """The fades to and from black or white, and the blank frames but `flashes`' (fades.py; not
@@ -196,7 +198,7 @@ class VideoRun:
         if self.job.ignore_fades or not scan.light:  # (a scan keyed for fades records the light)
             return FadePlan()
         flashed = {index for flash in flashes for index in range(flash.first, flash.last + 1)}
-        return plan_fades(scan.light, scan.total, flashed)
+        return plan_fades(scan.light, scan.total, flashed, scan.lit_cuts())
 
     @functools.cached_property
     def cut_scan(self) -> CutScan:
@@ -208,8 +210,12 @@ class VideoRun:
             key["spans"] = MAX_FLASH_FRAMES
         if not self.job.ignore_fades:  # nor each frame's light
             key["light"] = True
+        lit = bool(preset) and self.job.cuts_end_fades  # nor the lit scores (fades.LIT_CUT)
+        if lit:
+            key["lit"] = CUT_SETTINGS
         key = hash_settings(key)
-        return CutScan(self.job.work, key=key, preset=preset, workers=self.job.flow_workers or default_workers())
+        workers = self.job.flow_workers or default_workers()
+        return CutScan(self.job.work, key=key, preset=preset, workers=workers, lit=lit)
 
     def plan(self, scan: Scan, flashes: list[Flash], fades: FadePlan) -> list[Shot]:
         """The shots: at the scan's cuts under --flow dis, on through its flashes and fades, and

@@ -51,7 +51,7 @@ def stage_settings(job: VideoJob, info: VideoInfo, size: tuple[int, int], starte
         "every_nth": job.every_nth,
     }
     if not job.ignore_fades:  # a fade's frames are decoded at the picture's full light (fades.py)
-        decode["fades"] = fades.SETTINGS
+        decode["fades"] = fades.SETTINGS | (fades.CUT_SETTINGS if job.cuts_end_fades else {})
     # The flow is computed on the decoded frames: their size comes with the decode hash. The
     # stylize stage depends on it whatever the starter: each frame's record holds its pair's
     # flicker figures, and the frames they were measured on are gone once the job moves on.
@@ -71,6 +71,7 @@ def stage_settings(job: VideoJob, info: VideoInfo, size: tuple[int, int], starte
         "init_image": file_hash(job.init_path) if job.init_path else None,
         **starter.settings(),
         **({} if job.ignore_fades else {"ignore_fades": False}),  # as recorded: video_defaults.OWN_DEFAULTS
+        **({"fades_across_cuts": False} if job.cuts_end_fades else {}),
         # Segments start afresh and are cross-faded (shots.py): other frames. Off: the hash as before.
         **(
             {"max_shot_frames": job.max_shot_frames, "segment_overlap": job.segment_overlap}
@@ -109,14 +110,29 @@ def keep_own_defaults(
     names = [name for name in job.defaulted if job.flow == "dis" or name not in DIS_ONLY]
     implied = {name: recorded.get(name, OWN_DEFAULTS[name]) for name in names}
     own = {name: value for name, value in implied.items() if value is not None}
-    style = {name: own.pop(name) for name in STYLE_FIELDS & own.keys()}
-    begun = dataclasses.replace(job, settings=dataclasses.replace(job.settings, **style), **own)
-    begun_starter = make_starter(begun, size, init_image=starter.init_image, device=starter.device)
-    if manifest.changed_settings("stylize", stage_settings(begun, info, size, begun_starter)["stylize"]):
+    begun, begun_starter = with_options(job, own, size, starter)
+    stylize = stage_settings(begun, info, size, begun_starter)["stylize"]
+    if manifest.changed_settings("stylize", stylize):
         return job, starter, {}
-    # What differs from this run's: the options as they were given, and as they are now.
+    # What differs from this run's: the options as they were given, and as they are now, of those
+    # whose value now would change the stage (not --fades-across-cuts where fades are ignored).
     before, now = own_options(begun, begun_starter), own_options(job, starter)
-    return begun, begun_starter, {name: (before[name], now[name]) for name in OWN_DEFAULTS if before[name] != now[name]}
+    differ = [name for name in OWN_DEFAULTS if before[name] != now[name]]
+    counts = []
+    for name in differ:
+        flipped, flipped_starter = with_options(begun, {name: now[name]}, size, starter)
+        if stage_settings(flipped, info, size, flipped_starter)["stylize"] != stylize:
+            counts.append(name)
+    return begun, begun_starter, {name: (before[name], now[name]) for name in counts}
+
+
+def with_options(job: VideoJob, values: dict, size: tuple[int, int], starter: WarmStart) -> tuple[VideoJob, WarmStart]:
+    """`job` with these options' values (style settings among them), and its starter (on `starter`'s
+    device, from its init image)."""
+    values = dict(values)
+    style = {name: values.pop(name) for name in STYLE_FIELDS & values.keys()}
+    changed = dataclasses.replace(job, settings=dataclasses.replace(job.settings, **style), **values)
+    return changed, make_starter(changed, size, init_image=starter.init_image, device=starter.device)
 
 
 class StageRecords:

@@ -87,6 +87,7 @@ class VideoJob:
     flash_frames: int = DEFAULT_FLASH_FRAMES  # a change of light this short is a flash, not a cut (cuts.py)
     free_flashes: bool = False  # a flash's frames free of the temporal term, as the release before (temporal.py)
     ignore_fades: bool = False  # fades stylized as they come, the output in the style's light (fades.py)
+    fades_across_cuts: bool = False  # a scene cut inside a fade's rise does not end it, as the release before
     lbfgs_history: int | None = None  # L-BFGS's curvature pairs for each frame; None: history_pairs decides
     # Of OWN_DEFAULTS, those the command line left unset: a resumed job may keep its own values for them.
     defaulted: frozenset[str] = frozenset()
@@ -184,6 +185,12 @@ class VideoJob:
         """Whether the flow stage computes the pairs into a flash's frames with the flash's light
         matched to the frame before's (flowstage.PairPlan.lit), unless --free-flashes."""
         return self.flow == "dis" and self.flash_frames > 0 and not self.free_flashes
+
+    @property
+    def cuts_end_fades(self) -> bool:
+        """Whether a scene cut inside a fade's rise ends the fade (fades.py; --flow dis, unless
+        --ignore-fades or --fades-across-cuts)."""
+        return self.flow == "dis" and not self.ignore_fades and not self.fades_across_cuts
 
     @property
     def reads_back(self) -> int:

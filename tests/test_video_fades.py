@@ -17,7 +17,7 @@ import pytest
 
 from helpers import Recorder, build_tiny_vgg, decoded_frames, mtimes
 from pipeline.decode import ffmpeg_binary
-from pipeline.fades import MIN_GAIN, Fade, FadePlan, frame_light, plan_fades
+from pipeline.fades import LIT_CUT, MIN_GAIN, Fade, FadePlan, frame_light, plan_fades
 from pipeline.manifest import read_json, write_json
 from pipeline.report_video import write_video_report
 from pipeline.status import status_lines
@@ -31,11 +31,18 @@ WIDTH, HEIGHT = 64, 48
 GAINS = [0.0, 0.25, 0.5, 0.75, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25, 0.0, 0.0]
 
 
-def picture(index: int) -> np.ndarray:
-    """A textured background with a textured square moving 2 px a frame (frame `index`, from 1)."""
-    rng = np.random.default_rng(5)
-    background = cv2.GaussianBlur(rng.integers(40, 216, (HEIGHT, WIDTH, 3), dtype=np.uint8), (0, 0), 1.5)
-    square = cv2.GaussianBlur(rng.integers(40, 216, (20, 20, 3), dtype=np.uint8), (0, 0), 1.5)
+# Frames 1-2 black (the second a dark blue), a fade in over frames 3-8 cut before it reaches full
+# light (at frame 9) to another, brighter picture at full light (frames 9-13).
+CUT_GAINS = [0.15, 0.3, 0.45, 0.6, 0.75, 0.9]
+CUT_FRAMES = 13
+
+
+def picture(index: int, seed: int = 5, low: int = 40) -> np.ndarray:
+    """A textured background with a textured square moving 2 px a frame (frame `index`, from 1),
+    its levels from `low` to 215."""
+    rng = np.random.default_rng(seed)
+    background = cv2.GaussianBlur(rng.integers(low, 216, (HEIGHT, WIDTH, 3), dtype=np.uint8), (0, 0), 1.5)
+    square = cv2.GaussianBlur(rng.integers(low, 216, (20, 20, 3), dtype=np.uint8), (0, 0), 1.5)
     frame = background.copy()
     x = 8 + 2 * (index - 1)
     frame[14:34, x : x + 20] = square
@@ -59,6 +66,15 @@ def write_clip(path: Path, frames: list[np.ndarray]) -> Path:
 def fade_clip(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("fade-clips")
     return write_clip(folder / "fade.mp4", [faded(picture(i), g) for i, g in enumerate(GAINS, 1)])
+
+
+@pytest.fixture(scope="module")
+def cut_fade_clip(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("cut-fade-clips")
+    frames = [np.zeros((HEIGHT, WIDTH, 3), np.uint8), np.full((HEIGHT, WIDTH, 3), (0, 0, 24), np.uint8)]
+    frames += [faded(picture(i), g) for i, g in enumerate(CUT_GAINS, 3)]
+    frames += [picture(i, seed=9, low=120) for i in range(len(frames) + 1, CUT_FRAMES + 1)]
+    return write_clip(folder / "cut-fade.mp4", frames)
 
 
 def make_job(clip: Path, out_dir: Path, **overrides) -> VideoJob:
@@ -97,6 +113,7 @@ def test_fades_are_the_frames_whose_light_rises_away_from_black_or_white_frames(
     assert [(f.first, f.last, f.way) for f in plan.fades] == [(4, 8, "to black")]
     assert plan.fades[0].gains == pytest.approx([0.9, 0.7, 0.5, 0.3, 0.1], abs=1e-3)
     assert plan.blanks == {9: 0, 10: 0} and plan.cuts() == {9, 11} and plan.through() == {4, 5, 6, 7, 8, 9}
+    assert plan.inside_blanks() == {10}
     assert plan.gain(6) == (pytest.approx(0.5, abs=1e-3), 0) and plan.gain(3) is None and plan.gain(10) == (0.0, 0)
     assert plan.texts() == ["fade 4-8 (to black)", "blank 9-10"]
 
@@ -112,6 +129,26 @@ def test_fades_are_the_frames_whose_light_rises_away_from_black_or_white_frames(
     assert not plan_fades(lights([1, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4]), 7)
     # A dark frame with detail in it (a night scene) is no blank frame.
     assert not plan_fades({1: [8.0, 6.0], 2: [8.0, 6.0]}, 2)
+
+
+def test_a_scene_cut_inside_a_fades_rise_ends_the_fade():
+    # A fade in over frames 3-6 cut at frame 7 to a brighter picture: across the cut the light
+    # still rises, so without the cut the fade ran on to frame 7, its reference, and hid the cut.
+    levels = [0, 0, 0.1, 0.2, 0.3, 0.4, 1, 1, 1]
+    across = plan_fades(lights(levels), 9)
+    assert [(f.first, f.last) for f in across.fades] == [(3, 6)] and 7 in across.through()
+    plan = plan_fades(lights(levels), 9, cuts={7})
+    assert [(f.first, f.last, f.way) for f in plan.fades] == [(3, 5, "from black")]
+    assert plan.fades[0].gains == pytest.approx([0.25, 0.5, 0.75], abs=1e-3)  # of frame 6's light, the brightest
+    assert 7 not in plan.through()
+    # A fade out, walked back from the black frames, stops at a cut the same way: frame 3 (the
+    # first of its shot) is its reference, frame 2 the shot before.
+    levels = [1, 1, 0.5, 0.4, 0.3, 0.2, 0.1, 0, 0]
+    assert [(f.first, f.last) for f in plan_fades(lights(levels), 9).fades] == [(3, 7)]
+    plan = plan_fades(lights(levels), 9, cuts={3})
+    assert [(f.first, f.last, f.way) for f in plan.fades] == [(4, 7, "to black")] and 3 not in plan.through()
+    # A cut too near the black frames leaves too short a rise for a fade.
+    assert plan_fades(lights(levels), 9, cuts={6}).fades == ()
 
 
 def test_a_fade_frame_is_seen_at_full_light_and_shown_at_its_own():
@@ -229,6 +266,60 @@ def test_a_job_of_the_release_before_goes_on_ignoring_fades(fade_clip, tmp_path)
     assert {k: v for k, v in mtimes(began.work / "styled").items() if k in finished} == finished
     assert "fades" not in read_json(began.work / "job.json")["stages"]["stylize"]
     assert any("--ignore-fades (the defaults now: off;" in m for m in events.messages), events.messages
+    # Not --fades-across-cuts, whose value changes nothing where the fades are ignored.
+    assert not any("--fades-across-cuts" in m for m in events.messages), events.messages
+
+
+def scan_records(work: Path, name: str) -> list:
+    """One of the cut scan's per-frame records (cuts.py), all blocks' in order."""
+    return [value for path in sorted((work / "cuts").glob("[0-9]*.json")) for value in read_json(path).get(name, [])]
+
+
+def test_a_scene_cut_inside_a_fade_starts_a_shot(cut_fade_clip, tmp_path):
+    """The clip's fade in is cut, before it reaches full light, to a brighter picture: its light
+    rises on across the cut. The cut scan's lit scores (the flow of each pair in the light of its
+    first frame) tell the cut from the fade's steps, whose own scores are a cut's too: the fade
+    ends before the cut, which starts a shot. --fades-across-cuts: as the release before, the fade
+    runs on to the picture after the cut and hides it."""
+    job = make_job(cut_fade_clip, tmp_path / "cut", keep_frames=True)
+    run_video(job, vgg=build_tiny_vgg())
+    stage = read_json(job.work / "job.json")["stages"]["stylize"]
+    # The two black frames are one shot, whatever their pair scores (here a cut's: 1.0).
+    assert stage["fades"] == [[3, 7, "from black"]] and stage["shots"] == [[1, 2], [3, 8], [9, 13]]
+    assert stage["settings"]["fades_across_cuts"] is False
+    assert [s["start"] for s in frame_stats(job.work)][7:9] == ["warped", "cut"]
+    scores, lit = scan_records(job.work, "scores"), scan_records(job.work, "lit")
+    assert len(lit) == CUT_FRAMES and lit[8] > LIT_CUT and scores[1] > LIT_CUT  # frame 9's pair; frame 2's
+    # The fade's pairs that score as cuts as they are are scored in the light too, and are no cuts there.
+    fade_pairs = [i for i in range(4, 9) if scores[i - 1] > LIT_CUT]
+    assert fade_pairs and all(lit[i - 1] is not None and lit[i - 1] < LIT_CUT for i in fade_pairs), (scores, lit)
+    log = (job.work / "job.log").read_text()
+    assert "scan: 13 frames, 1 scene cuts at [9], fade 3-7 (from black), blank 1-2" in log
+    # The frames of the fade at the light of frame 8, the brightest before the cut.
+    full = rgb(job.work / "frames" / "000008.png").mean()
+    assert rgb(job.work / "frames" / "000004.png").mean() == pytest.approx(full, rel=0.06)
+
+    across = make_job(cut_fade_clip, tmp_path / "across", fades_across_cuts=True)
+    run_video(across, vgg=build_tiny_vgg())
+    stage = read_json(across.work / "job.json")["stages"]["stylize"]
+    assert stage["fades"] == [[3, 8, "from black"]] and stage["shots"] == [[1, 1], [2, 2], [3, 13]]
+    assert "fades_across_cuts" not in stage["settings"] and not scan_records(across.work, "lit")
+
+
+def test_a_job_of_the_release_before_goes_on_with_fades_across_cuts(cut_fade_clip, tmp_path):
+    """A job begun by the release before (its fades ran on across cuts), stopped and run again
+    with the option left unset: its finished frames kept, its plan as it began."""
+    began = make_job(cut_fade_clip, tmp_path, fades_across_cuts=True)
+    with pytest.raises(Recorder.Stop):
+        run_video(began, events=Recorder(stop_at=4), vgg=build_tiny_vgg())
+    finished = {name: t for name, t in mtimes(began.work / "styled").items() if name.endswith(".json")}
+    events = Recorder()
+    rerun = make_job(cut_fade_clip, tmp_path, defaulted=frozenset(OWN_DEFAULTS))
+    run_video(rerun, events=events, vgg=build_tiny_vgg())
+    assert finished and sorted(events.started) == [i for i in range(1, 14) if f"{i:06d}.json" not in finished]
+    assert {k: v for k, v in mtimes(began.work / "styled").items() if k in finished} == finished
+    assert read_json(began.work / "job.json")["stages"]["stylize"]["shots"] == [[1, 1], [2, 2], [3, 13]]
+    assert any("--fades-across-cuts (the defaults now: off;" in m for m in events.messages), events.messages
 
 
 @pytest.mark.parametrize("flow", ["none", "independent"])
