@@ -27,12 +27,12 @@ from collections.abc import Iterator
 
 from .backends import connect
 from .chunks import ChunkStore, chunk_key
-from .cuts import CutScan, Flash, Scan
+from .cuts import CutScan, Scan
 from .decode import count_frames, frame_size, probe
 from .devices import parse_devices, pick_device
 from .encode import AudioInput, CommitHooks, VideoInput, encode_video, output_rate
 from .errors import PipelineError, WriteError
-from .fades import CUT_SETTINGS, FadePlan, plan_fades
+from .fades import CUT_SETTINGS
 from .flicker import job_flicker
 from .flowstage import default_workers
 from .hashing import settings_hash as hash_settings
@@ -42,8 +42,9 @@ from .outputs import OutputRecord
 from .report_live import LiveReport
 from .report_video import JOB_FLICKER_BUDGET, write_video_report
 from .settings import resuming_text
+from .shotplan import ShotPlan
 from .shotprogress import ShotProgress
-from .shots import Shot, counted, frames_text, plan_shots
+from .shots import counted
 from .temporal import make_starter
 from .vgg import VGG19
 from .video_defaults import MAX_FLASH_FRAMES
@@ -141,10 +142,8 @@ class VideoRun:
     def stages(self) -> VideoResult:
         """The stages still to do, in order: the cut scan, the shots, the report, the output."""
         scan = self.scan()
-        flashes = self.flashes(scan)
-        fades = self.fades(scan, flashes)
-        shots = self.plan(scan, flashes, fades)
-        stylized = self.stylize_shots(shots, scan, flashes, fades)
+        plan = self.plan(scan)
+        stylized = self.stylize_shots(plan, scan)
         self.report(scan.total)
         audio = self.encode(scan.total)
         self.live.finish(JOB_FLICKER_BUDGET)  # before the last frames its thumbnails come from go
@@ -168,37 +167,8 @@ class VideoRun:
         scoring = " and scoring cuts" if scan.preset else ""
         self.log(f"scan: counting the frames{scoring} ({counted(scan.workers, 'worker')})")
         result = scan.run(self.info, self.size, self.job.frame_range, self.events.stage_progress)
-        flashes = self.flashes(result)
-        fades = self.fades(result, flashes)
-        cuts = self.cuts(result, flashes, fades)
-        self.log(
-            f"scan: {result.total} frames, {len(cuts)} scene cuts{' at ' + str(cuts) if cuts else ''}"
-            + (f", flashes at {', '.join(frames_text(f.first, f.last) for f in flashes)}" if flashes else "")
-            + (f", {', '.join(fades.texts())}" if fades else "")
-        )
+        self.log(f"scan: {ShotPlan.of(result, self.job).text()}")
         return result
-
-    def flashes(self, scan: Scan) -> list[Flash]:
-        """The changes of light the shots go on through (cuts.py; --flow dis, --flash-frames)."""
-        if not self.starter.uses_flow or not self.job.flash_frames:
-            return []
-        return scan.flashes(self.job.scene_threshold, self.job.flash_frames)
-
-    def cuts(self, scan: Scan, flashes: list[Flash], fades: FadePlan) -> list[int]:
-        """The scene cuts (--flow dis): the scan's cuts but a flash's and a fade's, and but those
-        between blank frames (not with --fades-across-cuts: the release before's cuts)."""
-        if not self.starter.uses_flow:
-            return []
-        through = fades.through() | (fades.inside_blanks() if self.job.cuts_end_fades else set())
-        return sorted(set(scan.cuts(self.job.scene_threshold, flashes)) - through)
-
-    def fades(self, scan: Scan, flashes: list[Flash]) -> FadePlan:
-        """The fades to and from black or white, and the blank frames but `flashes`' (fades.py; not
-        with --ignore-fades)."""
-        if self.job.ignore_fades or not scan.light:  # (a scan keyed for fades records the light)
-            return FadePlan()
-        flashed = {index for flash in flashes for index in range(flash.first, flash.last + 1)}
-        return plan_fades(scan.light, scan.total, flashed, scan.lit_cuts())
 
     @functools.cached_property
     def cut_scan(self) -> CutScan:
@@ -217,36 +187,21 @@ class VideoRun:
         workers = self.job.flow_workers or default_workers()
         return CutScan(self.job.work, key=key, preset=preset, workers=workers, lit=lit)
 
-    def plan(self, scan: Scan, flashes: list[Flash], fades: FadePlan) -> list[Shot]:
-        """The shots: at the scan's cuts under --flow dis, on through its flashes and fades, and
-        around its blank frames (else the range is one shot: a frame of --flow none starts from the
-        one before, whatever it shows), long ones split into segments by --max-shot-frames. The
-        job's record keeps them all (the report marks the shots)."""
-        job, stage = self.job, self.manifest.stage("stylize")
-        cuts = self.cuts(scan, flashes, fades)
-        if self.starter.uses_flow:  # and a run of blank frames is a shot of its own (fades.py)
-            cuts = sorted({*cuts, *(index for index in fades.cuts() if 1 < index <= scan.total)})
-        shots = plan_shots(cuts, scan.total)
-        if fades:
-            stage.update(fades.record())
-        if self.starter.uses_flow:
-            stage["shots"] = [[shot.first, shot.last] for shot in shots]
-            if flashes:
-                stage["flashes"] = [[flash.first, flash.last] for flash in flashes]
-        if not job.max_shot_frames:
-            return shots
-        segments = plan_shots(cuts, scan.total, max_frames=job.max_shot_frames, overlap=job.segment_overlap)
-        stage["segments"] = [[shot.first, shot.last] for shot in segments]
-        return segments
+    def plan(self, scan: Scan) -> ShotPlan:
+        """The flashes, fades, cuts and shots (shotplan.py), into the job's record (the report marks the shots)."""
+        plan = ShotPlan.of(scan, self.job)
+        self.manifest.stage("stylize").update(plan.record())
+        return plan
 
-    def stylize_shots(self, shots: list[Shot], scan: Scan, flashes: list[Flash], fades: FadePlan) -> list[int]:
+    def stylize_shots(self, plan: ShotPlan, scan: Scan) -> list[int]:
         """The shots on the workers (videoshots.py); returns the frames this run stylized."""
         task = ShotTask(
             job=self.job, info=self.info, size=self.size, hashes=self.hashes, rate=self.rate, total=scan.total,
             run=f"{os.getpid()}-{time.time_ns()}", devices=self.devices, scan_key=self.cut_scan.key,
-            starts={shot.first: scan.scores.get(shot.first, 0.0) for shot in shots if shot.first > 1},
-            flashes=tuple(flashes), fades=fades,
+            starts={shot.first: scan.scores.get(shot.first, 0.0) for shot in plan.runs if shot.first > 1},
+            flashes=plan.flashes, fades=plan.fades,
         )  # fmt: skip
+        shots = list(plan.runs)
         progress = ShotProgress(self.store, self.chunks, self.hashes["stylize"], shots, reach=self.job.reach)
         listener = Listener(self.events, self.live.when_due, progress, vgg=self.vgg)
         results = stylize_shots(task, shots, self.workers, listener, self.records, self.log)

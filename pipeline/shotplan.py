@@ -1,0 +1,80 @@
+"""The cut scan's verdict, before any frame is stylized: the flashes the shots go on through, the
+fades and blank frames, the scene cuts, and so the shots (and segments, with --max-shot-frames).
+A function of the scan's records (cuts.py) and the job's options alone, so every run of a job,
+and every worker of it, plans the same shots.
+
+Under --flow dis a shot starts at each scene cut: a pair over --scene-threshold, but a flash's way
+in and out (cuts.py), a fade's pairs (fades.py: their scores are the light's) and, unless
+--fades-across-cuts, the pairs between two blank frames; and at each run of blank frames and the
+frame after it, a shot of its own. With another --flow the range is one shot (a frame of --flow
+none starts from the one before, whatever it shows), its fades followed all the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .cuts import Flash, Scan
+from .fades import FadePlan, plan_fades
+from .shots import Shot, frames_text, plan_shots
+from .videojob import VideoJob
+
+
+@dataclass(frozen=True)
+class ShotPlan:
+    """A range's flashes, fades, scene cuts and shots, and with --max-shot-frames the shots'
+    segments."""
+
+    total: int
+    flashes: tuple[Flash, ...]
+    fades: FadePlan
+    cuts: tuple[int, ...]
+    shots: tuple[Shot, ...]
+    segments: tuple[Shot, ...] | None
+    flow: bool  # --flow dis: cuts, flashes and shots are the flow's (FlowWarmStart)
+
+    @property
+    def runs(self) -> tuple[Shot, ...]:
+        """What is stylized, each in frame order: the shots, or their segments."""
+        return self.shots if self.segments is None else self.segments
+
+    @classmethod
+    def of(cls, scan: Scan, job: VideoJob) -> ShotPlan:
+        flow = job.flow == "dis"
+        flashes = tuple(scan.flashes(job.scene_threshold, job.flash_frames)) if flow and job.flash_frames else ()
+        fades = FadePlan()
+        if not job.ignore_fades and scan.light:  # (a scan keyed for fades records the light)
+            flashed = {index for flash in flashes for index in range(flash.first, flash.last + 1)}
+            fades = plan_fades(scan.light, scan.total, flashed, scan.lit_cuts())
+        cuts: list[int] = []
+        if flow:
+            through = fades.through() | (fades.inside_blanks() if job.cuts_end_fades else set())
+            cuts = sorted(set(scan.cuts(job.scene_threshold, flashes)) - through)
+        # A run of blank frames is a shot of its own (fades.py), where frames go on from each other by the flow.
+        starts = sorted({*cuts, *(i for i in fades.cuts() if 1 < i <= scan.total)}) if flow else []
+        segments = None
+        if job.max_shot_frames:
+            split = plan_shots(starts, scan.total, max_frames=job.max_shot_frames, overlap=job.segment_overlap)
+            segments = tuple(split)
+        return cls(scan.total, flashes, fades, tuple(cuts), tuple(plan_shots(starts, scan.total)), segments, flow)
+
+    def text(self) -> str:
+        """For the log: "75 frames, 1 scene cuts at [31], flashes at 12, fade 2-15 (from black)"."""
+        cuts = list(self.cuts)
+        return (
+            f"{self.total} frames, {len(cuts)} scene cuts{' at ' + str(cuts) if cuts else ''}"
+            + (f", flashes at {', '.join(frames_text(f.first, f.last) for f in self.flashes)}" if self.flashes else "")
+            + (f", {', '.join(self.fades.texts())}" if self.fades else "")
+        )
+
+    def record(self) -> dict:
+        """For the stylize stage's record (`stylize status`, the report): the fades and blank frames,
+        and under --flow dis the shots and flashes; the segments with --max-shot-frames."""
+        record = self.fades.record() if self.fades else {}
+        if self.flow:
+            record["shots"] = [[shot.first, shot.last] for shot in self.shots]
+            if self.flashes:
+                record["flashes"] = [[flash.first, flash.last] for flash in self.flashes]
+        if self.segments is not None:
+            record["segments"] = [[shot.first, shot.last] for shot in self.segments]
+        return record
