@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 
 from helpers import Recorder, build_tiny_vgg, decoded_frames, mtimes
-from pipeline.decode import ffmpeg_binary
+from pipeline.cuts import CutScan
+from pipeline.decode import ffmpeg_binary, frame_size, probe
 from pipeline.fades import LIT_CUT, MIN_GAIN, Fade, FadePlan, frame_light, plan_fades
+from pipeline.framerange import FrameRange
 from pipeline.manifest import read_json, write_json
 from pipeline.report_video import write_video_report
 from pipeline.status import status_lines
@@ -304,6 +306,17 @@ def test_a_scene_cut_inside_a_fade_starts_a_shot(cut_fade_clip, tmp_path):
     stage = read_json(across.work / "job.json")["stages"]["stylize"]
     assert stage["fades"] == [[3, 8, "from black"]] and stage["shots"] == [[1, 1], [2, 2], [3, 13]]
     assert "fades_across_cuts" not in stage["settings"] and not scan_records(across.work, "lit")
+
+
+def test_the_scans_lit_scores_are_the_same_from_several_workers(cut_fade_clip, tmp_path):
+    """The cut scan's pairs go to a pool of workers in order: the records, the lit scores among
+    them, are the same from one worker and from two."""
+    info = probe(cut_fade_clip)
+    records = []
+    for workers in (1, 2):
+        scan = CutScan(tmp_path / str(workers), key="k", preset="medium", workers=workers, lit=True)
+        records.append(scan.run(info, frame_size(info, WIDTH), FrameRange(), lambda done: None))
+    assert records[0] == records[1] and records[0].lit_cuts() == {9}
 
 
 def test_a_job_of_the_release_before_goes_on_with_fades_across_cuts(cut_fade_clip, tmp_path):
