@@ -340,8 +340,9 @@ FadesAcrossCutsOpt = Annotated[
     option(
         "--fades-across-cuts",
         panel=VIDEO,
-        help="A scene cut inside a fade's rise does not end the fade, as before (by default a pair of frames that "
-        "is a cut in the light of its first frame too ends the fade there, and starts a shot).",
+        help="A fade runs on across a scene cut inside its rise, as before (by default a pair of frames that is a "
+        "cut in the light of its first frame too ends the fade there and starts a shot, a run of black or white "
+        "frames is one shot, and no flash is found among a fade's frames).",
     ),
 ]
 LbfgsHistoryOpt = Annotated[

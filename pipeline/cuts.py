@@ -46,7 +46,7 @@ import numpy as np
 from joblib.externals.loky import get_reusable_executor
 
 from .decode import VideoInfo
-from .fades import LIT_CUT, LIT_FLOOR, frame_light, light_changes
+from .fades import LIT_CUT, LIT_FLOOR, LIT_SIZE, frame_light, light_changes
 from .flow import colour_histogram, frame_pair, histogram_gap, lit_pair
 from .framerange import FrameRange
 from .framestream import RawDecode, fingerprint
@@ -124,7 +124,18 @@ def pair_scores(previous: np.ndarray, current: np.ndarray, preset: str, lit: boo
     score = frame_pair(previous, current, preset).cut_score
     if not lit or score <= LIT_FLOOR or not light_changes(frame_light(previous), frame_light(current)):
         return score, None
+    previous, current = (at_most(frame, LIT_SIZE) for frame in (previous, current))
     return score, 1.0 - float(lit_pair(previous, current, preset).reliability.mean())
+
+
+def at_most(frame: np.ndarray, long_side: int) -> np.ndarray:
+    """`frame` shrunk (by area) to `long_side` pixels on its longer side, if it is larger."""
+    height, width = frame.shape[:2]
+    scale = long_side / max(height, width)
+    if scale >= 1:
+        return frame
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
 
 
 class CutScan:

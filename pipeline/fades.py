@@ -49,23 +49,29 @@ MIN_FADE_FRAMES = 3  # fewer: a cut to black (the blank frames are still blank)
 # the first frame lifted only to two thirds of the picture's light set a look the shot kept.
 MIN_GAIN = 0.05
 # The cut scan's lit score of a pair: the share of its pixels whose flow fails once the second
-# frame is brought into the first one's light (flow.lit_pair). Measured on carphone and a pan
-# over a still, each faded in and out over 3-30 frames, cut to the other inside a fade, at 64 and
-# 128 px through H.264 at crf 18 and 28: 0.94-0.99 across a cut, at most 0.43 between two frames
-# of one fade, whose own cut scores (colours and flow as they are) ran up to 0.9. Scored where a
-# pair's own score is over LIT_FLOOR (no scene threshold anyone runs with cuts below it: pairs of
-# one moving shot score 0.1-0.3 at these sizes) and its light changes as a fade's does
-# (light_changes), so its two flows are spent only where they count. The cut in the deepest frames
-# of a fade, scored by the noise, is missed all the same (its shot then starts warm).
+# frame is brought into the first one's light (flow.lit_pair), both frames at most LIT_SIZE px.
+# Measured on carphone and a pan over a still, each faded in and out over 3-30 frames, cut to the
+# other inside a fade, through H.264 (docs/video-quality.md, "A scene cut inside a fade"): across
+# a cut 0.94-0.99 at every size from 64 to 640 px; between two frames of one fade at most 0.16 at
+# 128 px where both are LIT_LEVEL or more from black or white and 0.43 nearer, where the stretch
+# back to full light is mostly noise, but the larger the frames the higher (0.52 and 0.78 at 640
+# px): hence LIT_SIZE, which also keeps the two flows cheap. A fade's walk stops at a lit score
+# over LIT_CUT between two frames of that light only: a cut among a fade's darkest frames is
+# missed (its shot starts warm) rather than a fade cut short or lost. Scored where a pair's own
+# score is over LIT_FLOOR (no scene threshold anyone runs with cuts below it: pairs of one moving
+# shot score 0.1-0.3) and its light changes as a fade's does (light_changes), so its flows are
+# spent only where they count.
 LIT_FLOOR = 0.3
-LIT_CUT = 0.6
+LIT_CUT = 0.8
+LIT_LEVEL = 16.0
+LIT_SIZE = 128
 # What the decoded frames depend on: the decode stage's settings record it (video_records.py).
 SETTINGS = {
     "blank_spread": BLANK_SPREAD, "blank_level": BLANK_LEVEL, "rise": RISE, "min_fade_frames": MIN_FADE_FRAMES,
     "min_gain": MIN_GAIN,
 }  # fmt: skip
 # And where a scene cut ends a fade (--flow dis, unless --fades-across-cuts).
-CUT_SETTINGS = {"lit_floor": LIT_FLOOR, "lit_cut": LIT_CUT}
+CUT_SETTINGS = {"lit_floor": LIT_FLOOR, "lit_cut": LIT_CUT, "lit_level": LIT_LEVEL, "lit_size": LIT_SIZE}
 
 
 # Rec. 601 luma, as OpenCV's RGB2GRAY (numpy alone: `stylize status` reads this module's records
@@ -160,6 +166,10 @@ class FadePlan:
         not a new picture's (the frame after blank ones begins a shot all the same: `cuts`)."""
         return {index for fade in self.fades for index in range(fade.first, fade.last + 2)}
 
+    def covers(self, first: int, last: int) -> bool:
+        """Whether frames first..last are all one fade's."""
+        return any(fade.first <= first and last <= fade.last for fade in self.fades)
+
     def inside_blanks(self) -> set[int]:
         """The blank frames but the first of each run: their pairs' cut scores are the noise of two
         black (or white) frames, no cut (a run of them is one shot)."""
@@ -224,41 +234,47 @@ def plan_fades(
     }  # fmt: skip
     fades = []
     for first, last in runs(sorted(blanks)):
-        colour = blanks[first]
+        walk = FadeWalk(light, total, blanks[first], blanks, frozenset(cuts))
         for edge, step in ((first - 1, -1), (last + 1, 1)):  # a fade out before the run, a fade in after it
-            fade = fade_from(light, colour, (edge, step), total, Stops(blanks, frozenset(cuts)))
+            fade = walk.from_edge(edge, step)
             if fade is not None and not any(f.first <= fade.last and fade.first <= f.last for f in fades):
                 fades.append(fade)
     return FadePlan(tuple(sorted(fades, key=lambda fade: fade.first)), blanks)
 
 
 @dataclass(frozen=True)
-class Stops:
-    """What a fade's frames do not cross: blank frames, and the pairs of `cuts` (a frame's pair
-    with the frame before it)."""
+class FadeWalk:
+    """The frames 1..total walked away from blank frames of `colour`: a fade's frames cross no
+    blank frame, nor a pair of `cuts` (a frame's pair with the frame before it) both of whose
+    frames are at least LIT_LEVEL from the colour."""
 
+    light: Mapping[int, list[float]]
+    total: int
+    colour: int
     blanks: Mapping[int, int]
     cuts: frozenset[int]
 
-    def between(self, frame: int, step: int) -> bool:
-        """Whether the walk from `frame` to the frame `step` (-1 or 1) away must stop."""
-        return frame + step in self.blanks or max(frame, frame + step) in self.cuts
+    def level(self, index: int) -> float:
+        return level(self.light[index], self.colour)
 
+    def stops(self, frame: int, step: int) -> bool:
+        """Whether the walk from `frame` to the frame `step` (-1 or 1) away must stop before it."""
+        after = frame + step
+        if after in self.blanks:
+            return True
+        return max(frame, after) in self.cuts and min(self.level(frame), self.level(after)) >= LIT_LEVEL
 
-def fade_from(
-    light: Mapping[int, list[float]], colour: int, start: tuple[int, int], total: int, stops: Stops
-) -> Fade | None:
-    """The fade whose frame nearest the blank ones is `start`'s (edge, step): away from them by step
-    (-1: the frames before, a fade out; 1: after, a fade in), or None where the light does not rise there."""
-    edge, step = start
-    frames = [edge]
-    while 1 <= frames[-1] + step <= total and not stops.between(frames[-1], step):
-        if level(light[frames[-1] + step], colour) < level(light[frames[-1]], colour) * (1 + RISE):
-            break
-        frames.append(frames[-1] + step)
-    if not 1 <= edge <= total or edge in stops.blanks or len(frames) - 1 < MIN_FADE_FRAMES:
-        return None
-    reference = frames.pop()  # where the rise stops (or a cut): the picture at full light
-    gains = [round(min(level(light[i], colour) / level(light[reference], colour), 1.0), 4) for i in frames]
-    frames, gains = (frames[::-1], gains[::-1]) if step < 0 else (frames, gains)
-    return Fade(frames[0], frames[-1], colour, tuple(gains))
+    def from_edge(self, edge: int, step: int) -> Fade | None:
+        """The fade whose frame nearest the blank ones is `edge`, away from them by `step` (-1: the
+        frames before, a fade out; 1: after, a fade in), or None where the light does not rise there."""
+        frames = [edge]
+        while 1 <= frames[-1] + step <= self.total and not self.stops(frames[-1], step):
+            if self.level(frames[-1] + step) < self.level(frames[-1]) * (1 + RISE):
+                break
+            frames.append(frames[-1] + step)
+        if not 1 <= edge <= self.total or edge in self.blanks or len(frames) - 1 < MIN_FADE_FRAMES:
+            return None
+        reference = frames.pop()  # where the rise stops (or a cut): the picture at full light
+        gains = [round(min(self.level(i) / self.level(reference), 1.0), 4) for i in frames]
+        frames, gains = (frames[::-1], gains[::-1]) if step < 0 else (frames, gains)
+        return Fade(frames[0], frames[-1], self.colour, tuple(gains))

@@ -5,7 +5,8 @@ and every worker of it, plans the same shots.
 
 Under --flow dis a shot starts at each scene cut: a pair over --scene-threshold, but a flash's way
 in and out (cuts.py), a fade's pairs (fades.py: their scores are the light's) and, unless
---fades-across-cuts, the pairs between two blank frames; and at each run of blank frames and the
+--fades-across-cuts, the pairs between two blank frames (and no flash is found among a fade's
+frames); and at each run of blank frames and the
 frame after it, a shot of its own. With another --flow the range is one shot (a frame of --flow
 none starts from the one before, whatever it shows), its fades followed all the same.
 """
@@ -45,7 +46,9 @@ class ShotPlan:
         fades = FadePlan()
         if not job.ignore_fades and scan.light:  # (a scan keyed for fades records the light)
             flashed = {index for flash in flashes for index in range(flash.first, flash.last + 1)}
-            fades = plan_fades(scan.light, scan.total, flashed, scan.lit_cuts())
+            fades = plan_fades(scan.light, scan.total, flashed, scan.lit_cuts() if job.cuts_end_fades else ())
+        if job.cuts_end_fades:  # a "flash" among a fade's frames is its darkest frames' noise, lifted
+            flashes = tuple(flash for flash in flashes if not fades.covers(flash.first, flash.last))
         cuts: list[int] = []
         if flow:
             through = fades.through() | (fades.inside_blanks() if job.cuts_end_fades else set())

@@ -77,13 +77,14 @@ def test_an_overlap_over_half_a_segment_is_refused():
 
 def test_the_shot_plan_of_a_scan_cuts_at_scene_cuts_but_a_flash_a_fade_and_black_frames():
     """ShotPlan.of, from a scan's records alone: frames 1-2 black (their pair scores as a cut), a
-    fade in over 3-5 whose pairs score as cuts as they are, a flash at 12, a scene cut at 16, and
-    a run of 20 frames split into segments of 10 with --max-shot-frames."""
+    fade in over 3-5 whose pairs score as cuts as they are (and as a flash), a flash at 12, a scene
+    cut at 16, and a run of 20 frames split into segments of 10 with --max-shot-frames."""
     black, picture = [0.0, 0.0], [110.0, 50.0]
     light = {1: black, 2: black, 3: [11.0, 5.0], 4: [33.0, 15.0], 5: [66.0, 30.0]}
     light |= {i: picture for i in range(6, 21)}
     scores = {i: 0.1 for i in range(2, 21)} | {2: 0.9, 3: 0.9, 4: 0.8, 5: 0.7, 12: 0.9, 13: 0.9, 16: 0.95}
-    spans = {13: [0.1]}  # frame 13 in frame 11's colours: 12 is a flash
+    # Frame 13 in frame 11's colours: 12 is a flash; so would 4 be, inside the fade (its noise, lifted).
+    spans = {13: [0.1], 5: [0.1]}
     scan = Scan(20, scores, spans, light, lit={4: 0.1, 5: 0.1, 16: 0.95})
     job = VideoJob(input=Path("in.mp4"), styles=(Path("style.png"),), output=Path("out.mp4"), settings=StyleSettings())
     plan = ShotPlan.of(scan, job)
@@ -94,7 +95,7 @@ def test_the_shot_plan_of_a_scan_cuts_at_scene_cuts_but_a_flash_a_fade_and_black
     assert plan.record()["shots"] == [[1, 2], [3, 15], [16, 20]] and "segments" not in plan.record()
     # The release before's plan: the black frames' pair a cut of its own.
     across = ShotPlan.of(scan, dataclasses.replace(job, fades_across_cuts=True))
-    assert across.cuts == (2, 16)
+    assert across.cuts == (2, 16) and [(f.first, f.last) for f in across.flashes] == [(4, 4), (12, 12)]
     # Without the flow's frame-to-frame starts, one shot: no cuts, no flashes, the same fades.
     none = ShotPlan.of(scan, dataclasses.replace(job, flow="none"))
     assert (none.cuts, none.flashes, none.shots) == ((), (), (Shot(1, 20),)) and none.fades == plan.fades
