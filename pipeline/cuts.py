@@ -46,12 +46,14 @@ import numpy as np
 from joblib.externals.loky import get_reusable_executor
 
 from .decode import VideoInfo
-from .fades import LIT_CUT, LIT_FLOOR, LIT_SIZE, frame_light, light_changes
+from .fades import CUT_SETTINGS, LIT_CUT, LIT_FLOOR, LIT_SIZE, frame_light, light_changes
 from .flow import colour_histogram, frame_pair, histogram_gap, lit_pair
 from .framerange import FrameRange
 from .framestream import RawDecode, fingerprint
+from .hashing import settings_hash
 from .manifest import read_json, write_json
 from .video_defaults import MAX_FLASH_FRAMES
+from .videojob import VideoJob
 from .workdir import frame_name
 
 SCAN_BLOCK = 500  # frames a record: a killed scan of a film loses at most this many
@@ -145,6 +147,22 @@ class CutScan:
     def __init__(self, work_dir: Path, *, key: str, preset: str | None, workers: int = 1, lit: bool = False):
         self.dir = Path(work_dir) / "cuts"
         self.key, self.preset, self.workers, self.lit = key, preset, max(1, workers), lit
+
+    @classmethod
+    def of(cls, job: VideoJob, decode_hash: str, *, workers: int) -> CutScan:
+        """A job's scan: keyed by its decode stage's hash and, under --flow dis, the preset whose flow
+        scores the cuts, and by what it records for the job's options (the scans of the releases
+        before each record none of it: their jobs keep their records)."""
+        preset = job.flow_preset if job.flow == "dis" else None
+        key = {"decode": decode_hash, "flow_preset": preset}
+        if preset and job.flash_frames:  # the colour spans, for the flashes
+            key["spans"] = MAX_FLASH_FRAMES
+        if not job.ignore_fades:  # each frame's light, for the fades
+            key["light"] = True
+        lit = bool(preset) and job.cuts_end_fades
+        if lit:  # the lit scores, for the cuts inside a fade
+            key["lit"] = CUT_SETTINGS
+        return cls(job.work, key=settings_hash(key), preset=preset, workers=workers, lit=lit)
 
     def path(self, first: int) -> Path:
         return self.dir / frame_name(first, ".json")

@@ -32,10 +32,8 @@ from .decode import count_frames, frame_size, probe
 from .devices import parse_devices, pick_device
 from .encode import AudioInput, CommitHooks, VideoInput, encode_video, output_rate
 from .errors import PipelineError, WriteError
-from .fades import CUT_SETTINGS
 from .flicker import job_flicker
 from .flowstage import default_workers
-from .hashing import settings_hash as hash_settings
 from .images import check_long_side, load_image
 from .manifest import JobManifest, WorkDirLock, timestamp
 from .outputs import OutputRecord
@@ -47,7 +45,6 @@ from .shotprogress import ShotProgress
 from .shots import counted
 from .temporal import make_starter
 from .vgg import VGG19
-from .video_defaults import MAX_FLASH_FRAMES
 from .video_records import StageRecords, finish_placed_output, keep_own_defaults, stage_settings
 from .videojob import JobEvents, VideoJob, VideoResult, check_paths
 from .videoshots import Listener, ShotTask, stylize_shots
@@ -172,20 +169,8 @@ class VideoRun:
 
     @functools.cached_property
     def cut_scan(self) -> CutScan:
-        """The cut scan's records (cuts.py), keyed by the decode stage's hash and, under --flow dis,
-        the preset whose flow scores the cuts."""
-        preset = self.job.flow_preset if self.starter.uses_flow else None
-        key = {"decode": self.hashes["decode"], "flow_preset": preset}
-        if preset and self.job.flash_frames:  # the scans of the releases before have no spans
-            key["spans"] = MAX_FLASH_FRAMES
-        if not self.job.ignore_fades:  # nor each frame's light
-            key["light"] = True
-        lit = bool(preset) and self.job.cuts_end_fades  # nor the lit scores (fades.LIT_CUT)
-        if lit:
-            key["lit"] = CUT_SETTINGS
-        key = hash_settings(key)
-        workers = self.job.flow_workers or default_workers()
-        return CutScan(self.job.work, key=key, preset=preset, workers=workers, lit=lit)
+        """The cut scan's records (cuts.py), keyed by the decode stage's hash and the job's options."""
+        return CutScan.of(self.job, self.hashes["decode"], workers=self.job.flow_workers or default_workers())
 
     def plan(self, scan: Scan) -> ShotPlan:
         """The flashes, fades, cuts and shots (shotplan.py), into the job's record (the report marks the shots)."""
