@@ -51,11 +51,11 @@ MIN_GAIN = 0.05
 # The cut scan's lit score of a pair: the share of its pixels whose flow fails once the second
 # frame is brought into the first one's light (flow.lit_pair), both frames at most LIT_SIZE px.
 # Measured on carphone and a pan over a still, each faded in and out over 3-30 frames, cut to the
-# other inside a fade, through H.264 (docs/video-quality.md, "A scene cut inside a fade"): across
-# a cut 0.94-0.99 at every size from 64 to 640 px; between two frames of one fade at most 0.16 at
-# 128 px where both are LIT_LEVEL or more from black or white and 0.43 nearer, where the stretch
-# back to full light is mostly noise, but the larger the frames the higher (0.52 and 0.78 at 640
-# px): hence LIT_SIZE, which also keeps the two flows cheap. A fade's walk stops at a lit score
+# other inside a fade, through H.264 at 64-640 px (docs/video-quality.md, "A scene cut inside a
+# fade"): across a cut 0.92-1.00; between two frames of one fade at most 0.17 where both are
+# LIT_LEVEL or more from black or white and 0.43 nearer, where the stretch back to full light is
+# mostly noise. At the frames' own size those grow with it (0.52 and 0.78 at 640 px): hence
+# LIT_SIZE, which also keeps the two flows cheap. A fade's walk stops at a lit score
 # over LIT_CUT between two frames of that light only: a cut among a fade's darkest frames is
 # missed (its shot starts warm) rather than a fade cut short or lost. Scored where a pair's own
 # score is over LIT_FLOOR (no scene threshold anyone runs with cuts below it: pairs of one moving
