@@ -324,6 +324,23 @@ def test_the_scans_lit_scores_are_the_same_from_several_workers(cut_fade_clip, t
     assert records[0] == records[1] and records[0].lit_cuts() == {9}
 
 
+def test_a_scan_killed_between_its_blocks_resumes_to_the_same_records(cut_fade_clip, tmp_path, monkeypatch):
+    """Blocks of 4 frames: the last block's record lost (as by a kill before it was written), the
+    next run looks at its frames only, and the scan's records (the lit scores among them, each
+    block's in line with its frames) are the whole run's."""
+    monkeypatch.setattr("pipeline.cuts.SCAN_BLOCK", 4)
+    info, size = probe(cut_fade_clip), frame_size(probe(cut_fade_clip), WIDTH)
+    scan = CutScan(tmp_path, key="k", preset="medium", lit=True)
+    whole = scan.run(info, size, FrameRange(), lambda done: None)
+    blocks = sorted((tmp_path / "cuts").glob("[0-9]*.json"))
+    assert [p.name for p in blocks] == ["000001.json", "000005.json", "000009.json", "000013.json"]
+    blocks[-2].unlink(), blocks[-1].unlink()
+    kept = {p.name: p.stat().st_mtime_ns for p in blocks[:2]}
+    assert scan.recorded() is None
+    assert scan.run(info, size, FrameRange(), lambda done: None) == whole and whole.lit_cuts() == {9}
+    assert {p.name: p.stat().st_mtime_ns for p in blocks[:2]} == kept  # frames 1-8 not looked at again
+
+
 def test_a_job_of_the_release_before_goes_on_with_fades_across_cuts(cut_fade_clip, tmp_path):
     """A job begun by the release before (its fades ran on across cuts), stopped and run again
     with the option left unset: its finished frames kept, its plan as it began."""
