@@ -92,6 +92,8 @@ MODES = {
     "flash-free": ["--free-flashes"],
     # The releases before: a fade's frames stylized as they come (the `fade` clip shows the difference).
     "fades-ignored": ["--ignore-fades"],
+    # The releases before: a change of light that scores as a cut is one (the `relit` clip shows the difference).
+    "light-cuts": ["--light-cuts"],
 }
 EDGE = 20  # frames at each end of the shot for style drift and sharpness retention
 
@@ -141,6 +143,13 @@ def make_fade(path: Path) -> Path:
     return filtered_sample(path, "fade=t=in:st=0:d=0.5,fade=t=out:st=1.5:d=0.8")
 
 
+def make_relit(path: Path) -> Path:
+    """The sample clip at 60% of its light from frame 39 on (1.5 s), as a lamp switched off: its
+    pair scores as a scene cut (0.62 at 64 and 128 px), the same picture in another light
+    (shotplan.py) to the default."""
+    return filtered_sample(path, "colorchannelmixer=rr=0.6:gg=0.6:bb=0.6:enable='gte(n,38)'")
+
+
 def filtered_sample(path: Path, filters: str) -> Path:
     """The sample clip through ffmpeg's `filters`, losslessly, into `path` (whole or not at all:
     written beside it, then renamed); made once."""
@@ -175,6 +184,7 @@ CLIPS = {
     "shake": lambda out, frames: make_shake(out / "shake.mp4"),
     "flash": lambda out, frames: make_flash(out / "carphone-flash.mp4"),
     "fade": lambda out, frames: make_fade(out / "carphone-fade.mp4"),
+    "relit": lambda out, frames: make_relit(out / "carphone-relit.mp4"),
 }
 
 

@@ -247,7 +247,7 @@ def video(
     flash_frames: opts.FlashFramesOpt = video_defaults.DEFAULT_FLASH_FRAMES,
     free_flashes: opts.FreeFlashesOpt = False,
     ignore_fades: opts.IgnoreFadesOpt = False,
-    fades_across_cuts: opts.FadesAcrossCutsOpt = False,
+    light_cuts: opts.LightCutsOpt = False,
     passes: opts.PassesOpt = 1,
     lbfgs_history: opts.LbfgsHistoryOpt = None,
     flow_workers: opts.FlowWorkersOpt = None,
@@ -283,7 +283,7 @@ def video(
         scheduler=scheduler, max_shot_frames=max_shot_frames, segment_overlap=segment_overlap,
         long_term=video_defaults.parse_long_term(long_term), warp=warp, first_rounds=first_rounds, passes=passes,
         flash_frames=flash_frames, free_flashes=free_flashes, ignore_fades=ignore_fades,
-        fades_across_cuts=fades_across_cuts,
+        light_cuts=light_cuts,
         defaulted=frozenset(name for name in video_defaults.OWN_DEFAULTS if left_unset(context, name)),
     )  # fmt: skip
     with JobDisplay(f"{job.input} -> {job.output} (work directory {job.work})", disable=quiet) as display:

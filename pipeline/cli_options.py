@@ -335,14 +335,14 @@ IgnoreFadesOpt = Annotated[
         "and black or white frames stay so).",
     ),
 ]
-FadesAcrossCutsOpt = Annotated[
+LightCutsOpt = Annotated[
     bool,
     option(
-        "--fades-across-cuts",
+        "--light-cuts",
         panel=VIDEO,
-        help="A fade runs on across a scene cut inside its rise, as before (by default a pair of frames that is a "
-        "cut in the light of its first frame too ends the fade there and starts a shot, a run of black or white "
-        "frames is one shot, and no flash is found among a fade's frames).",
+        help="Scene cuts by the cut scores of the frames as they are, whatever their light, as before (by default "
+        "a pair that scores as a cut and changes light is looked at again in the light of its first frame: the "
+        "same picture there is no cut, a cut inside a fade ends the fade, black frames in a row are one shot).",
     ),
 ]
 LbfgsHistoryOpt = Annotated[

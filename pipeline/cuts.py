@@ -46,7 +46,7 @@ import numpy as np
 from joblib.externals.loky import get_reusable_executor
 
 from .decode import VideoInfo
-from .fades import CUT_SETTINGS, LIT_CUT, LIT_FLOOR, LIT_SIZE, frame_light, light_changes
+from .fades import CUT_SETTINGS, LIT_CUT, LIT_FLOOR, LIT_LEVEL, LIT_SAME, LIT_SIZE, frame_light, level, light_changes
 from .flow import colour_histogram, frame_pair, histogram_gap, lit_pair
 from .framerange import FrameRange
 from .framestream import RawDecode, fingerprint
@@ -91,6 +91,16 @@ class Scan:
         """The frames whose pair is a cut in the light of the frame before it: a fade's pairs that
         score as cuts are not (fades.LIT_CUT)."""
         return {index for index, lit in self.lit.items() if lit > LIT_CUT}
+
+    def relit(self) -> set[int]:
+        """The frames whose pair is the same picture as the frame before it in another light
+        (fades.LIT_SAME), neither of them near black or white."""
+
+        def clear(index: int) -> bool:
+            light = self.light.get(index)
+            return light is not None and min(level(light, 0), level(light, 255)) >= LIT_LEVEL
+
+        return {index for index, lit in self.lit.items() if lit <= LIT_SAME and clear(index - 1) and clear(index)}
 
     def flashes(self, threshold: float, longest: int) -> list[Flash]:
         """The changes of light of at most `longest` frames after which the picture is back to
@@ -159,8 +169,8 @@ class CutScan:
             key["spans"] = MAX_FLASH_FRAMES
         if not job.ignore_fades:  # each frame's light, for the fades
             key["light"] = True
-        lit = bool(preset) and job.cuts_end_fades
-        if lit:  # the lit scores, for the cuts inside a fade
+        lit = bool(preset) and job.cuts_in_own_light
+        if lit:  # the lit scores, for the cuts in the picture's own light
             key["lit"] = CUT_SETTINGS
         return cls(job.work, key=settings_hash(key), preset=preset, workers=workers, lit=lit)
 

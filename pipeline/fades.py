@@ -18,10 +18,11 @@ stylizer sees the frame and does it again to the stylized frame on the way out:
   their spread) rises, frame by frame away from the blank ones, by at least RISE: the fade's far
   end, where the rise stops, is its reference, at full light. Each fade frame's gain is its light
   over the reference's.
-- A scene cut inside a fade's rise ends it (under --flow dis; --fades-across-cuts: not, as the
+- A scene cut inside a fade's rise ends it (under --flow dis; --light-cuts: not, as the
   release before). A fade's pairs score as cuts by the colours and the flow of the frames as they
   are, so the cut scan scores the pairs that might be either in the light of their first frame
-  too (LIT_CUT): the flow of the picture, whatever its light.
+  too (LIT_CUT): the flow of the picture, whatever its light. (The same lit scores tell the same
+  picture in another light from a cut outside fades too: LIT_SAME, shotplan.py.)
 - The stylizer sees each fade frame brought back to the reference's light (`content`), the
   flow stage computes its pairs on those frames, so a fade costs what the same frames at full
   light cost; the chunks get each stylized frame faded by its gain (`output`).
@@ -65,13 +66,20 @@ LIT_FLOOR = 0.3
 LIT_CUT = 0.8
 LIT_LEVEL = 16.0
 LIT_SIZE = 128
+# And at most this, between two frames LIT_LEVEL or more from black and white, a pair that scores as
+# a cut is the same picture in another light (a lamp switched on, an exposure stepped): no cut,
+# the frame goes on from the one before (shotplan.py). The sample clip at 64 and 128 px, its light
+# stepped by x0.4-1.5 or +40 (a cut score of 0.4-0.76): 0.00-0.15; a fade's steps at most 0.17.
+LIT_SAME = 0.3
 # What the decoded frames depend on: the decode stage's settings record it (video_records.py).
 SETTINGS = {
     "blank_spread": BLANK_SPREAD, "blank_level": BLANK_LEVEL, "rise": RISE, "min_fade_frames": MIN_FADE_FRAMES,
     "min_gain": MIN_GAIN,
 }  # fmt: skip
-# And where a scene cut ends a fade (--flow dis, unless --fades-across-cuts).
-CUT_SETTINGS = {"lit_floor": LIT_FLOOR, "lit_cut": LIT_CUT, "lit_level": LIT_LEVEL, "lit_size": LIT_SIZE}
+# And what the cut scan's lit scores decide (--flow dis, unless --light-cuts).
+CUT_SETTINGS = {
+    "lit_floor": LIT_FLOOR, "lit_cut": LIT_CUT, "lit_level": LIT_LEVEL, "lit_size": LIT_SIZE, "lit_same": LIT_SAME,
+}  # fmt: skip
 
 
 # Rec. 601 luma, as OpenCV's RGB2GRAY (numpy alone: `stylize status` reads this module's records

@@ -5,10 +5,11 @@ and every worker of it, plans the same shots.
 
 Under --flow dis a shot starts at each scene cut: a pair over --scene-threshold, but a flash's way
 in and out (cuts.py), a fade's pairs (fades.py: their scores are the light's) and, unless
---fades-across-cuts, the pairs between two blank frames (and no flash is found among a fade's
-frames); and at each run of blank frames and the
-frame after it, a shot of its own. With another --flow the range is one shot (a frame of --flow
-none starts from the one before, whatever it shows), its fades followed all the same.
+--light-cuts, the pairs between two blank frames and those of the same picture in another light
+(Scan.relit: the frame goes on from the one before), no flash being found among a fade's frames;
+and at each run of blank frames and the frame after it, a shot of its own. With another --flow
+the range is one shot (a frame of --flow none starts from the one before, whatever it shows), its
+fades followed all the same.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class ShotPlan:
     shots: tuple[Shot, ...]
     segments: tuple[Shot, ...] | None
     flow: bool  # --flow dis: cuts, flashes and shots are the flow's (FlowWarmStart)
+    goes_on: frozenset[int] = frozenset()  # frames whose pair scores as a cut and is none: a fade's, the relit
+    relit: tuple[int, ...] = ()  # the frames that would be scene cuts but for Scan.relit, for the log
 
     @property
     def runs(self) -> tuple[Shot, ...]:
@@ -46,20 +49,26 @@ class ShotPlan:
         fades = FadePlan()
         if not job.ignore_fades and scan.light:  # (a scan keyed for fades records the light)
             flashed = {index for flash in flashes for index in range(flash.first, flash.last + 1)}
-            fades = plan_fades(scan.light, scan.total, flashed, scan.lit_cuts() if job.cuts_end_fades else ())
-        if job.cuts_end_fades:  # a "flash" among a fade's frames is its darkest frames' noise, lifted
+            fades = plan_fades(scan.light, scan.total, flashed, scan.lit_cuts() if job.cuts_in_own_light else ())
+        if job.cuts_in_own_light:  # a "flash" among a fade's frames is its darkest frames' noise, lifted
             flashes = tuple(flash for flash in flashes if not fades.covers(flash.first, flash.last))
         cuts: list[int] = []
+        relit = scan.relit() if job.cuts_in_own_light else set()
+        goes_on = fades.through() | relit
         if flow:
-            through = fades.through() | (fades.inside_blanks() if job.cuts_end_fades else set())
-            cuts = sorted(set(scan.cuts(job.scene_threshold, flashes)) - through)
+            scored = set(scan.cuts(job.scene_threshold, flashes)) - fades.through()
+            cuts = sorted(scored - relit - (fades.inside_blanks() if job.cuts_in_own_light else set()))
+            relit &= scored
         # A run of blank frames is a shot of its own (fades.py), where frames go on from each other by the flow.
         starts = sorted({*cuts, *(i for i in fades.cuts() if 1 < i <= scan.total)}) if flow else []
         segments = None
         if job.max_shot_frames:
             split = plan_shots(starts, scan.total, max_frames=job.max_shot_frames, overlap=job.segment_overlap)
             segments = tuple(split)
-        return cls(scan.total, flashes, fades, tuple(cuts), tuple(plan_shots(starts, scan.total)), segments, flow)
+        shots = tuple(plan_shots(starts, scan.total))
+        return cls(
+            scan.total, flashes, fades, tuple(cuts), shots, segments, flow, frozenset(goes_on), tuple(sorted(relit))
+        )
 
     def text(self) -> str:
         """For the log: "75 frames, 1 scene cuts at [31], flashes at 12, fade 2-15 (from black)"."""
@@ -68,6 +77,7 @@ class ShotPlan:
             f"{self.total} frames, {len(cuts)} scene cuts{' at ' + str(cuts) if cuts else ''}"
             + (f", flashes at {', '.join(frames_text(f.first, f.last) for f in self.flashes)}" if self.flashes else "")
             + (f", {', '.join(self.fades.texts())}" if self.fades else "")
+            + (f", changes of light at {', '.join(map(str, self.relit))} (no cuts)" if self.relit else "")
         )
 
     def record(self) -> dict:

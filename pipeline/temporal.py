@@ -209,7 +209,8 @@ class WarmStart:
         self, index: int, content: torch.Tensor, previous: torch.Tensor | None, pairs: Pairs, *, may_cut: bool = True
     ) -> FrameStart:  # fmt: skip
         """Frame `index`'s start; `may_cut` False: never afresh for its pair's cut score (a fade's
-        frame, fades.py: the score is the light's, which the cut scan has told from a cut)."""
+        frame, or the same picture in another light: the score is the light's, which the cut scan
+        has told from a cut, shotplan.py)."""
         return self.first() if previous is None else self.warm(previous, "previous")
 
     def through_flash(self, index: int, content: torch.Tensor, previous: torch.Tensor, pairs: Pairs) -> FrameStart:

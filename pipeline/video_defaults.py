@@ -77,7 +77,7 @@ OWN_DEFAULTS = {
     "flash_frames": 0,
     "free_flashes": True,
     "ignore_fades": True,
-    "fades_across_cuts": True,
+    "light_cuts": True,
     **STYLE_OWN_DEFAULTS,  # StyleSettings fields; the others are VideoJob's
 }
 # And once the image moved by less than this many 0..255 levels (mean per value) over STOP_WINDOW
@@ -149,7 +149,7 @@ DIS_ONLY = {
     "passes": 1,
     "flash_frames": DEFAULT_FLASH_FRAMES,
     "free_flashes": False,
-    "fades_across_cuts": False,
+    "light_cuts": False,
 }
 # Absurd values are refused rather than run: a typo'd count would spawn processes or iterate for ever.
 MAX_FLOW_WORKERS = 256

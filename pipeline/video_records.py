@@ -51,7 +51,7 @@ def stage_settings(job: VideoJob, info: VideoInfo, size: tuple[int, int], starte
         "every_nth": job.every_nth,
     }
     if not job.ignore_fades:  # a fade's frames are decoded at the picture's full light (fades.py)
-        decode["fades"] = fades.SETTINGS | (fades.CUT_SETTINGS if job.cuts_end_fades else {})
+        decode["fades"] = fades.SETTINGS | (fades.CUT_SETTINGS if job.cuts_in_own_light else {})  # where fades end
     # The flow is computed on the decoded frames: their size comes with the decode hash. The
     # stylize stage depends on it whatever the starter: each frame's record holds its pair's
     # flicker figures, and the frames they were measured on are gone once the job moves on.
@@ -71,7 +71,7 @@ def stage_settings(job: VideoJob, info: VideoInfo, size: tuple[int, int], starte
         "init_image": file_hash(job.init_path) if job.init_path else None,
         **starter.settings(),
         **({} if job.ignore_fades else {"ignore_fades": False}),  # as recorded: video_defaults.OWN_DEFAULTS
-        **({"fades_across_cuts": False} if job.cuts_end_fades else {}),
+        **({"light_cuts": False, "cuts": fades.CUT_SETTINGS} if job.cuts_in_own_light else {}),  # which frames go on
         # Segments start afresh and are cross-faded (shots.py): other frames. Off: the hash as before.
         **(
             {"max_shot_frames": job.max_shot_frames, "segment_overlap": job.segment_overlap}
@@ -115,7 +115,7 @@ def keep_own_defaults(
     if manifest.changed_settings("stylize", stylize):
         return job, starter, {}
     # What differs from this run's: the options as they were given, and as they are now, of those
-    # whose value now would change the stage (not --fades-across-cuts where fades are ignored).
+    # whose value now would change the stage (not --free-flashes where no frame is a flash).
     before, now = own_options(begun, begun_starter), own_options(job, starter)
     differ = [name for name in OWN_DEFAULTS if before[name] != now[name]]
     counts = []

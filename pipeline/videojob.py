@@ -87,7 +87,7 @@ class VideoJob:
     flash_frames: int = DEFAULT_FLASH_FRAMES  # a change of light this short is a flash, not a cut (cuts.py)
     free_flashes: bool = False  # a flash's frames free of the temporal term, as the release before (temporal.py)
     ignore_fades: bool = False  # fades stylized as they come, the output in the style's light (fades.py)
-    fades_across_cuts: bool = False  # a scene cut inside a fade's rise does not end it, as the release before
+    light_cuts: bool = False  # cuts by the frames' scores as they are, whatever their light, as the release before
     lbfgs_history: int | None = None  # L-BFGS's curvature pairs for each frame; None: history_pairs decides
     # Of OWN_DEFAULTS, those the command line left unset: a resumed job may keep its own values for them.
     defaulted: frozenset[str] = frozenset()
@@ -187,10 +187,10 @@ class VideoJob:
         return self.flow == "dis" and self.flash_frames > 0 and not self.free_flashes
 
     @property
-    def cuts_end_fades(self) -> bool:
-        """Whether a scene cut inside a fade's rise ends the fade (fades.py; --flow dis, unless
-        --ignore-fades or --fades-across-cuts)."""
-        return self.flow == "dis" and not self.ignore_fades and not self.fades_across_cuts
+    def cuts_in_own_light(self) -> bool:
+        """Whether the cut scan looks again, with the light matched, at the pairs whose light changed
+        (cuts.py, shotplan.py; --flow dis, unless --light-cuts)."""
+        return self.flow == "dis" and not self.light_cuts
 
     @property
     def reads_back(self) -> int:

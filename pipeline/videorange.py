@@ -72,6 +72,7 @@ class RangeContext:
     fingerprints: Callable[[int, int], dict[int, str]] | None = None
     flashes: tuple[Flash, ...] = ()  # the cut scan's flashes (cuts.py): the shots go on through them
     fades: FadePlan = field(default_factory=FadePlan)  # its fades and blank frames (fades.py)
+    goes_on: frozenset[int] = frozenset()  # frames whose pair scores as a cut and is none (shotplan.py)
 
     def stylizer(self) -> Stylizer:
         """The job's stylizer on this range's device: the network and the style targets."""
@@ -149,7 +150,6 @@ class RangeRun:
             for index in range(flash.first, flash.after + 1)
         }  # fmt: skip
         self.bridges = {flash.after: flash.before for flash in self.flashes.values()}
-        self.fade_frames = context.fades.through()  # no cuts: their pairs' scores are the light's (fades.py)
         # Every flash's frames, this shot's or not: a frame two segments share has one pair file.
         self.lit_frames = frozenset(
             index for flash in context.flashes for index in range(flash.first, flash.after)
@@ -248,7 +248,7 @@ class RangeRun:
         if index in c.fades.blanks:
             return FrameStart(init=content, iterations=1, source="blank")
         if flash is None:
-            start = c.starter.start(index, content, previous, pairs, may_cut=index not in self.fade_frames)
+            start = c.starter.start(index, content, previous, pairs, may_cut=index not in c.goes_on)
             if index == self.shot.first and index > 1:  # afresh: a cut, or where a segment starts (shots.py)
                 start.source = "segment" if self.shot.overlap else "cut"
                 start.stats["cut_score"] = self.start_score
@@ -295,9 +295,10 @@ class RangeRun:
 
     def chunk_cut(self, index: int, cut_score: float | None) -> float | None:
         """The cut score the chunk plan goes by for frame `index`: none at a flash this shot goes
-        on through, whose pairs in and out score as cuts (cuts.py), nor in a fade (fades.py), so
-        that its chunk goes on too."""
-        return None if index in self.flashes or index in self.fade_frames else cut_score
+        on through, whose pairs in and out score as cuts (cuts.py), nor where the shot goes on
+        through a pair that scores as a cut (a fade's, the relit: shotplan.py), so that its chunk
+        goes on too."""
+        return None if index in self.flashes or index in self.c.goes_on else cut_score
 
     def finished(self, index: int, stats: dict) -> None:
         """Frame `index` is final after its last pass (passes.py): the report's pictures of it, the display."""

@@ -77,6 +77,7 @@ class ShotTask:
     scan_key: str | None = None  # the cut scan's records (cuts.py): the frames' fingerprints
     flashes: tuple[Flash, ...] = ()  # the cut scan's flashes (cuts.py): the shots go on through them
     fades: FadePlan = field(default_factory=FadePlan)  # its fades and blank frames (fades.py)
+    goes_on: frozenset[int] = frozenset()  # frames whose pair scores as a cut and is none (shotplan.py)
 
     def chunks(self) -> ChunkStore:
         """The job's chunks of this stylize hash, CRF and rate; a fade's frames faded in them."""
@@ -236,7 +237,7 @@ def shot_context(task: ShotTask, shot: Shot, device: torch.device, listener: Lis
         vgg=listener.vgg if listener else None, tick=listener.tick if listener else lambda: None,
         recorded=thumbnails.frame_finished,
         fingerprints=CutScan(job.work, key=task.scan_key, preset=None).fingerprints if task.scan_key else None,
-        flashes=task.flashes, fades=task.fades,
+        flashes=task.flashes, fades=task.fades, goes_on=task.goes_on,
     )  # fmt: skip
     context.made_stylizer = WORKER.stylizer(context)
     return context

@@ -94,8 +94,15 @@ def test_the_shot_plan_of_a_scan_cuts_at_scene_cuts_but_a_flash_a_fade_and_black
     assert plan.text() == "20 frames, 1 scene cuts at [16], flashes at 12, fade 3-5 (from black), blank 1-2"
     assert plan.record()["shots"] == [[1, 2], [3, 15], [16, 20]] and "segments" not in plan.record()
     # The release before's plan: the black frames' pair a cut of its own.
-    across = ShotPlan.of(scan, dataclasses.replace(job, fades_across_cuts=True))
+    across = ShotPlan.of(scan, dataclasses.replace(job, light_cuts=True))
     assert across.cuts == (2, 16) and [(f.first, f.last) for f in across.flashes] == [(4, 4), (12, 12)]
+    # A pair that scores as a cut, the same picture in another light by its lit score: no cut, the
+    # frame goes on (but not between frames near black, whose lit scores are noise).
+    relit = dataclasses.replace(scan, scores=scan.scores | {18: 0.7}, lit=scan.lit | {18: 0.05, 3: 0.05})
+    assert ShotPlan.of(relit, job).cuts == (16,) and {18, 3} <= ShotPlan.of(relit, job).goes_on
+    assert ShotPlan.of(relit, dataclasses.replace(job, light_cuts=True)).cuts == (2, 16, 18)
+    assert 18 not in ShotPlan.of(relit, dataclasses.replace(job, light_cuts=True)).goes_on
+    assert 3 not in dataclasses.replace(relit, lit={3: 0.05}).relit()  # frame 2 is black
     # Without the flow's frame-to-frame starts, one shot: no cuts, no flashes, the same fades.
     none = ShotPlan.of(scan, dataclasses.replace(job, flow="none"))
     assert (none.cuts, none.flashes, none.shots) == ((), (), (Shot(1, 20),)) and none.fades == plan.fades

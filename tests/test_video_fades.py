@@ -232,15 +232,21 @@ def test_a_fade_is_stylized_at_full_light_and_faded_on_output(fade_clip, tmp_pat
     write_video_report(job.work)  # raised a TypeError on the pair's missing figures
     assert "<tr><th>per pair, so far</th>" in (job.work / "report.html").read_text()
 
-    # --ignore-fades: every frame stylized as it comes, as the releases before; their settings (hash).
-    plain = make_job(fade_clip, tmp_path / "plain", keep_frames=True, ignore_fades=True)
+    # --ignore-fades --light-cuts: every frame stylized as it comes, its cuts by the scores as they
+    # are, as the releases before; their settings (hash).
+    plain = make_job(fade_clip, tmp_path / "plain", keep_frames=True, ignore_fades=True, light_cuts=True)
     run_video(plain, vgg=build_tiny_vgg())
     stages = read_json(plain.work / "job.json")["stages"]
     assert "fades" not in stages["stylize"] and "ignore_fades" not in stages["stylize"]["settings"]
-    assert "fades" not in stages["decode"]["settings"]
+    assert "fades" not in stages["decode"]["settings"] and "light_cuts" not in stages["stylize"]["settings"]
     # The releases before took the fades' frames for scene cuts: each a cold start, its own look.
     assert [s["start"] for s in frame_stats(plain.work)].count("cut") >= 4
     assert rgb(plain.work / "frames" / "000003.png").mean() == pytest.approx(0.5 * full, rel=0.06)
+    # --ignore-fades alone: the fade's frames as they come, but no cut between two of them (the
+    # same picture in another light, shotplan.py); the black frame's pair is a cut all the same.
+    dark = make_job(fade_clip, tmp_path / "dark", ignore_fades=True)
+    run_video(dark, vgg=build_tiny_vgg())
+    assert [s["start"] for s in frame_stats(dark.work)][1:13] == ["cut"] + ["warped"] * 11, frame_stats(dark.work)
 
 
 def test_a_job_killed_in_a_fade_resumes_to_the_same_output(fade_clip, tmp_path):
@@ -263,7 +269,7 @@ def test_a_job_killed_in_a_fade_resumes_to_the_same_output(fade_clip, tmp_path):
 def test_a_job_of_the_release_before_goes_on_ignoring_fades(fade_clip, tmp_path):
     """A job begun by the release before (its frames as they came), stopped and run again with the
     option left unset: its finished frames kept, the option named beside the default now."""
-    began = make_job(fade_clip, tmp_path, ignore_fades=True)
+    began = make_job(fade_clip, tmp_path, ignore_fades=True, light_cuts=True)
     with pytest.raises(Recorder.Stop):
         run_video(began, events=Recorder(stop_at=6), vgg=build_tiny_vgg())
     finished = {name: t for name, t in mtimes(began.work / "styled").items() if name.endswith(".json")}
@@ -272,9 +278,10 @@ def test_a_job_of_the_release_before_goes_on_ignoring_fades(fade_clip, tmp_path)
     assert finished and sorted(events.started) == [i for i in range(1, 16) if f"{i:06d}.json" not in finished]
     assert {k: v for k, v in mtimes(began.work / "styled").items() if k in finished} == finished
     assert "fades" not in read_json(began.work / "job.json")["stages"]["stylize"]
-    assert any("--ignore-fades (the defaults now: off;" in m for m in events.messages), events.messages
-    # Not --fades-across-cuts, whose value changes nothing where the fades are ignored.
-    assert not any("--fades-across-cuts" in m for m in events.messages), events.messages
+    # And its cuts by the scores as they are, whatever the light: that release's too.
+    assert any("--ignore-fades, --light-cuts (the defaults now: off, off;" in m for m in events.messages), (
+        events.messages
+    )
 
 
 def scan_records(work: Path, name: str) -> list:
@@ -286,14 +293,14 @@ def test_a_scene_cut_inside_a_fade_starts_a_shot(cut_fade_clip, tmp_path):
     """The clip's fade in is cut, before it reaches full light, to a brighter picture: its light
     rises on across the cut. The cut scan's lit scores (the flow of each pair in the light of its
     first frame) tell the cut from the fade's steps, whose own scores are a cut's too: the fade
-    ends before the cut, which starts a shot. --fades-across-cuts: as the release before, the fade
+    ends before the cut, which starts a shot. --light-cuts: as the release before, the fade
     runs on to the picture after the cut and hides it."""
     job = make_job(cut_fade_clip, tmp_path / "cut", keep_frames=True)
     run_video(job, vgg=build_tiny_vgg())
     stage = read_json(job.work / "job.json")["stages"]["stylize"]
     # The two black frames are one shot, whatever their pair scores (here a cut's: 1.0).
     assert stage["fades"] == [[3, 7, "from black"]] and stage["shots"] == [[1, 2], [3, 8], [9, 13]]
-    assert stage["settings"]["fades_across_cuts"] is False
+    assert stage["settings"]["light_cuts"] is False
     assert [s["start"] for s in frame_stats(job.work)][7:9] == ["warped", "cut"]
     scores, lit = scan_records(job.work, "scores"), scan_records(job.work, "lit")
     assert len(lit) == CUT_FRAMES and lit[8] > LIT_CUT and scores[1] > LIT_CUT  # frame 9's pair; frame 2's
@@ -306,11 +313,32 @@ def test_a_scene_cut_inside_a_fade_starts_a_shot(cut_fade_clip, tmp_path):
     full = rgb(job.work / "frames" / "000008.png").mean()
     assert rgb(job.work / "frames" / "000004.png").mean() == pytest.approx(full, rel=0.06)
 
-    across = make_job(cut_fade_clip, tmp_path / "across", fades_across_cuts=True)
+    across = make_job(cut_fade_clip, tmp_path / "across", light_cuts=True)
     run_video(across, vgg=build_tiny_vgg())
     stage = read_json(across.work / "job.json")["stages"]["stylize"]
     assert stage["fades"] == [[3, 8, "from black"]] and stage["shots"] == [[1, 1], [2, 2], [3, 13]]
-    assert "fades_across_cuts" not in stage["settings"] and not scan_records(across.work, "lit")
+    assert "light_cuts" not in stage["settings"] and not scan_records(across.work, "lit")
+
+
+def test_the_same_picture_in_another_light_is_no_scene_cut(tmp_path):
+    """A lasting change of light (the picture at half its light from frame 6 on, as a lamp switched
+    off): its pair scores as a cut (1.0), but in the light of frame 5 the flow finds the picture (a
+    lit score of 0.2): the shot goes on, frame 6 from frame 5. --light-cuts: a cut there and a cold
+    start, as the releases before."""
+    frames = [picture(i) for i in range(1, 6)] + [faded(picture(i), 0.5) for i in range(6, 11)]
+    clip = write_clip(tmp_path / "step.mp4", frames)
+    job = make_job(clip, tmp_path / "relit")
+    run_video(job, vgg=build_tiny_vgg())
+    stage = read_json(job.work / "job.json")["stages"]["stylize"]
+    assert stage["shots"] == [[1, 10]] and "fades" not in stage
+    assert [s["start"] for s in frame_stats(job.work)] == ["init"] + ["warped"] * 9
+    assert scan_records(job.work, "scores")[5] > DEFAULT_SCENE_THRESHOLD  # frame 6's pair, as it is
+    assert "scan: 10 frames, 0 scene cuts, changes of light at 6 (no cuts)" in (job.work / "job.log").read_text()
+
+    cut = make_job(clip, tmp_path / "cut", light_cuts=True)
+    run_video(cut, vgg=build_tiny_vgg())
+    assert read_json(cut.work / "job.json")["stages"]["stylize"]["shots"] == [[1, 5], [6, 10]]
+    assert [s["start"] for s in frame_stats(cut.work)][5] == "cut"
 
 
 def test_the_scans_lit_scores_are_the_same_from_several_workers(cut_fade_clip, tmp_path):
@@ -341,10 +369,10 @@ def test_a_scan_killed_between_its_blocks_resumes_to_the_same_records(cut_fade_c
     assert {p.name: p.stat().st_mtime_ns for p in blocks[:2]} == kept  # frames 1-8 not looked at again
 
 
-def test_a_job_of_the_release_before_goes_on_with_fades_across_cuts(cut_fade_clip, tmp_path):
+def test_a_job_of_the_release_before_goes_on_with_light_cuts(cut_fade_clip, tmp_path):
     """A job begun by the release before (its fades ran on across cuts), stopped and run again
     with the option left unset: its finished frames kept, its plan as it began."""
-    began = make_job(cut_fade_clip, tmp_path, fades_across_cuts=True)
+    began = make_job(cut_fade_clip, tmp_path, light_cuts=True)
     with pytest.raises(Recorder.Stop):
         run_video(began, events=Recorder(stop_at=4), vgg=build_tiny_vgg())
     finished = {name: t for name, t in mtimes(began.work / "styled").items() if name.endswith(".json")}
@@ -354,7 +382,7 @@ def test_a_job_of_the_release_before_goes_on_with_fades_across_cuts(cut_fade_cli
     assert finished and sorted(events.started) == [i for i in range(1, 14) if f"{i:06d}.json" not in finished]
     assert {k: v for k, v in mtimes(began.work / "styled").items() if k in finished} == finished
     assert read_json(began.work / "job.json")["stages"]["stylize"]["shots"] == [[1, 1], [2, 2], [3, 13]]
-    assert any("--fades-across-cuts (the defaults now: off;" in m for m in events.messages), events.messages
+    assert any("--light-cuts (the defaults now: off;" in m for m in events.messages), events.messages
 
 
 @pytest.mark.parametrize("flow", ["none", "independent"])

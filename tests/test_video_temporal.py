@@ -499,7 +499,7 @@ def test_video_command_rejects_bad_temporal_options_with_exit_2(clips, tmp_path,
         ["--flow", "none", "--unreliable-start", "content"],
         ["--flow", "none", "--flash-frames", "0"],
         ["--flow", "independent", "--free-flashes"],
-        ["--flow", "none", "--fades-across-cuts"],
+        ["--flow", "none", "--light-cuts"],
     ):
         code, _, err = cli(["video", clips["short"], "-s", STYLE, "-o", tmp_path / "o.mp4", *no_flow], capsys)
         assert code == 2 and len(err.splitlines()) == 1 and f"{no_flow[2]} applies to --flow dis only" in err, err
