@@ -11,7 +11,7 @@ Sharpness retention = (mean Laplacian variance of the last 20 stylized frames / 
 allows; the bilinear warp of each warm start, compounded over a long shot, pulls it below 1.
 
     python bench/video_quality.py [--size 128] [--frames 150] [--modes default,none,independent]
-        [--clips carphone,pan,shake,flash,fade,path/to/own.mp4] [--style art.png] [--tree DIR]
+        [--clips carphone,pan,shake,flash,fade,relit,path/to/own.mp4] [--style art.png] [--tree DIR]
         [--out bench-results/video]
 
 `--tree DIR` runs the stylizer of another checkout of this project (an earlier release: `git
