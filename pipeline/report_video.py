@@ -172,6 +172,8 @@ def flicker_summary(state: VideoState, figures: dict[int, dict]) -> str:
     rows.append(("scene cuts", ", ".join(map(str, cuts)) if cuts else "none"))
     if flashes := state.flashes():  # their pairs are not measured either
         rows.append(("flashes (no cuts)", ", ".join(frames_text(first, last) for first, last in flashes)))
+    if relit := state.relit():  # the same picture in another light (shotplan.py): their pairs not measured either
+        rows.append(("changes of light (no cuts)", ", ".join(map(str, relit))))
     if faded := record_texts(state.stage("stylize")):  # fades.py: their frames faded on output
         rows.append(("fades (faded on output)", ", ".join(faded)))
     note = (

@@ -116,6 +116,10 @@ class VideoState:
         """The flashes the shots went on through (first, last frame; cuts.py)."""
         return [(int(first), int(last)) for first, last in self.stage("stylize").get("flashes") or []]
 
+    def relit(self) -> list[int]:
+        """The changes of light the shots went on through (shotplan.py)."""
+        return [int(index) for index in self.stage("stylize").get("relit") or []]
+
     def chunk_starts(self) -> list[int]:
         chunks = self.data.get("chunks") or self.stage("encode").get("chunks") or []
         starts = [c.get("first") if isinstance(c, dict) else c[0] for c in chunks if c]

@@ -82,12 +82,14 @@ class ShotPlan:
 
     def record(self) -> dict:
         """For the stylize stage's record (`stylize status`, the report): the fades and blank frames,
-        and under --flow dis the shots and flashes; the segments with --max-shot-frames."""
+        and under --flow dis the shots, flashes and changes of light; the segments with --max-shot-frames."""
         record = self.fades.record() if self.fades else {}
         if self.flow:
             record["shots"] = [[shot.first, shot.last] for shot in self.shots]
             if self.flashes:
                 record["flashes"] = [[flash.first, flash.last] for flash in self.flashes]
+            if self.relit:
+                record["relit"] = list(self.relit)
         if self.segments is not None:
             record["segments"] = [[shot.first, shot.last] for shot in self.segments]
         return record

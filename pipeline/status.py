@@ -207,6 +207,8 @@ def stage_detail(name: str, stage: dict, status: str, store: FrameStore) -> str:
         if stage.get("flashes"):  # cuts.py: the shots go on through them
             flashes = ", ".join(frames_text(first, last) for first, last in stage["flashes"])
             detail += f", flashes at frames {flashes} (no cuts)"
+        if stage.get("relit"):  # shotplan.py: the same picture in another light
+            detail += f", changes of light at frames {', '.join(map(str, stage['relit']))} (no cuts)"
         if stage.get("fades") or stage.get("blanks"):  # fades.py: faded on output
             detail += f", {', '.join(record_texts(stage))} (faded on output)"
         if stage.get("redone"):

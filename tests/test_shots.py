@@ -99,7 +99,9 @@ def test_the_shot_plan_of_a_scan_cuts_at_scene_cuts_but_a_flash_a_fade_and_black
     # A pair that scores as a cut, the same picture in another light by its lit score: no cut, the
     # frame goes on (but not between frames near black, whose lit scores are noise).
     relit = dataclasses.replace(scan, scores=scan.scores | {18: 0.7}, lit=scan.lit | {18: 0.05, 3: 0.05})
-    assert ShotPlan.of(relit, job).cuts == (16,) and {18, 3} <= ShotPlan.of(relit, job).goes_on
+    lit_plan = ShotPlan.of(relit, job)
+    assert lit_plan.cuts == (16,) and {18, 3} <= lit_plan.goes_on
+    assert lit_plan.record()["relit"] == [18] and "changes of light at 18 (no cuts)" in lit_plan.text()
     assert ShotPlan.of(relit, dataclasses.replace(job, light_cuts=True)).cuts == (2, 16, 18)
     assert 18 not in ShotPlan.of(relit, dataclasses.replace(job, light_cuts=True)).goes_on
     assert 3 not in dataclasses.replace(relit, lit={3: 0.05}).relit()  # frame 2 is black
