@@ -12,6 +12,7 @@ sent to `stylize` subprocesses. Real VGG-19 weights at 32 px, 2-3 iterations.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -506,11 +507,22 @@ def test_an_interrupted_ffmpeg_is_stopped_and_a_killed_job_takes_its_ffmpeg_with
     )
     job = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
     children = Path(f"/proc/{job.pid}/task/{job.pid}/children")
+
+    def decoding_child() -> int | None:
+        """The job's ffmpeg reading the test source: not a child that comes and goes before it (the
+        imageio-ffmpeg wheel runs `ffmpeg -version` to check its binary), nor a fork not yet ffmpeg
+        (its command line still the job's, the source's name in it)."""
+        for pid in children.read_text().split():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                program, *args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if b"ffmpeg" in Path(program.decode()).name.encode() and any(b"testsrc2" in a for a in args):
+                    return int(pid)
+        return None
+
     deadline = time.monotonic() + 30
-    while not children.read_text().split():
-        assert time.monotonic() < deadline and job.poll() is None
+    while (child := decoding_child()) is None:
+        assert time.monotonic() < deadline and job.poll() is None, f"no ffmpeg child (job status {job.poll()})"
         time.sleep(0.01)
-    child = int(children.read_text().split()[0])
     job.kill()
     job.wait()
 
