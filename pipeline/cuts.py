@@ -46,7 +46,7 @@ import numpy as np
 from joblib.externals.loky import get_reusable_executor
 
 from .decode import VideoInfo
-from .fades import CUT_SETTINGS, LIT_CUT, LIT_FLOOR, LIT_LEVEL, LIT_SAME, LIT_SIZE, frame_light, level, light_changes
+from .fades import CUT_SETTINGS, LIT_CUT, LIT_FLOOR, LIT_SAME, LIT_SIZE, frame_light, light_changes, lit_clear
 from .flow import colour_histogram, frame_pair, histogram_gap, lit_pair
 from .framerange import FrameRange
 from .framestream import RawDecode, fingerprint
@@ -95,12 +95,10 @@ class Scan:
     def relit(self) -> set[int]:
         """The frames whose pair is the same picture as the frame before it in another light
         (fades.LIT_SAME), neither of them near black or white."""
-
-        def clear(index: int) -> bool:
-            light = self.light.get(index)
-            return light is not None and min(level(light, 0), level(light, 255)) >= LIT_LEVEL
-
-        return {index for index, lit in self.lit.items() if lit <= LIT_SAME and clear(index - 1) and clear(index)}
+        return {
+            index for index, lit in self.lit.items()
+            if lit <= LIT_SAME and all(index - k in self.light and lit_clear(self.light[index - k]) for k in (0, 1))
+        }  # fmt: skip
 
     def flashes(self, threshold: float, longest: int) -> list[Flash]:
         """The changes of light of at most `longest` frames after which the picture is back to
@@ -131,10 +129,11 @@ def colour_spans(histogram: np.ndarray, before: list[np.ndarray]) -> list[float]
 
 def pair_scores(previous: np.ndarray, current: np.ndarray, preset: str, lit: bool) -> tuple[float, float | None]:
     """A worker's task: the pair's cut score, as the flow stage's pair of these frames has it, and
-    (`lit`) its lit score where LIT_FLOOR says, else None."""
+    (`lit`: the job asks for it and the pair's light changes) its lit score where the cut score is
+    over LIT_FLOOR, else None."""
     cv2.setNumThreads(1)  # the parallelism is across pairs (flowstage.compute_pair does the same)
     score = frame_pair(previous, current, preset).cut_score
-    if not lit or score <= LIT_FLOOR or not light_changes(frame_light(previous), frame_light(current)):
+    if not lit or score <= LIT_FLOOR:
         return score, None
     previous, current = (at_most(frame, LIT_SIZE) for frame in (previous, current))
     return score, 1.0 - float(lit_pair(previous, current, preset).reliability.mean())
@@ -227,25 +226,28 @@ class CutScan:
         if done is not None:
             return done
         block = Block(self, first=1 + sum(len(known["scores"]) for known in self.blocks()))
-        decode, pending, previous = RawDecode(info, size, frames), deque(), None
+        decode, pending, previous, previous_light = RawDecode(info, size, frames), deque(), None, None
         # The colour histograms of the frames before, nearest last: each frame's spans to them.
         recent: deque[np.ndarray] = deque(maxlen=MAX_FLASH_FRAMES + 1)
         executor = get_reusable_executor(max_workers=self.workers) if self.preset and self.workers > 1 else None
         for index, rgb in enumerate(decode, 1):
             histogram = colour_histogram(rgb) if self.preset else None
+            light = frame_light(rgb)
             if index >= block.first:
                 block.spans.append(colour_spans(histogram, list(recent)[-2::-1]))
-                block.light.append(frame_light(rgb))
+                block.light.append(light)
+                # Only a pair whose light changes as a fade's does is looked at in its first frame's light.
+                lit = self.lit and previous_light is not None and light_changes(previous_light, light)
                 if not self.preset or previous is None:
                     pending.append(None)
                 elif executor is None:
-                    pending.append(pair_scores(previous, rgb, self.preset, self.lit))
+                    pending.append(pair_scores(previous, rgb, self.preset, lit))
                 else:  # in order, at most two pairs a worker in flight
-                    pending.append(executor.submit(pair_scores, previous, rgb, self.preset, self.lit))
+                    pending.append(executor.submit(pair_scores, previous, rgb, self.preset, lit))
                 block.frames.append(fingerprint(rgb))
                 while len(pending) > 2 * self.workers or (pending and not hasattr(pending[0], "result")):
                     block.add(pending.popleft())
-            previous = rgb
+            previous, previous_light = rgb, light
             if histogram is not None:
                 recent.append(histogram)
             if index % 25 == 0:

@@ -68,8 +68,8 @@ LIT_LEVEL = 16.0
 LIT_SIZE = 128
 # And at most this, between two frames LIT_LEVEL or more from black and white, a pair that scores as
 # a cut is the same picture in another light (a lamp switched on, an exposure stepped): no cut,
-# the frame goes on from the one before (shotplan.py). The sample clip at 64 and 128 px, its light
-# stepped by x0.4-1.5 or +40 (a cut score of 0.4-0.76): 0.00-0.15; a fade's steps at most 0.17.
+# the frame goes on from the one before (shotplan.py). The sample clip at 64-640 px, its light
+# stepped by x0.4-1.5 or +40 (a cut score of 0.40-0.79): 0.00-0.18; a fade's steps at most 0.17.
 LIT_SAME = 0.3
 # What the decoded frames depend on: the decode stage's settings record it (video_records.py).
 SETTINGS = {
@@ -97,6 +97,12 @@ def level(light: list[float], colour: int) -> float:
     """How far a frame's light ([mean, spread]) is from blank `colour` (0 or 255): what a fade scales."""
     mean, spread = light
     return abs(mean - colour) + spread
+
+
+def lit_clear(light: list[float]) -> bool:
+    """Whether a frame's light is LIT_LEVEL or more from black and from white: its lit scores are
+    the picture's, not the noise of a frame stretched back from near blank."""
+    return min(level(light, 0), level(light, 255)) >= LIT_LEVEL
 
 
 def light_changes(before: list[float], after: list[float]) -> bool:
@@ -201,6 +207,13 @@ def blank_edges(record: dict) -> set[int]:
     return {index for first, last in record.get("blanks") or [] for index in (first, last + 1)}
 
 
+def scene_cuts(record: dict) -> list[int]:
+    """The frames of a stylize stage's record ("shots", and a FadePlan's record) that begin a shot
+    at a scene cut: not those begun for blank frames. For `stylize status` and the report."""
+    blank = blank_edges(record)
+    return [int(first) for first, _ in (record.get("shots") or [])[1:] if first not in blank]
+
+
 def record_texts(record: dict) -> list[str]:
     """A FadePlan's record in words: "fade 2-15 (from black)", "blank 70-75"."""
     texts = [f"fade {first}-{last} ({way})" for first, last, way in record.get("fades") or []]
@@ -240,9 +253,9 @@ def plan_fades(
         index: colour for index in range(1, total + 1)
         if index not in flashes and (colour := blank_colour(light[index])) is not None
     }  # fmt: skip
-    fades = []
+    fades, cuts = [], frozenset(cuts)
     for first, last in runs(sorted(blanks)):
-        walk = FadeWalk(light, total, blanks[first], blanks, frozenset(cuts))
+        walk = FadeWalk(light, total, blanks[first], blanks, cuts)
         for edge, step in ((first - 1, -1), (last + 1, 1)):  # a fade out before the run, a fade in after it
             fade = walk.from_edge(edge, step)
             if fade is not None and not any(f.first <= fade.last and fade.first <= f.last for f in fades):

@@ -33,7 +33,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .errors import InputError
-from .fades import blank_edges
+from .fades import scene_cuts
 from .manifest import WorkDirLock, read_json
 from .report_html import FILES_DIR, write_text
 
@@ -107,9 +107,8 @@ class VideoState:
     def cuts(self) -> list[int]:
         """Frames that start a new shot at a scene cut (from the shots, but those begun for blank
         frames, fades.py; else the flicker record, whose "cuts" are the pairs it left out: a flash's too)."""
-        shots, blank = self.stage("stylize").get("shots"), blank_edges(self.stage("stylize"))
-        if shots is not None:
-            return [int(first) for first, _ in shots[1:] if first not in blank]
+        if self.stage("stylize").get("shots") is not None:
+            return scene_cuts(self.stage("stylize"))
         return list(((self.data.get("report") or {}).get("flicker") or {}).get("cuts") or [])
 
     def flashes(self) -> list[tuple[int, int]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import archive_status
 from .errors import InputError
-from .fades import blank_edges, record_texts
+from .fades import record_texts, scene_cuts
 from .manifest import JobManifest, WorkDirLock, read_json
 from .outputs import output_is_recorded
 from .shots import counted, frames_text, read_shot_records
@@ -201,8 +201,7 @@ def stage_detail(name: str, stage: dict, status: str, store: FrameStore) -> str:
         done = stage.get("done", 0) if status in ("done", "cleaned") else min(total, store.stats_count())
         detail = f", {done}/{total} frames done, {total - done} remaining"
         if len(stage.get("shots", [])) > 1:  # a shot also begins where blank frames begin and end (fades.py)
-            blank = blank_edges(stage)
-            cuts = ", ".join(str(first) for first, _ in stage["shots"][1:] if first not in blank)
+            cuts = ", ".join(map(str, scene_cuts(stage)))
             detail += f", {len(stage['shots'])} shots" + (f" (scene cuts at frames {cuts})" if cuts else "")
         if stage.get("flashes"):  # cuts.py: the shots go on through them
             flashes = ", ".join(frames_text(first, last) for first, last in stage["flashes"])
