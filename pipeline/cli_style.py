@@ -69,6 +69,20 @@ STYLE_OPTIONS: dict[str, tuple[object, object]] = {
         ],
         DEFAULTS.range_weight,
     ),
+    "texture_weights": (
+        Annotated[
+            bool,
+            option(
+                "--texture-weights",
+                panel=STYLE,
+                help=(
+                    "Weigh down the style layers with fewer positions than channels (sizes under 512 px), whose "
+                    "Gram matrices copy the style image's layout: the picture stays visible at small sizes."
+                ),
+            ),
+        ],
+        DEFAULTS.texture_weights,
+    ),
     "style_scale": (
         Annotated[float, option(panel=STYLE, help="Style image size relative to the output (smaller: finer strokes).")],
         DEFAULTS.style_scale,

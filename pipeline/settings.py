@@ -50,6 +50,8 @@ class StyleSettings:
     content_layer: str = CONTENT_LAYER
     style_layers: tuple[str, ...] = STYLE_LAYERS
     style_layer_weights: tuple[float, ...] = (0.2,) * len(STYLE_LAYERS)
+    # objective.texture_weights: a style layer with fewer positions than channels weighs that much less
+    texture_weights: bool = False
     seed: int = 0
 
     def __post_init__(self):
@@ -98,12 +100,14 @@ class StyleSettings:
         return dataclasses.asdict(self)
 
     def checkpoint_dict(self) -> dict:
-        """The settings as checkpoints hash them: every one, but range_weight where it is 0 (off),
-        as in the releases before it, so that a job begun with one of those resumes its finished
-        work when run again with --range-weight 0."""
+        """The settings as checkpoints hash them: every one, but range_weight where it is 0 (off)
+        and texture_weights where it is off, as in the releases before them, so that a job begun
+        with one of those resumes its finished work when run again with --range-weight 0."""
         values = self.to_dict()
         if not values["range_weight"]:
             del values["range_weight"]
+        if not values["texture_weights"]:  # off, as in the releases before it
+            del values["texture_weights"]
         return values
 
     def hash(self, *, keys: Sequence[str] | None = None) -> str:

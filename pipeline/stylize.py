@@ -31,6 +31,7 @@ from .objective import (
     Objective,
     Scale,
     style_term,
+    texture_weights,
 )
 from .optimize import EarlyStop, OptimizationRun, ProgressCallback, StyleResult, optimize
 from .settings import CONTENT_LAYER, MAX_ITERATIONS, MAX_SEED, PRESETS, STYLE_LAYERS, StyleSettings
@@ -136,9 +137,12 @@ class Stylizer:
         # balance (and the look) does not change with the output size; the paper's sum grows with M.
         content_weight = s.content_weight * REFERENCE_PIXELS / (h * w)
         style_targets = self.style_targets(h, w, content)
+        layer_weights = s.style_layer_weights
+        if s.texture_weights:  # at small sizes the deep layers' Gram matrices would copy the style image
+            layer_weights = texture_weights(s.style_layers, layer_weights, h, w)
         terms = {
             "content": Scale(LayerApply(ContentLoss(content_features), s.content_layer), content_weight),
-            "style": Scale(style_term(style_targets, s.style_layers, s.style_layer_weights), s.style_weight),
+            "style": Scale(style_term(style_targets, s.style_layers, layer_weights), s.style_weight),
         }
         if s.tv_weight:
             terms["tv"] = Scale(LayerApply(TVLoss(), IMAGE), s.tv_weight)

@@ -16,8 +16,10 @@ import torch
 
 from pipeline.errors import InputError
 from pipeline.images import load_image
+from pipeline.objective import texture_weights
 from pipeline.optimize import EarlyStop, Progress
 from pipeline.stylize import REFERENCE_PIXELS, STYLE_LAYERS, StyleSettings, Stylizer, initial_image
+from pipeline.vgg import layer_shape
 
 SIZE = 48
 
@@ -538,3 +540,34 @@ def test_history_size_is_the_curvature_pairs_lbfgs_keeps():
     assert torch.allclose(short[3], long[3], atol=1e-5)  # pairs 1 and 2: the same steps
     assert not torch.allclose(short[12], long[12])
     assert stylizer.stylize(content, iterations=12).image.equal(long[12])  # the default: lbfgs.HISTORY_SIZE
+
+
+# --- small sizes: --texture-weights ---------------------------------------------------------------
+
+
+def test_texture_weights_scale_the_layers_with_fewer_positions_than_channels(real_vgg):
+    """A style layer weighs positions / channels where it has fewer positions than channels; at
+    512 px (4:3 and 16:9) every layer keeps its weight. The positions are the network's own."""
+    weights = (0.2,) * len(STYLE_LAYERS)
+    assert texture_weights(STYLE_LAYERS, weights, 384, 512) == weights
+    assert texture_weights(STYLE_LAYERS, weights, 288, 512) == weights
+    small = texture_weights(STYLE_LAYERS, weights, 48, 64)  # relu3_1 12x16 of 256, relu4_1 6x8 and relu5_1 3x4 of 512
+    assert small == pytest.approx((0.2, 0.2, 0.2 * 192 / 256, 0.2 * 48 / 512, 0.2 * 12 / 512))
+    with torch.no_grad():
+        features = real_vgg(torch.rand(1, 3, 45, 61))
+    for layer in STYLE_LAYERS:
+        assert layer_shape(layer, 45, 61) == tuple(features[layer].shape[1:]), layer
+
+
+def test_texture_weights_keep_the_picture_where_the_style_would_be_copied(real_vgg, content, style):
+    """At 32x48 px relu4_1 has 24 positions for 512 channels: optimized from noise to the end,
+    the style's Gram matrices lay out the style image itself and the picture is lost (a high
+    content loss); weighed by their positions, the picture stays. Off, it hashes as before it."""
+    base = StyleSettings(size=SIZE, iterations=150, init="noise")
+    copied = Stylizer([style], base, vgg=real_vgg).stylize(content).image
+    kept = Stylizer([style], dataclasses.replace(base, texture_weights=True), vgg=real_vgg).stylize(content).image
+    lost, held = content_loss(real_vgg, copied, content), content_loss(real_vgg, kept, content)
+    print(f"content loss {lost:.4g} with every layer at its weight, {held:.4g} with --texture-weights")
+    assert held < 0.8 * lost  # measured: 0.67
+    assert "texture_weights" not in base.checkpoint_dict()
+    assert dataclasses.replace(base, texture_weights=True).hash() != base.hash()
