@@ -94,9 +94,9 @@ MODES = {
     "fades-ignored": ["--ignore-fades"],
     # The releases before: a change of light that scores as a cut is one (the `relit` clip shows the difference).
     "light-cuts": ["--light-cuts"],
-    # The style layers with fewer positions than channels weighed down (objective.texture_weights):
-    # at the bench's sizes the default's deep layers copy the style image's layout.
-    "texture-weights": ["--texture-weights"],
+    # The releases before this one: every style layer at its full weight, at the bench's sizes the
+    # deep layers copying the style image's layout (objective.texture_weights).
+    "full-layers": ["--full-layer-weights"],
 }
 EDGE = 20  # frames at each end of the shot for style drift and sharpness retention
 

@@ -69,19 +69,19 @@ STYLE_OPTIONS: dict[str, tuple[object, object]] = {
         ],
         DEFAULTS.range_weight,
     ),
-    "texture_weights": (
+    "full_layer_weights": (
         Annotated[
             bool,
             option(
-                "--texture-weights",
+                "--full-layer-weights",
                 panel=STYLE,
                 help=(
-                    "Weigh down the style layers with fewer positions than channels (sizes under 512 px), whose "
-                    "Gram matrices copy the style image's layout: the picture stays visible at small sizes."
+                    "Every style layer at its full weight at every size, as the releases before: under 512 px the "
+                    "deep layers' Gram matrices then copy the style image's layout and the picture is lost."
                 ),
             ),
         ],
-        DEFAULTS.texture_weights,
+        DEFAULTS.full_layer_weights,
     ),
     "style_scale": (
         Annotated[float, option(panel=STYLE, help="Style image size relative to the output (smaller: finer strokes).")],

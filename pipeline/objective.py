@@ -17,7 +17,7 @@ from torch import nn
 
 from .color import chroma, gray, luminance, with_chroma
 from .losses import StyleLoss
-from .vgg import VGG19, layer_shape
+from .vgg import VGG19, layer_positions
 
 # The key under which the RGB output (0..1) sits beside the network's activations: TV and the
 # extra terms (the temporal loss) are measured on the image, not on features.
@@ -144,19 +144,21 @@ def style_term(targets: Sequence[torch.Tensor], layers: Sequence[str], layer_wei
     return SumLoss(Scale(LayerApply(StyleLoss(t), layer), w) for t, layer, w in zip(targets, layers, layer_weights))
 
 
-def texture_weights(layers: Sequence[str], weights: Sequence[float], height: int, width: int) -> tuple[float, ...]:
-    """--texture-weights: each style layer's weight times M / N where its M positions (for an
-    output of height x width) are fewer than its N channels. A Gram matrix over M < N positions has
-    rank M and fixes the layer's features up to a rotation of the positions: a rearrangement of
-    the style image's own, its layout rather than its texture. Optimized to the end (a video
-    shot's first frame), such layers copy the style image and the picture is lost: at 64 px
-    relu4_1 has 48 positions for 512 channels (docs/video-quality.md, first section). At 512 px
-    and above (up to 16:9) every layer has at least as many positions as channels: no change."""
-    scaled = []
-    for layer, weight in zip(layers, weights):
-        channels, rows, columns = layer_shape(layer, height, width)
-        scaled.append(weight * min(1.0, rows * columns / channels))
-    return tuple(scaled)
+def texture_weights(
+    layers: Sequence[str], weights: Sequence[float], targets: Sequence[torch.Tensor], height: int, width: int
+) -> tuple[float, ...]:
+    """Each style layer's weight times M / N where its M positions (for an output of height x
+    width) are fewer than its N channels (the default; --full-layer-weights leaves the weights as
+    they are). A Gram matrix over M < N positions has rank M and fixes the layer's features up to
+    a rotation of the positions: a rearrangement of the style image's own, its layout rather than
+    its texture. Optimized to the end (a video shot's first frame), such layers copy the style
+    image and the picture is lost: at 64 px relu4_1 has 48 positions for 512 channels
+    (docs/video-quality.md, first section). At 512 px and above (up to 16:9) every layer has at
+    least as many positions as channels: no change there. `targets`: the layers' Gram targets."""
+    return tuple(
+        weight * min(1.0, layer_positions(layer, height, width) / target.shape[-1])  # a Gram target is N x N
+        for layer, weight, target in zip(layers, weights, targets)
+    )
 
 
 @torch.no_grad()

@@ -50,8 +50,9 @@ class StyleSettings:
     content_layer: str = CONTENT_LAYER
     style_layers: tuple[str, ...] = STYLE_LAYERS
     style_layer_weights: tuple[float, ...] = (0.2,) * len(STYLE_LAYERS)
-    # objective.texture_weights: a style layer with fewer positions than channels weighs that much less
-    texture_weights: bool = False
+    # Every style layer at its weight at every size, as the releases before; by default a layer with
+    # fewer positions than channels weighs that much less (objective.texture_weights)
+    full_layer_weights: bool = False
     seed: int = 0
 
     def __post_init__(self):
@@ -101,13 +102,14 @@ class StyleSettings:
 
     def checkpoint_dict(self) -> dict:
         """The settings as checkpoints hash them: every one, but range_weight where it is 0 (off)
-        and texture_weights where it is off, as in the releases before them, so that a job begun
-        with one of those resumes its finished work when run again with --range-weight 0."""
+        and full_layer_weights where it is on, as in the releases before them, so that a job begun
+        with one of those resumes its finished work when run again with --range-weight 0
+        --full-layer-weights."""
         values = self.to_dict()
         if not values["range_weight"]:
             del values["range_weight"]
-        if not values["texture_weights"]:  # off, as in the releases before it
-            del values["texture_weights"]
+        if values["full_layer_weights"]:  # as in the releases before it
+            del values["full_layer_weights"]
         return values
 
     def hash(self, *, keys: Sequence[str] | None = None) -> str:
@@ -121,12 +123,13 @@ class StyleSettings:
 
 
 # The settings whose defaults a release changed, each with the value a job's recorded settings
-# imply where they leave it out (issue 17 turned the range term on; the releases before it
-# recorded no range_weight). A rerun that leaves such an option unset goes on with the value the
-# job began with, where that keeps its finished work valid (archive.keep_own_defaults, and for
-# video with its own options, video_defaults.OWN_DEFAULTS): an upgrade does not redo hours of work for a
-# default nobody asked to change.
-OWN_DEFAULTS = {"range_weight": 0.0}
+# imply where they leave it out (issue 17 turned the range term on and weighed down the style
+# layers with fewer positions than channels; the releases before recorded neither). A rerun that
+# leaves such an option unset goes on with the value the job began with, where that keeps its
+# finished work valid (archive.keep_own_defaults, and for video with its own options,
+# video_defaults.OWN_DEFAULTS): an upgrade does not redo hours of work for a default nobody asked
+# to change.
+OWN_DEFAULTS = {"range_weight": 0.0, "full_layer_weights": True}
 
 
 def option_text(value: object) -> str:

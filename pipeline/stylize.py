@@ -138,8 +138,8 @@ class Stylizer:
         content_weight = s.content_weight * REFERENCE_PIXELS / (h * w)
         style_targets = self.style_targets(h, w, content)
         layer_weights = s.style_layer_weights
-        if s.texture_weights:  # at small sizes the deep layers' Gram matrices would copy the style image
-            layer_weights = texture_weights(s.style_layers, layer_weights, h, w)
+        if not s.full_layer_weights:  # under 512 px the deep layers' Gram matrices would copy the style image
+            layer_weights = texture_weights(s.style_layers, layer_weights, style_targets, h, w)
         terms = {
             "content": Scale(LayerApply(ContentLoss(content_features), s.content_layer), content_weight),
             "style": Scale(style_term(style_targets, s.style_layers, layer_weights), s.style_weight),

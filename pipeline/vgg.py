@@ -25,12 +25,11 @@ for _block, _convs, _ in _BLOCKS:
 CONV_LAYERS = [name for name in LAYERS if name.startswith("conv")]
 
 
-def layer_shape(layer: str, height: int, width: int) -> tuple[int, int, int]:
-    """(channels, height, width) of a conv or relu layer's activations for an input of height x
+def layer_positions(layer: str, height: int, width: int) -> int:
+    """The positions (rows x columns) of a conv or relu layer's activations for an input of height x
     width: each pooling before its block halves the size, rounding down (2x2, stride 2)."""
     block = int(layer[len(layer.rstrip("_0123456789"))])
-    channels = next(count for number, _, count in _BLOCKS if number == block)
-    return channels, height >> (block - 1), width >> (block - 1)
+    return (height >> (block - 1)) * (width >> (block - 1))
 
 
 ORIGINAL_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"

@@ -1,5 +1,7 @@
 """The optimization loop's reporting, early stopping and precision fallback."""
 
+import dataclasses
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -240,14 +242,18 @@ def test_no_host_device_synchronisation_inside_the_loop(content, monkeypatch):
 
 def test_objective_is_the_weighted_sum_of_the_papers_terms_per_image(tiny_vgg):
     """Stylizer.objective against the formulas: alpha' L_content + beta sum_l w_l E_l + TV weight x
-    TV + the extra terms as given, one value per image, in that order."""
+    TV + the extra terms as given, one value per image, in that order; w_l as given with
+    --full-layer-weights, and by default times the positions over the channels of a layer with
+    fewer positions than channels (objective.texture_weights)."""
     from pipeline.losses import TVLoss
     from pipeline.stylize import REFERENCE_PIXELS
 
     style, content = load_image("samples/ihc.png", 32), load_image("samples/chelsea.png", 32)
     contents = torch.cat([content, content.flip(3)])
     weights = (0.1, 0.2, 0.3, 0.15, 0.25)
-    settings = StyleSettings(content_weight=3.0, style_weight=5.0, tv_weight=2.0, style_layer_weights=weights)
+    settings = StyleSettings(
+        content_weight=3.0, style_weight=5.0, tv_weight=2.0, style_layer_weights=weights, full_layer_weights=True
+    )
     stylizer = Stylizer([style], settings, vgg=tiny_vgg)
     temporal = TemporalLoss(content, torch.ones(1, 1, *content.shape[-2:]))
     objective = stylizer.objective(contents, {"temporal": lambda image: 7.0 * temporal(image)})
@@ -260,12 +266,13 @@ def test_objective_is_the_weighted_sum_of_the_papers_terms_per_image(tiny_vgg):
     features, targets, style_features = tiny_vgg(image), tiny_vgg(contents), tiny_vgg(style)
     h, w = content.shape[-2:]
     content_loss = 0.5 * (features["relu4_2"] - targets["relu4_2"]).pow(2).sum((1, 2, 3))
-    style_loss = 0
-    for layer, weight in zip(settings.style_layers, settings.style_layer_weights):
+    layer_losses = []
+    for layer in settings.style_layers:
         f, s = features[layer].flatten(2), style_features[layer].flatten(2)
         n, m, m_style = f.shape[1], f.shape[2], s.shape[2]
         gram, target = f @ f.transpose(1, 2) / m, s @ s.transpose(1, 2) / m_style
-        style_loss = style_loss + weight * (gram - target).pow(2).sum((1, 2)) / (4 * n**2)
+        layer_losses.append((gram - target).pow(2).sum((1, 2)) / (4 * n**2))
+    style_loss = sum(weight * loss for weight, loss in zip(weights, layer_losses))
     expected = {
         "content": 3.0 * REFERENCE_PIXELS / (h * w) * content_loss,
         "style": 5.0 * style_loss,
@@ -280,6 +287,13 @@ def test_objective_is_the_weighted_sum_of_the_papers_terms_per_image(tiny_vgg):
     alone = stylizer.objective(contents[1:], {"temporal": lambda image: 7.0 * temporal(image)})(image[1:])
     for name in expected:
         assert torch.allclose(terms[name][1:], alone[name], rtol=1e-5), name
+    # By default the layers with fewer positions than channels weigh positions / channels.
+    by_default = Stylizer([style], dataclasses.replace(settings, full_layer_weights=False), vgg=tiny_vgg)
+    shapes = [features[layer].shape for layer in settings.style_layers]
+    scaled = [weight * min(1, shape[2] * shape[3] / shape[1]) for weight, shape in zip(weights, shapes)]
+    style_loss = sum(weight * loss for weight, loss in zip(scaled, layer_losses))
+    assert scaled[-1] < weights[-1]
+    assert torch.allclose(by_default.objective(contents)(image)["style"], 5.0 * style_loss, rtol=1e-4)
 
 
 def test_luminance_only_objective_optimizes_y_and_takes_colour_from_the_content(tiny_vgg):
@@ -325,7 +339,7 @@ def test_early_stop_with_a_style_tolerance_also_waits_for_the_style_term(styles,
 def test_a_style_tolerance_runs_a_warm_start_on_while_the_style_term_falls(content):
     """In a real run: where the total's rule alone stops a warm start (here at 54 iterations), a
     tighter rule on the style term runs it on (to 130), to a lower style term."""
-    stylizer = Stylizer([load_image("samples/ihc.png", 32)], StyleSettings(style_weight=1e2))
+    stylizer = Stylizer([load_image("samples/ihc.png", 32)], StyleSettings(style_weight=1e2, full_layer_weights=True))
     start = stylizer.stylize(content, iterations=5).image
     total = stylizer.stylize(content, init=start, iterations=300, stop=EarlyStop(0.01, 5))
     both = stylizer.stylize(content, init=start, iterations=300, stop=EarlyStop(0.01, 5, style_tolerance=1e-3))

@@ -144,7 +144,7 @@ def test_evaluator_scores_against_the_style_target_the_jobs_optimize_toward(vgg)
     another target, and the same frame scored up to twice as high (docs/video-quality.md)."""
     from pipeline.images import load_styles
 
-    settings = StyleSettings(size=96, iterations=15)
+    settings = StyleSettings(size=96, iterations=15, full_layer_weights=True)  # the paper's losses, as the evaluator's
     content = load_image(CONTENT, 96)
     job = Stylizer(load_styles([STYLE], settings), settings, vgg=vgg)
     output = job.stylize(content).image

@@ -19,7 +19,7 @@ from pipeline.images import load_image
 from pipeline.objective import texture_weights
 from pipeline.optimize import EarlyStop, Progress
 from pipeline.stylize import REFERENCE_PIXELS, STYLE_LAYERS, StyleSettings, Stylizer, initial_image
-from pipeline.vgg import layer_shape
+from pipeline.vgg import layer_positions
 
 SIZE = 48
 
@@ -63,7 +63,9 @@ def content_loss(vgg, image: torch.Tensor, content_image: torch.Tensor) -> float
 
 @pytest.mark.parametrize("init", ["noise", "content"])
 def test_lbfgs_decreases_the_style_loss_by_a_large_factor(real_vgg, content, style, init):
-    settings = StyleSettings(size=SIZE, iterations=15, init=init, seed=1)
+    # The paper's style loss, every layer at its full weight (by default the deep layers of a 32x48
+    # output weigh less: objective.texture_weights).
+    settings = StyleSettings(size=SIZE, iterations=15, init=init, seed=1, full_layer_weights=True)
     stylizer = Stylizer([style], settings, vgg=real_vgg)
     start = initial_image(content, None, stylizer.settings)
     result = stylizer.stylize(content)
@@ -136,7 +138,7 @@ def test_range_weight_optimizes_what_the_clipped_output_keeps(real_vgg, content,
     """Unconstrained, L-BFGS draws the texture's peaks outside 0..1, and the output, clipped, loses
     the style they carried; the range term keeps the optimum in range. The result's terms are those
     of the clipped image (per_image), the history's last those of the variable before clipping."""
-    base = StyleSettings(size=SIZE, iterations=100, init="noise", range_weight=0)
+    base = StyleSettings(size=SIZE, iterations=100, init="noise", range_weight=0, full_layer_weights=True)
     free = Stylizer([style], base, vgg=real_vgg).stylize(content)
     held = Stylizer([style], dataclasses.replace(base, range_weight=3e9), vgg=real_vgg).stylize(content)
     assert "range" not in free.history[-1] and "range" in held.history[-1]
@@ -542,32 +544,37 @@ def test_history_size_is_the_curvature_pairs_lbfgs_keeps():
     assert stylizer.stylize(content, iterations=12).image.equal(long[12])  # the default: lbfgs.HISTORY_SIZE
 
 
-# --- small sizes: --texture-weights ---------------------------------------------------------------
+# --- small sizes: the style layers weighed by their positions -----------------------------------------
 
 
 def test_texture_weights_scale_the_layers_with_fewer_positions_than_channels(real_vgg):
     """A style layer weighs positions / channels where it has fewer positions than channels; at
     512 px (4:3 and 16:9) every layer keeps its weight. The positions are the network's own."""
     weights = (0.2,) * len(STYLE_LAYERS)
-    assert texture_weights(STYLE_LAYERS, weights, 384, 512) == weights
-    assert texture_weights(STYLE_LAYERS, weights, 288, 512) == weights
-    small = texture_weights(STYLE_LAYERS, weights, 48, 64)  # relu3_1 12x16 of 256, relu4_1 6x8 and relu5_1 3x4 of 512
+    targets = [torch.zeros(1, channels, channels) for channels in (64, 128, 256, 512, 512)]  # VGG-19's
+    assert texture_weights(STYLE_LAYERS, weights, targets, 384, 512) == weights
+    assert texture_weights(STYLE_LAYERS, weights, targets, 288, 512) == weights
+    small = texture_weights(STYLE_LAYERS, weights, targets, 48, 64)  # relu3_1 12x16, relu4_1 6x8, relu5_1 3x4
     assert small == pytest.approx((0.2, 0.2, 0.2 * 192 / 256, 0.2 * 48 / 512, 0.2 * 12 / 512))
     with torch.no_grad():
         features = real_vgg(torch.rand(1, 3, 45, 61))
-    for layer in STYLE_LAYERS:
-        assert layer_shape(layer, 45, 61) == tuple(features[layer].shape[1:]), layer
+    for layer, target in zip(STYLE_LAYERS, targets):
+        assert features[layer].shape[1] == target.shape[-1], layer
+        assert layer_positions(layer, 45, 61) == features[layer].shape[2] * features[layer].shape[3], layer
 
 
-def test_texture_weights_keep_the_picture_where_the_style_would_be_copied(real_vgg, content, style):
-    """At 32x48 px relu4_1 has 24 positions for 512 channels: optimized from noise to the end,
-    the style's Gram matrices lay out the style image itself and the picture is lost (a high
-    content loss); weighed by their positions, the picture stays. Off, it hashes as before it."""
-    base = StyleSettings(size=SIZE, iterations=150, init="noise")
-    copied = Stylizer([style], base, vgg=real_vgg).stylize(content).image
-    kept = Stylizer([style], dataclasses.replace(base, texture_weights=True), vgg=real_vgg).stylize(content).image
+def test_the_picture_stays_where_full_layer_weights_copy_the_style(real_vgg, content, style):
+    """At 32x48 px relu4_1 has 24 positions for 512 channels: optimized from noise to the end with
+    every layer at its full weight (--full-layer-weights, the releases before), the style's Gram
+    matrices lay out the style image itself and the picture is lost (a high content loss); by
+    default, each weighed by its positions, the picture stays. --full-layer-weights hashes as the
+    releases before it (they recorded no such setting), the default does not."""
+    kept_settings = StyleSettings(size=SIZE, iterations=150, init="noise")
+    copied_settings = dataclasses.replace(kept_settings, full_layer_weights=True)
+    copied = Stylizer([style], copied_settings, vgg=real_vgg).stylize(content).image
+    kept = Stylizer([style], kept_settings, vgg=real_vgg).stylize(content).image
     lost, held = content_loss(real_vgg, copied, content), content_loss(real_vgg, kept, content)
-    print(f"content loss {lost:.4g} with every layer at its weight, {held:.4g} with --texture-weights")
+    print(f"content loss {lost:.4g} with every layer at its full weight, {held:.4g} by default")
     assert held < 0.8 * lost  # measured: 0.67
-    assert "texture_weights" not in base.checkpoint_dict()
-    assert dataclasses.replace(base, texture_weights=True).hash() != base.hash()
+    assert "full_layer_weights" not in copied_settings.checkpoint_dict()
+    assert kept_settings.checkpoint_dict()["full_layer_weights"] is False
