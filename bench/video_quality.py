@@ -3,8 +3,8 @@ synthetic long shot of camera motion and on synthetic handheld shake, once per m
 per mode the mean iterations per warm-started frame, wall seconds per frame, flicker (the job's
 own report: mean masked warping error, as `stylize flicker`; the same with Farneback's flow; and
 Lai et al.'s E_warp, whose mask comes from the input frames), the mean style and content loss of
-the frames (pipeline/score.py, the evaluator of `stylize score`, here at the frames' own size),
-style drift (that style loss over the last 20 frames / over the first 20) and sharpness retention.
+the frames (pipeline/score.py, the evaluator of `stylize score`, at the frames' own size and at
+its reference size of 512 px, as `stylize score` gives them), style drift (that style loss over the last 20 frames / over the first 20) and sharpness retention.
 
 Sharpness retention = (mean Laplacian variance of the last 20 stylized frames / that of the first
 20) / (the same ratio for the input frames): 1 means the texture stays as crisp as the footage
@@ -372,6 +372,23 @@ def frame_losses(styled: list[Path], content: list[Path], style_path: Path, step
     }
 
 
+def reference_scores(styled: list[Path], content: list[Path], style_path: Path, step: int) -> dict[str, float]:
+    """The mean content and style loss of every step-th frame as `stylize score` gives them: each
+    frame brought to the evaluator's reference size (512 px) first. At the frames' own size, under
+    128 px, the style loss is mostly relu4_1's term over a few dozen positions, which a copy of the
+    style image's own layout meets best (objective.texture_weights); at 512 px every layer has as
+    many positions as channels, and the loss is the texture's."""
+    from pipeline.images import load_image
+    from pipeline.score import reference_losses, reference_vgg
+
+    vgg, style = reference_vgg(), load_image(style_path)
+    scored = [
+        reference_losses(load_image(styled[i]), load_image(content[i]), [style], vgg=vgg)
+        for i in range(0, len(styled), step)
+    ]
+    return {f"{term}_512": float(np.mean([s[term] for s in scored])) for term in ("content", "style")}
+
+
 def video_options(tree: Path) -> set[str]:
     """The long options of the `stylize video` of the checkout in `tree`."""
     done = subprocess.run(
@@ -427,6 +444,7 @@ def run_mode(clip: Path, name: str, extra: list[str], args: argparse.Namespace) 
     record = json.loads((work / "job.json").read_text())
     flicker = record.get("report", {}).get("flicker", {})
     losses = frame_losses(styled, content, args.style, args.score_every)
+    losses |= reference_scores(styled, content, args.style, args.score_every)
     pairs = farneback_pairs(content)
     return {
         "mode": name.split("-", 1)[1], "frames": len(styled),
@@ -444,15 +462,16 @@ def run_mode(clip: Path, name: str, extra: list[str], args: argparse.Namespace) 
 def table(clip: str, rows: list[dict]) -> str:
     head = (
         "| mode | frames | iters/warm frame | redone | s/frame | flicker (input) | flicker, Farneback | E_warp (1e-3)"
-        " | content | style | style drift | sharpness ret. |"
+        " | content | style | content, 512 px | style, 512 px | style drift | sharpness ret. |"
     )
-    lines = [f"**{clip}**", "", head, "|" + "---|" * 12]
+    lines = [f"**{clip}**", "", head, "|" + "---|" * 14]
     for r in rows:
         lines.append(
             f"| {r['mode']} | {r['frames']} | {r['iterations_warm']:.1f} | {r['redone']} | "
             f"{r['seconds_per_frame']:.2f} | "
             f"{r['flicker']:.4g} ({r['flicker_input']:.4g}) | {r['flicker_farneback']:.4g} | {r['warp_error']:.4g} | "
-            f"{r['content']:.4g} | {r['style']:.4g} | {r['style_drift']:.3f} | "
+            f"{r['content']:.4g} | {r['style']:.4g} | {r['content_512']:.4g} | {r['style_512']:.4g} | "
+            f"{r['style_drift']:.3f} | "
             f"{r['sharpness_retention']:.3f} |"
         )
     # The flashes the jobs went on through (flash_figures), how the output follows the input's fades (fade_figures).
