@@ -4,7 +4,8 @@ per mode the mean iterations per warm-started frame, wall seconds per frame, fli
 own report: mean masked warping error, as `stylize flicker`; the same with Farneback's flow; and
 Lai et al.'s E_warp, whose mask comes from the input frames), the mean style and content loss of
 the frames (pipeline/score.py, the evaluator of `stylize score`, at the frames' own size and at
-its reference size of 512 px, as `stylize score` gives them), style drift (that style loss over the last 20 frames / over the first 20) and sharpness retention.
+its reference size of 512 px, as `stylize score` gives them), style drift (that style loss over
+the last 20 frames / over the first 20) and sharpness retention.
 
 Sharpness retention = (mean Laplacian variance of the last 20 stylized frames / that of the first
 20) / (the same ratio for the input frames): 1 means the texture stays as crisp as the footage
