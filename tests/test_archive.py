@@ -402,19 +402,20 @@ def test_archive_hashes_keep_their_values_so_existing_output_directories_resume(
 
 
 def test_an_archive_begun_before_the_range_term_keeps_its_finished_images(tmp_path, capsys):
-    """Issue 17 turned the range term on (--range-weight 3e9). An archive begun by a release before
-    it (no range_weight among its recorded settings), run again with the option left unset, goes on
-    with the value it began with: its finished images stay finished, the new ones are styled alike,
-    and it says so. Any other change restyles them all under the defaults now."""
+    """Issue 17 turned the range term on (--range-weight 3e9) and weighed down the style layers with
+    fewer positions than channels (--full-layer-weights off). An archive begun by a release before
+    them (neither among its recorded settings), run again with the options left unset, goes on
+    with the values it began with: its finished images stay finished, the new ones are styled
+    alike, and it says so. Any other change restyles them all under the defaults now."""
     source, out = tmp_path / "in", tmp_path / "out"
     source.mkdir()
     photo(32, 24, 30).save(source / "a.png")
     photo(32, 24, 31).save(source / "b.png")
     fast = ["-s", STYLE, "-o", out, "--size", 32, "--iterations", 2]
-    assert stylize(source, *fast, "--range-weight", 0, "-q") == 0
+    assert stylize(source, *fast, "--range-weight", 0, "--full-layer-weights", "-q") == 0
     info_file = out / ".stylize" / "archive.json"
     info = json.loads(info_file.read_text())
-    del info["settings"]["range_weight"]  # as the releases before issue 17 wrote it
+    del info["settings"]["range_weight"], info["settings"]["full_layer_weights"]  # as the releases before wrote it
     info_file.write_text(json.dumps(info))
     began = {r["settings_hash"] for r in archive.read_records(out).values()}
     assert began == {info["settings_hash"]}
@@ -424,12 +425,14 @@ def test_an_archive_begun_before_the_range_term_keeps_its_finished_images(tmp_pa
     capsys.readouterr()
     assert stylize(source, *fast) == 0
     err = capsys.readouterr().err
-    assert "resuming with the settings the archive began with, --range-weight 0 (the defaults now: 3e+09;" in err, err
+    began_with = "--full-layer-weights, --range-weight 0 (the defaults now: off, 3e+09;"
+    assert f"resuming with the settings the archive began with, {began_with}" in err, err
     assert "3 images: 2 done before; 1 to do" in err, err
     now = snapshot(out)
     assert {path: now[path] for path in finished} == finished  # neither image nor record touched
     assert {r["settings_hash"] for r in archive.read_records(out).values()} == began
     assert json.loads(info_file.read_text())["settings"]["range_weight"] == 0
+    assert json.loads(info_file.read_text())["settings"]["full_layer_weights"] is True
     assert "resuming with the settings the archive began with" in (out / ".stylize" / "log.txt").read_text()
 
     # Another setting changed as well: every image again, with the range term of the defaults now.
@@ -437,3 +440,4 @@ def test_an_archive_begun_before_the_range_term_keeps_its_finished_images(tmp_pa
     records = archive.read_records(out).values()
     assert len(records) == 3 and not {r["settings_hash"] for r in records} & began
     assert json.loads(info_file.read_text())["settings"]["range_weight"] == 3e9
+    assert json.loads(info_file.read_text())["settings"]["full_layer_weights"] is False

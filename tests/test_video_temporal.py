@@ -307,7 +307,8 @@ def test_a_job_begun_under_the_release_before_issue_17_resumes_with_its_settings
         "lbfgs_history": 20, "unreliable_start": "content", "first_rounds": 1, "stop_tolerance": 0.001,
         "stop_style_tolerance": 0.0, "flash_frames": 0,
     }  # fmt: skip
-    began = make_job(clips["moving"], tmp_path, settings={"range_weight": 0}, iterations_first=4, **before)
+    settings = {"range_weight": 0, "full_layer_weights": True}
+    began = make_job(clips["moving"], tmp_path, settings=settings, iterations_first=4, **before)
     with pytest.raises(Recorder.Stop):
         run_video(began, events=Recorder(stop_at=4), vgg=build_tiny_vgg())
     recorded = read_json(began.work / "job.json")["stages"]["stylize"]["settings"]
@@ -316,6 +317,7 @@ def test_a_job_begun_under_the_release_before_issue_17_resumes_with_its_settings
         "unreliable_start",
         "first_rounds",
         "range_weight",
+        "full_layer_weights",
         "stop_style_tolerance",
         "flash_frames",
     }
@@ -337,8 +339,8 @@ def test_a_job_begun_under_the_release_before_issue_17_resumes_with_its_settings
     # 0 no frame is a flash, and giving it would change nothing.
     options = (
         "--iterations-first 4, --stop-tolerance 0.001, --stop-style-tolerance 0, --lbfgs-history 20, "
-        "--unreliable-start content, --first-rounds 1, --flash-frames 0, --range-weight 0 (the "
-        "defaults now: 1500, 0.005, 0.02, 50, warped, 2, 2, 3e+09;"
+        "--unreliable-start content, --first-rounds 1, --flash-frames 0, --range-weight 0, "
+        "--full-layer-weights (the defaults now: 1500, 0.005, 0.02, 50, warped, 2, 2, 3e+09, off;"
     )
     assert any(options in m for m in events.messages), events.messages
     assert (result.report["flicker"]["pairs"], result.report["flicker"]["unmeasured"]) == (3, 2)
