@@ -49,16 +49,19 @@ MODES = {
     "default": [],
     # The release before issue 17 (18ed178), exactly: 20 curvature pairs, warm frames stopped at a
     # 0.1% loss change, the pixels where the flow is unreliable started from the content, a shot's
-    # first frame in one cold run of 600 iterations, no range term. Run so, frames 1-9 of carphone
-    # at 128 px matched that release's own tree (--tree) to every digit its job log prints.
+    # first frame in one cold run of 600 iterations, no range term, every style layer at its full
+    # weight. Run so, frames 1-9 of carphone at 128 px matched that release's own tree (--tree) to
+    # every digit its job log prints.
     "previous-default": (
         "--lbfgs-history 20 --stop-tolerance 0.001 --stop-style-tolerance 0 --unreliable-start content"
-        " --first-rounds 1 --range-weight 0 --iterations-first 600"
+        " --first-rounds 1 --range-weight 0 --iterations-first 600 --full-layer-weights"
     ).split(),
     # The releases before the range term (losses.RangeLoss): the image free to leave 0..1 while optimized.
     "range-0": ["--range-weight", "0"],
     # The release before this one: a shot's first frame at 600 iterations, warm frames stopped at 3e-3.
-    "last-release": ["--iterations-first", "600", "--stop-tolerance", "0.003", "--stop-style-tolerance", "0"],
+    "last-release": (
+        "--iterations-first 600 --stop-tolerance 0.003 --stop-style-tolerance 0 --full-layer-weights"
+    ).split(),
     # The default before warm frames waited for the style term too: the total's change alone.
     "total-stop": ["--stop-style-tolerance", "0"],
     # Each of its two settings alone.
