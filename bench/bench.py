@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from pipeline.devices import pick_device
 from pipeline.images import load_image
 from pipeline.losses import ContentLoss, StyleLoss
-from pipeline.score import reference_losses, reference_vgg
+from pipeline.score import Scorer, reference_vgg
 from pipeline.stylize import CONTENT_LAYER, REFERENCE_PIXELS, STYLE_LAYERS, StyleSettings, Stylizer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,13 +117,13 @@ def run_pastiche(size: int, device, steps: int) -> tuple[torch.Tensor, float] | 
     return (bgr[[2, 1, 0]] / 255).clamp(0, 1).unsqueeze(0), ms
 
 
-def iterations_to_reach(target: float, content, style, device, size: int, candidates: list[int]) -> int | None:
+def iterations_to_reach(target: float, content, scorer: Scorer, size: int, candidates: list[int]) -> int | None:
     """The fewest iterations (from `candidates`) after which our output scores <= target."""
-    vgg = reference_vgg().to(device)
+    style, device = scorer.styles[0], scorer.device
     for iterations in candidates:
         stylizer = Stylizer([style], StyleSettings(iterations=iterations), device=device, report_every=iterations)
         result = stylizer.stylize(content)
-        if reference_losses(result.image, content, [style], vgg=vgg, size=size)["total"] <= target:
+        if scorer(result.image, content, size=size)["total"] <= target:
             return iterations
     return None
 
@@ -218,10 +218,10 @@ def main() -> None:
     else:
         reference_image, reference_ms, _ = reference_loop(content, style, device, quality_steps)
         report["reference_tool"] = "reference loop"
-    vgg = reference_vgg().to(device)
-    target = reference_losses(reference_image, content, [style], vgg=vgg, size=quality_size)["total"]
+    scorer = Scorer([style], vgg=reference_vgg().to(device))
+    target = scorer(reference_image, content, size=quality_size)["total"]
     candidates = sorted({max(1, round(quality_steps * f)) for f in (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)})
-    needed = iterations_to_reach(target, content, style, device, quality_size, candidates)
+    needed = iterations_to_reach(target, content, scorer, quality_size, candidates)
     quality = {"size": quality_size, "reference_steps": quality_steps, "reference_ms_per_step": reference_ms,
                "reference_score": target, "ours_iterations_to_reach": needed}  # fmt: skip
     if gpu and needed:

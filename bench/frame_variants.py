@@ -41,7 +41,7 @@ from pipeline.flow import FramePair, warp  # noqa: E402
 from pipeline.images import load_image, load_styles  # noqa: E402
 from pipeline.losses import TemporalLoss  # noqa: E402
 from pipeline.optimize import EarlyStop  # noqa: E402
-from pipeline.score import reference_losses, reference_vgg  # noqa: E402
+from pipeline.score import Scorer  # noqa: E402
 from pipeline.settings import StyleSettings  # noqa: E402
 from pipeline.stylize import Stylizer  # noqa: E402
 from pipeline.temporal import WeightedLoss  # noqa: E402
@@ -144,7 +144,7 @@ def main() -> None:
             stylizers[key] = Stylizer(load_styles([args.style], own), own, device="cpu")
         return stylizers[key]
 
-    vgg, style = reference_vgg(), load_image(args.style)
+    score = Scorer([load_image(args.style)])
     for index in (int(x) for x in args.frames.split(",")):
         previous, content = (
             load_image(work / "styled" / f"{index - 1:06d}.png"),
@@ -153,7 +153,7 @@ def main() -> None:
         pair = FramePair.load(work / "flow" / f"{index:06d}.npz")
         reliability = torch.from_numpy(pair.reliability)[None, None]
         size = max(content.shape[-2:])
-        own = reference_losses(load_image(work / "styled" / f"{index:06d}.png"), content, [style], vgg=vgg, size=size)
+        own = score(load_image(work / "styled" / f"{index:06d}.png"), content, size=size)
         iterations = json.loads((work / "styled" / f"{index:06d}.json").read_text())["iterations"]
         print(f"frame {index}: the job's {iterations} iterations, style loss {own['style']:.4g}")
         for text in args.variants.split(","):
@@ -162,7 +162,7 @@ def main() -> None:
             if v.still:  # against the job's frame before, which it starts from
                 frame, mask = load_image(work / "frames" / f"{index - 1:06d}.png"), torch.ones_like(reliability)
                 init = target = previous
-                reference = reference_losses(previous, frame, [style], vgg=vgg, size=size)["style"]
+                reference = score(previous, frame, size=size)["style"]
             else:
                 init = warp_by(previous, pair.flow_back, v.start).clamp(0, 1)
                 target = warp_by(previous, pair.flow_back, v.target).clamp(0, 1)
@@ -189,7 +189,7 @@ def main() -> None:
                 stop=EarlyStop(v.tol, STOP_WINDOW, style_tolerance=v.stol),
             )  # fmt: skip
             image = (result.image.clamp(0, 1) * 255).round() / 255  # as saved
-            loss = reference_losses(image, frame, [style], vgg=vgg, size=size)["style"]
+            loss = score(image, frame, size=size)["style"]
             error = ((image - target) * 255).pow(2).mul(mask).mean().item()
             print(
                 f"  {text:40s} {result.iterations:4d} iterations  style {loss:.4g} "

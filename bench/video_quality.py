@@ -348,49 +348,40 @@ def fade_figures(clip: Path, output: Path, size: int, stats: list[dict], plan) -
 
 
 def frame_losses(styled: list[Path], content: list[Path], style_path: Path, step: int) -> dict[str, float]:
-    """The evaluator's losses (score.py): the mean content and style loss of every step-th frame,
-    and the style drift, the mean style loss of the last EDGE frames over that of the first EDGE
-    (every one of them scored). Under a cap on the iterations a warm frame hands the next a
-    texture short of its restyling, and the temporal loss holds the next to it: the texture fades
-    along the shot, and the mean over a shot depends on its length. Drift shows it; the adaptive
-    stopping rule keeps it near 1."""
-    from pipeline.images import load_image
-    from pipeline.score import reference_losses, reference_vgg
+    """The evaluator's losses (score.py), each frame loaded once and scored twice: the mean content
+    and style loss of every step-th frame at the frames' own size and at the evaluator's reference
+    size of 512 px, as `stylize score` gives them, and the style drift, the mean style loss (own
+    size) of the last EDGE frames over that of the first EDGE (every one of them scored).
 
-    vgg, style = reference_vgg(), load_image(style_path)
+    At the frames' own size, under 128 px, the style loss is mostly relu4_1's term over a few dozen
+    positions, which a copy of the style image's own layout meets best (objective.texture_weights);
+    at 512 px every layer has as many positions as channels, and the loss is the texture's. Under a
+    cap on the iterations a warm frame hands the next a texture short of its restyling, and the
+    temporal loss holds the next to it: the texture fades along the shot, and the mean over a shot
+    depends on its length. Drift shows it; the adaptive stopping rule keeps it near 1."""
+    from pipeline.images import load_image
+    from pipeline.score import REFERENCE_SIZE, Scorer
+
+    scorer = Scorer([load_image(style_path)])
     edge = min(EDGE, len(styled) // 2)
     sampled, first, last = range(0, len(styled), step), range(edge), range(len(styled) - edge, len(styled))
-    scored = {}
+    own, reference = {}, {}
     for i in sorted({*sampled, *first, *last}):
-        out_image = load_image(styled[i])
-        size = max(out_image.shape[-2:])
-        scored[i] = reference_losses(out_image, load_image(content[i]), [style], vgg=vgg, size=size)
+        out_image, content_image = load_image(styled[i]), load_image(content[i])
+        own[i] = scorer(out_image, content_image, size=max(out_image.shape[-2:]))
+        if i in sampled:
+            reference[i] = scorer(out_image, content_image, size=REFERENCE_SIZE)
 
-    def mean(term: str, frames: range) -> float:
+    def mean(scored: dict, term: str, frames: range) -> float:
         return float(np.mean([scored[i][term] for i in frames]))
 
     return {
-        "content": mean("content", sampled),
-        "style": mean("style", sampled),
-        "style_drift": mean("style", last) / mean("style", first),
+        "content": mean(own, "content", sampled),
+        "style": mean(own, "style", sampled),
+        "style_drift": mean(own, "style", last) / mean(own, "style", first),
+        "content_512": mean(reference, "content", sampled),
+        "style_512": mean(reference, "style", sampled),
     }
-
-
-def reference_scores(styled: list[Path], content: list[Path], style_path: Path, step: int) -> dict[str, float]:
-    """The mean content and style loss of every step-th frame as `stylize score` gives them: each
-    frame brought to the evaluator's reference size (512 px) first. At the frames' own size, under
-    128 px, the style loss is mostly relu4_1's term over a few dozen positions, which a copy of the
-    style image's own layout meets best (objective.texture_weights); at 512 px every layer has as
-    many positions as channels, and the loss is the texture's."""
-    from pipeline.images import load_image
-    from pipeline.score import reference_losses, reference_vgg
-
-    vgg, style = reference_vgg(), load_image(style_path)
-    scored = [
-        reference_losses(load_image(styled[i]), load_image(content[i]), [style], vgg=vgg)
-        for i in range(0, len(styled), step)
-    ]
-    return {f"{term}_512": float(np.mean([s[term] for s in scored])) for term in ("content", "style")}
 
 
 def video_options(tree: Path) -> set[str]:
@@ -448,7 +439,6 @@ def run_mode(clip: Path, name: str, extra: list[str], args: argparse.Namespace) 
     record = json.loads((work / "job.json").read_text())
     flicker = record.get("report", {}).get("flicker", {})
     losses = frame_losses(styled, content, args.style, args.score_every)
-    losses |= reference_scores(styled, content, args.style, args.score_every)
     pairs = farneback_pairs(content)
     return {
         "mode": name.split("-", 1)[1], "frames": len(styled),

@@ -29,7 +29,42 @@ def reference_vgg() -> VGG19:
     return load_vgg19("original", layers=(CONTENT_LAYER, *STYLE_LAYERS), pooling="max")
 
 
-@torch.no_grad()
+class Scorer:
+    """The evaluator for many images against the same style images: their Gram targets are
+    computed once per scoring size and kept, so that scoring a video's frames costs two VGG passes
+    a frame (the frame and its content), not three."""
+
+    def __init__(
+        self, styles: Sequence[torch.Tensor], *, blend: Sequence[float] | None = None, vgg: VGG19 | None = None
+    ):
+        self.vgg = vgg or reference_vgg()
+        self.device = next(self.vgg.parameters()).device
+        self.styles = list(styles)
+        weights = list(blend) if blend else [1.0] * len(self.styles)
+        self.blend = [w / sum(weights) for w in weights]
+        self.targets: dict[int, list[torch.Tensor]] = {}
+
+    @torch.no_grad()
+    def style_targets(self, size: int) -> list[torch.Tensor]:
+        if size not in self.targets:
+            styles = [resize_style(style, size).to(self.device, torch.float32) for style in self.styles]
+            self.targets[size] = blended_gram_targets(self.vgg, styles, self.blend, STYLE_LAYERS)
+        return self.targets[size]
+
+    @torch.no_grad()
+    def __call__(self, output: torch.Tensor, content: torch.Tensor, *, size: int = REFERENCE_SIZE) -> dict[str, float]:
+        """Images are (1, 3, H, W) RGB 0..1 of any size; the content is resized to the output's shape."""
+        output = resize_long_side(output.to(self.device, torch.float32), size)
+        content = resize_to(content.to(self.device, torch.float32), tuple(output.shape[-2:]))
+        features = self.vgg(output)
+        content_loss = ContentLoss(self.vgg(content)[CONTENT_LAYER])(features[CONTENT_LAYER]).item()
+        style_loss = sum(
+            StyleLoss(t)(features[layer]).item() / len(STYLE_LAYERS)
+            for t, layer in zip(self.style_targets(size), STYLE_LAYERS)
+        )
+        return {"content": content_loss, "style": style_loss, "total": content_loss + REFERENCE_BETA * style_loss}
+
+
 def reference_losses(
     output: torch.Tensor,
     content: torch.Tensor,
@@ -39,18 +74,5 @@ def reference_losses(
     vgg: VGG19 | None = None,
     size: int = REFERENCE_SIZE,
 ) -> dict[str, float]:
-    """Images are (1, 3, H, W) RGB 0..1 of any size; the content is resized to the output's shape."""
-    vgg = vgg or reference_vgg()
-    device = next(vgg.parameters()).device
-    output = resize_long_side(output.to(device, torch.float32), size)
-    content = resize_to(content.to(device, torch.float32), tuple(output.shape[-2:]))
-    blend = list(blend) if blend else [1.0] * len(styles)
-    blend = [w / sum(blend) for w in blend]
-    features = vgg(output)
-    content_loss = ContentLoss(vgg(content)[CONTENT_LAYER])(features[CONTENT_LAYER]).item()
-    styles = [resize_style(style, size).to(device, torch.float32) for style in styles]
-    targets = blended_gram_targets(vgg, styles, blend, STYLE_LAYERS)
-    style_loss = sum(
-        StyleLoss(t)(features[layer]).item() / len(STYLE_LAYERS) for t, layer in zip(targets, STYLE_LAYERS)
-    )
-    return {"content": content_loss, "style": style_loss, "total": content_loss + REFERENCE_BETA * style_loss}
+    """One image's losses (a Scorer for one use); images are (1, 3, H, W) RGB 0..1 of any size."""
+    return Scorer(styles, blend=blend, vgg=vgg)(output, content, size=size)

@@ -10,7 +10,7 @@ from pipeline.cli import app
 from pipeline.color import luminance, match_color_histogram, rgb_to_yiq, yiq_to_rgb
 from pipeline.errors import InputError
 from pipeline.images import load_image
-from pipeline.score import reference_losses, reference_vgg
+from pipeline.score import Scorer, reference_losses, reference_vgg
 from pipeline.stylize import PRESETS, StyleSettings, Stylizer, scale_sizes, split_iterations
 
 CONTENT, STYLE = "samples/chelsea.png", "samples/ihc.png"
@@ -136,6 +136,21 @@ def test_evaluator_is_stable_and_ranks_a_stylized_image_below_the_content(images
     assert of_content["content"] == 0
     assert first["style"] < 0.5 * of_content["style"]
     assert first["total"] == pytest.approx(first["content"] + 1e3 * first["style"])
+
+
+def test_a_scorer_keeps_its_style_targets_per_size_and_scores_as_one_call_does(images, vgg):
+    """Scoring many frames (bench/video_quality.py) computes the style's Gram targets once per
+    size: the same losses as a call of their own, a second size its own targets."""
+    content, style = images
+    other = content.flip(-1)
+    scorer = Scorer([style], vgg=vgg)
+    at_64 = [scorer(image, content, size=64) for image in (content, other)]
+    assert list(scorer.targets) == [64]
+    assert at_64 == [reference_losses(image, content, [style], vgg=vgg, size=64) for image in (content, other)]
+    assert at_64[1]["content"] > 0 == at_64[0]["content"]
+    at_48 = scorer(other, content, size=48)
+    assert sorted(scorer.targets) == [48, 64]
+    assert at_48 == reference_losses(other, content, [style], vgg=vgg, size=48) != at_64[1]
 
 
 def test_evaluator_scores_against_the_style_target_the_jobs_optimize_toward(vgg):
