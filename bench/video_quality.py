@@ -60,7 +60,7 @@ MODES = {
     "range-0": ["--range-weight", "0"],
     # The release before this one: a shot's first frame at 600 iterations, warm frames stopped at 3e-3.
     "last-release": (
-        "--iterations-first 600 --stop-tolerance 0.003 --stop-style-tolerance 0 --full-layer-weights"
+        "--iterations-first 600 --stop-tolerance 0.003 --stop-style-tolerance 0 --full-layer-weights --settle free"
     ).split(),
     # The default before warm frames waited for the style term too: the total's change alone.
     "total-stop": ["--stop-style-tolerance", "0"],
@@ -98,9 +98,14 @@ MODES = {
     "fades-ignored": ["--ignore-fades"],
     # The releases before: a change of light that scores as a cut is one (the `relit` clip shows the difference).
     "light-cuts": ["--light-cuts"],
-    # The releases before this one: every style layer at its full weight, at the bench's sizes the
+    # Every style layer at its full weight (the releases before b820d38), at the bench's sizes the
     # deep layers copying the style image's layout (objective.texture_weights).
     "full-layers": ["--full-layer-weights"],
+    # The releases before this one (b820d38 exactly): a shot's first frame settled by free rounds of
+    # 50 iterations, crisper than the warm frames after it (temporal.SettleRound).
+    "settle-free": ["--settle", "free"],
+    # Two held settling rounds after the cold run instead of one.
+    "rounds-3": ["--first-rounds", "3"],
 }
 EDGE = 20  # frames at each end of the shot for style drift and sharpness retention
 

@@ -244,6 +244,7 @@ def video(
     warp: opts.WarpOpt = video_defaults.DEFAULT_WARP,
     unreliable_start: opts.UnreliableStartOpt = video_defaults.DEFAULT_UNRELIABLE_START,
     first_rounds: opts.FirstRoundsOpt = video_defaults.DEFAULT_FIRST_ROUNDS,
+    settle: opts.SettleOpt = video_defaults.DEFAULT_SETTLE,
     flash_frames: opts.FlashFramesOpt = video_defaults.DEFAULT_FLASH_FRAMES,
     free_flashes: opts.FreeFlashesOpt = False,
     ignore_fades: opts.IgnoreFadesOpt = False,
@@ -282,7 +283,7 @@ def video(
         flow_workers=flow_workers, backend=backend,
         scheduler=scheduler, max_shot_frames=max_shot_frames, segment_overlap=segment_overlap,
         long_term=video_defaults.parse_long_term(long_term), warp=warp, first_rounds=first_rounds, passes=passes,
-        flash_frames=flash_frames, free_flashes=free_flashes, ignore_fades=ignore_fades,
+        settle=settle, flash_frames=flash_frames, free_flashes=free_flashes, ignore_fades=ignore_fades,
         light_cuts=light_cuts,
         defaulted=frozenset(name for name in video_defaults.OWN_DEFAULTS if left_unset(context, name)),
     )  # fmt: skip

@@ -307,6 +307,16 @@ FirstRoundsOpt = Annotated[
         "starts in the look its later frames keep (1: one run).",
     ),
 ]
+SettleOpt = Annotated[
+    Literal["held", "free"],
+    option(
+        panel=VIDEO,
+        help="How a shot's first frame settles after its cold run (--first-rounds): held, each round as a warm frame "
+        "of a still shot runs (held to the image resampled by the temporal loss, stopped by the warm frames' rule), "
+        f"so the shot starts in the look its later frames keep; free, {video_defaults.SETTLE_ITERATIONS} iterations "
+        "a round without the temporal loss (the releases before: a first frame crisper than the frames after it).",
+    ),
+]
 FlashFramesOpt = Annotated[
     int,
     option(

@@ -74,6 +74,7 @@ OWN_DEFAULTS = {
     "lbfgs_history": HISTORY_SIZE,
     "unreliable_start": "content",
     "first_rounds": 1,
+    "settle": "free",
     "flash_frames": 0,
     "free_flashes": True,
     "ignore_fades": True,
@@ -108,6 +109,14 @@ DEFAULT_UNRELIABLE_START = "warped"
 # lowest style loss, sharpness retention nearest 1 on the sample clip and flicker within 3% of the
 # lowest; after 4, the first frame came out softer than the shot's later frames.
 DEFAULT_FIRST_ROUNDS = 2
+# How each settling round after the cold run runs (temporal.SettleRound): held, as a warm frame of a
+# still shot does (held to the image resampled by the temporal term, stopped by the warm frames'
+# rule), or free (SETTLE_ITERATIONS and no temporal term: the releases before). A free round lands
+# where a cold start does, not where the warm frames stay: at 64 px its first frame kept twice the
+# Laplacian variance of the shot's tenth frame, coloured grain the warm frames shed over their
+# first 5-10 frames, a crisp-then-soft "pop" at every cut (docs/video-quality.md).
+SETTLE_MODES = ("held", "free")
+DEFAULT_SETTLE = "held"
 # Each settling round after the cold run: enough for L-BFGS to gather curvature and restore the
 # grain the resampling took (measured with the first frame at 600: 550 cold and one run of 50).
 SETTLE_ITERATIONS = 50
@@ -146,6 +155,7 @@ DIS_ONLY = {
     "warp": DEFAULT_WARP,
     "unreliable_start": DEFAULT_UNRELIABLE_START,
     "first_rounds": DEFAULT_FIRST_ROUNDS,
+    "settle": DEFAULT_SETTLE,
     "passes": 1,
     "flash_frames": DEFAULT_FLASH_FRAMES,
     "free_flashes": False,

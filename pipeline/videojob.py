@@ -24,6 +24,7 @@ from .video_defaults import (
     DEFAULT_LBFGS_HISTORY,
     DEFAULT_LONG_TERM,
     DEFAULT_SCENE_THRESHOLD,
+    DEFAULT_SETTLE,
     DEFAULT_STOP_CHANGE,
     DEFAULT_STOP_STYLE_TOLERANCE,
     DEFAULT_STOP_TOLERANCE,
@@ -41,6 +42,7 @@ from .video_defaults import (
     MAX_SEGMENT_OVERLAP,
     MAX_SHOT_FRAMES,
     MIN_FIRST_ITERATIONS,
+    SETTLE_MODES,
     UNRELIABLE_STARTS,
     WARP_MODES,
     check_flow_options,
@@ -83,6 +85,7 @@ class VideoJob:
     warp: str = DEFAULT_WARP  # the interpolation that carries a stylized frame onto the next
     unreliable_start: str = DEFAULT_UNRELIABLE_START  # a warm frame's start where the flow is unreliable
     first_rounds: int = DEFAULT_FIRST_ROUNDS  # a shot's first frame settles in this many runs
+    settle: str = DEFAULT_SETTLE  # how each run after the cold one goes: held (as a warm frame) or free
     passes: int = 1  # passes over each shot, in alternating directions (passes.py)
     flash_frames: int = DEFAULT_FLASH_FRAMES  # a change of light this short is a flash, not a cut (cuts.py)
     free_flashes: bool = False  # a flash's frames free of the temporal term, as the release before (temporal.py)
@@ -139,6 +142,8 @@ class VideoJob:
             raise InputError(f"--lbfgs-history {self.lbfgs_history}: must be between 1 and {MAX_LBFGS_HISTORY}")
         if not 1 <= self.first_rounds <= MAX_FIRST_ROUNDS:
             raise InputError(f"--first-rounds {self.first_rounds}: must be between 1 and {MAX_FIRST_ROUNDS}")
+        if self.settle not in SETTLE_MODES:
+            raise InputError(f"--settle {self.settle!r}: must be one of {', '.join(SETTLE_MODES)}")
         self._check_long_term()
         self._check_passes()
         for name, default in DIS_ONLY.items():

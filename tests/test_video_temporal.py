@@ -48,6 +48,7 @@ from pipeline.video_defaults import (
     MAX_LBFGS_HISTORY,
     MIN_FIRST_ITERATIONS,
     OWN_DEFAULTS,
+    STOP_WINDOW,
     UNRELIABLE_STARTS,
     WARP_MODES,
 )
@@ -605,7 +606,8 @@ def test_lbfgs_history_reaches_every_frame_and_the_stylize_stage_hash(clips, tmp
 
 def test_a_shots_first_frame_settles_in_rounds_within_its_iterations(clips, tmp_path):
     """--first-rounds: a shot's first frame runs cold, then short rounds, each from the image
-    resampled (the cold start's grain shed before the shot starts); warm frames are not touched."""
+    resampled (the cold start's grain shed before the shot starts); warm frames are not touched.
+    Here --settle free, the releases before's rounds: 50 iterations each (held rounds: the next test)."""
     # The cold run first and whole, the settling runs of SETTLE_ITERATIONS after it, never more
     # than half of the iterations.
     assert settle_shares(600, 4) == [450, SETTLE_ITERATIONS, SETTLE_ITERATIONS, SETTLE_ITERATIONS] == [450, 50, 50, 50]
@@ -618,7 +620,7 @@ def test_a_shots_first_frame_settles_in_rounds_within_its_iterations(clips, tmp_
 
     runs = {}
     for rounds in (1, 4):
-        options = {"first_rounds": rounds, "iterations_first": 160, "keep_frames": True}
+        options = {"first_rounds": rounds, "iterations_first": 160, "keep_frames": True, "settle": "free"}
         job = make_job(clips["cut"], tmp_path / str(rounds), **options)
         run_video(job, vgg=build_tiny_vgg())
         runs[rounds] = job
@@ -632,6 +634,7 @@ def test_a_shots_first_frame_settles_in_rounds_within_its_iterations(clips, tmp_
     assert (settled[4]["start"], settled[4]["iterations"], settled[4]["rounds"]) == ("cut", 160, 2)
     settings = read_json(runs[4].work / "job.json")["stages"]["stylize"]["settings"]
     assert (settings["first_rounds"], settings["settle_iterations"]) == (4, SETTLE_ITERATIONS)
+    assert "settle" not in settings  # free: as the release before recorded it, its jobs keep their hash
     assert not {"first_rounds", "settle_iterations"} & set(
         read_json(runs[1].work / "job.json")["stages"]["stylize"]["settings"]
     )
@@ -641,6 +644,61 @@ def test_a_shots_first_frame_settles_in_rounds_within_its_iterations(clips, tmp_
     first = [load_image(job.work / "styled" / "000001.png") for job in runs.values()]
     assert not torch.equal(*first)
     assert settled[0]["loss"] != plain[0]["loss"]
+
+
+def test_a_held_settling_round_runs_as_a_warm_frame_of_a_still_shot(tmp_path):
+    """--settle held (the default): each settling round after the cold run is held to the resampled
+    image it starts from by the temporal term and stopped by the warm frames' rule, so the first
+    frame stays where a warm frame would; a free round runs its 50 iterations on the objective
+    alone, back toward the cold start's look (the grain the warm frames then shed: a "pop")."""
+    from pipeline.stylize import Stylizer
+    from pipeline.temporal import SettleRound, optimize_frame
+
+    stylizer = Stylizer([to_tensor(texture(3, 32, 32))], StyleSettings(size=WIDTH, seed=1), vgg=build_tiny_vgg())
+    content = to_tensor(shot(1, seed=0)[0])
+    plan = StartPlan(iterations_first=160, iterations=40, temporal_weight=3e9, stop_tolerance=1e-3, first_rounds=2)
+    held = FlowWarmStart(replace(plan, settle="held")).first()
+    assert held.settle == SettleRound(iterations=40, temporal_weight=3e9, stop=EarlyStop(1e-3, STOP_WINDOW))
+    assert FlowWarmStart(plan).first().settle == SettleRound()  # free: 50 iterations, nothing else
+    still = held.settle.losses(content)["temporal"]
+    assert still(content).item() == 0 < still(content.flip(-1)).item()
+
+    runs = {name: optimize_frame(stylizer, content, start, None, None)[0] for name, start in
+            (("held", held), ("free", FlowWarmStart(plan).first()))}  # fmt: skip
+    cold = optimize_frame(
+        stylizer, content, FlowWarmStart(replace(plan, iterations_first=110, first_rounds=1)).first(), None, None
+    )[0]
+    assert cold.iterations == 110 and cold.history == runs["free"].history[:110] == runs["held"].history[:110]
+    settled_from = resample(cold.image, "bilinear")
+    moved = {name: (run.image - settled_from).abs().mean().item() for name, run in runs.items()}
+    assert moved["held"] < 0.5 * moved["free"], moved
+    assert runs["free"].iterations == 160 and 110 < runs["held"].iterations < 110 + 40
+    assert "temporal" in runs["held"].final_terms and "temporal" not in runs["free"].final_terms
+
+
+def test_a_job_begun_with_free_settling_rounds_resumes_with_them_when_left_unset(clips, tmp_path):
+    """A job begun under the release before --settle (its first frames settled by free rounds, no
+    "settle" in its stylize settings) goes on with them when --settle is left unset, its finished
+    frames kept; a held job records the mode and the stage's hash changes with it."""
+    began = make_job(clips["moving"], tmp_path, first_rounds=2, settle="free", iterations_first=120)
+    with pytest.raises(Recorder.Stop):
+        run_video(began, events=Recorder(stop_at=3), vgg=build_tiny_vgg())
+    recorded = read_json(began.work / "job.json")["stages"]["stylize"]["settings"]
+    assert recorded["first_rounds"] == 2 and "settle" not in recorded
+    finished = {name: t for name, t in mtimes(began.work / "styled").items() if name.endswith(".json")}
+
+    events = Recorder()
+    rerun = make_job(clips["moving"], tmp_path, first_rounds=2, iterations_first=120, defaulted=frozenset({"settle"}))
+    assert rerun.settle == "held"
+    run_video(rerun, events=events, vgg=build_tiny_vgg())
+    assert events.started == [3, 4, 5, 6]
+    assert {k: v for k, v in mtimes(began.work / "styled").items() if k in finished} == finished
+    assert any("--settle free (the defaults now: held" in m for m in events.messages), events.messages
+
+    held = make_job(clips["moving"], tmp_path / "held", first_rounds=2, iterations_first=120)
+    run_video(held, vgg=build_tiny_vgg())
+    assert read_json(held.work / "job.json")["stages"]["stylize"]["settings"]["settle"] == "held"
+    assert frame_stats(held.work)[0]["terms"]["temporal"] > 0  # its last round held
 
 
 def test_a_shots_first_frame_keeps_a_cold_starts_iterations_whatever_the_warm_frames_budget(clips, tmp_path):
