@@ -101,11 +101,11 @@ MODES = {
     # Every style layer at its full weight (the releases before b820d38), at the bench's sizes the
     # deep layers copying the style image's layout (objective.texture_weights).
     "full-layers": ["--full-layer-weights"],
-    # The releases before this one (b820d38 exactly): a shot's first frame settled by free rounds of
-    # 50 iterations, crisper than the warm frames after it (temporal.SettleRound).
-    "settle-free": ["--settle", "free"],
-    # Two held settling rounds after the cold run instead of one.
-    "rounds-3": ["--first-rounds", "3"],
+    # The release before this one (b820d38 exactly): a shot's first frame settled by one free round
+    # of 50 iterations, crisper than the warm frames after it (temporal.SettleRound).
+    "settle-free": ["--settle", "free", "--first-rounds", "2"],
+    # One held settling round after the cold run instead of two.
+    "rounds-2": ["--first-rounds", "2"],
 }
 EDGE = 20  # frames at each end of the shot for style drift and sharpness retention
 

@@ -302,9 +302,9 @@ FirstRoundsOpt = Annotated[
     int,
     option(
         panel=VIDEO,
-        help=f"A shot's first frame runs cold, then this many rounds in all: each later one "
-        f"{video_defaults.SETTLE_ITERATIONS} iterations from the image resampled as a warm start is, so the shot "
-        "starts in the look its later frames keep (1: one run).",
+        help="A shot's first frame runs cold, then this many rounds in all: each later one from the image "
+        "resampled as a warm start is (--settle: how), so the shot starts in the look its later frames keep "
+        "(1: one run).",
     ),
 ]
 SettleOpt = Annotated[

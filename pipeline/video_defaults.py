@@ -104,17 +104,22 @@ DEFAULT_WARP = "bilinear"
 UNRELIABLE_STARTS = ("warped", "content")
 DEFAULT_UNRELIABLE_START = "warped"
 # A shot's first frame settles: a cold run, then this many rounds in all, each later one from the
-# image resampled as a warm start is (temporal.py, "Settling"); 1: the cold run alone. Measured on
-# the sample clip at 64 and 128 px and the shake (docs/video-quality.md): 2 rounds gave the
-# lowest style loss, sharpness retention nearest 1 on the sample clip and flicker within 3% of the
-# lowest; after 4, the first frame came out softer than the shot's later frames.
-DEFAULT_FIRST_ROUNDS = 2
+# image resampled as a warm start is (temporal.py, "Settling"); 1: the cold run alone. With free
+# rounds (below; the releases before) 2 gave the lowest style loss on the sample clip at 64 and 128
+# px and the shake, and after 4 the first frame came out softer than the shot's later frames. With
+# held rounds, on the sample clip and the shake at 64 px, 3 (two held rounds) against 2: the style
+# loss at 512 px 1.3-1.6% lower, E_warp 1.5-5% lower, flicker by DIS the same, the first frame's
+# grain nearer its successors' (docs/video-quality.md).
+DEFAULT_FIRST_ROUNDS = 3
 # How each settling round after the cold run runs (temporal.SettleRound): held, as a warm frame of a
 # still shot does (held to the image resampled by the temporal term, stopped by the warm frames'
 # rule), or free (SETTLE_ITERATIONS and no temporal term: the releases before). A free round lands
 # where a cold start does, not where the warm frames stay: at 64 px its first frame kept twice the
 # Laplacian variance of the shot's tenth frame, coloured grain the warm frames shed over their
-# first 5-10 frames, a crisp-then-soft "pop" at every cut (docs/video-quality.md).
+# first 5-10 frames, a crisp-then-soft "pop" at every cut. Held, on the same clips at 64 px: the
+# style loss at 512 px 1.8-2.4% lower, sharpness retention on the shake 0.863 against 0.710, flicker
+# by E_warp 3-5% lower, by DIS the same on the shake and 3.5% higher on the sample clip
+# (docs/video-quality.md).
 SETTLE_MODES = ("held", "free")
 DEFAULT_SETTLE = "held"
 # Each settling round after the cold run: enough for L-BFGS to gather curvature and restore the

@@ -40,6 +40,7 @@ from pipeline.stylize import StyleSettings
 from pipeline.temporal import SETTLE_ITERATIONS, FlowWarmStart, StartPlan, closest_first, resample, settle_shares
 from pipeline.video import VideoJob, run_video
 from pipeline.video_defaults import (
+    DEFAULT_FIRST_ROUNDS,
     DEFAULT_LBFGS_HISTORY,
     DEFAULT_SCENE_THRESHOLD,
     DEFAULT_STOP_STYLE_TOLERANCE,
@@ -341,7 +342,7 @@ def test_a_job_begun_under_the_release_before_issue_17_resumes_with_its_settings
     options = (
         "--iterations-first 4, --stop-tolerance 0.001, --stop-style-tolerance 0, --lbfgs-history 20, "
         "--unreliable-start content, --first-rounds 1, --flash-frames 0, --range-weight 0, "
-        "--full-layer-weights (the defaults now: 1500, 0.005, 0.02, 50, warped, 2, 2, 3e+09, off;"
+        "--full-layer-weights (the defaults now: 1500, 0.005, 0.02, 50, warped, 3, 2, 3e+09, off;"
     )
     assert any(options in m for m in events.messages), events.messages
     assert (result.report["flicker"]["pairs"], result.report["flicker"]["unmeasured"]) == (3, 2)
@@ -716,9 +717,10 @@ def test_a_shots_first_frame_keeps_a_cold_starts_iterations_whatever_the_warm_fr
     job = make_job(clips["short"], tmp_path / "job", settings={"iterations": 2}, iterations_first=None)
     run_video(job, vgg=build_tiny_vgg())
     stats = frame_stats(job.work)
-    # The cold run, then one held settling round of at most --iterations (the free rounds' 50 off the cold run).
-    cold = MIN_FIRST_ITERATIONS - SETTLE_ITERATIONS
-    assert stats[0]["start"] == "init" and cold < stats[0]["iterations"] <= cold + 2 and len(stats) == 4
+    # The cold run, then held settling rounds of at most --iterations each (the free rounds' 50 off the cold run).
+    cold, *rounds = settle_shares(MIN_FIRST_ITERATIONS, DEFAULT_FIRST_ROUNDS)
+    assert (cold, len(rounds)) == (1400, 2)
+    assert stats[0]["start"] == "init" and cold < stats[0]["iterations"] <= cold + 2 * 2 and len(stats) == 4
     assert all(s["start"] == "warped" and s["iterations"] < 1500 for s in stats[1:])
     assert read_json(job.work / "job.json")["stages"]["stylize"]["settings"]["iterations_first"] == 1500
 
