@@ -61,6 +61,7 @@ MODES = {
     # The release before this one: a shot's first frame at 600 iterations, warm frames stopped at 3e-3.
     "last-release": (
         "--iterations-first 600 --stop-tolerance 0.003 --stop-style-tolerance 0 --full-layer-weights --settle free"
+        " --first-rounds 2"
     ).split(),
     # The default before warm frames waited for the style term too: the total's change alone.
     "total-stop": ["--stop-style-tolerance", "0"],

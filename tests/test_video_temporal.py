@@ -490,6 +490,7 @@ def test_video_command_rejects_bad_temporal_options_with_exit_2(clips, tmp_path,
         ("--long-term", "1,2,32", "--long-term 1,2,32: frames at most 16 back"),
         ("--warp", "nearest", "'--warp': 'nearest' is not one of 'bilinear', 'bicubic'"),  # checked by click
         ("--unreliable-start", "noise", "'--unreliable-start': 'noise' is not one of 'warped', 'content'"),
+        ("--settle", "loose", "'--settle': 'loose' is not one of 'held', 'free'"),
         ("--lbfgs-history", 0, f"--lbfgs-history 0: must be between 1 and {MAX_LBFGS_HISTORY}"),
         ("--lbfgs-history", MAX_LBFGS_HISTORY + 1, f"--lbfgs-history {MAX_LBFGS_HISTORY + 1}"),
         ("--flash-frames", -1, f"--flash-frames -1: must be between 0 (off) and {MAX_FLASH_FRAMES}"),
@@ -504,6 +505,7 @@ def test_video_command_rejects_bad_temporal_options_with_exit_2(clips, tmp_path,
         ["--flow", "none", "--flash-frames", "0"],
         ["--flow", "independent", "--free-flashes"],
         ["--flow", "none", "--light-cuts"],
+        ["--flow", "none", "--settle", "free"],
     ):
         code, _, err = cli(["video", clips["short"], "-s", STYLE, "-o", tmp_path / "o.mp4", *no_flow], capsys)
         assert code == 2 and len(err.splitlines()) == 1 and f"{no_flow[2]} applies to --flow dis only" in err, err
