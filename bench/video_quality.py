@@ -58,7 +58,7 @@ MODES = {
     ).split(),
     # The releases before the range term (losses.RangeLoss): the image free to leave 0..1 while optimized.
     "range-0": ["--range-weight", "0"],
-    # The release before this one: a shot's first frame at 600 iterations, warm frames stopped at 3e-3.
+    # The release before the first frame's 1500 iterations: 600, warm frames stopped at 3e-3.
     "last-release": (
         "--iterations-first 600 --stop-tolerance 0.003 --stop-style-tolerance 0 --full-layer-weights --settle free"
         " --first-rounds 2"
@@ -102,11 +102,13 @@ MODES = {
     # Every style layer at its full weight (the releases before b820d38), at the bench's sizes the
     # deep layers copying the style image's layout (objective.texture_weights).
     "full-layers": ["--full-layer-weights"],
-    # The release before this one (b820d38 exactly): a shot's first frame settled by one free round
+    # Two releases before this one (b820d38 exactly): a shot's first frame settled by one free round
     # of 50 iterations, crisper than the warm frames after it (temporal.SettleRound).
-    "settle-free": ["--settle", "free", "--first-rounds", "2"],
+    "settle-free": ["--settle", "free", "--first-rounds", "2", "--stop-tolerance", "0.005"],
     # One held settling round after the cold run instead of two.
     "rounds-2": ["--first-rounds", "2"],
+    # The release before this one (d741b88 exactly): warm frames stopped at a 0.5% loss change.
+    "stop-5e-3": ["--stop-tolerance", "0.005"],
 }
 EDGE = 20  # frames at each end of the shot for style drift and sharpness retention
 

@@ -100,7 +100,7 @@ def test_video_help_has_panels_and_defaults_as_a_person_writes_them():
     text = render(["video", "--help"], {"COLUMNS": "80"})
     for title in HELP_PANELS[:5]:
         assert re.search(rf"╭─ {re.escape(title)} ─", text), f"no {title!r} panel in:\n{text}"
-    assert "[default: 3e9]" in text and "[default: 0.005]" in text and "[default: 1e4]" in text, text
+    assert "[default: 3e9]" in text and "[default: 0.01]" in text and "[default: 1e4]" in text, text
     for raw in ("3000000000", "18446744073709551615", "10000.0", "<str>", "<bool>", "list[Path]"):
         assert raw not in text, f"{raw!r} in:\n{text}"
 

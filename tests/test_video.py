@@ -40,9 +40,10 @@ from pipeline.cli import main
 from pipeline.decode import ffmpeg_binary, probe
 from pipeline.errors import InputError
 from pipeline.manifest import WorkDirLock, read_json
+from pipeline.settings import option_text
 from pipeline.status import status_lines
 from pipeline.video import run_video
-from pipeline.video_defaults import OWN_DEFAULTS
+from pipeline.video_defaults import DEFAULT_STOP_TOLERANCE, OWN_DEFAULTS
 
 
 @pytest.fixture(scope="module")
@@ -323,7 +324,8 @@ def test_a_rerun_leaving_a_changed_default_unset_resumes_with_the_value_the_job_
     settings = read_json(work / "job.json")["stages"]["stylize"]["settings"]
     assert (settings["iterations_first"], settings["stop_tolerance"]) == (3, 0.003)
     resumed = "resuming with the settings the job began with, --iterations-first 3, --stop-tolerance 0.003"
-    assert any(resumed + " (the defaults now: 1500, 0.005;" in m for m in events.messages), events.messages
+    now = f" (the defaults now: 1500, {option_text(DEFAULT_STOP_TOLERANCE)};"
+    assert any(resumed + now in m for m in events.messages), events.messages
 
     # One given as the defaults are now: every frame again, the others at the defaults now too.
     events = Recorder()
@@ -342,7 +344,7 @@ def test_a_rerun_leaving_a_changed_default_unset_resumes_with_the_value_the_job_
     run_video(restyled, events=events, vgg=build_tiny_vgg())
     assert events.started == [1, 2, 3, 4]
     settings = read_json(work / "job.json")["stages"]["stylize"]["settings"]
-    assert (settings["iterations_first"], settings["stop_tolerance"]) == (1500, 0.005)
+    assert (settings["iterations_first"], settings["stop_tolerance"]) == (1500, DEFAULT_STOP_TOLERANCE)
     assert not any("resuming with" in m for m in events.messages), events.messages
 
 
@@ -364,17 +366,14 @@ def test_the_command_line_leaves_stop_tolerance_to_the_job_only_where_it_is_not_
     stylize("--stop-tolerance", "0.003", "-q")
     placed = out.stat().st_mtime_ns
     again = stylize()
-    assert "already done" in again.stderr and "--stop-tolerance 0.003 (the defaults now: 0.005;" in again.stderr, (
-        again.stderr
-    )
+    now = f"--stop-tolerance 0.003 (the defaults now: {option_text(DEFAULT_STOP_TOLERANCE)};"
+    assert "already done" in again.stderr and now in again.stderr, again.stderr
     assert out.stat().st_mtime_ns == placed
-    given = stylize("--stop-tolerance", "0.005")
+    given = stylize("--stop-tolerance", option_text(DEFAULT_STOP_TOLERANCE))
     assert "stylize: settings changed (stop_tolerance)" in given.stderr, given.stderr
     assert out.stat().st_mtime_ns != placed
-    assert (
-        read_json(out.with_name("out.mp4.work") / "job.json")["stages"]["stylize"]["settings"]["stop_tolerance"]
-        == 0.005
-    )
+    recorded = read_json(out.with_name("out.mp4.work") / "job.json")["stages"]["stylize"]["settings"]
+    assert recorded["stop_tolerance"] == DEFAULT_STOP_TOLERANCE
 
 
 def test_clean_removes_frames_after_encoding_and_the_job_stays_done(clips, tmp_path):

@@ -34,7 +34,7 @@ from pipeline.flowstage import FlowStage, PairPlan
 from pipeline.images import load_image
 from pipeline.manifest import read_json
 from pipeline.optimize import EarlyStop
-from pipeline.settings import HISTORY_SIZE
+from pipeline.settings import HISTORY_SIZE, option_text
 from pipeline.status import status_lines
 from pipeline.stylize import StyleSettings
 from pipeline.temporal import SETTLE_ITERATIONS, FlowWarmStart, StartPlan, closest_first, resample, settle_shares
@@ -44,6 +44,7 @@ from pipeline.video_defaults import (
     DEFAULT_LBFGS_HISTORY,
     DEFAULT_SCENE_THRESHOLD,
     DEFAULT_STOP_STYLE_TOLERANCE,
+    DEFAULT_STOP_TOLERANCE,
     LBFGS_HISTORY_BYTES,
     MAX_FLASH_FRAMES,
     MAX_LBFGS_HISTORY,
@@ -331,7 +332,11 @@ def test_a_job_begun_under_the_release_before_issue_17_resumes_with_its_settings
 
     events = Recorder()
     rerun = make_job(
-        clips["moving"], tmp_path, iterations_first=None, stop_tolerance=0.005, defaulted=frozenset(OWN_DEFAULTS)
+        clips["moving"],
+        tmp_path,
+        iterations_first=None,
+        stop_tolerance=DEFAULT_STOP_TOLERANCE,
+        defaulted=frozenset(OWN_DEFAULTS),
     )
     result = run_video(rerun, events=events, vgg=build_tiny_vgg())
     assert events.started == [4, 5, 6]
@@ -342,7 +347,8 @@ def test_a_job_begun_under_the_release_before_issue_17_resumes_with_its_settings
     options = (
         "--iterations-first 4, --stop-tolerance 0.001, --stop-style-tolerance 0, --lbfgs-history 20, "
         "--unreliable-start content, --first-rounds 1, --flash-frames 0, --range-weight 0, "
-        "--full-layer-weights (the defaults now: 1500, 0.005, 0.02, 50, warped, 3, 2, 3e+09, off;"
+        f"--full-layer-weights (the defaults now: 1500, {option_text(DEFAULT_STOP_TOLERANCE)}, 0.02, 50, warped, 3, 2, "
+        "3e+09, off;"
     )
     assert any(options in m for m in events.messages), events.messages
     assert (result.report["flicker"]["pairs"], result.report["flicker"]["unmeasured"]) == (3, 2)
