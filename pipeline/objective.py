@@ -153,8 +153,9 @@ def texture_weights(
     a rotation of the positions: a rearrangement of the style image's own, its layout rather than
     its texture. Optimized to the end (a video shot's first frame), such layers copy the style
     image and the picture is lost: at 64 px relu4_1 has 48 positions for 512 channels
-    (docs/video-quality.md, first section). At 512 px and above (up to 16:9) every layer has at
-    least as many positions as channels: no change there. `targets`: the layers' Gram targets."""
+    (docs/video-quality.md, "At small sizes the style image was copied"). At 512 px and above (up
+    to 16:9) every layer has at least as many positions as channels: no change there. `targets`:
+    the layers' Gram targets."""
     return tuple(
         weight * min(1.0, layer_positions(layer, height, width) / target.shape[-1])  # a Gram target is N x N
         for layer, weight, target in zip(layers, weights, targets)
