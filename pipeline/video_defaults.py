@@ -149,10 +149,10 @@ MAX_LONG_TERM = 16
 # the pan, carphone and its pristine cut) and 1.4-7.5% below the release before's, at 2-11% less
 # flicker and as many warm-frame iterations; 1000 got about two thirds of the gain on carphone
 # (docs/video-quality.md, "A shot's first frame at 1500 iterations"). The 900 iterations more a
-# shot cost about 9 s at 720p at the issue's 10 ms an iteration on an H200. Capped warm frames need it most: with
-# --iterations 40 and the first frame at twice that (80), the style loss was 21% above the
-# default's on the pan and 26% on bikes.mp4; with the first frame at 600, 10.5% and 12.5% ("A cap
-# of 40, the first frame at 600").
+# shot cost about 9 s at 720p at the issue's 10 ms an iteration on an H200. Capped warm frames
+# need it most: with --iterations 40 and the first frame at twice that (80), the style loss was 21%
+# above the default's on the pan and 26% on bikes.mp4; with the first frame at 600, 10.5% and
+# 12.5% ("A cap of 40, the first frame at 600").
 MIN_FIRST_ITERATIONS = 1500
 # --passes: Ruder, Dosovitskiy and Brox's multi-pass algorithm (2018, passes.py); each pass costs
 # about what the first does, hence a bound.
