@@ -133,6 +133,7 @@ def main() -> None:
         stol=recorded.get("stop_style_tolerance", 0.0),
         start=recorded.get("warp", "bilinear"), target=recorded.get("warp", "bilinear"),
     )  # fmt: skip
+    tracked = recorded.get("iterations_tracked", 0)  # a frame the flow tracks almost whole, at most (temporal.py)
     history = recorded.get("lbfgs_history", 20)
     content_start = recorded.get("unreliable_start", "content") == "content"  # absent: the releases before's
     stylizers: dict[tuple[str, float], Stylizer] = {}  # by optimizer and learning rate, made once
@@ -156,8 +157,11 @@ def main() -> None:
         own = score(load_image(work / "styled" / f"{index:06d}.png"), content, size=size)
         iterations = json.loads((work / "styled" / f"{index:06d}.json").read_text())["iterations"]
         print(f"frame {index}: the job's {iterations} iterations, style loss {own['style']:.4g}")
+        its = job.its
+        if tracked and float(pair.reliability.mean()) >= recorded["tracked_share"]:
+            its = min(its, tracked)
         for text in args.variants.split(","):
-            v = Variant.parse(text, job)
+            v = Variant.parse(text, dataclasses.replace(job, its=its))
             frame, mask, reference = content, reliability, own["style"]
             if v.still:  # against the job's frame before, which it starts from
                 frame, mask = load_image(work / "frames" / f"{index - 1:06d}.png"), torch.ones_like(reliability)

@@ -54,14 +54,14 @@ MODES = {
     # every digit its job log prints.
     "previous-default": (
         "--lbfgs-history 20 --stop-tolerance 0.001 --stop-style-tolerance 0 --unreliable-start content"
-        " --first-rounds 1 --range-weight 0 --iterations-first 600 --full-layer-weights"
+        " --first-rounds 1 --range-weight 0 --iterations-first 600 --full-layer-weights --iterations-tracked 0"
     ).split(),
     # The releases before the range term (losses.RangeLoss): the image free to leave 0..1 while optimized.
     "range-0": ["--range-weight", "0"],
     # The release before the first frame's 1500 iterations: 600, warm frames stopped at 3e-3.
     "last-release": (
         "--iterations-first 600 --stop-tolerance 0.003 --stop-style-tolerance 0 --full-layer-weights --settle free"
-        " --first-rounds 2"
+        " --first-rounds 2 --iterations-tracked 0"
     ).split(),
     # The default before warm frames waited for the style term too: the total's change alone.
     "total-stop": ["--stop-style-tolerance", "0"],
@@ -86,7 +86,8 @@ MODES = {
     "change-3": ["--stop-change", "3"],
     # Ruder et al.'s multi-pass: 2 more passes over each shot, alternating direction.
     "passes-3": ["--passes", "3"],
-    # Warm frames capped at 40 iterations (issue 17's target); a shot's first frame keeps its 1500.
+    # Every warm frame capped at 40 iterations (issue 17's target), those with many unreliable
+    # pixels too, and a shot's first frame's settling rounds; its cold run keeps its 1500.
     "cap-40": ["--iterations", "40"],
     "cap-60": ["--iterations", "60"],
     # The stopping rule loosened: 41.5-49.4 iterations a warm frame on the pan (128, 64 px), 44.2 on bikes.mp4.
@@ -102,13 +103,16 @@ MODES = {
     # Every style layer at its full weight (the releases before b820d38), at the bench's sizes the
     # deep layers copying the style image's layout (objective.texture_weights).
     "full-layers": ["--full-layer-weights"],
-    # Two releases before this one (b820d38 exactly): a shot's first frame settled by one free round
+    # Three releases before this one (b820d38 exactly): a shot's first frame settled by one free round
     # of 50 iterations, crisper than the warm frames after it (temporal.SettleRound).
-    "settle-free": ["--settle", "free", "--first-rounds", "2", "--stop-tolerance", "0.005"],
+    "settle-free": "--settle free --first-rounds 2 --stop-tolerance 0.005 --iterations-tracked 0".split(),
     # One held settling round after the cold run instead of two.
     "rounds-2": ["--first-rounds", "2"],
-    # The release before this one (d741b88 exactly): warm frames stopped at a 0.5% loss change.
-    "stop-5e-3": ["--stop-tolerance", "0.005"],
+    # Two releases before this one (d741b88 exactly): warm frames stopped at a 0.5% loss change.
+    "stop-5e-3": ["--stop-tolerance", "0.005", "--iterations-tracked", "0"],
+    # The release before this one (185861d exactly): every warm frame had --iterations, however
+    # much of it the flow tracked.
+    "untracked": ["--iterations-tracked", "0"],
 }
 EDGE = 20  # frames at each end of the shot for style drift and sharpness retention
 

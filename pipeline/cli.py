@@ -228,6 +228,7 @@ def video(
     output: opts.VideoOutputOpt = None,
     work_dir: opts.WorkDirOpt = None,
     iterations_first: opts.IterationsFirstOpt = None,
+    iterations_tracked: opts.IterationsTrackedOpt = video_defaults.DEFAULT_ITERATIONS_TRACKED,
     start: opts.StartOpt = 0.0,
     duration: opts.DurationOpt = None,
     every_nth: opts.EveryNthOpt = 1,
@@ -276,7 +277,8 @@ def video(
     job = VideoJob(
         input=input_file, styles=tuple(style), output=output or input_file.with_name(f"{input_file.stem}-stylized.mp4"),
         settings=settings, init_path=init_path, work_dir=work_dir, iterations_first=iterations_first,
-        start=start, duration=duration, every_nth=every_nth, crf=crf, clean=clean, keep_frames=keep_frames,
+        iterations_tracked=iterations_tracked, start=start,
+        duration=duration, every_nth=every_nth, crf=crf, clean=clean, keep_frames=keep_frames,
         overwrite=overwrite, device=device, lbfgs_history=lbfgs_history, unreliable_start=unreliable_start,
         flow=flow, flow_preset=flow_preset, temporal_weight=temporal_weight, scene_threshold=scene_threshold,
         stop_tolerance=stop_tolerance, stop_style_tolerance=stop_style_tolerance, stop_change=stop_change,

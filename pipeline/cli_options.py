@@ -206,6 +206,15 @@ IterationsFirstOpt = Annotated[
         "the previous one with --iterations.",
     ),
 ]
+IterationsTrackedOpt = Annotated[
+    int,
+    option(
+        panel=VIDEO,
+        help=f"Iterations at most for a later frame the flow tracks almost whole ({video_defaults.TRACKED_SHARE:.0%} "
+        "of its pixels reliable or more; --flow dis): past them the stopping rule's tail changes it by under 1%. "
+        "Frames with more unreliable pixels have --iterations. 0: --iterations for every frame.",
+    ),
+]
 StartOpt = Annotated[float, option(panel=VIDEO, help="Start this many seconds into the input.")]
 DurationOpt = Annotated[float | None, no_default("--duration", panel=VIDEO, help="Stylize only this many seconds.")]
 EveryNthOpt = Annotated[

@@ -53,7 +53,7 @@ from .losses import TemporalLoss
 from .manifest import read_json
 from .optimize import EarlyStop, StyleResult
 from .stylize import ExtraLoss, Stylizer
-from .video_defaults import DEFAULT_LONG_TERM, DEFAULT_SCENE_THRESHOLD, SETTLE_ITERATIONS, STOP_WINDOW
+from .video_defaults import DEFAULT_LONG_TERM, DEFAULT_SCENE_THRESHOLD, SETTLE_ITERATIONS, STOP_WINDOW, TRACKED_SHARE
 from .videojob import VideoJob
 from .workdir import FrameStore
 
@@ -67,6 +67,7 @@ class StartPlan:
 
     iterations_first: int  # a shot's first frame, from --init
     iterations: int  # each later frame, at most
+    iterations_tracked: int = 0  # a later frame the flow tracks almost whole (TRACKED_SHARE), at most; 0: off
     stop_tolerance: float = 0.0
     stop_style_tolerance: float = 0.0
     stop_change: float = 0.0
@@ -87,6 +88,7 @@ class StartPlan:
         """The plan for the job's frames of `size` (H, W): the L-BFGS history depends on it."""
         return cls(
             iterations_first=job.first_iterations, iterations=job.settings.iterations,
+            iterations_tracked=job.iterations_tracked,
             stop_tolerance=job.stop_tolerance, stop_style_tolerance=job.stop_style_tolerance,
             stop_change=job.stop_change, temporal_weight=job.temporal_weight,
             scene_threshold=job.scene_threshold, long_term=job.long_term, warp=job.warp,
@@ -219,12 +221,11 @@ class WarmStart:
             self.init_image, plan.iterations_first, source=source, stats=stats or {}, history=plan.lbfgs_history
         )
 
-    def warm(self, init: torch.Tensor, source: str, **more) -> FrameStart:
-        """A later frame: from `init` with --iterations and the early stops."""
+    def warm(self, init: torch.Tensor, source: str, *, iterations: int | None = None, **more) -> FrameStart:
+        """A later frame: from `init` with `iterations` (default --iterations) and the early stops."""
         plan = self.plan
-        return FrameStart(
-            init, plan.iterations, source=source, stop=self.warm_stop(), history=plan.lbfgs_history, **more
-        )
+        iterations = iterations or plan.iterations
+        return FrameStart(init, iterations, source=source, stop=self.warm_stop(), history=plan.lbfgs_history, **more)
 
     def warm_stop(self) -> EarlyStop:
         """When a warm frame stops: the loss's change (and the style term's, the image's) over STOP_WINDOW."""
@@ -281,6 +282,9 @@ class FlowWarmStart(WarmStart):
                 settings["settle"] = plan.settle
         if plan.passes > 1:
             settings["passes"] = plan.passes
+        if plan.iterations_tracked:  # only where set: the jobs of the releases before keep their hash
+            settings["iterations_tracked"] = plan.iterations_tracked
+            settings["tracked_share"] = TRACKED_SHARE
         if plan.flash_frames:
             settings["flash_frames"] = plan.flash_frames
             if not plan.free_flashes:  # only where so: the jobs of the release before keep their hash
@@ -316,7 +320,11 @@ class FlowWarmStart(WarmStart):
         init = warped
         if self.plan.unreliable_start == "content":  # the content frame only where the flow is unreliable
             init = reliability * warped + (1 - reliability) * content.to(self.device, torch.float32)
-        stats["reliable"] = round(float(pair.reliability.mean()), 4)
+        reliable = float(pair.reliability.mean())
+        stats["reliable"] = round(reliable, 4)
+        iterations = self.plan.iterations
+        if self.plan.iterations_tracked and reliable >= TRACKED_SHARE:  # the flow tracks it almost whole
+            iterations = min(iterations, self.plan.iterations_tracked)
         extra_losses = {}
         if self.plan.temporal_weight > 0:
             targets = [(warped, reliability), *self.earlier(index, pairs)]
@@ -326,7 +334,7 @@ class FlowWarmStart(WarmStart):
             if len(terms) > 1:  # how far back it reached, and what the earlier frames hold beyond frame i-1
                 stats["long_term"] = list(self.plan.long_term[: len(terms)])
                 stats["reliable_long"] = round(float(sum(masks[1:]).mean()), 4)
-        return self.warm(init, "warped", extra_losses=extra_losses, stats=stats)
+        return self.warm(init, "warped", iterations=iterations, extra_losses=extra_losses, stats=stats)
 
     def through_flash(self, index: int, content: torch.Tensor, previous: torch.Tensor, pairs: Pairs) -> FrameStart:
         """A frame of a flash (cuts.py): from the frame before it warped, whatever its cut score,

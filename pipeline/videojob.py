@@ -21,6 +21,7 @@ from .video_defaults import (
     DEFAULT_FLASH_FRAMES,
     DEFAULT_FLOW,
     DEFAULT_FLOW_PRESET,
+    DEFAULT_ITERATIONS_TRACKED,
     DEFAULT_LBFGS_HISTORY,
     DEFAULT_LONG_TERM,
     DEFAULT_SCENE_THRESHOLD,
@@ -61,6 +62,7 @@ class VideoJob:
     init_path: Path | None = None
     work_dir: Path | None = None  # default: OUTPUT.work beside the output
     iterations_first: int | None = None  # default: twice settings.iterations, at least MIN_FIRST_ITERATIONS
+    iterations_tracked: int = DEFAULT_ITERATIONS_TRACKED  # a warm frame the flow tracks almost whole, at most; 0: off
     start: float = 0.0  # seconds
     duration: float | None = None  # seconds; None: to the end
     every_nth: int = 1
@@ -99,6 +101,10 @@ class VideoJob:
         self.frame_range  # noqa: B018  (checks --start, --duration and --every-nth)
         if self.iterations_first is not None and not 1 <= self.iterations_first <= MAX_ITERATIONS:
             raise InputError(f"--iterations-first {self.iterations_first}: must be between 1 and {MAX_ITERATIONS}")
+        if not 0 <= self.iterations_tracked <= MAX_ITERATIONS:
+            raise InputError(
+                f"--iterations-tracked {self.iterations_tracked}: must be between 0 (off) and {MAX_ITERATIONS}"
+            )
         if not 0 <= self.crf <= 51:
             raise InputError(f"--crf {self.crf}: must be between 0 (lossless) and 51")
         if not self.styles:

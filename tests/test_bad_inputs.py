@@ -359,6 +359,7 @@ CASES = [
         FAST,
         {
             "--iterations-first": (-1, 0, 10**12),
+            "--iterations-tracked": (-1, 10**12),
             "--start": (-1, "inf"),
             "--duration": (-1, 0, "nan"),
             "--every-nth": (-2, 0, 10**6),

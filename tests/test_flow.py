@@ -22,6 +22,7 @@ from pipeline.flow import (
     warp,
     warping_error,
 )
+from pipeline.video_defaults import TRACKED_SHARE
 
 SIZE, SQUARE, SHIFT, START = 96, 32, 3, 20
 
@@ -276,7 +277,8 @@ def test_frame_variants_runs_a_kept_jobs_frame_again_still_and_capped(tmp_path):
     out = tmp_path / "out.mp4"
     video = [
         "video", str(clip), "-s", str(STYLE), "-o", str(out), "--size", "64", "--iterations", "8",
-        "--iterations-first", "4", "--device", "cpu", "--flow-workers", "1", "--keep-frames", "-q",
+        "--iterations-first", "4", "--iterations-tracked", "3", "--stop-tolerance", "0", "--device", "cpu",
+        "--flow-workers", "1", "--keep-frames", "-q",
     ]  # fmt: skip
     job = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *video], cwd=root, capture_output=True, text=True, timeout=600
@@ -284,14 +286,18 @@ def test_frame_variants_runs_a_kept_jobs_frame_again_still_and_capped(tmp_path):
     assert job.returncode == 0, job.stderr
     work = tmp_path / "out.mp4.work"
     script = [sys.executable, str(root / "bench" / "frame_variants.py"), str(work), "--frames", "3"]
-    variants = "its=2,still=1,start=lanczos+target=lanczos,its=2+coarse=3,its=2+opt=adam+lr=0.01"
+    variants = "default,its=2,still=1,start=lanczos+target=lanczos,its=2+coarse=3,its=2+opt=adam+lr=0.01"
     run = subprocess.run([*script, "--variants", variants], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     lines = {line.split()[0]: line for line in run.stdout.splitlines() if "iterations  style" in line}
     assert set(lines) == {
-        "its=2", "still=1", "start=lanczos+target=lanczos", "its=2+coarse=3", "its=2+opt=adam+lr=0.01"
+        "default", "its=2", "still=1", "start=lanczos+target=lanczos", "its=2+coarse=3", "its=2+opt=adam+lr=0.01"
     }, run.stdout  # fmt: skip
     assert lines["its=2"].split()[1] == "2", lines["its=2"]
+    # The frame's own budget: --iterations-tracked where the flow tracks it almost whole.
+    frame = json.loads((work / "styled" / "000003.json").read_text())
+    assert frame["iterations"] == (3 if frame["reliable"] >= TRACKED_SHARE else 8), frame
+    assert lines["default"].split()[1] == str(frame["iterations"]), (frame, run.stdout)
     # Adam's two steps from the same start land elsewhere than L-BFGS's.
     adam = lines["its=2+opt=adam+lr=0.01"].split()
     assert adam[1] == "2" and adam[4] != lines["its=2"].split()[4], run.stdout

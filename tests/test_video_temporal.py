@@ -41,6 +41,7 @@ from pipeline.temporal import SETTLE_ITERATIONS, FlowWarmStart, StartPlan, close
 from pipeline.video import VideoJob, run_video
 from pipeline.video_defaults import (
     DEFAULT_FIRST_ROUNDS,
+    DEFAULT_ITERATIONS_TRACKED,
     DEFAULT_LBFGS_HISTORY,
     DEFAULT_SCENE_THRESHOLD,
     DEFAULT_STOP_STYLE_TOLERANCE,
@@ -51,6 +52,7 @@ from pipeline.video_defaults import (
     MIN_FIRST_ITERATIONS,
     OWN_DEFAULTS,
     STOP_WINDOW,
+    TRACKED_SHARE,
     UNRELIABLE_STARTS,
     WARP_MODES,
 )
@@ -308,7 +310,7 @@ def test_a_job_begun_under_the_release_before_issue_17_resumes_with_its_settings
     option that differs from the defaults now, and reports the flicker of the pairs it can."""
     before = {
         "lbfgs_history": 20, "unreliable_start": "content", "first_rounds": 1, "stop_tolerance": 0.001,
-        "stop_style_tolerance": 0.0, "flash_frames": 0,
+        "stop_style_tolerance": 0.0, "flash_frames": 0, "iterations_tracked": 0,
     }  # fmt: skip
     settings = {"range_weight": 0, "full_layer_weights": True}
     began = make_job(clips["moving"], tmp_path, settings=settings, iterations_first=4, **before)
@@ -323,6 +325,7 @@ def test_a_job_begun_under_the_release_before_issue_17_resumes_with_its_settings
         "full_layer_weights",
         "stop_style_tolerance",
         "flash_frames",
+        "iterations_tracked",
     }
     assert not added & recorded.keys(), recorded
     for index in (2, 3):  # as that release wrote them
@@ -345,10 +348,10 @@ def test_a_job_begun_under_the_release_before_issue_17_resumes_with_its_settings
     # Not --free-flashes (that release's frames were free of flashes' holds too): with --flash-frames
     # 0 no frame is a flash, and giving it would change nothing.
     options = (
-        "--iterations-first 4, --stop-tolerance 0.001, --stop-style-tolerance 0, --lbfgs-history 20, "
-        "--unreliable-start content, --first-rounds 1, --flash-frames 0, --range-weight 0, "
-        f"--full-layer-weights (the defaults now: 1500, {option_text(DEFAULT_STOP_TOLERANCE)}, 0.02, 50, warped, 3, 2, "
-        "3e+09, off;"
+        "--iterations-first 4, --stop-tolerance 0.001, --stop-style-tolerance 0, --iterations-tracked 0, "
+        "--lbfgs-history 20, --unreliable-start content, --first-rounds 1, --flash-frames 0, --range-weight 0, "
+        f"--full-layer-weights (the defaults now: 1500, {option_text(DEFAULT_STOP_TOLERANCE)}, 0.02, 40, 50, warped, "
+        "3, 2, 3e+09, off;"
     )
     assert any(options in m for m in events.messages), events.messages
     assert (result.report["flicker"]["pairs"], result.report["flicker"]["unmeasured"]) == (3, 2)
@@ -486,6 +489,7 @@ def test_video_command_rejects_bad_temporal_options_with_exit_2(clips, tmp_path,
         ("--scene-threshold", 1.5, "--scene-threshold 1.5"),
         ("--stop-tolerance", -0.1, "--stop-tolerance -0.1"),
         ("--stop-style-tolerance", 1.5, "--stop-style-tolerance 1.5: must be >= 0"),
+        ("--iterations-tracked", -1, "--iterations-tracked -1: must be between 0 (off) and"),
         ("--flow-workers", 0, "--flow-workers 0"),
         ("--stop-change", -1, "--stop-change -1.0"),
         ("--long-term", "2,4", "--long-term 2,4: must start with 1"),
@@ -588,6 +592,48 @@ def test_the_style_term_rule_reaches_warm_frames_and_the_stylize_stage_hash(clip
     assert starter.settings()["stop_style_tolerance"] == 2e-2
     before = make_job(clips["short"], tmp_path, stop_tolerance=5e-3, stop_style_tolerance=0.0)
     assert "stop_style_tolerance" not in FlowWarmStart(StartPlan.of(before, (24, 32))).settings()
+
+
+def test_a_warm_frame_the_flow_tracks_almost_whole_gets_iterations_tracked_at_most(clips, tmp_path):
+    """--iterations-tracked: a warm frame with at least TRACKED_SHARE of its pixels reliable has at
+    most that many iterations, one with more unreliable pixels --iterations (the stopping rule
+    decides there), and a shot's first frame its own; 0 gives every warm frame --iterations, as the
+    releases before, whose jobs keep their stylize stage's hash."""
+    flow = np.zeros((24, 32, 2), np.float32)
+    texture = to_tensor(np.random.default_rng(3).integers(0, 256, (24, 32, 3), dtype=np.uint8))
+
+    def start(plan: StartPlan, reliable_columns: int):
+        reliability = np.zeros((24, 32), np.float32)
+        reliability[:, :reliable_columns] = 1.0
+        pair = FramePair(flow_back=flow, reliability=reliability, cut_score=0.0)
+        return FlowWarmStart(plan).start(2, texture, texture, lambda i: pair)
+
+    plan = StartPlan(iterations_first=50, iterations=30, iterations_tracked=5, temporal_weight=1.0)
+    tracked = start(plan, 31)  # 97% reliable
+    assert (tracked.iterations, tracked.stats["reliable"]) == (5, pytest.approx(31 / 32, abs=1e-4))
+    assert start(plan, round(TRACKED_SHARE * 32)).iterations == 5  # 0.9 exactly: tracked
+    assert start(plan, 16).iterations == 30  # half of it unreliable: the rule decides within --iterations
+    assert start(replace(plan, iterations=3), 31).iterations == 3  # never more than --iterations
+    assert start(replace(plan, iterations_tracked=0), 31).iterations == 30
+    assert FlowWarmStart(plan).first().iterations == 50
+    assert FlowWarmStart(plan).settings()["iterations_tracked"] == 5
+    assert FlowWarmStart(plan).settings()["tracked_share"] == TRACKED_SHARE
+    assert "iterations_tracked" not in FlowWarmStart(replace(plan, iterations_tracked=0)).settings()
+
+    # Whole jobs, the stopping rule off so that the budget is what ends a frame: the still shot's
+    # warm frames are tracked whole, the moving square's (at 64x48 px) are 81-83% reliable.
+    assert make_job(clips["moving"], tmp_path).iterations_tracked == DEFAULT_ITERATIONS_TRACKED == 40
+    for clip, tracked in (("still", True), ("moving", False)):
+        job = make_job(clips[clip], tmp_path / clip, settings={"iterations": 6}, iterations_tracked=2)
+        run_video(job, vgg=build_tiny_vgg())
+        stats = frame_stats(job.work)
+        assert stats[0]["iterations"] == 5, stats
+        assert all((s["reliable"] >= TRACKED_SHARE) == tracked for s in stats[1:]), stats
+        assert [s["iterations"] for s in stats[1:]] == [2 if tracked else 6] * (len(stats) - 1)
+    assert read_json(job.work / "job.json")["stages"]["stylize"]["settings"]["iterations_tracked"] == 2
+    untracked = make_job(clips["still"], tmp_path / "untracked", settings={"iterations": 6}, iterations_tracked=0)
+    run_video(untracked, vgg=build_tiny_vgg())
+    assert [s["iterations"] for s in frame_stats(untracked.work)[1:]] == [6] * 3
 
 
 def test_lbfgs_history_reaches_every_frame_and_the_stylize_stage_hash(clips, tmp_path, monkeypatch):
