@@ -75,7 +75,7 @@ DEFAULT_STOP_STYLE_TOLERANCE = 2e-2
 # 128 px 39.8 iterations a warm frame instead of 41.3, the style loss at 512 px 2.7% lower but at
 # the frames' own size 3.5% higher (3.6-6.2% over its frames 61-150: what a capped frame leaves
 # undone reaches the next), flicker by Farneback 4.2% and E_warp 8.3% lower, by DIS 4.7% higher; on
-# the sample clip at 128 px and the pan and the shake at 64 px no warm frame reached 40, and
+# the sample clip at 64 and 128 px and the pan and the shake at 64 px no warm frame reached 40, and
 # nothing changed; on the pan at 256 px (40 frames) 40.0 instead of 51.2, flicker 3% lower by all
 # three measures, the style loss at 512 px 0.4% lower and at its own size 3.7% higher. 0:
 # --iterations for every warm frame, as the releases before.
