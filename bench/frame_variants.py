@@ -44,7 +44,7 @@ from pipeline.optimize import EarlyStop  # noqa: E402
 from pipeline.score import Scorer  # noqa: E402
 from pipeline.settings import StyleSettings  # noqa: E402
 from pipeline.stylize import Stylizer  # noqa: E402
-from pipeline.temporal import WeightedLoss  # noqa: E402
+from pipeline.temporal import WeightedLoss, warm_iterations  # noqa: E402
 from pipeline.video_defaults import STOP_WINDOW  # noqa: E402
 
 
@@ -157,9 +157,7 @@ def main() -> None:
         own = score(load_image(work / "styled" / f"{index:06d}.png"), content, size=size)
         iterations = json.loads((work / "styled" / f"{index:06d}.json").read_text())["iterations"]
         print(f"frame {index}: the job's {iterations} iterations, style loss {own['style']:.4g}")
-        its = job.its
-        if tracked and float(pair.reliability.mean()) >= recorded["tracked_share"]:
-            its = min(its, tracked)
+        its = warm_iterations(job.its, tracked, float(pair.reliability.mean()))  # the job's budget for it
         for text in args.variants.split(","):
             v = Variant.parse(text, dataclasses.replace(job, its=its))
             frame, mask, reference = content, reliability, own["style"]

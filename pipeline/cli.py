@@ -277,8 +277,8 @@ def video(
     job = VideoJob(
         input=input_file, styles=tuple(style), output=output or input_file.with_name(f"{input_file.stem}-stylized.mp4"),
         settings=settings, init_path=init_path, work_dir=work_dir, iterations_first=iterations_first,
-        iterations_tracked=iterations_tracked, start=start,
-        duration=duration, every_nth=every_nth, crf=crf, clean=clean, keep_frames=keep_frames,
+        iterations_tracked=iterations_tracked, start=start, duration=duration, every_nth=every_nth, crf=crf,
+        clean=clean, keep_frames=keep_frames,
         overwrite=overwrite, device=device, lbfgs_history=lbfgs_history, unreliable_start=unreliable_start,
         flow=flow, flow_preset=flow_preset, temporal_weight=temporal_weight, scene_threshold=scene_threshold,
         stop_tolerance=stop_tolerance, stop_style_tolerance=stop_style_tolerance, stop_change=stop_change,

@@ -165,6 +165,13 @@ class SettleRound:
         return {"temporal": WeightedLoss(TemporalLoss(start, torch.ones_like(start[:, :1])), self.temporal_weight)}
 
 
+def warm_iterations(iterations: int, tracked: int, reliable: float) -> int:
+    """A flow-warped frame's iterations at most: --iterations, or --iterations-tracked (`tracked`;
+    0: off) where the flow tracks the frame almost whole, `reliable` (its reliable share) at least
+    TRACKED_SHARE."""
+    return min(iterations, tracked) if tracked and reliable >= TRACKED_SHARE else iterations
+
+
 @dataclass
 class FrameStart:
     """How one frame's optimization begins: the start image (None: the settings' --init),
@@ -322,9 +329,7 @@ class FlowWarmStart(WarmStart):
             init = reliability * warped + (1 - reliability) * content.to(self.device, torch.float32)
         reliable = float(pair.reliability.mean())
         stats["reliable"] = round(reliable, 4)
-        iterations = self.plan.iterations
-        if self.plan.iterations_tracked and reliable >= TRACKED_SHARE:  # the flow tracks it almost whole
-            iterations = min(iterations, self.plan.iterations_tracked)
+        iterations = warm_iterations(self.plan.iterations, self.plan.iterations_tracked, reliable)
         extra_losses = {}
         if self.plan.temporal_weight > 0:
             targets = [(warped, reliability), *self.earlier(index, pairs)]
