@@ -5,7 +5,9 @@ through `replace`, so a reader sees it complete or not at all. The rule that mak
 (DESIGN.md, "Stages, checkpoints, resume") is stated in terms of these renames: a kill right after
 any one of them leaves a state the same command finishes from. `tests/test_commit_points.py`
 checks exactly that: with PIPELINE_EXIT_AFTER_RENAMES=N in the environment, the process hard-exits
-(os._exit, no cleanup, no flush) right after its N-th rename.
+(os._exit, no cleanup, no flush) right after its N-th rename. Where the order of renames is not
+fixed (an archive's batches finish on two threads per device in either order), a test stops at a
+file instead: with PIPELINE_EXIT_AFTER_RENAME_TO=PATH, right after the rename onto PATH.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ TEMPORARY_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
 # The test hook: hard-exit right after this many renames (0: never). Read once, at import, and
 # taken out of the environment so that processes this one starts (flow workers) do not inherit it.
 EXIT_AFTER_RENAMES = int(os.environ.pop("PIPELINE_EXIT_AFTER_RENAMES", "0") or 0)
+EXIT_AFTER_RENAME_TO = os.environ.pop("PIPELINE_EXIT_AFTER_RENAME_TO", "")  # a path: hard-exit right after it
 EXIT_STATUS = 99  # what a process stopped by the hook exits with, told apart from any real status
 RENAME_COUNT_ENV = "PIPELINE_COUNT_RENAMES"  # set to a file path: each rename appends a line to it
 
@@ -50,6 +53,8 @@ def replace(source: Path | str, destination: Path | str) -> None:
             with open(log, "a", encoding="utf-8") as f:
                 f.write(f"{_renames} {destination}\n")
         if EXIT_AFTER_RENAMES and _renames >= EXIT_AFTER_RENAMES:
+            os._exit(EXIT_STATUS)
+        if EXIT_AFTER_RENAME_TO and os.path.abspath(destination) == os.path.abspath(EXIT_AFTER_RENAME_TO):
             os._exit(EXIT_STATUS)
 
 
