@@ -30,7 +30,9 @@ TEMPORARY_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
 # The test hook: hard-exit right after this many renames (0: never). Read once, at import, and
 # taken out of the environment so that processes this one starts (flow workers) do not inherit it.
 EXIT_AFTER_RENAMES = int(os.environ.pop("PIPELINE_EXIT_AFTER_RENAMES", "0") or 0)
-EXIT_AFTER_RENAME_TO = os.environ.pop("PIPELINE_EXIT_AFTER_RENAME_TO", "")  # a path: hard-exit right after it
+_exit_path = os.environ.pop("PIPELINE_EXIT_AFTER_RENAME_TO", "")
+# And right after the rename onto this path (made absolute once, here; "": never).
+EXIT_AFTER_RENAME_TO = os.path.abspath(_exit_path) if _exit_path else ""
 EXIT_STATUS = 99  # what a process stopped by the hook exits with, told apart from any real status
 RENAME_COUNT_ENV = "PIPELINE_COUNT_RENAMES"  # set to a file path: each rename appends a line to it
 
@@ -54,7 +56,7 @@ def replace(source: Path | str, destination: Path | str) -> None:
                 f.write(f"{_renames} {destination}\n")
         if EXIT_AFTER_RENAMES and _renames >= EXIT_AFTER_RENAMES:
             os._exit(EXIT_STATUS)
-        if EXIT_AFTER_RENAME_TO and os.path.abspath(destination) == os.path.abspath(EXIT_AFTER_RENAME_TO):
+        if EXIT_AFTER_RENAME_TO and os.path.abspath(destination) == EXIT_AFTER_RENAME_TO:
             os._exit(EXIT_STATUS)
 
 
