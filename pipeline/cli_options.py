@@ -206,6 +206,14 @@ IterationsFirstOpt = Annotated[
         "the previous one with --iterations.",
     ),
 ]
+FirstStopToleranceOpt = Annotated[
+    float,
+    option(
+        panel=VIDEO,
+        help="A shot's first frame stops once its loss and style term fell by less than this fraction over "
+        f"{video_defaults.FIRST_STOP_WINDOW} iterations, within --iterations-first; 0 runs them all.",
+    ),
+]
 IterationsTrackedOpt = Annotated[
     int,
     option(

@@ -53,7 +53,14 @@ from .losses import TemporalLoss
 from .manifest import read_json
 from .optimize import EarlyStop, StyleResult
 from .stylize import ExtraLoss, Stylizer
-from .video_defaults import DEFAULT_LONG_TERM, DEFAULT_SCENE_THRESHOLD, SETTLE_ITERATIONS, STOP_WINDOW, TRACKED_SHARE
+from .video_defaults import (
+    DEFAULT_LONG_TERM,
+    DEFAULT_SCENE_THRESHOLD,
+    FIRST_STOP_WINDOW,
+    SETTLE_ITERATIONS,
+    STOP_WINDOW,
+    TRACKED_SHARE,
+)
 from .videojob import VideoJob
 from .workdir import FrameStore
 
@@ -66,6 +73,7 @@ class StartPlan:
     defaults are in video_defaults.py, their checks VideoJob's, videojob.py)."""
 
     iterations_first: int  # a shot's first frame, from --init
+    first_stop_tolerance: float = 0.0  # its cold run stops at this change over FIRST_STOP_WINDOW; 0: never
     iterations: int  # each later frame, at most
     iterations_tracked: int = 0  # a later frame the flow tracks almost whole (TRACKED_SHARE), at most; 0: off
     stop_tolerance: float = 0.0
@@ -87,7 +95,8 @@ class StartPlan:
     def of(cls, job: VideoJob, size: tuple[int, int]) -> StartPlan:
         """The plan for the job's frames of `size` (H, W): the L-BFGS history depends on it."""
         return cls(
-            iterations_first=job.first_iterations, iterations=job.settings.iterations,
+            iterations_first=job.first_iterations, first_stop_tolerance=job.first_stop_tolerance,
+            iterations=job.settings.iterations,
             iterations_tracked=job.iterations_tracked,
             stop_tolerance=job.stop_tolerance, stop_style_tolerance=job.stop_style_tolerance,
             stop_change=job.stop_change, temporal_weight=job.temporal_weight,
@@ -214,7 +223,14 @@ class WarmStart:
         # Only where set: the jobs of the releases before --stop-change and --stop-style-tolerance
         # keep their stylize stage's hash.
         optional = {"stop_style_tolerance": plan.stop_style_tolerance, "stop_change": plan.stop_change}
-        return settings | {name: value for name, value in optional.items() if value} | self.history_setting()
+        optional = {name: value for name, value in optional.items() if value}
+        return settings | optional | self.first_stop_setting() | self.history_setting()
+
+    def first_stop_setting(self) -> dict:
+        """--first-stop-tolerance for the stage's hash, where set (the releases before ran every
+        --iterations-first)."""
+        tolerance = self.plan.first_stop_tolerance
+        return {"first_stop_tolerance": tolerance} if tolerance else {}
 
     def history_setting(self) -> dict:
         """--lbfgs-history for the stage's hash, where it is not the releases' before it (20)."""
@@ -222,11 +238,20 @@ class WarmStart:
         return {"lbfgs_history": history} if history != HISTORY_SIZE else {}
 
     def first(self, source: str = "init", stats: dict | None = None) -> FrameStart:
-        """A shot's first frame: from --init with --iterations-first, no temporal term."""
+        """A shot's first frame: from --init with --iterations-first (its cold run stopped by
+        --first-stop-tolerance), no temporal term."""
         plan = self.plan
         return FrameStart(
-            self.init_image, plan.iterations_first, source=source, stats=stats or {}, history=plan.lbfgs_history
-        )
+            self.init_image, plan.iterations_first, source=source, stop=self.first_stop(), stats=stats or {},
+            history=plan.lbfgs_history,
+        )  # fmt: skip
+
+    def first_stop(self) -> EarlyStop:
+        """When a shot's first frame's cold run stops: its loss and its style term hardly fell over
+        FIRST_STOP_WINDOW (a cold start's loss falls slowly for long; a window of 10 would stop it
+        in the middle of laying out its texture)."""
+        tolerance = self.plan.first_stop_tolerance
+        return EarlyStop(tolerance, FIRST_STOP_WINDOW, style_tolerance=tolerance)
 
     def warm(self, init: torch.Tensor, source: str, *, iterations: int | None = None, **more) -> FrameStart:
         """A later frame: from `init` with `iterations` (default --iterations) and the early stops."""
@@ -258,7 +283,8 @@ class IndependentStart(WarmStart):
     name = "independent"
 
     def settings(self) -> dict:
-        return {"warm_start": self.name, "iterations_first": self.plan.iterations_first} | self.history_setting()
+        settings = {"warm_start": self.name, "iterations_first": self.plan.iterations_first}
+        return settings | self.first_stop_setting() | self.history_setting()
 
     def start(
         self, index: int, content: torch.Tensor, previous: torch.Tensor | None, pairs: Pairs, *, may_cut: bool = True

@@ -175,6 +175,13 @@ MAX_LONG_TERM = 16
 # above the default's on the pan and 26% on bikes.mp4; with the first frame at 600, 10.5% and
 # 12.5% ("A cap of 40, the first frame at 600").
 MIN_FIRST_ITERATIONS = 1500
+# --first-stop-tolerance: a shot's first frame's cold run stops once its loss (and its style term)
+# fell by less than this fraction over FIRST_STOP_WINDOW iterations, within its iterations; 0: all
+# of them, as the releases before. A cold start's loss falls slowly for long: at 64-128 px on six
+# clips, 1e-3 over 100 iterations was reached between iterations 415 and 1118, 0.2-0.6% above the
+# loss at iteration 1390 (docs/video-quality.md, "A stopping rule for the first frame").
+DEFAULT_FIRST_STOP_TOLERANCE = 0.0
+FIRST_STOP_WINDOW = 100
 # --passes: Ruder, Dosovitskiy and Brox's multi-pass algorithm (2018, passes.py); each pass costs
 # about what the first does, hence a bound.
 MAX_PASSES = 8

@@ -18,6 +18,7 @@ from .settings import HISTORY_SIZE, MAX_ITERATIONS, StyleSettings
 from .shots import DEFAULT_SEGMENT_OVERLAP
 from .video_defaults import (
     DEFAULT_FIRST_ROUNDS,
+    DEFAULT_FIRST_STOP_TOLERANCE,
     DEFAULT_FLASH_FRAMES,
     DEFAULT_FLOW,
     DEFAULT_FLOW_PRESET,
@@ -63,6 +64,7 @@ class VideoJob:
     work_dir: Path | None = None  # default: OUTPUT.work beside the output
     iterations_first: int | None = None  # default: twice settings.iterations, at least MIN_FIRST_ITERATIONS
     iterations_tracked: int = DEFAULT_ITERATIONS_TRACKED  # a warm frame the flow tracks almost whole, at most; 0: off
+    first_stop_tolerance: float = DEFAULT_FIRST_STOP_TOLERANCE  # a shot's first frame stops at this change; 0: never
     start: float = 0.0  # seconds
     duration: float | None = None  # seconds; None: to the end
     every_nth: int = 1
@@ -101,6 +103,10 @@ class VideoJob:
         self.frame_range  # noqa: B018  (checks --start, --duration and --every-nth)
         if self.iterations_first is not None and not 1 <= self.iterations_first <= MAX_ITERATIONS:
             raise InputError(f"--iterations-first {self.iterations_first}: must be between 1 and {MAX_ITERATIONS}")
+        if not 0 <= self.first_stop_tolerance < 1:
+            raise InputError(
+                f"--first-stop-tolerance {self.first_stop_tolerance}: must be >= 0 (0: all --iterations-first) and < 1"
+            )
         if not 0 <= self.iterations_tracked <= MAX_ITERATIONS:
             raise InputError(
                 f"--iterations-tracked {self.iterations_tracked}: must be between 0 (off) and {MAX_ITERATIONS}"

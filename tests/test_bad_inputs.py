@@ -367,6 +367,7 @@ CASES = [
             "--temporal-weight": (-1, "inf"),
             "--scene-threshold": (-0.5, 2),
             "--stop-tolerance": (-0.1, 1),
+            "--first-stop-tolerance": (-0.1, 1),
             "--flow-workers": (-1, 0, 10**6),
         },
     ),

@@ -37,7 +37,16 @@ from pipeline.optimize import EarlyStop
 from pipeline.settings import HISTORY_SIZE, option_text
 from pipeline.status import status_lines
 from pipeline.stylize import StyleSettings
-from pipeline.temporal import SETTLE_ITERATIONS, FlowWarmStart, StartPlan, closest_first, resample, settle_shares
+from pipeline.temporal import (
+    SETTLE_ITERATIONS,
+    STALL_ITERATIONS,
+    FlowWarmStart,
+    IndependentStart,
+    StartPlan,
+    closest_first,
+    resample,
+    settle_shares,
+)
 from pipeline.video import VideoJob, run_video
 from pipeline.video_defaults import (
     DEFAULT_FIRST_ROUNDS,
@@ -46,6 +55,7 @@ from pipeline.video_defaults import (
     DEFAULT_SCENE_THRESHOLD,
     DEFAULT_STOP_STYLE_TOLERANCE,
     DEFAULT_STOP_TOLERANCE,
+    FIRST_STOP_WINDOW,
     LBFGS_HISTORY_BYTES,
     MAX_FLASH_FRAMES,
     MAX_LBFGS_HISTORY,
@@ -489,6 +499,8 @@ def test_video_command_rejects_bad_temporal_options_with_exit_2(clips, tmp_path,
         ("--scene-threshold", 1.5, "--scene-threshold 1.5"),
         ("--stop-tolerance", -0.1, "--stop-tolerance -0.1"),
         ("--stop-style-tolerance", 1.5, "--stop-style-tolerance 1.5: must be >= 0"),
+        ("--first-stop-tolerance", -0.5, "--first-stop-tolerance -0.5: must be >= 0"),
+        ("--first-stop-tolerance", 1, "--first-stop-tolerance 1.0: must be >= 0"),
         ("--iterations-tracked", -1, "--iterations-tracked -1: must be between 0 (off) and"),
         ("--flow-workers", 0, "--flow-workers 0"),
         ("--stop-change", -1, "--stop-change -1.0"),
@@ -592,6 +604,47 @@ def test_the_style_term_rule_reaches_warm_frames_and_the_stylize_stage_hash(clip
     assert starter.settings()["stop_style_tolerance"] == 2e-2
     before = make_job(clips["short"], tmp_path, stop_tolerance=5e-3, stop_style_tolerance=0.0)
     assert "stop_style_tolerance" not in FlowWarmStart(StartPlan.of(before, (24, 32))).settings()
+
+
+def test_a_shots_first_frame_stops_on_first_stop_tolerance_and_the_stylize_stage_hash_carries_it(clips, tmp_path):
+    """--first-stop-tolerance: a shot's first frame's cold run stops once its loss and its style
+    term fell by less than that fraction over FIRST_STOP_WINDOW iterations, within
+    --iterations-first; 0 (the default) runs them all; warm frames keep their own rule. The
+    stylize stage's settings carry it unless it is 0, so that the jobs begun before keep their hash."""
+    plan = StartPlan(iterations_first=500, iterations=3, temporal_weight=1.0, first_stop_tolerance=0.25)
+    stop = FlowWarmStart(plan).first().stop
+    assert (stop.tolerance, stop.window, stop.style_tolerance) == (0.25, FIRST_STOP_WINDOW, 0.25)
+    assert FlowWarmStart(plan).warm(torch.zeros(1, 3, 4, 4), "warped").stop.window == STOP_WINDOW
+    assert FlowWarmStart(plan).settings()["first_stop_tolerance"] == 0.25
+    assert IndependentStart(plan).settings()["first_stop_tolerance"] == 0.25
+    assert IndependentStart(plan).start(3, torch.zeros(1, 3, 4, 4), None, lambda i: None).stop == stop
+    off = replace(plan, first_stop_tolerance=0.0)
+    assert "first_stop_tolerance" not in FlowWarmStart(off).settings() | IndependentStart(off).settings()
+    assert FlowWarmStart(off).first().stop.tolerance == 0
+
+    # Whole jobs: with the rule, the first frame stops at a report where its loss fell by less than
+    # the tolerance over the window (the history holds each iteration's loss), after the window.
+    budget = 4 * FIRST_STOP_WINDOW
+    runs = {}
+    for tolerance in (0.0, 0.25):
+        job = make_job(
+            clips["short"], tmp_path / str(tolerance), settings={"iterations": STALL_ITERATIONS + 1},
+            iterations_first=budget, first_rounds=1, first_stop_tolerance=tolerance,
+        )  # fmt: skip
+        run_video(job, vgg=build_tiny_vgg())
+        runs[tolerance] = frame_stats(job.work)
+    assert runs[0.0][0]["iterations"] == budget
+    first = runs[0.25][0]
+    assert FIRST_STOP_WINDOW < first["iterations"] < budget, first["iterations"]
+    losses = first["loss_history"]
+    assert len(losses) == first["iterations"]
+    assert (losses[-FIRST_STOP_WINDOW - 1] - losses[-1]) / losses[-FIRST_STOP_WINDOW - 1] < 0.25
+    # The warm frames went as they go without it (the stopping rule off: their budget, above the
+    # stall guard's few iterations).
+    warm = [s["iterations"] for s in runs[0.25][1:]]
+    assert warm == [s["iterations"] for s in runs[0.0][1:]] == [STALL_ITERATIONS + 1] * 3
+    settings = read_json(job.work / "job.json")["stages"]["stylize"]["settings"]
+    assert settings["first_stop_tolerance"] == 0.25
 
 
 def test_a_warm_frame_the_flow_tracks_almost_whole_gets_iterations_tracked_at_most(clips, tmp_path):
