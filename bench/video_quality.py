@@ -55,13 +55,14 @@ MODES = {
     "previous-default": (
         "--lbfgs-history 20 --stop-tolerance 0.001 --stop-style-tolerance 0 --unreliable-start content"
         " --first-rounds 1 --range-weight 0 --iterations-first 600 --full-layer-weights --iterations-tracked 0"
+        " --first-stop-tolerance 0"
     ).split(),
     # The releases before the range term (losses.RangeLoss): the image free to leave 0..1 while optimized.
     "range-0": ["--range-weight", "0"],
     # The release before the first frame's 1500 iterations: 600, warm frames stopped at 3e-3.
     "last-release": (
         "--iterations-first 600 --stop-tolerance 0.003 --stop-style-tolerance 0 --full-layer-weights --settle free"
-        " --first-rounds 2 --iterations-tracked 0"
+        " --first-rounds 2 --iterations-tracked 0 --first-stop-tolerance 0"
     ).split(),
     # The default before warm frames waited for the style term too: the total's change alone.
     "total-stop": ["--stop-style-tolerance", "0"],
@@ -103,16 +104,20 @@ MODES = {
     # Every style layer at its full weight (the releases before b820d38), at the bench's sizes the
     # deep layers copying the style image's layout (objective.texture_weights).
     "full-layers": ["--full-layer-weights"],
-    # Three releases before this one (b820d38 exactly): a shot's first frame settled by one free round
+    # Four releases before this one (b820d38 exactly): a shot's first frame settled by one free round
     # of 50 iterations, crisper than the warm frames after it (temporal.SettleRound).
-    "settle-free": "--settle free --first-rounds 2 --stop-tolerance 0.005 --iterations-tracked 0".split(),
+    "settle-free": (
+        "--settle free --first-rounds 2 --stop-tolerance 0.005 --iterations-tracked 0 --first-stop-tolerance 0"
+    ).split(),
     # One held settling round after the cold run instead of two.
     "rounds-2": ["--first-rounds", "2"],
-    # Two releases before this one (d741b88 exactly): warm frames stopped at a 0.5% loss change.
-    "stop-5e-3": ["--stop-tolerance", "0.005", "--iterations-tracked", "0"],
-    # The release before this one (185861d exactly): every warm frame had --iterations, however
+    # Three releases before this one (d741b88 exactly): warm frames stopped at a 0.5% loss change.
+    "stop-5e-3": "--stop-tolerance 0.005 --iterations-tracked 0 --first-stop-tolerance 0".split(),
+    # Two releases before this one (185861d exactly): every warm frame had --iterations, however
     # much of it the flow tracked.
-    "untracked": ["--iterations-tracked", "0"],
+    "untracked": ["--iterations-tracked", "0", "--first-stop-tolerance", "0"],
+    # The release before this one (f413ee3 exactly): a shot's first frame ran every --iterations-first.
+    "first-unstopped": ["--first-stop-tolerance", "0"],
 }
 EDGE = 20  # frames at each end of the shot for style drift and sharpness retention
 

@@ -202,8 +202,8 @@ IterationsFirstOpt = Annotated[
         "--iterations-first",
         panel=VIDEO,
         help=f"Iterations for a shot's first frame (default: twice --iterations, at least "
-        f"{video_defaults.MIN_FIRST_ITERATIONS}: later frames keep the texture it lays out); later frames start from "
-        "the previous one with --iterations.",
+        f"{video_defaults.MIN_FIRST_ITERATIONS}: later frames keep the texture it lays out; --first-stop-tolerance "
+        "may stop it sooner); later frames start from the previous one with --iterations.",
     ),
 ]
 FirstStopToleranceOpt = Annotated[

@@ -50,6 +50,7 @@ from pipeline.temporal import (
 from pipeline.video import VideoJob, run_video
 from pipeline.video_defaults import (
     DEFAULT_FIRST_ROUNDS,
+    DEFAULT_FIRST_STOP_TOLERANCE,
     DEFAULT_ITERATIONS_TRACKED,
     DEFAULT_LBFGS_HISTORY,
     DEFAULT_SCENE_THRESHOLD,
@@ -320,7 +321,7 @@ def test_a_job_begun_under_the_release_before_issue_17_resumes_with_its_settings
     option that differs from the defaults now, and reports the flicker of the pairs it can."""
     before = {
         "lbfgs_history": 20, "unreliable_start": "content", "first_rounds": 1, "stop_tolerance": 0.001,
-        "stop_style_tolerance": 0.0, "flash_frames": 0, "iterations_tracked": 0,
+        "stop_style_tolerance": 0.0, "flash_frames": 0, "iterations_tracked": 0, "first_stop_tolerance": 0.0,
     }  # fmt: skip
     settings = {"range_weight": 0, "full_layer_weights": True}
     began = make_job(clips["moving"], tmp_path, settings=settings, iterations_first=4, **before)
@@ -336,6 +337,7 @@ def test_a_job_begun_under_the_release_before_issue_17_resumes_with_its_settings
         "stop_style_tolerance",
         "flash_frames",
         "iterations_tracked",
+        "first_stop_tolerance",
     }
     assert not added & recorded.keys(), recorded
     for index in (2, 3):  # as that release wrote them
@@ -359,8 +361,9 @@ def test_a_job_begun_under_the_release_before_issue_17_resumes_with_its_settings
     # 0 no frame is a flash, and giving it would change nothing.
     options = (
         "--iterations-first 4, --stop-tolerance 0.001, --stop-style-tolerance 0, --iterations-tracked 0, "
-        "--lbfgs-history 20, --unreliable-start content, --first-rounds 1, --flash-frames 0, --range-weight 0, "
-        f"--full-layer-weights (the defaults now: 1500, {option_text(DEFAULT_STOP_TOLERANCE)}, 0.02, 40, 50, warped, "
+        "--first-stop-tolerance 0, --lbfgs-history 20, --unreliable-start content, --first-rounds 1, "
+        "--flash-frames 0, --range-weight 0, --full-layer-weights (the defaults now: 1500, "
+        f"{option_text(DEFAULT_STOP_TOLERANCE)}, 0.02, 40, {option_text(DEFAULT_FIRST_STOP_TOLERANCE)}, 50, warped, "
         "3, 2, 3e+09, off;"
     )
     assert any(options in m for m in events.messages), events.messages
@@ -594,13 +597,15 @@ def test_unreliable_pixels_start_from_the_warped_frame_or_the_content_as_asked(c
 
 
 def test_the_style_term_rule_reaches_warm_frames_and_the_stylize_stage_hash(clips, tmp_path):
-    """--stop-style-tolerance: warm frames stop on it (the first frame of a shot never stops
-    early); the stylize stage's settings carry it unless it is 0, the releases before's rule."""
+    """--stop-style-tolerance: warm frames stop on it (the first frame of a shot by its own rule,
+    --first-stop-tolerance); the stylize stage's settings carry it unless it is 0, the releases
+    before's rule."""
     job = make_job(clips["short"], tmp_path, stop_tolerance=5e-3)
     assert job.stop_style_tolerance == DEFAULT_STOP_STYLE_TOLERANCE == 2e-2
     starter = FlowWarmStart(StartPlan.of(job, (24, 32)))
     assert starter.warm(torch.zeros(1, 3, 4, 4), "warped").stop.style_tolerance == 2e-2
-    assert starter.first().stop.tolerance == 0
+    first = DEFAULT_FIRST_STOP_TOLERANCE
+    assert starter.first().stop == EarlyStop(first, FIRST_STOP_WINDOW, style_tolerance=first)
     assert starter.settings()["stop_style_tolerance"] == 2e-2
     before = make_job(clips["short"], tmp_path, stop_tolerance=5e-3, stop_style_tolerance=0.0)
     assert "stop_style_tolerance" not in FlowWarmStart(StartPlan.of(before, (24, 32))).settings()
@@ -609,7 +614,7 @@ def test_the_style_term_rule_reaches_warm_frames_and_the_stylize_stage_hash(clip
 def test_a_shots_first_frame_stops_on_first_stop_tolerance_and_the_stylize_stage_hash_carries_it(clips, tmp_path):
     """--first-stop-tolerance: a shot's first frame's cold run stops once its loss and its style
     term fell by less than that fraction over FIRST_STOP_WINDOW iterations, within
-    --iterations-first; 0 (the default) runs them all; warm frames keep their own rule. The
+    --iterations-first; 0 runs them all, as the releases before; warm frames keep their own rule. The
     stylize stage's settings carry it unless it is 0, so that the jobs begun before keep their hash."""
     plan = StartPlan(iterations_first=500, iterations=3, temporal_weight=1.0, first_stop_tolerance=0.25)
     stop = FlowWarmStart(plan).first().stop
@@ -624,6 +629,7 @@ def test_a_shots_first_frame_stops_on_first_stop_tolerance_and_the_stylize_stage
 
     # Whole jobs: with the rule, the first frame stops at a report where its loss fell by less than
     # the tolerance over the window (the history holds each iteration's loss), after the window.
+    assert make_job(clips["short"], tmp_path).first_stop_tolerance == DEFAULT_FIRST_STOP_TOLERANCE
     budget = 4 * FIRST_STOP_WINDOW
     runs = {}
     for tolerance in (0.0, 0.25):
