@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import CancelledError
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,9 @@ from .errors import InputError
 BACKENDS = ("local", "dask")  # --backend's names
 # Seconds to wait for the Dask scheduler at --scheduler before refusing the job.
 CONNECT_TIMEOUT = 30
+# How often a Dask job hands out its unfinished tasks again after losing a worker that held the
+# only copy of their shared data (run_on_dask); each loss is a worker gone, so a few is plenty.
+LOST_DATA_RETRIES = 3
 
 
 def check_backend(backend: str, devices: str, scheduler: str | None) -> None:
@@ -61,23 +65,57 @@ def run_tasks(
     threads: int,
     stop: Callable[[], None],
 ) -> Iterator:
-    """function(common, item) for every item, as joblib tasks: on `threads` threads here, or on
-    the Dask cluster of `workers.client` (`common` scattered to each worker once, not sent with
-    every task). `stop()` ends what local threads still run when the caller stops (Ctrl-C):
+    """function(common, item) for every item: as joblib tasks on `threads` threads here, or on the
+    Dask cluster of `workers.client` (run_on_dask: `common` scattered to each worker once, not
+    sent with every task). `stop()` ends what local threads still run when the caller stops (Ctrl-C):
     threads cannot be killed, their tasks must stop themselves."""
-    tasks = (delayed(function)(common, item) for item in items)
     with warnings.catch_warnings():
         # On Ctrl-C joblib warns that it cancelled tasks in flight: that is what was asked for.
         warnings.filterwarnings("ignore", "[0-9]+ tasks which were still being processed", UserWarning)
         if workers.client is not None:
-            with parallel_config(backend="dask", client=workers.client, scatter=[common]):
-                yield from Parallel(return_as="generator_unordered")(tasks)
+            yield from run_on_dask(function, common, items, workers.client)
             return
+        tasks = (delayed(function)(common, item) for item in items)
         try:
             with parallel_config(backend="threading", n_jobs=threads):
                 yield from Parallel(return_as="generator_unordered")(tasks)
         finally:
             stop()
+
+
+def run_on_dask(function: Callable[[Any, Any], Any], common: Any, items: Iterable, client) -> Iterator:
+    """run_tasks on a Dask cluster, one task per item, each result as it finishes. Not through
+    joblib's dask backend: on a cluster of one single-threaded worker (one GPU) joblib counts one
+    job and runs every task in this process instead. `common` is scattered to every worker once; a
+    worker that dies (killed, preempted) takes its copy along, and where no other worker holds one
+    the scheduler cannot rerun its tasks and cancels every task still waiting for it. Then the
+    items not finished are handed out again, after a fresh scatter, up to LOST_DATA_RETRIES times:
+    the tasks resume from their own records (a shot from its last finished frame)."""
+    from distributed import as_completed
+
+    pending = dict(enumerate(items))
+    for attempt in range(LOST_DATA_RETRIES + 1):
+        [shared] = client.scatter([common], broadcast=True, hash=False)
+        futures = [client.submit(numbered, function, shared, i, item, pure=False) for i, item in pending.items()]
+        finished = False
+        try:
+            for future in as_completed(futures):
+                index, result = future.result()
+                del pending[index]
+                yield result
+            finished = True
+            return
+        except CancelledError:
+            if attempt == LOST_DATA_RETRIES:
+                raise
+        finally:
+            if not finished:  # an error, Ctrl-C, or a caller that stopped reading: nothing left running for us
+                client.cancel(futures)
+
+
+def numbered(function: Callable[[Any, Any], Any], common: Any, index: int, item: Any) -> tuple[int, Any]:
+    """function(common, item) with the item's number, so that a rerun knows what is left."""
+    return index, function(common, item)
 
 
 @contextmanager

@@ -182,13 +182,13 @@ MIN_FIRST_ITERATIONS = 1500
 # layers were weighed and the first frame settled in held rounds; since, a cold start's loss falls
 # by under 0.2% a hundred iterations long before 1500, and what the rest changes is within how far
 # one run moves from another when its first frame changes at all. Against all 1500, at 2e-3
-# (docs/video-quality.md, "A shot's first frame stops at 0.2% over 100 iterations"), on seven runs:
-# first frames of 390-1094 iterations instead of 1458-1491, 17-37% fewer iterations over every
-# frame (the pan 5-9%), flicker and the style loss at 512 px within 0.7% or lower, but on the pan at
-# 128 px: flicker 1.3-4.6% and the style loss 2.1% higher, where a first frame of 1400 instead of
-# 1500 moved them by -2.7 to +6.0% and +0.8% (600: the style loss +5.4%). 1e-3 stopped the pan at
-# 64 px 100 iterations later, no better. The shots shorter than 3-6 frames still cost more than
-# the release before issue 17's, which ran 600.
+# (docs/video-quality.md, "A shot's first frame stops at 0.2% over 100 iterations"), on eight runs:
+# first frames of 390-1163 iterations instead of 1458-1491, 17-37% fewer iterations over every
+# frame (5-9% on the pan and the sample clip at 128 px), flicker and the style loss at 512 px
+# within 0.8% or lower, but on the pan at 128 px: flicker 1.3-4.6% and the style loss 2.1% higher,
+# where a first frame of 1400 instead of 1500 moved them by -2.7 to +6.0% and +0.8% (600: the
+# style loss +5.4%). 1e-3 stopped the pan at 64 px 100 iterations later, no better. Shots shorter
+# than 3-9 frames still cost more than the release before issue 17's, which ran 600.
 DEFAULT_FIRST_STOP_TOLERANCE = 2e-3
 FIRST_STOP_WINDOW = 100
 # --passes: Ruder, Dosovitskiy and Brox's multi-pass algorithm (2018, passes.py); each pass costs
