@@ -10,11 +10,13 @@ import hashlib
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
 import ffmpeg
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from typer.testing import CliRunner
@@ -207,3 +209,15 @@ def heavy_modules_loaded(*argv: str, env: dict[str, str] | None = None) -> tuple
     # -X importtime writes a line for each module imported: "import time: self | cumulative | name".
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
     return sorted(imported & set(HEAVY_MODULES)), done.stdout
+
+
+@contextmanager
+def local_cluster(workers: int):
+    """A Dask LocalCluster of `workers` worker processes of one thread each, and its client: as on a
+    real cluster, the job and its tasks travel pickled and the network loads in the worker."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0", host="127.0.0.1",
+        env={"OMP_NUM_THREADS": "1"},
+    ) as cluster, distributed.Client(cluster) as client:  # fmt: skip
+        yield cluster, client

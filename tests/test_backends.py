@@ -11,6 +11,7 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
+from helpers import local_cluster
 from pipeline import backends
 from pipeline.backends import Workers, run_tasks
 
@@ -28,12 +29,8 @@ def die_once(common: dict, item: int) -> int:
 
 @pytest.fixture
 def one_worker():
-    distributed = pytest.importorskip("distributed")
     # One worker process: the scattered data has no other copy; its nanny starts a new one.
-    with distributed.LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0", host="127.0.0.1",
-        env={"OMP_NUM_THREADS": "1"},
-    ) as cluster, distributed.Client(cluster) as client:  # fmt: skip
+    with local_cluster(1) as (_, client):
         yield client
 
 

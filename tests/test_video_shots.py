@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import decoded_frames, make_job
+from helpers import decoded_frames, local_cluster, make_job
 from pipeline.decode import ffmpeg_binary
 from pipeline.display import JobDisplay
 from pipeline.flowstage import read_rgb
@@ -99,12 +99,7 @@ def test_the_shots_are_planned_at_the_cuts_before_stylizing_and_listed_by_status
 
 @pytest.fixture(scope="module")
 def cluster():
-    distributed = pytest.importorskip("distributed")
-    # Worker processes, as on a real cluster: the job travels pickled, the network loads there.
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", host="127.0.0.1",
-        env={"OMP_NUM_THREADS": "1"},
-    ) as cluster, distributed.Client(cluster) as client:  # fmt: skip
+    with local_cluster(2) as (cluster, client):
         yield cluster, client
 
 
