@@ -96,12 +96,13 @@ def run_on_dask(function: Callable[[Any, Any], Any], common: Any, items: Iterabl
     pending = dict(enumerate(items))
     for attempt in range(LOST_DATA_RETRIES + 1):
         [shared] = client.scatter([common], broadcast=True, hash=False)
-        futures = [client.submit(numbered, function, shared, i, item, pure=False) for i, item in pending.items()]
+        # Each future's item number, so that a rerun knows what is left.
+        futures = {client.submit(function, shared, item, pure=False): i for i, item in pending.items()}
         finished = False
         try:
             for future in as_completed(futures):
-                index, result = future.result()
-                del pending[index]
+                result = future.result()
+                del pending[futures[future]]
                 yield result
             finished = True
             return
@@ -110,12 +111,7 @@ def run_on_dask(function: Callable[[Any, Any], Any], common: Any, items: Iterabl
                 raise
         finally:
             if not finished:  # an error, Ctrl-C, or a caller that stopped reading: nothing left running for us
-                client.cancel(futures)
-
-
-def numbered(function: Callable[[Any, Any], Any], common: Any, index: int, item: Any) -> tuple[int, Any]:
-    """function(common, item) with the item's number, so that a rerun knows what is left."""
-    return index, function(common, item)
+                client.cancel(list(futures))
 
 
 @contextmanager
