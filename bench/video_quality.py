@@ -12,7 +12,7 @@ Sharpness retention = (mean Laplacian variance of the last 20 stylized frames / 
 allows; the bilinear warp of each warm start, compounded over a long shot, pulls it below 1.
 
     python bench/video_quality.py [--size 128] [--frames 150] [--modes default,none,independent]
-        [--clips carphone,pan,shake,flash,fade,relit,path/to/own.mp4] [--style art.png] [--tree DIR]
+        [--clips carphone,pan,shake,zoom,flash,fade,relit,path/to/own.mp4] [--style art.png] [--tree DIR]
         [--out bench-results/video]
 
 `--tree DIR` runs the stylizer of another checkout of this project (an earlier release: `git
@@ -42,6 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 STYLE = ROOT / "samples/ihc.png"  # the default --style
 SHAKE_FRAMES = 75
+ZOOM = 2.0  # the zoom clip's magnification from its first frame to its last
 # Extra `stylize video` options per mode; "default" is the CLI's defaults.
 MODES = {
     "independent": ["--flow", "independent"],
@@ -154,6 +155,37 @@ def make_shake(path: Path) -> Path:
     return path
 
 
+def make_zoom(path: Path, frames: int) -> Path:
+    """A long dolly-in, 25 fps: a 4:3 window on the cat photo, centred, narrowing at a constant
+    rate from 400x300 to 1 / ZOOM of that over `frames` frames, shown at 320x240. Unlike a pan or
+    shake, its flow expands: what a warm start carries from the frame before is magnified by
+    ZOOM ** (1 / (frames - 1)) at every frame (0.47% over 150 frames), so a texture held to the warped
+    frame grows along the shot unless each frame restyles it at the style's own scale (style drift
+    measures that; a real clip of this: a subject walking up to the lens). Rendered in OpenCV
+    with sub-pixel windows, not ffmpeg's zoompan, whose whole-pixel windows jitter."""
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    photo = cv2.imread(str(ROOT / "samples/chelsea.png"))
+    centre_x, centre_y = photo.shape[1] / 2, photo.shape[0] / 2
+    command = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
+        "-s", "320x240", "-r", "25", "-i", "-", "-pix_fmt", "yuv420p", "-c:v", "libx264", "-crf", "12",
+        str(path) + ".tmp.mp4",
+    ]  # fmt: skip
+    encoder = subprocess.Popen(command, stdin=subprocess.PIPE)
+    for i in range(frames):
+        scale = 320 / 400 * ZOOM ** (i / max(frames - 1, 1))  # output pixels per photo pixel
+        to_frame = np.float32([[scale, 0, 160 - scale * centre_x], [0, scale, 120 - scale * centre_y]])
+        frame = cv2.warpAffine(photo, to_frame, (320, 240), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+        encoder.stdin.write(frame.tobytes())
+    encoder.stdin.close()
+    if encoder.wait() != 0:
+        raise RuntimeError(f"ffmpeg could not encode {path}")
+    Path(str(path) + ".tmp.mp4").rename(path)
+    return path
+
+
 def make_flash(path: Path) -> Path:
     """The sample clip with one frame (31) under a camera's flash (brightness +0.5, contrast 0.6):
     a flash scores as two scene cuts, which --flash-frames (cuts.py) goes through."""
@@ -206,6 +238,7 @@ CLIPS = {
     "carphone": lambda out, frames: ROOT / "samples/carphone.mp4",
     "pan": lambda out, frames: make_pan(out / f"pan-{max(frames, 150)}.mp4", max(frames, 150)),
     "shake": lambda out, frames: make_shake(out / "shake.mp4"),
+    "zoom": lambda out, frames: make_zoom(out / f"zoom-{max(frames, 150)}.mp4", max(frames, 150)),
     "flash": lambda out, frames: make_flash(out / "carphone-flash.mp4"),
     "fade": lambda out, frames: make_fade(out / "carphone-fade.mp4"),
     "relit": lambda out, frames: make_relit(out / "carphone-relit.mp4"),
