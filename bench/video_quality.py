@@ -159,30 +159,23 @@ def make_zoom(path: Path, frames: int) -> Path:
     """A long dolly-in, 25 fps: a 4:3 window on the cat photo, centred, narrowing at a constant
     rate from 400x300 to 1 / ZOOM of that over `frames` frames, shown at 320x240. Unlike a pan or
     shake, its flow expands: what a warm start carries from the frame before is magnified by
-    ZOOM ** (1 / (frames - 1)) at every frame (0.47% over 150 frames), so a texture held to the warped
-    frame grows along the shot unless each frame restyles it at the style's own scale (style drift
-    measures that; a real clip of this: a subject walking up to the lens). Rendered in OpenCV
-    with sub-pixel windows, not ffmpeg's zoompan, whose whole-pixel windows jitter."""
+    ZOOM ** (1 / (frames - 1)) at every frame (0.47% a frame over 150 frames), so a texture held to
+    the warped frame grows along the shot unless each frame restyles it at the style's own scale
+    (style drift measures that; a real clip of this: a subject walking up to the lens). Rendered in
+    OpenCV with sub-pixel windows, not ffmpeg's zoompan, whose whole-pixel windows jitter."""
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     photo = cv2.imread(str(ROOT / "samples/chelsea.png"))
     centre_x, centre_y = photo.shape[1] / 2, photo.shape[0] / 2
-    command = [
-        imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
-        "-s", "320x240", "-r", "25", "-i", "-", "-pix_fmt", "yuv420p", "-c:v", "libx264", "-crf", "12",
-        str(path) + ".tmp.mp4",
-    ]  # fmt: skip
-    encoder = subprocess.Popen(command, stdin=subprocess.PIPE)
+    raw = bytearray()
     for i in range(frames):
         scale = 320 / 400 * ZOOM ** (i / max(frames - 1, 1))  # output pixels per photo pixel
         to_frame = np.float32([[scale, 0, 160 - scale * centre_x], [0, scale, 120 - scale * centre_y]])
         frame = cv2.warpAffine(photo, to_frame, (320, 240), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-        encoder.stdin.write(frame.tobytes())
-    encoder.stdin.close()
-    if encoder.wait() != 0:
-        raise RuntimeError(f"ffmpeg could not encode {path}")
-    Path(str(path) + ".tmp.mp4").rename(path)
+        raw += frame.tobytes()
+    source = ["-f", "rawvideo", "-pix_fmt", "bgr24", "-s", "320x240", "-r", "25", "-i", "-"]
+    encode(path, [*source, "-pix_fmt", "yuv420p", "-c:v", "libx264", "-crf", "12"], stdin=bytes(raw))
     return path
 
 
@@ -207,30 +200,28 @@ def make_relit(path: Path) -> Path:
 
 
 def filtered_sample(path: Path, filters: str) -> Path:
-    """The sample clip through ffmpeg's `filters`, losslessly, into `path` (whole or not at all:
-    written beside it, then renamed); made once."""
+    """The sample clip through ffmpeg's `filters`, losslessly, into `path`; made once."""
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    command = [
-        imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(ROOT / "samples/carphone.mp4"),
-        "-vf", filters, "-c:v", "libx264", "-qp", "0", str(path) + ".tmp.mp4",
-    ]  # fmt: skip
-    subprocess.run(command, check=True)
-    Path(str(path) + ".tmp.mp4").rename(path)
+    encode(path, ["-i", str(ROOT / "samples/carphone.mp4"), "-vf", filters, "-c:v", "libx264", "-qp", "0"])
     return path
 
 
 def render_crop(still: Path, crop: str, frames: int, path: Path) -> None:
     """`frames` frames at 25 fps of ffmpeg's `crop` filter moving over a still image, encoded
-    near-losslessly into `path` (whole or not at all: written beside it, then renamed)."""
-    command = [
-        imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-loop", "1", "-i", str(still),
-        "-vf", f"{crop},format=yuv420p", "-r", "25", "-frames:v", str(frames),
-        "-c:v", "libx264", "-crf", "12", str(path) + ".tmp.mp4",
-    ]  # fmt: skip
-    subprocess.run(command, check=True)
-    Path(str(path) + ".tmp.mp4").rename(path)
+    near-losslessly into `path`."""
+    source = ["-loop", "1", "-i", str(still), "-vf", f"{crop},format=yuv420p", "-r", "25", "-frames:v", str(frames)]
+    encode(path, [*source, "-c:v", "libx264", "-crf", "12"])
+
+
+def encode(path: Path, arguments: list[str], stdin: bytes | None = None) -> None:
+    """ffmpeg with `arguments` (its input, filters and codec; `stdin` what it reads from "-"),
+    writing `path` whole or not at all: beside it, then renamed."""
+    partial = Path(str(path) + ".tmp.mp4")
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", *arguments, str(partial)]
+    subprocess.run(command, input=stdin, check=True)
+    partial.rename(path)
 
 
 # Each clip, given the output folder and --frames: the sample clip, or one synthesized into OUT.
