@@ -217,11 +217,13 @@ def render_crop(still: Path, crop: str, frames: int, path: Path) -> None:
 
 def encode(path: Path, arguments: list[str], stdin: bytes | None = None) -> None:
     """ffmpeg with `arguments` (its input, filters and codec; `stdin` what it reads from "-"),
-    writing `path` whole or not at all: beside it, then renamed."""
-    partial = Path(str(path) + ".tmp.mp4")
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", *arguments, str(partial)]
-    subprocess.run(command, input=stdin, check=True)
-    partial.rename(path)
+    writing `path` whole or not at all (the jobs' atomic_path: beside it, then renamed; removed
+    if ffmpeg fails)."""
+    from pipeline.atomic import atomic_path
+
+    with atomic_path(path) as partial:
+        command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", *arguments, str(partial)]
+        subprocess.run(command, input=stdin, check=True)
 
 
 # Each clip, given the output folder and --frames: the sample clip, or one synthesized into OUT.
