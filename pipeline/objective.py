@@ -56,7 +56,8 @@ class LayerApply(nn.Module):
 
 
 class SumLoss(nn.ModuleList):
-    """The sum of the terms, in order (Python's sum, so 0 + t_1 + t_2 + ...)."""
+    """The sum of the terms, in order (Python's sum, so 0 + t_1 + t_2 + ...), on the features or, for
+    the temporal terms, on the image."""
 
     def forward(self, features: Features) -> torch.Tensor:
         return sum(term(features) for term in self)

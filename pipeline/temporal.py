@@ -51,6 +51,7 @@ from .images import load_image
 from .lbfgs import HISTORY_SIZE
 from .losses import TemporalLoss
 from .manifest import read_json
+from .objective import Scale, SumLoss
 from .optimize import EarlyStop, StyleResult
 from .stylize import ExtraLoss, Stylizer
 from .video_defaults import (
@@ -171,7 +172,7 @@ class SettleRound:
         if not self.temporal_weight:
             return {}
         # Every pixel reliable: the resampling moved the image by a known shift and back.
-        return {"temporal": WeightedLoss(TemporalLoss(start, torch.ones_like(start[:, :1])), self.temporal_weight)}
+        return {"temporal": Scale(TemporalLoss(start, torch.ones_like(start[:, :1])), self.temporal_weight)}
 
 
 def warm_iterations(iterations: int, tracked: int, reliable: float) -> int:
@@ -361,7 +362,7 @@ class FlowWarmStart(WarmStart):
             targets = [(warped, reliability), *self.earlier(index, pairs)]
             masks = closest_first([mask for _, mask in targets])
             terms = [TemporalLoss(target, mask) for (target, _), mask in zip(targets, masks)]
-            extra_losses["temporal"] = WeightedLoss(SumLoss(terms), self.plan.temporal_weight)
+            extra_losses["temporal"] = Scale(SumLoss(terms), self.plan.temporal_weight)
             if len(terms) > 1:  # how far back it reached, and what the earlier frames hold beyond frame i-1
                 stats["long_term"] = list(self.plan.long_term[: len(terms)])
                 stats["reliable_long"] = round(float(sum(masks[1:]).mean()), 4)
@@ -382,7 +383,7 @@ class FlowWarmStart(WarmStart):
         extra_losses = {}
         if not self.plan.free_flashes and self.plan.temporal_weight > 0:
             reliability = torch.from_numpy(pair.reliability).to(self.device)[None, None]
-            extra_losses["temporal"] = WeightedLoss(TemporalLoss(warped, reliability), self.plan.temporal_weight)
+            extra_losses["temporal"] = Scale(TemporalLoss(warped, reliability), self.plan.temporal_weight)
         return self.warm(warped, "flash", extra_losses=extra_losses, stats=stats)
 
     def warp(self, stylized: torch.Tensor, pair: FramePair) -> torch.Tensor:
@@ -404,26 +405,6 @@ class FlowWarmStart(WarmStart):
             styled = frames.styled(index - k).to(self.device, torch.float32)
             out.append((self.warp(styled, pair), torch.from_numpy(pair.reliability).to(self.device)[None, None]))
         return out
-
-
-class SumLoss:
-    """The sum of loss terms: the temporal terms of --long-term, one per earlier frame."""
-
-    def __init__(self, terms: list):
-        self.terms = terms
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        return sum(term(image) for term in self.terms)
-
-
-class WeightedLoss:
-    """weight x loss(image): the core takes extra terms already weighted."""
-
-    def __init__(self, loss: torch.nn.Module, weight: float):
-        self.loss, self.weight = loss, weight
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        return self.weight * self.loss(image)
 
 
 # The guard against frames that stop too early (artistic-videos #52: L-BFGS can stop after a couple
