@@ -40,11 +40,12 @@ sys.path.insert(0, str(ROOT))
 from pipeline.flow import FramePair, warp  # noqa: E402
 from pipeline.images import load_image, load_styles  # noqa: E402
 from pipeline.losses import TemporalLoss  # noqa: E402
+from pipeline.objective import Scale  # noqa: E402
 from pipeline.optimize import EarlyStop  # noqa: E402
 from pipeline.score import Scorer  # noqa: E402
 from pipeline.settings import StyleSettings  # noqa: E402
 from pipeline.stylize import Stylizer  # noqa: E402
-from pipeline.temporal import WeightedLoss, warm_iterations  # noqa: E402
+from pipeline.temporal import warm_iterations  # noqa: E402
 from pipeline.video_defaults import STOP_WINDOW  # noqa: E402
 
 
@@ -179,13 +180,13 @@ def main() -> None:
                 term = TemporalLoss(small_target, small_mask)
                 coarse = stylizer_for(v).stylize(
                     small_frame, init=small_init, iterations=v.coarse,
-                    extra_losses={"temporal": WeightedLoss(term, v.tw)} if v.tw > 0 else {},
+                    extra_losses={"temporal": Scale(term, v.tw)} if v.tw > 0 else {},
                     history_size=history, stop=EarlyStop(v.tol, STOP_WINDOW, style_tolerance=v.stol),
                 )  # fmt: skip
                 change = F.interpolate(coarse.image - small_init, size=frame.shape[-2:], mode="bicubic")
                 init, coarse_its = (init + change).clamp(0, 1), coarse.iterations
             term = BlurredTemporalLoss(target, mask, v.blur) if v.blur else TemporalLoss(target, mask)
-            extra = {"temporal": WeightedLoss(term, v.tw)} if v.tw > 0 else {}
+            extra = {"temporal": Scale(term, v.tw)} if v.tw > 0 else {}
             result = stylizer_for(v).stylize(
                 frame, init=init, iterations=v.its, extra_losses=extra, history_size=history,
                 stop=EarlyStop(v.tol, STOP_WINDOW, style_tolerance=v.stol),
