@@ -41,12 +41,10 @@ from .flow import FramePair
 from .flowstage import compute_pair, default_workers, pair_name
 from .frame_record import optimized, pair_record
 from .images import load_image, save_image
-from .losses import TemporalLoss
 from .manifest import read_json, timestamp, write_json
-from .objective import Scale, SumLoss
 from .shots import Shot, counted
 from .stylize import Stylizer
-from .temporal import FlowWarmStart, FrameStart, optimize_frame
+from .temporal import FlowWarmStart, FrameStart, held_to, optimize_frame
 from .workdir import FrameStore, frame_name
 
 # delta: how much of the neighbour updated in this pass a frame starts from, where the flow
@@ -181,10 +179,7 @@ class Passes:
                 init = blend(own, warped, reliability)
             targets.append((warped, reliability))
             stats[f"reliable_{'n1' if n == n1 else 'n2'}"] = round(float(pair.reliability.mean()), 4)
-        extra = {}
-        if targets and self.starter.plan.temporal_weight > 0:
-            terms = SumLoss([TemporalLoss(target, mask) for target, mask in targets])
-            extra["temporal"] = Scale(terms, self.starter.plan.temporal_weight)
+        extra = held_to(targets, self.starter.plan.temporal_weight)
         # Its source is no warm start's: the stall guard (temporal.stalled) compares a frame with the one
         # before it in a single pass, which a later pass has no equivalent of.
         return self.starter.warm(init, f"pass{p}", extra_losses=extra, stats=stats)

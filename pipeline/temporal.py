@@ -157,6 +157,15 @@ def closest_first(masks: list[torch.Tensor]) -> list[torch.Tensor]:
     return out
 
 
+def held_to(targets: list[tuple[torch.Tensor, torch.Tensor]], weight: float) -> dict[str, ExtraLoss]:
+    """The extra term that holds a frame to stylized frames carried onto it (Ruder et al.'s temporal
+    loss): `weight` x the sum of TemporalLoss over the (target, reliability mask) pairs, under the name
+    the frames' records and the report show; none where the weight is 0 or no pair holds the frame."""
+    if weight <= 0 or not targets:
+        return {}
+    return {"temporal": Scale(SumLoss(TemporalLoss(target, mask) for target, mask in targets), weight)}
+
+
 @dataclass(frozen=True)
 class SettleRound:
     """How each settling round after a shot's cold run goes (settle; --settle): free, SETTLE_ITERATIONS
@@ -169,10 +178,8 @@ class SettleRound:
     stop: EarlyStop = EarlyStop()
 
     def losses(self, start: torch.Tensor) -> dict[str, ExtraLoss]:
-        if not self.temporal_weight:
-            return {}
         # Every pixel reliable: the resampling moved the image by a known shift and back.
-        return {"temporal": Scale(TemporalLoss(start, torch.ones_like(start[:, :1])), self.temporal_weight)}
+        return held_to([(start, torch.ones_like(start[:, :1]))], self.temporal_weight)
 
 
 def warm_iterations(iterations: int, tracked: int, reliable: float) -> int:
@@ -357,15 +364,15 @@ class FlowWarmStart(WarmStart):
         reliable = float(pair.reliability.mean())
         stats["reliable"] = round(reliable, 4)
         iterations = warm_iterations(self.plan.iterations, self.plan.iterations_tracked, reliable)
-        extra_losses = {}
+        held = []
         if self.plan.temporal_weight > 0:
             targets = [(warped, reliability), *self.earlier(index, pairs)]
             masks = closest_first([mask for _, mask in targets])
-            terms = [TemporalLoss(target, mask) for (target, _), mask in zip(targets, masks)]
-            extra_losses["temporal"] = Scale(SumLoss(terms), self.plan.temporal_weight)
-            if len(terms) > 1:  # how far back it reached, and what the earlier frames hold beyond frame i-1
-                stats["long_term"] = list(self.plan.long_term[: len(terms)])
+            held = [(target, mask) for (target, _), mask in zip(targets, masks)]
+            if len(held) > 1:  # how far back it reached, and what the earlier frames hold beyond frame i-1
+                stats["long_term"] = list(self.plan.long_term[: len(held)])
                 stats["reliable_long"] = round(float(sum(masks[1:]).mean()), 4)
+        extra_losses = held_to(held, self.plan.temporal_weight)
         return self.warm(init, "warped", iterations=iterations, extra_losses=extra_losses, stats=stats)
 
     def through_flash(self, index: int, content: torch.Tensor, previous: torch.Tensor, pairs: Pairs) -> FrameStart:
@@ -380,11 +387,9 @@ class FlowWarmStart(WarmStart):
         pair = pairs(index)
         warped = self.warp(previous.to(self.device, torch.float32), pair)
         stats = {"cut_score": round(pair.cut_score, 4), "reliable": round(float(pair.reliability.mean()), 4)}
-        extra_losses = {}
-        if not self.plan.free_flashes and self.plan.temporal_weight > 0:
-            reliability = torch.from_numpy(pair.reliability).to(self.device)[None, None]
-            extra_losses["temporal"] = Scale(TemporalLoss(warped, reliability), self.plan.temporal_weight)
-        return self.warm(warped, "flash", extra_losses=extra_losses, stats=stats)
+        reliability = torch.from_numpy(pair.reliability).to(self.device)[None, None]
+        held = [] if self.plan.free_flashes else [(warped, reliability)]
+        return self.warm(warped, "flash", extra_losses=held_to(held, self.plan.temporal_weight), stats=stats)
 
     def warp(self, stylized: torch.Tensor, pair: FramePair) -> torch.Tensor:
         """A stylized frame carried onto the current one by the pair's flow, with --warp's
