@@ -1,11 +1,11 @@
 """Video quality benchmark (issue 17; not a test): runs `stylize video` on the sample clip, on a
 synthetic long shot of camera motion and on synthetic handheld shake, once per mode, and prints
 per mode the mean iterations per warm-started frame, wall seconds per frame, flicker (the job's
-own report: mean masked warping error, as `stylize flicker`; the same with Farneback's flow; and
-Lai et al.'s E_warp, whose mask comes from the input frames), the mean style and content loss of
-the frames (pipeline/score.py, the evaluator of `stylize score`, at the frames' own size and at
-its reference size of 512 px, as `stylize score` gives them), style drift (that style loss over
-the last 20 frames / over the first 20) and sharpness retention.
+own report: mean masked warping error, as `stylize flicker`; the same with a bicubic warp; the same
+with Farneback's flow; and Lai et al.'s E_warp, whose mask comes from the input frames), the mean
+style and content loss of the frames (pipeline/score.py, the evaluator of `stylize score`, at the
+frames' own size and at its reference size of 512 px, as `stylize score` gives them), style drift
+(that style loss over the last 20 frames / over the first 20) and sharpness retention.
 
 Sharpness retention = (mean Laplacian variance of the last 20 stylized frames / that of the first
 20) / (the same ratio for the input frames): 1 means the texture stays as crisp as the footage
@@ -299,6 +299,29 @@ def farneback_flicker(styled: list[Path], pairs: list) -> float:
     return flicker((read_rgb(p) for p in styled), pairs, scene_threshold=DEFAULT_SCENE_THRESHOLD)
 
 
+def bicubic_flicker(styled: list[Path], work: Path) -> float:
+    """The flicker column's measure (the job's own DIS pairs and masks, cuts skipped) with the
+    frame before warped bicubically instead of bilinearly. The bilinear warp blurs what it moves
+    by a fraction of a pixel, so it scores a fine texture carried exactly from frame to frame
+    (`--warp bicubic`) as flicker, and one laid out anew each frame barely worse; this one tells
+    them apart (docs/video-quality.md, "Flicker by the measure's interpolation"). NaN for a job
+    without flow pairs (`--flow none`, `independent`)."""
+    from pipeline.flow import FramePair, flicker
+    from pipeline.flowstage import read_rgb
+    from pipeline.video_defaults import DEFAULT_SCENE_THRESHOLD
+
+    numbers = [int(p.stem) for p in styled]
+    paths = [work / "flow" / f"{n:06d}.npz" for n in numbers]
+    # A pair carries frame n-1 onto frame n: none where frame n-1 is not listed (a blank left out).
+    pairs = [
+        FramePair.load(path) if i and numbers[i - 1] == n - 1 and path.exists() else None
+        for i, (n, path) in enumerate(zip(numbers, paths))
+    ]
+    if not any(pairs):
+        return float("nan")
+    return flicker((read_rgb(p) for p in styled), pairs, scene_threshold=DEFAULT_SCENE_THRESHOLD, mode="bicubic")
+
+
 def warp_error(styled: list[Path], content: list[Path], pairs: list) -> float:
     """E_warp of Lai et al. (2018, "Learning Blind Video Temporal Consistency"), the measure of
     the video consistency literature, in units of 1e-3: the mean squared difference (RGB, 0..1,
@@ -490,6 +513,7 @@ def run_mode(clip: Path, name: str, extra: list[str], args: argparse.Namespace) 
         "wall_per_frame": wall / max(1, len(styled)),
         "redone": sum(1 for s in stats if s.get("redone")),
         "flicker": flicker.get("output", float("nan")), "flicker_input": flicker.get("input", float("nan")),
+        "flicker_bicubic": bicubic_flicker(styled, work),
         "flicker_farneback": farneback_flicker(styled, pairs), "warp_error": warp_error(styled, content, pairs),
         **losses, "sharpness_retention": retention(styled, content), "flash": flash_figures(work, stats),
         "fade": fade,
@@ -498,15 +522,17 @@ def run_mode(clip: Path, name: str, extra: list[str], args: argparse.Namespace) 
 
 def table(clip: str, rows: list[dict]) -> str:
     head = (
-        "| mode | frames | iters/warm frame | redone | s/frame | flicker (input) | flicker, Farneback | E_warp (1e-3)"
-        " | content | style | content, 512 px | style, 512 px | style drift | sharpness ret. |"
+        "| mode | frames | iters/warm frame | redone | s/frame | flicker (input) | flicker, bicubic"
+        " | flicker, Farneback | E_warp (1e-3) | content | style | content, 512 px | style, 512 px | style drift"
+        " | sharpness ret. |"
     )
-    lines = [f"**{clip}**", "", head, "|" + "---|" * 14]
+    lines = [f"**{clip}**", "", head, "|" + "---|" * 15]
     for r in rows:
         lines.append(
             f"| {r['mode']} | {r['frames']} | {r['iterations_warm']:.1f} | {r['redone']} | "
             f"{r['seconds_per_frame']:.2f} | "
-            f"{r['flicker']:.4g} ({r['flicker_input']:.4g}) | {r['flicker_farneback']:.4g} | {r['warp_error']:.4g} | "
+            f"{r['flicker']:.4g} ({r['flicker_input']:.4g}) | {r['flicker_bicubic']:.4g} | "
+            f"{r['flicker_farneback']:.4g} | {r['warp_error']:.4g} | "
             f"{r['content']:.4g} | {r['style']:.4g} | {r['content_512']:.4g} | {r['style_512']:.4g} | "
             f"{r['style_drift']:.3f} | "
             f"{r['sharpness_retention']:.3f} |"

@@ -179,22 +179,29 @@ def to_tensor(frame: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).unsqueeze(0).float() / 255
 
 
-def warping_error(previous_output: np.ndarray, current_output: np.ndarray, pair: FramePair) -> float:
+def warping_error(
+    previous_output: np.ndarray, current_output: np.ndarray, pair: FramePair, mode: str = "bilinear"
+) -> float:  # fmt: skip
     """Mean squared difference (0..255 scale) between the current output and the previous output
-    warped onto it, over the reliable pixels."""
-    warped = warp(to_tensor(previous_output), pair.flow_back)
+    warped onto it (by `mode`'s interpolation), over the reliable pixels. The bilinear warp, the
+    measure of the video consistency literature, blurs what it moves by a fraction of a pixel: a
+    fine texture carried exactly from frame to frame scores above zero, and above a texture that
+    is laid out anew each frame (docs/video-quality.md, "Flicker by the measure's interpolation")."""
+    warped = warp(to_tensor(previous_output), pair.flow_back, mode=mode)
     diff = ((to_tensor(current_output) - warped) * 255).pow(2).sum(1)[0].numpy()
     weight = pair.reliability
     return float((weight * diff).sum() / max(weight.sum(), 1.0))
 
 
-def flicker(outputs: Iterable[np.ndarray], pairs: Iterable[FramePair | None], scene_threshold: float) -> float:
+def flicker(
+    outputs: Iterable[np.ndarray], pairs: Iterable[FramePair | None], scene_threshold: float, mode: str = "bilinear"
+) -> float:  # fmt: skip
     """Mean masked warping error over consecutive frames, skipping scene cuts. pairs[i] carries
-    frame i-1 to frame i (pairs[0] is None). Both may be generators: only two frames are held at
-    a time, so long videos fit in memory."""
+    frame i-1 to frame i (None: no pair, as for the first frame). Both may be generators: only two
+    frames are held at a time, so long videos fit in memory."""
     errors, previous = [], None
     for output, pair in zip(outputs, pairs):
         if previous is not None and pair is not None and pair.cut_score <= scene_threshold:
-            errors.append(warping_error(previous, output, pair))
+            errors.append(warping_error(previous, output, pair, mode))
         previous = output
     return float(np.mean(errors)) if errors else 0.0

@@ -276,6 +276,56 @@ def test_flicker_metric_separates_stable_from_flickering_outputs():
     assert warping_error(frames[0], frames[1], pairs[1]) == pytest.approx(stable, rel=1.0)
 
 
+def carried_grain(frames: int) -> tuple[list[np.ndarray], FramePair]:
+    """A fine texture (a period of 4 px) moved half a pixel to the right a frame, exactly, and the
+    pair of any two consecutive frames (reliable away from the border)."""
+    h, w = 24, 40
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+
+    def grain(shift: float) -> np.ndarray:
+        value = 128 + 100 * np.sin(2 * np.pi * (xs + shift) / 4) * np.cos(2 * np.pi * ys / 7)
+        return np.repeat(value[..., None], 3, axis=2).round().astype(np.uint8)
+
+    flow_back = np.zeros((h, w, 2), np.float32)
+    flow_back[..., 0] = -0.5  # frame t at x shows frame t-1 at x - 0.5
+    reliability = np.zeros((h, w), np.float32)
+    reliability[4:-4, 4:-4] = 1  # the warp's border aside
+    return [grain(-0.5 * i) for i in range(frames)], FramePair(flow_back, reliability, 0.0)
+
+
+def test_a_fine_texture_carried_exactly_flickers_by_the_bilinear_measure_not_by_the_bicubic():
+    """The bilinear warp of the measure blurs the frame before and scores a fine texture's exact
+    move by half a pixel as flicker, the bicubic one far less. What the benchmark's "flicker,
+    bicubic" column shows of a stylizer that carries its grain along."""
+    (before, after), pair = carried_grain(2)
+    bilinear = flicker([before, after], [None, pair], scene_threshold=0.6)
+    bicubic = flicker([before, after], [None, pair], scene_threshold=0.6, mode="bicubic")
+    assert bilinear > 300, bilinear  # the half-pixel average takes 30% off the grain's amplitude: ~650
+    assert bicubic < 0.1 * bilinear, (bicubic, bilinear)  # ~8
+    assert warping_error(before, after, pair, "bicubic") == pytest.approx(bicubic)
+
+
+def test_the_benchmarks_bicubic_flicker_reads_the_jobs_own_pairs_and_skips_a_gap(tmp_path):
+    """The bench's `flicker, bicubic` column: the job's flow/NNNNNN.npz pairs, the frame before
+    warped bicubically; no pair across a frame left out (a blank), NaN for a job without pairs."""
+    vq = bench_module()
+    frames, pair = carried_grain(4)
+    (tmp_path / "styled").mkdir()
+    styled = [tmp_path / "styled" / f"{i + 1:06d}.png" for i in range(4)]
+    for path, frame in zip(styled, frames):
+        cv2.imwrite(str(path), frame[..., ::-1])
+    assert np.isnan(vq.bicubic_flicker(styled, tmp_path))  # --flow none: no pairs
+    (tmp_path / "flow").mkdir()
+    for i in range(2, 5):
+        pair.save(tmp_path / "flow" / f"{i:06d}.npz")
+    measured = vq.bicubic_flicker(styled, tmp_path)
+    assert measured == pytest.approx(flicker(frames, [None, pair, pair, pair], 0.6, mode="bicubic"), rel=1e-4)
+    assert measured < 0.1 * flicker(frames, [None, pair, pair, pair], 0.6)  # the bilinear measure
+    # Frame 3 left out: frame 4's pair carries frame 3, not frame 2; frame 2's alone counts.
+    gap = vq.bicubic_flicker([styled[0], styled[1], styled[3]], tmp_path)
+    assert gap == pytest.approx(warping_error(frames[0], frames[1], pair, "bicubic"), rel=1e-4)
+
+
 def test_frame_variants_lanczos_warp_moves_by_the_flow_as_the_stylizers_warp_does():
     """The bench's Lanczos warp (OpenCV's, which grid_sample lacks) leaves an image in place under
     zero flow and, by a whole pixel, moves it as pipeline.flow.warp does (the border repeated)."""
