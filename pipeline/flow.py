@@ -185,8 +185,9 @@ def warping_error(
     """Mean squared difference (0..255 scale) between the current output and the previous output
     warped onto it (by `mode`'s interpolation), over the reliable pixels. The bilinear warp, the
     measure of the video consistency literature, blurs what it moves by a fraction of a pixel: a
-    fine texture carried exactly from frame to frame scores above zero, and above a texture that
-    is laid out anew each frame (docs/video-quality.md, "Flicker by the measure's interpolation")."""
+    fine texture carried exactly from frame to frame scores well above zero, and can score above
+    one laid out anew near the blurred warp in each frame (docs/video-quality.md, "Flicker by the
+    measure's interpolation")."""
     warped = warp(to_tensor(previous_output), pair.flow_back, mode=mode)
     diff = ((to_tensor(current_output) - warped) * 255).pow(2).sum(1)[0].numpy()
     weight = pair.reliability
