@@ -304,8 +304,8 @@ def bicubic_flicker(styled: list[Path], work: Path) -> float:
     frame before warped bicubically instead of bilinearly. The bilinear warp blurs what it moves
     by a fraction of a pixel, so it scores a fine texture carried exactly from frame to frame
     (`--warp bicubic`) as flicker, and one laid out anew each frame barely worse; this one tells
-    them apart (docs/video-quality.md, "Flicker by the measure's interpolation"). NaN for a job
-    without flow pairs (`--flow none`, `independent`)."""
+    them apart (docs/video-quality.md, "Flicker by the measure's interpolation"). Every flow mode
+    keeps its pairs for the report's flicker; NaN where a work directory holds none."""
     from pipeline.flow import FramePair, flicker
     from pipeline.flowstage import read_rgb
     from pipeline.video_defaults import DEFAULT_SCENE_THRESHOLD

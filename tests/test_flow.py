@@ -307,14 +307,14 @@ def test_a_fine_texture_carried_exactly_flickers_by_the_bilinear_measure_not_by_
 
 def test_the_benchmarks_bicubic_flicker_reads_the_jobs_own_pairs_and_skips_a_gap(tmp_path):
     """The bench's `flicker, bicubic` column: the job's flow/NNNNNN.npz pairs, the frame before
-    warped bicubically; no pair across a frame left out (a blank), NaN for a job without pairs."""
+    warped bicubically; no pair across a frame left out (a blank), NaN where there are no pairs."""
     vq = bench_module()
     frames, pair = carried_grain(4)
     (tmp_path / "styled").mkdir()
     styled = [tmp_path / "styled" / f"{i + 1:06d}.png" for i in range(4)]
     for path, frame in zip(styled, frames):
         cv2.imwrite(str(path), frame[..., ::-1])
-    assert np.isnan(vq.bicubic_flicker(styled, tmp_path))  # --flow none: no pairs
+    assert np.isnan(vq.bicubic_flicker(styled, tmp_path))  # no flow/ at all
     (tmp_path / "flow").mkdir()
     for i in range(2, 5):
         pair.save(tmp_path / "flow" / f"{i:06d}.npz")
