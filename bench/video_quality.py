@@ -307,16 +307,15 @@ def bicubic_flicker(styled: list[Path], work: Path) -> float:
     them apart (docs/video-quality.md, "Flicker by the measure's interpolation"). Every flow mode
     keeps its pairs for the report's flicker; NaN where a work directory holds none."""
     from pipeline.flow import FramePair, flicker
-    from pipeline.flowstage import read_rgb
+    from pipeline.flowstage import pair_name, read_rgb
     from pipeline.video_defaults import DEFAULT_SCENE_THRESHOLD
 
     numbers = [int(p.stem) for p in styled]
-    paths = [work / "flow" / f"{n:06d}.npz" for n in numbers]
     # A pair carries frame n-1 onto frame n: none where frame n-1 is not listed (a blank left out).
-    pairs = [
-        FramePair.load(path) if i and numbers[i - 1] == n - 1 and path.exists() else None
-        for i, (n, path) in enumerate(zip(numbers, paths))
+    paths = [
+        work / "flow" / pair_name(n - 1, n) if i and numbers[i - 1] == n - 1 else None for i, n in enumerate(numbers)
     ]
+    pairs = [FramePair.load(path) if path and path.exists() else None for path in paths]
     if not any(pairs):
         return float("nan")
     return flicker((read_rgb(p) for p in styled), pairs, scene_threshold=DEFAULT_SCENE_THRESHOLD, mode="bicubic")

@@ -181,7 +181,7 @@ def to_tensor(frame: np.ndarray) -> torch.Tensor:
 
 def warping_error(
     previous_output: np.ndarray, current_output: np.ndarray, pair: FramePair, mode: str = "bilinear"
-) -> float:  # fmt: skip
+) -> float:
     """Mean squared difference (0..255 scale) between the current output and the previous output
     warped onto it (by `mode`'s interpolation), over the reliable pixels. The bilinear warp, the
     measure of the video consistency literature, blurs what it moves by a fraction of a pixel: a
@@ -196,7 +196,7 @@ def warping_error(
 
 def flicker(
     outputs: Iterable[np.ndarray], pairs: Iterable[FramePair | None], scene_threshold: float, mode: str = "bilinear"
-) -> float:  # fmt: skip
+) -> float:
     """Mean masked warping error over consecutive frames, skipping scene cuts. pairs[i] carries
     frame i-1 to frame i (None: no pair, as for the first frame). Both may be generators: only two
     frames are held at a time, so long videos fit in memory."""
