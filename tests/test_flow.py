@@ -22,7 +22,9 @@ from pipeline.flow import (
     warp,
     warping_error,
 )
+from pipeline.flowstage import pair_name
 from pipeline.video_defaults import TRACKED_SHARE
+from pipeline.workdir import frame_name
 
 SIZE, SQUARE, SHIFT, START = 96, 32, 3, 20
 
@@ -311,13 +313,13 @@ def test_the_benchmarks_bicubic_flicker_reads_the_jobs_own_pairs_and_skips_a_gap
     vq = bench_module()
     frames, pair = carried_grain(4)
     (tmp_path / "styled").mkdir()
-    styled = [tmp_path / "styled" / f"{i + 1:06d}.png" for i in range(4)]
+    styled = [tmp_path / "styled" / frame_name(i + 1) for i in range(4)]
     for path, frame in zip(styled, frames):
         cv2.imwrite(str(path), frame[..., ::-1])
     assert np.isnan(vq.bicubic_flicker(styled, tmp_path))  # no flow/ at all
     (tmp_path / "flow").mkdir()
     for i in range(2, 5):
-        pair.save(tmp_path / "flow" / f"{i:06d}.npz")
+        pair.save(tmp_path / "flow" / pair_name(i - 1, i))  # as the flow stage names them
     measured = vq.bicubic_flicker(styled, tmp_path)
     assert measured == pytest.approx(flicker(frames, [None, pair, pair, pair], 0.6, mode="bicubic"), rel=1e-4)
     assert measured < 0.1 * flicker(frames, [None, pair, pair, pair], 0.6)  # the bilinear measure
