@@ -45,7 +45,7 @@ from pipeline.optimize import EarlyStop  # noqa: E402
 from pipeline.score import Scorer  # noqa: E402
 from pipeline.settings import StyleSettings  # noqa: E402
 from pipeline.stylize import Stylizer  # noqa: E402
-from pipeline.temporal import warm_iterations  # noqa: E402
+from pipeline.temporal import StartPlan, warm_iterations  # noqa: E402
 from pipeline.video_defaults import STOP_WINDOW  # noqa: E402
 
 
@@ -134,7 +134,10 @@ def main() -> None:
         stol=recorded.get("stop_style_tolerance", 0.0),
         start=recorded.get("warp", "bilinear"), target=recorded.get("warp", "bilinear"),
     )  # fmt: skip
-    tracked = recorded.get("iterations_tracked", 0)  # a frame the flow tracks almost whole, at most (temporal.py)
+    budget = StartPlan(  # the warm frames' iterations at most (temporal.py); absent: the releases before's
+        iterations_first=1, iterations=settings.iterations, iterations_tracked=recorded.get("iterations_tracked", 0),
+        tracked_share=recorded.get("tracked_share", 0.9),
+    )  # fmt: skip
     history = recorded.get("lbfgs_history", 20)
     content_start = recorded.get("unreliable_start", "content") == "content"  # absent: the releases before's
     stylizers: dict[tuple[str, float], Stylizer] = {}  # by optimizer and learning rate, made once
@@ -158,7 +161,7 @@ def main() -> None:
         own = score(load_image(work / "styled" / f"{index:06d}.png"), content, size=size)
         iterations = json.loads((work / "styled" / f"{index:06d}.json").read_text())["iterations"]
         print(f"frame {index}: the job's {iterations} iterations, style loss {own['style']:.4g}")
-        its = warm_iterations(job.its, tracked, float(pair.reliability.mean()))  # the job's budget for it
+        its = warm_iterations(budget, float(pair.reliability.mean()))  # the job's budget for it
         for text in args.variants.split(","):
             v = Variant.parse(text, dataclasses.replace(job, its=its))
             frame, mask, reference = content, reliability, own["style"]

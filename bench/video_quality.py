@@ -105,20 +105,23 @@ MODES = {
     # Every style layer at its full weight (the releases before b820d38), at the bench's sizes the
     # deep layers copying the style image's layout (objective.texture_weights).
     "full-layers": ["--full-layer-weights"],
-    # Four releases before this one (b820d38 exactly): a shot's first frame settled by one free round
+    # Five releases before this one (b820d38 exactly): a shot's first frame settled by one free round
     # of 50 iterations, crisper than the warm frames after it (temporal.SettleRound).
     "settle-free": (
         "--settle free --first-rounds 2 --stop-tolerance 0.005 --iterations-tracked 0 --first-stop-tolerance 0"
     ).split(),
     # One held settling round after the cold run instead of two.
     "rounds-2": ["--first-rounds", "2"],
-    # Three releases before this one (d741b88 exactly): warm frames stopped at a 0.5% loss change.
+    # Four releases before this one (d741b88 exactly): warm frames stopped at a 0.5% loss change.
     "stop-5e-3": "--stop-tolerance 0.005 --iterations-tracked 0 --first-stop-tolerance 0".split(),
-    # Two releases before this one (185861d exactly): every warm frame had --iterations, however
+    # Three releases before this one (185861d exactly): every warm frame had --iterations, however
     # much of it the flow tracked.
     "untracked": ["--iterations-tracked", "0", "--first-stop-tolerance", "0"],
-    # The release before this one (f413ee3 exactly): a shot's first frame ran every --iterations-first.
-    "first-unstopped": ["--first-stop-tolerance", "0"],
+    # Two releases before this one (f413ee3 exactly): a shot's first frame ran every --iterations-first.
+    "first-unstopped": ["--first-stop-tolerance", "0", "--tracked-share", "0.9"],
+    # The release before this one (ce0daa2 exactly): only a warm frame with 90% of its pixels reliable
+    # or more was capped at --iterations-tracked; the others ran to the stopping rule.
+    "tracked-0.9": ["--tracked-share", "0.9"],
 }
 EDGE = 20  # frames at each end of the shot for style drift and sharpness retention
 

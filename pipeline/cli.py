@@ -229,6 +229,7 @@ def video(
     work_dir: opts.WorkDirOpt = None,
     iterations_first: opts.IterationsFirstOpt = None,
     iterations_tracked: opts.IterationsTrackedOpt = video_defaults.DEFAULT_ITERATIONS_TRACKED,
+    tracked_share: opts.TrackedShareOpt = video_defaults.DEFAULT_TRACKED_SHARE,
     first_stop_tolerance: opts.FirstStopToleranceOpt = video_defaults.DEFAULT_FIRST_STOP_TOLERANCE,
     start: opts.StartOpt = 0.0,
     duration: opts.DurationOpt = None,
@@ -278,7 +279,8 @@ def video(
     job = VideoJob(
         input=input_file, styles=tuple(style), output=output or input_file.with_name(f"{input_file.stem}-stylized.mp4"),
         settings=settings, init_path=init_path, work_dir=work_dir, iterations_first=iterations_first,
-        iterations_tracked=iterations_tracked, first_stop_tolerance=first_stop_tolerance, start=start,
+        iterations_tracked=iterations_tracked, tracked_share=tracked_share, first_stop_tolerance=first_stop_tolerance,
+        start=start,
         duration=duration, every_nth=every_nth, crf=crf,
         clean=clean, keep_frames=keep_frames,
         overwrite=overwrite, device=device, lbfgs_history=lbfgs_history, unreliable_start=unreliable_start,

@@ -218,9 +218,17 @@ IterationsTrackedOpt = Annotated[
     int,
     option(
         panel=VIDEO,
-        help=f"Iterations at most for a later frame the flow tracks almost whole ({video_defaults.TRACKED_SHARE:.0%} "
-        "of its pixels reliable or more; --flow dis): past them the stopping rule's tail changes it by under 1%. "
-        "Frames with more unreliable pixels have --iterations. 0: --iterations for every frame.",
+        help="Iterations at most for a later frame (--flow dis; with --tracked-share, one the flow tracks that "
+        "well): past them the stopping rule's tail changes it by a percent or two. 0: --iterations for every frame.",
+    ),
+]
+TrackedShareOpt = Annotated[
+    float,
+    option(
+        panel=VIDEO,
+        help="The share of a later frame's pixels the flow must leave reliable for --iterations-tracked to cap it "
+        "(--flow dis). 0: every later frame; 0.9 as the release before, where frames with more unreliable pixels "
+        "ran to the stopping rule: on moving footage up to 37% more iterations for 0.5-1.5% less style loss at 512 px.",
     ),
 ]
 StartOpt = Annotated[float, option(panel=VIDEO, help="Start this many seconds into the input.")]

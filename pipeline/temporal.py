@@ -60,7 +60,6 @@ from .video_defaults import (
     FIRST_STOP_WINDOW,
     SETTLE_ITERATIONS,
     STOP_WINDOW,
-    TRACKED_SHARE,
 )
 from .videojob import VideoJob
 from .workdir import FrameStore
@@ -76,7 +75,8 @@ class StartPlan:
     iterations_first: int  # a shot's first frame, from --init
     first_stop_tolerance: float = 0.0  # its cold run stops at this change over FIRST_STOP_WINDOW; 0: never
     iterations: int  # each later frame, at most
-    iterations_tracked: int = 0  # a later frame the flow tracks almost whole (TRACKED_SHARE), at most; 0: off
+    iterations_tracked: int = 0  # a later frame with at least tracked_share of it reliable, at most; 0: off
+    tracked_share: float = 0.9  # the release before's: 90% of its pixels (video_defaults.DEFAULT_TRACKED_SHARE)
     stop_tolerance: float = 0.0
     stop_style_tolerance: float = 0.0
     stop_change: float = 0.0
@@ -98,7 +98,7 @@ class StartPlan:
         return cls(
             iterations_first=job.first_iterations, first_stop_tolerance=job.first_stop_tolerance,
             iterations=job.settings.iterations,
-            iterations_tracked=job.iterations_tracked,
+            iterations_tracked=job.iterations_tracked, tracked_share=job.tracked_share,
             stop_tolerance=job.stop_tolerance, stop_style_tolerance=job.stop_style_tolerance,
             stop_change=job.stop_change, temporal_weight=job.temporal_weight,
             scene_threshold=job.scene_threshold, long_term=job.long_term, warp=job.warp,
@@ -182,11 +182,11 @@ class SettleRound:
         return held_to([(start, torch.ones_like(start[:, :1]))], self.temporal_weight)
 
 
-def warm_iterations(iterations: int, tracked: int, reliable: float) -> int:
-    """A flow-warped frame's iterations at most: --iterations, or --iterations-tracked (`tracked`;
-    0: off) where the flow tracks the frame almost whole, `reliable` (its reliable share) at least
-    TRACKED_SHARE."""
-    return min(iterations, tracked) if tracked and reliable >= TRACKED_SHARE else iterations
+def warm_iterations(plan: StartPlan, reliable: float) -> int:
+    """A flow-warped frame's iterations at most: --iterations, or --iterations-tracked (0: off) where
+    `reliable`, its reliable share, is at least --tracked-share (0, the default: every warm frame)."""
+    tracked = plan.iterations_tracked and reliable >= plan.tracked_share
+    return min(plan.iterations, plan.iterations_tracked) if tracked else plan.iterations
 
 
 @dataclass
@@ -325,7 +325,7 @@ class FlowWarmStart(WarmStart):
             settings["passes"] = plan.passes
         if plan.iterations_tracked:  # only where set: the jobs of the releases before keep their hash
             settings["iterations_tracked"] = plan.iterations_tracked
-            settings["tracked_share"] = TRACKED_SHARE
+            settings["tracked_share"] = plan.tracked_share
         if plan.flash_frames:
             settings["flash_frames"] = plan.flash_frames
             if not plan.free_flashes:  # only where so: the jobs of the release before keep their hash
@@ -363,7 +363,7 @@ class FlowWarmStart(WarmStart):
             init = reliability * warped + (1 - reliability) * content.to(self.device, torch.float32)
         reliable = float(pair.reliability.mean())
         stats["reliable"] = round(reliable, 4)
-        iterations = warm_iterations(self.plan.iterations, self.plan.iterations_tracked, reliable)
+        iterations = warm_iterations(self.plan, reliable)
         held = []
         if self.plan.temporal_weight > 0:
             targets = [(warped, reliability), *self.earlier(index, pairs)]

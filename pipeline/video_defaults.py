@@ -62,25 +62,30 @@ STOP_WINDOW = 10
 # times content) the total's rule is met later than this one and nothing changes
 # (docs/video-quality.md, "Another style"). 0: the total alone, as the releases before.
 DEFAULT_STOP_STYLE_TOLERANCE = 2e-2
-# A warm frame the flow tracks almost whole (at least TRACKED_SHARE of its pixels reliable) stops
-# after at most this many iterations, whatever the stopping rule says; one with more unreliable
-# pixels has --iterations, and the stopping rule decides. Under the weighed style layers, a tracked
-# frame's objective is within 1% of where the rule ends it by iteration 30 and its style loss within
-# 1% by 40 (docs/video-quality.md, "Warm frames stopped at 1e-2"); the iterations after that are
-# the rule's tail. Frames with many unreliable pixels restyle those almost from a cold start, and
-# there a cap of 40 cost 12.5% of style loss (bikes.mp4, a fifth to a half of its pixels
-# unreliable): they keep the rule. The pan at 128 px is 97-98% reliable, the sample clip at 128
-# px 85-100% (93% of its frames at 90% or more), bikes.mp4 about 76% on average. Against the release
-# before (docs/video-quality.md, "Warm frames the flow tracks stop at 40 iterations"): on the pan at
-# 128 px 39.8 iterations a warm frame instead of 41.3, the style loss at 512 px 2.7% lower but at
-# the frames' own size 3.5% higher (3.6-6.2% over its frames 61-150: what a capped frame leaves
-# undone reaches the next), flicker by Farneback 4.2% and E_warp 8.3% lower, by DIS 4.7% higher; on
-# the sample clip at 64 and 128 px and the pan and the shake at 64 px no warm frame reached 40, and
-# nothing changed; on the pan at 256 px (40 frames) 40.0 instead of 51.2, flicker 3% lower by all
-# three measures, the style loss at 512 px 0.4% lower and at its own size 3.7% higher. 0:
-# --iterations for every warm frame, as the releases before.
+# A warm frame (with at least DEFAULT_TRACKED_SHARE of its pixels reliable: every one) stops after
+# at most this many iterations, whatever the stopping rule says. Under the weighed style layers a
+# tracked frame's objective is within 1% of where the rule ends it by iteration 30 and its style
+# loss within 1% by 40 (docs/video-quality.md, "Warm frames stopped at 1e-2"); the iterations after
+# that are the rule's tail. In the release before only frames at 90% reliable or more were capped:
+# on the pan at 128 px (97-98% reliable) 39.8 iterations a warm frame instead of 41.3, the style
+# loss at 512 px 2.7% lower but at the frames' own size 3.5% higher (3.6-6.2% over its frames
+# 61-150: what a capped frame leaves undone reaches the next), flicker by Farneback 4.2% and E_warp
+# 8.3% lower, by DIS 4.7% higher; on the pan at 256 px 40.0 instead of 51.2, flicker 3% lower by
+# all three measures ("Warm frames the flow tracks stop at 40 iterations"). 0: --iterations for
+# every warm frame, as the releases before.
 DEFAULT_ITERATIONS_TRACKED = 40
-TRACKED_SHARE = 0.9
+# The share of a warm frame's pixels the flow must leave reliable for --iterations-tracked to cap
+# it. 0.9 in the release before, where a frame with more unreliable pixels kept --iterations and
+# the stopping rule: on real footage at 256 px with ihc.png (11-22% of most frames' pixels
+# unreliable) and at 128 px with gravel.png that left 46-54 iterations a warm frame. Every warm
+# frame capped instead (0; docs/video-quality.md, "Every warm frame stops at 40 iterations"), on
+# those four runs: 39.5-40.0 iterations a warm frame, 13-27% fewer; flicker by the measures the
+# stylizer never saw 1.4-14% lower by Farneback's flow and 2.7-19% by E_warp, 2-10% lower by the
+# bicubic measure, by the job's own DIS measure within 2% at 256 px but 16% higher with
+# gravel.png; the style loss at 512 px 0.5-1.5% higher and at the frames' own size 2.1-5.0%;
+# style drift and sharpness retention near the default's. Under the weighed style layers a capped
+# frame's tail is a percent or two of its style loss, not the 10-12% it was under full weights.
+DEFAULT_TRACKED_SHARE = 0.0
 # The options whose defaults releases changed, each with the value a job's stylize settings imply
 # where they leave it out (the releases that added a setting leave it out at its earlier value, so
 # that the jobs begun before keep their hash; None: always recorded where it applies). A rerun
@@ -97,6 +102,7 @@ OWN_DEFAULTS = {
     "stop_tolerance": None,
     "stop_style_tolerance": 0.0,
     "iterations_tracked": 0,
+    "tracked_share": 0.9,
     "first_stop_tolerance": 0.0,
     "lbfgs_history": HISTORY_SIZE,
     "unreliable_start": "content",
@@ -198,6 +204,7 @@ MAX_PASSES = 8
 # other value is refused with another --flow, where it would be silently ignored.
 DIS_ONLY = {
     "iterations_tracked": DEFAULT_ITERATIONS_TRACKED,
+    "tracked_share": DEFAULT_TRACKED_SHARE,
     "temporal_weight": DEFAULT_TEMPORAL_WEIGHT,
     "long_term": DEFAULT_LONG_TERM,
     "warp": DEFAULT_WARP,

@@ -31,6 +31,7 @@ from .video_defaults import (
     DEFAULT_STOP_STYLE_TOLERANCE,
     DEFAULT_STOP_TOLERANCE,
     DEFAULT_TEMPORAL_WEIGHT,
+    DEFAULT_TRACKED_SHARE,
     DEFAULT_UNRELIABLE_START,
     DEFAULT_WARP,
     DIS_ONLY,
@@ -63,7 +64,8 @@ class VideoJob:
     init_path: Path | None = None
     work_dir: Path | None = None  # default: OUTPUT.work beside the output
     iterations_first: int | None = None  # default: twice settings.iterations, at least MIN_FIRST_ITERATIONS
-    iterations_tracked: int = DEFAULT_ITERATIONS_TRACKED  # a warm frame the flow tracks almost whole, at most; 0: off
+    iterations_tracked: int = DEFAULT_ITERATIONS_TRACKED  # a warm frame (see tracked_share), at most; 0: off
+    tracked_share: float = DEFAULT_TRACKED_SHARE  # ... with at least this share of its pixels reliable
     first_stop_tolerance: float = DEFAULT_FIRST_STOP_TOLERANCE  # a shot's first frame stops at this change; 0: never
     start: float = 0.0  # seconds
     duration: float | None = None  # seconds; None: to the end
@@ -110,6 +112,10 @@ class VideoJob:
         if not 0 <= self.iterations_tracked <= MAX_ITERATIONS:
             raise InputError(
                 f"--iterations-tracked {self.iterations_tracked}: must be between 0 (off) and {MAX_ITERATIONS}"
+            )
+        if not 0 <= self.tracked_share <= 1:
+            raise InputError(
+                f"--tracked-share {self.tracked_share}: must be between 0 (every later frame) and 1 (all reliable)"
             )
         if not 0 <= self.crf <= 51:
             raise InputError(f"--crf {self.crf}: must be between 0 (lossless) and 51")

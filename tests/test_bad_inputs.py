@@ -360,6 +360,7 @@ CASES = [
         {
             "--iterations-first": (-1, 0, 10**12),
             "--iterations-tracked": (-1, 10**12),
+            "--tracked-share": (-0.1, 1.5, "nan"),
             "--start": (-1, "inf"),
             "--duration": (-1, 0, "nan"),
             "--every-nth": (-2, 0, 10**6),

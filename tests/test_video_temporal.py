@@ -56,6 +56,7 @@ from pipeline.video_defaults import (
     DEFAULT_SCENE_THRESHOLD,
     DEFAULT_STOP_STYLE_TOLERANCE,
     DEFAULT_STOP_TOLERANCE,
+    DEFAULT_TRACKED_SHARE,
     FIRST_STOP_WINDOW,
     LBFGS_HISTORY_BYTES,
     MAX_FLASH_FRAMES,
@@ -63,7 +64,6 @@ from pipeline.video_defaults import (
     MIN_FIRST_ITERATIONS,
     OWN_DEFAULTS,
     STOP_WINDOW,
-    TRACKED_SHARE,
     UNRELIABLE_STARTS,
     WARP_MODES,
 )
@@ -505,6 +505,7 @@ def test_video_command_rejects_bad_temporal_options_with_exit_2(clips, tmp_path,
         ("--first-stop-tolerance", -0.5, "--first-stop-tolerance -0.5: must be >= 0"),
         ("--first-stop-tolerance", 1, "--first-stop-tolerance 1.0: must be >= 0"),
         ("--iterations-tracked", -1, "--iterations-tracked -1: must be between 0 (off) and"),
+        ("--tracked-share", 1.5, "--tracked-share 1.5: must be between 0 (every later frame) and 1"),
         ("--flow-workers", 0, "--flow-workers 0"),
         ("--stop-change", -1, "--stop-change -1.0"),
         ("--long-term", "2,4", "--long-term 2,4: must start with 1"),
@@ -531,6 +532,7 @@ def test_video_command_rejects_bad_temporal_options_with_exit_2(clips, tmp_path,
         ["--flow", "independent", "--free-flashes"],
         ["--flow", "none", "--light-cuts"],
         ["--flow", "none", "--settle", "free"],
+        ["--flow", "independent", "--tracked-share", "0.9"],
     ):
         code, _, err = cli(["video", clips["short"], "-s", STYLE, "-o", tmp_path / "o.mp4", *no_flow], capsys)
         assert code == 2 and len(err.splitlines()) == 1 and f"{no_flow[2]} applies to --flow dis only" in err, err
@@ -653,11 +655,11 @@ def test_a_shots_first_frame_stops_on_first_stop_tolerance_and_the_stylize_stage
     assert settings["first_stop_tolerance"] == 0.25
 
 
-def test_a_warm_frame_the_flow_tracks_almost_whole_gets_iterations_tracked_at_most(clips, tmp_path):
-    """--iterations-tracked: a warm frame with at least TRACKED_SHARE of its pixels reliable has at
-    most that many iterations, one with more unreliable pixels --iterations (the stopping rule
-    decides there), and a shot's first frame its own; 0 gives every warm frame --iterations, as the
-    releases before, whose jobs keep their stylize stage's hash."""
+def test_every_warm_frame_gets_iterations_tracked_at_most_and_tracked_share_restricts_it(clips, tmp_path):
+    """--iterations-tracked: a warm frame has at most that many iterations (a shot's first frame its
+    own); with --tracked-share, only one with at least that share of its pixels reliable, the others
+    --iterations (the stopping rule decides there), as the release before ran at 0.9, whose jobs keep
+    their stylize stage's hash. 0 gives every warm frame --iterations, as the releases before it."""
     flow = np.zeros((24, 32, 2), np.float32)
     texture = to_tensor(np.random.default_rng(3).integers(0, 256, (24, 32, 3), dtype=np.uint8))
 
@@ -667,32 +669,75 @@ def test_a_warm_frame_the_flow_tracks_almost_whole_gets_iterations_tracked_at_mo
         pair = FramePair(flow_back=flow, reliability=reliability, cut_score=0.0)
         return FlowWarmStart(plan).start(2, texture, texture, lambda i: pair)
 
-    plan = StartPlan(iterations_first=50, iterations=30, iterations_tracked=5, temporal_weight=1.0)
-    tracked = start(plan, 31)  # 97% reliable
-    assert (tracked.iterations, tracked.stats["reliable"]) == (5, pytest.approx(31 / 32, abs=1e-4))
-    assert start(plan, round(TRACKED_SHARE * 32)).iterations == 5  # 0.9 exactly: tracked
-    assert start(plan, 16).iterations == 30  # half of it unreliable: the rule decides within --iterations
-    assert start(replace(plan, iterations=3), 31).iterations == 3  # never more than --iterations
-    assert start(replace(plan, iterations_tracked=0), 31).iterations == 30
+    plan = StartPlan(iterations_first=50, iterations=30, iterations_tracked=5, tracked_share=0.0, temporal_weight=1.0)
+    assert [start(plan, columns).iterations for columns in (32, 16, 0)] == [5, 5, 5]  # however little is reliable
+    assert start(replace(plan, iterations=3), 16).iterations == 3  # never more than --iterations
+    assert start(replace(plan, iterations_tracked=0), 32).iterations == 30
     assert FlowWarmStart(plan).first().iterations == 50
-    assert FlowWarmStart(plan).settings()["iterations_tracked"] == 5
-    assert FlowWarmStart(plan).settings()["tracked_share"] == TRACKED_SHARE
+    assert FlowWarmStart(plan).settings()["tracked_share"] == 0.0
+    share = replace(plan, tracked_share=0.9)  # the release before's
+    tracked = start(share, 31)  # 97% reliable
+    assert (tracked.iterations, tracked.stats["reliable"]) == (5, pytest.approx(31 / 32, abs=1e-4))
+    assert start(share, round(0.9 * 32)).iterations == 5  # 0.9 exactly: tracked
+    assert start(share, 16).iterations == 30  # half of it unreliable: the rule decides within --iterations
+    assert FlowWarmStart(share).settings()["tracked_share"] == 0.9 == OWN_DEFAULTS["tracked_share"]
+    assert FlowWarmStart(share).settings()["iterations_tracked"] == 5
     assert "iterations_tracked" not in FlowWarmStart(replace(plan, iterations_tracked=0)).settings()
+    assert "tracked_share" not in FlowWarmStart(replace(plan, iterations_tracked=0)).settings()
 
     # Whole jobs, the stopping rule off so that the budget is what ends a frame: the still shot's
     # warm frames are tracked whole, the moving square's (at 64x48 px) are 81-83% reliable.
-    assert make_job(clips["moving"], tmp_path).iterations_tracked == DEFAULT_ITERATIONS_TRACKED == 40
-    for clip, tracked in (("still", True), ("moving", False)):
-        job = make_job(clips[clip], tmp_path / clip, settings={"iterations": 6}, iterations_tracked=2)
+    defaults = make_job(clips["moving"], tmp_path)
+    assert (defaults.iterations_tracked, defaults.tracked_share) == (DEFAULT_ITERATIONS_TRACKED, DEFAULT_TRACKED_SHARE)
+    assert (DEFAULT_ITERATIONS_TRACKED, DEFAULT_TRACKED_SHARE) == (40, 0.0)
+    for clip, share, capped in (("moving", DEFAULT_TRACKED_SHARE, True), ("still", 0.9, True), ("moving", 0.9, False)):
+        job = make_job(
+            clips[clip], tmp_path / f"{clip}-{share}", settings={"iterations": 6}, iterations_tracked=2,
+            tracked_share=share,
+        )  # fmt: skip
         run_video(job, vgg=build_tiny_vgg())
         stats = frame_stats(job.work)
         assert stats[0]["iterations"] == 5, stats
-        assert all((s["reliable"] >= TRACKED_SHARE) == tracked for s in stats[1:]), stats
-        assert [s["iterations"] for s in stats[1:]] == [2 if tracked else 6] * (len(stats) - 1)
-    assert read_json(job.work / "job.json")["stages"]["stylize"]["settings"]["iterations_tracked"] == 2
+        assert all((s["reliable"] >= 0.9) == (clip == "still") for s in stats[1:]), stats
+        assert [s["iterations"] for s in stats[1:]] == [2 if capped else 6] * (len(stats) - 1)
+        recorded = read_json(job.work / "job.json")["stages"]["stylize"]["settings"]
+        assert (recorded["iterations_tracked"], recorded["tracked_share"]) == (2, share)
     untracked = make_job(clips["still"], tmp_path / "untracked", settings={"iterations": 6}, iterations_tracked=0)
     run_video(untracked, vgg=build_tiny_vgg())
     assert [s["iterations"] for s in frame_stats(untracked.work)[1:]] == [6] * 3
+
+
+def test_a_job_begun_with_tracked_share_0_9_resumes_with_it_when_left_unset(clips, tmp_path):
+    """The release before capped only the warm frames at 90% reliable or more: its job, run again
+    without --tracked-share, goes on with 0.9 and keeps its frames, and says so; given, even as the
+    default's value, it stylizes them again under it."""
+    settings = {"iterations": 6}
+    began = make_job(clips["moving"], tmp_path, settings=settings, iterations_tracked=2, tracked_share=0.9)
+    with pytest.raises(Recorder.Stop):
+        run_video(began, events=Recorder(stop_at=3), vgg=build_tiny_vgg())
+    finished = {name: t for name, t in mtimes(began.work / "styled").items() if name.endswith(".json")}
+    assert len(finished) == 2
+
+    events = Recorder()
+    unset = frozenset(OWN_DEFAULTS)
+    run_video(
+        make_job(clips["moving"], tmp_path, settings=settings, iterations_tracked=2, defaulted=unset),
+        events=events, vgg=build_tiny_vgg(),
+    )  # fmt: skip
+    assert events.started == [3, 4, 5, 6]
+    assert {k: v for k, v in mtimes(began.work / "styled").items() if k in finished} == finished
+    assert [s["iterations"] for s in frame_stats(began.work)[1:]] == [6] * 5  # 81-83% reliable: not capped
+    assert read_json(began.work / "job.json")["stages"]["stylize"]["settings"]["tracked_share"] == 0.9
+    assert any("--tracked-share 0.9" in m and "the defaults now" in m for m in events.messages), events.messages
+
+    events = Recorder()
+    given = unset - {"tracked_share"}
+    run_video(
+        make_job(clips["moving"], tmp_path, settings=settings, iterations_tracked=2, defaulted=given),
+        events=events, vgg=build_tiny_vgg(),
+    )  # fmt: skip
+    assert events.started == [1, 2, 3, 4, 5, 6]
+    assert [s["iterations"] for s in frame_stats(began.work)[1:]] == [2] * 5
 
 
 def test_lbfgs_history_reaches_every_frame_and_the_stylize_stage_hash(clips, tmp_path, monkeypatch):
