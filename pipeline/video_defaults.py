@@ -77,14 +77,16 @@ DEFAULT_ITERATIONS_TRACKED = 40
 # The share of a warm frame's pixels the flow must leave reliable for --iterations-tracked to cap
 # it. 0.9 in the release before, where a frame with more unreliable pixels kept --iterations and
 # the stopping rule: on real footage at 256 px with ihc.png (11-22% of most frames' pixels
-# unreliable) and at 128 px with gravel.png that left 46-54 iterations a warm frame. Every warm
-# frame capped instead (0; docs/video-quality.md, "Every warm frame stops at 40 iterations"), on
-# those four runs: 39.5-40.0 iterations a warm frame, 13-27% fewer; flicker by the measures the
-# stylizer never saw 1.4-14% lower by Farneback's flow and 2.7-19% by E_warp, 2-10% lower by the
-# bicubic measure, by the job's own DIS measure within 2% at 256 px but 16% higher with
-# gravel.png; the style loss at 512 px 0.5-1.5% higher and at the frames' own size 2.1-5.0%;
-# style drift and sharpness retention near the default's. Under the weighed style layers a capped
-# frame's tail is a percent or two of its style loss, not the 10-12% it was under full weights.
+# unreliable) and at 128 px with gravel.png and The Starry Night that left 46-54 iterations a warm
+# frame. Every warm frame capped instead (0; docs/video-quality.md, "Every warm frame stops at 40
+# iterations"), on seven runs of real footage: 35.4-40.0 iterations a warm frame, 5-27% fewer;
+# flicker 1.4-14% lower by Farneback's flow and 2.7-19% by E_warp, by the job's own DIS measure
+# within 2% at 256 px and 3-16% higher at 128 px; the style loss at 512 px 1.3% lower to 1.5%
+# higher, at the frames' own size 0.9-5.0% higher. The cost lands on the frames the flow tracks
+# worst (about half their pixels unreliable, fast motion), which restyle those pixels nearly from a
+# cold start: at the end of a fast shot sharpness retention fell 7-12% on four of the seven. Under
+# full layer weights the same cap had cost 10.5-12.5% of style loss; under the weighed layers a
+# capped frame stops a percent or two above where the rule would.
 DEFAULT_TRACKED_SHARE = 0.0
 # The options whose defaults releases changed, each with the value a job's stylize settings imply
 # where they leave it out (the releases that added a setting leave it out at its earlier value, so
