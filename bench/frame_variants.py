@@ -46,7 +46,7 @@ from pipeline.score import Scorer  # noqa: E402
 from pipeline.settings import StyleSettings  # noqa: E402
 from pipeline.stylize import Stylizer  # noqa: E402
 from pipeline.temporal import StartPlan, warm_iterations  # noqa: E402
-from pipeline.video_defaults import STOP_WINDOW  # noqa: E402
+from pipeline.video_defaults import OWN_DEFAULTS, STOP_WINDOW  # noqa: E402
 
 
 def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -134,10 +134,8 @@ def main() -> None:
         stol=recorded.get("stop_style_tolerance", 0.0),
         start=recorded.get("warp", "bilinear"), target=recorded.get("warp", "bilinear"),
     )  # fmt: skip
-    budget = StartPlan(  # the warm frames' iterations at most (temporal.py); absent: the releases before's
-        iterations_first=1, iterations=settings.iterations, iterations_tracked=recorded.get("iterations_tracked", 0),
-        tracked_share=recorded.get("tracked_share", 0.9),
-    )  # fmt: skip
+    implied = {name: recorded.get(name, OWN_DEFAULTS[name]) for name in ("iterations_tracked", "tracked_share")}
+    budget = StartPlan(iterations_first=1, iterations=settings.iterations, **implied)  # a warm frame's, at most
     history = recorded.get("lbfgs_history", 20)
     content_start = recorded.get("unreliable_start", "content") == "content"  # absent: the releases before's
     stylizers: dict[tuple[str, float], Stylizer] = {}  # by optimizer and learning rate, made once
