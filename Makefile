@@ -57,6 +57,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/shots.py $(BENCH_SHOTS)
 
 # Video quality (issue 17): iterations, time, flicker, losses, style drift and sharpness retention per
-# mode on the sample clip, a 150-frame synthetic pan and a shake; BENCH_VIDEO="--frames 40 --size 96" runs it short.
+# mode (six unless --modes says otherwise) on the sample clip, a 150-frame synthetic pan and a shake;
+# BENCH_VIDEO="--frames 40 --size 96" runs it short, BENCH_VIDEO="--modes all" runs every mode.
 bench-video: $(STAMP)
 	$(BIN)/python bench/video_quality.py $(BENCH_VIDEO)

@@ -161,8 +161,9 @@ def test_the_benchmarks_style_drift_sees_a_texture_fade_along_the_shot(tmp_path)
 
 def test_the_benchmark_refuses_a_tree_whose_stylizer_lacks_a_modes_option(tmp_path):
     """--tree runs another checkout's stylizer (an earlier release); a mode whose options that
-    release does not know is refused before any clip is made or job run, naming the option, and
-    so is a --style that is not there."""
+    release does not know is refused before any clip is made or job run, naming the option (`--modes
+    all` takes every mode), and so are a --style that is not there and two clips of one name, whose
+    jobs and rows would be one another's."""
     tree = tmp_path / "old-release"
     (tree / "pipeline").mkdir(parents=True)
     (tree / "pipeline" / "__init__.py").write_text("")
@@ -181,14 +182,30 @@ def test_the_benchmark_refuses_a_tree_whose_stylizer_lacks_a_modes_option(tmp_pa
     assert missing.returncode != 0 and "no-such.png: no such file" in missing.stderr, missing.stderr
     unknown = bench("--modes", "default,no-such-mode")
     assert unknown.returncode != 0 and "unknown no-such-mode" in unknown.stderr, unknown.stderr
+    six = bench("--tree", str(tree))  # the default modes: --passes (passes-3), not --warp (bicubic)
+    assert six.returncode != 0 and "--passes" in six.stderr and "--warp" not in six.stderr, six.stderr
+    every = bench("--tree", str(tree), "--modes", "all")
+    assert every.returncode != 0 and "--passes" in every.stderr and "--warp" in every.stderr, every.stderr
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "street.mp4").write_bytes(b"")
+    twice = subprocess.run(
+        [sys.executable, str(script), "--clips", f"{tmp_path / 'a/street.mp4'},{tmp_path / 'b/street.mp4'}",
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert twice.returncode != 0 and "--clips: two clips named street" in twice.stderr, twice.stderr
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.mp4*"))
 
 
 def test_the_benchmarks_frames_are_frames_of_any_frame_rate(tmp_path):
     """--frames N runs N frames of a clip at 29.97 fps, as of the synthetic clips at 25 (it
-    turned N into seconds at 25 fps, and ran 48 of the sample clip's frames for --frames 40)."""
+    turned N into seconds at 25 fps, and ran 48 of the sample clip's frames for --frames 40); a
+    clip of one's own is named by its file name, hyphens and all, and each row by its mode (it
+    took the mode from the job's name after its first hyphen: "fps-default" for this one)."""
     from helpers import make_clip
 
-    clip = make_clip(tmp_path / "ntsc.mp4", frames=12, rate="30000/1001", size="64x48")
+    clip = make_clip(tmp_path / "ntsc-30fps.mp4", frames=12, rate="30000/1001", size="64x48")
     script = Path(__file__).resolve().parent.parent / "bench" / "video_quality.py"
     command = [
         sys.executable, str(script), "--clips", str(clip), "--frames", "5", "--size", "32", "--modes", "default",
@@ -197,7 +214,8 @@ def test_the_benchmarks_frames_are_frames_of_any_frame_rate(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / "out" / "video_quality.json").read_text())
-    assert [row["frames"] for row in results["ntsc"]] == [5], results
+    assert [(row["mode"], row["frames"]) for row in results["ntsc-30fps"]] == [("default", 5)], results
+    assert "| default | 5 |" in (tmp_path / "out" / "video_quality.md").read_text()
 
 
 def test_the_benchmarks_zoom_clip_magnifies_its_picture_evenly(tmp_path):
