@@ -189,11 +189,7 @@ def test_the_benchmark_refuses_a_tree_whose_stylizer_lacks_a_modes_option(tmp_pa
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "street.mp4").write_bytes(b"")
-    twice = subprocess.run(
-        [sys.executable, str(script), "--clips", f"{tmp_path / 'a/street.mp4'},{tmp_path / 'b/street.mp4'}",
-         "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    twice = bench("--clips", f"{tmp_path / 'a/street.mp4'},{tmp_path / 'b/street.mp4'}")  # the last --clips counts
     assert twice.returncode != 0 and "--clips: two clips named street" in twice.stderr, twice.stderr
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.mp4*"))
 
