@@ -483,8 +483,8 @@ def frame_rate(clip: Path) -> float:
 
 def run_mode(clip_name: str, clip: Path, mode: str, args: argparse.Namespace) -> dict:
     """One job, the clip stylized with the mode's options (and --'s), and its figures."""
-    extra = MODES[mode]
-    output = args.out / f"{clip_name}-{mode}.mp4"
+    extra, job = MODES[mode], f"{clip_name}-{mode}"
+    output = args.out / f"{job}.mp4"
     command = [
         sys.executable, "-m", "pipeline.cli", "video", str(clip), "--style", str(args.style), "-o", str(output),
         "--size", str(args.size), "--seed", "0", "--device", args.device, "--flow-workers", "1",
@@ -496,7 +496,7 @@ def run_mode(clip_name: str, clip: Path, mode: str, args: argparse.Namespace) ->
     done = subprocess.run(command, cwd=tree, capture_output=True, text=True, env=os.environ | {"PYTHONPATH": tree})
     wall = time.perf_counter() - began
     if done.returncode != 0:
-        raise SystemExit(f"{clip_name}-{mode}: stylize video failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        raise SystemExit(f"{job}: stylize video failed ({done.returncode}):\n{done.stderr[-3000:]}")
     work = Path(str(output) + ".work")
     styled = sorted((work / "styled").glob("[0-9]*.png"))
     content = sorted((work / "frames").glob("[0-9]*.png"))[: len(styled)]
