@@ -5,7 +5,10 @@ own report: mean masked warping error, as `stylize flicker`; the same with a bic
 with Farneback's flow; and Lai et al.'s E_warp, whose mask comes from the input frames), the mean
 style and content loss of the frames (pipeline/score.py, the evaluator of `stylize score`, at the
 frames' own size and at its reference size of 512 px, as `stylize score` gives them), style drift
-(that style loss over the last 20 frames / over the first 20) and sharpness retention.
+(that style loss over the last 20 frames / over the first 20), sharpness and sharpness retention.
+
+Sharpness = the mean Laplacian variance of the stylized frames (the input's beside it): how crisp
+the frames are, which retention, a ratio of the shot's ends, does not say.
 
 Sharpness retention = (mean Laplacian variance of the last 20 stylized frames / that of the first
 20) / (the same ratio for the input frames): 1 means the texture stays as crisp as the footage
@@ -524,7 +527,8 @@ def run_mode(clip_name: str, clip: Path, mode: str, args: argparse.Namespace) ->
         "flicker": flicker.get("output", float("nan")), "flicker_input": flicker.get("input", float("nan")),
         "flicker_bicubic": bicubic_flicker(styled, work),
         "flicker_farneback": farneback_flicker(styled, pairs), "warp_error": warp_error(styled, content, pairs),
-        **losses, "sharpness_retention": retention(styled, content), "flash": flash_figures(work, stats),
+        **losses, "sharpness": sharpness(styled), "sharpness_input": sharpness(content),
+        "sharpness_retention": retention(styled, content), "flash": flash_figures(work, stats),
         "fade": fade,
     }  # fmt: skip
 
@@ -533,9 +537,9 @@ def table(clip: str, rows: list[dict]) -> str:
     head = (
         "| mode | frames | iters/warm frame | redone | s/frame | flicker (input) | flicker, bicubic"
         " | flicker, Farneback | E_warp (1e-3) | content | style | content, 512 px | style, 512 px | style drift"
-        " | sharpness ret. |"
+        " | sharpness (input) | sharpness ret. |"
     )
-    lines = [f"**{clip}**", "", head, "|" + "---|" * 15]
+    lines = [f"**{clip}**", "", head, "|" + "---|" * 16]
     for r in rows:
         lines.append(
             f"| {r['mode']} | {r['frames']} | {r['iterations_warm']:.1f} | {r['redone']} | "
@@ -543,7 +547,7 @@ def table(clip: str, rows: list[dict]) -> str:
             f"{r['flicker']:.4g} ({r['flicker_input']:.4g}) | {r['flicker_bicubic']:.4g} | "
             f"{r['flicker_farneback']:.4g} | {r['warp_error']:.4g} | "
             f"{r['content']:.4g} | {r['style']:.4g} | {r['content_512']:.4g} | {r['style_512']:.4g} | "
-            f"{r['style_drift']:.3f} | "
+            f"{r['style_drift']:.3f} | {r['sharpness']:.4g} ({r['sharpness_input']:.4g}) | "
             f"{r['sharpness_retention']:.3f} |"
         )
     # The flashes the jobs went on through (flash_figures), how the output follows the input's fades (fade_figures).

@@ -212,6 +212,13 @@ def test_the_benchmarks_frames_are_frames_of_any_frame_rate(tmp_path):
     results = json.loads((tmp_path / "out" / "video_quality.json").read_text())
     assert [(row["mode"], row["frames"]) for row in results["ntsc-30fps"]] == [("default", 5)], results
     assert "| default | 5 |" in (tmp_path / "out" / "video_quality.md").read_text()
+    # Sharpness: the mean Laplacian variance of the job's stylized frames, and of its input frames.
+    work = tmp_path / "out" / "ntsc-30fps-default.mp4.work"
+    for key, folder in (("sharpness", "styled"), ("sharpness_input", "frames")):
+        paths = sorted((work / folder).glob("[0-9]*.png"))[:5]
+        greys = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2GRAY) for p in paths]
+        expected = np.mean([cv2.Laplacian(g.astype(np.float64), cv2.CV_64F).var() for g in greys])
+        assert results["ntsc-30fps"][0][key] == pytest.approx(expected, rel=1e-9), key
 
 
 def test_the_benchmarks_zoom_clip_magnifies_its_picture_evenly(tmp_path):
