@@ -260,20 +260,26 @@ def clip_of(name: str, out: Path, frames: int) -> tuple[str, Path]:
     return path.stem, path.resolve()
 
 
-def sharpness(paths: list[Path]) -> float:
-    """Mean variance of the Laplacian of the grey frames: a standard focus/blur measure."""
+def laplacian_variances(paths: list[Path]) -> list[float]:
+    """Each grey frame's variance of the Laplacian: a standard focus/blur measure."""
     values = []
     for p in paths:
         grey = cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2GRAY).astype(np.float64)
-        values.append(cv2.Laplacian(grey, cv2.CV_64F).var())
-    return float(np.mean(values))
+        values.append(float(cv2.Laplacian(grey, cv2.CV_64F).var()))
+    return values
 
 
-def retention(styled: list[Path], content: list[Path]) -> float:
+def sharpness(paths: list[Path]) -> float:
+    """The frames' mean variance of the Laplacian."""
+    return float(np.mean(laplacian_variances(paths)))
+
+
+def retention(styled: list[float], content: list[float]) -> float:
+    """Sharpness retention from the frames' Laplacian variances (laplacian_variances), stylized and input."""
     edge = min(EDGE, len(styled) // 2)
-    out = sharpness(styled[-edge:]) / sharpness(styled[:edge])
-    src = sharpness(content[-edge:]) / sharpness(content[:edge])
-    return out / src
+    out = np.mean(styled[-edge:]) / np.mean(styled[:edge])
+    src = np.mean(content[-edge:]) / np.mean(content[:edge])
+    return float(out / src)
 
 
 def farneback_pairs(content: list[Path]) -> list:
@@ -518,6 +524,7 @@ def run_mode(clip_name: str, clip: Path, mode: str, args: argparse.Namespace) ->
     flicker = record.get("report", {}).get("flicker", {})
     losses = frame_losses(styled, content, args.style, args.score_every)
     pairs = farneback_pairs(content)
+    crisp, crisp_input = laplacian_variances(styled), laplacian_variances(content)  # each frame read once
     return {
         "mode": mode, "frames": len(styled),
         "iterations_warm": float(np.mean([s["iterations"] for s in warm])) if warm else float("nan"),
@@ -527,8 +534,8 @@ def run_mode(clip_name: str, clip: Path, mode: str, args: argparse.Namespace) ->
         "flicker": flicker.get("output", float("nan")), "flicker_input": flicker.get("input", float("nan")),
         "flicker_bicubic": bicubic_flicker(styled, work),
         "flicker_farneback": farneback_flicker(styled, pairs), "warp_error": warp_error(styled, content, pairs),
-        **losses, "sharpness": sharpness(styled), "sharpness_input": sharpness(content),
-        "sharpness_retention": retention(styled, content), "flash": flash_figures(work, stats),
+        **losses, "sharpness": float(np.mean(crisp)), "sharpness_input": float(np.mean(crisp_input)),
+        "sharpness_retention": retention(crisp, crisp_input), "flash": flash_figures(work, stats),
         "fade": fade,
     }  # fmt: skip
 

@@ -198,7 +198,8 @@ def test_the_benchmarks_frames_are_frames_of_any_frame_rate(tmp_path):
     """--frames N runs N frames of a clip at 29.97 fps, as of the synthetic clips at 25 (it
     turned N into seconds at 25 fps, and ran 48 of the sample clip's frames for --frames 40); a
     clip of one's own is named by its file name, hyphens and all, and each row by its mode (it
-    took the mode from the job's name after its first hyphen: "30fps-default" for this one)."""
+    took the mode from the job's name after its first hyphen: "30fps-default" for this one); its
+    sharpness figures are the mean Laplacian variance of the job's stylized and input frames."""
     from helpers import make_clip
 
     clip = make_clip(tmp_path / "ntsc-30fps.mp4", frames=12, rate="30000/1001", size="64x48")
