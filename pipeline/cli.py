@@ -248,6 +248,7 @@ def video(
     unreliable_start: opts.UnreliableStartOpt = video_defaults.DEFAULT_UNRELIABLE_START,
     first_rounds: opts.FirstRoundsOpt = video_defaults.DEFAULT_FIRST_ROUNDS,
     settle: opts.SettleOpt = video_defaults.DEFAULT_SETTLE,
+    settle_shift: opts.SettleShiftOpt = video_defaults.DEFAULT_SETTLE_SHIFT,
     flash_frames: opts.FlashFramesOpt = video_defaults.DEFAULT_FLASH_FRAMES,
     free_flashes: opts.FreeFlashesOpt = False,
     ignore_fades: opts.IgnoreFadesOpt = False,
@@ -288,8 +289,8 @@ def video(
         flow_workers=flow_workers, backend=backend,
         scheduler=scheduler, max_shot_frames=max_shot_frames, segment_overlap=segment_overlap,
         long_term=video_defaults.parse_long_term(long_term), warp=warp, first_rounds=first_rounds, passes=passes,
-        settle=settle, flash_frames=flash_frames, free_flashes=free_flashes, ignore_fades=ignore_fades,
-        light_cuts=light_cuts,
+        settle=settle, settle_shift=settle_shift, flash_frames=flash_frames, free_flashes=free_flashes,
+        ignore_fades=ignore_fades, light_cuts=light_cuts,
         defaulted=frozenset(name for name in video_defaults.OWN_DEFAULTS if left_unset(context, name)),
     )  # fmt: skip
     with JobDisplay(f"{job.input} -> {job.output} (work directory {job.work})", disable=quiet) as display:

@@ -342,6 +342,15 @@ SettleOpt = Annotated[
         "a round without the temporal loss (the releases before: a first frame crisper than the frames after it).",
     ),
 ]
+SettleShiftOpt = Annotated[
+    float,
+    option(
+        panel=VIDEO,
+        help="Each settling round of a shot's first frame (--first-rounds) starts from it moved by this many pixels "
+        "diagonally and back, as a warm start is carried: the larger, the softer the shot's first frames "
+        f"(0 to {video_defaults.MAX_SETTLE_SHIFT}; {video_defaults.MAX_SETTLE_SHIFT}: the most a warp blurs).",
+    ),
+]
 FlashFramesOpt = Annotated[
     int,
     option(

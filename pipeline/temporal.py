@@ -57,6 +57,7 @@ from .stylize import ExtraLoss, Stylizer
 from .video_defaults import (
     DEFAULT_LONG_TERM,
     DEFAULT_SCENE_THRESHOLD,
+    DEFAULT_SETTLE_SHIFT,
     FIRST_STOP_WINDOW,
     SETTLE_ITERATIONS,
     STOP_WINDOW,
@@ -87,6 +88,7 @@ class StartPlan:
     unreliable_start: str = "content"  # where the flow is unreliable, a warm frame starts from: warped or content
     first_rounds: int = 1  # a shot's first frame settles in this many rounds (settle)
     settle: str = "free"  # how each round after the cold run goes: held (as a warm frame) or free (SettleRound)
+    settle_shift: float = DEFAULT_SETTLE_SHIFT  # pixels each of those rounds' start is moved by and back (resample)
     passes: int = 1  # --passes: passes over each shot (passes.py)
     flash_frames: int = 0  # --flash-frames: the shots go on through changes of light this short (cuts.py)
     free_flashes: bool = True  # --free-flashes: a flash's frames free of the temporal term (the release before's)
@@ -103,7 +105,8 @@ class StartPlan:
             stop_change=job.stop_change, temporal_weight=job.temporal_weight,
             scene_threshold=job.scene_threshold, long_term=job.long_term, warp=job.warp,
             unreliable_start=job.unreliable_start,
-            first_rounds=job.first_rounds, settle=job.settle, passes=job.passes, flash_frames=job.flash_frames,
+            first_rounds=job.first_rounds, settle=job.settle, settle_shift=job.settle_shift, passes=job.passes,
+            flash_frames=job.flash_frames,
             free_flashes=job.free_flashes, lbfgs_history=job.history_pairs(size),
         )  # fmt: skip
 
@@ -202,6 +205,7 @@ class FrameStart:
     stats: dict = field(default_factory=dict)  # added to the frame's statistics (cut score, ...)
     rounds: int = 1  # a cold run, then short runs from the image resampled (settle_shares)
     resample: str = "bilinear"  # how: --warp's interpolation, as a warm start is carried
+    shift: float = DEFAULT_SETTLE_SHIFT  # by how many pixels, diagonally, and back (--settle-shift)
     settle: SettleRound = SettleRound()  # how each of those short runs goes
     history: int = HISTORY_SIZE  # L-BFGS's curvature pairs
 
@@ -321,6 +325,8 @@ class FlowWarmStart(WarmStart):
             settings["settle_iterations"] = SETTLE_ITERATIONS
             if plan.settle != "free":  # only where so: the jobs of the release before keep their hash
                 settings["settle"] = plan.settle
+            if plan.settle_shift != DEFAULT_SETTLE_SHIFT:  # likewise
+                settings["settle_shift"] = plan.settle_shift
         if plan.passes > 1:
             settings["passes"] = plan.passes
         if plan.iterations_tracked:  # only where set: the jobs of the releases before keep their hash
@@ -336,7 +342,7 @@ class FlowWarmStart(WarmStart):
         """A shot's first frame settles into the look its warm successors keep (settle)."""
         plan = self.plan
         start = super().first(source, stats)
-        start.rounds, start.resample = plan.first_rounds, plan.warp
+        start.rounds, start.resample, start.shift = plan.first_rounds, plan.warp, plan.settle_shift
         if plan.settle == "held":
             start.settle = SettleRound(
                 iterations=plan.iterations, temporal_weight=plan.temporal_weight, stop=self.warm_stop()
@@ -467,8 +473,8 @@ def chained(before: StyleResult, after: StyleResult) -> StyleResult:
 # by the temporal term to the resampled image it starts from and stopped by the warm frames' rule,
 # so that a few rounds reach the look the warm frames keep: on the shake at 64 px, after two held
 # rounds, the first frame's Laplacian variance 940 against the tenth frame's 1020 (after a free
-# round: 2322 against 1088).
-SETTLE_SHIFT = 0.5  # pixels, diagonally: the largest blur a warm start's fractional shift causes
+# round: 2322 against 1088). How far each round's start is moved and back: --settle-shift
+# (video_defaults.DEFAULT_SETTLE_SHIFT).
 
 
 def settle_shares(iterations: int, rounds: int) -> list[int]:
@@ -478,9 +484,9 @@ def settle_shares(iterations: int, rounds: int) -> list[int]:
     return [iterations - settling * SETTLE_ITERATIONS] + [SETTLE_ITERATIONS] * settling
 
 
-def resample(image: torch.Tensor, mode: str) -> torch.Tensor:
-    """The image moved by SETTLE_SHIFT and back with `mode`'s interpolation, as warm starts are."""
-    flow = torch.full((*image.shape[-2:], 2), SETTLE_SHIFT, device=image.device)
+def resample(image: torch.Tensor, mode: str, shift: float = DEFAULT_SETTLE_SHIFT) -> torch.Tensor:
+    """The image moved by `shift` pixels diagonally and back with `mode`'s interpolation, as warm starts are."""
+    flow = torch.full((*image.shape[-2:], 2), shift, device=image.device)
     return warp(warp(image, flow, mode=mode).clamp(0, 1), -flow, mode=mode).clamp(0, 1)
 
 
@@ -496,7 +502,7 @@ def optimize_frame(
     for share in shares:
         init, iterations, extra, stop = start.init, share, start.extra_losses, start.stop
         if result is not None:  # a settling round, from the image resampled
-            init = resample(result.image, start.resample)
+            init = resample(result.image, start.resample, start.shift)
             iterations, extra, stop = start.settle.iterations, start.settle.losses(init), start.settle.stop
         run = stylizer.stylize(
             content, init=init, iterations=iterations, extra_losses=extra, callback=callback, stop=stop,

@@ -160,6 +160,13 @@ DEFAULT_SETTLE = "held"
 # Each settling round after the cold run: enough for L-BFGS to gather curvature and restore the
 # grain the resampling took (measured with the first frame at 600: 550 cold and one run of 50).
 SETTLE_ITERATIONS = 50
+# --settle-shift: each settling round starts from the first frame moved by this many pixels
+# (diagonally) and back with --warp's interpolation, as a warm start is carried. A half pixel blurs
+# the most (a bilinear warp by it takes the finest grain whole); a warm start's fractional shifts
+# spread over the pixel and blur a quarter pixel's worth on average (the mean of |1 - 2t| over t is
+# a half, what t = 0.25 gives). 0: the rounds start from the image as it is.
+DEFAULT_SETTLE_SHIFT = 0.5
+MAX_SETTLE_SHIFT = 0.5
 MAX_FIRST_ROUNDS = 16
 # The curvature pairs L-BFGS keeps for every frame of a video job (lbfgs.py; images keep
 # lbfgs.HISTORY_SIZE, 20). A warm frame starts near its optimum, where the slow tail of the
@@ -213,6 +220,7 @@ DIS_ONLY = {
     "unreliable_start": DEFAULT_UNRELIABLE_START,
     "first_rounds": DEFAULT_FIRST_ROUNDS,
     "settle": DEFAULT_SETTLE,
+    "settle_shift": DEFAULT_SETTLE_SHIFT,
     "passes": 1,
     "flash_frames": DEFAULT_FLASH_FRAMES,
     "free_flashes": False,

@@ -27,6 +27,7 @@ from .video_defaults import (
     DEFAULT_LONG_TERM,
     DEFAULT_SCENE_THRESHOLD,
     DEFAULT_SETTLE,
+    DEFAULT_SETTLE_SHIFT,
     DEFAULT_STOP_CHANGE,
     DEFAULT_STOP_STYLE_TOLERANCE,
     DEFAULT_STOP_TOLERANCE,
@@ -43,6 +44,7 @@ from .video_defaults import (
     MAX_LONG_TERM,
     MAX_PASSES,
     MAX_SEGMENT_OVERLAP,
+    MAX_SETTLE_SHIFT,
     MAX_SHOT_FRAMES,
     MIN_FIRST_ITERATIONS,
     SETTLE_MODES,
@@ -92,6 +94,7 @@ class VideoJob:
     unreliable_start: str = DEFAULT_UNRELIABLE_START  # a warm frame's start where the flow is unreliable
     first_rounds: int = DEFAULT_FIRST_ROUNDS  # a shot's first frame settles in this many runs
     settle: str = DEFAULT_SETTLE  # how each run after the cold one goes: held (as a warm frame) or free
+    settle_shift: float = DEFAULT_SETTLE_SHIFT  # pixels each settling run's start is moved by and back
     passes: int = 1  # passes over each shot, in alternating directions (passes.py)
     flash_frames: int = DEFAULT_FLASH_FRAMES  # a change of light this short is a flash, not a cut (cuts.py)
     free_flashes: bool = False  # a flash's frames free of the temporal term, as the release before (temporal.py)
@@ -162,6 +165,8 @@ class VideoJob:
             raise InputError(f"--first-rounds {self.first_rounds}: must be between 1 and {MAX_FIRST_ROUNDS}")
         if self.settle not in SETTLE_MODES:
             raise InputError(f"--settle {self.settle!r}: must be one of {', '.join(SETTLE_MODES)}")
+        if not 0 <= self.settle_shift <= MAX_SETTLE_SHIFT:
+            raise InputError(f"--settle-shift {self.settle_shift}: must be between 0 and {MAX_SETTLE_SHIFT} pixels")
         self._check_long_term()
         self._check_passes()
         for name, default in DIS_ONLY.items():

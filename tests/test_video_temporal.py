@@ -54,6 +54,7 @@ from pipeline.video_defaults import (
     DEFAULT_ITERATIONS_TRACKED,
     DEFAULT_LBFGS_HISTORY,
     DEFAULT_SCENE_THRESHOLD,
+    DEFAULT_SETTLE_SHIFT,
     DEFAULT_STOP_STYLE_TOLERANCE,
     DEFAULT_STOP_TOLERANCE,
     DEFAULT_TRACKED_SHARE,
@@ -61,6 +62,7 @@ from pipeline.video_defaults import (
     LBFGS_HISTORY_BYTES,
     MAX_FLASH_FRAMES,
     MAX_LBFGS_HISTORY,
+    MAX_SETTLE_SHIFT,
     MIN_FIRST_ITERATIONS,
     OWN_DEFAULTS,
     STOP_WINDOW,
@@ -517,6 +519,8 @@ def test_video_command_rejects_bad_temporal_options_with_exit_2(clips, tmp_path,
         ("--warp", "nearest", "'--warp': 'nearest' is not one of 'bilinear', 'bicubic'"),  # checked by click
         ("--unreliable-start", "noise", "'--unreliable-start': 'noise' is not one of 'warped', 'content'"),
         ("--settle", "loose", "'--settle': 'loose' is not one of 'held', 'free'"),
+        ("--settle-shift", 0.75, f"--settle-shift 0.75: must be between 0 and {MAX_SETTLE_SHIFT} pixels"),
+        ("--settle-shift", -0.25, "--settle-shift -0.25: must be between 0 and"),
         ("--lbfgs-history", 0, f"--lbfgs-history 0: must be between 1 and {MAX_LBFGS_HISTORY}"),
         ("--lbfgs-history", MAX_LBFGS_HISTORY + 1, f"--lbfgs-history {MAX_LBFGS_HISTORY + 1}"),
         ("--flash-frames", -1, f"--flash-frames -1: must be between 0 (off) and {MAX_FLASH_FRAMES}"),
@@ -532,6 +536,7 @@ def test_video_command_rejects_bad_temporal_options_with_exit_2(clips, tmp_path,
         ["--flow", "independent", "--free-flashes"],
         ["--flow", "none", "--light-cuts"],
         ["--flow", "none", "--settle", "free"],
+        ["--flow", "independent", "--settle-shift", "0.25"],
         ["--flow", "independent", "--tracked-share", "0.9"],
     ):
         code, _, err = cli(["video", clips["short"], "-s", STYLE, "-o", tmp_path / "o.mp4", *no_flow], capsys)
@@ -833,6 +838,20 @@ def test_a_held_settling_round_runs_as_a_warm_frame_of_a_still_shot(tmp_path):
     assert moved["held"] < 0.5 * moved["free"], moved
     assert runs["free"].iterations == 160 and 110 < runs["held"].iterations < 110 + 40
     assert "temporal" in runs["held"].final_terms and "temporal" not in runs["free"].final_terms
+
+    # --settle-shift: how far each round's start is moved and back, so how soft the first frame
+    # comes out; held to that start, the round stays nearer its own start than the other's.
+    assert torch.allclose(resample(cold.image, "bilinear", 0.0), cold.image, atol=1e-6)
+    assert laplacian_variance(resample(cold.image, "bilinear", 0.25)) > 1.2 * laplacian_variance(settled_from)
+    quarter = FlowWarmStart(replace(plan, settle="held", settle_shift=0.25))
+    assert (quarter.first().shift, held.shift) == (0.25, DEFAULT_SETTLE_SHIFT)
+    assert quarter.settings()["settle_shift"] == 0.25 and "settle_shift" not in FlowWarmStart(plan).settings()
+    runs["quarter"] = optimize_frame(stylizer, content, quarter.first(), None, None)[0]
+    assert runs["quarter"].history[:110] == cold.history
+    quarter_from = resample(cold.image, "bilinear", 0.25)
+    near = {name: {start: (runs[name].image - image).abs().mean().item() for start, image in
+                   (("half", settled_from), ("quarter", quarter_from))} for name in ("held", "quarter")}  # fmt: skip
+    assert near["quarter"]["quarter"] < near["held"]["quarter"] and near["held"]["half"] < near["quarter"]["half"], near
 
 
 def test_a_job_begun_with_free_settling_rounds_resumes_with_them_when_left_unset(clips, tmp_path):
