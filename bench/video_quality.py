@@ -132,6 +132,11 @@ MODES = {
 # settings that docs/video-quality.md measured on the way (--modes all: every one, days on a CPU).
 DEFAULT_MODES = ("independent", "none", "default", "previous-default", "long-term", "passes-3")
 EDGE = 20  # frames at each end of the shot for style drift and sharpness retention
+# A shot's opening (its first frame's sharpness against the shot's) is read against its frames from
+# this one on: a settled first frame's shot sharpens over 3-12 frames, a cold one's sheds its grain
+# over 2-9 (docs/video-quality.md, "Sharpness frame by frame").
+OPENING_AFTER = 10
+SHOT_STARTS = ("init", "cut", "segment")  # the frame records' `start` of a shot's (or segment's) first frame
 
 
 def make_pan(path: Path, frames: int) -> Path:
@@ -280,6 +285,20 @@ def retention(styled: list[float], content: list[float]) -> float:
     out = np.mean(styled[-edge:]) / np.mean(styled[:edge])
     src = np.mean(content[-edge:]) / np.mean(content[:edge])
     return float(out / src)
+
+
+def opening(crisp: list[float], stats: list[dict]) -> float:
+    """How sharp the shots open: each shot's first frame's Laplacian variance over the mean of its
+    frames from the OPENING_AFTER-th on, where its opening has passed (1: it opens at its level;
+    below, softer, sharpening over its first frames; above, a pop of grain it sheds), averaged over
+    the shots with at least OPENING_AFTER frames after that; nan where none has."""
+    starts = [i for i, s in enumerate(stats) if s.get("start") in SHOT_STARTS] + [len(stats)]
+    ratios = [
+        crisp[a] / np.mean(crisp[a + OPENING_AFTER : b])
+        for a, b in zip(starts, starts[1:])
+        if b - a >= 2 * OPENING_AFTER
+    ]
+    return float(np.mean(ratios)) if ratios else float("nan")
 
 
 def farneback_pairs(content: list[Path]) -> list:
@@ -535,7 +554,8 @@ def run_mode(clip_name: str, clip: Path, mode: str, args: argparse.Namespace) ->
         "flicker_bicubic": bicubic_flicker(styled, work),
         "flicker_farneback": farneback_flicker(styled, pairs), "warp_error": warp_error(styled, content, pairs),
         **losses, "sharpness": float(np.mean(crisp)), "sharpness_input": float(np.mean(crisp_input)),
-        "sharpness_retention": retention(crisp, crisp_input), "flash": flash_figures(work, stats),
+        "sharpness_retention": retention(crisp, crisp_input), "opening": opening(crisp, stats),
+        "flash": flash_figures(work, stats),
         "fade": fade,
     }  # fmt: skip
 
@@ -544,9 +564,9 @@ def table(clip: str, rows: list[dict]) -> str:
     head = (
         "| mode | frames | iters/warm frame | redone | s/frame | flicker (input) | flicker, bicubic"
         " | flicker, Farneback | E_warp (1e-3) | content | style | content, 512 px | style, 512 px | style drift"
-        " | sharpness (input) | sharpness ret. |"
+        " | sharpness (input) | sharpness ret. | opening |"
     )
-    lines = [f"**{clip}**", "", head, "|" + "---|" * 16]
+    lines = [f"**{clip}**", "", head, "|" + "---|" * 17]
     for r in rows:
         lines.append(
             f"| {r['mode']} | {r['frames']} | {r['iterations_warm']:.1f} | {r['redone']} | "
@@ -555,7 +575,7 @@ def table(clip: str, rows: list[dict]) -> str:
             f"{r['flicker_farneback']:.4g} | {r['warp_error']:.4g} | "
             f"{r['content']:.4g} | {r['style']:.4g} | {r['content_512']:.4g} | {r['style_512']:.4g} | "
             f"{r['style_drift']:.3f} | {r['sharpness']:.4g} ({r['sharpness_input']:.4g}) | "
-            f"{r['sharpness_retention']:.3f} |"
+            f"{r['sharpness_retention']:.3f} | {r['opening']:.2f} |"
         )
     # The flashes the jobs went on through (flash_figures), how the output follows the input's fades (fade_figures).
     extra = {

@@ -57,7 +57,6 @@ from .stylize import ExtraLoss, Stylizer
 from .video_defaults import (
     DEFAULT_LONG_TERM,
     DEFAULT_SCENE_THRESHOLD,
-    DEFAULT_SETTLE_SHIFT,
     FIRST_STOP_WINDOW,
     SETTLE_ITERATIONS,
     STOP_WINDOW,
@@ -88,7 +87,7 @@ class StartPlan:
     unreliable_start: str = "content"  # where the flow is unreliable, a warm frame starts from: warped or content
     first_rounds: int = 1  # a shot's first frame settles in this many rounds (settle)
     settle: str = "free"  # how each round after the cold run goes: held (as a warm frame) or free (SettleRound)
-    settle_shift: float = DEFAULT_SETTLE_SHIFT  # pixels each of those rounds' start is moved by and back (resample)
+    settle_shift: float = 0.5  # pixels each of those rounds' start is moved by and back (resample)
     passes: int = 1  # --passes: passes over each shot (passes.py)
     flash_frames: int = 0  # --flash-frames: the shots go on through changes of light this short (cuts.py)
     free_flashes: bool = True  # --free-flashes: a flash's frames free of the temporal term (the release before's)
@@ -205,7 +204,7 @@ class FrameStart:
     stats: dict = field(default_factory=dict)  # added to the frame's statistics (cut score, ...)
     rounds: int = 1  # a cold run, then short runs from the image resampled (settle_shares)
     resample: str = "bilinear"  # how: --warp's interpolation, as a warm start is carried
-    shift: float = DEFAULT_SETTLE_SHIFT  # by how many pixels, diagonally, and back (--settle-shift)
+    shift: float = 0.5  # by how many pixels, diagonally, and back (--settle-shift)
     settle: SettleRound = SettleRound()  # how each of those short runs goes
     history: int = HISTORY_SIZE  # L-BFGS's curvature pairs
 
@@ -325,7 +324,7 @@ class FlowWarmStart(WarmStart):
             settings["settle_iterations"] = SETTLE_ITERATIONS
             if plan.settle != "free":  # only where so: the jobs of the release before keep their hash
                 settings["settle"] = plan.settle
-            if plan.settle_shift != DEFAULT_SETTLE_SHIFT:  # likewise
+            if plan.settle_shift != 0.5:  # likewise: the releases before moved it by half a pixel
                 settings["settle_shift"] = plan.settle_shift
         if plan.passes > 1:
             settings["passes"] = plan.passes
@@ -484,7 +483,7 @@ def settle_shares(iterations: int, rounds: int) -> list[int]:
     return [iterations - settling * SETTLE_ITERATIONS] + [SETTLE_ITERATIONS] * settling
 
 
-def resample(image: torch.Tensor, mode: str, shift: float = DEFAULT_SETTLE_SHIFT) -> torch.Tensor:
+def resample(image: torch.Tensor, mode: str, shift: float) -> torch.Tensor:
     """The image moved by `shift` pixels diagonally and back with `mode`'s interpolation, as warm starts are."""
     flow = torch.full((*image.shape[-2:], 2), shift, device=image.device)
     return warp(warp(image, flow, mode=mode).clamp(0, 1), -flow, mode=mode).clamp(0, 1)

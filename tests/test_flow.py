@@ -159,6 +159,23 @@ def test_the_benchmarks_style_drift_sees_a_texture_fade_along_the_shot(tmp_path)
     assert drift["faded"] > 1.5, drift
 
 
+def test_the_benchmarks_opening_reads_each_shots_first_frame_against_its_later_frames():
+    """The bench's opening figure: a shot's first frame's sharpness over the mean of its frames from
+    OPENING_AFTER on (a settled first frame softer than them reads below 1, a cold one's pop above),
+    averaged over the shots long enough for both; a short shot counts for nothing, and a clip of
+    none such reads nan."""
+    vq = bench_module()
+    after = vq.OPENING_AFTER
+    popped = [3.0] + [2.0] * (after - 1) + [1.0] * after  # a pop, shed by its OPENING_AFTER-th frame
+    short = [9.0] * (2 * after - 1)  # too short to read its level
+    ramped = [1.0, 1.5] + [2.0] * (2 * after)  # opens at half its level
+    crisp = popped + short + ramped
+    shots = [("init", len(popped)), ("cut", len(short)), ("segment", len(ramped))]
+    stats = [{"start": start if i == 0 else "warped"} for start, frames in shots for i in range(frames)]
+    assert vq.opening(crisp, stats) == pytest.approx((3.0 + 0.5) / 2)
+    assert np.isnan(vq.opening(short, stats[len(popped) : len(popped) + len(short)]))
+
+
 def test_the_benchmark_refuses_a_tree_whose_stylizer_lacks_a_modes_option(tmp_path):
     """--tree runs another checkout's stylizer (an earlier release); a mode whose options that
     release does not know is refused before any clip is made or job run, naming the option (`--modes
@@ -213,6 +230,7 @@ def test_the_benchmarks_frames_are_frames_of_any_frame_rate(tmp_path):
     results = json.loads((tmp_path / "out" / "video_quality.json").read_text())
     assert [(row["mode"], row["frames"]) for row in results["ntsc-30fps"]] == [("default", 5)], results
     assert "| default | 5 |" in (tmp_path / "out" / "video_quality.md").read_text()
+    assert np.isnan(results["ntsc-30fps"][0]["opening"])  # a shot of 5 frames: too short for its level
     # Sharpness: the mean Laplacian variance of the job's stylized frames, and of its input frames.
     work = tmp_path / "out" / "ntsc-30fps-default.mp4.work"
     for key, folder in (("sharpness", "styled"), ("sharpness_input", "frames")):

@@ -54,7 +54,6 @@ from pipeline.video_defaults import (
     DEFAULT_ITERATIONS_TRACKED,
     DEFAULT_LBFGS_HISTORY,
     DEFAULT_SCENE_THRESHOLD,
-    DEFAULT_SETTLE_SHIFT,
     DEFAULT_STOP_STYLE_TOLERANCE,
     DEFAULT_STOP_TOLERANCE,
     DEFAULT_TRACKED_SHARE,
@@ -780,7 +779,7 @@ def test_a_shots_first_frame_settles_in_rounds_within_its_iterations(clips, tmp_
     start = FlowWarmStart(plan).first()
     assert (start.rounds, start.resample, start.iterations) == (3, "bicubic", 7)
     texture = to_tensor(np.random.default_rng(1).integers(0, 256, (24, 32, 3), dtype=np.uint8))
-    assert laplacian_variance(resample(texture, "bilinear")) < 0.5 * laplacian_variance(texture)
+    assert laplacian_variance(resample(texture, "bilinear", 0.5)) < 0.5 * laplacian_variance(texture)
 
     runs = {}
     for rounds in (1, 4):
@@ -810,7 +809,7 @@ def test_a_shots_first_frame_settles_in_rounds_within_its_iterations(clips, tmp_
     assert settled[0]["loss"] != plain[0]["loss"]
 
 
-def test_a_held_settling_round_runs_as_a_warm_frame_of_a_still_shot(tmp_path):
+def test_a_held_settling_round_runs_as_a_warm_frame_of_a_still_shot(clips, tmp_path):
     """--settle held (the default): each settling round after the cold run is held to the resampled
     image it starts from by the temporal term and stopped by the warm frames' rule, so the first
     frame stays where a warm frame would; a free round runs its 50 iterations on the objective
@@ -833,7 +832,7 @@ def test_a_held_settling_round_runs_as_a_warm_frame_of_a_still_shot(tmp_path):
         stylizer, content, FlowWarmStart(replace(plan, iterations_first=110, first_rounds=1)).first(), None, None
     )[0]
     assert cold.iterations == 110 and cold.history == runs["free"].history[:110] == runs["held"].history[:110]
-    settled_from = resample(cold.image, "bilinear")
+    settled_from = resample(cold.image, "bilinear", 0.5)
     moved = {name: (run.image - settled_from).abs().mean().item() for name, run in runs.items()}
     assert moved["held"] < 0.5 * moved["free"], moved
     assert runs["free"].iterations == 160 and 110 < runs["held"].iterations < 110 + 40
@@ -844,7 +843,9 @@ def test_a_held_settling_round_runs_as_a_warm_frame_of_a_still_shot(tmp_path):
     assert torch.allclose(resample(cold.image, "bilinear", 0.0), cold.image, atol=1e-6)
     assert laplacian_variance(resample(cold.image, "bilinear", 0.25)) > 1.2 * laplacian_variance(settled_from)
     quarter = FlowWarmStart(replace(plan, settle="held", settle_shift=0.25))
-    assert (quarter.first().shift, held.shift) == (0.25, DEFAULT_SETTLE_SHIFT)
+    assert (quarter.first().shift, held.shift) == (0.25, 0.5)  # a plan of its own: the releases before's
+    job = make_job(clips["moving"], tmp_path, settle_shift=0.25)
+    assert StartPlan.of(job, (48, 64)).settle_shift == 0.25 and make_job(clips["moving"], tmp_path).settle_shift == 0.5
     assert quarter.settings()["settle_shift"] == 0.25 and "settle_shift" not in FlowWarmStart(plan).settings()
     runs["quarter"] = optimize_frame(stylizer, content, quarter.first(), None, None)[0]
     assert runs["quarter"].history[:110] == cold.history
