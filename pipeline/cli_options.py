@@ -348,7 +348,8 @@ SettleShiftOpt = Annotated[
         panel=VIDEO,
         help="Each settling round of a shot's first frame (--first-rounds) starts from it moved by this many pixels "
         "diagonally and back, as a warm start is carried: the larger, the softer the shot's first frames "
-        f"(0 to {video_defaults.MAX_SETTLE_SHIFT}; {video_defaults.MAX_SETTLE_SHIFT}: the most a warp blurs).",
+        f"(0 to {video_defaults.MAX_SETTLE_SHIFT}; {video_defaults.MAX_SETTLE_SHIFT}: the most a warp blurs; "
+        "0.1 at 128 px opens a shot as sharp as its later frames, at some flicker).",
     ),
 ]
 FlashFramesOpt = Annotated[
