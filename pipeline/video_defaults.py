@@ -163,12 +163,13 @@ SETTLE_ITERATIONS = 50
 # --settle-shift: each settling round starts from the first frame moved by this many pixels
 # (diagonally) and back with --warp's interpolation, as a warm start is carried. A half pixel blurs
 # the most (a bilinear warp by it takes the finest grain whole); 0: the rounds start from the cold
-# run's image as it is (its pop). Which shift opens a shot at its level depends on the size: at
-# 64 px with ihc.png 0.25-0.5, at 128 px 0.1, where a half pixel opens the shot at 40-57% of its
-# later frames' Laplacian variance, sharpening over 3-12 frames. But over whole runs the smaller
-# shifts scored no better: flicker by Farneback, E_warp and the bicubic measure up to 7-15% higher
-# at 64 px, the style loss at 512 px 6.7% higher on bikes.mp4 with ihc.png at 128 px, the shot's
-# extra grain kept throughout (docs/video-quality.md, "How far a shot's first frame is resampled").
+# run's image as it is (its pop). Which shift opens a shot at its level follows no rule of size:
+# at 64 px with ihc.png 0.25-0.5, at 128 px 0.1 (where a half pixel opens the shot at 40-57% of
+# its later frames' Laplacian variance, sharpening over 3-12 frames), at 256 px more than 0.1. And
+# over whole runs the smaller shifts scored no better: flicker by Farneback, E_warp and the bicubic
+# measure up to 7-15% higher at 64 px, the style loss at 512 px 6.7% higher on bikes.mp4 with
+# ihc.png at 128 px and 33% at 256 px, the shot's extra grain kept throughout
+# (docs/video-quality.md, "How far a shot's first frame is resampled").
 DEFAULT_SETTLE_SHIFT = 0.5
 MAX_SETTLE_SHIFT = 0.5
 MAX_FIRST_ROUNDS = 16
