@@ -136,7 +136,6 @@ EDGE = 20  # frames at each end of the shot for style drift and sharpness retent
 # this one on: a settled first frame's shot sharpens over 3-12 frames, a cold one's sheds its grain
 # over 2-9 (docs/video-quality.md, "Sharpness frame by frame").
 OPENING_AFTER = 10
-SHOT_STARTS = ("init", "cut", "segment")  # the frame records' `start` of a shot's (or segment's) first frame
 
 
 def make_pan(path: Path, frames: int) -> Path:
@@ -292,6 +291,8 @@ def opening(crisp: list[float], stats: list[dict]) -> float:
     frames from the OPENING_AFTER-th on, where its opening has passed (1: it opens at its level;
     below, softer, sharpening over its first frames; above, a pop of grain it sheds), averaged over
     the shots with at least OPENING_AFTER frames after that; nan where none has."""
+    from pipeline.temporal import SHOT_STARTS
+
     starts = [i for i, s in enumerate(stats) if s.get("start") in SHOT_STARTS] + [len(stats)]
     ratios = [
         crisp[a] / np.mean(crisp[a + OPENING_AFTER : b])

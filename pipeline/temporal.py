@@ -65,6 +65,9 @@ from .videojob import VideoJob
 from .workdir import FrameStore
 
 Pairs = Callable[[int], FramePair]  # frame index -> the pair carrying frame index-1 onto it
+# A frame record's `start` where a shot (or a segment of a long one, shots.py) begins: the frames
+# before it are not this chain's.
+SHOT_STARTS = ("init", "cut", "segment")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,7 +133,7 @@ class EarlierFrames:
 
     def began_shot(self, index: int) -> bool:
         path = self.store.stats(index)
-        return not path.exists() or read_json(path).get("start") in ("init", "cut", "segment")
+        return not path.exists() or read_json(path).get("start") in SHOT_STARTS
 
     def across(self, before: int) -> EarlierFrames:
         """The same frames, but the pair given for a frame carries frame `before` onto it: the frame
