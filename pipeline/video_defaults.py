@@ -169,7 +169,10 @@ SETTLE_ITERATIONS = 50
 # over whole runs the smaller shifts scored no better: flicker by Farneback, E_warp and the bicubic
 # measure up to 7-15% higher at 64 px, the style loss at 512 px 6.7% higher on bikes.mp4 with
 # ihc.png at 128 px and 33% at 256 px, the shot's extra grain kept throughout
-# (docs/video-quality.md, "How far a shot's first frame is resampled").
+# (docs/video-quality.md, "How far a shot's first frame is resampled"). On a still shot
+# (newtonscradle.gif at 128 px) 0 takes away the ramp but pops, at 20% more style loss at 512 px
+# with ihc.png (2.4% less with gravel.png): a shift set from how little a shot moves would cost that
+# (docs/video-quality.md, "A fifth real clip").
 DEFAULT_SETTLE_SHIFT = 0.5
 MAX_SETTLE_SHIFT = 0.5
 MAX_FIRST_ROUNDS = 16
