@@ -22,7 +22,7 @@ from .cli_style import parse_blend, style_options
 from .display import HelpCommand, HelpGroup
 from .errors import InputError, PipelineError, one_line
 from .settings import OWN_DEFAULTS, StyleSettings
-from .shots import DEFAULT_SEGMENT_OVERLAP, counted, frames_text
+from .shots import DEFAULT_SEGMENT_OVERLAP, at_frames, counted, frames_text
 from .signals import exit_code as signal_exit_code
 from .signals import handled as signals_handled
 
@@ -337,9 +337,9 @@ def flicker(
         return
     part = frames.text()
     part = f"; reference {part}" if part else ""
-    left_out = [f"scene cuts at frames {', '.join(map(str, report['cuts']))}"] if report["cuts"] else []
+    left_out = [at_frames(report["cuts"], "scene cut", "scene cuts")] if report["cuts"] else []
     if report["flashes"]:
-        left_out.append(f"flashes at frames {', '.join(frames_text(first, last) for first, last in report['flashes'])}")
+        left_out.append(at_frames([frames_text(first, last) for first, last in report["flashes"]], "flash", "flashes"))
     cuts = f"; {' and '.join(left_out)} skipped" if left_out else ""
     typer.echo(f"output {report['output']:.4g}  {output}")
     typer.echo(f"input  {report['input']:.4g}  {reference}")

@@ -73,6 +73,15 @@ def counted(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
+def at_frames(places: list, one: str, many: str) -> str:
+    """ "scene cut at frame 31", "scene cuts at frames 31, 90", "flash at frames 5-6": the events
+    (`one` and `many`, the noun in the singular and the plural) at these frames or frame ranges."""
+    texts = [str(place) for place in places]
+    noun = one if len(texts) == 1 else many
+    frames = "frame" if len(texts) == 1 and "-" not in texts[0] else "frames"
+    return f"{noun} at {frames} {', '.join(texts)}"
+
+
 def plan_shots(cuts: Iterable[int], total: int, *, max_frames: int | None = None, overlap: int = 0) -> list[Shot]:
     """The shots of frames 1..total that start at frame 1 and at each frame in `cuts`, in frame
     order; with `max_frames`, a longer shot split into segments of at most that many frames

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
@@ -12,7 +13,7 @@ from .errors import InputError
 from .fades import record_texts, scene_cuts
 from .manifest import JobManifest, WorkDirLock, read_json
 from .outputs import output_is_recorded
-from .shots import counted, frames_text, read_shot_records
+from .shots import at_frames, counted, frames_text, read_shot_records
 from .workdir import STAGES, FrameStore, human_bytes, is_work_dir
 
 
@@ -48,9 +49,7 @@ def video_status_lines(work_dir: Path) -> list[str]:
         settings = f" (settings {stage['hash']})" if stage.get("hash") else ""
         lines.append(f"{name}: {status}{stage_detail(name, stage, status, store)}{settings}")
     lines += shot_lines(work_dir, data, store, running=bool(holder))
-    shown = shown_settings(data.get("stages", {}))
-    if shown:
-        lines.append("settings: " + " ".join(f"{k}={v}" for k, v in sorted(shown.items())))
+    lines += settings_lines(shown_settings(data.get("stages", {})))
     flicker = (data.get("report") or {}).get("flicker")
     if flicker:
         lines.append(flicker_line(flicker))
@@ -201,13 +200,14 @@ def stage_detail(name: str, stage: dict, status: str, store: FrameStore) -> str:
         done = stage.get("done", 0) if status in ("done", "cleaned") else min(total, store.stats_count())
         detail = f", {done}/{total} frames done, {total - done} remaining"
         if len(stage.get("shots", [])) > 1:  # a shot also begins where blank frames begin and end (fades.py)
-            cuts = ", ".join(map(str, scene_cuts(stage)))
-            detail += f", {len(stage['shots'])} shots" + (f" (scene cuts at frames {cuts})" if cuts else "")
+            cuts = scene_cuts(stage)
+            detail += f", {len(stage['shots'])} shots"
+            detail += f" ({at_frames(cuts, 'scene cut', 'scene cuts')})" if cuts else ""
         if stage.get("flashes"):  # cuts.py: the shots go on through them
-            flashes = ", ".join(frames_text(first, last) for first, last in stage["flashes"])
-            detail += f", flashes at frames {flashes} (no cuts)"
+            flashes = [frames_text(first, last) for first, last in stage["flashes"]]
+            detail += f", {at_frames(flashes, 'flash', 'flashes')} (no cuts)"
         if stage.get("relit"):  # shotplan.py: the same picture in another light
-            detail += f", changes of light at frames {', '.join(map(str, stage['relit']))} (no cuts)"
+            detail += f", {at_frames(stage['relit'], 'change of light', 'changes of light')} (no cuts)"
         if stage.get("fades") or stage.get("blanks"):  # fades.py: faded on output
             detail += f", {', '.join(record_texts(stage))} (faded on output)"
         if stage.get("redone"):
@@ -216,6 +216,29 @@ def stage_detail(name: str, stage: dict, status: str, store: FrameStore) -> str:
     if name == "encode" and stage.get("status") in ("placing", "done"):
         return f", {stage.get('frames')} frames, audio {stage.get('audio') or 'none'}"
     return ""
+
+
+def settings_lines(settings: dict, width: int = 100) -> list[str]:
+    """ "settings:" and under it, indented and wrapped to `width`, key=value in the keys' order: a
+    nested table's entries as table.key=value, a list's items joined by commas."""
+    if not settings:
+        return []
+
+    def pairs(table: dict, prefix: str = "") -> list[str]:
+        found = []
+        for key, value in sorted(table.items()):
+            if isinstance(value, dict):
+                found += pairs(value, f"{prefix}{key}.")
+            else:
+                shown = (",".join(map(str, value)) or "none") if isinstance(value, list | tuple) else value
+                found.append(f"{prefix}{key}={shown}")
+        return found
+
+    wrapped = textwrap.wrap(
+        " ".join(pairs(settings)), width, initial_indent="  ", subsequent_indent="  ",
+        break_long_words=False, break_on_hyphens=False,
+    )  # fmt: skip
+    return ["settings:", *wrapped]
 
 
 def shown_settings(stages: dict) -> dict:

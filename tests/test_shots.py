@@ -11,7 +11,7 @@ import pytest
 from pipeline.cuts import Scan
 from pipeline.settings import StyleSettings
 from pipeline.shotplan import ShotPlan
-from pipeline.shots import Shot, longest_first, owners, plan_shots
+from pipeline.shots import Shot, at_frames, longest_first, owners, plan_shots
 from pipeline.videojob import VideoJob
 
 
@@ -62,6 +62,13 @@ def test_the_cross_fade_weights_sum_to_one_over_the_overlap():
     assert weights == pytest.approx([0.2, 0.4, 0.6, 0.8])  # rising, never 0 or 1 inside
     assert all(before.fade_weight(i) == 1.0 for i in overlap)  # the earlier segment's own overlap is 0
     assert after.fade_weight(before.last + 1) == 1.0
+
+
+def test_events_at_frames_read_in_the_singular_for_one_frame():
+    assert at_frames([31], "scene cut", "scene cuts") == "scene cut at frame 31"
+    assert at_frames([31, 90], "scene cut", "scene cuts") == "scene cuts at frames 31, 90"
+    assert at_frames(["5-6"], "flash", "flashes") == "flash at frames 5-6"  # one flash, two frames
+    assert at_frames(["5", "9-10"], "flash", "flashes") == "flashes at frames 5, 9-10"
 
 
 def test_longest_shots_are_handed_out_first():

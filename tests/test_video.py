@@ -654,6 +654,28 @@ def test_status_shows_the_work_directory_size(reference):
     assert abs(float(value) * scale - size) <= 0.06 * size, (lines[0], size)
 
 
+def test_status_lists_every_setting_wrapped_under_its_heading(reference):
+    # A person reads them in a terminal: key=value under "settings:", no line past 100 columns, a
+    # nested table's entries as table.key=value.
+    from pipeline.status import shown_settings
+
+    work = reference / "out.mp4.work"
+    lines = status_lines(work)
+    at = lines.index("settings:")
+    listed = []
+    for line in lines[at + 1 :]:
+        if not line.startswith("  "):
+            break
+        assert len(line) <= 100, line
+        listed += line.split()
+    shown = shown_settings(read_json(work / "job.json")["stages"])
+    nested = {key for key, value in shown.items() if isinstance(value, dict)}
+    assert nested, shown  # the cut scan's settings are a table: the case worth checking
+    expected = {f"{key}.{inner}" for key in nested for inner in shown[key]} | set(shown) - nested
+    assert {pair.split("=")[0] for pair in listed} == expected
+    assert f"size={shown['size']}" in listed and f"frame_size={','.join(map(str, shown['frame_size']))}" in listed
+
+
 def test_status_reads_the_records_without_loading_torch(reference):
     # `watch stylize status WORK` runs it every two seconds beside a job: records only, no torch.
     work = reference / "out.mp4.work"

@@ -334,7 +334,7 @@ def test_the_same_picture_in_another_light_is_no_scene_cut(tmp_path):
     assert [s["start"] for s in frame_stats(job.work)] == ["init"] + ["warped"] * 9
     assert scan_records(job.work, "scores")[5] > DEFAULT_SCENE_THRESHOLD  # frame 6's pair, as it is
     assert "scan: 10 frames, 0 scene cuts, changes of light at 6 (no cuts)" in (job.work / "job.log").read_text()
-    assert "changes of light at frames 6 (no cuts)" in "\n".join(status_lines(job.work))
+    assert "change of light at frame 6 (no cuts)" in "\n".join(status_lines(job.work))
     assert "<tr><th>changes of light (no cuts)</th><td>6</td></tr>" in (job.work / "report.html").read_text()
 
     cut = make_job(clip, tmp_path / "cut", light_cuts=True)

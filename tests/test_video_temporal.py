@@ -158,7 +158,7 @@ def test_a_cut_starts_a_new_shot_with_first_frame_iterations_and_no_temporal_ter
     assert manifest["report"]["flicker"] == flicker and flicker["input"] > 0
     assert re.findall(r"frame (\d+)/000008 start=cut", (job.work / "job.log").read_text()) == ["000005"]
     status = "\n".join(status_lines(job.work))
-    assert "flow: done, 7/7 frame pairs" in status and "2 shots (scene cuts at frames 5)" in status
+    assert "flow: done, 7/7 frame pairs" in status and "2 shots (scene cut at frame 5)" in status
     assert f"flicker: output {flicker['output']:.4g}, input {flicker['input']:.4g}" in status
     assert "over 6 frame pairs, 1 pair across scene cuts, flashes or fades left out)" in status
 
@@ -473,7 +473,7 @@ def test_flicker_command_measures_output_and_reference(clips, three_ways, capsys
     lines = out.splitlines()
     assert code == 0 and lines[0].startswith("output ") and lines[1].startswith("input ")
     assert lines[0].split()[1] == lines[1].split()[1]  # a video against itself: the same figure
-    assert "over 6 frame pairs at 32x24; scene cuts at frames 5 skipped" in lines[2]
+    assert "over 6 frame pairs at 32x24; scene cut at frame 5 skipped" in lines[2]
 
 
 def test_flicker_command_bad_inputs_are_one_line_errors_with_exit_2(clips, tmp_path, capsys):
@@ -1059,7 +1059,7 @@ def test_the_shot_goes_on_through_a_flash_and_the_frame_after_continues_from_the
     assert manifest["stages"]["stylize"]["settings"]["free_flashes"] is False
     assert result.report["flicker"]["cuts"] == [5, 6]  # the pairs into and out of the flash are not measured
     status = "\n".join(status_lines(job.work))
-    assert "flashes at frames 5 (no cuts)" in status
+    assert "flash at frame 5 (no cuts)" in status
     assert "5 frame pairs, 2 pairs across scene cuts, flashes or fades" in status
     log = (job.work / "job.log").read_text()
     assert "scan: 8 frames, 0 scene cuts, flashes at 5" in log
@@ -1110,7 +1110,7 @@ def test_stylize_flicker_tells_a_flash_from_a_scene_cut(tmp_path, capsys):
 
     report = json.loads(flicker("--json"))
     assert (report["flashes"], report["cuts"], report["pairs"]) == ([[5, 5]], [9], 11 - 3)
-    assert "; scene cuts at frames 9 and flashes at frames 5 skipped)" in flicker()
+    assert "; scene cut at frame 9 and flash at frame 5 skipped)" in flicker()
     cuts = json.loads(flicker("--flash-frames", 0, "--json"))  # as the releases before: three cuts
     assert (cuts["flashes"], cuts["cuts"], cuts["pairs"]) == ([], [5, 6, 9], 11 - 3)
     assert cuts["output"] == report["output"] and cuts["input"] == report["input"]
