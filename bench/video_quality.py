@@ -105,6 +105,8 @@ MODES = {
     "fades-ignored": ["--ignore-fades"],
     # The releases before: a change of light that scores as a cut is one (the `relit` clip shows the difference).
     "light-cuts": ["--light-cuts"],
+    # The releases before: a fast move that fails the flow as a cut does is one (cockatoo.mp4 at 64 px).
+    "motion-cuts": ["--motion-cuts"],
     # Every style layer at its full weight (the releases before b820d38), at the bench's sizes the
     # deep layers copying the style image's layout (objective.texture_weights).
     "full-layers": ["--full-layer-weights"],

@@ -253,6 +253,7 @@ def video(
     free_flashes: opts.FreeFlashesOpt = False,
     ignore_fades: opts.IgnoreFadesOpt = False,
     light_cuts: opts.LightCutsOpt = False,
+    motion_cuts: opts.MotionCutsOpt = False,
     passes: opts.PassesOpt = 1,
     lbfgs_history: opts.LbfgsHistoryOpt = None,
     flow_workers: opts.FlowWorkersOpt = None,
@@ -290,7 +291,7 @@ def video(
         scheduler=scheduler, max_shot_frames=max_shot_frames, segment_overlap=segment_overlap,
         long_term=video_defaults.parse_long_term(long_term), warp=warp, first_rounds=first_rounds, passes=passes,
         settle=settle, settle_shift=settle_shift, flash_frames=flash_frames, free_flashes=free_flashes,
-        ignore_fades=ignore_fades, light_cuts=light_cuts,
+        ignore_fades=ignore_fades, light_cuts=light_cuts, motion_cuts=motion_cuts,
         defaulted=frozenset(name for name in video_defaults.OWN_DEFAULTS if left_unset(context, name)),
     )  # fmt: skip
     with JobDisplay(f"{job.input} -> {job.output} (work directory {job.work})", disable=quiet) as display:
@@ -315,6 +316,7 @@ def flicker(
     flow_preset: opts.FlowPresetOpt = video_defaults.DEFAULT_FLOW_PRESET,
     scene_threshold: opts.MeasuredThresholdOpt = video_defaults.DEFAULT_SCENE_THRESHOLD,
     flash_frames: opts.MeasuredFlashFramesOpt = video_defaults.DEFAULT_FLASH_FRAMES,
+    motion_cuts: opts.MeasuredMotionCutsOpt = False,
     json_output: opts.JsonOpt = False,
 ) -> None:
     """Measure flicker: the mean masked warping error between consecutive frames of OUTPUT (lower
@@ -330,7 +332,7 @@ def flicker(
     frames = FrameRange(start, duration, every_nth)
     report = video_flicker(
         output, reference=reference, frames=frames, size=size, preset=flow_preset, scene_threshold=scene_threshold,
-        flash_frames=flash_frames,
+        flash_frames=flash_frames, motion_cuts=motion_cuts,
     )  # fmt: skip
     if json_output:
         typer.echo(json.dumps(report))
@@ -340,6 +342,8 @@ def flicker(
     left_out = [at_frames(report["cuts"], "scene cut", "scene cuts")] if report["cuts"] else []
     if report["flashes"]:
         left_out.append(at_frames([frames_text(first, last) for first, last in report["flashes"]], "flash", "flashes"))
+    if report["moves"]:
+        left_out.append(at_frames(report["moves"], "fast move", "fast moves"))
     cuts = f"; {' and '.join(left_out)} skipped" if left_out else ""
     typer.echo(f"output {report['output']:.4g}  {output}")
     typer.echo(f"input  {report['input']:.4g}  {reference}")

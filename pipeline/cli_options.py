@@ -390,6 +390,16 @@ LightCutsOpt = Annotated[
         "same picture there is no cut, a cut inside a fade ends the fade, black frames in a row are one shot).",
     ),
 ]
+MotionCutsOpt = Annotated[
+    bool,
+    option(
+        "--motion-cuts",
+        panel=VIDEO,
+        help="A scene cut wherever a pair of frames scores over --scene-threshold, fast motion too, as before (by "
+        "default a pair over it by its flow alone, its colours alike, is a cut only where the flow fails far more "
+        "than in the pairs beside it: a whip pan or a shaken camera goes on in its shot).",
+    ),
+]
 LbfgsHistoryOpt = Annotated[
     int | None,
     no_default(
@@ -466,6 +476,15 @@ MeasuredFlashFramesOpt = Annotated[
     typer.Option(
         help="A change of light of at most this many frames after which the picture is back is called a flash, "
         "not two scene cuts, as stylize video calls it (its pairs are not measured either; 0: cuts)."
+    ),
+]
+MeasuredMotionCutsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--motion-cuts",
+        help="Call every pair over --scene-threshold a scene cut, fast motion too, as stylize video --motion-cuts "
+        "does (by default a pair over it by its flow alone is a fast move unless the flow fails far more than in "
+        "the pairs beside it; its pair is not measured either).",
     ),
 ]
 

@@ -21,7 +21,7 @@ from joblib import Parallel, delayed
 from .cuts import Scan, colour_spans
 from .decode import VideoInfo, frame_size, probe
 from .errors import InputError
-from .flow import FramePair, colour_histogram, warping_error
+from .flow import FramePair, colour_histogram, histogram_gap, warping_error
 from .flowstage import FlowStage, default_workers, read_rgb
 from .framerange import ALL, FrameRange
 from .framestream import extract_frames
@@ -140,9 +140,9 @@ def frame_count_mismatch(
 
 def reference_scan(frames_dir: Path, flow_dir: Path, total: int, over: list[int], longest: int) -> Scan:
     """The cut scan (cuts.Scan) of the reference's `total` frames, of its pairs `over` the scene
-    threshold only, enough to tell its flashes of at most `longest` frames from its cuts: each
-    pair's cut score from its flow file, each frame's colours against the frames before it from
-    the frame files."""
+    threshold only, enough to tell its flashes of at most `longest` frames and its fast moves from
+    its cuts: each pair's cut score and unreliable share from its flow file (and its neighbours'
+    shares), each frame's colours against the frames before it from the frame files."""
 
     def histogram(index: int) -> np.ndarray:
         if index not in histograms:
@@ -150,10 +150,13 @@ def reference_scan(frames_dir: Path, flow_dir: Path, total: int, over: list[int]
         return histograms[index]
 
     histograms: dict[int, np.ndarray] = {}
-    scores = {index: FramePair.load(flow_dir / frame_name(index, ".npz")).cut_score for index in over}
+    near = sorted({k for index in over for k in (index - 1, index, index + 1) if 2 <= k <= total})
+    pairs = {index: FramePair.load(flow_dir / frame_name(index, ".npz")) for index in near}
+    scores = {index: pairs[index].cut_score for index in over}
     # Frame i's spans: to frames i-2, i-3, ..., as the cut scan records them.
     spans = {i: colour_spans(histogram(i), [histogram(i - g) for g in range(2, longest + 2) if g < i]) for i in over}
-    return Scan(total, scores, spans)
+    colours = {i: histogram_gap(histogram(i - 1), histogram(i)) for i in over}
+    return Scan(total, scores, spans, colours=colours, unreliable={i: pair.unreliable for i, pair in pairs.items()})
 
 
 def check_options(preset: str, size: int | None, scene_threshold: float, flash_frames: int) -> None:
@@ -171,13 +174,15 @@ def video_flicker(
     preset: str = DEFAULT_FLOW_PRESET,
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
     flash_frames: int = DEFAULT_FLASH_FRAMES,
+    motion_cuts: bool = False,
     workers: int | None = None,
 ) -> dict:
     """`stylize flicker`: both videos decoded at the same frame size (the reference's aspect,
     `size` or the output's long side), flow and masks computed on the reference, and the mean
     masked warping error of the output and of the reference itself. The pairs over the scene
     threshold are left out: "cuts" lists the scene cuts, "flashes" the flashes of at most
-    `flash_frames` frames (first, last), as `stylize video` would find them.
+    `flash_frames` frames (first, last), "moves" the fast moves (unless `motion_cuts`: cuts), as
+    `stylize video` would find them.
 
     The reference is decoded over the part the output was made from: `frames`, the range of the
     --start, --duration and --every-nth `stylize video` was given, through the same
@@ -219,9 +224,11 @@ def video_flicker(
             workers=workers,
         )
         scan = reference_scan(folders["input"], Path(tmp) / "flow", counts["input"], report["cuts"], flash_frames)
-    flashes = scan.flashes(scene_threshold, flash_frames)
+    flashes = scan.flashes(scene_threshold, flash_frames, sudden=not motion_cuts)
     return report | {
-        "cuts": scan.cuts(scene_threshold, flashes), "flashes": [[flash.first, flash.last] for flash in flashes],
+        "cuts": scan.cuts(scene_threshold, flashes, sudden=not motion_cuts),
+        "flashes": [[flash.first, flash.last] for flash in flashes],
+        "moves": [] if motion_cuts else scan.moves(scene_threshold, flashes),
         "frames": counts["input"], "width": dims[0], "height": dims[1], "flow_preset": preset,
         "start": frames.start, "duration": frames.duration, "every_nth": frames.every_nth,
     }  # fmt: skip

@@ -38,6 +38,12 @@ class FramePair:
     flow_back: np.ndarray  # (H, W, 2) float32, current -> previous
     reliability: np.ndarray  # (H, W) float32 in 0..1; 0 where the warp cannot be trusted
     cut_score: float  # 0..1; above the scene threshold this pair is a scene cut
+    colours: float | None = None  # the colours' part of the cut score (not saved: the cut scan's)
+
+    @property
+    def unreliable(self) -> float:
+        """The flow's part of the cut score: the share of the pixels it fails."""
+        return 1.0 - float(self.reliability.mean())
 
     def save(self, path: Path | str) -> None:
         """Atomic: a temporary file beside `path`, renamed when complete."""
@@ -128,7 +134,7 @@ def frame_pair(previous: np.ndarray, current: np.ndarray, preset: str = "medium"
     moved = lit_pair(previous, current, preset)
     if moved.reliability.mean() <= pair.reliability.mean():
         return pair
-    return FramePair(moved.flow_back, moved.reliability, pair.cut_score)
+    return FramePair(moved.flow_back, moved.reliability, pair.cut_score, pair.colours)
 
 
 def lit_pair(previous: np.ndarray, current: np.ndarray, preset: str = "medium") -> FramePair:
@@ -157,9 +163,10 @@ def pair_of_flows(
 ) -> FramePair:
     """The pair of two frames given their flows either way, from DIS or from any other estimator."""
     reliability = reliability_mask(flow_back, flow_forward)
-    # A cut shows as colours that change wholesale or as flow that cannot be trusted anywhere.
-    cut_score = max(histogram_distance(previous, current), 1.0 - float(reliability.mean()))
-    return FramePair(flow_back, reliability, cut_score)
+    # A cut shows as colours that change wholesale or as flow that cannot be trusted anywhere
+    # (and so does a fast move: cuts.py tells them apart).
+    colours = histogram_distance(previous, current)
+    return FramePair(flow_back, reliability, max(colours, 1.0 - float(reliability.mean())), colours)
 
 
 def warp(image: torch.Tensor, flow_back: np.ndarray | torch.Tensor, mode: str = "bilinear") -> torch.Tensor:

@@ -119,6 +119,10 @@ class VideoState:
         """The changes of light the shots went on through (shotplan.py)."""
         return [int(index) for index in self.stage("stylize").get("relit") or []]
 
+    def moves(self) -> list[int]:
+        """The fast moves the shots went on through (cuts.Scan.sudden)."""
+        return [int(index) for index in self.stage("stylize").get("moves") or []]
+
     def chunk_starts(self) -> list[int]:
         chunks = self.data.get("chunks") or self.stage("encode").get("chunks") or []
         starts = [c.get("first") if isinstance(c, dict) else c[0] for c in chunks if c]

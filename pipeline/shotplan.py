@@ -6,7 +6,8 @@ and every worker of it, plans the same shots.
 Under --flow dis a shot starts at each scene cut: a pair over --scene-threshold, but a flash's way
 in and out (cuts.py), a fade's pairs (fades.py: their scores are the light's) and, unless
 --light-cuts, the pairs between two blank frames and those of the same picture in another light
-(Scan.relit: the frame goes on from the one before), no flash being found among a fade's frames;
+(Scan.relit: the frame goes on from the one before) and, unless --motion-cuts, the fast moves
+(Scan.sudden: over it by the flow alone and no sudden change), no flash being found among a fade's frames;
 and at each run of blank frames and the frame after it, a shot of its own. With another --flow
 the range is one shot (a frame of --flow none starts from the one before, whatever it shows), its
 fades followed all the same.
@@ -34,8 +35,9 @@ class ShotPlan:
     shots: tuple[Shot, ...]
     segments: tuple[Shot, ...] | None
     flow: bool  # --flow dis: cuts, flashes and shots are the flow's (FlowWarmStart)
-    goes_on: frozenset[int] = frozenset()  # frames whose pair scores as a cut and is none: a fade's, the relit
+    goes_on: frozenset[int] = frozenset()  # frames whose pair scores as a cut and is none: a fade's, relit, moved
     relit: tuple[int, ...] = ()  # the frames that would be scene cuts but for Scan.relit, for the log
+    moves: tuple[int, ...] = ()  # and those but for Scan.sudden: the fast moves
 
     @property
     def runs(self) -> tuple[Shot, ...]:
@@ -45,7 +47,9 @@ class ShotPlan:
     @classmethod
     def of(cls, scan: Scan, job: VideoJob) -> ShotPlan:
         flow = job.flow == "dis"
-        flashes = tuple(scan.flashes(job.scene_threshold, job.flash_frames)) if flow and job.flash_frames else ()
+        flashes = ()
+        if flow and job.flash_frames:
+            flashes = tuple(scan.flashes(job.scene_threshold, job.flash_frames, sudden=job.tells_moves))
         fades = FadePlan()
         if not job.ignore_fades and scan.light:  # (a scan keyed for fades records the light)
             flashed = {index for flash in flashes for index in range(flash.first, flash.last + 1)}
@@ -54,11 +58,15 @@ class ShotPlan:
             flashes = tuple(flash for flash in flashes if not fades.covers(flash.first, flash.last))
         cuts: list[int] = []
         relit = scan.relit() if job.cuts_in_own_light else set()
-        goes_on = fades.through() | relit
+        goes_on, moves = fades.through() | relit, set()
         if flow:
             scored = set(scan.cuts(job.scene_threshold, flashes)) - fades.through()
-            cuts = sorted(scored - relit - (fades.inside_blanks() if job.cuts_in_own_light else set()))
+            blanks = fades.inside_blanks() if job.cuts_in_own_light else set()
+            if job.tells_moves:
+                moves = {index for index in scored if not scan.sudden(index, job.scene_threshold)} - relit - blanks
+            cuts = sorted(scored - relit - blanks - moves)
             relit &= scored
+            goes_on |= moves
         # A run of blank frames is a shot of its own (fades.py), where frames go on from each other by the flow.
         starts = sorted({*cuts, *(i for i in fades.cuts() if 1 < i <= scan.total)}) if flow else []
         segments = None
@@ -66,9 +74,8 @@ class ShotPlan:
             split = plan_shots(starts, scan.total, max_frames=job.max_shot_frames, overlap=job.segment_overlap)
             segments = tuple(split)
         shots = tuple(plan_shots(starts, scan.total))
-        return cls(
-            scan.total, flashes, fades, tuple(cuts), shots, segments, flow, frozenset(goes_on), tuple(sorted(relit))
-        )
+        relit, moves = tuple(sorted(relit)), tuple(sorted(moves))
+        return cls(scan.total, flashes, fades, tuple(cuts), shots, segments, flow, frozenset(goes_on), relit, moves)
 
     def text(self) -> str:
         """For the log: "75 frames, 1 scene cuts at [31], flashes at 12, fade 2-15 (from black)"."""
@@ -78,6 +85,7 @@ class ShotPlan:
             + (f", flashes at {', '.join(frames_text(f.first, f.last) for f in self.flashes)}" if self.flashes else "")
             + (f", {', '.join(self.fades.texts())}" if self.fades else "")
             + (f", changes of light at {', '.join(map(str, self.relit))} (no cuts)" if self.relit else "")
+            + (f", fast moves at {', '.join(map(str, self.moves))} (no cuts)" if self.moves else "")
         )
 
     def record(self) -> dict:
@@ -90,6 +98,8 @@ class ShotPlan:
                 record["flashes"] = [[flash.first, flash.last] for flash in self.flashes]
             if self.relit:
                 record["relit"] = list(self.relit)
+            if self.moves:
+                record["moves"] = list(self.moves)
         if self.segments is not None:
             record["segments"] = [[shot.first, shot.last] for shot in self.segments]
         return record

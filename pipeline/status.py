@@ -61,9 +61,9 @@ MAX_SHOT_LINES = 40
 
 def flicker_line(flicker: dict) -> str:
     """A job report's flicker in one line, as `stylize video` and `stylize status` show it. Its
-    "cuts" are the pairs it left out: over the scene threshold, a scene cut's or a flash's."""
-    left_out = len(flicker.get("cuts") or [])
-    left_out = f", {counted(left_out, 'pair')} across scene cuts, flashes or fades left out" if left_out else ""
+    "cuts" are the pairs it left out: over the scene threshold, a scene cut's, a flash's, a fast move's."""
+    count = len(flicker.get("cuts") or [])
+    left_out = f", {counted(count, 'pair')} across scene cuts, flashes, fades or fast moves left out" if count else ""
     return (
         f"flicker: output {flicker['output']:.4g}, input {flicker['input']:.4g} "
         f"(mean masked warping error over {counted(flicker['pairs'], 'frame pair')}{left_out})"
@@ -208,6 +208,8 @@ def stage_detail(name: str, stage: dict, status: str, store: FrameStore) -> str:
             detail += f", {at_frames(flashes, 'flash', 'flashes')} (no cuts)"
         if stage.get("relit"):  # shotplan.py: the same picture in another light
             detail += f", {at_frames(stage['relit'], 'change of light', 'changes of light')} (no cuts)"
+        if stage.get("moves"):  # cuts.py: the flow failed as at a cut, but not suddenly
+            detail += f", {at_frames(stage['moves'], 'fast move', 'fast moves')} (no cuts)"
         if stage.get("fades") or stage.get("blanks"):  # fades.py: faded on output
             detail += f", {', '.join(record_texts(stage))} (faded on output)"
         if stage.get("redone"):

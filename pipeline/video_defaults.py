@@ -114,6 +114,7 @@ OWN_DEFAULTS = {
     "free_flashes": True,
     "ignore_fades": True,
     "light_cuts": True,
+    "motion_cuts": True,
     **STYLE_OWN_DEFAULTS,  # StyleSettings fields; the others are VideoJob's
 }
 # And once the image moved by less than this many 0..255 levels (mean per value) over STOP_WINDOW
@@ -233,6 +234,7 @@ DIS_ONLY = {
     "flash_frames": DEFAULT_FLASH_FRAMES,
     "free_flashes": False,
     "light_cuts": False,
+    "motion_cuts": False,
 }
 # Absurd values are refused rather than run: a typo'd count would spawn processes or iterate for ever.
 MAX_FLOW_WORKERS = 256

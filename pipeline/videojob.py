@@ -100,6 +100,7 @@ class VideoJob:
     free_flashes: bool = False  # a flash's frames free of the temporal term, as the release before (temporal.py)
     ignore_fades: bool = False  # fades stylized as they come, the output in the style's light (fades.py)
     light_cuts: bool = False  # cuts by the frames' scores as they are, whatever their light, as the release before
+    motion_cuts: bool = False  # every pair over the threshold a cut, fast moves too, as the releases before
     lbfgs_history: int | None = None  # L-BFGS's curvature pairs for each frame; None: history_pairs decides
     # Of OWN_DEFAULTS, those the command line left unset: a resumed job may keep its own values for them.
     defaulted: frozenset[str] = frozenset()
@@ -219,6 +220,12 @@ class VideoJob:
         """Whether the cut scan looks again, with the light matched, at the pairs whose light changed
         (cuts.py, shotplan.py; --flow dis, unless --light-cuts)."""
         return self.flow == "dis" and not self.light_cuts
+
+    @property
+    def tells_moves(self) -> bool:
+        """Whether a pair over the scene threshold by its flow alone is a cut only where it is
+        sudden (cuts.Scan.sudden; --flow dis, unless --motion-cuts)."""
+        return self.flow == "dis" and not self.motion_cuts
 
     @property
     def reads_back(self) -> int:

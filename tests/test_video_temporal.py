@@ -91,6 +91,13 @@ def shot(frames: int, seed: int) -> list[np.ndarray]:
     return out
 
 
+def pan(shifts: list[int], seed: int = 0) -> list[np.ndarray]:
+    """A camera panning across a wide texture, each frame shifts[i] px right of the one before:
+    one shot, at whatever pace."""
+    wide = texture(seed, HEIGHT, WIDTH + sum(shifts))
+    return [wide[:, x : x + WIDTH].copy() for x in np.cumsum([0, *shifts])]
+
+
 def write_clip(path: Path, frames: list[np.ndarray]) -> Path:
     """RGB frames piped to ffmpeg: nearly lossless H.264 in full chroma, 25 fps."""
     spec = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{WIDTH}x{HEIGHT}", r=25)
@@ -114,6 +121,7 @@ def clips(tmp_path_factory) -> dict[str, Path]:
         "moving": write_clip(d / "moving.mp4", shot(6, seed=0)),
         "still": write_clip(d / "still.mp4", shot(1, seed=0) * 4),
         "short": write_clip(d / "short.mp4", shot(4, seed=0)),
+        "whip": write_clip(d / "whip.mp4", pan([2, 2, 2, 10, 10, 10, 2, 2])),  # frames 5-7 10 px each
     }
 
 
@@ -160,7 +168,59 @@ def test_a_cut_starts_a_new_shot_with_first_frame_iterations_and_no_temporal_ter
     status = "\n".join(status_lines(job.work))
     assert "flow: done, 7/7 frame pairs" in status and "2 shots (scene cut at frame 5)" in status
     assert f"flicker: output {flicker['output']:.4g}, input {flicker['input']:.4g}" in status
-    assert "over 6 frame pairs, 1 pair across scene cuts, flashes or fades left out)" in status
+    assert "over 6 frame pairs, 1 pair across scene cuts, flashes, fades or fast moves left out)" in status
+
+
+def test_a_whip_pan_goes_on_in_its_shot_and_motion_cuts_cut_it_as_before(clips, tmp_path, capsys):
+    """Three frames panned 10 px each (at 64 px wide) fail the flow nearly everywhere, as a cut
+    does, their colours alike: by default a fast move, the shot going on through it, each of its
+    frames started from the one before (cuts.Scan.sudden); --motion-cuts, as the releases before:
+    frame 5 a "flash" (frame 6 is back in frame 4's colours), frames 6 (whose flow from frame 4
+    fails too) and 7 cold starts. (The cut between alike textures above is still a cut.)"""
+    job = make_job(clips["whip"], tmp_path / "moves", keep_frames=True)
+    result = run_video(job, vgg=build_tiny_vgg())
+    stats = frame_stats(job.work)
+    assert [i for i, s in enumerate(stats, 1) if s.get("cut_score", 0) > DEFAULT_SCENE_THRESHOLD] == [5, 6, 7]
+    assert [s["start"] for s in stats] == ["init"] + ["warped"] * 8
+    assert all("temporal" in s["terms"] for s in stats[1:])
+    manifest = read_json(job.work / "job.json")
+    stage = manifest["stages"]["stylize"]
+    assert stage["shots"] == [[1, 9]] and stage["moves"] == [5, 6, 7]
+    assert stage["settings"]["motion_cuts"] is False
+    # Their flow pairs are the shot's, computed and kept; the flicker measure leaves them out.
+    assert sorted(p.name for p in (job.work / "flow").iterdir()) == [f"{i:06d}.npz" for i in range(2, 10)]
+    assert result.report["flicker"]["cuts"] == [5, 6, 7] and result.report["flicker"]["pairs"] == 5
+    status = "\n".join(status_lines(job.work))
+    assert "1 shot" not in status and "fast moves at frames 5, 6, 7 (no cuts)" in status, status
+    assert "3 pairs across scene cuts, flashes, fades or fast moves left out" in status, status
+    assert "fast moves at 5, 6, 7 (no cuts)" in (job.work / "job.log").read_text()
+    # `stylize flicker` finds them as the job did.
+    code, out, err = cli(["flicker", job.output, "--reference", clips["whip"]], capsys)
+    assert code == 0 and "over 5 frame pairs at 64x48; fast moves at frames 5, 6, 7 skipped" in out, err
+    code, out, err = cli(["flicker", job.output, "--reference", clips["whip"], "--motion-cuts"], capsys)
+    assert code == 0 and "scene cut at frame 7 and flash at frame 5 skipped" in out, err
+
+    before = make_job(clips["whip"], tmp_path / "cuts", motion_cuts=True)
+    run_video(before, vgg=build_tiny_vgg())
+    stage = read_json(before.work / "job.json")["stages"]["stylize"]
+    assert stage["shots"] == [[1, 6], [7, 9]] and stage["flashes"] == [[5, 5]] and "moves" not in stage
+    assert "motion_cuts" not in stage["settings"]  # the stylize stage's hash of the releases before
+    assert [s["start"] for s in frame_stats(before.work)][4:7] == ["flash", "cut", "cut"]
+
+
+def test_a_job_begun_with_every_pair_over_the_threshold_a_cut_goes_on_so(clips, tmp_path):
+    """A job of the release before (--motion-cuts: its whip pan a flash and a cut), stopped and run
+    again with the option left unset: its finished frames kept, its shots as it began."""
+    began = make_job(clips["whip"], tmp_path, motion_cuts=True)
+    with pytest.raises(Recorder.Stop):
+        run_video(began, events=Recorder(stop_at=3), vgg=build_tiny_vgg())
+    finished = {name: t for name, t in mtimes(began.work / "styled").items() if name.endswith(".json")}
+    events = Recorder()
+    run_video(make_job(clips["whip"], tmp_path, defaulted=frozenset(OWN_DEFAULTS)), events=events, vgg=build_tiny_vgg())
+    assert finished and sorted(events.started) == [i for i in range(1, 10) if f"{i:06d}.json" not in finished]
+    assert {k: v for k, v in mtimes(began.work / "styled").items() if k in finished} == finished
+    assert read_json(began.work / "job.json")["stages"]["stylize"]["shots"] == [[1, 6], [7, 9]]
+    assert any("--motion-cuts (the defaults now: off;" in m for m in events.messages), events.messages
 
 
 def test_warped_start_takes_unreliable_pixels_from_the_content_and_the_temporal_loss_holds_the_rest(tmp_path):
@@ -469,11 +529,11 @@ def test_flicker_command_measures_output_and_reference(clips, three_ways, capsys
     independent = json.loads(cli(["flicker", three_ways["independent"], "-r", clips["moving"], "--json"], capsys)[1])
     assert report["output"] < 0.5 * independent["output"] and independent["input"] == report["input"]
 
-    code, out, _ = cli(["flicker", clips["cut"], "--reference", clips["cut"], "--size", 32], capsys)
+    code, out, _ = cli(["flicker", clips["cut"], "--reference", clips["cut"], "--size", 48], capsys)
     lines = out.splitlines()
     assert code == 0 and lines[0].startswith("output ") and lines[1].startswith("input ")
     assert lines[0].split()[1] == lines[1].split()[1]  # a video against itself: the same figure
-    assert "over 6 frame pairs at 32x24; scene cut at frame 5 skipped" in lines[2]
+    assert "over 6 frame pairs at 48x36; scene cut at frame 5 skipped" in lines[2]
 
 
 def test_flicker_command_bad_inputs_are_one_line_errors_with_exit_2(clips, tmp_path, capsys):
@@ -1060,7 +1120,7 @@ def test_the_shot_goes_on_through_a_flash_and_the_frame_after_continues_from_the
     assert result.report["flicker"]["cuts"] == [5, 6]  # the pairs into and out of the flash are not measured
     status = "\n".join(status_lines(job.work))
     assert "flash at frame 5 (no cuts)" in status
-    assert "5 frame pairs, 2 pairs across scene cuts, flashes or fades" in status
+    assert "5 frame pairs, 2 pairs across scene cuts, flashes, fades or fast moves" in status
     log = (job.work / "job.log").read_text()
     assert "scan: 8 frames, 0 scene cuts, flashes at 5" in log
     assert re.findall(r"chunk: frames (\d+-\d+) encoded", log) == ["1-8"]  # the shot's chunk goes on through it
