@@ -135,6 +135,29 @@ def test_the_benchmarks_independent_measures_skip_the_cut_alone_and_see_flicker(
     assert vq.farneback_flicker(paths["flickering"], pairs) > 10 * max(vq.farneback_flicker(paths["content"], pairs), 1)
 
 
+def test_the_benchmarks_blind_e_warp_scores_the_pop_at_a_pair_the_stylizer_took_for_a_cut(tmp_path):
+    """E_warp skips the pairs the stylizer's cut score calls cuts; its blind variant only those
+    whose colours change wholesale, so a cold start mid-shot (a fast move taken for a cut) is
+    scored on the pop it makes: here every frame from the 4th 40 levels brighter."""
+    from dataclasses import replace
+
+    vq = bench_module()
+    clip = moving_square(6, seed=0)
+    popped = clip[:3] + [np.clip(f.astype(int) + 40, 0, 255).astype(np.uint8) for f in clip[3:]]
+    paths = {}
+    for name, frames in (("content", clip), ("popped", popped)):
+        (tmp_path / name).mkdir()
+        paths[name] = [tmp_path / name / f"{i + 1:06d}.png" for i in range(len(frames))]
+        for path, frame in zip(paths[name], frames):
+            cv2.imwrite(str(path), frame[..., ::-1])
+    pairs = vq.farneback_pairs(paths["content"])
+    assert all(p.cut_score < 0.6 for p in pairs[1:])
+    taken = pairs[:3] + [replace(pairs[3], cut_score=0.9)] + pairs[4:]  # the stylizer's cut at frame 4
+    skipped = vq.warp_error(paths["popped"], paths["content"], taken)
+    blind = vq.warp_error(paths["popped"], paths["content"], taken, blind=True)
+    assert blind > 5 * max(skipped, 1.0) and blind == vq.warp_error(paths["popped"], paths["content"], pairs)
+
+
 def test_the_benchmarks_style_drift_sees_a_texture_fade_along_the_shot(tmp_path):
     """Style drift, the evaluator's style loss over the last frames over that over the first:
     exactly 1 for a shot that keeps its texture, well above 1 where the texture blurs away (as

@@ -194,6 +194,9 @@ def test_a_whip_pan_goes_on_in_its_shot_and_motion_cuts_cut_it_as_before(clips, 
     assert "1 shot" not in status and "fast moves at frames 5, 6, 7 (no cuts)" in status, status
     assert "3 pairs across scene cuts, flashes, fades or fast moves left out" in status, status
     assert "fast moves at 5, 6, 7 (no cuts)" in (job.work / "job.log").read_text()
+    page = (job.work / "report.html").read_text()
+    assert "<tr><th>scene cuts</th><td>none</td></tr>" in page
+    assert "<tr><th>fast moves (no cuts)</th><td>5, 6, 7</td></tr>" in page
     # `stylize flicker` finds them as the job did.
     code, out, err = cli(["flicker", job.output, "--reference", clips["whip"]], capsys)
     assert code == 0 and "over 5 frame pairs at 64x48; fast moves at frames 5, 6, 7 skipped" in out, err
