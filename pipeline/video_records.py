@@ -20,7 +20,7 @@ import torch
 
 from . import fades
 from .chunks import ChunkStore
-from .cuts import CUT_SPIKE, CutScan
+from .cuts import MOVE_SETTINGS, CutScan
 from .decode import VideoInfo
 from .errors import WriteError
 from .hashing import file_fingerprint, file_sha256
@@ -72,7 +72,7 @@ def stage_settings(job: VideoJob, info: VideoInfo, size: tuple[int, int], starte
         **starter.settings(),
         **({} if job.ignore_fades else {"ignore_fades": False}),  # as recorded: video_defaults.OWN_DEFAULTS
         **({"light_cuts": False, "cuts": fades.CUT_SETTINGS} if job.cuts_in_own_light else {}),  # which frames go on
-        **({"motion_cuts": False, "cut_spike": CUT_SPIKE} if job.tells_moves else {}),  # and which, for fast moves
+        **({"motion_cuts": False, "moves": MOVE_SETTINGS} if job.tells_moves else {}),  # and which, for fast moves
         # Segments start afresh and are cross-faded (shots.py): other frames. Off: the hash as before.
         **(
             {"max_shot_frames": job.max_shot_frames, "segment_overlap": job.segment_overlap}

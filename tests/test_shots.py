@@ -84,26 +84,27 @@ def test_an_overlap_over_half_a_segment_is_refused():
 
 def test_a_pair_over_the_threshold_by_its_flow_alone_is_a_cut_only_where_the_flow_fails_suddenly():
     """Scan.sudden, from a scan's records alone: a cut between alike colours at 5 (the flow fails
-    on 70% of the pixels, 10% beside it), a fast move over 9-11 (60-80% each, the colours alike),
-    a cut by its colours at 15 amid a shaken camera (its neighbours 60% unreliable too) and a lone
-    pair at 18 failing 90% beside one at 55%: by its spike of 0.35, under CUT_SPIKE, a move."""
+    on 70% of the pixels, 10% beside it), a fast move over 9-11 (60-80% each, the colours alike)
+    and a cut out of it at 12 (95%: more than FLOW_FAILS, beside a pair at 10%), a cut by its
+    colours at 15 amid a shaken camera (its neighbours 60% unreliable too) and a lone pair at 18
+    failing 90% beside one at 55%: by its spike of 0.35, under CUT_SPIKE, a move."""
     unreliable = {i: 0.1 for i in range(2, 21)} | {5: 0.7, 9: 0.6, 10: 0.8, 11: 0.65, 14: 0.6, 15: 1.0, 16: 0.6}
-    unreliable |= {17: 0.55, 18: 0.9}
+    unreliable |= {12: 0.95, 17: 0.55, 18: 0.9}
     colours = {i: 0.1 for i in range(2, 21)} | {15: 0.8}
     scores = {i: max(colours[i], unreliable[i]) for i in range(2, 21)}
     scan = Scan(20, scores, colours=colours, unreliable=unreliable)
-    assert scan.cuts(0.5) == [5, 9, 10, 11, 14, 15, 16, 17, 18]  # the releases before: every pair over it
-    assert scan.cuts(0.5, sudden=True) == [5, 15] and scan.moves(0.5) == [9, 10, 11, 14, 16, 17, 18]
+    assert scan.cuts(0.5) == [5, 9, 10, 11, 12, 14, 15, 16, 17, 18]  # the releases before: every pair over it
+    assert scan.cuts(0.5, sudden=True) == [5, 12, 15] and scan.moves(0.5) == [9, 10, 11, 14, 16, 17, 18]
     job = VideoJob(
         input=Path("in.mp4"), styles=(Path("style.png"),), output=Path("out.mp4"), settings=StyleSettings(),
         scene_threshold=0.5,
     )  # fmt: skip
     plan = ShotPlan.of(scan, job)
-    assert plan.cuts == (5, 15) and plan.moves == (9, 10, 11, 14, 16, 17, 18) and set(plan.moves) <= plan.goes_on
+    assert plan.cuts == (5, 12, 15) and plan.moves == (9, 10, 11, 14, 16, 17, 18) and set(plan.moves) <= plan.goes_on
     assert plan.record()["moves"] == list(plan.moves)
     assert "fast moves at 9, 10, 11, 14, 16, 17, 18 (no cuts)" in plan.text()
     before = ShotPlan.of(scan, dataclasses.replace(job, motion_cuts=True))
-    assert before.cuts == (5, 9, 10, 11, 14, 15, 16, 17, 18) and not before.moves and "moves" not in before.record()
+    assert before.cuts == (5, 9, 10, 11, 12, 14, 15, 16, 17, 18) and not before.moves and "moves" not in before.record()
     # The first pair of a range has one neighbour; a scan of the releases before records no parts.
     first = Scan(3, {2: 0.9, 3: 0.1}, colours={2: 0.1, 3: 0.1}, unreliable={2: 0.9, 3: 0.1})
     assert first.cuts(0.5, sudden=True) == [2]
