@@ -22,7 +22,7 @@ from .cli_style import parse_blend, style_options
 from .display import HelpCommand, HelpGroup
 from .errors import InputError, PipelineError, one_line
 from .settings import OWN_DEFAULTS, StyleSettings
-from .shots import DEFAULT_SEGMENT_OVERLAP, at_frames, counted, frames_text
+from .shots import DEFAULT_SEGMENT_OVERLAP, at_frames, counted, frames_text, runs_text
 from .signals import exit_code as signal_exit_code
 from .signals import handled as signals_handled
 
@@ -343,7 +343,7 @@ def flicker(
     if report["flashes"]:
         left_out.append(at_frames([frames_text(first, last) for first, last in report["flashes"]], "flash", "flashes"))
     if report["moves"]:
-        left_out.append(at_frames(report["moves"], "fast move", "fast moves"))
+        left_out.append(at_frames(runs_text(report["moves"]), "fast move", "fast moves"))
     cuts = f"; {' and '.join(left_out)} skipped" if left_out else ""
     typer.echo(f"output {report['output']:.4g}  {output}")
     typer.echo(f"input  {report['input']:.4g}  {reference}")

@@ -23,7 +23,7 @@ from .report_html import REPORT_FILE, esc, img, link_from, page, progress_bar, s
 from .report_plots import LOSS_TERMS, video_plot
 from .report_thumbs import THUMB_SIZE, prune, thumbnail
 from .report_video_data import VideoLayout, VideoState, read_state
-from .shots import counted, frames_text
+from .shots import counted, frames_text, runs_text
 
 RATE_WINDOW = 50  # frames/s over the last this many finished frames
 # Seconds of new flicker measurements per rewrite of a running job's report (the rest waits for
@@ -175,7 +175,7 @@ def flicker_summary(state: VideoState, figures: dict[int, dict]) -> str:
     if relit := state.relit():  # the same picture in another light (shotplan.py): their pairs not measured either
         rows.append(("changes of light (no cuts)", ", ".join(map(str, relit))))
     if moves := state.moves():  # the flow failed as at a cut, but not suddenly (cuts.py): not measured either
-        rows.append(("fast moves (no cuts)", ", ".join(map(str, moves))))
+        rows.append(("fast moves (no cuts)", ", ".join(runs_text(moves))))
     if faded := record_texts(state.stage("stylize")):  # fades.py: their frames faded on output
         rows.append(("fades (faded on output)", ", ".join(faded)))
     note = (

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .cuts import Flash, Scan
 from .fades import FadePlan, plan_fades
-from .shots import Shot, frames_text, plan_shots
+from .shots import Shot, frames_text, plan_shots, runs_text
 from .videojob import VideoJob
 
 
@@ -85,7 +85,7 @@ class ShotPlan:
             + (f", flashes at {', '.join(frames_text(f.first, f.last) for f in self.flashes)}" if self.flashes else "")
             + (f", {', '.join(self.fades.texts())}" if self.fades else "")
             + (f", changes of light at {', '.join(map(str, self.relit))} (no cuts)" if self.relit else "")
-            + (f", fast moves at {', '.join(map(str, self.moves))} (no cuts)" if self.moves else "")
+            + (f", fast moves at {', '.join(runs_text(self.moves))} (no cuts)" if self.moves else "")
         )
 
     def record(self) -> dict:

@@ -68,6 +68,18 @@ def frames_text(first: int, last: int) -> str:
     return f"{first}-{last}" if last > first else str(first)
 
 
+def runs_text(frames: Iterable[int]) -> list[str]:
+    """Frames as runs of consecutive ones, each as frames_text has it: [79, 158, 159, 160] ->
+    ["79", "158-160"]."""
+    runs: list[list[int]] = []
+    for frame in sorted(frames):
+        if runs and frame == runs[-1][1] + 1:
+            runs[-1][1] = frame
+        else:
+            runs.append([frame, frame])
+    return [frames_text(first, last) for first, last in runs]
+
+
 def counted(count: int, noun: str) -> str:
     """ "1 worker", "2 workers": a count and its noun as a person reads them (the noun in the singular)."""
     return f"{count} {noun}{'' if count == 1 else 's'}"

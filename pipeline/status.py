@@ -13,7 +13,7 @@ from .errors import InputError
 from .fades import record_texts, scene_cuts
 from .manifest import JobManifest, WorkDirLock, read_json
 from .outputs import output_is_recorded
-from .shots import at_frames, counted, frames_text, read_shot_records
+from .shots import at_frames, counted, frames_text, read_shot_records, runs_text
 from .workdir import STAGES, FrameStore, human_bytes, is_work_dir
 
 
@@ -209,7 +209,7 @@ def stage_detail(name: str, stage: dict, status: str, store: FrameStore) -> str:
         if stage.get("relit"):  # shotplan.py: the same picture in another light
             detail += f", {at_frames(stage['relit'], 'change of light', 'changes of light')} (no cuts)"
         if stage.get("moves"):  # cuts.py: the flow failed as at a cut, but not suddenly
-            detail += f", {at_frames(stage['moves'], 'fast move', 'fast moves')} (no cuts)"
+            detail += f", {at_frames(runs_text(stage['moves']), 'fast move', 'fast moves')} (no cuts)"
         if stage.get("fades") or stage.get("blanks"):  # fades.py: faded on output
             detail += f", {', '.join(record_texts(stage))} (faded on output)"
         if stage.get("redone"):

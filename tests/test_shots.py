@@ -11,7 +11,7 @@ import pytest
 from pipeline.cuts import Scan
 from pipeline.settings import StyleSettings
 from pipeline.shotplan import ShotPlan
-from pipeline.shots import Shot, at_frames, longest_first, owners, plan_shots
+from pipeline.shots import Shot, at_frames, longest_first, owners, plan_shots, runs_text
 from pipeline.videojob import VideoJob
 
 
@@ -64,6 +64,11 @@ def test_the_cross_fade_weights_sum_to_one_over_the_overlap():
     assert after.fade_weight(before.last + 1) == 1.0
 
 
+def test_frames_in_a_row_read_as_a_run():
+    assert runs_text([160, 79, 158, 159]) == ["79", "158-160"] and runs_text([]) == []
+    assert at_frames(runs_text([5, 6, 7]), "fast move", "fast moves") == "fast move at frames 5-7"
+
+
 def test_events_at_frames_read_in_the_singular_for_one_frame():
     assert at_frames([31], "scene cut", "scene cuts") == "scene cut at frame 31"
     assert at_frames([31, 90], "scene cut", "scene cuts") == "scene cuts at frames 31, 90"
@@ -102,7 +107,7 @@ def test_a_pair_over_the_threshold_by_its_flow_alone_is_a_cut_only_where_the_flo
     plan = ShotPlan.of(scan, job)
     assert plan.cuts == (5, 12, 15) and plan.moves == (9, 10, 11, 14, 16, 17, 18) and set(plan.moves) <= plan.goes_on
     assert plan.record()["moves"] == list(plan.moves)
-    assert "fast moves at 9, 10, 11, 14, 16, 17, 18 (no cuts)" in plan.text()
+    assert "fast moves at 9-11, 14, 16-18 (no cuts)" in plan.text()  # runs of consecutive frames
     before = ShotPlan.of(scan, dataclasses.replace(job, motion_cuts=True))
     assert before.cuts == (5, 9, 10, 11, 12, 14, 15, 16, 17, 18) and not before.moves and "moves" not in before.record()
     # The first pair of a range has one neighbour; a scan of the releases before records no parts.
