@@ -114,6 +114,17 @@ def bench_module(name: str = "video_quality"):
     return module
 
 
+def write_sequences(folder: Path, **sequences: list[np.ndarray]) -> dict[str, list[Path]]:
+    """Each sequence of RGB frames as FOLDER/NAME/000001.png, ...: {name: the frames' paths}."""
+    paths = {}
+    for name, frames in sequences.items():
+        (folder / name).mkdir()
+        paths[name] = [folder / name / f"{i + 1:06d}.png" for i in range(len(frames))]
+        for path, frame in zip(paths[name], frames):
+            cv2.imwrite(str(path), frame[..., ::-1])
+    return paths
+
+
 def test_the_benchmarks_independent_measures_skip_the_cut_alone_and_see_flicker(tmp_path):
     """The benchmark's Farneback flicker and E_warp (Lai et al.) score every pair but the clip's
     cut, as the stylizer's cut scan finds it; an output that is its moving input scores near 0,
@@ -121,12 +132,7 @@ def test_the_benchmarks_independent_measures_skip_the_cut_alone_and_see_flicker(
     vq = bench_module()
     clip = moving_square(4, seed=0) + moving_square(4, seed=10)  # a cut before the 5th frame
     brighter = [np.clip(f.astype(int) + (40 if i % 2 else 0), 0, 255).astype(np.uint8) for i, f in enumerate(clip)]
-    paths = {}
-    for name, frames in (("content", clip), ("flickering", brighter)):
-        (tmp_path / name).mkdir()
-        paths[name] = [tmp_path / name / f"{i + 1:06d}.png" for i in range(len(frames))]
-        for path, frame in zip(paths[name], frames):
-            cv2.imwrite(str(path), frame[..., ::-1])
+    paths = write_sequences(tmp_path, content=clip, flickering=brighter)
     pairs = vq.farneback_pairs(paths["content"])
     assert [i for i, p in enumerate(pairs) if p is not None and p.cut_score > 0.6] == [4]
     steady = vq.warp_error(paths["content"], paths["content"], pairs)
@@ -144,12 +150,7 @@ def test_the_benchmarks_blind_e_warp_scores_the_pop_at_a_pair_the_stylizer_took_
     vq = bench_module()
     clip = moving_square(6, seed=0)
     popped = clip[:3] + [np.clip(f.astype(int) + 40, 0, 255).astype(np.uint8) for f in clip[3:]]
-    paths = {}
-    for name, frames in (("content", clip), ("popped", popped)):
-        (tmp_path / name).mkdir()
-        paths[name] = [tmp_path / name / f"{i + 1:06d}.png" for i in range(len(frames))]
-        for path, frame in zip(paths[name], frames):
-            cv2.imwrite(str(path), frame[..., ::-1])
+    paths = write_sequences(tmp_path, content=clip, popped=popped)
     pairs = vq.farneback_pairs(paths["content"])
     assert all(p.cut_score < 0.6 for p in pairs[1:])
     taken = pairs[:3] + [replace(pairs[3], cut_score=0.9)] + pairs[4:]  # the stylizer's cut at frame 4
