@@ -31,24 +31,25 @@ held to it through a flow computed in that frame's light (unless --free-flashes)
 after it continues from the frame before the flash, by the flow between those two
 (temporal.FlowWarmStart, flowstage.PairPlan, videorange.py).
 
-A fast move is not a cut either. A pair's cut score is the larger of how far its colours are
-apart and the share of its pixels whose flow fails (flow.pair_of_flows): a whip pan or a shaken
+A fast move is not a cut either. A pair's cut score is the larger of how far its colours are apart
+and the share of its pixels whose flow fails (flow.pair_of_flows): a whip pan or a shaken
 hand-held camera fails the flow as a cut does, its colours alike. Where the flow alone puts a pair
 over the threshold, the pair is a cut only where its flow fails far more than in the pairs on
 either side of it (Scan.sudden): a cut is sudden, the frames on either side of it each tracked
-within their shot, while motion fast enough to fail the flow builds up and dies down over
-several frames. On cockatoo.mp4 at 64 px (imageio's test clip, hand-held) a pair at frame 79
-scored 0.634 (colours 0.18 apart, 64% of its pixels unreliable) and a whip pan at 158-160 scored
-over the threshold three times: cold starts mid-shot and a "flash", the shot's look laid out anew
-each time. Measured on five real clips at 64, 128 and 256 px, the real cuts' unreliable share stood
+within their shot, while motion fast enough to fail the flow builds up and dies down over several
+frames. On cockatoo.mp4 at 64 px (imageio's test clip, hand-held) a pair at frame 79 scored 0.634
+(colours 0.18 apart, 64% of its pixels unreliable) and a whip pan at 158-160 scored over the
+threshold three times: cold starts mid-shot and a "flash", the shot's look laid out anew each
+time. Measured on five real clips at 64, 128 and 256 px, the real cuts' unreliable share stood
 0.59-0.80 above the larger of their neighbours', the fast moves' at most 0.29 (the test suite's
-cut between two alike textures: 0.53); CUT_SPIKE is between. A pair whose flow fails almost everywhere (FLOW_FAILS)
-next to a pair it tracks is a cut too: a jump cut out of a fast move. --motion-cuts: every pair
-over the threshold is a cut, as the releases before. What this cannot tell: a cut between alike
-colours into or out of motion that fails the flow nearly as much, where the flow still follows a
-fair share of the pixels (the new shot's first frame then starts from the warp of the last one,
-restyled where the flow fails, as in a fast move); of 112 jump cuts made by joining two moments
-of the four real clips, 36 scored over the threshold, and this rule kept 33 of them.
+cut between two alike textures: 0.53); CUT_SPIKE is between. A pair whose flow fails almost
+everywhere (FLOW_FAILS) next to a pair it tracks is a cut too: a jump cut out of a fast move.
+--motion-cuts: every pair over the threshold is a cut, as the releases before. What this cannot
+tell: a cut between alike colours into or out of motion that fails the flow nearly as much, where
+the flow still follows a fair share of the pixels (the new shot's first frame then starts from the
+warp of the last one, restyled where the flow fails, as in a fast move); of 112 jump cuts made by
+joining two moments of the four real clips, 36 scored over the threshold, and this rule kept 33 of
+them.
 
 The fingerprints (8 bytes of BLAKE2b of each frame's RGB) let a shot's decode seek straight to
 its first frame and check, frame by frame, that it gets exactly the frames of a decode from the
