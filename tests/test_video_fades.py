@@ -345,14 +345,17 @@ def test_the_same_picture_in_another_light_is_no_scene_cut(tmp_path):
 
 
 def test_the_scans_lit_scores_are_the_same_from_several_workers(cut_fade_clip, tmp_path):
-    """The cut scan's pairs go to a pool of workers in order: the records, the lit scores among
-    them, are the same from one worker and from two."""
+    """The cut scan's pairs go to a pool of workers in order: the records, the lit scores and each
+    score's two parts among them, are the same from one worker and from two."""
     info = probe(cut_fade_clip)
     records = []
     for workers in (1, 2):
-        scan = CutScan(tmp_path / str(workers), key="k", preset="medium", workers=workers, lit=True)
+        scan = CutScan(tmp_path / str(workers), key="k", preset="medium", workers=workers, lit=True, parts=True)
         records.append(scan.run(info, frame_size(info, WIDTH), FrameRange(), lambda done: None))
     assert records[0] == records[1] and records[0].lit_cuts() == {9}
+    scan = records[0]
+    assert sorted(scan.colours) == sorted(scan.unreliable) == sorted(scan.scores) == list(range(2, scan.total + 1))
+    assert all(score == pytest.approx(max(scan.colours[i], scan.unreliable[i])) for i, score in scan.scores.items())
 
 
 def test_a_scan_killed_between_its_blocks_resumes_to_the_same_records(cut_fade_clip, tmp_path, monkeypatch):
@@ -361,7 +364,7 @@ def test_a_scan_killed_between_its_blocks_resumes_to_the_same_records(cut_fade_c
     block's in line with its frames) are the whole run's."""
     monkeypatch.setattr("pipeline.cuts.SCAN_BLOCK", 4)
     info, size = probe(cut_fade_clip), frame_size(probe(cut_fade_clip), WIDTH)
-    scan = CutScan(tmp_path, key="k", preset="medium", lit=True)
+    scan = CutScan(tmp_path, key="k", preset="medium", lit=True, parts=True)
     whole = scan.run(info, size, FrameRange(), lambda done: None)
     blocks = sorted((tmp_path / "cuts").glob("[0-9]*.json"))
     assert [p.name for p in blocks] == ["000001.json", "000005.json", "000009.json", "000013.json"]
@@ -369,6 +372,7 @@ def test_a_scan_killed_between_its_blocks_resumes_to_the_same_records(cut_fade_c
     kept = {p.name: p.stat().st_mtime_ns for p in blocks[:2]}
     assert scan.recorded() is None
     assert scan.run(info, size, FrameRange(), lambda done: None) == whole and whole.lit_cuts() == {9}
+    assert len(whole.unreliable) == whole.total - 1  # the parts too, block by block
     assert {p.name: p.stat().st_mtime_ns for p in blocks[:2]} == kept  # frames 1-8 not looked at again
 
 
