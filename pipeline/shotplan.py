@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .cuts import Flash, Scan
 from .fades import FadePlan, plan_fades
-from .shots import Shot, frames_text, plan_shots, runs_text
+from .shots import Shot, at_frames, frames_text, plan_shots, runs_text
 from .videojob import VideoJob
 
 
@@ -78,15 +78,18 @@ class ShotPlan:
         return cls(scan.total, flashes, fades, tuple(cuts), shots, segments, flow, frozenset(goes_on), relit, moves)
 
     def text(self) -> str:
-        """For the log: "75 frames, 1 scene cuts at [31], flashes at 12, fade 2-15 (from black)"."""
-        cuts = list(self.cuts)
-        return (
-            f"{self.total} frames, {len(cuts)} scene cuts{' at ' + str(cuts) if cuts else ''}"
-            + (f", flashes at {', '.join(frames_text(f.first, f.last) for f in self.flashes)}" if self.flashes else "")
-            + (f", {', '.join(self.fades.texts())}" if self.fades else "")
-            + (f", changes of light at {', '.join(map(str, self.relit))} (no cuts)" if self.relit else "")
-            + (f", fast moves at {', '.join(runs_text(self.moves))} (no cuts)" if self.moves else "")
-        )
+        """For the log: "75 frames, scene cut at frame 31, flash at frame 12, fade 2-15 (from black)"."""
+        cuts = at_frames(list(self.cuts), "scene cut", "scene cuts") if self.cuts else "no scene cuts"
+        parts = [f"{self.total} frames", cuts]
+        if self.flashes:
+            flashes = [frames_text(flash.first, flash.last) for flash in self.flashes]
+            parts.append(at_frames(flashes, "flash", "flashes"))
+        parts += self.fades.texts() if self.fades else []
+        if self.relit:
+            parts.append(at_frames(runs_text(self.relit), "change of light", "changes of light") + " (no cuts)")
+        if self.moves:
+            parts.append(at_frames(runs_text(self.moves), "fast move", "fast moves") + " (no cuts)")
+        return ", ".join(parts)
 
     def record(self) -> dict:
         """For the stylize stage's record (`stylize status`, the report): the fades and blank frames,

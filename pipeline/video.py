@@ -42,7 +42,7 @@ from .report_video import JOB_FLICKER_BUDGET, write_video_report
 from .settings import resuming_text
 from .shotplan import ShotPlan
 from .shotprogress import ShotProgress
-from .shots import counted
+from .shots import counted, runs_text
 from .temporal import make_starter
 from .vgg import VGG19
 from .video_records import StageRecords, finish_placed_output, keep_own_defaults, stage_settings
@@ -240,9 +240,12 @@ class VideoRun:
         report = {"key": self.report_key, "flicker": flicker, "flow": self.job.flow, "measured": timestamp()}
         self.manifest.data["report"] = report
         self.manifest.save()
-        # The pairs over the scene threshold are left out: scene cuts, a flash's way in and out, a fade's darkest.
-        cuts = ", ".join(map(str, flicker["cuts"]))
-        left_out = f"the pairs into frames {cuts} left out (scene cuts, flashes, fades)" if cuts else "none left out"
+        # The pairs over the scene threshold are left out: scene cuts, a flash's way in and out, a fade's darkest,
+        # fast moves.
+        cuts = ", ".join(runs_text(flicker["cuts"]))
+        left_out = "none left out"
+        if cuts:
+            left_out = f"the pairs into frames {cuts} left out (scene cuts, flashes, fades, fast moves)"
         self.log(
             f"flicker: output {flicker['output']:.4g}, input {flicker['input']:.4g} (mean masked warping error over "
             f"{counted(flicker['pairs'], 'pair')}; {left_out})"

@@ -107,7 +107,7 @@ def test_a_pair_over_the_threshold_by_its_flow_alone_is_a_cut_only_where_the_flo
     plan = ShotPlan.of(scan, job)
     assert plan.cuts == (5, 12, 15) and plan.moves == (9, 10, 11, 14, 16, 17, 18) and set(plan.moves) <= plan.goes_on
     assert plan.record()["moves"] == list(plan.moves)
-    assert "fast moves at 9-11, 14, 16-18 (no cuts)" in plan.text()  # runs of consecutive frames
+    assert "fast moves at frames 9-11, 14, 16-18 (no cuts)" in plan.text()  # runs of consecutive frames
     before = ShotPlan.of(scan, dataclasses.replace(job, motion_cuts=True))
     assert before.cuts == (5, 9, 10, 11, 12, 14, 15, 16, 17, 18) and not before.moves and "moves" not in before.record()
     # The first pair of a range has one neighbour; a scan of the releases before records no parts.
@@ -132,7 +132,7 @@ def test_the_shot_plan_of_a_scan_cuts_at_scene_cuts_but_a_flash_a_fade_and_black
     assert plan.cuts == (16,) and [(f.first, f.last) for f in plan.flashes] == [(12, 12)]
     assert plan.fades.texts() == ["fade 3-5 (from black)", "blank 1-2"]
     assert [(s.first, s.last) for s in plan.shots] == [(1, 2), (3, 15), (16, 20)] and plan.runs == plan.shots
-    assert plan.text() == "20 frames, 1 scene cuts at [16], flashes at 12, fade 3-5 (from black), blank 1-2"
+    assert plan.text() == "20 frames, scene cut at frame 16, flash at frame 12, fade 3-5 (from black), blank 1-2"
     assert plan.record()["shots"] == [[1, 2], [3, 15], [16, 20]] and "segments" not in plan.record()
     # The release before's plan: the black frames' pair a cut of its own.
     across = ShotPlan.of(scan, dataclasses.replace(job, light_cuts=True))
@@ -142,7 +142,7 @@ def test_the_shot_plan_of_a_scan_cuts_at_scene_cuts_but_a_flash_a_fade_and_black
     relit = dataclasses.replace(scan, scores=scan.scores | {18: 0.7}, lit=scan.lit | {18: 0.05, 3: 0.05})
     lit_plan = ShotPlan.of(relit, job)
     assert lit_plan.cuts == (16,) and {18, 3} <= lit_plan.goes_on
-    assert lit_plan.record()["relit"] == [18] and "changes of light at 18 (no cuts)" in lit_plan.text()
+    assert lit_plan.record()["relit"] == [18] and "change of light at frame 18 (no cuts)" in lit_plan.text()
     assert ShotPlan.of(relit, dataclasses.replace(job, light_cuts=True)).cuts == (2, 16, 18)
     assert 18 not in ShotPlan.of(relit, dataclasses.replace(job, light_cuts=True)).goes_on
     assert 3 not in dataclasses.replace(relit, lit={3: 0.05}).relit()  # frame 2 is black

@@ -212,7 +212,7 @@ def test_a_fade_is_stylized_at_full_light_and_faded_on_output(fade_clip, tmp_pat
     assert max(output[i].mean() for i in (0, 13, 14)) < 2
     assert output[11].mean() < 0.6 * output[7].mean() < output[7].mean()
     log = (job.work / "job.log").read_text()
-    assert "scan: 15 frames, 0 scene cuts, fade 2-4 (from black), fade 11-13 (to black), blank 1, 14-15" in log
+    assert "scan: 15 frames, no scene cuts, fade 2-4 (from black), fade 11-13 (to black), blank 1, 14-15" in log
     status = "\n".join(status_lines(job.work))
     # The shots begun for blank frames are no scene cuts, in the status and on the report's page.
     assert "3 shots, fade 2-4 (from black), fade 11-13 (to black), blank 1, 14-15 (faded on output)" in status
@@ -308,7 +308,7 @@ def test_a_scene_cut_inside_a_fade_starts_a_shot(cut_fade_clip, tmp_path):
     fade_pairs = [i for i in range(4, 9) if scores[i - 1] > DEFAULT_SCENE_THRESHOLD]
     assert fade_pairs and all(lit[i - 1] is not None and lit[i - 1] < LIT_CUT for i in fade_pairs), (scores, lit)
     log = (job.work / "job.log").read_text()
-    assert "scan: 13 frames, 1 scene cuts at [9], fade 3-7 (from black), blank 1-2" in log
+    assert "scan: 13 frames, scene cut at frame 9, fade 3-7 (from black), blank 1-2" in log
     # The frames of the fade at the light of frame 8, the brightest before the cut.
     full = rgb(job.work / "frames" / "000008.png").mean()
     assert rgb(job.work / "frames" / "000004.png").mean() == pytest.approx(full, rel=0.06)
@@ -333,7 +333,7 @@ def test_the_same_picture_in_another_light_is_no_scene_cut(tmp_path):
     assert stage["shots"] == [[1, 10]] and "fades" not in stage
     assert [s["start"] for s in frame_stats(job.work)] == ["init"] + ["warped"] * 9
     assert scan_records(job.work, "scores")[5] > DEFAULT_SCENE_THRESHOLD  # frame 6's pair, as it is
-    assert "scan: 10 frames, 0 scene cuts, changes of light at 6 (no cuts)" in (job.work / "job.log").read_text()
+    assert "scan: 10 frames, no scene cuts, change of light at frame 6 (no cuts)" in (job.work / "job.log").read_text()
     assert "change of light at frame 6 (no cuts)" in "\n".join(status_lines(job.work))
     assert "<tr><th>changes of light (no cuts)</th><td>6</td></tr>" in (job.work / "report.html").read_text()
 

@@ -193,7 +193,7 @@ def test_a_whip_pan_goes_on_in_its_shot_and_motion_cuts_cut_it_as_before(clips, 
     status = "\n".join(status_lines(job.work))
     assert "1 shot" not in status and "fast move at frames 5-7 (no cuts)" in status, status
     assert "3 pairs across scene cuts, flashes, fades or fast moves left out" in status, status
-    assert "fast moves at 5-7 (no cuts)" in (job.work / "job.log").read_text()
+    assert "scan: 9 frames, no scene cuts, fast move at frames 5-7 (no cuts)" in (job.work / "job.log").read_text()
     page = (job.work / "report.html").read_text()
     assert "<tr><th>scene cuts</th><td>none</td></tr>" in page
     assert "<tr><th>fast moves (no cuts)</th><td>5-7</td></tr>" in page
@@ -1125,10 +1125,10 @@ def test_the_shot_goes_on_through_a_flash_and_the_frame_after_continues_from_the
     assert "flash at frame 5 (no cuts)" in status
     assert "5 frame pairs, 2 pairs across scene cuts, flashes, fades or fast moves" in status
     log = (job.work / "job.log").read_text()
-    assert "scan: 8 frames, 0 scene cuts, flashes at 5" in log
+    assert "scan: 8 frames, no scene cuts, flash at frame 5" in log
     assert re.findall(r"chunk: frames (\d+-\d+) encoded", log) == ["1-8"]  # the shot's chunk goes on through it
     assert "fps in 1 chunk, audio none)" in log
-    assert "over 5 pairs; the pairs into frames 5, 6 left out (scene cuts, flashes, fades))" in log
+    assert "over 5 pairs; the pairs into frames 5-6 left out (scene cuts, flashes, fades, fast moves))" in log
     # The report's flicker table: no cut (its pairs left out of the flicker are the flash's), the flash.
     page = (job.work / "report.html").read_text()
     assert "<tr><th>scene cuts</th><td>none</td></tr>" in page
