@@ -173,7 +173,7 @@ def flicker_summary(state: VideoState, figures: dict[int, dict]) -> str:
     if flashes := state.flashes():  # their pairs are not measured either
         rows.append(("flashes (no cuts)", ", ".join(frames_text(first, last) for first, last in flashes)))
     if relit := state.relit():  # the same picture in another light (shotplan.py): their pairs not measured either
-        rows.append(("changes of light (no cuts)", ", ".join(map(str, relit))))
+        rows.append(("changes of light (no cuts)", ", ".join(runs_text(relit))))
     if moves := state.moves():  # the flow failed as at a cut, but not suddenly (cuts.py): not measured either
         rows.append(("fast moves (no cuts)", ", ".join(runs_text(moves))))
     if faded := record_texts(state.stage("stylize")):  # fades.py: their frames faded on output

@@ -207,7 +207,7 @@ def stage_detail(name: str, stage: dict, status: str, store: FrameStore) -> str:
             flashes = [frames_text(first, last) for first, last in stage["flashes"]]
             detail += f", {at_frames(flashes, 'flash', 'flashes')} (no cuts)"
         if stage.get("relit"):  # shotplan.py: the same picture in another light
-            detail += f", {at_frames(stage['relit'], 'change of light', 'changes of light')} (no cuts)"
+            detail += f", {at_frames(runs_text(stage['relit']), 'change of light', 'changes of light')} (no cuts)"
         if stage.get("moves"):  # cuts.py: the flow failed as at a cut, but not suddenly
             detail += f", {at_frames(runs_text(stage['moves']), 'fast move', 'fast moves')} (no cuts)"
         if stage.get("fades") or stage.get("blanks"):  # fades.py: faded on output
