@@ -161,7 +161,7 @@ class Scan:
 
     def moves(self, threshold: float, flashes: list[Flash] = ()) -> list[int]:
         """The frames whose pair is over `threshold` by its flow alone and no cut: a fast move."""
-        return sorted(set(self.cuts(threshold, flashes)) - set(self.cuts(threshold, flashes, sudden=True)))
+        return [index for index in self.cuts(threshold, flashes) if not self.sudden(index, threshold)]
 
     def sudden(self, index: int, threshold: float, *, last: int | None = None) -> bool:
         """Whether pair `index` (or pairs index..last: a flash's), over `threshold`, is a cut

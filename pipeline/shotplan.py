@@ -63,7 +63,7 @@ class ShotPlan:
             scored = set(scan.cuts(job.scene_threshold, flashes)) - fades.through()
             blanks = fades.inside_blanks() if job.cuts_in_own_light else set()
             if job.tells_moves:
-                moves = {index for index in scored if not scan.sudden(index, job.scene_threshold)} - relit - blanks
+                moves = set(scan.moves(job.scene_threshold, flashes)) - fades.through() - relit - blanks
             cuts = sorted(scored - relit - blanks - moves)
             relit &= scored
             goes_on |= moves
