@@ -380,6 +380,15 @@ IgnoreFadesOpt = Annotated[
         "and black or white frames stay so).",
     ),
 ]
+OverlayShareOpt = Annotated[
+    float,
+    option(
+        panel=VIDEO,
+        help="The share of a frame a caption, a logo or a subtitle may cover and the frame still be black or white "
+        "(written as it is, a fade's end), and that a fade's light is measured without "
+        f"(0 to {video_defaults.MAX_OVERLAY_SHARE}; 0: the whole frame, as before).",
+    ),
+]
 LightCutsOpt = Annotated[
     bool,
     option(

@@ -9,8 +9,9 @@ schedule follows it.
                             "spans": [...], "light": [...], "lit": [...]} (score i: the pair of
                             frames i-1 and i, None for frame 1; spans i: the colour histograms'
                             distance of frame i to frames i-2, i-3, ..., for the flashes; light i:
-                            frame i's luma mean and spread, for the fades, fades.py; lit i: pair
-                            i's score in the light of frame i-1, or None, for the cuts inside a
+                            frame i's luma mean and spread, for the fades, fades.py, and with
+                            --overlay-share the same without an overlay's pixels; lit i: pair i's
+                            score in the light of frame i-1, or None, for the cuts inside a
                             fade, fades.LIT_FLOOR); with the cuts told from fast motion (the
                             default) also "colours" and "unreliable": pair i's two parts of its
                             score, for Scan.sudden; the last block also has "total"
@@ -222,10 +223,19 @@ class CutScan:
     None: frames counted and fingerprinted, no scores)."""
 
     def __init__(
-        self, work_dir: Path, *, key: str, preset: str | None, workers: int = 1, lit: bool = False, parts: bool = False
+        self,
+        work_dir: Path,
+        *,
+        key: str,
+        preset: str | None,
+        workers: int = 1,
+        lit: bool = False,
+        parts: bool = False,
+        overlay: float = 0.0,
     ):
         self.dir = Path(work_dir) / "cuts"
         self.key, self.preset, self.workers, self.lit, self.parts = key, preset, max(1, workers), lit, parts
+        self.overlay = overlay  # each frame's light also without this share of its pixels (fades.frame_light)
 
     @classmethod
     def of(cls, job: VideoJob, decode_hash: str, *, workers: int) -> CutScan:
@@ -236,15 +246,18 @@ class CutScan:
         key = {"decode": decode_hash, "flow_preset": preset}
         if preset and job.flash_frames:  # the colour spans, for the flashes
             key["spans"] = MAX_FLASH_FRAMES
-        if not job.ignore_fades:  # each frame's light, for the fades
-            key["light"] = True
+        overlay = 0.0 if job.ignore_fades else job.overlay_share
+        if not job.ignore_fades:  # each frame's light, for the fades (and without an overlay's pixels)
+            key["light"] = {"overlay_share": overlay} if overlay else True
         lit = bool(preset) and job.cuts_in_own_light
         if lit:  # the lit scores, for the cuts in the picture's own light
             key["lit"] = CUT_SETTINGS
         parts = bool(preset) and job.tells_moves
         if parts:  # each score's parts, for the fast moves
             key["parts"] = True
-        return cls(job.work, key=settings_hash(key), preset=preset, workers=workers, lit=lit, parts=parts)
+        return cls(
+            job.work, key=settings_hash(key), preset=preset, workers=workers, lit=lit, parts=parts, overlay=overlay
+        )
 
     def path(self, first: int) -> Path:
         return self.dir / frame_name(first, ".json")
@@ -309,7 +322,7 @@ class CutScan:
         executor = get_reusable_executor(max_workers=self.workers) if self.preset and self.workers > 1 else None
         for index, rgb in enumerate(decode, 1):
             histogram = colour_histogram(rgb) if self.preset else None
-            light = frame_light(rgb)
+            light = frame_light(rgb, self.overlay)
             if index >= block.first:
                 block.spans.append(colour_spans(histogram, list(recent)[-2::-1]))
                 block.light.append(light)

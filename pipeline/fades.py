@@ -10,14 +10,19 @@ filter does this to Y'CbCr, which is linear in RGB), so this module undoes it be
 stylizer sees the frame and does it again to the stylized frame on the way out:
 
 - The cut scan records each frame's light: the mean and spread (standard deviation) of its luma
-  (cuts.py). A frame whose spread is under BLANK_SPREAD and whose mean is within BLANK_LEVEL of 0
-  or 255 is blank: black or white, nothing to stylize. Blank frames are written as they are (1
-  iteration, so that they have a record like any frame's), each run a shot of its own: a fade
-  from black starts afresh from a picture, not from the style's texture on black.
+  (cuts.py), and the same of its darkest and of its brightest pixels but a share of them
+  (--overlay-share, video_defaults.DEFAULT_OVERLAY_SHARE). A frame whose spread is under
+  BLANK_SPREAD and whose mean is within BLANK_LEVEL of 0 or 255, without the share of its pixels
+  furthest from that colour, is blank: black or white, nothing to stylize, but for a caption, a
+  logo or a subtitle over it. Blank frames are written as they are (1 iteration, so that they have
+  a record like any frame's), each run a shot of its own: a fade from black starts afresh from a
+  picture, not from the style's texture on black.
 - A fade is the run of frames next to blank ones whose light (their mean's distance to k plus
   their spread) rises, frame by frame away from the blank ones, by at least RISE: the fade's far
   end, where the rise stops, is its reference, at full light. Each fade frame's gain is its light
-  over the reference's.
+  over the reference's, the light again without the share of its pixels furthest from k: a
+  caption that stays while the picture fades is no part of the fade (a share of the pixels
+  nearest k scales as all of them do, so the gains are the fade's).
 - A scene cut inside a fade's rise ends it (under --flow dis; --light-cuts: not, as the
   release before). A fade's pairs score as cuts by the colours and the flow of the frames as they
   are, so the cut scan scores the pairs that might be either in the light of their first frame
@@ -85,17 +90,44 @@ CUT_SETTINGS = {
 # Rec. 601 luma, as OpenCV's RGB2GRAY (numpy alone: `stylize status` reads this module's records
 # without loading OpenCV).
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+LEVELS = np.arange(256, dtype=np.float64)  # a luma histogram's levels
 
 
-def frame_light(rgb: np.ndarray) -> list[float]:
-    """A frame's light as the cut scan records it: [mean, spread] of its luma (0..255)."""
+def frame_light(rgb: np.ndarray, overlay: float = 0.0) -> list[float]:
+    """A frame's light as the cut scan records it: [mean, spread] of its luma (0..255); with an
+    `overlay` share, then the [mean, spread] of its darkest pixels but that share of them and of
+    its brightest (what blank frames and fades are measured by toward black and toward white,
+    `toward`)."""
     luma = rgb.astype(np.float32) @ LUMA
-    return [round(float(luma.mean()), 3), round(float(luma.std()), 3)]
+    light = [round(float(luma.mean()), 3), round(float(luma.std()), 3)]
+    if not overlay:
+        return light
+    # Trimmed by the luma's histogram (whole levels), not a sort: a film's frames at full size.
+    counts = np.bincount(np.rint(luma).astype(np.intp).ravel(), minlength=256).astype(np.float64)
+    keep = counts.sum() * (1 - overlay)
+    return light + kept_light(counts, keep, LEVELS) + kept_light(counts[::-1], keep, LEVELS[::-1])
+
+
+def kept_light(counts: np.ndarray, keep: float, levels: np.ndarray) -> list[float]:
+    """[mean, spread] of the first `keep` pixels of a luma histogram, `counts[i]` pixels at `levels[i]`."""
+    before = np.cumsum(counts) - counts  # the pixels at the levels ahead of each
+    weights = np.clip(keep - before, 0, counts)
+    mean = float(weights @ levels / keep)
+    spread = float(np.sqrt(max(weights @ (levels - mean) ** 2 / keep, 0.0)))
+    return [round(mean, 3), round(spread, 3)]
+
+
+def toward(light: list[float], colour: int) -> list[float]:
+    """A frame's [mean, spread] as measured toward blank `colour` (0 or 255): without the overlay
+    share of its pixels furthest from it where the record has them, else of the whole frame."""
+    if len(light) == 2:
+        return light
+    return light[2:4] if colour == 0 else light[4:6]
 
 
 def level(light: list[float], colour: int) -> float:
-    """How far a frame's light ([mean, spread]) is from blank `colour` (0 or 255): what a fade scales."""
-    mean, spread = light
+    """How far a frame's light (frame_light) is from blank `colour` (0 or 255): what a fade scales."""
+    mean, spread = toward(light, colour)
     return abs(mean - colour) + spread
 
 
@@ -162,11 +194,16 @@ class FadePlan:
         return np.clip(np.rint(lifted), 0, 255).astype(np.uint8)
 
     def output(self, index: int, rgb: np.ndarray) -> np.ndarray:
-        """Stylized frame `index` as the output shows it: faded by its gain (blank: the colour)."""
+        """Stylized frame `index` as the output shows it: faded by its gain; a blank frame (as it
+        came: one iteration from its content moves no pixel a level) the colour, but for a caption
+        over it, the pixels further than BLANK_LEVEL from the colour, which stay as they are."""
         light = self.gain(index)
         if light is None:
             return rgb
         gain, colour = light
+        if index in self.blanks:
+            near = np.abs(rgb.astype(np.int16) - colour).max(axis=-1, keepdims=True) <= BLANK_LEVEL
+            return np.where(near, np.uint8(colour), rgb)
         faded = colour + (rgb.astype(np.float32) - colour) * gain
         return np.clip(np.rint(faded), 0, 255).astype(np.uint8)
 
@@ -233,13 +270,12 @@ def runs(indices: list[int]) -> list[tuple[int, int]]:
 
 
 def blank_colour(light: list[float]) -> int | None:
-    """0 or 255 for a blank frame's light ([mean, spread]), else None."""
-    mean, spread = light
-    if spread >= BLANK_SPREAD:
-        return None
-    if mean <= BLANK_LEVEL:
-        return 0
-    return 255 if mean >= 255 - BLANK_LEVEL else None
+    """0 or 255 for a blank frame's light (frame_light), else None."""
+    for colour in (0, 255):
+        mean, spread = toward(light, colour)
+        if spread < BLANK_SPREAD and abs(mean - colour) <= BLANK_LEVEL:
+            return colour
+    return None
 
 
 def plan_fades(

@@ -31,6 +31,17 @@ DEFAULT_SCENE_THRESHOLD = 0.6
 # of light is a cut, as the releases before.
 DEFAULT_FLASH_FRAMES = 2
 MAX_FLASH_FRAMES = 4  # the cut scan records each frame's colours against this many frames before
+# The share of a frame's pixels a caption, a logo or a subtitle over black or white may take and
+# the frame still be blank (fades.py). A title card on black (PySceneDetect's testvideo.mp4: a
+# copyright line) was stylized as a whole frame of the style's texture, and the fade in after it,
+# from black frames with a caption, was no fade: its frames came out in the style's full light.
+# That line is 1.3% of the frame's pixels at 1280 px, 3% at 128 px and 4.3% at 32 px (a small
+# frame's area filter spreads it). The larger the share, the larger a lit part of the picture (a
+# moon in a night sky, a lamp in a dark room) that leaves a frame blank, written as it is: at 5%
+# it must cover less than a twentieth of the frame. 0: the whole frame, as the releases before
+# (OWN_DEFAULTS).
+DEFAULT_OVERLAY_SHARE = 0.05
+MAX_OVERLAY_SHARE = 0.25
 # A flash's frames are held to the frame before it by the temporal term, through a flow computed
 # with the flash's light matched to the frame before's (flow.match_light): on the sample clip at
 # 64 px the flashed frame then took 129 iterations instead of 254, at 2.6% less style loss, and
@@ -113,6 +124,7 @@ OWN_DEFAULTS = {
     "flash_frames": 0,
     "free_flashes": True,
     "ignore_fades": True,
+    "overlay_share": 0.0,
     "light_cuts": True,
     "motion_cuts": True,
     **STYLE_OWN_DEFAULTS,  # StyleSettings fields; the others are VideoJob's

@@ -52,6 +52,8 @@ def stage_settings(job: VideoJob, info: VideoInfo, size: tuple[int, int], starte
     }
     if not job.ignore_fades:  # a fade's frames are decoded at the picture's full light (fades.py)
         decode["fades"] = fades.SETTINGS | (fades.CUT_SETTINGS if job.cuts_in_own_light else {})  # where fades end
+        if job.overlay_share:  # blank frames and fades measured without a caption's pixels (fades.frame_light)
+            decode["fades"]["overlay_share"] = job.overlay_share
     # The flow is computed on the decoded frames: their size comes with the decode hash. The
     # stylize stage depends on it whatever the starter: each frame's record holds its pair's
     # flicker figures, and the frames they were measured on are gone once the job moves on.
@@ -71,6 +73,7 @@ def stage_settings(job: VideoJob, info: VideoInfo, size: tuple[int, int], starte
         "init_image": file_hash(job.init_path) if job.init_path else None,
         **starter.settings(),
         **({} if job.ignore_fades else {"ignore_fades": False}),  # as recorded: video_defaults.OWN_DEFAULTS
+        **({"overlay_share": job.overlay_share} if job.overlay_share and not job.ignore_fades else {}),  # likewise
         **({"light_cuts": False, "cuts": fades.CUT_SETTINGS} if job.cuts_in_own_light else {}),  # which frames go on
         **({"motion_cuts": False, "moves": MOVE_SETTINGS} if job.tells_moves else {}),  # and which, for fast moves
         # Segments start afresh and are cross-faded (shots.py): other frames. Off: the hash as before.

@@ -25,6 +25,7 @@ from .video_defaults import (
     DEFAULT_ITERATIONS_TRACKED,
     DEFAULT_LBFGS_HISTORY,
     DEFAULT_LONG_TERM,
+    DEFAULT_OVERLAY_SHARE,
     DEFAULT_SCENE_THRESHOLD,
     DEFAULT_SETTLE,
     DEFAULT_SETTLE_SHIFT,
@@ -42,6 +43,7 @@ from .video_defaults import (
     MAX_FLOW_WORKERS,
     MAX_LBFGS_HISTORY,
     MAX_LONG_TERM,
+    MAX_OVERLAY_SHARE,
     MAX_PASSES,
     MAX_SEGMENT_OVERLAP,
     MAX_SETTLE_SHIFT,
@@ -99,6 +101,7 @@ class VideoJob:
     flash_frames: int = DEFAULT_FLASH_FRAMES  # a change of light this short is a flash, not a cut (cuts.py)
     free_flashes: bool = False  # a flash's frames free of the temporal term, as the release before (temporal.py)
     ignore_fades: bool = False  # fades stylized as they come, the output in the style's light (fades.py)
+    overlay_share: float = DEFAULT_OVERLAY_SHARE  # a caption may cover this much of a blank frame (fades.py)
     light_cuts: bool = False  # cuts by the frames' scores as they are, whatever their light, as the release before
     motion_cuts: bool = False  # every pair over the threshold a cut, fast moves too, as the releases before
     lbfgs_history: int | None = None  # L-BFGS's curvature pairs for each frame; None: history_pairs decides
@@ -168,6 +171,8 @@ class VideoJob:
             raise InputError(f"--settle {self.settle!r}: must be one of {', '.join(SETTLE_MODES)}")
         if not 0 <= self.settle_shift <= MAX_SETTLE_SHIFT:
             raise InputError(f"--settle-shift {self.settle_shift}: must be between 0 and {MAX_SETTLE_SHIFT} pixels")
+        if not 0 <= self.overlay_share <= MAX_OVERLAY_SHARE:
+            raise InputError(f"--overlay-share {self.overlay_share}: must be between 0 and {MAX_OVERLAY_SHARE}")
         self._check_long_term()
         self._check_passes()
         for name, default in DIS_ONLY.items():

@@ -33,6 +33,18 @@ WIDTH, HEIGHT = 64, 48
 GAINS = [0.0, 0.25, 0.5, 0.75, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25, 0.0, 0.0]
 
 
+# Frames 1-3 black but for a caption, a fade in over frames 4-6 under the caption, full light 7-10.
+CAPTION_GAINS = [0.0, 0.0, 0.0, 0.25, 0.5, 0.75, 1, 1, 1, 1]
+
+
+def captioned(rgb: np.ndarray) -> np.ndarray:
+    """A frame with a caption over it at full light, whatever the picture's: a bar of 2 x 60 px
+    at level 220 near the bottom, 3.9% of the frame (a copyright line on a title card)."""
+    frame = rgb.copy()
+    frame[42:44, 2:62] = 220
+    return frame
+
+
 # Frames 1-2 black (the second a dark blue), a fade in over frames 3-8 cut before it reaches full
 # light (at frame 9) to another, brighter picture at full light (frames 9-13).
 CUT_GAINS = [0.15, 0.3, 0.45, 0.6, 0.75, 0.9]
@@ -69,6 +81,12 @@ def write_clip(path: Path, frames: list[np.ndarray]) -> Path:
 def fade_clip(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("fade-clips")
     return write_clip(folder / "fade.mp4", [faded(picture(i), g) for i, g in enumerate(GAINS, 1)])
+
+
+@pytest.fixture(scope="module")
+def caption_clip(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("caption-clips")
+    return write_clip(folder / "caption.mp4", [captioned(faded(picture(i), g)) for i, g in enumerate(CAPTION_GAINS, 1)])
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +198,26 @@ def test_the_scan_records_each_frames_light(fade_clip):
     assert [g for f in plan.fades for g in f.gains] == pytest.approx([0.25, 0.5, 0.75, 0.75, 0.5, 0.25], abs=0.02)
 
 
+def test_a_caption_over_black_leaves_the_frames_blank_and_the_fade_the_pictures():
+    """The light without its brightest 5% (--overlay-share): a caption over black frames leaves
+    them blank, and over a fade it is no part of the fade's light, so the gains are the picture's.
+    Measured over the whole frame (0, the releases before') the captioned frames are a dark picture
+    with detail in it, and no fade starts from them."""
+    frames = [captioned(faded(picture(i), g)) for i, g in enumerate(CAPTION_GAINS, 1)]
+    plan = plan_fades({i: frame_light(f, 0.05) for i, f in enumerate(frames, 1)}, len(frames))
+    assert plan.texts() == ["fade 4-6 (from black)", "blank 1-3"] and plan.cuts() == {1, 4}
+    assert plan.fades[0].gains == pytest.approx([0.25, 0.5, 0.75], abs=0.01)
+    assert not plan_fades({i: frame_light(f) for i, f in enumerate(frames, 1)}, len(frames))
+    # Over white, a dark caption alike; a lit part over a twentieth of a black frame is the picture's.
+    white = [255 - captioned(255 - faded(picture(i), g, 255)) for i, g in enumerate(CAPTION_GAINS, 1)]
+    assert plan_fades({i: frame_light(f, 0.05) for i, f in enumerate(white, 1)}, 10).texts() == [
+        "fade 4-6 (from white)", "blank 1-3"
+    ]  # fmt: skip
+    lamp = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    lamp[10:20, 10:26] = 200  # 5.2% of the frame
+    assert frame_light(lamp, 0.05)[2:4] != [0.0, 0.0] and not plan_fades({1: frame_light(lamp, 0.05)}, 1)
+
+
 # --- a job ----------------------------------------------------------------------------------------
 
 
@@ -247,6 +285,50 @@ def test_a_fade_is_stylized_at_full_light_and_faded_on_output(fade_clip, tmp_pat
     dark = make_job(fade_clip, tmp_path / "dark", ignore_fades=True)
     run_video(dark, vgg=build_tiny_vgg())
     assert [s["start"] for s in frame_stats(dark.work)][1:13] == ["cut"] + ["warped"] * 11, frame_stats(dark.work)
+
+
+def test_a_title_card_is_written_as_it_is_and_the_fade_in_under_its_caption_followed(caption_clip, tmp_path):
+    """Black frames with a caption are blank: written as they are, caption and all, in one
+    iteration, a shot of their own; the fade in under the caption is stylized at full light and
+    faded on output. --overlay-share 0, as the releases before: the captioned black frames are
+    stylized as a picture, in the style's light, and the fade in is none."""
+    job = make_job(caption_clip, tmp_path / "card", keep_frames=True)
+    run_video(job, vgg=build_tiny_vgg())
+    stage = read_json(job.work / "job.json")["stages"]["stylize"]
+    assert stage["blanks"] == [[1, 3]] and stage["fades"] == [[4, 6, "from black"]]
+    assert stage["shots"] == [[1, 3], [4, 10]] and stage["settings"]["overlay_share"] == 0.05
+    assert [(s["start"], s["iterations"]) for s in frame_stats(job.work)][:4] == [("blank", 1)] * 3 + [("cut", 5)]
+    clip, output = frames_of(caption_clip), frames_of(job.output)
+    for index in range(3):  # the caption as it was, the rest black
+        assert np.abs(output[index].astype(int) - clip[index].astype(int)).mean() < 2
+    assert output[0][42:44, 2:62].mean() > 180
+    full = np.mean([rgb(job.work / "frames" / f"{i:06d}.png")[:40].mean() for i in range(7, 11)])
+    assert rgb(job.work / "frames" / "000004.png")[:40].mean() == pytest.approx(full, rel=0.06)
+    assert output[3][:40].mean() < 0.4 * output[8][:40].mean()
+    assert "fade 4-6 (from black), blank 1-3 (faded on output)" in "\n".join(status_lines(job.work))
+
+    plain = make_job(caption_clip, tmp_path / "plain", overlay_share=0.0)
+    run_video(plain, vgg=build_tiny_vgg())
+    stages = read_json(plain.work / "job.json")["stages"]
+    assert "fades" not in stages["stylize"] and "overlay_share" not in stages["stylize"]["settings"]
+    assert "overlay_share" not in stages["decode"]["settings"]["fades"]
+    # The black under the caption stylized (the tiny network's light: 18 on average at the time), not kept.
+    assert output[0][:40].mean() < 1 and frames_of(plain.output)[0][:40].mean() > 8
+
+
+def test_a_job_of_the_release_before_goes_on_measuring_the_whole_frame(caption_clip, tmp_path):
+    """A job begun by the release before (the captioned frames stylized), stopped and run again
+    with the option left unset: its finished frames kept, its plan as it began."""
+    began = make_job(caption_clip, tmp_path, overlay_share=0.0)
+    with pytest.raises(Recorder.Stop):
+        run_video(began, events=Recorder(stop_at=4), vgg=build_tiny_vgg())
+    finished = {name: t for name, t in mtimes(began.work / "styled").items() if name.endswith(".json")}
+    events = Recorder()
+    run_video(make_job(caption_clip, tmp_path, defaulted=frozenset(OWN_DEFAULTS)), events=events, vgg=build_tiny_vgg())
+    assert finished and sorted(events.started) == [i for i in range(1, 11) if f"{i:06d}.json" not in finished]
+    assert {k: v for k, v in mtimes(began.work / "styled").items() if k in finished} == finished
+    assert "blanks" not in read_json(began.work / "job.json")["stages"]["stylize"]
+    assert any("--overlay-share 0 (the defaults now: 0.05;" in m for m in events.messages), events.messages
 
 
 def test_a_job_killed_in_a_fade_resumes_to_the_same_output(fade_clip, tmp_path):
