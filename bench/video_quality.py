@@ -435,14 +435,16 @@ def levels(video: Path, size: int) -> list[float]:
 
 
 def input_fades(clip: Path, size: int):
-    """The clip's fades and blank frames as a job at `size` finds them (fades.py), whatever the
-    job then does with them."""
+    """The clip's fades and blank frames as a job at `size` with the default --overlay-share finds
+    them (fades.py), whatever the job then does with them."""
     from pipeline.decode import frame_size, probe
     from pipeline.fades import frame_light, plan_fades
     from pipeline.framestream import ALL, RawDecode
+    from pipeline.video_defaults import DEFAULT_OVERLAY_SHARE
 
     info = probe(clip)
-    light = dict(enumerate((frame_light(f) for f in RawDecode(info, frame_size(info, size), ALL)), 1))
+    frames = RawDecode(info, frame_size(info, size), ALL)
+    light = dict(enumerate((frame_light(frame, DEFAULT_OVERLAY_SHARE) for frame in frames), 1))
     return plan_fades(light, len(light))
 
 
