@@ -326,6 +326,7 @@ def flicker(
     options: the reference is measured on the frames OUTPUT was made from."""
     import json
 
+    from .fades import record_texts
     from .flicker import video_flicker
     from .framerange import FrameRange
 
@@ -345,7 +346,11 @@ def flicker(
         left_out.append(at_frames([frames_text(first, last) for first, last in report["flashes"]], "flash", "flashes"))
     if report["moves"]:
         left_out.append(at_frames(runs_text(report["moves"]), "fast move", "fast moves"))
+    if report["relit"]:
+        left_out.append(at_frames(runs_text(report["relit"]), "change of light", "changes of light"))
     cuts = f"; {' and '.join(left_out)} skipped" if left_out else ""
+    # The fades' pairs are measured or not by their scores, as any pair: named, not said skipped.
+    cuts += "".join(f"; {text}" for text in record_texts(report))
     typer.echo(f"output {report['output']:.4g}  {output}")
     typer.echo(f"input  {report['input']:.4g}  {reference}")
     typer.echo(

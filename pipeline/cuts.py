@@ -204,8 +204,14 @@ def pair_scores(previous: np.ndarray, current: np.ndarray, preset: str, lit: boo
     scores = PairScores(pair.cut_score, None, pair.colours, pair.unreliable)
     if not lit or pair.cut_score <= LIT_FLOOR:
         return scores
+    return scores._replace(lit=lit_score(previous, current, preset))
+
+
+def lit_score(previous: np.ndarray, current: np.ndarray, preset: str) -> float:
+    """A pair's lit score: the share of its pixels whose flow fails with `current` brought into
+    `previous`'s light, both at most LIT_SIZE px (fades.LIT_CUT)."""
     previous, current = (at_most(frame, LIT_SIZE) for frame in (previous, current))
-    return scores._replace(lit=lit_pair(previous, current, preset).unreliable)
+    return lit_pair(previous, current, preset).unreliable
 
 
 def at_most(frame: np.ndarray, long_side: int) -> np.ndarray:

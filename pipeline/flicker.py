@@ -4,7 +4,9 @@ its stylized frames and its content frames; `stylize flicker` (`video_flicker`) 
 
 Pairs whose cut score is over the scene threshold are not measured: their flow is not motion.
 `stylize flicker` tells which of them are scene cuts and which a flash (cuts.py: a change of
-light of a frame or two, after which the picture is back), as the video job tells its shots.
+light of a frame or two, after which the picture is back), a fast move, a change of light or a
+fade's (fades.py), by the shot plan a video job with its defaults makes (shotplan.py) of the same
+scan records, computed from the reference's frame files.
 """
 
 from __future__ import annotations
@@ -18,14 +20,22 @@ from typing import TYPE_CHECKING
 import numpy as np
 from joblib import Parallel, delayed
 
-from .cuts import Scan, colour_spans
+from .cuts import Scan, colour_spans, lit_score
 from .decode import VideoInfo, frame_size, probe
 from .errors import InputError
+from .fades import LIT_FLOOR, frame_light, light_changes
 from .flow import FramePair, colour_histogram, histogram_gap, warping_error
 from .flowstage import FlowStage, default_workers, read_rgb
 from .framerange import ALL, FrameRange
 from .framestream import extract_frames
-from .video_defaults import DEFAULT_FLASH_FRAMES, DEFAULT_FLOW_PRESET, DEFAULT_SCENE_THRESHOLD, check_flow_options
+from .shotplan import MeasureOptions, ShotPlan
+from .video_defaults import (
+    DEFAULT_FLASH_FRAMES,
+    DEFAULT_FLOW_PRESET,
+    DEFAULT_OVERLAY_SHARE,
+    DEFAULT_SCENE_THRESHOLD,
+    check_flow_options,
+)
 from .workdir import FrameStore, frame_name
 
 if TYPE_CHECKING:  # annotations only: job_flicker reads four of the job's fields
@@ -81,6 +91,13 @@ def measure_flicker(
     """The flicker of each frame sequence (name -> folder of 000001.png ...): the mean masked
     warping error over consecutive frames (the flow and masks of `flow_dir`), scene cuts skipped.
     Same figure as flow.flicker, read from files on joblib workers."""
+    return summarize(pair_results(flow_dir, sequences, total, workers), list(sequences), scene_threshold)
+
+
+def pair_results(
+    flow_dir: Path, sequences: dict[str, Path], total: int, workers: int | None
+) -> list[tuple[float, list[float]]]:
+    """Each pair's (cut score, masked warping error of each sequence), frames 2..total."""
     names = list(sequences)
     tasks = (
         delayed(pair_errors)(
@@ -89,8 +106,7 @@ def measure_flicker(
         )
         for i in range(2, total + 1)
     )
-    results = Parallel(n_jobs=workers or default_workers(), batch_size="auto")(tasks)
-    return summarize(results, names, scene_threshold)
+    return Parallel(n_jobs=workers or default_workers(), batch_size="auto")(tasks)
 
 
 def job_flicker(job: VideoJob, flow_hash: str, total: int, tell: Callable[[str], None]) -> dict:
@@ -138,25 +154,42 @@ def frame_count_mismatch(
     )
 
 
-def reference_scan(frames_dir: Path, flow_dir: Path, total: int, over: list[int], longest: int) -> Scan:
-    """The cut scan (cuts.Scan) of the reference's `total` frames, of its pairs `over` the scene
-    threshold only, enough to tell its flashes of at most `longest` frames and its fast moves from
-    its cuts: each pair's cut score and unreliable share from its flow file (and its neighbours'
-    shares), each frame's colours against the frames before it from the frame files."""
+def reference_scan(
+    frames_dir: Path, flow_dir: Path, scores: dict[int, float], job: MeasureOptions, workers: int | None
+) -> Scan:
+    """The cut scan (cuts.Scan) of the reference's frames, as `stylize video` records it, enough
+    for its shot plan (shotplan.py) under `job`: each pair's cut score (`scores`, frames 2..total),
+    each frame's light (the default --overlay-share's) and, where a pair's score and light
+    call for it, its lit score; for the pairs over the threshold, each frame's colours against the
+    frames before it and the score's two parts (and the flow's part of their neighbours')."""
 
     def histogram(index: int) -> np.ndarray:
         if index not in histograms:
             histograms[index] = colour_histogram(read_rgb(frames_dir / frame_name(index)))
         return histograms[index]
 
-    histograms: dict[int, np.ndarray] = {}
+    total, histograms = len(scores) + 1, {}
+    paths = [frames_dir / frame_name(index) for index in range(1, total + 1)]
+    light = dict(enumerate(Parallel(n_jobs=workers or default_workers())(delayed(file_light)(p) for p in paths), 1))
+    lit = {
+        i: lit_score(read_rgb(paths[i - 2]), read_rgb(paths[i - 1]), job.flow_preset)
+        for i, score in scores.items() if score > LIT_FLOOR and light_changes(light[i - 1], light[i])
+    }  # fmt: skip
+    over = [index for index, score in scores.items() if score > job.scene_threshold]
     near = sorted({k for index in over for k in (index - 1, index, index + 1) if 2 <= k <= total})
     pairs = {index: FramePair.load(flow_dir / frame_name(index, ".npz")) for index in near}
-    scores = {index: pairs[index].cut_score for index in over}
     # Frame i's spans: to frames i-2, i-3, ..., as the cut scan records them.
-    spans = {i: colour_spans(histogram(i), [histogram(i - g) for g in range(2, longest + 2) if g < i]) for i in over}
+    spans = {
+        i: colour_spans(histogram(i), [histogram(i - g) for g in range(2, job.flash_frames + 2) if g < i]) for i in over
+    }  # fmt: skip
     colours = {i: histogram_gap(histogram(i - 1), histogram(i)) for i in over}
-    return Scan(total, scores, spans, colours=colours, unreliable={i: pair.unreliable for i, pair in pairs.items()})
+    unreliable = {i: pair.unreliable for i, pair in pairs.items()}
+    return Scan(total, scores, spans, light, lit, colours, unreliable)
+
+
+def file_light(path: Path) -> list[float]:
+    """A worker's task: a frame file's light as a default job's cut scan records it (fades.frame_light)."""
+    return frame_light(read_rgb(path), DEFAULT_OVERLAY_SHARE)
 
 
 def check_options(preset: str, size: int | None, scene_threshold: float, flash_frames: int) -> None:
@@ -181,8 +214,10 @@ def video_flicker(
     `size` or the output's long side), flow and masks computed on the reference, and the mean
     masked warping error of the output and of the reference itself. The pairs over the scene
     threshold are left out: "cuts" lists the scene cuts, "flashes" the flashes of at most
-    `flash_frames` frames (first, last), "moves" the fast moves (unless `motion_cuts`: cuts), as
-    `stylize video` would find them.
+    `flash_frames` frames (first, last), "moves" the fast moves (unless `motion_cuts`: cuts),
+    "relit" the changes of light that are no cuts, "fades" and "blanks" the fades ([first, last,
+    way]) and the runs of black or white frames ([first, last]), as `stylize video` with its
+    defaults would find them.
 
     The reference is decoded over the part the output was made from: `frames`, the range of the
     --start, --duration and --every-nth `stylize video` was given, through the same
@@ -216,19 +251,16 @@ def video_flicker(
             workers=workers,
         ) as flows:
             flows.start().finish()
-        report = measure_flicker(
-            flow_dir=Path(tmp) / "flow",
-            sequences=folders,
-            total=counts["input"],
-            scene_threshold=scene_threshold,
-            workers=workers,
-        )
-        scan = reference_scan(folders["input"], Path(tmp) / "flow", counts["input"], report["cuts"], flash_frames)
-    flashes = scan.flashes(scene_threshold, flash_frames, sudden=not motion_cuts)
+        results = pair_results(Path(tmp) / "flow", folders, counts["input"], workers)
+        report = summarize(results, list(folders), scene_threshold)
+        job = MeasureOptions(scene_threshold, flash_frames, motion_cuts, flow_preset=preset)
+        scores = {index: score for index, (score, _) in enumerate(results, 2)}
+        plan = ShotPlan.of(reference_scan(folders["input"], Path(tmp) / "flow", scores, job, workers), job)
+    record = plan.fades.record() if plan.fades else {}
     return report | {
-        "cuts": scan.cuts(scene_threshold, flashes, sudden=not motion_cuts),
-        "flashes": [[flash.first, flash.last] for flash in flashes],
-        "moves": [] if motion_cuts else scan.moves(scene_threshold, flashes),
+        "cuts": list(plan.cuts), "flashes": [[flash.first, flash.last] for flash in plan.flashes],
+        "moves": list(plan.moves), "relit": list(plan.relit),
+        "fades": record.get("fades", []), "blanks": record.get("blanks", []),
         "frames": counts["input"], "width": dims[0], "height": dims[1], "flow_preset": preset,
         "start": frames.start, "duration": frames.duration, "every_nth": frames.every_nth,
     }  # fmt: skip

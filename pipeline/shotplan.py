@@ -16,11 +16,51 @@ fades followed all the same.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from .cuts import Flash, Scan
 from .fades import FadePlan, plan_fades
 from .shots import Shot, at_frames, frames_text, plan_shots, runs_text
-from .videojob import VideoJob
+
+
+class PlanOptions(Protocol):
+    """What ShotPlan.of reads of a job's options: a VideoJob's, or a measure's (MeasureOptions)."""
+
+    flow: str
+    scene_threshold: float
+    flash_frames: int
+    ignore_fades: bool
+    max_shot_frames: int | None
+    segment_overlap: int
+
+    @property
+    def tells_moves(self) -> bool: ...
+
+    @property
+    def cuts_in_own_light(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    """The options `stylize flicker` tells a reference's cuts, flashes, fast moves, changes of light
+    and fades by: `stylize video`'s defaults but for the three it takes (flicker.py)."""
+
+    scene_threshold: float
+    flash_frames: int
+    motion_cuts: bool = False
+    flow_preset: str = "medium"  # the flow the lit scores are computed by
+    flow: str = "dis"
+    ignore_fades: bool = False
+    max_shot_frames: int | None = None
+    segment_overlap: int = 0
+
+    @property
+    def tells_moves(self) -> bool:
+        return not self.motion_cuts
+
+    @property
+    def cuts_in_own_light(self) -> bool:
+        return True
 
 
 @dataclass(frozen=True)
@@ -45,7 +85,7 @@ class ShotPlan:
         return self.shots if self.segments is None else self.segments
 
     @classmethod
-    def of(cls, scan: Scan, job: VideoJob) -> ShotPlan:
+    def of(cls, scan: Scan, job: PlanOptions) -> ShotPlan:
         flow = job.flow == "dis"
         flashes = ()
         if flow and job.flash_frames:

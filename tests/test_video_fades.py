@@ -8,6 +8,7 @@ started and written how); what a fade does to a real stylization is measured by 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from helpers import Recorder, build_tiny_vgg, decoded_frames, mtimes
+from pipeline.cli import main
 from pipeline.cuts import CutScan
 from pipeline.decode import ffmpeg_binary, frame_size, probe
 from pipeline.fades import LIT_CUT, MIN_GAIN, Fade, FadePlan, frame_light, plan_fades
@@ -314,6 +316,30 @@ def test_a_title_card_is_written_as_it_is_and_the_fade_in_under_its_caption_foll
     assert "overlay_share" not in stages["decode"]["settings"]["fades"]
     # The black under the caption stylized (the tiny network's light: 18 on average at the time), not kept.
     assert output[0][:40].mean() < 1 and frames_of(plain.output)[0][:40].mean() > 8
+
+
+def test_the_flicker_command_names_the_fades_and_changes_of_light_a_job_finds(
+    fade_clip, caption_clip, tmp_path, capsys
+):  # fmt: skip
+    """`stylize flicker` plans the reference's shots as a job with the defaults does (shotplan.py):
+    the fades and blank frames, and a lasting change of light that is no cut (it listed it as one,
+    and a fade's pairs over the threshold as cuts)."""
+    step = write_clip(
+        tmp_path / "step.mp4", [picture(i) for i in range(1, 6)] + [faded(picture(i), 0.5) for i in range(6, 11)]
+    )
+    found = {}
+    for name, clip in (("fade", fade_clip), ("caption", caption_clip), ("step", step)):
+        assert main(["flicker", str(clip), "--reference", str(clip), "--json"]) == 0
+        found[name] = json.loads(capsys.readouterr().out)
+    assert {k: found["fade"][k] for k in ("cuts", "relit", "fades", "blanks")} == {
+        "cuts": [], "relit": [], "fades": [[2, 4, "from black"], [11, 13, "to black"]], "blanks": [[1, 1], [14, 15]]
+    }  # fmt: skip
+    assert (found["caption"]["fades"], found["caption"]["blanks"]) == ([[4, 6, "from black"]], [[1, 3]])
+    assert (found["step"]["cuts"], found["step"]["relit"], found["step"]["pairs"]) == ([], [6], 8)
+    assert main(["flicker", str(step), "--reference", str(step)]) == 0
+    assert "over 8 frame pairs at 64x48; change of light at frame 6 skipped)" in capsys.readouterr().out
+    assert main(["flicker", str(fade_clip), "--reference", str(fade_clip)]) == 0
+    assert "; fade 2-4 (from black); fade 11-13 (to black); blank 1, 14-15)" in capsys.readouterr().out
 
 
 def test_a_job_of_the_release_before_goes_on_measuring_the_whole_frame(caption_clip, tmp_path):

@@ -1177,7 +1177,9 @@ def test_stylize_flicker_tells_a_flash_from_a_scene_cut(tmp_path, capsys):
     cuts = json.loads(flicker("--flash-frames", 0, "--json"))  # as the releases before: three cuts
     assert (cuts["flashes"], cuts["cuts"], cuts["pairs"]) == ([], [5, 6, 9], 11 - 3)
     assert cuts["output"] == report["output"] and cuts["input"] == report["input"]
-    assert "; scene cuts at frames 5, 6, 9 skipped)" in flicker("--flash-frames", 0)
+    # Burnt out white and no flash, frame 5 is a blank frame, as `stylize video --flash-frames 0` finds it.
+    assert "; scene cuts at frames 5, 6, 9 skipped; blank 5)" in flicker("--flash-frames", 0)
+    assert (cuts["blanks"], report["blanks"]) == ([[5, 5]], [])
 
 
 def test_a_job_of_the_release_before_goes_on_with_its_flash_frames_free_of_the_temporal_term(clips, tmp_path):
