@@ -342,19 +342,28 @@ def test_the_flicker_command_names_the_fades_and_changes_of_light_a_job_finds(
     assert "; fade 2-4 (from black); fade 11-13 (to black); blank 1, 14-15)" in capsys.readouterr().out
 
 
+def begun_before_and_resumed(clip: Path, tmp_path: Path, stop_at: int, **options) -> tuple[dict, list[str]]:
+    """A job begun with `options` (a release before's defaults), stopped before frame `stop_at`
+    and run again with every such option left unset (video_defaults.OWN_DEFAULTS): its finished
+    frames kept, only the others stylized. Returns its stylize stage's record and the run's messages."""
+    began = make_job(clip, tmp_path, **options)
+    with pytest.raises(Recorder.Stop):
+        run_video(began, events=Recorder(stop_at=stop_at), vgg=build_tiny_vgg())
+    finished = {name: t for name, t in mtimes(began.work / "styled").items() if name.endswith(".json")}
+    events = Recorder()
+    run_video(make_job(clip, tmp_path, defaulted=frozenset(OWN_DEFAULTS)), events=events, vgg=build_tiny_vgg())
+    total = len(frames_of(clip))
+    assert finished and sorted(events.started) == [i for i in range(1, total + 1) if f"{i:06d}.json" not in finished]
+    assert {k: v for k, v in mtimes(began.work / "styled").items() if k in finished} == finished
+    return read_json(began.work / "job.json")["stages"]["stylize"], events.messages
+
+
 def test_a_job_of_the_release_before_goes_on_measuring_the_whole_frame(caption_clip, tmp_path):
     """A job begun by the release before (the captioned frames stylized), stopped and run again
     with the option left unset: its finished frames kept, its plan as it began."""
-    began = make_job(caption_clip, tmp_path, overlay_share=0.0)
-    with pytest.raises(Recorder.Stop):
-        run_video(began, events=Recorder(stop_at=4), vgg=build_tiny_vgg())
-    finished = {name: t for name, t in mtimes(began.work / "styled").items() if name.endswith(".json")}
-    events = Recorder()
-    run_video(make_job(caption_clip, tmp_path, defaulted=frozenset(OWN_DEFAULTS)), events=events, vgg=build_tiny_vgg())
-    assert finished and sorted(events.started) == [i for i in range(1, 11) if f"{i:06d}.json" not in finished]
-    assert {k: v for k, v in mtimes(began.work / "styled").items() if k in finished} == finished
-    assert "blanks" not in read_json(began.work / "job.json")["stages"]["stylize"]
-    assert any("--overlay-share 0 (the defaults now: 0.05;" in m for m in events.messages), events.messages
+    stage, messages = begun_before_and_resumed(caption_clip, tmp_path, 4, overlay_share=0.0)
+    assert "blanks" not in stage
+    assert any("--overlay-share 0 (the defaults now: 0.05;" in m for m in messages), messages
 
 
 def test_a_job_killed_in_a_fade_resumes_to_the_same_output(fade_clip, tmp_path):
@@ -377,19 +386,10 @@ def test_a_job_killed_in_a_fade_resumes_to_the_same_output(fade_clip, tmp_path):
 def test_a_job_of_the_release_before_goes_on_ignoring_fades(fade_clip, tmp_path):
     """A job begun by the release before (its frames as they came), stopped and run again with the
     option left unset: its finished frames kept, the option named beside the default now."""
-    began = make_job(fade_clip, tmp_path, ignore_fades=True, light_cuts=True)
-    with pytest.raises(Recorder.Stop):
-        run_video(began, events=Recorder(stop_at=6), vgg=build_tiny_vgg())
-    finished = {name: t for name, t in mtimes(began.work / "styled").items() if name.endswith(".json")}
-    events = Recorder()
-    run_video(make_job(fade_clip, tmp_path, defaulted=frozenset(OWN_DEFAULTS)), events=events, vgg=build_tiny_vgg())
-    assert finished and sorted(events.started) == [i for i in range(1, 16) if f"{i:06d}.json" not in finished]
-    assert {k: v for k, v in mtimes(began.work / "styled").items() if k in finished} == finished
-    assert "fades" not in read_json(began.work / "job.json")["stages"]["stylize"]
+    stage, messages = begun_before_and_resumed(fade_clip, tmp_path, 6, ignore_fades=True, light_cuts=True)
+    assert "fades" not in stage
     # And its cuts by the scores as they are, whatever the light: that release's too.
-    assert any("--ignore-fades, --light-cuts (the defaults now: off, off;" in m for m in events.messages), (
-        events.messages
-    )
+    assert any("--ignore-fades, --light-cuts (the defaults now: off, off;" in m for m in messages), messages
 
 
 def scan_records(work: Path, name: str) -> list:
@@ -487,17 +487,9 @@ def test_a_scan_killed_between_its_blocks_resumes_to_the_same_records(cut_fade_c
 def test_a_job_of_the_release_before_goes_on_with_light_cuts(cut_fade_clip, tmp_path):
     """A job begun by the release before (its fades ran on across cuts), stopped and run again
     with the option left unset: its finished frames kept, its plan as it began."""
-    began = make_job(cut_fade_clip, tmp_path, light_cuts=True)
-    with pytest.raises(Recorder.Stop):
-        run_video(began, events=Recorder(stop_at=4), vgg=build_tiny_vgg())
-    finished = {name: t for name, t in mtimes(began.work / "styled").items() if name.endswith(".json")}
-    events = Recorder()
-    rerun = make_job(cut_fade_clip, tmp_path, defaulted=frozenset(OWN_DEFAULTS))
-    run_video(rerun, events=events, vgg=build_tiny_vgg())
-    assert finished and sorted(events.started) == [i for i in range(1, 14) if f"{i:06d}.json" not in finished]
-    assert {k: v for k, v in mtimes(began.work / "styled").items() if k in finished} == finished
-    assert read_json(began.work / "job.json")["stages"]["stylize"]["shots"] == [[1, 1], [2, 2], [3, 13]]
-    assert any("--light-cuts (the defaults now: off;" in m for m in events.messages), events.messages
+    stage, messages = begun_before_and_resumed(cut_fade_clip, tmp_path, 4, light_cuts=True)
+    assert stage["shots"] == [[1, 1], [2, 2], [3, 13]]
+    assert any("--light-cuts (the defaults now: off;" in m for m in messages), messages
 
 
 @pytest.mark.parametrize("flow", ["none", "independent"])
