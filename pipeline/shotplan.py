@@ -21,6 +21,7 @@ from typing import Protocol
 from .cuts import Flash, Scan
 from .fades import FadePlan, plan_fades
 from .shots import Shot, at_frames, frames_text, plan_shots, runs_text
+from .video_defaults import DEFAULT_FLOW_PRESET
 
 
 class PlanOptions(Protocol):
@@ -48,7 +49,7 @@ class MeasureOptions:
     scene_threshold: float
     flash_frames: int
     motion_cuts: bool = False
-    flow_preset: str = "medium"  # the flow the lit scores are computed by
+    flow_preset: str = DEFAULT_FLOW_PRESET  # the flow the lit scores are computed by
     flow: str = "dis"
     ignore_fades: bool = False
     max_shot_frames: int | None = None
