@@ -14,7 +14,8 @@ demuxer (stream copy: no re-encode) and muxes the audio once over the range.
 
 A fade's frames (fades.py) are encoded faded: each is written, faded by its gain, into a
 folder of the chunk's own frames (WORK/chunks/.fade-*, links to the others) that goes once the
-chunk is placed.
+chunk is placed. A letterbox's bars (letterbox.py) are drawn black over every frame as it is
+encoded (ffmpeg's drawbox).
 
 The chunks' key covers what their pixels depend on: the stylize stage's hash, --crf and the frame
 rate. Chunks of another key are discarded as a whole (their frames are then stylized again, as
@@ -40,6 +41,7 @@ from .decode import run_ffmpeg
 from .errors import WriteError
 from .fades import FadePlan
 from .hashing import file_fingerprint, settings_hash
+from .letterbox import Letterbox
 from .manifest import read_json, write_json
 from .signals import deferred
 from .workdir import CHUNK_FRAMES, frame_name, frame_pattern
@@ -97,11 +99,12 @@ class ChunkPlan:
 
 
 class ChunkStore:
-    """WORK/chunks/: the chunks of one key; with `fades`, their frames faded as the plan says."""
+    """WORK/chunks/: the chunks of one key; with `fades`, their frames faded as the plan says; with
+    `letterbox`, its bars drawn black over them."""
 
-    def __init__(self, work_dir: Path, key: str, fades: FadePlan | None = None):
+    def __init__(self, work_dir: Path, key: str, fades: FadePlan | None = None, letterbox: Letterbox | None = None):
         self.dir = Path(work_dir) / "chunks"
-        self.key, self.fades = key, fades or FadePlan()
+        self.key, self.fades, self.letterbox = key, fades or FadePlan(), letterbox
 
     def video(self, first: int) -> Path:
         return self.dir / frame_name(first, ".mp4")
@@ -161,6 +164,8 @@ class ChunkStore:
         try:
             with self.shown(Path(styled_dir), chunk) as shown_dir:
                 frames = ffmpeg.input(str(shown_dir / frame_pattern()), framerate=str(rate), start_number=chunk.first)
+                for box in self.letterbox.boxes() if self.letterbox else []:
+                    frames = frames.filter("drawbox", color="black", t="fill", **box)
                 output = frames.output(
                     str(tmp), vcodec="libx264", pix_fmt="yuv420p", crf=crf, bf=BFRAMES, f="mp4",
                     **{"frames:v": chunk.frames},

@@ -389,6 +389,15 @@ OverlayShareOpt = Annotated[
         f"(0 to {video_defaults.MAX_OVERLAY_SHARE}; 0: the whole frame, as before).",
     ),
 ]
+StylizeBarsOpt = Annotated[
+    bool,
+    option(
+        "--stylize-bars",
+        panel=VIDEO,
+        help="Stylize a letterbox's or pillarbox's black bars as any black, as before (by default the rows and "
+        "columns at the frame's edges that every picture of the range leaves black stay black in the output).",
+    ),
+]
 LightCutsOpt = Annotated[
     bool,
     option(

@@ -14,7 +14,8 @@ schedule follows it.
                             score in the light of frame i-1, or None, for the cuts inside a
                             fade, fades.LIT_FLOOR); with the cuts told from fast motion (the
                             default) also "colours" and "unreliable": pair i's two parts of its
-                            score, for Scan.sudden; the last block also has "total"
+                            score, for Scan.sudden; unless --stylize-bars, "bars": frame i's
+                            black edges (letterbox.py); the last block also has "total"
 
 A block of SCAN_BLOCK frames is written (atomically) as soon as it fills, so a killed scan
 resumes where it was: the decode runs from the range's start again (the one exact way,
@@ -75,6 +76,8 @@ from .flow import colour_histogram, frame_pair, histogram_gap, lit_pair
 from .framerange import FrameRange
 from .framestream import RawDecode, fingerprint
 from .hashing import settings_hash
+from .letterbox import SETTINGS as BAR_SETTINGS
+from .letterbox import frame_bars
 from .manifest import read_json, write_json
 from .video_defaults import MAX_FLASH_FRAMES
 from .videojob import VideoJob
@@ -121,6 +124,7 @@ class Scan:
     lit: dict[int, float] = field(default_factory=dict)
     colours: dict[int, float] = field(default_factory=dict)
     unreliable: dict[int, float] = field(default_factory=dict)
+    bars: dict[int, list[int]] = field(default_factory=dict)  # each frame's black edges (letterbox.py)
 
     def lit_cuts(self) -> set[int]:
         """The frames whose pair is a cut in the light of the frame before it: a fade's pairs that
@@ -238,10 +242,12 @@ class CutScan:
         lit: bool = False,
         parts: bool = False,
         overlay: float = 0.0,
+        bars: bool = False,
     ):
         self.dir = Path(work_dir) / "cuts"
         self.key, self.preset, self.workers, self.lit, self.parts = key, preset, max(1, workers), lit, parts
         self.overlay = overlay  # each frame's light also without this share of its pixels (fades.frame_light)
+        self.bars = bars  # each frame's black edges (letterbox.frame_bars)
 
     @classmethod
     def of(cls, job: VideoJob, decode_hash: str, *, workers: int) -> CutScan:
@@ -261,9 +267,10 @@ class CutScan:
         parts = bool(preset) and job.tells_moves
         if parts:  # each score's parts, for the fast moves
             key["parts"] = True
-        return cls(
-            job.work, key=settings_hash(key), preset=preset, workers=workers, lit=lit, parts=parts, overlay=overlay
-        )
+        if job.keeps_bars:  # each frame's black edges, for the letterbox's bars
+            key["bars"] = BAR_SETTINGS
+        options = {"lit": lit, "parts": parts, "overlay": overlay, "bars": job.keeps_bars}
+        return cls(job.work, key=settings_hash(key), preset=preset, workers=workers, **options)
 
     def path(self, first: int) -> Path:
         return self.dir / frame_name(first, ".json")
@@ -294,6 +301,7 @@ class CutScan:
         lit = [score for block in blocks for score in block.get("lit", [])]
         colours = [part for block in blocks for part in block.get("colours", [])]
         unreliable = [part for block in blocks for part in block.get("unreliable", [])]
+        bars = [edges for block in blocks for edges in block.get("bars", [])]
         return Scan(
             blocks[-1]["total"], {i: s for i, s in enumerate(scores, 1) if s is not None},
             {i: span for i, span in enumerate(spans, 1) if span},
@@ -301,6 +309,7 @@ class CutScan:
             {i: s for i, s in enumerate(lit, 1) if s is not None},
             {i: part for i, part in enumerate(colours, 1) if part is not None},
             {i: part for i, part in enumerate(unreliable, 1) if part is not None},
+            dict(enumerate(bars, 1)),
         )  # fmt: skip
 
     def fingerprints(self, first: int, last: int) -> dict[int, str]:
@@ -332,6 +341,8 @@ class CutScan:
             if index >= block.first:
                 block.spans.append(colour_spans(histogram, list(recent)[-2::-1]))
                 block.light.append(light)
+                if self.bars:
+                    block.bars.append(frame_bars(rgb))
                 # Only a pair whose light changes as a fade's does is looked at in its first frame's light.
                 lit = self.lit and previous_light is not None and light_changes(previous_light, light)
                 if not self.preset or previous is None:
@@ -364,6 +375,7 @@ class Block:
         self.frames: list[str] = []
         self.spans: list[list[float]] = []
         self.light: list[list[float]] = []
+        self.bars: list[list[int]] = []
         self.scores: list[float | None] = []
         self.lit: list[float | None] = []
         self.colours: list[float | None] = []
@@ -390,9 +402,12 @@ class Block:
             record["lit"] = self.lit
         if self.scan.parts:
             record |= {"colours": self.colours, "unreliable": self.unreliable}
+        if self.scan.bars:
+            record["bars"] = self.bars[:count]
         write_json(self.scan.path(self.start), record)
         self.start += count
         self.frames, self.spans, self.light = self.frames[count:], self.spans[count:], self.light[count:]
+        self.bars = self.bars[count:]
         self.scores, self.lit, self.colours, self.unreliable = [], [], [], []
 
     def close(self, total: int) -> None:

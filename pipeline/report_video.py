@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .fades import record_texts
+from .letterbox import bars_text
 from .report_flicker import pair_figures, worst_pairs, worst_thumbnails
 from .report_frames import content_thumb, strip_indices, styled_thumb
 from .report_html import FILES_DIR as FILES
@@ -150,6 +151,8 @@ def inputs(state: VideoState) -> str:
     width, height = state.frame_size
     if width:
         rows.append(("frames", f"{width}x{height}"))
+    if bars := bars_text(state.stage("stylize")):  # letterbox.py: drawn black over the stylized frames
+        rows.append(("letterbox", bars))
     merged = {}
     for name in ("decode", "flow", "stylize", "encode"):
         merged |= state.stage(name).get("settings") or {}

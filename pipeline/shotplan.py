@@ -20,6 +20,7 @@ from typing import Protocol
 
 from .cuts import Flash, Scan
 from .fades import FadePlan, plan_fades
+from .letterbox import Letterbox
 from .shots import Shot, at_frames, frames_text, plan_shots, runs_text
 from .video_defaults import DEFAULT_FLOW_PRESET
 
@@ -39,6 +40,9 @@ class PlanOptions(Protocol):
 
     @property
     def cuts_in_own_light(self) -> bool: ...
+
+    @property
+    def keeps_bars(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,10 @@ class MeasureOptions:
     def cuts_in_own_light(self) -> bool:
         return True
 
+    @property
+    def keeps_bars(self) -> bool:  # the measure compares frames: what the output shows in its bars counts
+        return False
+
 
 @dataclass(frozen=True)
 class ShotPlan:
@@ -79,6 +87,7 @@ class ShotPlan:
     goes_on: frozenset[int] = frozenset()  # frames whose pair scores as a cut and is none: a fade's, relit, moved
     relit: tuple[int, ...] = ()  # the frames that would be scene cuts but for Scan.relit, for the log
     moves: tuple[int, ...] = ()  # and those but for Scan.sudden: the fast moves
+    letterbox: Letterbox | None = None  # the bars kept black in the output (letterbox.py)
 
     @property
     def runs(self) -> tuple[Shot, ...]:
@@ -116,7 +125,10 @@ class ShotPlan:
             segments = tuple(split)
         shots = tuple(plan_shots(starts, scan.total))
         relit, moves = tuple(sorted(relit)), tuple(sorted(moves))
-        return cls(scan.total, flashes, fades, tuple(cuts), shots, segments, flow, frozenset(goes_on), relit, moves)
+        letterbox = Letterbox.of(scan.bars, fades.blanks) if job.keeps_bars else None
+        return cls(
+            scan.total, flashes, fades, tuple(cuts), shots, segments, flow, frozenset(goes_on), relit, moves, letterbox
+        )
 
     def text(self) -> str:
         """For the log: "75 frames, scene cut at frame 31, flash at frame 12, fade 2-15 (from black)"."""
@@ -130,11 +142,14 @@ class ShotPlan:
             parts.append(at_frames(runs_text(self.relit), "change of light", "changes of light") + " (no cuts)")
         if self.moves:
             parts.append(at_frames(runs_text(self.moves), "fast move", "fast moves") + " (no cuts)")
+        if self.letterbox:
+            parts.append(self.letterbox.text())
         return ", ".join(parts)
 
     def record(self) -> dict:
         """For the stylize stage's record (`stylize status`, the report): the fades and blank frames,
-        and under --flow dis the shots, flashes and changes of light; the segments with --max-shot-frames."""
+        and under --flow dis the shots, flashes and changes of light; the segments with
+        --max-shot-frames; the black bars kept ("bars")."""
         record = self.fades.record() if self.fades else {}
         if self.flow:
             record["shots"] = [[shot.first, shot.last] for shot in self.shots]
@@ -146,4 +161,6 @@ class ShotPlan:
                 record["moves"] = list(self.moves)
         if self.segments is not None:
             record["segments"] = [[shot.first, shot.last] for shot in self.segments]
+        if self.letterbox:
+            record["bars"] = list(self.letterbox.bars)
         return record

@@ -11,6 +11,7 @@ from pathlib import Path
 from . import archive_status
 from .errors import InputError
 from .fades import record_texts, scene_cuts
+from .letterbox import bars_text
 from .manifest import JobManifest, WorkDirLock, read_json
 from .outputs import output_is_recorded
 from .shots import at_frames, counted, frames_text, read_shot_records, runs_text
@@ -212,6 +213,8 @@ def stage_detail(name: str, stage: dict, status: str, store: FrameStore) -> str:
             detail += f", {at_frames(runs_text(stage['moves']), 'fast move', 'fast moves')} (no cuts)"
         if stage.get("fades") or stage.get("blanks"):  # fades.py: faded on output
             detail += f", {', '.join(record_texts(stage))} (faded on output)"
+        if bars := bars_text(stage):  # letterbox.py
+            detail += f", {bars}"
         if stage.get("redone"):
             detail += f", {counted(len(stage['redone']), 'frame')} redone after stopping too early"
         return detail

@@ -184,7 +184,7 @@ class VideoRun:
             job=self.job, info=self.info, size=self.size, hashes=self.hashes, rate=self.rate, total=scan.total,
             run=f"{os.getpid()}-{time.time_ns()}", devices=self.devices, scan_key=self.cut_scan.key,
             starts={shot.first: scan.scores.get(shot.first, 0.0) for shot in plan.runs if shot.first > 1},
-            flashes=plan.flashes, fades=plan.fades, goes_on=plan.goes_on,
+            flashes=plan.flashes, fades=plan.fades, goes_on=plan.goes_on, letterbox=plan.letterbox,
         )  # fmt: skip
         shots = list(plan.runs)
         progress = ShotProgress(self.store, self.chunks, self.hashes["stylize"], shots, reach=self.job.reach)

@@ -102,6 +102,7 @@ class VideoJob:
     free_flashes: bool = False  # a flash's frames free of the temporal term, as the release before (temporal.py)
     ignore_fades: bool = False  # fades stylized as they come, the output in the style's light (fades.py)
     overlay_share: float = DEFAULT_OVERLAY_SHARE  # a caption may cover this much of a blank frame (fades.py)
+    stylize_bars: bool = False  # letterbox bars stylized as any black, as the releases before (letterbox.py)
     light_cuts: bool = False  # cuts by the frames' scores as they are, whatever their light, as the release before
     motion_cuts: bool = False  # every pair over the threshold a cut, fast moves too, as the releases before
     lbfgs_history: int | None = None  # L-BFGS's curvature pairs for each frame; None: history_pairs decides
@@ -225,6 +226,11 @@ class VideoJob:
         """Whether the cut scan looks again, with the light matched, at the pairs whose light changed
         (cuts.py, shotplan.py; --flow dis, unless --light-cuts)."""
         return self.flow == "dis" and not self.light_cuts
+
+    @property
+    def keeps_bars(self) -> bool:
+        """Whether the range's black bars stay black in the output (letterbox.py; unless --stylize-bars)."""
+        return not self.stylize_bars
 
     @property
     def tells_moves(self) -> bool:

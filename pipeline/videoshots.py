@@ -42,6 +42,7 @@ from .decode import VideoInfo
 from .devices import pick_device
 from .fades import FadePlan
 from .images import load_image
+from .letterbox import Letterbox
 from .manifest import timestamp, write_json
 from .report_frames import FrameThumbnails
 from .seams import Seams, store_for
@@ -78,10 +79,13 @@ class ShotTask:
     flashes: tuple[Flash, ...] = ()  # the cut scan's flashes (cuts.py): the shots go on through them
     fades: FadePlan = field(default_factory=FadePlan)  # its fades and blank frames (fades.py)
     goes_on: frozenset[int] = frozenset()  # frames whose pair scores as a cut and is none (shotplan.py)
+    letterbox: Letterbox | None = None  # the bars kept black in the output (letterbox.py)
 
     def chunks(self) -> ChunkStore:
-        """The job's chunks of this stylize hash, CRF and rate; a fade's frames faded in them."""
-        return ChunkStore(self.job.work, chunk_key(self.hashes["stylize"], self.job.crf, self.rate), self.fades)
+        """The job's chunks of this stylize hash, CRF and rate; a fade's frames faded in them, the
+        bars black."""
+        key = chunk_key(self.hashes["stylize"], self.job.crf, self.rate)
+        return ChunkStore(self.job.work, key, self.fades, self.letterbox)
 
 
 class Cancelled(Exception):

@@ -12,14 +12,13 @@ import json
 from pathlib import Path
 
 import cv2
-import ffmpeg
 import numpy as np
 import pytest
 
-from helpers import Recorder, build_tiny_vgg, decoded_frames, mtimes
+from helpers import Recorder, build_tiny_vgg, decoded_frames, mtimes, write_clip
 from pipeline.cli import main
 from pipeline.cuts import CutScan
-from pipeline.decode import ffmpeg_binary, frame_size, probe
+from pipeline.decode import frame_size, probe
 from pipeline.fades import LIT_CUT, MIN_GAIN, Fade, FadePlan, frame_light, plan_fades
 from pipeline.framerange import FrameRange
 from pipeline.manifest import read_json, write_json
@@ -69,14 +68,6 @@ def picture(index: int, seed: int = 5, low: int = 40, grain: float = 1.5) -> np.
 def faded(rgb: np.ndarray, gain: float, colour: int = 0) -> np.ndarray:
     """What an editor's fade makes of a frame: every pixel's distance to `colour` times `gain`."""
     return np.clip(np.rint(colour + (rgb.astype(np.float32) - colour) * gain), 0, 255).astype(np.uint8)
-
-
-def write_clip(path: Path, frames: list[np.ndarray]) -> Path:
-    """RGB frames piped to ffmpeg: nearly lossless H.264 in full chroma, 25 fps."""
-    spec = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{WIDTH}x{HEIGHT}", r=25)
-    spec = spec.output(str(path), vcodec="libx264", pix_fmt="yuv444p", crf=4).global_args("-nostdin")
-    spec.run(cmd=ffmpeg_binary(), input=np.stack(frames).tobytes(), quiet=True, overwrite_output=True)
-    return path
 
 
 @pytest.fixture(scope="module")

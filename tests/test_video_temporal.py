@@ -18,16 +18,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import cv2
-import ffmpeg
 import numpy as np
 import pytest
 import torch
 
-from helpers import Recorder, build_tiny_vgg, decoded_frames, lbfgs_capacities, mtimes
+from helpers import Recorder, build_tiny_vgg, decoded_frames, lbfgs_capacities, mtimes, write_clip
 from pipeline.atomic import EXIT_STATUS, RENAME_COUNT_ENV
 from pipeline.cli import main
 from pipeline.cuts import Flash, Scan
-from pipeline.decode import ffmpeg_binary
 from pipeline.errors import PipelineError
 from pipeline.flow import FramePair, frame_pair, to_tensor, warp
 from pipeline.flowstage import FlowStage, PairPlan
@@ -96,14 +94,6 @@ def pan(shifts: list[int], seed: int = 0) -> list[np.ndarray]:
     one shot, at whatever pace."""
     wide = texture(seed, HEIGHT, WIDTH + sum(shifts))
     return [wide[:, x : x + WIDTH].copy() for x in np.cumsum([0, *shifts])]
-
-
-def write_clip(path: Path, frames: list[np.ndarray]) -> Path:
-    """RGB frames piped to ffmpeg: nearly lossless H.264 in full chroma, 25 fps."""
-    spec = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{WIDTH}x{HEIGHT}", r=25)
-    spec = spec.output(str(path), vcodec="libx264", pix_fmt="yuv444p", crf=4).global_args("-nostdin")
-    spec.run(cmd=ffmpeg_binary(), input=np.stack(frames).tobytes(), quiet=True, overwrite_output=True)
-    return path
 
 
 def flashed(frame: np.ndarray) -> np.ndarray:
