@@ -59,6 +59,7 @@ from pipeline.video_defaults import (
     LBFGS_HISTORY_BYTES,
     MAX_FLASH_FRAMES,
     MAX_LBFGS_HISTORY,
+    MAX_OVERLAY_SHARE,
     MAX_SETTLE_SHIFT,
     MIN_FIRST_ITERATIONS,
     OWN_DEFAULTS,
@@ -577,6 +578,8 @@ def test_video_command_rejects_bad_temporal_options_with_exit_2(clips, tmp_path,
         ("--lbfgs-history", MAX_LBFGS_HISTORY + 1, f"--lbfgs-history {MAX_LBFGS_HISTORY + 1}"),
         ("--flash-frames", -1, f"--flash-frames -1: must be between 0 (off) and {MAX_FLASH_FRAMES}"),
         ("--flash-frames", MAX_FLASH_FRAMES + 1, f"--flash-frames {MAX_FLASH_FRAMES + 1}: must be between 0"),
+        ("--overlay-share", 0.5, f"--overlay-share 0.5: must be between 0 and {MAX_OVERLAY_SHARE}"),
+        ("--overlay-share", -0.05, "--overlay-share -0.05: must be between 0 and"),
     ]:
         code, _, err = cli(["video", clips["short"], "-s", STYLE, "-o", tmp_path / "o.mp4", option, value], capsys)
         assert code == 2 and len(err.splitlines()) == 1 and message in err, err
