@@ -266,6 +266,25 @@ def clip_of(name: str, out: Path, frames: int) -> tuple[str, Path]:
     return path.stem, path.resolve()
 
 
+def as_shown(styled: list[Path], record: dict) -> list[Path]:
+    """The stylized frames as the output shows them, where the job kept a letterbox's bars black
+    (the chunks draw them black, letterbox.py): copies under WORK/shown with the bars black. The
+    stylizer's own frames hold what it made of the bars, a texture with --uncropped-bars, which no
+    output shows and every figure below would count. The frames themselves where no bars were kept."""
+    bars = record.get("stages", {}).get("stylize", {}).get("bars")
+    if not bars or not styled:
+        return styled
+    top, bottom, left, right = bars
+    shown = styled[0].parent.parent / "shown"
+    shown.mkdir(exist_ok=True)
+    for path in styled:
+        frame = cv2.imread(str(path))
+        height, width = frame.shape[:2]
+        frame[:top], frame[height - bottom :], frame[:, :left], frame[:, width - right :] = 0, 0, 0, 0
+        cv2.imwrite(str(shown / path.name), frame)
+    return [shown / path.name for path in styled]
+
+
 def laplacian_variances(paths: list[Path]) -> list[float]:
     """Each grey frame's variance of the Laplacian: a standard focus/blur measure."""
     values = []
@@ -546,9 +565,10 @@ def run_mode(clip_name: str, clip: Path, mode: str, args: argparse.Namespace) ->
     if done.returncode != 0:
         raise SystemExit(f"{job}: stylize video failed ({done.returncode}):\n{done.stderr[-3000:]}")
     work = Path(str(output) + ".work")
-    styled = sorted((work / "styled").glob("[0-9]*.png"))
+    record = json.loads((work / "job.json").read_text())
+    styled = as_shown(sorted((work / "styled").glob("[0-9]*.png")), record)
     content = sorted((work / "frames").glob("[0-9]*.png"))[: len(styled)]
-    stats = [json.loads(p.with_suffix(".json").read_text()) for p in styled]
+    stats = [json.loads((work / "styled" / p.name).with_suffix(".json").read_text()) for p in styled]
     fades = input_fades(clip, args.size)
     fade = fade_figures(clip, output, args.size, stats, fades)
     # The input's blank frames (black or white, fades.py) are left out of the figures below, in
@@ -559,7 +579,6 @@ def run_mode(clip_name: str, clip: Path, mode: str, args: argparse.Namespace) ->
     kept = [i for i in range(len(styled)) if i + 1 not in fades.blanks]
     styled, content, stats = [styled[i] for i in kept], [content[i] for i in kept], [stats[i] for i in kept]
     warm = [s for s in stats if s.get("start") not in ("init", "cut")]
-    record = json.loads((work / "job.json").read_text())
     flicker = record.get("report", {}).get("flicker", {})
     losses = frame_losses(styled, content, args.style, args.score_every)
     pairs = farneback_pairs(content)

@@ -398,6 +398,16 @@ StylizeBarsOpt = Annotated[
         "columns at the frame's edges that every picture of the range leaves black stay black in the output).",
     ),
 ]
+UncroppedBarsOpt = Annotated[
+    bool,
+    option(
+        "--uncropped-bars",
+        panel=VIDEO,
+        help="Stylize the whole frame, a letterbox's bars too, and draw the bars black over it, as the release "
+        "before (by default the stylizer sees only the picture between them: less work, the style's statistics "
+        "the picture's).",
+    ),
+]
 LightCutsOpt = Annotated[
     bool,
     option(

@@ -1,5 +1,6 @@
 """Letterbox and pillarbox bars: the black rows at the top and bottom of every frame (a wide film
-in a narrower frame) or the black columns at its sides stay black in the output.
+in a narrower frame) or the black columns at its sides stay black in the output, and the stylizer
+sees only the picture between them.
 
 Gatys et al.'s loss paints the style's texture over black as over any picture (fades.py), so a
 letterboxed film came out with its bars textured, a frame of the style around the picture. The
@@ -8,23 +9,35 @@ bottom, and columns at the left and at the right, have every value within BAR_LE
 The range's bars are the fewest of each side over its frames that are not blank (a black frame, a
 title card's, is all bar: fades.py), so a row is a bar only where every picture of the range
 leaves it black; the chunks encode each frame with its bars drawn black over the stylized frame
-(chunks.py, ffmpeg's drawbox). The stylizer still sees and stylizes the whole frame: the bars'
-texture is computed and not shown. --stylize-bars: the bars stylized as any black, as the releases
-before.
+(chunks.py, ffmpeg's drawbox).
+
+Each frame's optimization runs on the picture alone (`Letterbox.crop`; temporal.FrameStart.within):
+its content, its start and the targets of its temporal terms cropped, its result pasted back over
+the content frame's bars (`paste`), as if the film had been cropped before the job. A 2.39:1 film
+in a 16:9 frame is a quarter bars: a quarter of every frame's work, and the style's statistics
+(Gram matrices over every position) are the picture's, not the picture's and the texture the bars
+would take. --uncropped-bars: the whole frame stylized and the bars drawn black over it (the
+release before); --stylize-bars: the bars stylized and shown, as the releases before that.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
+
+from .flow import FramePair
 
 # A bar's rows and columns: every value (0..255, any channel) at most this. Black bars are
 # encoded at the format's black and decode within a few levels of 0; fades.BLANK_LEVEL alike.
 BAR_LEVEL = 12
 SIDES = ("top", "bottom", "left", "right")
 SETTINGS = {"bar_level": BAR_LEVEL}  # in the stylize stage's settings while the bars are kept
+# A picture narrower or lower than this between its bars is stylized with them (VGG-19's deepest
+# layers need a few positions: stylize.MIN_SCALE_SIDE).
+MIN_PICTURE = 32
 
 
 def frame_bars(rgb: np.ndarray) -> list[int]:
@@ -44,9 +57,16 @@ def leading(black: np.ndarray) -> int:
 
 @dataclass(frozen=True)
 class Letterbox:
-    """The range's bars, [top, bottom, left, right] in rows and columns of its frames."""
+    """The range's bars, [top, bottom, left, right] in rows and columns of its frames, and where
+    the stylizer sees the picture between them alone (unless --uncropped-bars, where the picture
+    `fits`) the frames' (H, W) it is cropped from (`cropped_from`)."""
 
     bars: tuple[int, int, int, int]
+    cropped_from: tuple[int, int] | None = None
+
+    @property
+    def cropped(self) -> bool:
+        return self.cropped_from is not None
 
     @classmethod
     def of(cls, bars: Mapping[int, list[int]], blanks: Collection[int] = ()) -> Letterbox | None:
@@ -67,13 +87,50 @@ class Letterbox:
         boxes += [{"x": f"iw-{right}", "y": "0", "w": str(right), "h": "ih"}] if right else []
         return boxes
 
+    def fits(self, height: int, width: int) -> bool:
+        """Whether the picture between the bars of a frame this size is large enough to stylize alone."""
+        top, bottom, left, right = self.bars
+        return min(height - top - bottom, width - left - right) >= MIN_PICTURE
+
+    def crop(self, image: torch.Tensor) -> torch.Tensor:
+        """The picture between the bars of an image (..., H, W): a view, not a copy."""
+        top, bottom, left, right = self.bars
+        height, width = image.shape[-2:]
+        return image[..., top : height - bottom, left : width - right]
+
+    def paste(self, picture: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+        """`frame` (..., H, W) with `picture` in the place `crop` takes it from: a new tensor."""
+        out = frame.to(picture.device, picture.dtype).clone()
+        self.crop(out).copy_(picture)
+        return out
+
+    def confine(self, pair: FramePair) -> FramePair:
+        """The pair as the picture alone would have it, as if the film had been cropped: where the
+        flow takes a pixel's source outside the picture (into a bar: the picture's edge in motion)
+        that source is unreliable, as one outside the frame is (flow.reliability_mask), and moved
+        onto the picture's edge, as the warp replicates a frame's border (flow.warp). A warp from
+        the bars would carry their black into the picture's edge, held there by the temporal term."""
+        flow, (height, width) = pair.flow_back, pair.reliability.shape
+        top, bottom, left, right = self.bars
+        rows, columns = np.mgrid[0:height, 0:width].astype(np.float32)
+        source_x, source_y = columns + flow[..., 0], rows + flow[..., 1]
+        # Half a pixel of slack, as at the frame's border.
+        inside = (source_x >= left - 0.5) & (source_x <= width - right - 0.5)
+        inside &= (source_y >= top - 0.5) & (source_y <= height - bottom - 0.5)
+        moved = np.stack(
+            [np.clip(source_x, left, width - right - 1) - columns, np.clip(source_y, top, height - bottom - 1) - rows],
+            axis=-1,
+        )  # fmt: skip
+        return replace(pair, flow_back=moved.astype(np.float32), reliability=pair.reliability * inside)
+
     def text(self) -> str:
-        """For the log and `stylize status`: "black bars 6 px top, 6 px bottom (kept black)"."""
+        """For the log and `stylize status`: "black bars 6 px top, 6 px bottom (kept black, not stylized)"."""
         sides = [f"{count} px {side}" for side, count in zip(SIDES, self.bars) if count]
-        return f"black bars {', '.join(sides)} (kept black)"
+        return f"black bars {', '.join(sides)} (kept black{', not stylized' if self.cropped else ''})"
 
 
 def bars_text(record: dict) -> str | None:
     """The bars of a stylize stage's record in words, or None."""
     bars = record.get("bars")
-    return Letterbox(tuple(bars)).text() if bars else None
+    cropped = record.get("cropped")
+    return Letterbox(tuple(bars), cropped_from=tuple(cropped) if cropped else None).text() if bars else None

@@ -44,7 +44,7 @@ from .images import load_image, save_image
 from .manifest import read_json, timestamp, write_json
 from .shots import Shot, counted
 from .stylize import Stylizer
-from .temporal import FlowWarmStart, FrameStart, held_to, optimize_frame
+from .temporal import FlowWarmStart, FrameStart, optimize_frame
 from .workdir import FrameStore, frame_name
 
 # delta: how much of the neighbour updated in this pass a frame starts from, where the flow
@@ -161,6 +161,8 @@ class Passes:
     def pair(self, earlier: int, later: int) -> FramePair | None:
         """The pair carrying frame `earlier` onto `later`; None across a cut (not one frame to the other)."""
         pair = FramePair.load(self.store.flow_dir / pair_name(earlier, later))
+        if self.c.picture:  # as the picture alone would have it (letterbox.py)
+            pair = self.c.picture.confine(pair)
         return pair if pair.cut_score <= self.starter.plan.scene_threshold else None
 
     def start(self, index: int, p: int) -> FrameStart:
@@ -179,15 +181,14 @@ class Passes:
                 init = blend(own, warped, reliability)
             targets.append((warped, reliability))
             stats[f"reliable_{'n1' if n == n1 else 'n2'}"] = round(float(pair.reliability.mean()), 4)
-        extra = held_to(targets, self.starter.plan.temporal_weight)
         # Its source is no warm start's: the stall guard (temporal.stalled) compares a frame with the one
         # before it in a single pass, which a later pass has no equivalent of.
-        return self.starter.warm(init, f"pass{p}", extra_losses=extra, stats=stats)
+        return self.starter.warm(init, f"pass{p}", held=targets, stats=stats)
 
     def frame(self, stylizer: Stylizer, index: int, p: int) -> None:
         """Pass p of frame `index`: optimized, its image placed under its pass's name, committed, renamed."""
         c = self.c
-        start = self.start(index, p)
+        start = self.start(index, p).within(c.picture)
         content = load_image(self.store.content(index))
         c.events.frame_started(index, start.iterations)
         began = time.perf_counter()

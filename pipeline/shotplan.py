@@ -15,7 +15,7 @@ fades followed all the same.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from .cuts import Flash, Scan
@@ -95,7 +95,9 @@ class ShotPlan:
         return self.shots if self.segments is None else self.segments
 
     @classmethod
-    def of(cls, scan: Scan, job: PlanOptions) -> ShotPlan:
+    def of(cls, scan: Scan, job: PlanOptions, *, crop_size: tuple[int, int] | None = None) -> ShotPlan:
+        """The plan of a scanned range; `crop_size`: the frames' (H, W) where the stylizer is to see
+        the picture between the bars alone (letterbox.py; None: the whole frame)."""
         flow = job.flow == "dis"
         flashes = ()
         if flow and job.flash_frames:
@@ -126,6 +128,8 @@ class ShotPlan:
         shots = tuple(plan_shots(starts, scan.total))
         relit, moves = tuple(sorted(relit)), tuple(sorted(moves))
         letterbox = Letterbox.of(scan.bars, fades.blanks) if job.keeps_bars else None
+        if letterbox and crop_size and letterbox.fits(*crop_size):
+            letterbox = replace(letterbox, cropped_from=tuple(crop_size))
         return cls(
             scan.total, flashes, fades, tuple(cuts), shots, segments, flow, frozenset(goes_on), relit, moves, letterbox
         )
@@ -149,7 +153,8 @@ class ShotPlan:
     def record(self) -> dict:
         """For the stylize stage's record (`stylize status`, the report): the fades and blank frames,
         and under --flow dis the shots, flashes and changes of light; the segments with
-        --max-shot-frames; the black bars kept ("bars")."""
+        --max-shot-frames; the black bars kept ("bars"), and where the stylizer sees the picture alone,
+        the frames' size it is cropped from ("cropped")."""
         record = self.fades.record() if self.fades else {}
         if self.flow:
             record["shots"] = [[shot.first, shot.last] for shot in self.shots]
@@ -163,4 +168,6 @@ class ShotPlan:
             record["segments"] = [[shot.first, shot.last] for shot in self.segments]
         if self.letterbox:
             record["bars"] = list(self.letterbox.bars)
+            if self.letterbox.cropped:  # from frames of this (H, W)
+                record["cropped"] = list(self.letterbox.cropped_from)
         return record

@@ -125,21 +125,28 @@ class Stylizer:
         # style_targets(height, width, content): computed once per size (style_targets.py).
         self.style_targets = StyleTargets(self.vgg, self.styles, settings)
 
-    def objective(self, content: torch.Tensor, extra_losses: dict[str, ExtraLoss] | None = None) -> Objective:
+    def objective(
+        self, content: torch.Tensor, extra_losses: dict[str, ExtraLoss] | None = None,
+        frame_size: tuple[int, int] | None = None,
+    ) -> Objective:  # fmt: skip
         """The loss for stylizing `content` (B, 3, H, W) at its size: per image, the weighted
-        content, style and TV terms of Gatys et al. and the given extra terms, in that order."""
+        content, style and TV terms of Gatys et al. and the given extra terms, in that order.
+        `frame_size` (H, W): that of the frame `content` was cropped from (letterbox.py): the style
+        image is scaled and the style layers weighed as for that frame, so that cropping its black
+        bars off changes the work and not the look (default: `content`'s own)."""
         s = self.settings
         h, w = content.shape[-2:]
+        frame_h, frame_w = frame_size or (h, w)
         render = LuminanceOnly(content) if s.preserve_color == "luminance" else RGB()
         with torch.no_grad():  # fp32: no autocast for the targets
             content_features = self.vgg(render.vgg_input(render.variable_from(content)))[s.content_layer].float()
         # Departure: alpha is scaled by REFERENCE_PIXELS / (H W), so that the content/style
         # balance (and the look) does not change with the output size; the paper's sum grows with M.
         content_weight = s.content_weight * REFERENCE_PIXELS / (h * w)
-        style_targets = self.style_targets(h, w, content)
+        style_targets = self.style_targets(frame_h, frame_w, content)
         layer_weights = s.style_layer_weights
         if not s.full_layer_weights:  # under 512 px the deep layers' Gram matrices would copy the style image
-            layer_weights = texture_weights(s.style_layers, layer_weights, style_targets, h, w)
+            layer_weights = texture_weights(s.style_layers, layer_weights, style_targets, frame_h, frame_w)
         terms = {
             "content": Scale(LayerApply(ContentLoss(content_features), s.content_layer), content_weight),
             "style": Scale(style_term(style_targets, s.style_layers, layer_weights), s.style_weight),
@@ -162,6 +169,7 @@ class Stylizer:
         callback: ProgressCallback | None = None,
         stop: EarlyStop | None = None,
         history_size: int = HISTORY_SIZE,
+        frame_size: tuple[int, int] | None = None,
     ) -> StyleResult:
         """Optimize an image (B, 3, H, W), RGB 0..1, to carry the style and keep the content.
 
@@ -172,7 +180,8 @@ class Stylizer:
         iterations (the Stylizer's) and at the end. With `stop`, the optimization stops early once
         the loss fell by less than its tolerance, or the image moved less than its change, over its
         window (EarlyStop; for warm-started video frames). L-BFGS keeps `history_size` curvature
-        pairs (two image-sized buffers each)."""
+        pairs (two image-sized buffers each). `frame_size`: that of the frame `content` is the
+        picture of (`objective`)."""
         content = content.to(self.device, torch.float32).contiguous()
         sizes = [tuple(content.shape[-2:])] if init is not None else scale_sizes(*content.shape[-2:], self.settings)
         iterations = self.settings.iterations if iterations is None else iterations
@@ -180,7 +189,7 @@ class Stylizer:
             iterations=iterations, result=StyleResult(image=content), callback=callback, stop=stop or EarlyStop(),
             history_size=history_size,
         )  # fmt: skip
-        self._run_scales(content, sizes, init, extra_losses, run)
+        self._run_scales(content, sizes, init, extra_losses, run, frame_size=frame_size)
         return run.result
 
     def stylize_within_memory(
@@ -217,8 +226,9 @@ class Stylizer:
                 raise error
             sizes = [coarser, *sizes]
 
-    def _run_scales(self, content, sizes, init, extra_losses, run: OptimizationRun) -> None:
-        """The coarse-to-fine loop; result.image and result.optimized_size follow each scale."""
+    def _run_scales(self, content, sizes, init, extra_losses, run: OptimizationRun, frame_size=None) -> None:
+        """The coarse-to-fine loop; result.image and result.optimized_size follow each scale (and
+        `frame_size`, that of the frame `content` was cropped from, with it)."""
         result, full_size = run.result, tuple(content.shape[-2:])
         shares = split_iterations(run.iterations, len(sizes))
         sizes = sizes[len(sizes) - len(shares) :]
@@ -229,7 +239,8 @@ class Stylizer:
             run.scale = index
             scaled = resize_to(content, size)
             image = initial_image(scaled, image, self.settings)
-            objective = self.objective(scaled, extra_losses if size == full_size else None)
+            frame = frame_size and tuple(round(side * size[0] / full_size[0]) for side in frame_size)
+            objective = self.objective(scaled, extra_losses if size == full_size else None, frame)
             recorded, loop = len(result.history), {"settings": self.settings, "report_every": self.report_every}
             try:
                 image = optimize(objective, image, share, run, **loop)

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -49,6 +49,7 @@ from .flow import FramePair, warp
 from .flowstage import FlowStage
 from .images import load_image
 from .lbfgs import HISTORY_SIZE
+from .letterbox import Letterbox
 from .losses import TemporalLoss
 from .manifest import read_json
 from .objective import Scale, SumLoss
@@ -117,16 +118,20 @@ class EarlierFrames:
     """The frames before the current one, as --long-term reads them: a `Pairs` (the adjacent
     pair, from the flow stage) that also gives the pair from any earlier frame, that frame's
     stylized image as saved (so a resumed run reads what an uninterrupted one did), and whether
-    it began a shot (its statistics record its start)."""
+    it began a shot (its statistics record its start). With a `picture` (the bars cropped off the
+    frames the stylizer sees, letterbox.py), each pair as the picture alone would have it."""
 
-    def __init__(self, store: FrameStore, flows: FlowStage):
-        self.store, self.flows = store, flows
+    def __init__(self, store: FrameStore, flows: FlowStage, picture: Letterbox | None = None):
+        self.store, self.flows, self.picture = store, flows, picture
 
     def __call__(self, index: int) -> FramePair:
-        return self.flows.wait(index)
+        return self.confined(self.flows.wait(index))
 
     def pair(self, earlier: int, later: int) -> FramePair:
-        return self.flows.pair(earlier, later)
+        return self.confined(self.flows.pair(earlier, later))
+
+    def confined(self, pair: FramePair) -> FramePair:
+        return self.picture.confine(pair) if self.picture else pair
 
     def styled(self, index: int) -> torch.Tensor:
         return load_image(self.store.styled(index))
@@ -138,18 +143,18 @@ class EarlierFrames:
     def across(self, before: int) -> EarlierFrames:
         """The same frames, but the pair given for a frame carries frame `before` onto it: the frame
         after a flash continues from the frame before the flash (cuts.py)."""
-        return Across(self.store, self.flows, before)
+        return Across(self.store, self.flows, before, self.picture)
 
 
 class Across(EarlierFrames):
     """EarlierFrames whose pair for the current frame comes from frame `before` (EarlierFrames.across)."""
 
-    def __init__(self, store: FrameStore, flows: FlowStage, before: int):
-        super().__init__(store, flows)
+    def __init__(self, store: FrameStore, flows: FlowStage, before: int, picture: Letterbox | None = None):
+        super().__init__(store, flows, picture)
         self.before = before
 
     def __call__(self, index: int) -> FramePair:
-        return self.flows.pair(self.before, index)
+        return self.pair(self.before, index)
 
 
 def closest_first(masks: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -197,11 +202,14 @@ def warm_iterations(plan: StartPlan, reliable: float) -> int:
 @dataclass
 class FrameStart:
     """How one frame's optimization begins: the start image (None: the settings' --init),
-    the iterations it gets, any extra loss terms (the temporal loss), and early stopping."""
+    the iterations it gets, the stylized frames it is held to (the temporal loss), and early
+    stopping; with `picture`, on the picture between a letterbox's bars alone (`within`)."""
 
     init: torch.Tensor | None
     iterations: int
-    extra_losses: dict[str, ExtraLoss] = field(default_factory=dict)
+    # (target, reliability mask) pairs the temporal term holds the frame to, at `temporal_weight`.
+    held: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    temporal_weight: float = 0.0
     source: str = "init"  # for the log and the statistics: where the start image came from
     stop: EarlyStop = EarlyStop()  # Stylizer.stylize's early stopping; the default: all iterations
     stats: dict = field(default_factory=dict)  # added to the frame's statistics (cut score, ...)
@@ -210,6 +218,27 @@ class FrameStart:
     shift: float = 0.5  # by how many pixels, diagonally, and back (--settle-shift)
     settle: SettleRound = SettleRound()  # how each of those short runs goes
     history: int = HISTORY_SIZE  # L-BFGS's curvature pairs
+    picture: Letterbox | None = None  # the frame's picture alone is optimized (letterbox.py)
+
+    @property
+    def frame_size(self) -> tuple[int, int] | None:
+        """The (H, W) of the frame whose picture alone is optimized (Stylizer.stylize), or None."""
+        return self.picture.cropped_from if self.picture else None
+
+    @property
+    def extra_losses(self) -> dict[str, ExtraLoss]:
+        """The terms beside the objective's: the temporal loss against the frames it is held to."""
+        return held_to(self.held, self.temporal_weight)
+
+    def within(self, letterbox: Letterbox | None) -> FrameStart:
+        """This start on the picture between the bars (None: on the whole frame, as it is): the
+        start image and the temporal terms' targets and masks cropped as the content will be."""
+        if letterbox is None:
+            return self
+        crop = lambda image: letterbox.crop(image).contiguous()  # noqa: E731  (the optimizer's own copy)
+        held = [(crop(target), crop(mask)) for target, mask in self.held]
+        init = None if self.init is None else crop(self.init)
+        return replace(self, init=init, held=held, picture=letterbox)
 
 
 class WarmStart:
@@ -268,10 +297,14 @@ class WarmStart:
         return EarlyStop(tolerance, FIRST_STOP_WINDOW, style_tolerance=tolerance)
 
     def warm(self, init: torch.Tensor, source: str, *, iterations: int | None = None, **more) -> FrameStart:
-        """A later frame: from `init` with `iterations` (default --iterations) and the early stops."""
+        """A later frame: from `init` with `iterations` (default --iterations) and the early stops,
+        held to any targets given (`held`) at --temporal-weight."""
         plan = self.plan
         iterations = iterations or plan.iterations
-        return FrameStart(init, iterations, source=source, stop=self.warm_stop(), history=plan.lbfgs_history, **more)
+        return FrameStart(
+            init, iterations, source=source, stop=self.warm_stop(), history=plan.lbfgs_history,
+            temporal_weight=plan.temporal_weight, **more,
+        )  # fmt: skip
 
     def warm_stop(self) -> EarlyStop:
         """When a warm frame stops: the loss's change (and the style term's, the image's) over STOP_WINDOW."""
@@ -380,8 +413,7 @@ class FlowWarmStart(WarmStart):
             if len(held) > 1:  # how far back it reached, and what the earlier frames hold beyond frame i-1
                 stats["long_term"] = list(self.plan.long_term[: len(held)])
                 stats["reliable_long"] = round(float(sum(masks[1:]).mean()), 4)
-        extra_losses = held_to(held, self.plan.temporal_weight)
-        return self.warm(init, "warped", iterations=iterations, extra_losses=extra_losses, stats=stats)
+        return self.warm(init, "warped", iterations=iterations, held=held, stats=stats)
 
     def through_flash(self, index: int, content: torch.Tensor, previous: torch.Tensor, pairs: Pairs) -> FrameStart:
         """A frame of a flash (cuts.py): from the frame before it warped, whatever its cut score,
@@ -397,7 +429,7 @@ class FlowWarmStart(WarmStart):
         stats = {"cut_score": round(pair.cut_score, 4), "reliable": round(float(pair.reliability.mean()), 4)}
         reliability = torch.from_numpy(pair.reliability).to(self.device)[None, None]
         held = [] if self.plan.free_flashes else [(warped, reliability)]
-        return self.warm(warped, "flash", extra_losses=held_to(held, self.plan.temporal_weight), stats=stats)
+        return self.warm(warped, "flash", held=held, stats=stats)
 
     def warp(self, stylized: torch.Tensor, pair: FramePair) -> torch.Tensor:
         """A stylized frame carried onto the current one by the pair's flow, with --warp's
@@ -445,7 +477,7 @@ def redo_if_stalled(
         return result, False
     again = stylizer.stylize(
         content, init=result.image, iterations=start.iterations, extra_losses=start.extra_losses,
-        history_size=start.history,
+        history_size=start.history, frame_size=start.frame_size,
     )  # fmt: skip
     return chained(result, again), True
 
@@ -496,7 +528,11 @@ def optimize_frame(
     stylizer: Stylizer, content: torch.Tensor, start: FrameStart, callback, neighbour_loss: float | None
 ) -> tuple[StyleResult, bool]:
     """One frame's optimization as `start` says (in its rounds), then the stall guard; the
-    result, and whether the guard ran it again."""
+    result, and whether the guard ran it again. A start `within` a letterbox optimizes the picture
+    alone: its result is the content frame with the stylized picture pasted between the bars."""
+    frame = content
+    if start.picture is not None:
+        content = start.picture.crop(content)
     result = None
     shares = settle_shares(start.iterations, start.rounds)
     if len(shares) > 1:
@@ -508,11 +544,14 @@ def optimize_frame(
             iterations, extra, stop = start.settle.iterations, start.settle.losses(init), start.settle.stop
         run = stylizer.stylize(
             content, init=init, iterations=iterations, extra_losses=extra, callback=callback, stop=stop,
-            history_size=start.history,
+            history_size=start.history, frame_size=start.frame_size,
         )  # fmt: skip
         result = run if result is None else chained(result, run)
     # A warm frame that stopped far too early is run again with a fresh optimizer.
-    return redo_if_stalled(stylizer, content, start, result, neighbour_loss)
+    result, redone = redo_if_stalled(stylizer, content, start, result, neighbour_loss)
+    if start.picture is not None:  # the bars as they came: black (the chunks draw them black too)
+        result.image = start.picture.paste(result.image, frame)
+    return result, redone
 
 
 def make_starter(

@@ -164,7 +164,7 @@ class VideoRun:
         scoring = " and scoring cuts" if scan.preset else ""
         self.log(f"scan: counting the frames{scoring} ({counted(scan.workers, 'worker')})")
         result = scan.run(self.info, self.size, self.job.frame_range, self.events.stage_progress)
-        self.log(f"scan: {ShotPlan.of(result, self.job).text()}")
+        self.log(f"scan: {self.shot_plan(result).text()}")
         return result
 
     @functools.cached_property
@@ -174,9 +174,14 @@ class VideoRun:
 
     def plan(self, scan: Scan) -> ShotPlan:
         """The flashes, fades, cuts and shots (shotplan.py), into the job's record (the report marks the shots)."""
-        plan = ShotPlan.of(scan, self.job)
+        plan = self.shot_plan(scan)
         self.manifest.stage("stylize").update(plan.record())
         return plan
+
+    def shot_plan(self, scan: Scan) -> ShotPlan:
+        """The scan's plan for this job: the bars cropped off the stylizer's frames unless kept (letterbox.py)."""
+        height_width = (self.size[1], self.size[0])  # self.size is ffmpeg's (W, H)
+        return ShotPlan.of(scan, self.job, crop_size=height_width if self.job.crops_bars else None)
 
     def stylize_shots(self, plan: ShotPlan, scan: Scan) -> list[int]:
         """The shots on the workers (videoshots.py); returns the frames this run stylized."""

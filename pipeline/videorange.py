@@ -35,6 +35,7 @@ from .frame_record import (
 )
 from .framestream import FrameStream
 from .images import load_image, load_styles, save_image
+from .letterbox import Letterbox
 from .manifest import write_json
 from .passes import Passes
 from .seams import Seams
@@ -73,6 +74,7 @@ class RangeContext:
     flashes: tuple[Flash, ...] = ()  # the cut scan's flashes (cuts.py): the shots go on through them
     fades: FadePlan = field(default_factory=FadePlan)  # its fades and blank frames (fades.py)
     goes_on: frozenset[int] = frozenset()  # frames whose pair scores as a cut and is none (shotplan.py)
+    picture: Letterbox | None = None  # the bars cropped off each frame the stylizer sees (letterbox.py)
 
     def stylizer(self) -> Stylizer:
         """The job's stylizer on this range's device: the network and the style targets."""
@@ -225,7 +227,7 @@ class RangeRun:
             stylizer, previous = None, load_image(c.store.styled(self.done)) if resumed else None
             self.previous_loss = recorded_loss(c.store, self.done) if resumed else None  # then kept from each frame's
             c.tick()  # the first page: the job's settings and what was done before
-            index, earlier = self.done + 1, EarlierFrames(c.store, flows)
+            index, earlier = self.done + 1, EarlierFrames(c.store, flows, c.picture)
             while index <= shot.last and stream.wait(index):
                 if stylizer is None:  # one per shot: the network loaded, the style targets computed once
                     stylizer = c.stylizer()
@@ -265,7 +267,7 @@ class RangeRun:
     ) -> None:  # fmt: skip
         c = self.c
         content = load_image(c.store.content(index))
-        start = self.start_of(index, content, previous, pairs)
+        start = self.start_of(index, content, previous, pairs).within(c.picture)
         c.events.frame_started(index, start.iterations)
         began = time.perf_counter()
         result, redone = optimize_frame(stylizer, content, start, c.events.iteration, self.previous_loss)
@@ -274,7 +276,8 @@ class RangeRun:
         save_image(result.image, c.store.styled(index))
         stats = frame_stats(index, start, result, seconds, stage_hash=c.hashes["stylize"], device=c.device)
         stats |= first_pass_marks(result, redone=redone, passes=self.passes)
-        stats |= flicker_field(c.store, index, self.shot.first, pairs, self.start_score, c.hashes["flow"])
+        # Measured by the pairs as the flow stage made them, whatever the stylizer saw (EarlierFrames.picture).
+        stats |= flicker_field(c.store, index, self.shot.first, pairs.flows.wait, self.start_score, c.hashes["flow"])
         if redone:
             self.redone.append(index)
         # The statistics file is the frame's commit record: written last, atomically.

@@ -242,6 +242,7 @@ def shot_context(task: ShotTask, shot: Shot, device: torch.device, listener: Lis
         recorded=thumbnails.frame_finished,
         fingerprints=CutScan(job.work, key=task.scan_key, preset=None).fingerprints if task.scan_key else None,
         flashes=task.flashes, fades=task.fades, goes_on=task.goes_on,
+        picture=task.letterbox if task.letterbox and task.letterbox.cropped else None,
     )  # fmt: skip
     context.made_stylizer = WORKER.stylizer(context)
     return context

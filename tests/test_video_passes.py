@@ -59,7 +59,9 @@ def test_blend_and_both_neighbours_temporal_terms(tmp_path):
     FramePair(zero, c2, 0.0).save(store.flow_dir / pair_name(3, 2))
     weight = 2.0
     starter = FlowWarmStart(StartPlan(iterations_first=3, iterations=2, temporal_weight=weight, passes=3))
-    context = SimpleNamespace(store=store, job=SimpleNamespace(passes=3), starter=starter, hashes={"stylize": "h"})
+    context = SimpleNamespace(
+        store=store, job=SimpleNamespace(passes=3), starter=starter, hashes={"stylize": "h"}, picture=None
+    )
     start = Passes(SimpleNamespace(c=context, shot=shot)).start(2, 3)
 
     x = [torch.full((1, 3, H, W), round(level * 255) / 255) for level in levels.values()]  # as saved, 8 bits
