@@ -254,7 +254,7 @@ def video(
     ignore_fades: opts.IgnoreFadesOpt = False,
     overlay_share: opts.OverlayShareOpt = video_defaults.DEFAULT_OVERLAY_SHARE,
     stylize_bars: opts.StylizeBarsOpt = False,
-    uncropped_bars: opts.UncroppedBarsOpt = False,
+    crop_bars: opts.CropBarsOpt = False,
     light_cuts: opts.LightCutsOpt = False,
     motion_cuts: opts.MotionCutsOpt = False,
     passes: opts.PassesOpt = 1,
@@ -295,7 +295,7 @@ def video(
         long_term=video_defaults.parse_long_term(long_term), warp=warp, first_rounds=first_rounds, passes=passes,
         settle=settle, settle_shift=settle_shift, flash_frames=flash_frames, free_flashes=free_flashes,
         ignore_fades=ignore_fades, overlay_share=overlay_share, stylize_bars=stylize_bars,
-        uncropped_bars=uncropped_bars, light_cuts=light_cuts, motion_cuts=motion_cuts,
+        crop_bars=crop_bars, light_cuts=light_cuts, motion_cuts=motion_cuts,
         defaulted=frozenset(name for name in video_defaults.OWN_DEFAULTS if left_unset(context, name)),
     )  # fmt: skip
     with JobDisplay(f"{job.input} -> {job.output} (work directory {job.work})", disable=quiet) as display:

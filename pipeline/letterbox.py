@@ -1,6 +1,6 @@
 """Letterbox and pillarbox bars: the black rows at the top and bottom of every frame (a wide film
-in a narrower frame) or the black columns at its sides stay black in the output, and the stylizer
-sees only the picture between them.
+in a narrower frame) or the black columns at its sides stay black in the output; with
+--crop-bars the stylizer sees only the picture between them.
 
 Gatys et al.'s loss paints the style's texture over black as over any picture (fades.py), so a
 letterboxed film came out with its bars textured, a frame of the style around the picture. The
@@ -9,15 +9,16 @@ bottom, and columns at the left and at the right, have every value within BAR_LE
 The range's bars are the fewest of each side over its frames that are not blank (a black frame, a
 title card's, is all bar: fades.py), so a row is a bar only where every picture of the range
 leaves it black; the chunks encode each frame with its bars drawn black over the stylized frame
-(chunks.py, ffmpeg's drawbox).
+(chunks.py, ffmpeg's drawbox). --stylize-bars: the bars stylized and shown, as the releases before.
 
-Each frame's optimization runs on the picture alone (`Letterbox.crop`; temporal.FrameStart.within):
-its content, its start and the targets of its temporal terms cropped, its result pasted back over
-the content frame's bars (`paste`), as if the film had been cropped before the job. A 2.39:1 film
-in a 16:9 frame is a quarter bars: a quarter of every frame's work, and the style's statistics
-(Gram matrices over every position) are the picture's, not the picture's and the texture the bars
-would take. --uncropped-bars: the whole frame stylized and the bars drawn black over it (the
-release before); --stylize-bars: the bars stylized and shown, as the releases before that.
+With --crop-bars each frame's optimization runs on the picture alone (`Letterbox.crop`;
+temporal.FrameStart.within): its content, its start and the targets of its temporal terms
+cropped, its result pasted back over the content frame's bars (`paste`); the style image scaled
+and the layers weighed as for the whole frame (stylize.Stylizer.objective's frame_size), each flow
+pair confined to the picture as a cropped film's would be (`confine`). A 2.39:1 film in a 16:9
+frame is a quarter bars: 13-16% less time a frame at 128 px on two real clips, but at some flicker
+and style loss (the Gram matrices over the picture alone lose the bars' share of the texture;
+docs/video-quality.md, "The picture between the bars stylized alone"): not the default.
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ def leading(black: np.ndarray) -> int:
 @dataclass(frozen=True)
 class Letterbox:
     """The range's bars, [top, bottom, left, right] in rows and columns of its frames, and where
-    the stylizer sees the picture between them alone (unless --uncropped-bars, where the picture
-    `fits`) the frames' (H, W) it is cropped from (`cropped_from`)."""
+    the stylizer sees the picture between them alone (--crop-bars, where the picture `fits`) the
+    frames' (H, W) it is cropped from (`cropped_from`)."""
 
     bars: tuple[int, int, int, int]
     cropped_from: tuple[int, int] | None = None

@@ -126,7 +126,6 @@ OWN_DEFAULTS = {
     "ignore_fades": True,
     "overlay_share": 0.0,
     "stylize_bars": True,
-    "uncropped_bars": True,
     "light_cuts": True,
     "motion_cuts": True,
     **STYLE_OWN_DEFAULTS,  # StyleSettings fields; the others are VideoJob's

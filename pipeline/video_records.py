@@ -75,7 +75,7 @@ def stage_settings(job: VideoJob, info: VideoInfo, size: tuple[int, int], starte
         **({} if job.ignore_fades else {"ignore_fades": False}),  # as recorded: video_defaults.OWN_DEFAULTS
         **({"overlay_share": job.overlay_share} if job.overlay_share and not job.ignore_fades else {}),  # likewise
         **({"stylize_bars": False, "bars": letterbox.SETTINGS} if job.keeps_bars else {}),  # the chunks' bars
-        **({"uncropped_bars": False} if job.crops_bars else {}),  # and the stylizer's frames without them
+        **({"crop_bars": True} if job.crops_bars else {}),  # and the stylizer's frames without them
         **({"light_cuts": False, "cuts": fades.CUT_SETTINGS} if job.cuts_in_own_light else {}),  # which frames go on
         **({"motion_cuts": False, "moves": MOVE_SETTINGS} if job.tells_moves else {}),  # and which, for fast moves
         # Segments start afresh and are cross-faded (shots.py): other frames. Off: the hash as before.

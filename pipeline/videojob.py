@@ -103,7 +103,7 @@ class VideoJob:
     ignore_fades: bool = False  # fades stylized as they come, the output in the style's light (fades.py)
     overlay_share: float = DEFAULT_OVERLAY_SHARE  # a caption may cover this much of a blank frame (fades.py)
     stylize_bars: bool = False  # letterbox bars stylized as any black, as the releases before (letterbox.py)
-    uncropped_bars: bool = False  # the stylizer sees the whole frame, bars too, as the release before
+    crop_bars: bool = False  # the stylizer sees the picture between the kept bars alone (letterbox.py)
     light_cuts: bool = False  # cuts by the frames' scores as they are, whatever their light, as the release before
     motion_cuts: bool = False  # every pair over the threshold a cut, fast moves too, as the releases before
     lbfgs_history: int | None = None  # L-BFGS's curvature pairs for each frame; None: history_pairs decides
@@ -235,9 +235,8 @@ class VideoJob:
 
     @property
     def crops_bars(self) -> bool:
-        """Whether the stylizer sees the picture between the kept bars alone (letterbox.py; unless
-        --uncropped-bars)."""
-        return self.keeps_bars and not self.uncropped_bars
+        """Whether the stylizer sees the picture between the kept bars alone (letterbox.py; --crop-bars)."""
+        return self.keeps_bars and self.crop_bars
 
     @property
     def tells_moves(self) -> bool:

@@ -156,41 +156,41 @@ def test_a_picture_is_stylized_at_its_frames_style_scale_and_layer_weights(monke
 
 
 def test_the_bars_stay_black_in_the_output(bars_clip, tmp_path):
-    """The stylizer sees the picture between the bars alone: its frames keep the bars black, the
-    output shows them black, the picture between them stylized. --uncropped-bars: the stylizer
-    paints its texture over the bars and the output draws them black (the release before);
-    --stylize-bars: the bars as the stylizer made them, as the releases before that."""
+    """The stylizer paints its texture over the bars; the output shows them black, the picture
+    between them stylized. --crop-bars: the stylizer sees the picture alone, its frames keep the
+    bars black; --stylize-bars: the bars as the stylizer made them, as the releases before."""
     job = make_job(bars_clip, tmp_path / "kept", keep_frames=True)
     run_video(job, vgg=build_tiny_vgg())
     stage = read_json(job.work / "job.json")["stages"]["stylize"]
-    assert stage["bars"] == [BAR, BAR, 0, 0] and stage["cropped"] == [HEIGHT, WIDTH]
-    assert stage["settings"]["stylize_bars"] is False and stage["settings"]["uncropped_bars"] is False
+    assert stage["bars"] == [BAR, BAR, 0, 0] and stage["settings"]["stylize_bars"] is False
+    assert "cropped" not in stage and "crop_bars" not in stage["settings"]
     output = frames_of(job.output)
     pictures = [i for i in range(FRAMES) if i != 4]
     styled = styled_frames(job.work, pictures)
-    assert styled[:, :BAR].mean() < 1 and styled[:, HEIGHT - BAR :].mean() < 1  # the content's own black
+    assert styled[:, : BAR - 1].mean() > 8  # the texture the stylizer laid over the bars
     # Black, but for H.264's ringing from the picture's edge within its 8x8 blocks.
     assert output[pictures][:, : BAR - 1].mean() < 1.5 and output[pictures][:, HEIGHT - BAR + 1 :].mean() < 1.5
     middle = slice(BAR + 2, HEIGHT - BAR - 2)  # clear of 4:2:0's chroma at the edges
     # H.264's 4:2:0 smears the tiny network's grain: the picture's levels.
     shown, made = (frames[:, middle].mean(axis=(0, 1, 2)) for frames in (output[pictures], styled))
     assert np.abs(shown - made).max() < 3
-    content = np.stack([picture(i + 1) for i in pictures])[:, middle].astype(float)
-    assert np.abs(styled[:, middle] - content).mean() > 8  # the picture stylized, not passed through
-    kept = "black bars 6 px top, 6 px bottom (kept black, not stylized)"
+    kept = "black bars 6 px top, 6 px bottom (kept black)"
     assert kept in (job.work / "job.log").read_text()
     assert kept in "\n".join(status_lines(job.work))
     write_video_report(job.work)
     assert f"<tr><th>letterbox</th><td>{kept}</td></tr>" in (job.work / "report.html").read_text()
 
-    whole = make_job(bars_clip, tmp_path / "whole", keep_frames=True, uncropped_bars=True)
-    run_video(whole, vgg=build_tiny_vgg())
-    stage = read_json(whole.work / "job.json")["stages"]["stylize"]
-    assert stage["bars"] == [BAR, BAR, 0, 0] and "cropped" not in stage and "uncropped_bars" not in stage["settings"]
-    textured = styled_frames(whole.work, pictures)
-    assert textured[:, : BAR - 1].mean() > 8  # the texture the stylizer laid over the bars
-    assert frames_of(whole.output)[pictures][:, : BAR - 1].mean() < 1.5
-    assert "black bars 6 px top, 6 px bottom (kept black)" in "\n".join(status_lines(whole.work))
+    cropped = make_job(bars_clip, tmp_path / "cropped", keep_frames=True, crop_bars=True)
+    run_video(cropped, vgg=build_tiny_vgg())
+    stage = read_json(cropped.work / "job.json")["stages"]["stylize"]
+    assert stage["bars"] == [BAR, BAR, 0, 0] and stage["cropped"] == [HEIGHT, WIDTH]
+    assert stage["settings"]["crop_bars"] is True
+    alone = styled_frames(cropped.work, pictures)
+    assert alone[:, :BAR].mean() < 1 and alone[:, HEIGHT - BAR :].mean() < 1  # the content's own black
+    assert frames_of(cropped.output)[pictures][:, : BAR - 1].mean() < 1.5
+    content = np.stack([picture(i + 1) for i in pictures])[:, middle].astype(float)
+    assert np.abs(alone[:, middle] - content).mean() > 8  # the picture stylized, not passed through
+    assert "black bars 6 px top, 6 px bottom (kept black, not stylized)" in "\n".join(status_lines(cropped.work))
 
     plain = make_job(bars_clip, tmp_path / "plain", keep_frames=True, stylize_bars=True)
     run_video(plain, vgg=build_tiny_vgg())
@@ -198,8 +198,8 @@ def test_the_bars_stay_black_in_the_output(bars_clip, tmp_path):
     assert "bars" not in stage and "stylize_bars" not in stage["settings"]
     bars_shown = frames_of(plain.output)
     assert bars_shown[pictures][:, : BAR - 1].mean() > 8
-    # The stylizer made the same frames, bars and all, as with --uncropped-bars: only the output differs.
-    assert np.array_equal(styled_frames(plain.work, pictures), textured)
+    # The stylizer made the same frames, bars and all: only the output differs.
+    assert np.array_equal(styled_frames(plain.work, pictures), styled)
 
 
 def styled_frames(work: Path, frames: list[int]) -> np.ndarray:
@@ -207,22 +207,18 @@ def styled_frames(work: Path, frames: list[int]) -> np.ndarray:
     return np.stack([read_rgb(work / "styled" / f"{i + 1:06d}.png") for i in frames]).astype(float)
 
 
-@pytest.mark.parametrize("option", ["stylize_bars", "uncropped_bars"])
-def test_a_job_of_a_release_before_goes_on_with_its_bars(bars_clip, tmp_path, option):
-    """A job begun by a release before (its bars stylized and shown, or stylized and drawn black),
-    stopped and run again with the options left unset: its finished frames and chunks kept, its
-    bars as that release made them."""
-    began = make_job(bars_clip, tmp_path, **{option: True})
+def test_a_job_of_the_release_before_goes_on_stylizing_its_bars(bars_clip, tmp_path):
+    """A job begun by the release before (its bars stylized), stopped and run again with the option
+    left unset: its finished frames and chunks kept, its bars as that release made them."""
+    began = make_job(bars_clip, tmp_path, stylize_bars=True)
     with pytest.raises(Recorder.Stop):
         run_video(began, events=Recorder(stop_at=4), vgg=build_tiny_vgg())
     finished = {name: t for name, t in mtimes(began.work / "styled").items() if name.endswith(".json")}
     events = Recorder()
     run_video(make_job(bars_clip, tmp_path, defaulted=frozenset(OWN_DEFAULTS)), events=events, vgg=build_tiny_vgg())
     assert finished and sorted(events.started) == [i for i in range(1, FRAMES + 1) if f"{i:06d}.json" not in finished]
-    stage = read_json(began.work / "job.json")["stages"]["stylize"]
-    assert "cropped" not in stage and ("bars" in stage) == (option == "uncropped_bars")
-    flag = "--" + option.replace("_", "-")
-    assert any(f"{flag} (the defaults now: off;" in m for m in events.messages), events.messages
+    assert "bars" not in read_json(began.work / "job.json")["stages"]["stylize"]
+    assert any("--stylize-bars (the defaults now: off;" in m for m in events.messages), events.messages
 
 
 def read_rgb(path: Path) -> np.ndarray:
