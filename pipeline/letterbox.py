@@ -25,11 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from .flow import FramePair
+if TYPE_CHECKING:  # `stylize status` reads the bars' records without torch or OpenCV (status.py)
+    import torch
+
+    from .flow import FramePair
 
 # A bar's rows and columns: every value (0..255, any channel) at most this. Black bars are
 # encoded at the format's black and decode within a few levels of 0; fades.BLANK_LEVEL alike.
