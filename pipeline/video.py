@@ -35,6 +35,7 @@ from .errors import PipelineError, WriteError
 from .flicker import job_flicker
 from .flowstage import default_workers
 from .images import check_long_side, load_image
+from .letterbox import MIN_PICTURE
 from .manifest import JobManifest, WorkDirLock, timestamp
 from .outputs import OutputRecord
 from .report_live import LiveReport
@@ -176,6 +177,8 @@ class VideoRun:
         """The flashes, fades, cuts and shots (shotplan.py), into the job's record (the report marks the shots)."""
         plan = self.shot_plan(scan)
         self.manifest.stage("stylize").update(plan.record())
+        if self.job.crops_bars and plan.letterbox and not plan.letterbox.cropped:
+            self.log(f"--crop-bars: the picture between the bars is under {MIN_PICTURE} px a side: stylized with them")
         return plan
 
     def shot_plan(self, scan: Scan) -> ShotPlan:

@@ -53,7 +53,7 @@ def bars_clip(tmp_path_factory) -> Path:
 
 
 def make_job(clip: Path, out_dir: Path, **overrides) -> VideoJob:
-    settings = StyleSettings(size=WIDTH, iterations=3, seed=1)
+    settings = overrides.pop("settings", StyleSettings(size=WIDTH, iterations=3, seed=1))
     options = {"iterations_first": 5, "device": "cpu", "flow": "dis", "flow_workers": 1, "stop_tolerance": 0.0}
     return VideoJob(input=clip, styles=(STYLE,), output=out_dir / "out.mp4", settings=settings, **options | overrides)
 
@@ -205,6 +205,16 @@ def test_the_bars_stay_black_in_the_output(bars_clip, tmp_path):
 def styled_frames(work: Path, frames: list[int]) -> np.ndarray:
     """The stylized frames (0-based indices) as the job saved them."""
     return np.stack([read_rgb(work / "styled" / f"{i + 1:06d}.png") for i in frames]).astype(float)
+
+
+def test_a_picture_too_small_to_stylize_alone_keeps_its_bars_and_the_log_says_so(bars_clip, tmp_path):
+    """At 48 px wide (48x36) the picture between the bars is 28 rows: VGG-19's deepest layers need
+    32, so --crop-bars stylizes the whole frame, and the log says why."""
+    job = make_job(bars_clip, tmp_path, crop_bars=True, settings=StyleSettings(size=48, iterations=3, seed=1))
+    run_video(job, vgg=build_tiny_vgg())
+    stage = read_json(job.work / "job.json")["stages"]["stylize"]
+    assert stage["bars"] and "cropped" not in stage and stage["settings"]["crop_bars"] is True
+    assert "--crop-bars: the picture between the bars is under 32 px a side" in (job.work / "job.log").read_text()
 
 
 def test_a_job_of_the_release_before_goes_on_stylizing_its_bars(bars_clip, tmp_path):
