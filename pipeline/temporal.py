@@ -47,7 +47,7 @@ import torch
 
 from .flow import FramePair, warp
 from .flowstage import FlowStage
-from .images import load_image
+from .images import load_image, resize_to
 from .lbfgs import HISTORY_SIZE
 from .letterbox import Letterbox
 from .losses import TemporalLoss
@@ -237,7 +237,10 @@ class FrameStart:
             return self
         crop = lambda image: letterbox.crop(image).contiguous()  # noqa: E731  (the optimizer's own copy)
         held = [(crop(target), crop(mask)) for target, mask in self.held]
-        init = None if self.init is None else crop(self.init)
+        init = self.init
+        if init is not None and letterbox.cropped_from and tuple(init.shape[-2:]) != letterbox.cropped_from:
+            init = resize_to(init, letterbox.cropped_from)  # an --init-image of its own size: the frame's first
+        init = None if init is None else crop(init)
         return replace(self, init=init, held=held, picture=letterbox)
 
 

@@ -13,6 +13,7 @@ import torch
 
 from helpers import Recorder, build_tiny_vgg, decoded_frames, mtimes, write_clip
 from pipeline.flow import FramePair, warp
+from pipeline.images import resize_to
 from pipeline.letterbox import Letterbox, frame_bars
 from pipeline.manifest import read_json
 from pipeline.optimize import EarlyStop
@@ -107,6 +108,9 @@ def test_a_frame_within_its_bars_is_optimized_as_its_picture_alone():
     outside[6 : HEIGHT - 4, : WIDTH - 3] = False
     assert torch.equal(result.image[..., outside], content[..., outside])  # the bars as they came
     assert start.within(None) is start
+    # An --init-image of its own size is brought to the frame's before its picture is taken.
+    image = torch.rand(1, 3, 30, 40, generator=generator)
+    assert torch.equal(FrameStart(image, 5).within(box).init, resize_to(image, (HEIGHT, WIDTH))[picture])
 
 
 def test_a_pair_confined_to_the_picture_warps_as_the_cropped_film_would():
