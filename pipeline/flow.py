@@ -9,6 +9,7 @@ with it brings it onto the current frame.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,10 +72,19 @@ def dis_flow(source: np.ndarray, target: np.ndarray, preset: str = "medium") -> 
     return dis.calc(gray_source, gray_target, None)
 
 
+@functools.lru_cache(maxsize=4)
+def pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's x and y (float32, read-only), made once per frame size: every pair of a job
+    samples or confines at the same size (two 8 MB arrays a 1080p frame)."""
+    grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    grid_x.setflags(write=False)
+    grid_y.setflags(write=False)
+    return grid_x, grid_y
+
+
 def _sample(field: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """field(x + flow(x)), bilinear, with the border replicated."""
-    h, w = flow.shape[:2]
-    grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    grid_x, grid_y = pixel_grid(*flow.shape[:2])
     return cv2.remap(
         field, grid_x + flow[..., 0], grid_y + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )

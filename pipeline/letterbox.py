@@ -116,7 +116,9 @@ class Letterbox:
         the bars would carry their black into the picture's edge, held there by the temporal term."""
         flow, (height, width) = pair.flow_back, pair.reliability.shape
         top, bottom, left, right = self.bars
-        rows, columns = np.mgrid[0:height, 0:width].astype(np.float32)
+        from .flow import pixel_grid  # here: `stylize status` imports this module without OpenCV or torch
+
+        columns, rows = pixel_grid(height, width)
         source_x, source_y = columns + flow[..., 0], rows + flow[..., 1]
         # Half a pixel of slack, as at the frame's border.
         inside = (source_x >= left - 0.5) & (source_x <= width - right - 0.5)
@@ -125,7 +127,7 @@ class Letterbox:
             [np.clip(source_x, left, width - right - 1) - columns, np.clip(source_y, top, height - bottom - 1) - rows],
             axis=-1,
         )  # fmt: skip
-        return replace(pair, flow_back=moved.astype(np.float32), reliability=pair.reliability * inside)
+        return replace(pair, flow_back=moved, reliability=pair.reliability * inside)
 
     def text(self) -> str:
         """For the log and `stylize status`: "black bars 6 px top, 6 px bottom (kept black, not stylized)"."""
