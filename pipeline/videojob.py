@@ -132,6 +132,13 @@ class VideoJob:
             raise InputError("at least one --style image is needed")
         self._check_flow()
         self._check_shots()
+        # Given together, one undoes the other: nothing is kept black to crop. A job begun before the
+        # bars were kept (video_defaults.OWN_DEFAULTS) resumes with --stylize-bars left unset: no conflict.
+        if self.crop_bars and self.stylize_bars and "stylize_bars" not in self.defaulted:
+            raise InputError(
+                "--crop-bars and --stylize-bars: the first stylizes the picture between the bars alone and keeps "
+                "the bars black, the second stylizes the bars; give one of them"
+            )
 
     def _check_shots(self) -> None:
         check_backend(self.backend, self.device, self.scheduler)

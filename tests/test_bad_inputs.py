@@ -327,6 +327,11 @@ CASES = [
         id="video-temporal-weight-without-flow",
     ),
     pytest.param(
+        ["video", *VIDEO, "--crop-bars", "--stylize-bars", *FAST],
+        ["--crop-bars and --stylize-bars", "give one"],
+        id="video-crop-bars-and-stylize-bars",
+    ),
+    pytest.param(
         ["video", f"@{ODD} missing.mp4", "-s", "@style.png", "-o", "@out.mp4", *FAST],
         ["missing.mp4", "\\n"],
         id="video-odd-name-missing",

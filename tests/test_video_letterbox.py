@@ -223,13 +223,16 @@ def test_a_picture_too_small_to_stylize_alone_keeps_its_bars_and_the_log_says_so
 
 def test_a_job_of_the_release_before_goes_on_stylizing_its_bars(bars_clip, tmp_path):
     """A job begun by the release before (its bars stylized), stopped and run again with the option
-    left unset: its finished frames and chunks kept, its bars as that release made them."""
+    left unset: its finished frames and chunks kept, its bars as that release made them. Given
+    --crop-bars then, it is no conflict with the --stylize-bars the job keeps (there is nothing to
+    crop), which the same options given together on the command line are (test_bad_inputs.py)."""
     began = make_job(bars_clip, tmp_path, stylize_bars=True)
     with pytest.raises(Recorder.Stop):
         run_video(began, events=Recorder(stop_at=4), vgg=build_tiny_vgg())
     finished = {name: t for name, t in mtimes(began.work / "styled").items() if name.endswith(".json")}
     events = Recorder()
-    run_video(make_job(bars_clip, tmp_path, defaulted=frozenset(OWN_DEFAULTS)), events=events, vgg=build_tiny_vgg())
+    again = make_job(bars_clip, tmp_path, crop_bars=True, defaulted=frozenset(OWN_DEFAULTS))
+    run_video(again, events=events, vgg=build_tiny_vgg())
     assert finished and sorted(events.started) == [i for i in range(1, FRAMES + 1) if f"{i:06d}.json" not in finished]
     assert "bars" not in read_json(began.work / "job.json")["stages"]["stylize"]
     assert any("--stylize-bars (the defaults now: off;" in m for m in events.messages), events.messages
