@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 
 from .flow import FramePair, warp
@@ -132,6 +133,11 @@ class EarlierFrames:
 
     def confined(self, pair: FramePair) -> FramePair:
         return self.picture.confine(pair) if self.picture else pair
+
+    def share(self, mask: torch.Tensor | np.ndarray) -> float:
+        """A reliability mask's mean over the pixels the stylizer optimizes: the picture's alone
+        with a letterbox (a confined pair's bars are unreliable, and cropped off)."""
+        return float((self.picture.crop(mask) if self.picture else mask).mean())
 
     def styled(self, index: int) -> torch.Tensor:
         return load_image(self.store.styled(index))
@@ -405,7 +411,9 @@ class FlowWarmStart(WarmStart):
         init = warped
         if self.plan.unreliable_start == "content":  # the content frame only where the flow is unreliable
             init = reliability * warped + (1 - reliability) * content.to(self.device, torch.float32)
-        reliable = float(pair.reliability.mean())
+        # Over the picture alone where a letterbox is cropped off (EarlierFrames.share): --tracked-share goes by it.
+        share = pairs.share if isinstance(pairs, EarlierFrames) else lambda mask: float(mask.mean())
+        reliable = share(pair.reliability)
         stats["reliable"] = round(reliable, 4)
         iterations = warm_iterations(self.plan, reliable)
         held = []
@@ -415,7 +423,7 @@ class FlowWarmStart(WarmStart):
             held = [(target, mask) for (target, _), mask in zip(targets, masks)]
             if len(held) > 1:  # how far back it reached, and what the earlier frames hold beyond frame i-1
                 stats["long_term"] = list(self.plan.long_term[: len(held)])
-                stats["reliable_long"] = round(float(sum(masks[1:]).mean()), 4)
+                stats["reliable_long"] = round(share(sum(masks[1:])), 4)
         return self.warm(init, "warped", iterations=iterations, held=held, stats=stats)
 
     def through_flash(self, index: int, content: torch.Tensor, previous: torch.Tensor, pairs: Pairs) -> FrameStart:

@@ -195,6 +195,14 @@ def test_the_bars_stay_black_in_the_output(bars_clip, tmp_path):
     content = np.stack([picture(i + 1) for i in pictures])[:, middle].astype(float)
     assert np.abs(alone[:, middle] - content).mean() > 8  # the picture stylized, not passed through
     assert "black bars 6 px top, 6 px bottom (kept black, not stylized)" in "\n".join(status_lines(cropped.work))
+    # A warm frame's reliable share is the picture's: the confined pair's bars, unreliable, are cropped off.
+    confined = (
+        Letterbox((BAR, BAR, 0, 0), cropped_from=(HEIGHT, WIDTH))
+        .confine(FramePair.load(cropped.work / "flow" / "000003.npz"))
+        .reliability
+    )
+    recorded = read_json(cropped.work / "styled" / "000003.json")["reliable"]
+    assert recorded == round(float(confined[BAR : HEIGHT - BAR].mean()), 4) > confined.mean() + 0.1
 
     plain = make_job(bars_clip, tmp_path / "plain", keep_frames=True, stylize_bars=True)
     run_video(plain, vgg=build_tiny_vgg())
