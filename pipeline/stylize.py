@@ -64,9 +64,13 @@ ExtraLoss = Callable[[torch.Tensor], torch.Tensor]
 MIN_SCALE_SIDE = 32  # VGG-19's relu5_1 needs a few positions at the coarsest scale
 
 
-def scale_sizes(height: int, width: int, settings: StyleSettings) -> list[tuple[int, int]]:
-    """Coarse-to-fine sizes ending at (height, width), each twice the one before."""
-    long_side, short_side = max(height, width), min(height, width)
+def scale_sizes(
+    height: int, width: int, settings: StyleSettings, frame_size: tuple[int, int] | None = None
+) -> list[tuple[int, int]]:  # fmt: skip
+    """Coarse-to-fine sizes ending at (height, width), each twice the one before; as many as for
+    `frame_size` (H, W) where the image is the picture cropped from that frame (letterbox.py), as
+    far as the picture can be halved."""
+    long_side, short_side = max(frame_size or (height, width)), min(height, width)
     count = settings.scales or 1 + max(0, math.ceil(math.log2(long_side / settings.multiscale_threshold)))
     count = max(1, min(count, 1 + int(math.log2(max(1, short_side / MIN_SCALE_SIDE)))))
     return [(round(height / 2**k), round(width / 2**k)) for k in reversed(range(count))]
@@ -183,7 +187,8 @@ class Stylizer:
         pairs (two image-sized buffers each). `frame_size`: that of the frame `content` is the
         picture of (`objective`)."""
         content = content.to(self.device, torch.float32).contiguous()
-        sizes = [tuple(content.shape[-2:])] if init is not None else scale_sizes(*content.shape[-2:], self.settings)
+        full_size = tuple(content.shape[-2:])
+        sizes = [full_size] if init is not None else scale_sizes(*full_size, self.settings, frame_size)
         iterations = self.settings.iterations if iterations is None else iterations
         run = OptimizationRun(
             iterations=iterations, result=StyleResult(image=content), callback=callback, stop=stop or EarlyStop(),

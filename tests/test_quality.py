@@ -74,6 +74,11 @@ def test_scale_schedule():
     assert scale_sizes(100, 64, StyleSettings(scales=2)) == [(50, 32), (100, 64)]
     # Never coarser than VGG-19 can see: 40 px cannot be halved.
     assert scale_sizes(40, 40, StyleSettings(scales=3)) == [(40, 40)]
+    # A picture cropped from a wider frame (--crop-bars) gets the frame's scales, as far as it can be halved.
+    narrow = StyleSettings(multiscale_threshold=64)
+    assert scale_sizes(128, 128, narrow) == [(64, 64), (128, 128)]
+    assert scale_sizes(128, 128, narrow, frame_size=(128, 170)) == [(32, 32), (64, 64), (128, 128)]
+    assert scale_sizes(96, 128, narrow, frame_size=(128, 170)) == [(48, 64), (96, 128)]
     assert split_iterations(10, 3) == [4, 3, 3]
     assert sum(split_iterations(7, 2)) == 7
 
