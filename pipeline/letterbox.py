@@ -135,6 +135,13 @@ class Letterbox:
         return f"black bars {', '.join(sides)} (kept black{', not stylized' if self.cropped else ''})"
 
 
+def picture_share(mask: np.ndarray | torch.Tensor, picture: Letterbox | None) -> float:
+    """A reliability mask's mean over the pixels the stylizer optimizes: the picture's alone where
+    `picture` is cropped off the frames (a confined pair's bars are all unreliable, and cropped off);
+    the whole frame's where it is None."""
+    return float((picture.crop(mask) if picture else mask).mean())
+
+
 def bars_text(record: dict) -> str | None:
     """The bars of a stylize stage's record in words, or None."""
     bars = record.get("bars")

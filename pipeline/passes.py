@@ -41,6 +41,7 @@ from .flow import FramePair
 from .flowstage import compute_pair, default_workers, pair_name
 from .frame_record import optimized, pair_record
 from .images import load_image, save_image
+from .letterbox import picture_share
 from .manifest import read_json, timestamp, write_json
 from .shots import Shot, counted
 from .stylize import Stylizer
@@ -180,7 +181,8 @@ class Passes:
             if n == n1:
                 init = blend(own, warped, reliability)
             targets.append((warped, reliability))
-            stats[f"reliable_{'n1' if n == n1 else 'n2'}"] = round(float(pair.reliability.mean()), 4)
+            share = picture_share(pair.reliability, self.c.picture)  # the picture's alone with --crop-bars
+            stats[f"reliable_{'n1' if n == n1 else 'n2'}"] = round(share, 4)
         # Its source is no warm start's: the stall guard (temporal.stalled) compares a frame with the one
         # before it in a single pass, which a later pass has no equivalent of.
         return self.starter.warm(init, f"pass{p}", held=targets, stats=stats)

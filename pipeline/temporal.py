@@ -43,14 +43,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-import numpy as np
 import torch
 
 from .flow import FramePair, warp
 from .flowstage import FlowStage
 from .images import load_image, resize_to
 from .lbfgs import HISTORY_SIZE
-from .letterbox import Letterbox
+from .letterbox import Letterbox, picture_share
 from .losses import TemporalLoss
 from .manifest import read_json
 from .objective import Scale, SumLoss
@@ -134,11 +133,6 @@ class EarlierFrames:
     def confined(self, pair: FramePair) -> FramePair:
         return self.picture.confine(pair) if self.picture else pair
 
-    def share(self, mask: torch.Tensor | np.ndarray) -> float:
-        """A reliability mask's mean over the pixels the stylizer optimizes: the picture's alone
-        with a letterbox (a confined pair's bars are unreliable, and cropped off)."""
-        return float((self.picture.crop(mask) if self.picture else mask).mean())
-
     def styled(self, index: int) -> torch.Tensor:
         return load_image(self.store.styled(index))
 
@@ -161,6 +155,11 @@ class Across(EarlierFrames):
 
     def __call__(self, index: int) -> FramePair:
         return self.pair(self.before, index)
+
+
+def framed_picture(pairs: Pairs) -> Letterbox | None:
+    """The letterbox cropped off the frames whose pairs `pairs` gives (EarlierFrames.picture), if any."""
+    return pairs.picture if isinstance(pairs, EarlierFrames) else None
 
 
 def closest_first(masks: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -411,9 +410,9 @@ class FlowWarmStart(WarmStart):
         init = warped
         if self.plan.unreliable_start == "content":  # the content frame only where the flow is unreliable
             init = reliability * warped + (1 - reliability) * content.to(self.device, torch.float32)
-        # Over the picture alone where a letterbox is cropped off (EarlierFrames.share): --tracked-share goes by it.
-        share = pairs.share if isinstance(pairs, EarlierFrames) else lambda mask: float(mask.mean())
-        reliable = share(pair.reliability)
+        # Over the picture alone where a letterbox is cropped off (letterbox.py): --tracked-share goes by it.
+        picture = framed_picture(pairs)
+        reliable = picture_share(pair.reliability, picture)
         stats["reliable"] = round(reliable, 4)
         iterations = warm_iterations(self.plan, reliable)
         held = []
@@ -423,7 +422,7 @@ class FlowWarmStart(WarmStart):
             held = [(target, mask) for (target, _), mask in zip(targets, masks)]
             if len(held) > 1:  # how far back it reached, and what the earlier frames hold beyond frame i-1
                 stats["long_term"] = list(self.plan.long_term[: len(held)])
-                stats["reliable_long"] = round(share(sum(masks[1:])), 4)
+                stats["reliable_long"] = round(picture_share(sum(masks[1:]), picture), 4)
         return self.warm(init, "warped", iterations=iterations, held=held, stats=stats)
 
     def through_flash(self, index: int, content: torch.Tensor, previous: torch.Tensor, pairs: Pairs) -> FrameStart:
@@ -437,7 +436,8 @@ class FlowWarmStart(WarmStart):
         unreliable pixels start from the warped frame too: the content there is the flash's."""
         pair = pairs(index)
         warped = self.warp(previous.to(self.device, torch.float32), pair)
-        stats = {"cut_score": round(pair.cut_score, 4), "reliable": round(float(pair.reliability.mean()), 4)}
+        reliable = picture_share(pair.reliability, framed_picture(pairs))
+        stats = {"cut_score": round(pair.cut_score, 4), "reliable": round(reliable, 4)}
         reliability = torch.from_numpy(pair.reliability).to(self.device)[None, None]
         held = [] if self.plan.free_flashes else [(warped, reliability)]
         return self.warm(warped, "flash", held=held, stats=stats)

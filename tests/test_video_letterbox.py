@@ -13,8 +13,9 @@ import torch
 
 from helpers import Recorder, build_tiny_vgg, decoded_frames, mtimes, write_clip
 from pipeline.flow import FramePair, warp
+from pipeline.flowstage import pair_name
 from pipeline.images import resize_to
-from pipeline.letterbox import Letterbox, frame_bars
+from pipeline.letterbox import Letterbox, frame_bars, picture_share
 from pipeline.manifest import read_json
 from pipeline.optimize import EarlyStop
 from pipeline.report_video import write_video_report
@@ -212,6 +213,17 @@ def test_the_bars_stay_black_in_the_output(bars_clip, tmp_path):
     assert bars_shown[pictures][:, : BAR - 1].mean() > 8
     # The stylizer made the same frames, bars and all: only the output differs.
     assert np.array_equal(styled_frames(plain.work, pictures), styled)
+
+
+def test_a_later_pass_records_the_pictures_reliable_share(bars_clip, tmp_path):
+    """--passes with --crop-bars: a frame's later pass records its neighbours' reliable shares over
+    the picture alone, as a warm frame does, not over the whole frame whose confined bars are unreliable."""
+    job = make_job(bars_clip, tmp_path, keep_frames=True, crop_bars=True, passes=2)
+    run_video(job, vgg=build_tiny_vgg())
+    letterbox = Letterbox((BAR, BAR, 0, 0), cropped_from=(HEIGHT, WIDTH))
+    backward = letterbox.confine(FramePair.load(job.work / "flow" / pair_name(4, 3))).reliability  # n1 of pass 2
+    recorded = read_json(job.work / "styled" / "000003.json")["pass_start"]["reliable_n1"]
+    assert recorded == round(picture_share(backward, letterbox), 4) > backward.mean() + 0.1
 
 
 def styled_frames(work: Path, frames: list[int]) -> np.ndarray:
