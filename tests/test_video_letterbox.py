@@ -160,6 +160,21 @@ def test_a_picture_is_stylized_at_its_frames_style_scale_and_layer_weights(monke
     assert counted == [(HEIGHT, WIDTH)]
 
 
+def test_a_pictures_cold_start_runs_through_its_frames_scales():
+    """A shot's cold first frame with --crop-bars: the picture (128x128 of a 128x170 frame) runs
+    through as many coarse-to-fine scales as its frame would (3), not as its own long side gives (2)."""
+    generator = torch.Generator().manual_seed(5)
+    style, picture = (torch.rand(1, 3, *shape, generator=generator) for shape in ((40, 40), (128, 128)))
+    stylizer = Stylizer([style], StyleSettings(size=170, iterations=3, multiscale_threshold=64), vgg=build_tiny_vgg())
+
+    def scales(frame_size=None) -> set[int]:
+        seen = []
+        stylizer.stylize(picture, callback=lambda progress: seen.append(progress.scales), frame_size=frame_size)
+        return set(seen)
+
+    assert scales() == {2} and scales((128, 170)) == {3}
+
+
 def test_the_bars_stay_black_in_the_output(bars_clip, tmp_path):
     """The stylizer paints its texture over the bars; the output shows them black, the picture
     between them stylized. --crop-bars: the stylizer sees the picture alone, its frames keep the
