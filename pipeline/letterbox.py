@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .settings import MIN_SCALE_SIDE
+
 if TYPE_CHECKING:  # `stylize status` reads the bars' records without torch or OpenCV (status.py)
     import torch
 
@@ -39,9 +41,6 @@ if TYPE_CHECKING:  # `stylize status` reads the bars' records without torch or O
 BAR_LEVEL = 12
 SIDES = ("top", "bottom", "left", "right")
 SETTINGS = {"bar_level": BAR_LEVEL}  # in the stylize stage's settings while the bars are kept
-# A picture narrower or lower than this between its bars is stylized with them (VGG-19's deepest
-# layers need a few positions: stylize.MIN_SCALE_SIDE).
-MIN_PICTURE = 32
 
 
 def frame_bars(rgb: np.ndarray) -> list[int]:
@@ -92,9 +91,10 @@ class Letterbox:
         return boxes
 
     def fits(self, height: int, width: int) -> bool:
-        """Whether the picture between the bars of a frame this size is large enough to stylize alone."""
+        """Whether the picture between the bars of a frame this size is large enough to stylize alone
+        (settings.MIN_SCALE_SIDE a side); a smaller one is stylized with its bars."""
         top, bottom, left, right = self.bars
-        return min(height - top - bottom, width - left - right) >= MIN_PICTURE
+        return min(height - top - bottom, width - left - right) >= MIN_SCALE_SIDE
 
     def crop(self, image: torch.Tensor) -> torch.Tensor:
         """The picture between the bars of an image (..., H, W): a view, not a copy."""

@@ -14,6 +14,9 @@ from .hashing import settings_hash
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 CONTENT_LAYER = "relu4_2"
+# The shortest side an image is stylized at, a coarse scale or a picture between bars: VGG-19's
+# relu5_1 needs a few positions (a 32 px side leaves it 2).
+MIN_SCALE_SIDE = 32
 MAX_ITERATIONS = 1_000_000  # a typo guard: more would run for weeks
 MAX_SEED = 2**64 - 1  # what torch.Generator.manual_seed takes
 # 20 pairs reach the same loss as torch's 100 in our tests at a fifth of the memory (a pair is two

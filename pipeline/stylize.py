@@ -34,7 +34,7 @@ from .objective import (
     texture_weights,
 )
 from .optimize import EarlyStop, OptimizationRun, ProgressCallback, StyleResult, optimize
-from .settings import CONTENT_LAYER, MAX_ITERATIONS, MAX_SEED, PRESETS, STYLE_LAYERS, StyleSettings
+from .settings import CONTENT_LAYER, MAX_ITERATIONS, MAX_SEED, MIN_SCALE_SIDE, PRESETS, STYLE_LAYERS, StyleSettings
 from .style_targets import StyleTargets
 from .vgg import VGG19, load_vgg19
 
@@ -59,9 +59,6 @@ REFERENCE_PIXELS = 512 * 512
 
 # An extra loss term: image -> per-image loss, already weighted (e.g. the temporal loss).
 ExtraLoss = Callable[[torch.Tensor], torch.Tensor]
-
-
-MIN_SCALE_SIDE = 32  # VGG-19's relu5_1 needs a few positions at the coarsest scale
 
 
 def scale_sizes(

@@ -35,12 +35,11 @@ from .errors import PipelineError, WriteError
 from .flicker import job_flicker
 from .flowstage import default_workers
 from .images import check_long_side, load_image
-from .letterbox import MIN_PICTURE
 from .manifest import JobManifest, WorkDirLock, timestamp
 from .outputs import OutputRecord
 from .report_live import LiveReport
 from .report_video import JOB_FLICKER_BUDGET, write_video_report
-from .settings import resuming_text
+from .settings import MIN_SCALE_SIDE, resuming_text
 from .shotplan import ShotPlan
 from .shotprogress import ShotProgress
 from .shots import counted, runs_text
@@ -178,7 +177,8 @@ class VideoRun:
         plan = self.shot_plan(scan)
         self.manifest.stage("stylize").update(plan.record())
         if self.job.crops_bars and plan.letterbox and not plan.letterbox.cropped:
-            self.log(f"--crop-bars: the picture between the bars is under {MIN_PICTURE} px a side: stylized with them")
+            side = MIN_SCALE_SIDE
+            self.log(f"--crop-bars: the picture between the bars is under {side} px a side: stylized with them")
         return plan
 
     def shot_plan(self, scan: Scan) -> ShotPlan:
