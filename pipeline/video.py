@@ -177,8 +177,9 @@ class VideoRun:
         plan = self.shot_plan(scan)
         self.manifest.stage("stylize").update(plan.record())
         if self.job.crops_bars and plan.letterbox and not plan.letterbox.cropped:
-            side = MIN_SCALE_SIDE
-            self.log(f"--crop-bars: the picture between the bars is under {side} px a side: stylized with them")
+            self.log(
+                f"--crop-bars: the picture between the bars is under {MIN_SCALE_SIDE} px a side: stylized with them"
+            )
         return plan
 
     def shot_plan(self, scan: Scan) -> ShotPlan:
