@@ -16,12 +16,18 @@ allows; the bilinear warp of each warm start, compounded over a long shot, pulls
 
     python bench/video_quality.py [--size 128] [--frames 150] [--modes default,none,independent | all]
         [--clips carphone,pan,shake,zoom,flash,fade,relit,path/to/own.mp4] [--style art.png] [--tree DIR]
-        [--out bench-results/video]
+        [--out bench-results/video] [--decoded]
 
 `--tree DIR` runs the stylizer of another checkout of this project (an earlier release: `git
 worktree add DIR REV`) with this one's clips and scoring, so that releases compare as measured
 alike; options of the modes that its `stylize video` does not know are refused before any job
 runs, and it keeps its frames without being asked if it predates --keep-frames.
+
+`--decoded` scores the output files' frames as a player decodes them (H.264 at --crf 18, chroma
+at half resolution) instead of the stylizer's own lossless frames, every column alike (the flicker
+column then by the job's own pairs over the decoded frames): what a viewer, or a scorer given the
+file alone, sees. Rerun on finished jobs, it costs the scoring alone; its results go to
+OUT/video_quality-decoded.md (and .json).
 
 Results go to OUT/video_quality.md (and .json) too. Deterministic: the same command gives the same
 frames (each job runs with --seed 0 on the CPU), so rerunning resumes the finished jobs.
@@ -285,6 +291,26 @@ def as_shown(styled: list[Path], record: dict) -> list[Path]:
     return [shown / path.name for path in styled]
 
 
+def decoded_frames(output: Path, styled: list[Path]) -> list[Path]:
+    """The output file's frames as a player decodes them (H.264 at --crf, chroma at half
+    resolution), at the stylized frames' size, under WORK/decoded by their names: what a viewer,
+    and a scorer given the file alone, sees of them. The stylizer's own frames are lossless; at
+    small sizes the encoding takes a good part of their pixel-scale grain."""
+    from pipeline.decode import probe
+    from pipeline.framestream import ALL, RawDecode
+
+    height, width = cv2.imread(str(styled[0])).shape[:2]
+    folder = styled[0].parent.parent / "decoded"
+    folder.mkdir(exist_ok=True)
+    decoded = []
+    for path, frame in zip(styled, RawDecode(probe(output), (width, height), ALL)):
+        cv2.imwrite(str(folder / path.name), frame[..., ::-1])
+        decoded.append(folder / path.name)
+    if len(decoded) < len(styled):
+        raise SystemExit(f"{output}: {len(decoded)} frames decoded of the {len(styled)} stylized")
+    return decoded
+
+
 def laplacian_variances(paths: list[Path]) -> list[float]:
     """Each grey frame's variance of the Laplacian: a standard focus/blur measure."""
     values = []
@@ -357,9 +383,10 @@ def farneback_flicker(styled: list[Path], pairs: list) -> float:
     return flicker((read_rgb(p) for p in styled), pairs, scene_threshold=DEFAULT_SCENE_THRESHOLD)
 
 
-def bicubic_flicker(styled: list[Path], work: Path) -> float:
-    """The flicker column's measure (the job's own DIS pairs and masks, cuts skipped) with the
-    frame before warped bicubically instead of bilinearly. The bilinear warp blurs what it moves
+def job_flow_flicker(styled: list[Path], work: Path, mode: str = "bicubic") -> float:
+    """The flicker column's measure (the job's own DIS pairs and masks, cuts skipped, `mode`
+    "bilinear": what the job's report gives of its own frames), by default with the frame before
+    warped bicubically instead of bilinearly. The bilinear warp blurs what it moves
     by a fraction of a pixel, so it scores a fine texture carried exactly from frame to frame
     (`--warp bicubic`) as flicker, and one laid out anew each frame barely worse; this one tells
     them apart (docs/video-quality.md, "Flicker by the measure's interpolation"). Every flow mode
@@ -376,7 +403,7 @@ def bicubic_flicker(styled: list[Path], work: Path) -> float:
     pairs = [FramePair.load(path) if path and path.exists() else None for path in paths]
     if not any(pairs):
         return float("nan")
-    return flicker((read_rgb(p) for p in styled), pairs, scene_threshold=DEFAULT_SCENE_THRESHOLD, mode="bicubic")
+    return flicker((read_rgb(p) for p in styled), pairs, scene_threshold=DEFAULT_SCENE_THRESHOLD, mode=mode)
 
 
 # The colours' distance (flow.histogram_distance) over which warp_error(blind=True) takes a pair
@@ -569,6 +596,8 @@ def run_mode(clip_name: str, clip: Path, mode: str, args: argparse.Namespace) ->
     styled = as_shown(sorted((work / "styled").glob("[0-9]*.png")), record)
     content = sorted((work / "frames").glob("[0-9]*.png"))[: len(styled)]
     stats = [json.loads((work / "styled" / p.name).with_suffix(".json").read_text()) for p in styled]
+    if args.decoded:
+        styled = decoded_frames(output, styled)
     fades = input_fades(clip, args.size)
     fade = fade_figures(clip, output, args.size, stats, fades)
     # The input's blank frames (black or white, fades.py) are left out of the figures below, in
@@ -589,8 +618,9 @@ def run_mode(clip_name: str, clip: Path, mode: str, args: argparse.Namespace) ->
         "seconds_per_frame": seconds,
         "wall_per_frame": wall / max(1, len(styled)),
         "redone": sum(1 for s in stats if s.get("redone")),
-        "flicker": flicker.get("output", float("nan")), "flicker_input": flicker.get("input", float("nan")),
-        "flicker_bicubic": bicubic_flicker(styled, work),
+        "flicker": job_flow_flicker(styled, work, "bilinear") if args.decoded else flicker.get("output", float("nan")),
+        "flicker_input": flicker.get("input", float("nan")),
+        "flicker_bicubic": job_flow_flicker(styled, work),
         "flicker_farneback": farneback_flicker(styled, pairs), "warp_error": warp_error(styled, content, pairs),
         "warp_error_blind": warp_error(styled, content, pairs, blind=True),
         **losses, "sharpness": float(np.mean(crisp)), "sharpness_input": float(np.mean(crisp_input)),
@@ -650,6 +680,10 @@ def main() -> None:
     parser.add_argument("--style", type=Path, default=STYLE, help="the style image (default: samples/ihc.png)")
     parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose stylizer runs (default: this one)")
     parser.add_argument("--out", type=Path, help="default: bench-results/video/SIZEpx-FRAMESf")
+    parser.add_argument(
+        "--decoded", action="store_true",
+        help="score the output files' frames as decoded (OUT/video_quality-decoded.md), not the stylizer's own",
+    )  # fmt: skip
     parser.add_argument("extra", nargs="*", help="more `stylize video` options for every mode (after --)")
     args = parser.parse_args()
     if not args.style.is_file():
@@ -676,8 +710,9 @@ def main() -> None:
         results[clip_name] = rows
         report += [table(clip_name, rows), ""]
         print(report[-2], "\n", flush=True)
-    (args.out / "video_quality.md").write_text("\n".join(report))
-    (args.out / "video_quality.json").write_text(json.dumps(results, indent=1))
+    name = "video_quality-decoded" if args.decoded else "video_quality"
+    (args.out / f"{name}.md").write_text("\n".join(report))
+    (args.out / f"{name}.json").write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

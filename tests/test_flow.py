@@ -240,7 +240,10 @@ def test_the_benchmarks_frames_are_frames_of_any_frame_rate(tmp_path):
     turned N into seconds at 25 fps, and ran 48 of the sample clip's frames for --frames 40); a
     clip of one's own is named by its file name, hyphens and all, and each row by its mode (it
     took the mode from the job's name after its first hyphen: "30fps-default" for this one); its
-    sharpness figures are the mean Laplacian variance of the job's stylized and input frames."""
+    sharpness figures are the mean Laplacian variance of the job's stylized and input frames, and
+    its flicker column the job's own measure. Rerun with --decoded, it scores the output file's
+    frames as decoded instead, into a report of its own, the job's frames and report left as they
+    were."""
     from helpers import make_clip
 
     clip = make_clip(tmp_path / "ntsc-30fps.mp4", frames=12, rate="30000/1001", size="64x48")
@@ -262,6 +265,29 @@ def test_the_benchmarks_frames_are_frames_of_any_frame_rate(tmp_path):
         greys = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2GRAY) for p in paths]
         expected = np.mean([cv2.Laplacian(g.astype(np.float64), cv2.CV_64F).var() for g in greys])
         assert results["ntsc-30fps"][0][key] == pytest.approx(expected, rel=1e-9), key
+    vq = bench_module()
+
+    def vq_flicker(frames: list[Path], work: Path) -> float:  # the job's own pairs, as its report measures
+        return vq.job_flow_flicker(frames, work, "bilinear")
+
+    styled = sorted((work / "styled").glob("[0-9]*.png"))[:5]
+    assert results["ntsc-30fps"][0]["flicker"] == pytest.approx(vq_flicker(styled, work), rel=1e-9)
+    report = (tmp_path / "out" / "video_quality.md").read_text()
+    rerun = [*command[: command.index("--")], "--decoded", *command[command.index("--") :]]
+    again = subprocess.run(rerun, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert again.returncode == 0, again.stderr
+    decoded = json.loads((tmp_path / "out" / "video_quality-decoded.json").read_text())["ntsc-30fps"][0]
+    assert (tmp_path / "out" / "video_quality.md").read_text() == report
+    frames = sorted((work / "decoded").glob("[0-9]*.png"))
+    assert [p.name for p in frames] == [p.name for p in styled]
+    shown = [cv2.imread(str(p)) for p in frames]
+    assert all(a.shape == cv2.imread(str(b)).shape for a, b in zip(shown, styled))
+    assert any(np.abs(a.astype(int) - cv2.imread(str(b)).astype(int)).max() > 0 for a, b in zip(shown, styled))
+    greys = [cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY).astype(np.float64) for frame in shown]
+    expected = np.mean([cv2.Laplacian(g, cv2.CV_64F).var() for g in greys])
+    assert decoded["sharpness"] == pytest.approx(expected, rel=1e-9)
+    assert decoded["flicker"] == pytest.approx(vq_flicker(frames, work), rel=1e-9)
+    assert decoded["sharpness_input"] == results["ntsc-30fps"][0]["sharpness_input"]
 
 
 def test_the_benchmarks_zoom_clip_magnifies_its_picture_evenly(tmp_path):
@@ -372,22 +398,25 @@ def test_a_fine_texture_carried_exactly_flickers_by_the_bilinear_measure_not_by_
 
 def test_the_benchmarks_bicubic_flicker_reads_the_jobs_own_pairs_and_skips_a_gap(tmp_path):
     """The bench's `flicker, bicubic` column: the job's flow/NNNNNN.npz pairs, the frame before
-    warped bicubically; no pair across a frame left out (a blank), NaN where there are no pairs."""
+    warped bicubically; no pair across a frame left out (a blank), NaN where there are no pairs.
+    Bilinearly, the same pairs give the job's own measure (the flicker column of --decoded)."""
     vq = bench_module()
     frames, pair = carried_grain(4)
     (tmp_path / "styled").mkdir()
     styled = [tmp_path / "styled" / frame_name(i + 1) for i in range(4)]
     for path, frame in zip(styled, frames):
         cv2.imwrite(str(path), frame[..., ::-1])
-    assert np.isnan(vq.bicubic_flicker(styled, tmp_path))  # no flow/ at all
+    assert np.isnan(vq.job_flow_flicker(styled, tmp_path))  # no flow/ at all
     (tmp_path / "flow").mkdir()
     for i in range(2, 5):
         pair.save(tmp_path / "flow" / pair_name(i - 1, i))  # as the flow stage names them
-    measured = vq.bicubic_flicker(styled, tmp_path)
+    measured = vq.job_flow_flicker(styled, tmp_path)
     assert measured == pytest.approx(flicker(frames, [None, pair, pair, pair], 0.6, mode="bicubic"), rel=1e-4)
-    assert measured < 0.1 * flicker(frames, [None, pair, pair, pair], 0.6)  # the bilinear measure
+    bilinear = vq.job_flow_flicker(styled, tmp_path, "bilinear")
+    assert bilinear == pytest.approx(flicker(frames, [None, pair, pair, pair], 0.6), rel=1e-4)
+    assert measured < 0.1 * bilinear
     # Frame 3 left out: frame 4's pair carries frame 3, not frame 2; frame 2's alone counts.
-    gap = vq.bicubic_flicker([styled[0], styled[1], styled[3]], tmp_path)
+    gap = vq.job_flow_flicker([styled[0], styled[1], styled[3]], tmp_path)
     assert gap == pytest.approx(warping_error(frames[0], frames[1], pair, "bicubic"), rel=1e-4)
 
 
