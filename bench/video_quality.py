@@ -383,14 +383,14 @@ def farneback_flicker(styled: list[Path], pairs: list) -> float:
     return flicker((read_rgb(p) for p in styled), pairs, scene_threshold=DEFAULT_SCENE_THRESHOLD)
 
 
-def job_flow_flicker(styled: list[Path], work: Path, mode: str = "bicubic") -> float:
-    """The flicker column's measure (the job's own DIS pairs and masks, cuts skipped, `mode`
-    "bilinear": what the job's report gives of its own frames), by default with the frame before
-    warped bicubically instead of bilinearly. The bilinear warp blurs what it moves
-    by a fraction of a pixel, so it scores a fine texture carried exactly from frame to frame
-    (`--warp bicubic`) as flicker, and one laid out anew each frame barely worse; this one tells
-    them apart (docs/video-quality.md, "Flicker by the measure's interpolation"). Every flow mode
-    keeps its pairs for the report's flicker; NaN where a work directory holds none."""
+def job_flow_flicker(styled: list[Path], work: Path, mode: str) -> float:
+    """The flicker column's measure, the job's own DIS pairs and masks with its cuts skipped, the
+    frame before warped by `mode`: "bilinear" is what the job's report gives of its own frames,
+    "bicubic" the `flicker, bicubic` column. The bilinear warp blurs what it moves by a fraction
+    of a pixel, so it scores a fine texture carried exactly from frame to frame (`--warp bicubic`)
+    as flicker, and one laid out anew each frame barely worse; the bicubic one tells them apart
+    (docs/video-quality.md, "Flicker by the measure's interpolation"). Every flow mode keeps its
+    pairs for the report's flicker; NaN where a work directory holds none."""
     from pipeline.flow import FramePair, flicker
     from pipeline.flowstage import pair_name, read_rgb
     from pipeline.video_defaults import DEFAULT_SCENE_THRESHOLD
@@ -620,7 +620,7 @@ def run_mode(clip_name: str, clip: Path, mode: str, args: argparse.Namespace) ->
         "redone": sum(1 for s in stats if s.get("redone")),
         "flicker": job_flow_flicker(styled, work, "bilinear") if args.decoded else flicker.get("output", float("nan")),
         "flicker_input": flicker.get("input", float("nan")),
-        "flicker_bicubic": job_flow_flicker(styled, work),
+        "flicker_bicubic": job_flow_flicker(styled, work, "bicubic"),
         "flicker_farneback": farneback_flicker(styled, pairs), "warp_error": warp_error(styled, content, pairs),
         "warp_error_blind": warp_error(styled, content, pairs, blind=True),
         **losses, "sharpness": float(np.mean(crisp)), "sharpness_input": float(np.mean(crisp_input)),

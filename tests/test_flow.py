@@ -406,17 +406,17 @@ def test_the_benchmarks_bicubic_flicker_reads_the_jobs_own_pairs_and_skips_a_gap
     styled = [tmp_path / "styled" / frame_name(i + 1) for i in range(4)]
     for path, frame in zip(styled, frames):
         cv2.imwrite(str(path), frame[..., ::-1])
-    assert np.isnan(vq.job_flow_flicker(styled, tmp_path))  # no flow/ at all
+    assert np.isnan(vq.job_flow_flicker(styled, tmp_path, "bicubic"))  # no flow/ at all
     (tmp_path / "flow").mkdir()
     for i in range(2, 5):
         pair.save(tmp_path / "flow" / pair_name(i - 1, i))  # as the flow stage names them
-    measured = vq.job_flow_flicker(styled, tmp_path)
+    measured = vq.job_flow_flicker(styled, tmp_path, "bicubic")
     assert measured == pytest.approx(flicker(frames, [None, pair, pair, pair], 0.6, mode="bicubic"), rel=1e-4)
     bilinear = vq.job_flow_flicker(styled, tmp_path, "bilinear")
     assert bilinear == pytest.approx(flicker(frames, [None, pair, pair, pair], 0.6), rel=1e-4)
     assert measured < 0.1 * bilinear
     # Frame 3 left out: frame 4's pair carries frame 3, not frame 2; frame 2's alone counts.
-    gap = vq.job_flow_flicker([styled[0], styled[1], styled[3]], tmp_path)
+    gap = vq.job_flow_flicker([styled[0], styled[1], styled[3]], tmp_path, "bicubic")
     assert gap == pytest.approx(warping_error(frames[0], frames[1], pair, "bicubic"), rel=1e-4)
 
 
